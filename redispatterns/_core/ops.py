@@ -1,0 +1,174 @@
+"""Operation values that flows yield, and the ``Flow`` type.
+
+A flow is ``Generator[Op, Any, T]``: it yields an operation, receives its reply (or has the
+error raised at the ``yield``), and finally returns ``T``. Replies are what redis-py returns
+for the same command sent with ``execute_command`` (bytes unless the client decodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from .keys import check_same_slot
+from .scripts import LuaScript
+
+__all__ = [
+    "Arg",
+    "Batch",
+    "Command",
+    "Compute",
+    "Flow",
+    "Now",
+    "Op",
+    "Probe",
+    "Script",
+    "Sleep",
+    "WallClock",
+    "is_read_only",
+]
+
+T = TypeVar("T")
+Arg = Union[str, bytes, int, float]
+KeyT = Union[str, bytes]
+
+# Commands that are safe to send twice: their reply is lost only at the cost of a repeat.
+# The runners retry these (with backoff) on a connection error; every other command is sent once.
+_READ_ONLY = frozenset(
+    {
+        "BITCOUNT", "BITPOS", "DBSIZE", "DUMP", "ECHO", "EXISTS", "EXPIRETIME", "GET", "GETBIT",
+        "GETRANGE", "HEXISTS", "HGET", "HGETALL", "HKEYS", "HLEN", "HMGET", "HSCAN", "HSTRLEN",
+        "HVALS", "INFO", "LINDEX", "LLEN", "LPOS", "LRANGE", "MEMORY", "MGET", "OBJECT", "PEXPIRETIME",
+        "PFCOUNT", "PING", "PTTL", "SCAN", "SCARD", "SISMEMBER", "SMEMBERS", "SMISMEMBER",
+        "SRANDMEMBER", "SSCAN", "STRLEN", "TIME", "TTL", "TYPE", "XINFO", "XLEN", "XPENDING",
+        "XRANGE", "XREVRANGE", "ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZMSCORE", "ZRANDMEMBER", "ZRANGE",
+        "ZRANGEBYLEX", "ZRANGEBYSCORE", "ZRANK", "ZREVRANGE", "ZREVRANGEBYLEX",
+        "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN", "ZSCORE",
+    }
+)  # fmt: skip
+
+
+def is_read_only(name: str | bytes) -> bool:
+    """True for commands that only read, and so may be retried after a lost reply."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return name.upper() in _READ_ONLY
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Command:
+    """One Redis command. ``keys`` names every key it touches (checked to share a slot).
+
+    ``Command("GET", key)`` ; ``Command("MGET", a, b, keys=(a, b))``.
+    """
+
+    args: tuple[Arg, ...]
+    keys: tuple[KeyT, ...]
+    retryable: bool
+
+    def __init__(self, *args: Arg, keys: Sequence[KeyT] = (), retryable: bool | None = None):
+        if not args:
+            raise ValueError("Command needs at least a command name")
+        keys = tuple(keys)
+        if len(keys) > 1:
+            check_same_slot(keys)
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(
+            self,
+            "retryable",
+            is_read_only(str(args[0]) if not isinstance(args[0], bytes) else args[0])
+            if retryable is None
+            else retryable,
+        )
+
+    @property
+    def name(self) -> str:
+        n = self.args[0]
+        return (n.decode() if isinstance(n, bytes) else str(n)).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """Run a registered Lua script (``lua/<name>.lua``) with EVALSHA (loaded on NOSCRIPT)."""
+
+    script: LuaScript
+    keys: tuple[KeyT, ...] = ()
+    args: tuple[Arg, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = self.script.num_keys
+        if n >= 0 and len(self.keys) != n:
+            raise ValueError(f"script {self.script.name} takes {n} keys, got {len(self.keys)}")
+        if len(self.keys) > 1:
+            check_same_slot(self.keys)
+
+    @property
+    def retryable(self) -> bool:
+        return self.script.read_only
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several commands/scripts in one round trip (a pipeline).
+
+    With ``transaction=True`` they run in MULTI/EXEC, and every key must share one slot.
+    The reply is the list of replies; with ``raise_on_error=False`` a failed command's
+    reply is the exception instance instead of raising.
+    """
+
+    ops: tuple[Command | Script, ...]
+    transaction: bool = False
+    raise_on_error: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ops:
+            raise ValueError("Batch needs at least one operation")
+        if self.transaction:
+            keys = [k for op in self.ops for k in op.keys]
+            if len(keys) > 1:
+                check_same_slot(keys)
+
+    @property
+    def retryable(self) -> bool:
+        return not self.transaction and all(op.retryable for op in self.ops)
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Sleep ``seconds``; the reply is the monotonic clock afterwards."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.seconds < 0:
+            raise ValueError("cannot sleep a negative time")
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """Reply: the process's monotonic clock in seconds (for budgets and timeouts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WallClock:
+    """Reply: the local wall clock in seconds since the epoch (never for correctness)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """Call user code: the runner calls ``fn(*args, **kwargs)`` and awaits it if async."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Reply: the server's :class:`~redispatterns._core.server.ServerInfo`, cached per client."""
+
+
+Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe]
+Flow = Generator[Op, Any, T]

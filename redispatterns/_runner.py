@@ -1,0 +1,259 @@
+"""The two runners: the only code that talks to Redis, sleeps or reads clocks.
+
+``run_sync(client, flow)`` and ``await run_async(client, flow)`` drive a flow from
+:mod:`redispatterns._core`: they execute each yielded operation, send the reply back into the
+flow, or throw the error in at the ``yield``. Both follow the same table:
+
+=========  =====================================================================
+op         effect
+=========  =====================================================================
+Command    ``client.execute_command(*args)``; read-only commands are retried on
+           connection errors with jittered backoff, writes are sent once
+Script     EVALSHA of the registered script (redis-py reloads it on NOSCRIPT)
+Batch      one pipeline (MULTI/EXEC when ``transaction``) ; the list of replies
+Sleep      sleep, then the monotonic clock
+Now        the monotonic clock;  WallClock: ``time.time()``
+Compute    call the user's function (awaited when it returns an awaitable)
+Probe      the server's kind, version and capabilities, cached per client
+=========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
+from ._core.scripts import LuaScript
+from ._core.server import ServerInfo, parse_info
+
+__all__ = ["READ_RETRIES", "run_async", "run_sync", "server_info", "server_info_async"]
+
+T = TypeVar("T")
+
+READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
+_RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(0.2, 0.01 * (2**attempt)))
+
+
+def _registered(client: Any, script: LuaScript) -> Any:
+    """``client.register_script`` once per client and script (redis-py handles NOSCRIPT)."""
+    try:
+        per_client = _scripts[client]
+    except KeyError:
+        with _lock:
+            per_client = _scripts.setdefault(client, {})
+    obj = per_client.get(script.name)
+    if obj is None:
+        obj = per_client[script.name] = client.register_script(script.source)
+    return obj
+
+
+def _kind_hint(client: Any) -> str | None:
+    mod = type(client).__module__
+    return "fakeredis" if mod.startswith("fakeredis") else None
+
+
+def _info_from(client: Any, raw: Any) -> ServerInfo:
+    if isinstance(raw, dict) and raw and all(isinstance(v, dict) for v in raw.values()):
+        raw = next(iter(raw.values()))  # cluster: one reply per node
+    info = parse_info(raw)
+    hint = _kind_hint(client)
+    if hint:
+        info = ServerInfo(hint, info.version, info.mode, info.capabilities)
+    if type(client).__name__ == "RedisCluster":
+        info = ServerInfo(info.kind, info.version, "cluster", info.capabilities)
+    return info
+
+
+def _fake_info(client: Any) -> ServerInfo:
+    """fakeredis has no INFO: report its emulated version with the capabilities it emulates."""
+    server = client.connection_pool.connection_kwargs.get("server")
+    version = (*tuple(getattr(server, "version", (7,))), 0, 0)
+    return _info_from(client, {"redis_version": ".".join(map(str, version[:3]))})
+
+
+def server_info(client: Any) -> ServerInfo:
+    """The server's kind, version, mode and capabilities (one INFO, then cached)."""
+    info = _infos.get(client)
+    if info is None:
+        if _kind_hint(client) == "fakeredis":
+            info = _fake_info(client)
+        else:
+            info = _info_from(client, client.info("server"))
+        _infos[client] = info
+    return info
+
+
+async def server_info_async(client: Any) -> ServerInfo:
+    """The asyncio twin of :func:`server_info`."""
+    info = _infos.get(client)
+    if info is None:
+        if _kind_hint(client) == "fakeredis":
+            info = _fake_info(client)
+        else:
+            info = _info_from(client, await client.info("server"))
+        _infos[client] = info
+    return info
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def _batch_sync(client: Any, op: Batch) -> Any:
+    pipe = client.pipeline(transaction=op.transaction)
+    for sub in op.ops:
+        if type(sub) is Command:
+            pipe.execute_command(*sub.args)
+        else:
+            s = cast(Script, sub)
+            _registered(client, s.script)(keys=s.keys, args=s.args, client=pipe)
+    return pipe.execute(raise_on_error=op.raise_on_error)
+
+
+def _exec_sync(client: Any, op: Op) -> Any:
+    t = type(op)
+    if t is Command:
+        return client.execute_command(*cast(Command, op).args)
+    if t is Script:
+        s = cast(Script, op)
+        return _registered(client, s.script)(keys=s.keys, args=s.args)
+    if t is Batch:
+        return _batch_sync(client, cast(Batch, op))
+    if t is Sleep:
+        time.sleep(cast(Sleep, op).seconds)
+        return time.monotonic()
+    if t is Now:
+        return time.monotonic()
+    if t is WallClock:
+        return time.time()
+    if t is Compute:
+        c = cast(Compute, op)
+        result = c.fn(*c.args, **c.kwargs)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
+        return result
+    if t is Probe:
+        return server_info(client)
+    raise TypeError(f"flow yielded {op!r}, which is not an operation")
+
+
+def _exec_sync_retrying(client: Any, op: Op) -> Any:
+    attempt = 0
+    while True:
+        try:
+            return _exec_sync(client, op)
+        except _RETRY_ON:
+            if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
+                raise
+            time.sleep(_backoff(attempt))
+            attempt += 1
+
+
+def run_sync(client: Any, flow: Flow[T]) -> T:
+    """Drive ``flow`` to completion on a sync client and return its result."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                reply = _exec_sync_retrying(client, op)
+            except Exception as exc:  # thrown into the flow, which may handle it
+                op = flow.throw(exc)
+            else:
+                op = flow.send(reply)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    finally:
+        flow.close()
+
+
+# --------------------------------------------------------------------------- async
+
+
+async def _batch_async(client: Any, op: Batch) -> Any:
+    pipe = client.pipeline(transaction=op.transaction)
+    for sub in op.ops:
+        if type(sub) is Command:
+            pipe.execute_command(*sub.args)
+        else:
+            s = cast(Script, sub)
+            await _registered(client, s.script)(keys=s.keys, args=s.args, client=pipe)
+    return await pipe.execute(raise_on_error=op.raise_on_error)
+
+
+async def _exec_async(client: Any, op: Op) -> Any:
+    t = type(op)
+    if t is Command:
+        return await client.execute_command(*cast(Command, op).args)
+    if t is Script:
+        s = cast(Script, op)
+        return await _registered(client, s.script)(keys=s.keys, args=s.args)
+    if t is Batch:
+        return await _batch_async(client, cast(Batch, op))
+    if t is Sleep:
+        await asyncio.sleep(cast(Sleep, op).seconds)
+        return time.monotonic()
+    if t is Now:
+        return time.monotonic()
+    if t is WallClock:
+        return time.time()
+    if t is Compute:
+        c = cast(Compute, op)
+        result = c.fn(*c.args, **c.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    if t is Probe:
+        return await server_info_async(client)
+    raise TypeError(f"flow yielded {op!r}, which is not an operation")
+
+
+async def _exec_async_retrying(client: Any, op: Op) -> Any:
+    attempt = 0
+    while True:
+        try:
+            return await _exec_async(client, op)
+        except _RETRY_ON:
+            if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
+                raise
+            await asyncio.sleep(_backoff(attempt))
+            attempt += 1
+
+
+async def run_async(client: Any, flow: Flow[T]) -> T:
+    """Drive ``flow`` to completion on an asyncio client and return its result."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                reply = await _exec_async_retrying(client, op)
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(reply)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    finally:
+        flow.close()
+
+
+Runner = Callable[[Any, Flow[Any]], Any]

@@ -1,0 +1,303 @@
+"""Shared pooled clients: ``connect()``, ``connect_async()``, ``configure()``.
+
+One client (and so one connection pool) per URL, options and runtime; asyncio clients are also
+kept per event loop, since a pool cannot be shared between loops. Whatever the URL, the client
+gets the same pinned policy (redis-py's ``Redis()`` and ``from_url()`` differ):
+
+* connect timeout 2 s, socket timeout 5 s, TCP keepalive, health check every 15 s;
+* no blind retries in the client (``Retry(NoBackoff(), 0)``): the runners retry read-only
+  operations after a connection error, and never repeat a write whose reply was lost;
+* RESP2 (the reply shapes every supported server and fakeredis agree on);
+* a blocking pool of 100 connections that waits up to 10 s rather than failing.
+
+URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``, ``valkey://`` / ``valkeys://`` (aliases),
+``redis+cluster://h1:p1,h2:p2`` (``rediss+cluster://`` for TLS) and
+``redis+sentinel://h1:p1,h2:p2/service/db``. ``$REDIS_URL`` is used when no URL is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Union
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "AsyncClient",
+    "DEFAULT_URL",
+    "PINNED",
+    "SyncClient",
+    "check_client",
+    "configure",
+    "connect",
+    "connect_async",
+    "default_async_client",
+    "default_client",
+    "describe_url",
+    "is_async_client",
+]
+
+SyncClient = Union[redis.Redis, redis.cluster.RedisCluster]
+AsyncClient = Union[redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster]
+
+DEFAULT_URL = "redis://localhost:6379/0"
+PINNED: Mapping[str, Any] = {
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "socket_keepalive": True,
+    "health_check_interval": 15,
+    "protocol": 2,
+    "client_name": "redispatterns",
+}
+_POOL_SIZE = 100
+_POOL_WAIT = 10.0
+_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+_lock = threading.Lock()
+_sync: dict[tuple[Any, ...], SyncClient] = {}
+_async: dict[tuple[Any, ...], AsyncClient] = {}
+_default_url: str | None = None
+_default_client: SyncClient | None = None
+_default_async: AsyncClient | None = None
+
+
+def _url(url: str | None) -> str:
+    if url is None:
+        url = _default_url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    return url
+
+
+def _key(url: str, opts: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (url, tuple(sorted((k, repr(v)) for k, v in opts.items())))
+
+
+def _options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(PINNED)
+    merged.update(opts)
+    merged.setdefault("retry", Retry(NoBackoff(), 0))
+    return merged
+
+
+def _hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    user = password = None
+    if "@" in netloc:
+        cred, netloc = netloc.rsplit("@", 1)
+        user, _, pw = cred.partition(":")
+        user, password = (unquote(user) or None), (unquote(pw) or None)
+    hosts: list[tuple[str, int]] = []
+    for part in netloc.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("["):  # [ipv6]:port
+            host, _, rest = part[1:].partition("]")
+            port_text = rest.lstrip(":")
+        else:
+            host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise ConfigurationError(f"bad port {port_text!r} in {netloc!r}") from None
+        hosts.append((host, port))
+    if not hosts:
+        raise ConfigurationError("the URL names no host")
+    return user, password, hosts
+
+
+def _split(url: str) -> tuple[str, Any]:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in (*_SCHEMES, "redis+cluster", "rediss+cluster", "redis+sentinel"):
+        raise ConfigurationError(
+            f"bad Redis URL {url!r}: scheme must be redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://"
+        )
+    return scheme, parts
+
+
+def _query(parts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in parse_qsl(parts.query):
+        out[k] = float(v) if k.endswith("timeout") or k == "health_check_interval" else v
+    return out
+
+
+def describe_url(url: str) -> str:
+    """The URL with any password masked (for messages and logs)."""
+    scheme, parts = _split(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        cred, host = netloc.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in cred else f"{user}@{host}"
+    return f"{scheme}://{netloc}{parts.path}"
+
+
+def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
+    scheme, parts = _split(url)
+    kw = _options(opts)
+    if scheme in _SCHEMES:
+        if scheme.startswith("valkey"):
+            url = "redis" + url[len("valkey") :]
+        pool_cls = redis.asyncio.BlockingConnectionPool if asyncio_ else redis.BlockingConnectionPool
+        kw.setdefault("max_connections", _POOL_SIZE)
+        kw.setdefault("timeout", _POOL_WAIT)
+        try:
+            pool = pool_cls.from_url(url, **kw)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {describe_url(url)!r}: {exc}") from None
+        return (redis.asyncio.Redis if asyncio_ else redis.Redis).from_pool(pool)  # type: ignore[arg-type]
+    if scheme.endswith("+cluster"):
+        user, password, hosts = _hosts(parts.netloc, 6379)
+        kw.update(_query(parts))
+        if scheme.startswith("rediss"):
+            kw["ssl"] = True
+        kw.setdefault("max_connections", _POOL_SIZE)
+        if user:
+            kw["username"] = user
+        if password:
+            kw["password"] = password
+        if asyncio_:
+            nodes_a = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in hosts]
+            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes_a, **kw)
+        nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **kw)
+    # redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]
+    user, password, hosts = _hosts(parts.netloc, 26379)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError(
+            f"bad sentinel URL {describe_url(url)!r}: name the service, "
+            "redis+sentinel://h1:26379,h2:26379/mymaster/0"
+        )
+    service = unquote(path[0])
+    try:
+        db = int(path[1]) if len(path) > 1 else 0
+    except ValueError:
+        raise ConfigurationError(f"bad database number {path[1]!r} in {url!r}") from None
+    kw.update(_query(parts))
+    if user:
+        kw["username"] = user
+    if password:
+        kw["password"] = password
+    sentinel_kw = {k: kw[k] for k in ("socket_connect_timeout", "socket_timeout") if k in kw}
+    if asyncio_:
+        sa = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
+        return sa.master_for(service, db=db)
+    s = redis.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
+    return s.master_for(service, db=db)  # type: ignore[no-untyped-call]
+
+
+def connect(url: str | None = None, **opts: Any) -> SyncClient:
+    """The shared sync client for ``url`` (default ``$REDIS_URL``), built with our policy.
+
+    Options override the pinned defaults (``socket_timeout=1.0``, ``decode_responses=True``, ...).
+    The same URL and options always give the same client, so one pool serves the process.
+    """
+    if url is None and not opts and _default_client is not None:
+        return _default_client
+    u = _url(url)
+    k = _key(u, opts)
+    client = _sync.get(k)
+    if client is None:
+        with _lock:
+            client = _sync.get(k)
+            if client is None:
+                client = _sync[k] = _build(u, opts, asyncio_=False)
+    return client
+
+
+def _loop_id() -> int:
+    try:
+        return id(asyncio.get_running_loop())
+    except RuntimeError:
+        return 0
+
+
+def connect_async(url: str | None = None, **opts: Any) -> AsyncClient:
+    """The shared asyncio client for ``url`` in the running event loop (see :func:`connect`)."""
+    if url is None and not opts and _default_async is not None:
+        return _default_async
+    u = _url(url)
+    k = (*_key(u, opts), _loop_id())
+    client = _async.get(k)
+    if client is None:
+        with _lock:
+            client = _async.get(k)
+            if client is None:
+                if len(_async) > 64:  # clients of loops that are gone
+                    _async.clear()
+                client = _async[k] = _build(u, opts, asyncio_=True)
+    return client
+
+
+def configure(
+    url: str | None = None,
+    *,
+    client: SyncClient | None = None,
+    async_client: AsyncClient | None = None,
+) -> None:
+    """Set the process default used by patterns given no ``client=`` or ``mount=``.
+
+    ``configure("redis://cache:6379/0")`` or ``configure(client=my_redis)``; an existing client
+    is used as it is (its own timeouts and retries apply). ``configure()`` resets to $REDIS_URL.
+    """
+    global _default_url, _default_client, _default_async
+    if url is not None:
+        _split(_url(url))
+    if client is not None:
+        check_client(client, asyncio_=False)
+    if async_client is not None:
+        check_client(async_client, asyncio_=True)
+    with _lock:
+        _default_url, _default_client, _default_async = url, client, async_client
+
+
+def default_client() -> SyncClient:
+    """The process default sync client (``configure()``, else ``$REDIS_URL``)."""
+    return _default_client if _default_client is not None else connect(_default_url)
+
+
+def default_async_client() -> AsyncClient:
+    """The process default asyncio client for the running loop."""
+    return _default_async if _default_async is not None else connect_async(_default_url)
+
+
+def is_async_client(client: object) -> bool:
+    """True for redis.asyncio clients (and fakeredis's async ones)."""
+    return isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+
+
+def check_client(client: object, *, asyncio_: bool) -> None:
+    """``TypeError`` unless ``client`` is a redis-py client of the wanted flavour."""
+    sync_types = (redis.Redis, redis.cluster.RedisCluster)
+    async_types = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+    if asyncio_:
+        if isinstance(client, async_types):
+            return
+        if isinstance(client, sync_types):
+            raise TypeError("this is the asyncio API: pass a redis.asyncio client (or use the sync class)")
+    else:
+        if isinstance(client, sync_types):
+            return
+        if isinstance(client, async_types):
+            raise TypeError("this is the sync API: pass a redis.Redis client (or use the Async class)")
+    raise TypeError(f"expected a redis-py client, not {type(client).__name__}")

@@ -1,0 +1,137 @@
+"""One exception hierarchy for every pattern, with structured fields.
+
+Input mistakes raise the builtin ``ValueError``/``TypeError``/``PermissionError`` so that callers can
+catch them as usual; conditions that come from Redis (or from the state kept there) raise a subclass
+of :class:`RedisPatternsError`. Errors of the redis client itself (``redis.exceptions.*``) pass through
+untouched unless a pattern documents otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CacheError",
+    "ConfigurationError",
+    "CrossSlotError",
+    "DecodeError",
+    "LockError",
+    "LockLost",
+    "LockNotOwned",
+    "LockTimeout",
+    "QuotaExceeded",
+    "RateLimited",
+    "RedisPatternsError",
+    "SchemaError",
+    "ServerUnavailable",
+    "StreamError",
+    "UnsupportedByServer",
+]
+
+
+class RedisPatternsError(Exception):
+    """Base class of every error raised by redispatterns itself."""
+
+
+class ConfigurationError(RedisPatternsError, ValueError):
+    """A URL, mount or option that cannot work (also a ``ValueError``)."""
+
+
+class ServerUnavailable(RedisPatternsError, ConnectionError):
+    """The server could not be reached (also a ``ConnectionError``)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class UnsupportedByServer(RedisPatternsError):
+    """The server lacks a command or option this call needs."""
+
+    def __init__(self, feature: str, server: str = "") -> None:
+        super().__init__(f"{feature} is not supported by {server or 'this server'}")
+        self.feature = feature
+        self.server = server
+
+
+class CrossSlotError(RedisPatternsError, ValueError):
+    """Keys of one script, multi-key command or transaction fall in different Cluster slots.
+
+    Raised before any I/O, so it shows on a single node as it would on a Cluster.
+    """
+
+    def __init__(self, keys: Sequence[str | bytes], slots: Sequence[int]) -> None:
+        shown = ", ".join(f"{k!r}->{s}" for k, s in zip(keys, slots, strict=False))
+        super().__init__(
+            f"keys span {len(set(slots))} cluster slots ({shown}); give them one hash tag, "
+            "e.g. 'app:{user:42}:a' and 'app:{user:42}:b'"
+        )
+        self.keys = tuple(keys)
+        self.slots = tuple(slots)
+
+
+class DecodeError(RedisPatternsError, ValueError):
+    """A stored value could not be decoded by the codec."""
+
+
+class CacheError(RedisPatternsError):
+    """A cache operation failed in a way the caller asked to see."""
+
+
+class LockError(RedisPatternsError):
+    """Base of lock errors; ``name`` is the lock's name."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class LockNotOwned(LockError):
+    """Release or extend of a lock held by someone else (or by no one)."""
+
+
+class LockTimeout(LockError):
+    """The lock could not be acquired within the timeout."""
+
+    def __init__(self, message: str, *, name: str, timeout: float | None) -> None:
+        super().__init__(message, name=name)
+        self.timeout = timeout
+
+
+class LockLost(LockError):
+    """A held lock expired or was taken over while its holder was still working."""
+
+
+class RateLimited(RedisPatternsError):
+    """A rate limit denied the call; ``retry_after`` is seconds, ``None`` means never."""
+
+    def __init__(
+        self,
+        message: str = "rate limited",
+        *,
+        retry_after: float | None,
+        key: str = "",
+        decision: object | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.key = key
+        self.decision = decision
+
+
+class QuotaExceeded(RedisPatternsError):
+    """A write would exceed a quota (entries, value size, store size); nothing was written."""
+
+    def __init__(self, message: str, *, quota: str, limit: int, mount: str = "") -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.mount = mount
+
+
+class SchemaError(RedisPatternsError, ValueError):
+    """A key or value does not fit the mount's schema."""
+
+
+class StreamError(RedisPatternsError):
+    """A stream or consumer-group condition the caller must handle."""
