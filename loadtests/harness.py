@@ -178,7 +178,7 @@ def format_table(results: list[Result]) -> str:
 
 
 @contextlib.contextmanager
-def private_server() -> Iterator[str]:  # noqa: D401
+def private_server() -> Iterator[str]:
     """``$REDIS_URL`` if set, else a private server (Redis first, else the Valkey wheel)."""
     url = os.environ.get("REDIS_URL")
     if url:

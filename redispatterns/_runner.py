@@ -26,7 +26,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
