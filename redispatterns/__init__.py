@@ -36,6 +36,25 @@ from .mount import Namespace
 
 __version__ = "0.1.0"
 
+_PATTERN_MODULES = ("cache", "ratelimit", "lock", "kv", "pubsub", "streams", "leaderboard", "session")
+
+
+def __getattr__(name: str) -> object:
+    """Names of pattern modules not yet re-exported explicitly (looked up in their ``__all__``)."""
+    import importlib
+
+    for mod_name in _PATTERN_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{mod_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{mod_name}":
+                continue
+            raise
+        if name in getattr(mod, "__all__", ()):
+            return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CacheError",
     "Codec",

