@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -24,6 +25,24 @@ def _describe_error(exc: BaseException, url: str) -> str:
         shown = url
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"cannot reach {shown}: {text}"
+
+
+def _slot_ranges(client: Any) -> list[tuple[int, int, str, int, int]]:
+    """(start, end, host, port, number of replicas) per slot range, from CLUSTER SLOTS."""
+    raw = client.cluster_slots()
+    rows: list[tuple[int, int, str, int, int]] = []
+    if isinstance(raw, dict):  # redis-py: {(start, end): {"primary": (host, port), "replicas": [...]}}
+        for (start, end), node in raw.items():
+            host, port = node["primary"][0], node["primary"][1]
+            rows.append((int(start), int(end), _text(host), int(port), len(node.get("replicas", []))))
+    else:  # the raw reply
+        for start, end, primary, *replicas in raw:
+            rows.append((int(start), int(end), _text(primary[0]), int(primary[1]), len(replicas)))
+    return sorted(rows)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def doctor(url: str | None) -> int:
@@ -48,10 +67,8 @@ def doctor(url: str | None) -> int:
     print(f"mode          {info.mode}")
     print(f"capabilities  {', '.join(sorted(info.capabilities)) or '-'}")
     if info.mode == "cluster":
-        slots = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
-        for start, end, primary, *replicas in sorted(slots, key=lambda s: s[0]):
-            host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
-            print(f"  slots {start:>5}-{end:<5} primary {host}:{primary[1]}  replicas {len(replicas)}")
+        for start, end, host, port, replicas in _slot_ranges(client):
+            print(f"  slots {start:>5}-{end:<5} primary {host}:{port}  replicas {replicas}")
     return 0
 
 

@@ -160,6 +160,8 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
         pool_cls = redis.asyncio.BlockingConnectionPool if asyncio_ else redis.BlockingConnectionPool
         kw.setdefault("max_connections", _POOL_SIZE)
         kw.setdefault("timeout", _POOL_WAIT)
+        if scheme == "unix":  # no TCP options on a unix socket
+            kw.pop("socket_keepalive", None)
         try:
             pool = pool_cls.from_url(url, **kw)
         except ValueError as exc:

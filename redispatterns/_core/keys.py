@@ -5,12 +5,15 @@ Conventions (DESIGN §4):
 * every key starts with its namespace's prefix, used verbatim (``"app:"``);
 * a pattern's keys are ``<prefix><kind>:<name>``; keys that one operation touches together share
   the subject's hash tag: ``<prefix><kind>:{<subject>}:<suffix>``;
+* a subject holding ``{`` or ``}`` is tagged by its SHA-256 digest (``{#3f2a...}``), so braces
+  in user data can neither split one subject across slots nor collide with another subject;
 * a prefix may itself carry a hash tag (``"{app}:"``), which then puts the whole namespace in one
   slot: exact quotas and ``clear`` on Cluster, at the cost of that slot's node carrying it all.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +79,11 @@ class Keyspace:
         _check_part("prefix", self.prefix)
         if "\n" in self.prefix or "\r" in self.prefix:
             raise ValueError("a key prefix cannot contain newlines")
+        open_at = self.prefix.find("{")
+        if open_at >= 0 and self.prefix.find("}", open_at + 1) <= open_at + 1:
+            raise ValueError(
+                f"prefix {self.prefix!r} opens a hash tag it does not close; write e.g. '{{app}}:'"
+            )
 
     def key(self, *parts: str) -> str:
         """``<prefix>a:b:c`` for ``key("a", "b", "c")``."""
@@ -92,6 +100,8 @@ class Keyspace:
         for p in suffix:
             _check_part("key part", p)
         tail = (":" + ":".join(suffix)) if suffix else ""
+        if "{" in subject or "}" in subject:  # braces would cut the tag short: tag a digest
+            subject = "#" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{self.prefix}{kind}:{{{subject}}}{tail}"
 
     def family(self, kind: str, subject: str, suffixes: Sequence[str]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, cast
 
 from .keys import check_same_slot
 from .scripts import LuaScript
@@ -126,13 +126,30 @@ class Batch:
         if not self.ops:
             raise ValueError("Batch needs at least one operation")
         if self.transaction:
-            keys = [k for op in self.ops for k in op.keys]
+            keys = [k for op in self.ops for k in _touched(op)]
             if len(keys) > 1:
                 check_same_slot(keys)
 
     @property
     def retryable(self) -> bool:
         return not self.transaction and all(op.retryable for op in self.ops)
+
+
+# commands whose second argument is not a key (for the transaction slot check)
+_KEYLESS = frozenset(
+    {"PING", "TIME", "INFO", "ECHO", "SCRIPT", "CLIENT", "CONFIG", "PUBLISH", "SPUBLISH", "XINFO",
+     "MEMORY", "OBJECT", "CLUSTER", "ACL", "DBSIZE", "FLUSHALL", "FLUSHDB", "FUNCTION", "COMMAND"}
+)  # fmt: skip
+
+
+def _touched(op: Command | Script) -> tuple[KeyT, ...]:
+    """Declared keys, else the conventional key (second argument) of a single-key command."""
+    if op.keys or type(op) is Script:
+        return op.keys
+    cmd = cast(Command, op)
+    if len(cmd.args) > 1 and cmd.name not in _KEYLESS and isinstance(cmd.args[1], (str, bytes)):
+        return (cmd.args[1],)
+    return ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,143 @@
+"""Every URL form reaches a real server with the same pinned policy."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import redispatterns as rp
+from redispatterns.client import describe_url
+from redispatterns.testing import StandaloneServer, free_port
+from redispatterns.testing.plugin import ServerPool
+
+
+@pytest.fixture
+def kind(server_pool: ServerPool) -> Any:
+    return next(iter(server_pool.kinds.values()))
+
+
+def _policy(client: Any) -> dict[str, Any]:
+    kw = client.connection_pool.connection_kwargs
+    return {k: kw.get(k) for k in ("socket_timeout", "socket_connect_timeout", "health_check_interval")}
+
+
+PINNED = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
+
+
+def test_unix_socket(kind: Any, tmp_path: Path) -> None:
+    sock = tmp_path / "r.sock"
+    with StandaloneServer(kind, args=["--unixsocket", str(sock), "--unixsocketperm", "700"]):
+        c = rp.connect(f"unix://{sock}?db=0")
+        assert c.ping() is True
+        assert _policy(c) == PINNED
+
+        async def go() -> bool:
+            ac = rp.connect_async(f"unix://{sock}?db=0")
+            try:
+                return bool(await ac.ping())
+            finally:
+                await ac.aclose()
+
+        assert asyncio.run(go())
+        c.close()
+
+
+def test_valkey_scheme_alias(standalone_url: str) -> None:
+    c = rp.connect(standalone_url.replace("redis://", "valkey://"))
+    assert c.ping() is True
+
+
+def test_rediss_uses_tls_connections() -> None:
+    c: Any = rp.connect("rediss://localhost:6390/0")
+    assert c.connection_pool.connection_class is redis.SSLConnection
+    assert _policy(c) == PINNED
+
+
+@pytest.fixture
+def sentinel(kind: Any, tmp_path: Path) -> Iterator[tuple[StandaloneServer, int]]:
+    master = StandaloneServer(kind)
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 1000\n"
+    )
+    proc = subprocess.Popen(
+        [kind.server, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        probe: Any = redis.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if probe.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"):
+                    break
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "sentinel never came up"
+            time.sleep(0.05)
+        probe.close()
+        yield master, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        master.stop()
+
+
+def test_sentinel_url(sentinel: tuple[StandaloneServer, int]) -> None:
+    master, port = sentinel
+    url = f"redis+sentinel://127.0.0.1:{port}/mymaster/0"
+    c: Any = rp.connect(url)
+    assert c.set("k", "v") is True
+    with redis.Redis(port=master.port) as direct:
+        assert direct.get("k") == b"v"  # it went to the monitored master
+    kw = c.connection_pool.connection_kwargs
+    assert kw["socket_timeout"] == 5.0 and kw["retry"].get_retries() == 0
+
+    async def go() -> Any:
+        ac = rp.connect_async(url)
+        try:
+            return await ac.get("k")
+        finally:
+            await ac.aclose()
+
+    assert asyncio.run(go()) == b"v"
+
+
+def test_describe_url_masks_passwords() -> None:
+    assert describe_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+    assert describe_url("redis://u@h:1/0") == "redis://u@h:1/0"
+    assert "secret" not in describe_url("redis+cluster://:secret@h1:1,h2:2")
+
+
+def test_bad_urls_raise_configuration_errors() -> None:
+    for url in ("http://x", "redis+sentinel://h:1", "redis+sentinel://h:1/svc/notadb", "redis+cluster://h:x"):
+        with pytest.raises(rp.ConfigurationError):
+            rp.connect(url)
+    with pytest.raises(TypeError):
+        rp.connect(42)  # type: ignore[arg-type]
+
+
+def test_configure_sets_the_process_default(standalone_url: str) -> None:
+    from redispatterns.client import default_client
+
+    mine = redis.Redis.from_url(standalone_url)
+    try:
+        rp.configure(client=mine)
+        assert default_client() is mine
+        assert rp.connect() is mine
+        with pytest.raises(TypeError, match="sync API"):
+            rp.configure(client=redis.asyncio.Redis())  # type: ignore[arg-type]
+        rp.configure(standalone_url)
+        assert default_client().ping() is True
+    finally:
+        rp.configure()
+        mine.close()
