@@ -140,3 +140,29 @@ def test_glob_escape_matches_only_itself(prefix: str, other: str) -> None:
 def test_match_pattern_of_keyspace() -> None:
     assert Keyspace("a*b:").match("x") == "a\\*b:x*"
     assert glob_escape("plain") == "plain"
+
+
+def test_variadic_script_keys_are_slot_checked() -> None:
+    from redispatterns._core.scripts import parse
+
+    many = parse("v", b"-- name: v\n-- summary: s\n-- KEYS[*]: keys\n-- returns: r\nreturn 1\n")
+    Script(many, keys=("{a}1", "{a}2", "{a}3"))
+    with pytest.raises(CrossSlotError):
+        Script(many, keys=("a", "b"))
+
+
+def test_transaction_slot_check_uses_conventional_keys() -> None:
+    Batch((Command("PING"), Command("INFO", "server"), Command("INCR", "{a}x")), transaction=True)
+    Batch((Command("SET", "{a}1", 1), Script(load("core_time"))), transaction=True)
+    with pytest.raises(CrossSlotError):
+        Batch((Command("SET", "a", 1), Command("SET", "b", 1)), transaction=True)
+
+
+def test_server_time_flow() -> None:
+    from redispatterns._core.clock import server_time_us
+    from redispatterns.testing import replay
+
+    assert (
+        replay(server_time_us(), [(Script(load("core_time")), 1_700_000_000_000_001)])
+        == 1_700_000_000_000_001
+    )
