@@ -1,0 +1,160 @@
+-- name: ratelimit_hit
+-- summary: check one subject against all its rate-limit policies and, only when every one admits, consume cost from each
+-- KEYS[*]: one state key per policy, in policy order, all sharing the subject's hash tag
+-- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
+-- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit (all or nothing), 2 hit with penalty (a denial is charged too)
+-- ARGV[3]: member nonce for sliding-log entries, unique per call ("" when no policy is a sliding log)
+-- ARGV[4]: virtual now in integer microseconds for tests, or "" to read the server TIME
+-- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
+-- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when admitted), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
+-- read-only: no
+--
+-- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
+-- string.format('%.0f') because tostring() keeps only 14 significant digits.
+
+local cost = tonumber(ARGV[1])
+local mode = tonumber(ARGV[2])
+local nonce = ARGV[3]
+local now
+if ARGV[4] ~= '' then
+  now = tonumber(ARGV[4])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function fmt(x) return string.format('%.0f', x) end
+local function ceil_ms(us) return math.floor((us + 999) / 1000) end
+local function idiv(a, b) -- floor(a / b) for integers, exact
+  local q = math.floor(a / b)
+  if (q + 1) * b <= a then q = q + 1 elseif q * b > a then q = q - 1 end
+  return q
+end
+
+local n = #KEYS
+local res = {now, 1}
+local plan = {}   -- per policy: the state to commit
+local all_ok = true
+local never = false  -- some policy can never admit this cost: nothing is charged, even on penalty
+
+for i = 1, n do
+  local k = KEYS[i]
+  local base = 4 + (i - 1) * 3
+  local kind = tonumber(ARGV[base + 1])
+  local limit = tonumber(ARGV[base + 2])
+  local period = tonumber(ARGV[base + 3])
+  local ok, remaining, retry, reset
+  local p = {kind = kind, limit = limit, period = period}
+
+  if kind == 1 then
+    -- exact sliding log: an entry scored t counts while now < t + period
+    local lo = '(' .. fmt(now - period)
+    local live = redis.call('ZCOUNT', k, lo, '+inf')
+    p.lo = now - period
+    p.live = live
+    if cost > limit then
+      ok, remaining, retry = false, math.max(limit - live, 0), -1
+    elseif live + cost <= limit then
+      ok, remaining, retry = true, limit - live - cost, 0
+    else
+      local e = redis.call('ZRANGEBYSCORE', k, lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
+      ok, remaining, retry = false, math.max(limit - live, 0), tonumber(e[2]) + period - now
+    end
+    if live > 0 then
+      local last = redis.call('ZREVRANGEBYSCORE', k, '+inf', lo, 'WITHSCORES', 'LIMIT', 0, 1)
+      reset = tonumber(last[2]) + period - now
+    else
+      reset = 0
+    end
+  elseif kind == 2 then
+    -- GCRA: tat is the theoretical arrival time; the bucket is full when tat <= now
+    local tau = limit * period
+    local stored = redis.call('GET', k)
+    local tat = now
+    if stored then tat = math.max(tonumber(stored), now) end
+    local avail = idiv(now + tau - tat, period)
+    local new = tat + cost * period
+    p.tat = tat
+    if cost > limit then
+      ok, remaining, retry, reset = false, avail, -1, tat - now
+    elseif now >= new - tau then
+      ok, remaining, retry, reset = true, avail - cost, 0, tat - now
+      p.new = new
+    else
+      ok, remaining, retry, reset = false, avail, new - tau - now, tat - now
+      p.new = math.max(tat, math.min(new, now + tau))  -- penalty: at most an empty bucket
+    end
+  else
+    -- fixed window aligned to the epoch: state "<window index>:<count>"
+    local idx = idiv(now, period)
+    local count = 0
+    local stored = redis.call('GET', k)
+    if stored then
+      local sidx, scount = string.match(stored, '^(%-?%d+):(%d+)$')
+      if sidx and tonumber(sidx) == idx then count = tonumber(scount) end
+    end
+    p.idx, p.count = idx, count
+    reset = (idx + 1) * period - now
+    if cost > limit then
+      ok, remaining, retry = false, math.max(limit - count, 0), -1
+    elseif count + cost <= limit then
+      ok, remaining, retry = true, limit - count - cost, 0
+    else
+      ok, remaining, retry = false, math.max(limit - count, 0), reset
+    end
+  end
+
+  p.ok = ok
+  plan[i] = p
+  if not ok then all_ok = false end
+  if retry == -1 then never = true end
+  res[#res + 1] = ok and 1 or 0
+  res[#res + 1] = remaining
+  res[#res + 1] = retry
+  res[#res + 1] = reset
+end
+
+if not all_ok then res[2] = 0 end
+
+-- commit: nothing on a denial (unless penalty mode), nothing when only evaluating or cost is 0
+if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
+  return res
+end
+
+for i = 1, n do
+  local k, p = KEYS[i], plan[i]
+  -- a policy that denies on its own stays as it was unless penalty mode charges it;
+  -- a policy that admits is charged only when the whole request is admitted (or on penalty)
+  if p.kind == 1 then
+    local add = cost
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo))
+    local j = 1
+    while j <= add do
+      local args = {}
+      local stop = math.min(add, j + 99)
+      for m = j, stop do
+        args[#args + 1] = fmt(now)
+        args[#args + 1] = (add == 1) and nonce or (nonce .. ':' .. m)
+      end
+      redis.call('ZADD', k, unpack(args))
+      j = stop + 1
+    end
+    if not p.ok or mode == 2 then
+      local card = redis.call('ZCARD', k)
+      if card > p.limit then redis.call('ZREMRANGEBYRANK', k, 0, card - p.limit - 1) end
+    end
+    redis.call('PEXPIRE', k, ceil_ms(p.period))
+    res[2 + 4 * i] = p.period  -- reset_after: the newest entry is now
+  elseif p.kind == 2 then
+    if p.new and p.new > now then
+      redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(p.new - now))
+      res[2 + 4 * i] = p.new - now
+    end
+  else
+    local count = p.count + cost
+    if count > p.limit then count = p.limit end
+    local ttl = (p.idx + 1) * p.period - now
+    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(count), 'PX', ceil_ms(ttl))
+  end
+end
+return res

@@ -1,0 +1,548 @@
+"""Rate limiting, sans I/O: policies, the decision, the flows, and pure-Python oracles.
+
+One Lua script (``lua/ratelimit_hit.lua``) evaluates every policy of a subject against the
+server's clock (``TIME``, integer microseconds) and, only when every policy admits, consumes
+``cost`` from each: one EVALSHA per hit or peek. Three algorithms share it:
+
+* ``sliding`` — an exact sliding log on a sorted set: never more than ``limit`` units in any
+  trailing ``window``; a denial records nothing (unless penalty mode); ``retry_after`` comes from
+  the entry that must leave; the key's TTL is the window.
+* ``token_bucket`` — GCRA (one integer: the theoretical arrival time, in µs): a bucket of
+  ``capacity`` tokens refilled at ``rate`` per ``per`` seconds. It admits exactly what a token
+  bucket admits; with ``capacity == limit`` up to ``2*limit - 1`` may pass in a trailing window
+  (a full bucket, then the refill), ``capacity=1`` paces smoothly.
+* ``fixed`` — a window aligned to the epoch (per minute starts on the minute); ``reset_after``
+  is the time to the window's end; up to ``2*limit`` can pass around a boundary.
+
+The oracles at the end (:class:`SlidingLogOracle`, :class:`TokenBucketOracle`,
+:class:`FixedWindowOracle`, :func:`oracle_hit`) are independent Python models used by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from .keys import Keyspace
+from .ops import Compute, Flow, Now, Script, Sleep
+from .scripts import load
+
+__all__ = [
+    "ALGORITHMS",
+    "MODE_HIT",
+    "MODE_PEEK",
+    "MODE_PENALTY",
+    "Decision",
+    "FixedWindowOracle",
+    "Policy",
+    "PolicyState",
+    "SlidingLogOracle",
+    "TokenBucketOracle",
+    "hit",
+    "oracle_hit",
+    "reset",
+    "retry_delay",
+    "state_keys",
+    "wait",
+]
+
+Algorithm = Literal["sliding", "token_bucket", "fixed"]
+ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed")
+_KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3}
+_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw"}
+
+MODE_PEEK = 0
+MODE_HIT = 1
+MODE_PENALTY = 2
+
+US = 1_000_000
+MAX_LIMIT = 10**9
+MAX_PERIOD_US = 10 * 366 * 86400 * US  # ten years: keeps every sum far below 2**53
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum or value > MAX_LIMIT:
+        raise ValueError(f"{name} must be between {minimum} and {MAX_LIMIT}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One limit: ``limit`` units per ``window`` seconds under ``algorithm``.
+
+    For ``token_bucket``, ``limit`` is the capacity (burst) and ``period_us`` the emission
+    interval (µs per token, rounded to an integer, at least 1); ``window`` is the time to refill
+    an empty bucket. Build with :meth:`sliding`, :meth:`token_bucket` or :meth:`fixed`.
+    """
+
+    algorithm: Algorithm
+    limit: int
+    period_us: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in _KIND:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        _count("limit", self.limit)
+        if isinstance(self.period_us, bool) or not isinstance(self.period_us, int):
+            raise TypeError("period_us must be an int")
+        if not 1 <= self.period_us <= MAX_PERIOD_US or self.limit * self.period_us > MAX_PERIOD_US:
+            raise ValueError("window out of range: between 1 µs and ten years")
+        if not isinstance(self.name, str) or not self.name or not self.name.isprintable() or '"' in self.name:
+            raise ValueError(f"policy name must be printable text without quotes, got {self.name!r}")
+
+    @classmethod
+    def sliding(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
+        """At most ``limit`` units in any trailing ``window`` seconds (exact, sorted-set log)."""
+        _count("limit", limit)
+        period = _period("window", window)
+        return cls("sliding", limit, period, name or f"{limit}-per-{_secs(period)}s")
+
+    @classmethod
+    def token_bucket(
+        cls, rate: float, capacity: int | None = None, *, per: float = 1.0, name: str | None = None
+    ) -> Policy:
+        """A bucket of ``capacity`` tokens (default: ``ceil(rate)``) refilled at ``rate`` per ``per`` s."""
+        _number("rate", rate)
+        _number("per", per)
+        cap = math.ceil(rate) if capacity is None else capacity
+        _count("capacity", cap)
+        interval = round(per * US / rate)
+        if interval < 1:
+            raise ValueError(f"rate {rate} per {per}s is above one token per microsecond")
+        return cls("token_bucket", cap, interval, name or f"bucket-{cap}-{_rate_text(rate, per)}")
+
+    @classmethod
+    def fixed(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
+        """At most ``limit`` units per clock-aligned window of ``window`` seconds."""
+        _count("limit", limit)
+        period = _period("window", window)
+        return cls("fixed", limit, period, name or f"{limit}-per-{_secs(period)}s-fixed")
+
+    @property
+    def kind(self) -> int:
+        return _KIND[self.algorithm]
+
+    @property
+    def window_us(self) -> int:
+        """The quota window: the sliding/fixed window, or the time to refill an empty bucket."""
+        return self.period_us * self.limit if self.algorithm == "token_bucket" else self.period_us
+
+    @property
+    def window(self) -> float:
+        return self.window_us / US
+
+    @property
+    def key_suffix(self) -> str:
+        """Identifies the state's format and parameters, so a changed policy starts fresh."""
+        return f"{_SUFFIX[self.algorithm]}:{self.limit}:{self.period_us}"
+
+    def header_item(self) -> str:
+        """This policy as an item of the IETF ``RateLimit-Policy`` field."""
+        return f'"{self.name}";q={self.limit};w={max(1, math.ceil(self.window_us / US))}'
+
+
+def _period(name: str, seconds: object) -> int:
+    value = _number(name, seconds)
+    period = round(value * US)
+    if period < 1:
+        raise ValueError(f"{name} must be at least one microsecond")
+    return period
+
+
+def _secs(period_us: int) -> str:
+    return f"{period_us / US:g}"
+
+
+def _rate_text(rate: float, per: float) -> str:
+    return f"{rate:g}-per-{per:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """One policy's part of a decision (times in integer microseconds)."""
+
+    policy: Policy
+    allowed: bool
+    remaining: int
+    retry_after_us: int | None  # 0 when admitted, None when never
+    reset_after_us: int
+
+    @property
+    def retry_after(self) -> float | None:
+        return None if self.retry_after_us is None else self.retry_after_us / US
+
+    @property
+    def reset_after(self) -> float:
+        return self.reset_after_us / US
+
+
+def _ceil_s(us: int) -> int:
+    return -(-us // US)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one hit or peek, from the same round trip.
+
+    ``retry_after`` is seconds until the same request would be admitted (``0.0`` when admitted,
+    ``None`` when never: the cost exceeds a policy's limit); ``reset_after`` is seconds until the
+    most restrictive policy is whole again; ``remaining`` and ``limit`` are the most restrictive
+    policy's. ``violated`` names every policy that denied. ``degraded`` is set when Redis failed
+    and ``on_error`` decided.
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after_us: int | None
+    reset_after_us: int
+    limit: int
+    key: str = ""
+    cost: int = 1
+    policies: tuple[PolicyState, ...] = ()
+    now_us: int = 0
+    degraded: bool = False
+    error: BaseException | None = field(default=None, compare=False)
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    @property
+    def retry_after(self) -> float | None:
+        return None if self.retry_after_us is None else self.retry_after_us / US
+
+    @property
+    def reset_after(self) -> float:
+        return self.reset_after_us / US
+
+    @property
+    def violated(self) -> tuple[str, ...]:
+        return tuple(p.policy.name for p in self.policies if not p.allowed)
+
+    @property
+    def policy(self) -> Policy | None:
+        """The most restrictive policy (the one ``remaining`` and ``limit`` describe)."""
+        return _tightest(self.policies).policy if self.policies else None
+
+    def headers(self, *, legacy: bool = False) -> dict[str, str]:
+        """HTTP fields: ``RateLimit-Policy`` and ``RateLimit`` (IETF draft), ``Retry-After`` on denial.
+
+        ``Retry-After`` is whole seconds rounded up, at least 1 (absent when never admissible).
+        ``legacy=True`` adds ``X-RateLimit-Limit/-Remaining/-Reset``.
+        """
+        h: dict[str, str] = {}
+        if self.policies:
+            h["RateLimit-Policy"] = ", ".join(p.policy.header_item() for p in self.policies)
+            h["RateLimit"] = ", ".join(
+                f'"{p.policy.name}";r={p.remaining};t={_ceil_s(p.reset_after_us)}' for p in self.policies
+            )
+        if not self.allowed and self.retry_after_us is not None:
+            h["Retry-After"] = str(max(1, _ceil_s(self.retry_after_us)))
+        if legacy and self.policies:
+            h["X-RateLimit-Limit"] = str(self.limit)
+            h["X-RateLimit-Remaining"] = str(self.remaining)
+            h["X-RateLimit-Reset"] = str(_ceil_s(self.reset_after_us))
+        return h
+
+
+def _tightest(states: Sequence[PolicyState]) -> PolicyState:
+    return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_after_us))
+
+
+def decide(key: str, cost: int, policies: Sequence[Policy], reply: Sequence[Any]) -> Decision:
+    """Build a :class:`Decision` from the script's reply."""
+    now = int(reply[0])
+    states = []
+    never = False
+    retry = 0
+    for i, p in enumerate(policies):
+        j = 2 + 4 * i
+        r = int(reply[j + 2])
+        if r < 0:
+            never = True
+        elif r > retry:
+            retry = r
+        states.append(
+            PolicyState(p, reply[j] == 1, int(reply[j + 1]), None if r < 0 else r, int(reply[j + 3]))
+        )
+    allowed = reply[1] == 1
+    t = _tightest(states)
+    return Decision(
+        allowed=allowed,
+        remaining=t.remaining,
+        retry_after_us=None if never else (0 if allowed else retry),
+        reset_after_us=t.reset_after_us,
+        limit=t.policy.limit,
+        key=key,
+        cost=cost,
+        policies=tuple(states),
+        now_us=now,
+    )
+
+
+def degraded(
+    key: str, cost: int, policies: Sequence[Policy], allowed: bool, error: BaseException
+) -> Decision:
+    """The decision ``on_error="open"``/``"closed"`` gives when Redis cannot answer."""
+    tight = min(policies, key=lambda p: p.limit)
+    return Decision(
+        allowed=allowed,
+        remaining=0,
+        retry_after_us=0 if allowed else tight.period_us,
+        reset_after_us=0,
+        limit=tight.limit,
+        key=key,
+        cost=cost,
+        policies=(),
+        degraded=True,
+        error=error,
+    )
+
+
+def state_keys(keyspace: Keyspace, kind: str, subject: str, policies: Sequence[Policy]) -> tuple[str, ...]:
+    """The state keys of ``subject``: one per policy, all under the subject's hash tag."""
+    return tuple(keyspace.tagged(kind, subject, p.key_suffix) for p in policies)
+
+
+def check_cost(cost: object) -> int:
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise TypeError(f"cost must be an int, not {type(cost).__name__}")
+    if cost < 0 or cost > MAX_LIMIT:
+        raise ValueError(f"cost must be between 0 and {MAX_LIMIT}, got {cost}")
+    return cost
+
+
+OnError = Literal["raise", "open", "closed"]
+
+
+def hit(
+    keys: tuple[str, ...],
+    policies: tuple[Policy, ...],
+    cost: int,
+    *,
+    mode: int = MODE_HIT,
+    subject: str = "",
+    now_us: int | None = None,
+    on_error: OnError = "raise",
+    hook: Callable[[Decision], Any] | None = None,
+) -> Flow[Decision]:
+    """Check ``subject`` against ``policies`` (one key each) and consume ``cost`` if all admit.
+
+    ``mode``: :data:`MODE_HIT` (all or nothing), :data:`MODE_PENALTY` (a denial is charged too),
+    :data:`MODE_PEEK` (evaluate ``cost`` without writing). ``now_us`` is a virtual clock for tests.
+    """
+    args: list[str | int] = [cost, mode, "", "" if now_us is None else now_us]
+    for p in policies:
+        args += (p.kind, p.limit, p.period_us)
+        if p.kind == 1:
+            args[2] = secrets.token_urlsafe(6)
+    try:
+        reply = yield Script(load("ratelimit_hit"), keys=keys, args=tuple(args))
+    except Exception as exc:
+        if on_error == "raise":
+            raise
+        decision = degraded(subject, cost, policies, on_error == "open", exc)
+    else:
+        decision = decide(subject, cost, policies, reply)
+    if hook is not None:
+        yield Compute(hook, (decision,))
+    return decision
+
+
+def reset(keys: tuple[str, ...]) -> Flow[int]:
+    """Forget ``keys`` (one ``DEL``); the number of keys removed."""
+    from .ops import Command
+
+    return int((yield Command("DEL", *keys, keys=keys)))
+
+
+_RANDOM: Callable[[], float] = secrets.SystemRandom().random
+
+
+def retry_delay(retry_after: float, jitter: float, rand: float) -> float:
+    """How long :func:`wait` sleeps: ``retry_after`` plus up to ``jitter`` of it (``rand`` in [0, 1))."""
+    return retry_after * (1.0 + jitter * rand)
+
+
+def wait(
+    keys: tuple[str, ...],
+    policies: tuple[Policy, ...],
+    cost: int,
+    *,
+    timeout: float | None,
+    jitter: float = 0.1,
+    rand: Callable[[], float] = _RANDOM,
+    subject: str = "",
+    now_us: Callable[[], int] | None = None,
+    on_error: OnError = "raise",
+    hook: Callable[[Decision], Any] | None = None,
+) -> Flow[Decision]:
+    """Hit until admitted, sleeping each denial's ``retry_after`` (plus jitter) in between.
+
+    Raises :class:`~redispatterns.errors.RateLimited` when the cost can never be admitted or
+    the next attempt would fall after ``timeout`` seconds.
+    """
+    from ..errors import RateLimited
+
+    start = yield Now()
+    while True:
+        d = yield from hit(
+            keys, policies, cost, subject=subject, now_us=None if now_us is None else now_us(),
+            on_error=on_error, hook=hook,
+        )  # fmt: skip
+        if d.allowed:
+            return d
+        if d.retry_after is None:
+            raise RateLimited(
+                f"cost {cost} exceeds {', '.join(d.violated)}: never admitted",
+                retry_after=None,
+                key=subject,
+                decision=d,
+            )
+        delay = retry_delay(d.retry_after, jitter, rand()) if d.retry_after > 0 else 0.001
+        now = yield Now()
+        if timeout is not None and (now - start) + d.retry_after > timeout:
+            raise RateLimited(
+                f"rate limited: {subject!r} would be admitted in {d.retry_after:.3f}s, "
+                f"beyond the {timeout}s timeout",
+                retry_after=d.retry_after,
+                key=subject,
+                decision=d,
+            )
+        if timeout is not None:
+            delay = min(delay, max(0.0, timeout - (now - start)))
+        yield Sleep(delay)
+
+
+# --------------------------------------------------------------------------- oracles
+# Independent models of each algorithm on a virtual clock (integer µs), for property tests.
+# Each ``evaluate(now, cost)`` returns (allowed, remaining, retry_after_us or None, reset_after_us)
+# without changing state; ``commit(now, cost, allowed)`` applies the outcome.
+
+
+class SlidingLogOracle:
+    """A plain list of admitted timestamps; an entry at ``t`` counts while ``now < t + window``."""
+
+    def __init__(self, limit: int, window_us: int) -> None:
+        self.limit, self.window = limit, window_us
+        self.log: list[int] = []
+
+    def live(self, now: int) -> list[int]:
+        return sorted(t for t in self.log if now < t + self.window)
+
+    def evaluate(self, now: int, cost: int) -> tuple[bool, int, int | None, int]:
+        live = self.live(now)
+        reset = (live[-1] + self.window - now) if live else 0
+        if cost > self.limit:
+            return False, max(0, self.limit - len(live)), None, reset
+        if len(live) + cost <= self.limit:
+            return True, self.limit - len(live) - cost, 0, reset
+        # the request fits once len(live) + cost - limit entries have left
+        must_leave = live[len(live) + cost - self.limit - 1]
+        return False, max(0, self.limit - len(live)), must_leave + self.window - now, reset
+
+    def commit(self, now: int, cost: int, penalty: bool = False) -> None:
+        self.log = self.live(now) + [now] * cost
+        if penalty and len(self.log) > self.limit:
+            self.log = self.log[-self.limit :]
+
+    def reset_after_commit(self, now: int, cost: int) -> int:
+        return self.window if cost else self.evaluate(now, 0)[3]
+
+
+class TokenBucketOracle:
+    """A token bucket with exact rational refill: ``capacity`` tokens, one per ``interval_us``."""
+
+    def __init__(self, capacity: int, interval_us: int) -> None:
+        self.capacity, self.interval = capacity, interval_us
+        self.tokens = Fraction(capacity)
+        self.at: int | None = None
+
+    def level(self, now: int) -> Fraction:
+        if self.at is None:
+            return Fraction(self.capacity)
+        return min(Fraction(self.capacity), self.tokens + Fraction(now - self.at, self.interval))
+
+    def evaluate(self, now: int, cost: int) -> tuple[bool, int, int | None, int]:
+        tokens = self.level(now)
+        avail = math.floor(tokens)
+        reset = math.ceil((self.capacity - tokens) * self.interval)
+        if cost > self.capacity:
+            return False, avail, None, reset
+        if tokens >= cost:
+            return True, avail - cost, 0, reset
+        return False, avail, math.ceil((cost - tokens) * self.interval), reset
+
+    def commit(self, now: int, cost: int, penalty: bool = False) -> None:
+        tokens = self.level(now) - cost
+        if penalty:
+            tokens = max(tokens, min(self.level(now), Fraction(0)))
+        self.tokens, self.at = tokens, now
+
+    def reset_after_commit(self, now: int, cost: int) -> int:
+        return math.ceil((self.capacity - self.level(now)) * self.interval)
+
+
+class FixedWindowOracle:
+    """A count per epoch-aligned window index."""
+
+    def __init__(self, limit: int, window_us: int) -> None:
+        self.limit, self.window = limit, window_us
+        self.counts: dict[int, int] = {}
+
+    def evaluate(self, now: int, cost: int) -> tuple[bool, int, int | None, int]:
+        idx = now // self.window
+        count = self.counts.get(idx, 0)
+        reset = (idx + 1) * self.window - now
+        if cost > self.limit:
+            return False, max(0, self.limit - count), None, reset
+        if count + cost <= self.limit:
+            return True, self.limit - count - cost, 0, reset
+        return False, max(0, self.limit - count), reset, reset
+
+    def commit(self, now: int, cost: int, penalty: bool = False) -> None:
+        idx = now // self.window
+        self.counts[idx] = min(self.limit, self.counts.get(idx, 0) + cost)
+
+    def reset_after_commit(self, now: int, cost: int) -> int:
+        return self.evaluate(now, 0)[3]
+
+
+Oracle = SlidingLogOracle | TokenBucketOracle | FixedWindowOracle
+
+
+def oracle_for(policy: Policy) -> Oracle:
+    if policy.algorithm == "sliding":
+        return SlidingLogOracle(policy.limit, policy.period_us)
+    if policy.algorithm == "token_bucket":
+        return TokenBucketOracle(policy.limit, policy.period_us)
+    return FixedWindowOracle(policy.limit, policy.period_us)
+
+
+def oracle_hit(oracles: Sequence[Oracle], now: int, cost: int, mode: int = MODE_HIT) -> list[int]:
+    """What ``ratelimit_hit.lua`` must reply for ``oracles`` at ``now``; commits like the script."""
+    evals = [o.evaluate(now, cost) for o in oracles]
+    all_ok = all(e[0] for e in evals)
+    never = any(e[2] is None for e in evals)
+    commit = mode != MODE_PEEK and cost > 0 and not never and (all_ok or mode == MODE_PENALTY)
+    out = [now, 1 if all_ok else 0]
+    for o, (ok, remaining, retry, reset) in zip(oracles, evals, strict=True):
+        if commit:
+            o.commit(now, cost, penalty=not all_ok)
+            reset = o.reset_after_commit(now, cost)
+        out += [1 if ok else 0, remaining, -1 if retry is None else retry, reset]
+    return out

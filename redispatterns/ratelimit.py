@@ -1,0 +1,315 @@
+"""Rate limiters: exact sliding log, token bucket (GCRA), clock-aligned fixed window, and several
+policies at once — one EVALSHA per check, server time, sync and asyncio twins.
+
+>>> limiter = rp.SlidingWindowLimiter(limit=100, window=60)
+>>> d = limiter.hit("user:42")          # Decision(allowed, remaining, retry_after, reset_after, limit)
+>>> if not d: return 429, d.headers()
+
+See ``redispatterns._core.ratelimit`` for the algorithms and their exact semantics.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+from ._core.mount import Mount
+from ._core.ops import Flow
+from ._core.ratelimit import (
+    MODE_HIT,
+    MODE_PEEK,
+    MODE_PENALTY,
+    Decision,
+    OnError,
+    Policy,
+    PolicyState,
+    check_cost,
+)
+from ._core.ratelimit import hit as _hit_flow
+from ._core.ratelimit import reset as _reset_flow
+from ._core.ratelimit import state_keys as _state_keys
+from ._core.ratelimit import wait as _wait_flow
+from ._ratelimit_http import ASGIRateLimitMiddleware, RequestInfo, WSGIRateLimitMiddleware, client_address
+from ._runner import run_async, run_sync
+from .errors import RateLimited
+from .mount import Namespace, resolve
+
+__all__ = [
+    "ASGIRateLimitMiddleware",
+    "AsyncFixedWindowLimiter",
+    "AsyncMultiLimiter",
+    "AsyncSlidingWindowLimiter",
+    "AsyncTokenBucketLimiter",
+    "Decision",
+    "FixedWindowLimiter",
+    "MultiLimiter",
+    "Policy",
+    "PolicyState",
+    "RequestInfo",
+    "SlidingWindowLimiter",
+    "TokenBucketLimiter",
+    "WSGIRateLimitMiddleware",
+    "client_address",
+    "rate_limited",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ON_ERROR = ("raise", "open", "closed")
+
+
+class _Base:
+    """Configuration shared by every limiter: policies, keys, error policy, hooks."""
+
+    _ASYNC = False
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        *,
+        name: str = "",
+        mount: Mount | Namespace | None = None,
+        client: Any = None,
+        on_error: OnError = "raise",
+        on_decision: Callable[[Decision], Any] | None = None,
+        penalty: bool = False,
+        _test_clock: Callable[[], int] | None = None,
+    ) -> None:
+        pols = tuple(policies)
+        if not pols:
+            raise ValueError("a limiter needs at least one Policy")
+        for p in pols:
+            if not isinstance(p, Policy):
+                raise TypeError(f"policies must be redispatterns.Policy objects, not {type(p).__name__}")
+        if len({p.key_suffix for p in pols}) != len(pols):
+            raise ValueError("two policies with the same algorithm, limit and window: drop the duplicate")
+        if len({p.name for p in pols}) != len(pols):
+            raise ValueError("policy names must differ (they name violated policies and HTTP fields)")
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(_ON_ERROR)}, got {on_error!r}")
+        if on_decision is not None and not callable(on_decision):
+            raise TypeError("on_decision must be callable")
+        if not isinstance(name, str) or any(c in name for c in "{}\r\n"):
+            raise ValueError(f"name must be text without braces or newlines, got {name!r}")
+        self._ns = resolve(mount, client, asyncio=self._ASYNC)
+        self._kind = f"rl:{name}" if name else "rl"
+        self.policies: tuple[Policy, ...] = pols
+        self.name = name
+        self.on_error: OnError = on_error
+        self.on_decision = on_decision
+        self._mode = MODE_PENALTY if penalty else MODE_HIT
+        self._clock = _test_clock  # virtual µs clock: tests only, never set by the public API
+
+    @property
+    def limit(self) -> int:
+        """The smallest limit among the policies."""
+        return min(p.limit for p in self.policies)
+
+    def keys(self, key: str) -> tuple[str, ...]:
+        """The Redis keys holding ``key``'s state (one per policy, one hash tag)."""
+        if not isinstance(key, str):
+            raise TypeError(f"the rate-limit key must be a str, not {type(key).__name__}")
+        if not key:
+            raise ValueError("the rate-limit key cannot be empty (e.g. 'user:42' or 'ip:10.0.0.1')")
+        return _state_keys(self._ns.keyspace, self._kind, key, self.policies)
+
+    def _flow(self, key: str, cost: int, mode: int) -> Flow[Decision]:
+        if mode == MODE_PEEK:
+            self._ns.check_read("peek")
+        else:
+            self._ns.check_write("hit")
+        return _hit_flow(
+            self.keys(key), self.policies, check_cost(cost), mode=mode, subject=key,
+            now_us=None if self._clock is None else self._clock(), on_error=self.on_error,
+            hook=self.on_decision,
+        )  # fmt: skip
+
+    def _reset(self, key: str) -> Flow[int]:
+        self._ns.check_write("reset")
+        return _reset_flow(self.keys(key))
+
+    def _wait(self, key: str, cost: int, timeout: float | None, jitter: float) -> Flow[Decision]:
+        self._ns.check_write("wait")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+            raise ValueError(f"jitter must be a fraction between 0 and 1, got {jitter!r}")
+        return _wait_flow(
+            self.keys(key), self.policies, check_cost(cost), timeout=timeout, jitter=jitter,
+            subject=key, now_us=self._clock, on_error=self.on_error, hook=self.on_decision,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        pols = ", ".join(p.name for p in self.policies)
+        return f"<{type(self).__name__} {pols} prefix={self._ns.prefix!r}>"
+
+
+def _denied(d: Decision) -> RateLimited:
+    when = "never" if d.retry_after is None else f"retry in {d.retry_after:.3f}s"
+    return RateLimited(
+        f"rate limited: {d.key!r} exceeds {', '.join(d.violated) or 'its limit'} ({when})",
+        retry_after=d.retry_after,
+        key=d.key,
+        decision=d,
+    )
+
+
+def _enforce(d: Decision) -> Decision:
+    if not d.allowed:
+        raise _denied(d)
+    return d
+
+
+class MultiLimiter(_Base):
+    """Several policies on one subject, checked atomically; a denial consumes nothing.
+
+    ``MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)])``.
+    ``penalty=True`` charges denied requests too (an abusive caller stays blocked).
+    ``on_error``: ``"raise"`` (default), ``"open"`` (admit) or ``"closed"`` (deny) when Redis fails;
+    the decision then has ``degraded=True``. ``on_decision(decision)`` is called after each check.
+    """
+
+    def hit(self, key: str, cost: int = 1) -> Decision:
+        """Check ``key`` and consume ``cost`` units when every policy admits (cost 0 only checks)."""
+        return run_sync(self._ns.client, self._flow(key, cost, self._mode))
+
+    def peek(self, key: str, cost: int = 1) -> Decision:
+        """What ``hit(key, cost)`` would decide now, without consuming anything."""
+        return run_sync(self._ns.client, self._flow(key, cost, MODE_PEEK))
+
+    def enforce(self, key: str, cost: int = 1) -> Decision:
+        """``hit``, raising :class:`~redispatterns.RateLimited` when denied."""
+        return _enforce(self.hit(key, cost))
+
+    def reset(self, key: str) -> bool:
+        """Forget ``key``'s state; True when there was some."""
+        return run_sync(self._ns.client, self._reset(key)) > 0
+
+    def wait(self, key: str, cost: int = 1, *, timeout: float | None = None, jitter: float = 0.1) -> Decision:
+        """Block until admitted (sleeping ``retry_after`` plus jitter); ``RateLimited`` past ``timeout``."""
+        return run_sync(self._ns.client, self._wait(key, cost, timeout, jitter))
+
+
+class AsyncMultiLimiter(_Base):
+    """The asyncio twin of :class:`MultiLimiter` (same methods, awaited)."""
+
+    _ASYNC = True
+
+    async def hit(self, key: str, cost: int = 1) -> Decision:
+        return await run_async(self._ns.client, self._flow(key, cost, self._mode))
+
+    async def peek(self, key: str, cost: int = 1) -> Decision:
+        return await run_async(self._ns.client, self._flow(key, cost, MODE_PEEK))
+
+    async def enforce(self, key: str, cost: int = 1) -> Decision:
+        return _enforce(await self.hit(key, cost))
+
+    async def reset(self, key: str) -> bool:
+        return await run_async(self._ns.client, self._reset(key)) > 0
+
+    async def wait(
+        self, key: str, cost: int = 1, *, timeout: float | None = None, jitter: float = 0.1
+    ) -> Decision:
+        return await run_async(self._ns.client, self._wait(key, cost, timeout, jitter))
+
+
+class _Sliding(_Base):
+    def __init__(self, limit: int, window: float, **options: Any) -> None:
+        _Base.__init__(self, [Policy.sliding(limit, window)], **options)
+
+
+class _Bucket(_Base):
+    def __init__(self, rate: float, capacity: int | None = None, *, per: float = 1.0, **options: Any) -> None:
+        _Base.__init__(self, [Policy.token_bucket(rate, capacity, per=per)], **options)
+
+
+class _Fixed(_Base):
+    def __init__(self, limit: int, window: float, **options: Any) -> None:
+        _Base.__init__(self, [Policy.fixed(limit, window)], **options)
+
+
+class SlidingWindowLimiter(_Sliding, MultiLimiter):
+    """Exact: never more than ``limit`` units in any trailing ``window`` seconds (a sorted-set log).
+
+    Memory grows with the limit (~50 B per admitted unit up to 128 entries, ~130 B beyond);
+    prefer :class:`TokenBucketLimiter` for large limits.
+    """
+
+
+class AsyncSlidingWindowLimiter(_Sliding, AsyncMultiLimiter):
+    """The asyncio twin of :class:`SlidingWindowLimiter`."""
+
+
+class TokenBucketLimiter(_Bucket, MultiLimiter):
+    """A token bucket of ``capacity`` tokens refilled at ``rate`` per ``per`` seconds (GCRA, one integer).
+
+    A full bucket lets ``capacity`` through at once, so up to ``capacity + rate*window`` pass in
+    a window; ``capacity=1`` paces evenly.
+    """
+
+
+class AsyncTokenBucketLimiter(_Bucket, AsyncMultiLimiter):
+    """The asyncio twin of :class:`TokenBucketLimiter`."""
+
+
+class FixedWindowLimiter(_Fixed, MultiLimiter):
+    """``limit`` units per clock-aligned window (quotas: per minute on the minute, per day at 00:00 UTC)."""
+
+
+class AsyncFixedWindowLimiter(_Fixed, AsyncMultiLimiter):
+    """The asyncio twin of :class:`FixedWindowLimiter`."""
+
+
+Limiter = MultiLimiter | AsyncMultiLimiter
+
+
+def _subject(fn: Callable[..., Any], key: str | Callable[..., str] | None, args: Any, kwargs: Any) -> str:
+    if key is None:
+        return f"fn:{fn.__module__}.{fn.__qualname__}"
+    if isinstance(key, str):
+        return key
+    subject = key(*args, **kwargs)
+    if not isinstance(subject, str):
+        raise TypeError(f"the key function of @rate_limited returned {type(subject).__name__}, not str")
+    return subject
+
+
+def rate_limited(
+    limiter: Limiter, *, key: str | Callable[..., str] | None = None, cost: int = 1
+) -> Callable[[F], F]:
+    """Guard a ``def`` or ``async def``: each call hits ``limiter``; a denial raises ``RateLimited``.
+
+    ``key`` is a fixed subject or a function of the call's arguments (default: one subject for
+    the function). ``async def`` needs an asyncio limiter, ``def`` a sync one.
+    """
+    if not isinstance(limiter, (MultiLimiter, AsyncMultiLimiter)):
+        raise TypeError("rate_limited needs a limiter, e.g. rp.SlidingWindowLimiter(100, 60)")
+    check_cost(cost)
+
+    def decorate(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            if not isinstance(limiter, AsyncMultiLimiter):
+                raise TypeError(f"{fn.__qualname__} is async: give @rate_limited an Async*Limiter")
+            alim = limiter
+
+            @functools.wraps(fn)
+            async def aguarded(*args: Any, **kwargs: Any) -> Any:
+                await alim.enforce(_subject(fn, key, args, kwargs), cost)
+                return await cast(Callable[..., Awaitable[Any]], fn)(*args, **kwargs)
+
+            return cast(F, aguarded)
+        if not isinstance(limiter, MultiLimiter):
+            raise TypeError(f"{fn.__qualname__} is sync: give @rate_limited a sync limiter")
+        slim = limiter
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            slim.enforce(_subject(fn, key, args, kwargs), cost)
+            return fn(*args, **kwargs)
+
+        return cast(F, guarded)
+
+    return decorate
