@@ -1,0 +1,123 @@
+-- name: leaderboard_read
+-- summary: read entries (an index range, the page around a member, or one member) with ranks per rank mode and member data in one call; percentile counts; first builds a rolling union into KEYS[1] when it is missing and day buckets are given
+-- KEYS[1]: the sorted set to read (the board, a window bucket, or a rolling-union cache)
+-- KEYS[2]: the member-data hash
+-- KEYS[3]: the distinct-score sorted set indexing KEYS[1] (used when ARGV[3] is "1")
+-- KEYS[*]: KEYS[4..]: day buckets to union into KEYS[1] when it is missing (rolling views)
+-- ARGV[1]: order: "desc" or "asc"
+-- ARGV[2]: rank mode: standard | competition | dense
+-- ARGV[3]: "1" when KEYS[3] indexes the distinct scores of KEYS[1]; else dense ranks walk the distinct scores above
+-- ARGV[4]: TTL in ms of a rolling union built here
+-- ARGV[5]: aggregate of the rolling union: MAX | MIN | SUM
+-- ARGV[6]: query: range | around | member | percentile | count
+-- ARGV[7]: range: first index (0-based); around, member, percentile: the member
+-- ARGV[8]: range: last index; around: the page size
+-- ARGV[9]: "1" to return member data
+-- returns: range/around/member: {total, rank, member, score text, data or nil, ...}; percentile: {total, members ranked strictly worse} or {total} when absent; count: {total}
+-- read-only: yes (a rolling union it builds is a cache: rebuilding it is idempotent)
+
+local src = KEYS[1]
+local desc = ARGV[1] == 'desc'
+local mode = ARGV[2]
+local aux = ARGV[3] == '1'
+local query = ARGV[6]
+
+if #KEYS > 3 and redis.call('EXISTS', src) == 0 then
+  local args = {'ZUNIONSTORE', src, #KEYS - 3}
+  for i = 4, #KEYS do args[#args + 1] = KEYS[i] end
+  args[#args + 1] = 'AGGREGATE'
+  args[#args + 1] = ARGV[5]
+  redis.call(unpack(args))
+  redis.call('PEXPIRE', src, tonumber(ARGV[4]))
+end
+
+local total = redis.call('ZCARD', src)
+if query == 'count' then return {total} end
+
+local function index_of(member)
+  if desc then return redis.call('ZREVRANK', src, member) end
+  return redis.call('ZRANK', src, member)
+end
+
+if query == 'percentile' then
+  local s = redis.call('ZSCORE', src, ARGV[7])
+  if not s then return {total} end
+  if desc then return {total, redis.call('ZCOUNT', src, '-inf', '(' .. s)} end
+  return {total, redis.call('ZCOUNT', src, '(' .. s, '+inf')}
+end
+
+-- members strictly better than score text s
+local function better_count(s)
+  if desc then return redis.call('ZCOUNT', src, '(' .. s, '+inf') end
+  return redis.call('ZCOUNT', src, '-inf', '(' .. s)
+end
+-- distinct scores strictly better than s: one ZCOUNT on the index, else a walk (O(distinct above * log N))
+local function distinct_better(s)
+  if aux then
+    if desc then return redis.call('ZCOUNT', KEYS[3], '(' .. s, '+inf') end
+    return redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. s)
+  end
+  local n, c = 0, s
+  while true do
+    local r
+    if desc then
+      r = redis.call('ZRANGEBYSCORE', src, '(' .. c, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    else
+      r = redis.call('ZREVRANGEBYSCORE', src, '(' .. c, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    end
+    if #r == 0 then return n end
+    n = n + 1
+    c = r[2]
+  end
+end
+
+local start, stop
+if query == 'range' then
+  start, stop = tonumber(ARGV[7]), tonumber(ARGV[8])
+else
+  local idx = index_of(ARGV[7])
+  if not idx then return {total} end
+  if query == 'member' then
+    start, stop = idx, idx
+  else
+    local size = tonumber(ARGV[8])
+    start = idx - math.floor(size / 2)
+    if start > total - size then start = total - size end
+    if start < 0 then start = 0 end
+    stop = start + size - 1
+  end
+end
+if stop >= total then stop = total - 1 end
+if start > stop then return {total} end
+
+local rows
+if desc then
+  rows = redis.call('ZREVRANGE', src, start, stop, 'WITHSCORES')
+else
+  rows = redis.call('ZRANGE', src, start, stop, 'WITHSCORES')
+end
+local out = {total}
+local data = nil
+if ARGV[9] == '1' and #rows > 0 then
+  local hm = {'HMGET', KEYS[2]}
+  for i = 1, #rows, 2 do hm[#hm + 1] = rows[i] end
+  data = redis.call(unpack(hm))
+end
+local rank, prev = 0, nil
+for i = 1, #rows, 2 do
+  local s = rows[i + 1]
+  local pos = start + (i - 1) / 2
+  if mode == 'standard' then
+    rank = pos + 1
+  elseif prev == nil then
+    if mode == 'competition' then rank = better_count(s) + 1 else rank = distinct_better(s) + 1 end
+  elseif s ~= prev then
+    if mode == 'competition' then rank = pos + 1 else rank = rank + 1 end
+  end
+  prev = s
+  out[#out + 1] = rank
+  out[#out + 1] = rows[i]
+  out[#out + 1] = s
+  if data then out[#out + 1] = data[(i + 1) / 2] else out[#out + 1] = false end
+end
+return out

@@ -1,0 +1,185 @@
+-- name: leaderboard_submit
+-- summary: apply submits (best/latest/incr) and removals to a board, its dense-rank index and the current bucket of each time window; every check (clock range, tie-break bounds, window bucket) runs before the first write
+-- KEYS[1]: the board's sorted set
+-- KEYS[2]: the member-data hash
+-- KEYS[3]: the distinct-score sorted set (dense-rank index; member = score text)
+-- KEYS[4]: the distinct-score count hash (dense-rank index; score text -> members holding it)
+-- KEYS[*]: KEYS[5..4+W]: the current bucket of each window, in the order of the window arguments
+-- ARGV[1]: order: "desc" (higher is better) or "asc"
+-- ARGV[2]: "1" to maintain the dense-rank index, else "0"
+-- ARGV[3]: tie-break time bits B (0: no tie-break); a stored score is then primary * 2^B + time part
+-- ARGV[4]: tie-break epoch, integer µs
+-- ARGV[5]: tie-break tick, integer µs
+-- ARGV[6]: board TTL in ms, refreshed on every write (0: none)
+-- ARGV[7]: virtual clock in µs, tests only (0: the server's TIME)
+-- ARGV[8]: number of windows W
+-- ARGV[*]: then 4 per window: kind (day|week|month), the caller's bucket id, ms kept after the bucket closes, the bucket's end in µs; then 5 per operation: op (best|latest|incr|remove), member, score, "1" when data follows else "0", data
+-- returns: {1, stored score text or nil per operation (the board's value after it; for a removal, the value it had)}; {0, day, week, month} when a window bucket named by the caller is not the current one by the clock (nothing written; retry with those ids)
+-- read-only: no
+
+local desc = ARGV[1] == 'desc'
+local dense = ARGV[2] == '1'
+local bits = tonumber(ARGV[3])
+local epoch = tonumber(ARGV[4])
+local tick = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local now = tonumber(ARGV[7])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local nw = tonumber(ARGV[8])
+
+-- current bucket ids by the clock: UTC day, Monday-based week, calendar month
+local day = math.floor(now / 86400000000)
+local function civil(z) -- days since 1970-01-01 -> year, month (proleptic Gregorian)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+local ids = {day = day, week = math.floor((day + 3) / 7)}
+local yy, mm = civil(day)
+ids.month = yy * 12 + (mm - 1)
+
+local keyidx = {1}
+for i = 1, nw do
+  local a = 9 + 4 * (i - 1)
+  if ids[ARGV[a]] ~= tonumber(ARGV[a + 1]) then
+    return {0, ids.day, ids.week, ids.month}
+  end
+  keyidx[#keyidx + 1] = 4 + i
+end
+
+local M, T, MAXP, MINP = 0, 0, 0, 0
+if bits > 0 then
+  M = 2 ^ bits
+  MAXP = 2 ^ (53 - bits) - 1
+  MINP = -(2 ^ (53 - bits))
+  T = math.floor((now - epoch) / tick)
+  if T < 0 or T >= M then
+    return redis.error_reply('ERR leaderboard: the clock is outside the tie-break time range (time part ' .. string.format('%.17g', T) .. ' not in [0, 2^' .. bits .. '))')
+  end
+end
+
+local function better(a, b)
+  if desc then return a > b end
+  return a < b
+end
+local function enc(p)
+  if desc then return p * M + (M - 1 - T) end
+  return p * M + T
+end
+
+-- pass 1: read, compute every new value, check; nothing is written until all checks pass
+local orig, cur, touched_ki, touched_m = {}, {}, {}, {}
+local results = {1}
+local base = 9 + 4 * nw
+local nops = (#ARGV - base + 1) / 5
+for j = 0, nops - 1 do
+  local a = base + 5 * j
+  local op, member, s = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  for _, ki in ipairs(keyidx) do
+    local id = ki .. '\0' .. member
+    local old = cur[id]
+    if old == nil then
+      local raw = redis.call('ZSCORE', KEYS[ki], member)
+      if raw then old = tonumber(raw) else old = false end
+      orig[id] = old
+      touched_ki[#touched_ki + 1] = ki
+      touched_m[#touched_m + 1] = member
+    end
+    local new
+    if op == 'remove' then
+      new = false
+    elseif bits > 0 then
+      if op == 'incr' then
+        local p = s
+        if old then p = p + math.floor(old / M) end
+        if p > MAXP or p < MINP then
+          return redis.error_reply('ERR leaderboard: score ' .. string.format('%.17g', p) .. ' outside the tie-break range [' .. string.format('%.17g', MINP) .. ', ' .. string.format('%.17g', MAXP) .. ']')
+        end
+        new = enc(p)
+      else
+        new = enc(s)
+        if op == 'best' and old and not better(new, old) then new = old end
+      end
+    else
+      if op == 'incr' then
+        new = s
+        if old then new = old + s end
+        if new ~= new or new == math.huge or new == -math.huge then
+          return redis.error_reply('ERR leaderboard: incrementing ' .. member .. ' leaves the finite range')
+        end
+      else
+        new = s
+        if op == 'best' and old and not better(s, old) then new = old end
+      end
+    end
+    cur[id] = new
+    if ki == 1 then
+      if op == 'remove' then results[j + 2] = old else results[j + 2] = new end
+    end
+  end
+end
+
+local function fmt(x)
+  if x == 0 then x = 0 end -- no negative zero
+  return string.format('%.17g', x)
+end
+
+-- pass 2: write
+for i, ki in ipairs(touched_ki) do
+  local member = touched_m[i]
+  local id = ki .. '\0' .. member
+  local old, new = orig[id], cur[id]
+  if old ~= new then
+    if new == false then
+      redis.call('ZREM', KEYS[ki], member)
+    else
+      redis.call('ZADD', KEYS[ki], fmt(new), member)
+    end
+    if ki == 1 and dense then
+      if old ~= false then
+        local os = fmt(old)
+        if redis.call('HINCRBY', KEYS[4], os, -1) <= 0 then
+          redis.call('HDEL', KEYS[4], os)
+          redis.call('ZREM', KEYS[3], os)
+        end
+      end
+      if new ~= false then
+        local ns = fmt(new)
+        if redis.call('HINCRBY', KEYS[4], ns, 1) == 1 then
+          redis.call('ZADD', KEYS[3], ns, ns)
+        end
+      end
+    end
+  end
+end
+for j = 0, nops - 1 do
+  local a = base + 5 * j
+  if ARGV[a] == 'remove' then
+    redis.call('HDEL', KEYS[2], ARGV[a + 1])
+  elseif ARGV[a + 3] == '1' then
+    redis.call('HSET', KEYS[2], ARGV[a + 1], ARGV[a + 4])
+  end
+end
+if ttl > 0 then
+  for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ttl) end
+end
+for i = 1, nw do
+  local a = 9 + 4 * (i - 1)
+  local left = math.floor((tonumber(ARGV[a + 3]) - now) / 1000) + tonumber(ARGV[a + 2])
+  if left < 1 then left = 1 end
+  redis.call('PEXPIRE', KEYS[4 + i], left)
+end
+for j = 2, nops + 1 do
+  if results[j] then results[j] = fmt(results[j]) end
+end
+return results

@@ -1,0 +1,541 @@
+"""Leaderboards: pure flows, rank-mode rules, tie-break encoding and window bucket naming.
+
+Keys of one board ``name`` all share the hash tag ``{name}`` (one Cluster slot)::
+
+    <prefix>lb:{name}:z            the board (sorted set)
+    <prefix>lb:{name}:data         member data (hash, values through the mount's codec)
+    <prefix>lb:{name}:u / :uc      the distinct-score index (dense rank only): zset + counts hash
+    <prefix>lb:{name}:day:<date>   window buckets (day / week starting Monday / month), with TTLs
+    <prefix>lb:{name}:last<N>d:<date>:<agg>   a cached rolling union of the last N day buckets
+
+Every update is one run of ``lua/leaderboard_submit.lua``; every read that returns entries is one
+run of ``lua/leaderboard_read.lua`` (or one plain command where that is all it takes).
+
+Tie-break ``"earliest"``: the stored score is the integer ``primary * 2**B + time_part`` where the
+time part counts ticks since an epoch (``B`` bits), reversed for descending boards so that, among
+equal primaries, the earliest to reach the score ranks first. It is exact while it stays inside
+``[-2**53, 2**53)``; the primary is checked against that range before any write.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from ..errors import RedisPatternsError
+from .codec import Codec, as_str
+from .keys import Keyspace
+from .ops import Command, Flow, Script, WallClock
+from .scripts import load
+
+__all__ = [
+    "MAX_PAGE",
+    "ORDERS",
+    "RANK_MODES",
+    "SUBMIT_MODES",
+    "WINDOWS",
+    "BoardSpec",
+    "Entry",
+    "LeaderboardError",
+    "ScoreOutOfRange",
+    "bucket_end_us",
+    "bucket_id",
+    "bucket_label",
+    "decode_score",
+    "encode_tiebreak",
+    "percentile",
+    "tiebreak_bounds",
+]
+
+Order = Literal["desc", "asc"]
+RankMode = Literal["standard", "dense", "competition"]
+SubmitMode = Literal["best", "latest", "incr"]
+ORDERS = ("desc", "asc")
+RANK_MODES = ("standard", "dense", "competition")
+SUBMIT_MODES = ("best", "latest", "incr")
+WINDOWS = ("day", "week", "month")
+MAX_PAGE = 1000  # entries per read: bounds the script's work and reply
+DAY_US = 86_400_000_000
+DEFAULT_RETENTION = {"day": 32 * 86400.0, "week": 5 * 7 * 86400.0, "month": 62 * 86400.0}
+DEFAULT_TIEBREAK_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
+_MAX_BUCKET_RETRIES = 3
+
+
+class LeaderboardError(RedisPatternsError):
+    """A leaderboard operation refused by the server-side checks."""
+
+
+class ScoreOutOfRange(LeaderboardError, ValueError):
+    """A tie-broken score (or the result of an increment) would leave the exact integer range."""
+
+
+class Entry(NamedTuple):
+    """One row of a board: ``rank`` is 1-based per the board's rank mode."""
+
+    rank: int
+    member: str
+    score: float | int
+    data: Any = None
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def tiebreak_bounds(time_bits: int) -> tuple[int, int]:
+    """The primary scores a tie-broken board can hold: ``(lowest, highest)`` inclusive."""
+    return -(2 ** (53 - time_bits)), 2 ** (53 - time_bits) - 1
+
+
+def encode_tiebreak(score: int, time_part: int, *, order: str, time_bits: int) -> int:
+    """``score * 2**B + time part`` (time reversed on descending boards); checked to stay exact."""
+    lo, hi = tiebreak_bounds(time_bits)
+    if not lo <= score <= hi:
+        raise ScoreOutOfRange(
+            f"score {score} is outside [{lo}, {hi}], the range a tie-broken board with "
+            f"time_bits={time_bits} can store exactly (below 2**53); lower time_bits to widen it"
+        )
+    m = 1 << time_bits
+    if not 0 <= time_part < m:
+        raise ScoreOutOfRange(f"time part {time_part} is outside [0, 2**{time_bits})")
+    return score * m + (m - 1 - time_part if order == "desc" else time_part)
+
+
+def decode_score(
+    stored: bytes | str | float | int | None, *, order: str, time_bits: int
+) -> float | int | None:
+    """A stored score back to the user's score (the primary of a tie-broken composite)."""
+    if stored is None:
+        return None
+    value = float(as_str(stored)) if isinstance(stored, (bytes, str)) else float(stored)
+    if time_bits == 0:
+        return value + 0.0
+    return int(value) >> time_bits
+
+
+def decode_time_part(stored: int, *, order: str, time_bits: int) -> int:
+    """The tick count of a tie-broken composite (when the member reached its score)."""
+    m = 1 << time_bits
+    r = stored % m
+    return m - 1 - r if order == "desc" else r
+
+
+def bucket_id(window: str, t_us: int) -> int:
+    """The bucket of ``window`` holding instant ``t_us`` (µs since the epoch, UTC).
+
+    day: days since 1970-01-01; week: weeks since Monday 1969-12-29; month: ``year * 12 + month - 1``.
+    """
+    day = t_us // DAY_US
+    if window == "day":
+        return day
+    if window == "week":
+        return (day + 3) // 7
+    if window == "month":
+        d = _dt.date(1970, 1, 1) + _dt.timedelta(days=day)
+        return d.year * 12 + d.month - 1
+    raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+
+
+def _month_start_day(mid: int) -> int:
+    y, m = divmod(mid, 12)
+    return (_dt.date(y, m + 1, 1) - _dt.date(1970, 1, 1)).days
+
+
+def bucket_start_us(window: str, bid: int) -> int:
+    if window == "day":
+        return bid * DAY_US
+    if window == "week":
+        return (bid * 7 - 3) * DAY_US
+    return _month_start_day(bid) * DAY_US
+
+
+def bucket_end_us(window: str, bid: int) -> int:
+    """The first µs after bucket ``bid`` of ``window``."""
+    return bucket_start_us(window, bid + 1)
+
+
+def bucket_label(window: str, bid: int) -> str:
+    """The readable key suffix of a bucket: ``day:2026-11-22``, ``week:2026-11-16``, ``month:2026-11``."""
+    start = _dt.date(1970, 1, 1) + _dt.timedelta(days=bucket_start_us(window, bid) // DAY_US)
+    if window == "month":
+        return f"month:{start.year:04d}-{start.month:02d}"
+    return f"{window}:{start.isoformat()}"
+
+
+def percentile(total: int, worse: int) -> float:
+    """The share (0-100) of the board's members ranked strictly worse than a member."""
+    return 100.0 * worse / total if total else 0.0
+
+
+def rolling_days(window: str) -> int | None:
+    """``"7d"`` -> 7; a calendar window -> ``None``; anything else -> ``ValueError``."""
+    if window in WINDOWS:
+        return None
+    if isinstance(window, str) and window.endswith("d") and window[:-1].isdigit():
+        n = int(window[:-1])
+        if 1 <= n <= 366:
+            return n
+    raise ValueError(
+        f"window must be one of {', '.join(WINDOWS)} or a rolling '<N>d' (1 <= N <= 366), got {window!r}"
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_member(member: object) -> str:
+    if not isinstance(member, str):
+        raise TypeError(f"a leaderboard member must be a str, not {type(member).__name__}")
+    if not member:
+        raise ValueError("a leaderboard member cannot be empty")
+    return member
+
+
+def check_score(score: object, *, integer: bool, what: str = "score") -> float | int:
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise TypeError(f"{what} must be an int or float, not {type(score).__name__}")
+    if isinstance(score, float) and not math.isfinite(score):
+        raise ValueError(f"{what} must be finite, got {score}")
+    if integer:
+        if isinstance(score, float):
+            if not score.is_integer():
+                raise ValueError(f"a board with tie_break='earliest' stores integer scores; got {score}")
+            score = int(score)
+        return score
+    if isinstance(score, int) and abs(score) > 2**53:
+        raise ValueError(f"{what} {score} cannot be stored exactly as a double (|score| <= 2**53)")
+    return float(score) + 0.0  # no negative zero
+
+
+def check_count(n: object, what: str, *, lo: int = 1, hi: int = MAX_PAGE) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
+    if not lo <= n <= hi:
+        raise ValueError(f"{what} must be in [{lo}, {hi}], got {n}")
+    return n
+
+
+# --------------------------------------------------------------------------- the board's spec
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """Everything the flows need to know about one board (pure configuration)."""
+
+    name: str
+    keyspace: Keyspace
+    codec: Codec
+    order: str = "desc"
+    rank_mode: str = "standard"
+    tie_break: str | None = None
+    windows: tuple[str, ...] = ()
+    time_bits: int = 31
+    tick_us: int = 1_000_000
+    epoch_us: int = int(DEFAULT_TIEBREAK_EPOCH.timestamp()) * 1_000_000
+    retention_ms: Mapping[str, int] = field(default_factory=dict)
+    rolling: str = "best"
+    rolling_ttl_ms: int = 5000
+    ttl_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be 'desc' or 'asc', got {self.order!r}")
+        if self.rank_mode not in RANK_MODES:
+            raise ValueError(f"rank_mode must be one of {', '.join(RANK_MODES)}, got {self.rank_mode!r}")
+        if self.tie_break not in (None, "earliest"):
+            raise ValueError(f"tie_break must be None or 'earliest', got {self.tie_break!r}")
+        if self.tie_break and self.rank_mode != "standard":
+            raise ValueError(
+                "tie_break='earliest' gives every member its own rank; use rank_mode='standard' with it"
+            )
+        if (
+            isinstance(self.time_bits, bool)
+            or not isinstance(self.time_bits, int)
+            or not 8 <= self.time_bits <= 45
+        ):
+            raise ValueError(f"time_bits must be an int in [8, 45], got {self.time_bits!r}")
+        for w in self.windows:
+            if w not in WINDOWS:
+                raise ValueError(f"windows must be drawn from {', '.join(WINDOWS)}, got {w!r}")
+        if len(set(self.windows)) != len(self.windows):
+            raise ValueError("windows lists a window twice")
+        if self.rolling not in ("best", "sum"):
+            raise ValueError(f"rolling must be 'best' or 'sum', got {self.rolling!r}")
+        if self.rolling == "sum" and self.tie_break:
+            raise ValueError("rolling='sum' cannot add tie-broken composites; use rolling='best'")
+        self.keyspace.tagged("lb", self.name)  # validates the name
+
+    @property
+    def bits(self) -> int:
+        return self.time_bits if self.tie_break else 0
+
+    def key(self, suffix: str) -> str:
+        return self.keyspace.tagged("lb", self.name, suffix)
+
+    @property
+    def board_keys(self) -> tuple[str, str, str, str]:
+        return (self.key("z"), self.key("data"), self.key("u"), self.key("uc"))
+
+    def bucket_key(self, window: str, bid: int) -> str:
+        return self.keyspace.tagged("lb", self.name, *bucket_label(window, bid).split(":"))
+
+    def decode(self, stored: Any) -> float | int | None:
+        return decode_score(stored, order=self.order, time_bits=self.bits)
+
+    def score_arg(self, score: float | int) -> str:
+        return str(score) if isinstance(score, int) else repr(score)
+
+
+# --------------------------------------------------------------------------- flows: writes
+
+
+Op = tuple[str, str, float | int, bool, bytes]
+
+
+def make_op(spec: BoardSpec, mode: str, member: object, score: object, data: Any, has_data: bool) -> Op:
+    """Validate one operation at the edge (tie-break range included, before any write)."""
+    if mode not in (*SUBMIT_MODES, "remove"):
+        raise ValueError(f"mode must be one of {', '.join(SUBMIT_MODES)}, got {mode!r}")
+    m = check_member(member)
+    if mode == "remove":
+        return ("remove", m, 0, False, b"")
+    s = check_score(score, integer=bool(spec.tie_break), what="increment" if mode == "incr" else "score")
+    if spec.tie_break and mode != "incr":
+        lo, hi = tiebreak_bounds(spec.time_bits)
+        if not lo <= s <= hi:
+            raise ScoreOutOfRange(
+                f"score {s} is outside [{lo}, {hi}], the range a tie-broken board with "
+                f"time_bits={spec.time_bits} stores exactly (below 2**53); lower time_bits to widen it"
+            )
+    return (mode, m, s, has_data, spec.codec.encode(data) if has_data else b"")
+
+
+def _window_args(spec: BoardSpec, now_us: int) -> tuple[list[str], list[str | int]]:
+    keys: list[str] = []
+    args: list[str | int] = []
+    for w in spec.windows:
+        bid = bucket_id(w, now_us)
+        keys.append(spec.bucket_key(w, bid))
+        args += [w, bid, spec.retention_ms.get(w, int(DEFAULT_RETENTION[w] * 1000)), bucket_end_us(w, bid)]
+    return keys, args
+
+
+def _raise_script_error(exc: Exception) -> None:
+    text = str(exc)
+    if "leaderboard:" in text:
+        msg = text.split("leaderboard:", 1)[1].strip()
+        if "tie-break range" in msg:
+            raise ScoreOutOfRange(msg) from None
+        raise LeaderboardError(msg) from None
+
+
+def submit(
+    spec: BoardSpec, ops: Sequence[Op], virtual_now_us: int | None = None
+) -> Flow[list[float | int | None]]:
+    """Apply ``ops`` in one script run; return each member's board score after its operation.
+
+    The window buckets are named from a guess of the time (the local wall clock, or the virtual
+    clock); the script checks the guess against the server's clock and, at a bucket boundary,
+    answers with the right ids, and the flow sends again (nothing was written).
+    """
+    if not ops:
+        return []
+    if spec.windows:
+        guess = virtual_now_us if virtual_now_us is not None else int((yield WallClock()) * 1_000_000)
+    else:
+        guess = 0
+    tail: list[str | int | float] = []
+    for mode, member, score, has_data, data in ops:
+        tail += [mode, member, spec.score_arg(score), "1" if has_data else "0", data]  # type: ignore[list-item]
+    head: list[str | int] = [
+        spec.order,
+        "1" if spec.rank_mode == "dense" else "0",
+        spec.bits,
+        spec.epoch_us,
+        spec.tick_us,
+        spec.ttl_ms,
+        virtual_now_us or 0,
+        len(spec.windows),
+    ]
+    for _ in range(_MAX_BUCKET_RETRIES):
+        wkeys, wargs = _window_args(spec, guess)
+        try:
+            reply = yield Script(
+                load("leaderboard_submit"),
+                keys=(*spec.board_keys, *wkeys),
+                args=(*head, *wargs, *tail),
+            )
+        except Exception as exc:
+            _raise_script_error(exc)
+            raise
+        if int(reply[0]) == 1:
+            return [spec.decode(v) for v in reply[1:]]
+        day, week, month = (int(x) for x in reply[1:4])
+        guess = _instant_in(spec.windows, day, week, month)
+    raise LeaderboardError("the window buckets kept changing while submitting; is the clock jumping?")
+
+
+def _instant_in(windows: Iterable[str], day: int, week: int, month: int) -> int:
+    """An instant inside the day, week and month the server reported (for naming the buckets)."""
+    del windows, week, month  # the day alone determines the week and the month
+    return day * DAY_US + DAY_US // 2
+
+
+def set_data(spec: BoardSpec, member: str, data: Any) -> Flow[None]:
+    key = spec.key("data")
+    yield Command("HSET", key, member, spec.codec.encode(data))
+    if spec.ttl_ms:
+        yield Command("PEXPIRE", key, spec.ttl_ms)
+
+
+def get_data(spec: BoardSpec, member: str) -> Flow[Any]:
+    raw = yield Command("HGET", spec.key("data"), member)
+    return None if raw is None else spec.codec.decode(raw)
+
+
+# --------------------------------------------------------------------------- flows: reads
+
+
+@dataclass(frozen=True)
+class View:
+    """Which sorted set a read looks at: the board, a bucket, or a rolling union (with its sources)."""
+
+    key: str
+    dense_index: bool
+    sources: tuple[str, ...] = ()
+    aggregate: str = "MAX"
+
+
+def clock(window: str | None, virtual_now_us: int | None) -> Flow[int]:
+    """The instant naming a read's bucket: the virtual clock, else the local wall clock."""
+    if window is None:
+        return 0
+    if virtual_now_us is not None:
+        return virtual_now_us
+    return int((yield WallClock()) * 1_000_000)
+
+
+def view(spec: BoardSpec, window: str | None, now_us: int) -> View:
+    """The view for ``window`` at ``now_us`` (reads name buckets from the local or virtual clock)."""
+    if window is None:
+        return View(spec.key("z"), spec.rank_mode == "dense")
+    n = rolling_days(window)
+    if n is None:
+        if window not in spec.windows:
+            raise ValueError(f"window {window!r} is not kept by this board (windows={spec.windows!r})")
+        return View(spec.bucket_key(window, bucket_id(window, now_us)), False)
+    if "day" not in spec.windows:
+        raise ValueError(f"a rolling window {window!r} needs windows to include 'day'")
+    today = bucket_id("day", now_us)
+    agg = "SUM" if spec.rolling == "sum" else ("MAX" if spec.order == "desc" else "MIN")
+    label = bucket_label("day", today).split(":")[1]
+    cache = spec.key(f"last{n}d:{label}:{agg.lower()}")
+    return View(cache, False, tuple(spec.bucket_key("day", today - i) for i in range(n)), agg)
+
+
+def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool) -> Flow[list[Any]]:
+    keys = (v.key, spec.key("data"), spec.key("u"), *v.sources)
+    reply = yield Script(
+        load("leaderboard_read"),
+        keys=keys,
+        args=(
+            spec.order,
+            spec.rank_mode,
+            "1" if v.dense_index else "0",
+            spec.rolling_ttl_ms,
+            v.aggregate,
+            query,
+            a,
+            b,
+            "1" if with_data else "0",
+        ),
+    )
+    return list(reply)
+
+
+def _entries(spec: BoardSpec, reply: list[Any]) -> list[Entry]:
+    out = []
+    for i in range(1, len(reply), 4):
+        raw = reply[i + 3]
+        score = spec.decode(reply[i + 2])
+        assert score is not None
+        out.append(
+            Entry(
+                int(reply[i]),
+                as_str(reply[i + 1]),
+                score,
+                None if raw is None else spec.codec.decode(raw),
+            )
+        )
+    return out
+
+
+def entries(
+    spec: BoardSpec, window: str | None, now: int | None, start: int, stop: int, with_data: bool = True
+) -> Flow[list[Entry]]:
+    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run."""
+    if stop < start:
+        return []
+    reply = yield from _read(
+        spec, view(spec, window, (yield from clock(window, now))), "range", start, stop, with_data
+    )
+    return _entries(spec, reply)
+
+
+def around(
+    spec: BoardSpec, window: str | None, now: int | None, member: str, size: int, with_data: bool = True
+) -> Flow[list[Entry]]:
+    """A page of ``size`` around ``member`` (clamped at both ends: a full page where possible)."""
+    reply = yield from _read(
+        spec, view(spec, window, (yield from clock(window, now))), "around", member, size, with_data
+    )
+    return _entries(spec, reply)
+
+
+def entry(
+    spec: BoardSpec, window: str | None, now: int | None, member: str, with_data: bool = True
+) -> Flow[Entry | None]:
+    reply = yield from _read(
+        spec, view(spec, window, (yield from clock(window, now))), "member", member, 0, with_data
+    )
+    found = _entries(spec, reply)
+    return found[0] if found else None
+
+
+def rank(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[int | None]:
+    """1-based rank per the board's rank mode; one command for standard ranks, else one script."""
+    v = view(spec, window, (yield from clock(window, now)))
+    if spec.rank_mode == "standard" and not v.sources:
+        idx = yield Command("ZREVRANK" if spec.order == "desc" else "ZRANK", v.key, member)
+        return None if idx is None else int(idx) + 1
+    found = yield from entry(spec, window, now, member, with_data=False)
+    return None if found is None else found.rank
+
+
+def score(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[float | int | None]:
+    v = view(spec, window, (yield from clock(window, now)))
+    if v.sources:
+        found = yield from entry(spec, window, now, member, with_data=False)
+        return None if found is None else found.score
+    raw = yield Command("ZSCORE", v.key, member)
+    return spec.decode(raw)
+
+
+def count(spec: BoardSpec, window: str | None, now: int | None) -> Flow[int]:
+    v = view(spec, window, (yield from clock(window, now)))
+    if not v.sources:
+        return int((yield Command("ZCARD", v.key)))
+    reply = yield from _read(spec, v, "count", 0, 0, False)
+    return int(reply[0])
+
+
+def percentile_of(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[float | None]:
+    """The share (0-100) of members ranked strictly worse than ``member``; ``None`` when absent."""
+    reply = yield from _read(
+        spec, view(spec, window, (yield from clock(window, now))), "percentile", member, 0, False
+    )
+    if len(reply) < 2:
+        return None
+    return percentile(int(reply[0]), int(reply[1]))
