@@ -1,0 +1,780 @@
+"""The kv mount facade: configuration, schemas, key layout, flows and the write buffer (pure).
+
+Layout of one mount (``B`` is its *base*, all in one Cluster slot):
+
+* a prefix with a hash tag (``"{app}:user:"``) gives ``B = prefix + "kv:"``;
+* a prefix without one (``"app:user:"``) gives ``B = prefix + "{<store tag>}:"`` (tag ``kv`` by
+  default), so every untagged mount of a store shares one slot.
+
+Under ``B``: ``k:<key>`` the records (the user's key verbatim after ``k:``), ``i`` the index (a
+lexicographic ZSET of key names), ``m`` the metadata HASH (``size:updated_ms:content_type``),
+``x`` the expiry ZSET (deadline in ms) and ``u`` the mount's byte counter. Every write goes through
+one script that updates the record and the bookkeeping together, so the quotas are tracked, never
+scanned. The store-wide size limit is exact across the mounts that share the writer's slot; mounts
+in other slots are counted from a snapshot read just before the write (best effort).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import QuotaExceeded, RedisPatternsError, SchemaError
+from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
+from .keys import hash_tag, slot
+from .mount import Mount, check_prefixes_disjoint
+from .ops import Batch, Command, Flow, Script, Sleep
+from .scripts import load
+
+__all__ = [
+    "KINDS",
+    "MERGE_RETRIES",
+    "Field",
+    "KVInfo",
+    "KVStore",
+    "MergeConflict",
+    "MountSpec",
+    "Pending",
+    "SchemaTypeError",
+    "WriteBuffer",
+    "WritePolicy",
+    "parse_schema",
+]
+
+WritePolicy = Literal["immediate", "dispose"]
+WRITE_POLICIES = ("immediate", "dispose")
+KINDS = ("string", "number", "bool", "list", "dict", "any")
+MERGE_RETRIES = 64
+PAGE = 500  # key names per script call when listing / clearing, keys per MGET
+
+
+class SchemaTypeError(SchemaError, TypeError):
+    """A value's type does not match its schema field (a ``SchemaError`` and a ``TypeError``)."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One schema field: its key, kind (string/number/bool/list/dict/any), default, nullability."""
+
+    key: str
+    type: str
+    default: Any = None
+    nullable: bool = False
+
+    def check(self, value: Any) -> None:
+        if value is None and (self.nullable or self.type == "any"):
+            return
+        if not _is_kind(self.type, value):
+            raise SchemaTypeError(
+                f"field {self.key!r} is a {self.type}, got {type(value).__name__} ({value!r:.40})"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "type": self.type, "default": copy.deepcopy(self.default)}
+
+
+def _is_kind(kind: str, value: Any) -> bool:
+    if kind == "any":
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list":
+        return isinstance(value, (list, tuple))
+    return isinstance(value, dict)
+
+
+_PY_KINDS: tuple[tuple[Any, str], ...] = (
+    (bool, "bool"),
+    (str, "string"),
+    (int, "number"),
+    (float, "number"),
+    (list, "list"),
+    (tuple, "list"),
+    (dict, "dict"),
+)
+
+
+def _kind_of(annotation: Any) -> tuple[str, bool]:
+    """The kind of a type annotation, and whether it admits ``None``."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            return _kind_of(args[0])[0], nullable
+        return "any", nullable
+    base = origin or annotation
+    for py, kind in _PY_KINDS:
+        if base is py:
+            return kind, False
+    if base is typing.Any:
+        return "any", True
+    return "any", False
+
+
+def parse_schema(schema: Any) -> dict[str, Field] | None:
+    """Turn a schema into fields: ``{key: "string"}``, ``{key: {"type":..., "default":...}}``,
+    a dataclass, a TypedDict or a pydantic model. ``None`` means an open mount."""
+    if schema is None:
+        return None
+    if isinstance(schema, Mapping):
+        return _from_mapping(schema)
+    if dataclasses.is_dataclass(schema) and isinstance(schema, type):
+        hints = typing.get_type_hints(schema)
+        out: dict[str, Field] = {}
+        for f in dataclasses.fields(schema):
+            kind, nullable = _kind_of(hints.get(f.name, Any))
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            out[f.name] = Field(f.name, kind, default, nullable)
+        return out
+    model_fields = getattr(schema, "model_fields", None)
+    if isinstance(schema, type) and isinstance(model_fields, dict):  # pydantic v2
+        out = {}
+        for name, info in model_fields.items():
+            kind, nullable = _kind_of(info.annotation)
+            default = info.get_default(call_default_factory=True)
+            if type(default).__name__ == "PydanticUndefinedType":
+                default = None
+            out[name] = Field(name, kind, default, nullable)
+        return out
+    if isinstance(schema, type) and issubclass(schema, dict) and hasattr(schema, "__annotations__"):
+        hints = typing.get_type_hints(schema)  # TypedDict
+        return {k: Field(k, *_kind_of(v)[:1], None, True) for k, v in hints.items()}
+    raise TypeError(
+        "schema must be a dict {key: type or {'type', 'default'}}, a dataclass, a TypedDict "
+        f"or a pydantic model, not {schema!r}"
+    )
+
+
+def _from_mapping(schema: Mapping[str, Any]) -> dict[str, Field]:
+    out: dict[str, Field] = {}
+    for key, spec in schema.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"schema keys must be non-empty strings, got {key!r}")
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"schema field {key!r} must be a type name or a dict, got {spec!r}")
+        unknown = set(spec) - {"type", "default", "nullable"}
+        if unknown:
+            raise ValueError(f"schema field {key!r} has unknown options {sorted(unknown)}")
+        kind = spec.get("type", "any")
+        if kind not in KINDS:
+            raise ValueError(f"schema field {key!r}: type must be one of {', '.join(KINDS)}")
+        f = Field(key, kind, spec.get("default"), bool(spec.get("nullable", False)))
+        if f.default is not None:
+            f.check(f.default)
+        out[key] = f
+    return out
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+@dataclass(frozen=True, slots=True)
+class KVInfo:
+    """Metadata of one record: encoded size in bytes, content type, last write, remaining TTL."""
+
+    key: str
+    size: int
+    content_type: str
+    updated_at: float
+    ttl: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    index: str
+    meta: str
+    expiry: str
+    used: str
+
+    def keys(self) -> tuple[str, str, str, str]:
+        return (self.index, self.meta, self.expiry, self.used)
+
+
+def mount_base(prefix: str, tag: str) -> str:
+    """Where a mount's kv keys start (see the module docstring)."""
+    if hash_tag(prefix) is not None:
+        return prefix + "kv:"
+    if "{" in prefix:
+        raise ValueError(
+            f"prefix {prefix!r} has a '{{' that does not form a hash tag: use a whole tag "
+            "like '{app}:user:' or no braces"
+        )
+    return f"{prefix}{{{tag}}}:"
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One configured mount: its name, :class:`Mount`, schema fields and key layout."""
+
+    name: str
+    mount: Mount
+    base: str
+    fields: dict[str, Field] | None
+    book: Bookkeeping = field(init=False)
+    slot: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        b = self.base
+        object.__setattr__(self, "book", Bookkeeping(b + "i", b + "m", b + "x", b + "u"))
+        object.__setattr__(self, "slot", slot(b + "i"))
+
+    def record(self, key: str) -> str:
+        return self.base + "k:" + key
+
+    def check_key(self, key: object) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"kv keys are str, not {type(key).__name__}")
+        if not key:
+            raise ValueError("kv keys cannot be empty")
+        if self.fields is not None and key not in self.fields:
+            raise SchemaError(
+                f"mount {self.name!r} has a schema without key {key!r}; "
+                f"its keys are {', '.join(sorted(self.fields))}"
+            )
+        return key
+
+    def default(self, key: str) -> Any:
+        if self.fields is None:
+            return None
+        return copy.deepcopy(self.fields[key].default)
+
+    def encode(self, key: str, value: Any) -> tuple[bytes, str]:
+        """Schema-check and encode ``value``; the encoded bytes and the content type."""
+        if self.fields is not None:
+            self.fields[key].check(value)
+        codec = self.mount.codec
+        data = as_bytes(codec.encode(value))
+        if data[:1] == BYTES_MARK and isinstance(codec, JsonCodec):
+            ctype = "application/octet-stream"
+        elif isinstance(codec, JsonCodec):
+            ctype = "application/json"
+        else:
+            ctype = "application/x-" + type(codec).__name__.lower()
+        limit = self.mount.max_value_size
+        if limit is not None and len(data) > limit:
+            raise QuotaExceeded(
+                f"value of {key!r} is {len(data)} bytes encoded; mount {self.name!r} allows "
+                f"{limit} (max_value_size); nothing was written",
+                quota="max_value_size",
+                limit=limit,
+                mount=self.name,
+            )
+        return data, ctype
+
+    def decode(self, raw: Any) -> Any:
+        return self.mount.codec.decode(as_bytes(raw))
+
+
+class KVStore:
+    """A validated set of mounts with the store-wide limit and write policy (configuration)."""
+
+    def __init__(
+        self,
+        mounts: Mapping[str, Mount],
+        *,
+        max_store_size: int | None = 10485760,
+        write_policy: str = "dispose",
+        tag: str = "kv",
+    ) -> None:
+        if not isinstance(mounts, Mapping) or not mounts:
+            raise ValueError("KV needs mounts={name: Mount(...)} with at least one mount")
+        if write_policy not in WRITE_POLICIES:
+            raise ValueError(f"write_policy must be 'immediate' or 'dispose', got {write_policy!r}")
+        if max_store_size is not None and (
+            isinstance(max_store_size, bool) or not isinstance(max_store_size, int) or max_store_size <= 0
+        ):
+            raise ValueError(f"max_store_size must be a positive int or None, got {max_store_size!r}")
+        if not isinstance(tag, str) or not tag or any(c in tag for c in "{}\r\n"):
+            raise ValueError(f"tag must be a non-empty string without braces, got {tag!r}")
+        specs: dict[str, MountSpec] = {}
+        for name, m in mounts.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"mount names are non-empty strings, got {name!r}")
+            if not isinstance(m, Mount):
+                raise TypeError(f"mount {name!r} must be a redispatterns.Mount, not {type(m).__name__}")
+            specs[name] = MountSpec(name, m, mount_base(m.prefix, tag), parse_schema(m.schema))
+        check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
+        self.specs = specs
+        self.max_store_size = max_store_size
+        self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
+        self.tag = tag
+
+    def spec(self, name: object) -> MountSpec:
+        if not isinstance(name, str):
+            raise TypeError(f"mount names are str, not {type(name).__name__}")
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise KeyError(f"no mount {name!r}; mounts are {', '.join(self.specs)}") from None
+
+    def peers(self, spec: MountSpec) -> tuple[list[MountSpec], list[MountSpec]]:
+        """Other mounts in ``spec``'s slot (counted exactly) and in other slots (snapshot)."""
+        same = [s for s in self.specs.values() if s is not spec and s.slot == spec.slot]
+        other = [s for s in self.specs.values() if s.slot != spec.slot]
+        return same, other
+
+    def mounts(self) -> list[dict[str, str]]:
+        return [{"name": s.name, "mode": s.mount.mode, "prefix": s.mount.prefix} for s in self.specs.values()]
+
+    def schema(self, name: str) -> list[dict[str, Any]]:
+        spec = self.spec(name)
+        return [f.as_dict() for f in (spec.fields or {}).values()]
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def _quota_error(spec: MountSpec, code: int, limit: int, key: str) -> QuotaExceeded:
+    if code == -1:
+        msg = f"mount {spec.name!r} is full: {limit} entries (max_entries); {key!r} was not written"
+        return QuotaExceeded(msg, quota="max_entries", limit=limit, mount=spec.name)
+    if code == -2:
+        msg = f"value of {key!r} exceeds {limit} bytes (max_value_size); nothing was written"
+        return QuotaExceeded(msg, quota="max_value_size", limit=limit, mount=spec.name)
+    msg = f"the store would exceed {limit} bytes (max_store_size); {key!r} was not written"
+    return QuotaExceeded(msg, quota="max_store_size", limit=limit, mount=spec.name)
+
+
+def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:
+    """Bytes used by mounts in other slots (one read), 0 when there are none or no store limit."""
+    _, other = store.peers(spec)
+    if store.max_store_size is None or not other:
+        return 0
+    replies = yield Batch(tuple(Command("GET", s.book.used) for s in other))
+    return sum(int(r) for r in replies if r is not None)
+
+
+def set_script(
+    store: KVStore,
+    spec: MountSpec,
+    key: str,
+    data: bytes,
+    ctype: str,
+    ttl_ms: int | None,
+    others: int,
+    *,
+    cas: int = 0,
+    expected: bytes = b"",
+) -> Script:
+    same, _ = store.peers(spec)
+    keys: list[str] = [spec.record(key), *spec.book.keys()]
+    for s in same:
+        keys.extend(s.book.keys())
+    m = spec.mount
+    args = (
+        key,
+        data,
+        ttl_ms or 0,
+        m.max_entries or 0,
+        m.max_value_size or 0,
+        store.max_store_size or 0,
+        others,
+        ctype,
+        cas,
+        expected,
+    )
+    return Script(load("kv_set"), keys=tuple(keys), args=args)
+
+
+def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
+    """True when written, False on a compare-and-set conflict; raises on a quota."""
+    code, limit = int(reply[0]), int(reply[1])
+    if code == 1:
+        return True
+    if code == 0:
+        return False
+    raise _quota_error(spec, code, limit, key)
+
+
+def get(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[tuple[bool, Any]]:
+    """``(found, value)``; ``value`` is the schema default (or ``None``) when missing."""
+    if pending is not None and pending.kind == "set":
+        return True, spec.decode(pending.data)
+    if pending is not None and pending.kind == "delete":
+        return False, spec.default(key)
+    raw = yield Command("GET", spec.record(key))
+    if pending is not None:  # buffered merges over the stored value
+        base = spec.decode(raw) if raw is not None else _merge_base(spec, key)
+        return True, merge_value(spec, key, base, pending.partials)[0]
+    if raw is None:
+        return False, spec.default(key)
+    return True, spec.decode(raw)
+
+
+def has(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[bool]:
+    if pending is not None:
+        return pending.kind != "delete"
+    n = yield Command("EXISTS", spec.record(key))
+    return bool(n)
+
+
+def set_(
+    store: KVStore, spec: MountSpec, key: str, data: bytes, ctype: str, ttl_ms: int | None
+) -> Flow[bool]:
+    """Write an already encoded value (``spec.encode``) with quotas and TTL in one script."""
+    others = yield from others_used(store, spec)
+    reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others)
+    return _check_set_reply(store, spec, key, reply)
+
+
+def _merge_base(spec: MountSpec, key: str) -> dict[str, Any]:
+    base = spec.default(key)
+    return base if isinstance(base, dict) else {}
+
+
+def merge_value(
+    spec: MountSpec, key: str, base: Any, partials: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], bytes, str]:
+    """Shallow-merge ``partials`` into ``base`` (a dict); the result, encoded, and its type."""
+    if not isinstance(base, dict):
+        raise SchemaTypeError(f"merge needs a dict under {key!r}; it holds a {type(base).__name__}")
+    merged = dict(base)
+    for p in partials:
+        merged.update(p)
+    data, ctype = spec.encode(key, merged)
+    return merged, data, ctype
+
+
+def check_partial(partial: object) -> dict[str, Any]:
+    if not isinstance(partial, Mapping):
+        raise TypeError(f"merge takes a dict of fields, not {type(partial).__name__}")
+    for k in partial:
+        if not isinstance(k, str):
+            raise TypeError(f"merge field names are str, got {k!r}")
+    return dict(partial)
+
+
+class MergeConflict(RedisPatternsError):
+    """A merge lost the compare-and-set race ``MERGE_RETRIES`` times in a row."""
+
+
+def merge(
+    store: KVStore,
+    spec: MountSpec,
+    key: str,
+    partials: Sequence[Mapping[str, Any]],
+    ttl_ms: int | None,
+) -> Flow[bool]:
+    """Atomic merge: read, merge (exact JSON, schema-checked), write iff unchanged; retried."""
+    others = yield from others_used(store, spec)
+    rec = spec.record(key)
+    for attempt in range(MERGE_RETRIES):
+        raw = yield Command("GET", rec)
+        if raw is None:
+            base: Any = _merge_base(spec, key)
+            cas, expected = 1, b""
+        else:
+            expected = as_bytes(raw)
+            base, cas = spec.decode(expected), 2
+        _, data, ctype = merge_value(spec, key, base, partials)
+        reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others, cas=cas, expected=expected)
+        if _check_set_reply(store, spec, key, reply):
+            return True
+        yield Sleep(0.0005 * min(attempt, 20))
+    raise MergeConflict(f"merge of {key!r} lost {MERGE_RETRIES} compare-and-set races in a row")
+
+
+def delete(spec: MountSpec, key: str) -> Flow[bool]:
+    reply = yield delete_script(spec, key)
+    return bool(reply)
+
+
+def delete_script(spec: MountSpec, key: str) -> Script:
+    return Script(load("kv_delete"), keys=(spec.record(key), *spec.book.keys()), args=(key,))
+
+
+def keys_page(spec: MountSpec, start_after: str | None, limit: int) -> Flow[list[str]]:
+    reply = yield Script(
+        load("kv_keys"), keys=(spec.book.index, spec.book.expiry), args=(start_after or "", limit)
+    )
+    return [as_str(k) for k in reply]
+
+
+def keys(spec: MountSpec, start_after: str | None = None, limit: int | None = None) -> Flow[list[str]]:
+    """Live key names in lexicographic order, from the tracked index, a page at a time."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    if start_after is not None and not isinstance(start_after, str):
+        raise TypeError("start_after must be a key name (str)")
+    out: list[str] = []
+    cursor = start_after
+    while True:
+        want = PAGE if limit is None else min(PAGE, limit - len(out))
+        page = yield from keys_page(spec, cursor, want)
+        out.extend(page)
+        if len(page) < want or (limit is not None and len(out) >= limit):
+            return out
+        cursor = page[-1]
+
+
+def get_all(spec: MountSpec) -> Flow[dict[str, Any]]:
+    """Every live record (schema defaults for unset fields), read in MGET batches."""
+    names = yield from keys(spec)
+    out: dict[str, Any] = {}
+    for i in range(0, len(names), PAGE):
+        chunk = names[i : i + PAGE]
+        recs = [spec.record(k) for k in chunk]
+        values = yield Command("MGET", *recs, keys=recs)
+        for k, raw in zip(chunk, values, strict=True):
+            if raw is not None:
+                out[k] = spec.decode(raw)
+    if spec.fields is not None:
+        for k in spec.fields:
+            if k not in out:
+                out[k] = spec.default(k)
+    return out
+
+
+def clear(spec: MountSpec) -> Flow[bool]:
+    """Delete every record of the mount and reset its bookkeeping (batches of ``PAGE``)."""
+    script = load("kv_clear")
+    batch: list[str] = []
+    while True:
+        recs = [spec.record(k) for k in batch]
+        reply = yield Script(script, keys=(*spec.book.keys(), *recs), args=(*batch, PAGE))
+        batch = [as_str(k) for k in reply]
+        if not batch:
+            return True
+
+
+def info(spec: MountSpec, key: str) -> Flow[KVInfo | None]:
+    """One round trip: metadata from the index hash plus the record's remaining TTL."""
+    meta, pttl = yield Batch((Command("HGET", spec.book.meta, key), Command("PTTL", spec.record(key))))
+    if meta is None or int(pttl) == -2:
+        return None
+    size, updated, ctype = as_str(meta).split(":", 2)
+    ttl = int(pttl)
+    return KVInfo(key, int(size), ctype, int(updated) / 1000, ttl / 1000 if ttl >= 0 else None)
+
+
+# --------------------------------------------------------------------------- write buffer
+
+
+@dataclass(slots=True)
+class Pending:
+    """A buffered write: ``set`` (encoded data), ``delete``, or ``merge`` (partials over the stored value)."""
+
+    kind: Literal["set", "delete", "merge"]
+    data: bytes = b""
+    ctype: str = ""
+    ttl_ms: int | None = None
+    partials: list[dict[str, Any]] = field(default_factory=list)
+
+
+class WriteBuffer:
+    """The ``dispose`` policy's buffer: the last write per (mount, key), in first-write order."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, mount: str, key: str) -> Pending | None:
+        return self.entries.get((mount, key))
+
+    def set(self, mount: str, key: str, data: bytes, ctype: str, ttl_ms: int | None) -> None:
+        self.entries[(mount, key)] = Pending("set", data, ctype, ttl_ms)
+
+    def delete(self, mount: str, key: str) -> None:
+        self.entries[(mount, key)] = Pending("delete")
+
+    def merge(self, spec: MountSpec, key: str, partial: dict[str, Any], ttl_ms: int | None) -> None:
+        """Fold ``partial`` into the buffered write (validated now, like a direct write)."""
+        prev = self.entries.get((spec.name, key))
+        if prev is None or prev.kind == "merge":
+            partials = [*(prev.partials if prev else []), partial]
+            merge_value(spec, key, _merge_base(spec, key), partials)  # schema and type check
+            self.entries[(spec.name, key)] = Pending("merge", ttl_ms=ttl_ms, partials=partials)
+            return
+        base = spec.decode(prev.data) if prev.kind == "set" else _merge_base(spec, key)
+        _, data, ctype = merge_value(spec, key, base, [partial])
+        self.entries[(spec.name, key)] = Pending("set", data, ctype, ttl_ms)
+
+    def drop(self, mount: str) -> None:
+        for k in [k for k in self.entries if k[0] == mount]:
+            del self.entries[k]
+
+    def drain(self) -> list[tuple[str, str, Pending]]:
+        """Take every buffered write (the swap is atomic, so concurrent writers lose nothing)."""
+        entries, self.entries = self.entries, {}
+        return [(m, k, p) for (m, k), p in entries.items()]
+
+
+def _is_noscript(exc: object) -> bool:
+    return isinstance(exc, Exception) and (
+        type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
+    )
+
+
+def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[list[Exception]]:
+    """Send buffered writes: sets and deletes in one pipelined batch, then merges (CAS each).
+
+    Returns the errors (quota refusals) of the writes that were refused; the others are written.
+    """
+    items = list(items)
+    errors: list[Exception] = []
+    snapshot: dict[str, int] = {}
+    direct: list[tuple[MountSpec, str, Pending, Script]] = []
+    merges: list[tuple[MountSpec, str, Pending]] = []
+    for mount, key, p in items:
+        spec = store.spec(mount)
+        if p.kind == "merge":
+            merges.append((spec, key, p))
+            continue
+        if p.kind == "delete":
+            direct.append((spec, key, p, delete_script(spec, key)))
+            continue
+        if spec.name not in snapshot:
+            snapshot[spec.name] = yield from others_used(store, spec)
+        op = set_script(store, spec, key, p.data, p.ctype, p.ttl_ms, snapshot[spec.name])
+        direct.append((spec, key, p, op))
+    if direct:
+        replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
+        for (spec, key, p, op), reply in zip(direct, replies, strict=True):
+            if _is_noscript(reply):  # a cluster pipeline does not load scripts: send it alone
+                try:
+                    reply = yield op
+                except Exception as exc:
+                    reply = exc
+            if isinstance(reply, Exception):
+                errors.append(reply)
+            elif p.kind == "set":
+                try:
+                    _check_set_reply(store, spec, key, reply)
+                except QuotaExceeded as exc:
+                    errors.append(exc)
+    for spec, key, p in merges:
+        try:
+            yield from merge(store, spec, key, p.partials, p.ttl_ms)
+        except (QuotaExceeded, SchemaError, MergeConflict) as exc:
+            errors.append(exc)
+    return errors
+
+
+def flush_buffer(store: KVStore, buffer: WriteBuffer) -> Flow[int]:
+    """Drain ``buffer`` and write it; the number of writes sent. Raises the first refusal."""
+    items = buffer.drain()
+    if not items:
+        return 0
+    errors = yield from flush(store, items)
+    if errors:
+        raise errors[0]
+    return len(items)
+
+
+# --------------------------------------------------------------------------- public operations
+# One flow per public method: the shells run these and nothing else.
+
+
+def op_get(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[Any]:
+    spec, key = _reading(store, name, key, "get")
+    _, value = yield from get(spec, key, buffer.lookup(name, key))
+    return value
+
+
+def op_get_or(store: KVStore, buffer: WriteBuffer, name: str, key: str, default: Any) -> Flow[Any]:
+    spec, key = _reading(store, name, key, "get_or")
+    found, value = yield from get(spec, key, buffer.lookup(name, key))
+    return value if found else default
+
+
+def op_has(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[bool]:
+    spec, key = _reading(store, name, key, "has")
+    return (yield from has(spec, key, buffer.lookup(name, key)))
+
+
+def op_set(
+    store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
+) -> Flow[bool]:
+    spec, key = _writing(store, name, key, "set")
+    ttl_ms = spec.mount.ttl_ms(ttl)
+    data, ctype = spec.encode(key, value)
+    if store.write_policy == "dispose":
+        buffer.set(name, key, data, ctype, ttl_ms)
+        return True
+    return (yield from set_(store, spec, key, data, ctype, ttl_ms))
+
+
+def op_merge(
+    store: KVStore, buffer: WriteBuffer, name: str, key: str, partial: Any, ttl: float | None
+) -> Flow[bool]:
+    spec, key = _writing(store, name, key, "merge")
+    part = check_partial(partial)
+    ttl_ms = spec.mount.ttl_ms(ttl)
+    if store.write_policy == "dispose":
+        buffer.merge(spec, key, part, ttl_ms)
+        return True
+    return (yield from merge(store, spec, key, [part], ttl_ms))
+
+
+def op_delete(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[bool]:
+    spec, key = _writing(store, name, key, "delete")
+    if store.write_policy == "dispose":
+        prev = buffer.lookup(name, key)
+        buffer.delete(name, key)
+        if prev is not None:
+            return prev.kind != "delete"
+        return (yield from has(spec, key))
+    return (yield from delete(spec, key))
+
+
+def op_keys(
+    store: KVStore, buffer: WriteBuffer, name: str, start_after: str | None, limit: int | None
+) -> Flow[list[str]]:
+    spec = store.spec(name)
+    spec.mount.check_read("keys", name)
+    yield from flush_buffer(store, buffer)
+    return (yield from keys(spec, start_after, limit))
+
+
+def op_get_all(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[dict[str, Any]]:
+    spec = store.spec(name)
+    spec.mount.check_read("get_all", name)
+    yield from flush_buffer(store, buffer)
+    return (yield from get_all(spec))
+
+
+def op_clear(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[bool]:
+    spec = store.spec(name)
+    spec.mount.check_write("clear", name)
+    buffer.drop(name)
+    return (yield from clear(spec))
+
+
+def op_info(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[KVInfo | None]:
+    spec, key = _reading(store, name, key, "info")
+    if buffer.lookup(name, key) is not None:
+        yield from flush_buffer(store, buffer)
+    return (yield from info(spec, key))
+
+
+def _reading(store: KVStore, name: str, key: object, what: str) -> tuple[MountSpec, str]:
+    spec = store.spec(name)
+    spec.mount.check_read(what, name)
+    return spec, spec.check_key(key)
+
+
+def _writing(store: KVStore, name: str, key: object, what: str) -> tuple[MountSpec, str]:
+    spec = store.spec(name)
+    spec.mount.check_write(what, name)
+    return spec, spec.check_key(key)

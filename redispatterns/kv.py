@@ -1,0 +1,234 @@
+"""The kv mount facade: ``KV`` / ``AsyncKV``, eleven functions over named mounts.
+
+>>> kv = rp.KV("redis://localhost:6379/0", mounts={"user": rp.Mount("read-write", "app:user:")},
+...            write_policy="immediate")
+>>> kv.set("user", "name", "Ada"); kv.get("user", "name")
+'Ada'
+
+Quotas (``max_entries``, ``max_value_size`` per mount, ``max_store_size`` for the store), the
+mount's TTL and the bookkeeping are applied by one Lua script per write. See ``docs/kv.md``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import warnings
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from ._core import kv as core
+from ._core.kv import KVInfo, MergeConflict, SchemaTypeError
+from ._core.mount import Mount
+from ._runner import run_async, run_sync
+from .client import check_client, connect, connect_async
+from .mount import Namespace
+
+__all__ = ["AsyncKV", "KV", "MergeConflict", "SchemaTypeError"]
+
+_MAX_STORE = 10485760
+
+
+class _Base:
+    """What both flavours share: configuration, the write buffer and the pure introspection."""
+
+    _asyncio = False
+
+    def __init__(
+        self,
+        url_or_client: Any = None,
+        mounts: Mapping[str, Mount] | None = None,
+        *,
+        max_store_size: int | None = _MAX_STORE,
+        write_policy: str = "dispose",
+        tag: str = "kv",
+    ) -> None:
+        self._store = core.KVStore(
+            mounts or {}, max_store_size=max_store_size, write_policy=write_policy, tag=tag
+        )
+        self._buffer = core.WriteBuffer()
+        self._url: str | None = None
+        self._client: Any = None
+        if url_or_client is None or isinstance(url_or_client, str):
+            self._url = url_or_client
+        else:
+            check_client(url_or_client, asyncio_=self._asyncio)
+            self._client = url_or_client
+        if self._store.write_policy == "dispose":
+            atexit.register(_flush_at_exit, weakref.ref(self))
+
+    @property
+    def client(self) -> Any:
+        """The client (built from the URL on first use; per event loop for ``AsyncKV``)."""
+        if self._client is not None:
+            return self._client
+        return connect_async(self._url) if self._asyncio else connect(self._url)
+
+    @property
+    def write_policy(self) -> str:
+        return self._store.write_policy
+
+    @property
+    def pending(self) -> int:
+        """How many writes are buffered (``dispose`` policy)."""
+        return len(self._buffer)
+
+    def mount(self, name: str) -> Namespace:
+        """The mount as a bound namespace, for other patterns' ``mount=``."""
+        return Namespace(self._store.spec(name).mount, self.client, asyncio=self._asyncio, name=name)
+
+    def mounts(self) -> list[dict[str, str]]:
+        """Every mount: ``{"name", "mode", "prefix"}``."""
+        return self._store.mounts()
+
+    def schema(self, mount: str) -> list[dict[str, Any]]:
+        """The mount's schema fields: ``{"key", "type", "default"}`` (empty for an open mount)."""
+        return self._store.schema(mount)
+
+
+def _flush_at_exit(ref: weakref.ref[_Base]) -> None:
+    kv = ref()
+    if kv is None or not len(kv._buffer):
+        return
+    if not kv._asyncio:
+        run_sync(kv.client, core.flush_buffer(kv._store, kv._buffer))
+    elif kv._url is not None or kv._client is None:
+        run_sync(connect(kv._url), core.flush_buffer(kv._store, kv._buffer))
+    else:
+        warnings.warn(
+            f"AsyncKV exits with {len(kv._buffer)} buffered writes that were never flushed: "
+            "use 'async with', close() or flush()",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+
+class KV(_Base):
+    """The kv facade on a sync client (see the module docstring and ``docs/kv.md``)."""
+
+    def get(self, mount: str, key: str) -> Any:
+        """The value, else the schema default, else ``None``."""
+        return run_sync(self.client, core.op_get(self._store, self._buffer, mount, key))
+
+    def get_or(self, mount: str, key: str, default: Any) -> Any:
+        """The value, or ``default`` when the key is missing."""
+        return run_sync(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
+
+    def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
+        """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
+
+    def merge(self, mount: str, key: str, partial: Mapping[str, Any], *, ttl: float | None = None) -> bool:
+        """Shallow-merge ``partial`` into the dict under ``key``, atomically."""
+        return run_sync(self.client, core.op_merge(self._store, self._buffer, mount, key, partial, ttl))
+
+    def delete(self, mount: str, key: str) -> bool:
+        """Delete ``key``; ``True`` when it existed."""
+        return run_sync(self.client, core.op_delete(self._store, self._buffer, mount, key))
+
+    def keys(self, mount: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Key names in lexicographic order; a page with ``start_after`` / ``limit``."""
+        return run_sync(self.client, core.op_keys(self._store, self._buffer, mount, start_after, limit))
+
+    def has(self, mount: str, key: str) -> bool:
+        """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        return run_sync(self.client, core.op_has(self._store, self._buffer, mount, key))
+
+    def clear(self, mount: str) -> bool:
+        """Delete every record of this mount (only this mount); schema defaults show again."""
+        return run_sync(self.client, core.op_clear(self._store, self._buffer, mount))
+
+    def get_all(self, mount: str) -> dict[str, Any]:
+        """Every record of the mount (and schema defaults), read in batches."""
+        return run_sync(self.client, core.op_get_all(self._store, self._buffer, mount))
+
+    def info(self, mount: str, key: str) -> KVInfo | None:
+        """Size, content type, update time and TTL of a record, or ``None``."""
+        return run_sync(self.client, core.op_info(self._store, self._buffer, mount, key))
+
+    def flush(self) -> int:
+        """Write the buffered writes (``dispose``) in one pipeline; how many were sent."""
+        return run_sync(self.client, core.flush_buffer(self._store, self._buffer))
+
+    def close(self) -> None:
+        """Flush; the shared client stays open for others."""
+        self.flush()
+
+    def __enter__(self) -> KV:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncKV(_Base):
+    """The asyncio twin of :class:`KV`: the same methods, awaited."""
+
+    _asyncio = True
+
+    async def get(self, mount: str, key: str) -> Any:
+        """The value, else the schema default, else ``None``."""
+        return await run_async(self.client, core.op_get(self._store, self._buffer, mount, key))
+
+    async def get_or(self, mount: str, key: str, default: Any) -> Any:
+        """The value, or ``default`` when the key is missing."""
+        return await run_async(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
+
+    async def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
+        """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
+
+    async def merge(
+        self, mount: str, key: str, partial: Mapping[str, Any], *, ttl: float | None = None
+    ) -> bool:
+        """Shallow-merge ``partial`` into the dict under ``key``, atomically."""
+        return await run_async(
+            self.client, core.op_merge(self._store, self._buffer, mount, key, partial, ttl)
+        )
+
+    async def delete(self, mount: str, key: str) -> bool:
+        """Delete ``key``; ``True`` when it existed."""
+        return await run_async(self.client, core.op_delete(self._store, self._buffer, mount, key))
+
+    async def keys(
+        self, mount: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Key names in lexicographic order; a page with ``start_after`` / ``limit``."""
+        return await run_async(
+            self.client, core.op_keys(self._store, self._buffer, mount, start_after, limit)
+        )
+
+    async def has(self, mount: str, key: str) -> bool:
+        """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        return await run_async(self.client, core.op_has(self._store, self._buffer, mount, key))
+
+    async def clear(self, mount: str) -> bool:
+        """Delete every record of this mount (only this mount); schema defaults show again."""
+        return await run_async(self.client, core.op_clear(self._store, self._buffer, mount))
+
+    async def get_all(self, mount: str) -> dict[str, Any]:
+        """Every record of the mount (and schema defaults), read in batches."""
+        return await run_async(self.client, core.op_get_all(self._store, self._buffer, mount))
+
+    async def info(self, mount: str, key: str) -> KVInfo | None:
+        """Size, content type, update time and TTL of a record, or ``None``."""
+        return await run_async(self.client, core.op_info(self._store, self._buffer, mount, key))
+
+    async def flush(self) -> int:
+        """Write the buffered writes (``dispose``) in one pipeline; how many were sent."""
+        return await run_async(self.client, core.flush_buffer(self._store, self._buffer))
+
+    async def close(self) -> None:
+        """Flush; the shared client stays open for others."""
+        await self.flush()
+
+    async def __aenter__(self) -> AsyncKV:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
