@@ -1,0 +1,859 @@
+"""Pub/sub that tells the truth: numbered messages, gap reports, reconnects, bounded queues.
+
+>>> import redispatterns as rp
+>>> rp.publish("orders", {"id": 7})                      # 1 round trip (one script)
+>>> with rp.Subscriber(["orders"], on_gap=print) as sub:  # subscribed when the block starts
+...     for msg in sub:
+...         print(msg.channel, msg.seq, msg.data)
+
+``Subscriber`` / ``AsyncSubscriber`` own their connections and one reader thread / task per
+connection; messages go through a bounded queue (``maxsize``, ``overflow=``) to the consumer: a
+``for`` / ``async for`` loop, ``get()``, or a ``handler`` run in an owned thread / task. A lost
+connection is resubscribed with capped backoff and reported as a :class:`Gap`; a PING whose PONG
+does not come back within ``ping_timeout`` declares a half-open connection dead. ``close()`` (or
+leaving the ``with`` block) stops every thread/task and returns every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._core import pubsub as core
+from ._core.mount import Mount
+from ._core.ops import Flow
+from ._core.pubsub import Gap, LinkBroken, LinkState, Message, Names, OverflowBuffer, Sub, SubscriberOverflow
+from ._runner import run_async, run_sync, server_info, server_info_async
+from .errors import ServerUnavailable, UnsupportedByServer
+from .mount import Namespace, resolve
+
+__all__ = [
+    "AsyncPublisher",
+    "AsyncSubscriber",
+    "Gap",
+    "Message",
+    "Publisher",
+    "Subscriber",
+    "SubscriberOverflow",
+    "SubscriberStats",
+    "publish",
+    "publish_async",
+]
+
+log = logging.getLogger("redispatterns.pubsub")
+
+MountArg = Mount | Namespace | None
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class _PublisherBase:
+    def __init__(self, mount: MountArg, client: Any, sharded: bool, sequence: bool, asyncio_: bool) -> None:
+        if not isinstance(sharded, bool) or not isinstance(sequence, bool):
+            raise TypeError("sharded= and sequence= must be True or False")
+        self._ns = resolve(mount, client, asyncio=asyncio_)
+        self._ns.check_write("publish")
+        self._names = Names(self._ns.keyspace)
+        self._codec = self._ns.mount.codec
+        self._ttl_ms = self._ns.mount.ttl_ms()
+        self.sharded = sharded
+        self.sequence = sequence
+
+    def _flow(self, channel: str, message: Any) -> Flow[int]:
+        return core.publish(
+            self._names.channel(channel),
+            self._names.counter(channel),
+            self._codec.encode(message),
+            sharded=self.sharded,
+            sequence=self.sequence,
+            ttl_ms=self._ttl_ms,
+        )
+
+
+class Publisher(_PublisherBase):
+    """Publishes through the mount's codec. ``sequence=True`` numbers each message per channel
+    (INCR + PUBLISH in one script, one round trip) so subscribers see exactly what they missed;
+    ``sharded=True`` uses SPUBLISH (Redis/Valkey >= 7.0)."""
+
+    def __init__(
+        self, *, mount: MountArg = None, client: Any = None, sharded: bool = False, sequence: bool = True
+    ) -> None:
+        super().__init__(mount, client, sharded, sequence, asyncio_=False)
+
+    def publish(self, channel: str, message: Any) -> int:
+        """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
+        n: int = run_sync(self._ns.client, self._flow(channel, message))
+        return n
+
+
+class AsyncPublisher(_PublisherBase):
+    """The asyncio twin of :class:`Publisher`."""
+
+    def __init__(
+        self, *, mount: MountArg = None, client: Any = None, sharded: bool = False, sequence: bool = True
+    ) -> None:
+        super().__init__(mount, client, sharded, sequence, asyncio_=True)
+
+    async def publish(self, channel: str, message: Any) -> int:
+        """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
+        return await run_async(self._ns.client, self._flow(channel, message))
+
+
+def publish(
+    channel: str,
+    message: Any,
+    *,
+    mount: MountArg = None,
+    client: Any = None,
+    sharded: bool = False,
+    sequence: bool = True,
+) -> int:
+    """``Publisher(...).publish(channel, message)`` in one call."""
+    return Publisher(mount=mount, client=client, sharded=sharded, sequence=sequence).publish(channel, message)
+
+
+async def publish_async(
+    channel: str,
+    message: Any,
+    *,
+    mount: MountArg = None,
+    client: Any = None,
+    sharded: bool = False,
+    sequence: bool = True,
+) -> int:
+    """``await AsyncPublisher(...).publish(channel, message)`` in one call."""
+    pub = AsyncPublisher(mount=mount, client=client, sharded=sharded, sequence=sequence)
+    return await pub.publish(channel, message)
+
+
+# --------------------------------------------------------------------------- subscribing
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStats:
+    """Counters of one subscriber."""
+
+    received: int
+    delivered: int
+    dropped: int
+    gaps: int
+    reconnects: int
+    queued: int
+
+
+class _Link:
+    """One subscriber connection: its subscriptions, protocol state and current connection."""
+
+    __slots__ = ("conn", "ready", "state", "subs", "task", "thread")
+
+    def __init__(self, subs: tuple[Sub, ...], state: LinkState) -> None:
+        self.subs = subs
+        self.state = state
+        self.conn: Any = None
+        self.ready = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.subs[0].kind == "shard"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _SubscriberBase:
+    """Configuration, validation and bookkeeping shared by both flavours (no I/O)."""
+
+    _is_async = False
+
+    def __init__(
+        self,
+        channels: Iterable[str],
+        patterns: Iterable[str],
+        sharded: bool,
+        handler: Callable[[Message], Any] | None,
+        on_gap: Callable[[Gap], Any] | None,
+        on_error: Callable[[BaseException, Message | Gap | None], Any] | None,
+        mount: MountArg,
+        client: Any,
+        maxsize: int,
+        overflow: core.Overflow,
+        ping_interval: float,
+        ping_timeout: float,
+        backoff: tuple[float, float],
+        ready_timeout: float,
+    ) -> None:
+        if not isinstance(sharded, bool):
+            raise TypeError("sharded= must be True or False")
+        for name, fn in (("handler", handler), ("on_gap", on_gap), ("on_error", on_error)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable")
+            if fn is not None and not self._is_async and inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{name} is async: use AsyncSubscriber for async callbacks")
+        _positive("ping_timeout", ping_timeout)
+        _positive("ready_timeout", ready_timeout)
+        if (
+            isinstance(ping_interval, bool)
+            or not isinstance(ping_interval, (int, float))
+            or ping_interval < 0
+        ):
+            raise ValueError("ping_interval must be seconds >= 0 (0 turns the PING deadline off)")
+        if (
+            not isinstance(backoff, tuple)
+            or len(backoff) != 2
+            or not all(isinstance(b, (int, float)) and b > 0 for b in backoff)
+            or backoff[0] > backoff[1]
+        ):
+            raise ValueError("backoff must be (first_delay, max_delay) in seconds, 0 < first <= max")
+        self._ns = resolve(mount, client, asyncio=self._is_async)
+        self._ns.check_read("Subscriber")
+        self._names = Names(self._ns.keyspace)
+        self._subs = core.plan(self._names, channels, patterns, sharded=sharded)
+        self._buffer = OverflowBuffer(maxsize, overflow)
+        self.sharded = sharded
+        self._handler = handler
+        self._on_gap = on_gap
+        self._on_error = on_error
+        self._ping = (float(ping_interval), float(ping_timeout))
+        self._backoff = (float(backoff[0]), float(backoff[1]))
+        self._ready_timeout = float(ready_timeout)
+        self._links: list[_Link] = []
+        self._started = False
+        self._closed = False
+        self._received = 0
+        self._delivered = 0
+        self._gap_count = 0
+        self.gaps: collections.deque[Gap] = collections.deque(maxlen=100)
+        """The last 100 gaps (newest last)."""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self._subs if s.kind != "pattern")
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self._subs if s.kind == "pattern")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> SubscriberStats:
+        return SubscriberStats(
+            received=self._received,
+            delivered=self._delivered,
+            dropped=self._buffer.dropped,
+            gaps=self._gap_count,
+            reconnects=sum(link.state.reconnects for link in self._links),
+            queued=len(self._buffer),
+        )
+
+    def _state(self, subs: tuple[Sub, ...]) -> LinkState:
+        return LinkState(
+            subs,
+            names=self._names,
+            codec=self._ns.mount.codec,
+            ping_interval=self._ping[0],
+            ping_timeout=self._ping[1],
+            backoff=self._backoff,
+            max_wait=0.5,
+        )
+
+    def _plan_links(self, client: Any, cluster: bool) -> None:
+        """Standalone: one connection. Cluster: one for classic channels and patterns (any node
+        hears every PUBLISH), one per node for shard channels."""
+        if not cluster:
+            self._links = [_Link(self._subs, self._state(self._subs))]
+            return
+
+        def node_of(s: Sub) -> str:
+            if s.kind != "shard":
+                return ""
+            return str(client.get_node_from_key(s.full).name)
+
+        groups = core.shard_groups(self._subs, node_of)
+        self._links = [_Link(subs, self._state(subs)) for subs in groups.values()]
+
+    def _check_caps(self, info: Any) -> None:
+        if self.sharded and not info.has("sharded_pubsub"):
+            raise UnsupportedByServer("sharded pub/sub (SSUBSCRIBE)", str(info))
+
+    def _record_gap(self, gap: Gap) -> None:
+        self._gap_count += 1
+        self.gaps.append(gap)
+        if self._on_gap is None:
+            log.warning("pub/sub gap on %s: %s", ",".join(gap.channels) or "(queue)", gap)
+
+    def _record_error(self, exc: BaseException, item: Message | Gap | None) -> None:
+        if self._on_error is None:
+            log.error("pub/sub callback failed on %r", item, exc_info=exc)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._started else "new")
+        return f"<{type(self).__name__} {list(self.channels) + list(self.patterns)} {state}>"
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _shutdown_socket(conn: Any) -> None:
+    """Wake a reader blocked on ``conn`` (another thread): the read sees EOF at once."""
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(Exception):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------- sync
+
+
+class Subscriber(_SubscriberBase):
+    """Subscribes to ``channels`` / ``patterns`` of the mount; sync iterator or handler thread.
+
+    ``sharded=True`` uses SSUBSCRIBE (Redis/Valkey >= 7.0; on a Cluster, one connection per node).
+    ``handler``: called for each message in an owned thread (exceptions go to ``on_error`` and the
+    thread carries on). ``on_gap(gap)``: called, in the consuming thread, for every :class:`Gap`
+    (default: a logged warning). ``maxsize`` / ``overflow``: the local queue and what happens
+    when it is full. ``ping_interval`` / ``ping_timeout``: after that much silence a PING goes out,
+    and no PONG within the timeout means the connection is dead. ``backoff=(first, max)``: delays
+    between reconnect attempts. ``start()`` waits up to ``ready_timeout`` for the subscription.
+    """
+
+    def __init__(
+        self,
+        channels: Iterable[str] = (),
+        *,
+        patterns: Iterable[str] = (),
+        sharded: bool = False,
+        handler: Callable[[Message], Any] | None = None,
+        on_gap: Callable[[Gap], Any] | None = None,
+        on_error: Callable[[BaseException, Message | Gap | None], Any] | None = None,
+        mount: MountArg = None,
+        client: Any = None,
+        maxsize: int = 10_000,
+        overflow: core.Overflow = "drop_oldest",
+        ping_interval: float = 5.0,
+        ping_timeout: float = 3.0,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        ready_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            channels, patterns, sharded, handler, on_gap, on_error, mount, client, maxsize,
+            overflow, ping_interval, ping_timeout, backoff, ready_timeout,
+        )  # fmt: skip
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle
+
+    def start(self) -> Subscriber:
+        """Connect and subscribe (waits until every subscription is confirmed); idempotent."""
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("this subscriber is closed; create a new one")
+            if self._started:
+                return self
+            client = self._ns.client
+            self._client = client
+            self._check_caps(server_info(client))
+            cluster = isinstance(client, redis.cluster.RedisCluster)
+            self._plan_links(client, cluster)
+            self._started = True
+            for link in self._links:
+                link.thread = threading.Thread(
+                    target=self._read_loop, args=(link, cluster), name="rp-pubsub-reader", daemon=True
+                )
+                link.thread.start()
+        deadline = time.monotonic() + self._ready_timeout
+        for link in self._links:
+            if not link.ready.wait(max(0.0, deadline - time.monotonic())):
+                err = link.state.lost_reason
+                self.close()
+                raise ServerUnavailable(f"pub/sub subscription not confirmed in {self._ready_timeout}s {err}")
+        if self._handler is not None:
+            self._worker = threading.Thread(target=self._work, name="rp-pubsub-handler", daemon=True)
+            self._worker.start()
+        return self
+
+    def close(self) -> None:
+        """Stop every thread, return every connection, drop what is still queued. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        for link in self._links:
+            _shutdown_socket(link.conn)
+        with self._cond:
+            self._cond.notify_all()
+        me = threading.current_thread()
+        for t in [*(link.thread for link in self._links), self._worker]:
+            if t is not None and t is not me:
+                t.join()
+        with self._cond:
+            self._buffer.clear()
+
+    def __enter__(self) -> Subscriber:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True when every connection is subscribed now (e.g. after a reconnect)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if all(link.state.live for link in self._links) and self._links:
+                return True
+            if self._closed or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(0.01)
+
+    # -- consuming
+
+    def get(self, timeout: float | None = None) -> Message | None:
+        """The next message; ``None`` after ``timeout`` seconds or once closed.
+
+        Gaps met on the way go to ``on_gap``. Raises :class:`SubscriberOverflow` under
+        ``overflow="error"`` once the queue overflowed.
+        """
+        if not self._started:
+            self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                while True:
+                    item = self._buffer.take(time.time())
+                    if item is not None:
+                        self._cond.notify_all()
+                        break
+                    if self._closed:
+                        return None
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._cond.wait(left)
+            if isinstance(item, Gap):
+                self._gap(item)
+                continue
+            self._delivered += 1
+            return item
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            msg = self.get()
+            if msg is None:
+                return
+            yield msg
+
+    def _gap(self, gap: Gap) -> None:
+        self._record_gap(gap)
+        if self._on_gap is not None:
+            try:
+                self._on_gap(gap)
+            except Exception as exc:
+                self._error(exc, gap)
+
+    def _error(self, exc: BaseException, item: Message | Gap | None) -> None:
+        self._record_error(exc, item)
+        if self._on_error is not None:
+            with contextlib.suppress(Exception):
+                self._on_error(exc, item)
+
+    def _work(self) -> None:
+        assert self._handler is not None
+        while True:
+            try:
+                msg = self.get()
+            except SubscriberOverflow as exc:
+                self._error(exc, None)
+                return
+            if msg is None:
+                return
+            try:
+                self._handler(msg)
+            except Exception as exc:
+                self._error(exc, msg)
+
+    # -- reading
+
+    def _put(self, item: Message | Gap) -> None:
+        with self._cond:
+            while not self._buffer.put(item, time.time()):
+                if self._stopping.is_set():
+                    return
+                self._cond.wait(0.1)
+            if isinstance(item, Message):
+                self._received += 1
+            if self._buffer.failed:
+                self._stopping.set()
+            self._cond.notify_all()
+
+    def _open(self, link: _Link, cluster: bool) -> tuple[Any, Callable[[], None]]:
+        client = self._client
+        if cluster:
+            if link.state.attempt:
+                with contextlib.suppress(Exception):
+                    client.nodes_manager.initialize()
+            if link.sharded:
+                node = client.get_node_from_key(link.subs[0].full)
+            else:
+                node = client.get_random_node() if link.state.attempt else client.get_default_node()
+            pool = node.redis_connection.connection_pool
+        else:
+            pool = client.connection_pool
+        conn = pool.get_connection()
+
+        def release() -> None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+            with contextlib.suppress(Exception):
+                pool.release(conn)
+
+        return conn, release
+
+    def _read_loop(self, link: _Link, cluster: bool) -> None:
+        st = link.state
+        mono = time.monotonic
+        while not self._stopping.is_set():
+            release: Callable[[], None] | None = None
+            try:
+                conn, release = self._open(link, cluster)
+                link.conn = conn
+                if self._stopping.is_set():
+                    break
+                for cmd in st.connecting(mono()):
+                    conn.send_command(*cmd, check_health=False)
+                while not self._stopping.is_set():
+                    act = st.tick(mono())
+                    if act == "dead":
+                        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+                    if act == "ping":
+                        conn.send_command("PING", core.PING_TOKEN, check_health=False)
+                    if conn.can_read(timeout=st.wait_time(mono())):
+                        reply = conn.read_response(
+                            disable_decoding=True, disconnect_on_error=False, push_request=True
+                        )
+                        events = st.on_reply(reply, mono(), time.time())
+                        if st.live:
+                            link.ready.set()
+                        for ev in events:
+                            self._put(ev)
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                delay = st.on_lost(_describe(exc), mono(), time.time(), random.random())
+                log.info("pub/sub connection lost (%s); retrying in %.2fs", _describe(exc), delay)
+                self._stopping.wait(delay)
+            finally:
+                link.conn = None
+                if release is not None:
+                    release()
+
+
+# --------------------------------------------------------------------------- asyncio
+
+
+class AsyncSubscriber(_SubscriberBase):
+    """The asyncio twin of :class:`Subscriber`: ``async with`` / ``async for`` / ``await get()``;
+    ``handler`` and ``on_gap`` may be ``async def``; readers and the handler run as tasks."""
+
+    _is_async = True
+
+    def __init__(
+        self,
+        channels: Iterable[str] = (),
+        *,
+        patterns: Iterable[str] = (),
+        sharded: bool = False,
+        handler: Callable[[Message], Any] | None = None,
+        on_gap: Callable[[Gap], Any] | None = None,
+        on_error: Callable[[BaseException, Message | Gap | None], Any] | None = None,
+        mount: MountArg = None,
+        client: Any = None,
+        maxsize: int = 10_000,
+        overflow: core.Overflow = "drop_oldest",
+        ping_interval: float = 5.0,
+        ping_timeout: float = 3.0,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        ready_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            channels, patterns, sharded, handler, on_gap, on_error, mount, client, maxsize,
+            overflow, ping_interval, ping_timeout, backoff, ready_timeout,
+        )  # fmt: skip
+        self._stopping = False
+        self._changed: asyncio.Event | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._live: asyncio.Event | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> AsyncSubscriber:
+        """Connect and subscribe (waits until every subscription is confirmed); idempotent."""
+        if self._closed:
+            raise RuntimeError("this subscriber is closed; create a new one")
+        if self._started:
+            return self
+        self._started = True
+        client = self._ns.client
+        self._client = client
+        self._changed = asyncio.Event()
+        self._live = asyncio.Event()
+        try:
+            self._check_caps(await server_info_async(client))
+        except BaseException:
+            self._closed = True
+            raise
+        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        if cluster:
+            await client.initialize()
+        self._plan_links(client, cluster)
+        for link in self._links:
+            link.task = asyncio.create_task(self._read_loop(link, cluster), name="rp-pubsub-reader")
+        try:
+            await asyncio.wait_for(self._all_ready(), self._ready_timeout)
+        except asyncio.TimeoutError:
+            err = " ".join(link.state.lost_reason for link in self._links)
+            await self.close()
+            raise ServerUnavailable(
+                f"pub/sub subscription not confirmed in {self._ready_timeout}s {err}"
+            ) from None
+        if self._handler is not None:
+            self._worker_task = asyncio.create_task(self._work(), name="rp-pubsub-handler")
+        return self
+
+    async def _all_ready(self) -> None:
+        assert self._live is not None
+        await self._live.wait()
+
+    async def close(self) -> None:
+        """Cancel every task, return every connection, drop what is still queued. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        if self._changed is not None:
+            self._changed.set()
+        me = asyncio.current_task()
+        tasks = [
+            t
+            for t in [*(link.task for link in self._links), self._worker_task]
+            if t is not None and t is not me
+        ]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._buffer.clear()
+
+    async def __aenter__(self) -> AsyncSubscriber:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """True when every connection is subscribed now (e.g. after a reconnect)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._links and all(link.state.live for link in self._links):
+                return True
+            if self._closed or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            await asyncio.sleep(0.01)
+
+    # -- consuming
+
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message; ``None`` after ``timeout`` seconds or once closed (see
+        :meth:`Subscriber.get`)."""
+        if not self._started:
+            await self.start()
+        assert self._changed is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            item = self._buffer.take(time.time())
+            if item is None:
+                if self._closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+                continue
+            self._changed.set()
+            if isinstance(item, Gap):
+                await self._gap(item)
+                continue
+            self._delivered += 1
+            return item
+
+    def __aiter__(self) -> AsyncSubscriber:
+        return self
+
+    async def __anext__(self) -> Message:
+        msg = await self.get()
+        if msg is None:
+            raise StopAsyncIteration
+        return msg
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _gap(self, gap: Gap) -> None:
+        self._record_gap(gap)
+        if self._on_gap is not None:
+            try:
+                await self._call(self._on_gap, gap)
+            except Exception as exc:
+                await self._error(exc, gap)
+
+    async def _error(self, exc: BaseException, item: Message | Gap | None) -> None:
+        self._record_error(exc, item)
+        if self._on_error is not None:
+            with contextlib.suppress(Exception):
+                await self._call(self._on_error, exc, item)
+
+    async def _work(self) -> None:
+        assert self._handler is not None
+        while True:
+            try:
+                msg = await self.get()
+            except SubscriberOverflow as exc:
+                await self._error(exc, None)
+                return
+            if msg is None:
+                return
+            try:
+                await self._call(self._handler, msg)
+            except Exception as exc:
+                await self._error(exc, msg)
+
+    # -- reading
+
+    async def _put(self, item: Message | Gap) -> None:
+        assert self._changed is not None
+        while not self._buffer.put(item, time.time()):
+            if self._stopping:
+                return
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.1)
+        if isinstance(item, Message):
+            self._received += 1
+        if self._buffer.failed:
+            self._stopping = True
+        self._changed.set()
+
+    async def _open(self, link: _Link, cluster: bool) -> tuple[Any, Callable[[], Awaitable[None]]]:
+        client = self._client
+        if cluster:
+            if link.state.attempt:
+                with contextlib.suppress(Exception):
+                    await client.nodes_manager.initialize()
+            if link.sharded:
+                node = client.get_node_from_key(link.subs[0].full)
+            else:
+                node = client.get_random_node() if link.state.attempt else client.get_default_node()
+            conn = node.acquire_connection()
+
+            async def release_node() -> None:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
+                with contextlib.suppress(Exception):
+                    node.release(conn)
+
+            try:
+                await conn.connect()
+            except BaseException:
+                await release_node()
+                raise
+            return conn, release_node
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+        return conn, release
+
+    def _is_stopping(self) -> bool:
+        return self._stopping
+
+    async def _read_loop(self, link: _Link, cluster: bool) -> None:
+        st = link.state
+        mono = time.monotonic
+        while not self._stopping:
+            release: Callable[[], Awaitable[None]] | None = None
+            try:
+                conn, release = await self._open(link, cluster)
+                link.conn = conn
+                for cmd in st.connecting(mono()):
+                    await conn.send_command(*cmd, check_health=False)
+                while not self._stopping:
+                    act = st.tick(mono())
+                    if act == "dead":
+                        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+                    if act == "ping":
+                        await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+                    try:
+                        reply = await conn.read_response(
+                            disable_decoding=True,
+                            timeout=max(0.001, st.wait_time(mono())),
+                            disconnect_on_error=False,
+                            push_request=True,
+                        )
+                    except (RedisTimeoutError, asyncio.TimeoutError):
+                        continue
+                    events = st.on_reply(reply, mono(), time.time())
+                    if st.live and not link.ready.is_set():
+                        link.ready.set()
+                        if self._live is not None and all(x.ready.is_set() for x in self._links):
+                            self._live.set()
+                    for ev in events:
+                        await self._put(ev)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._is_stopping():
+                    break
+                delay = st.on_lost(_describe(exc), mono(), time.time(), random.random())
+                log.info("pub/sub connection lost (%s); retrying in %.2fs", _describe(exc), delay)
+                await asyncio.sleep(delay)
+            finally:
+                link.conn = None
+                if release is not None:
+                    await asyncio.shield(release())
