@@ -1,0 +1,45 @@
+"""Reads are retried after a lost reply; writes are not (a real server, real timeouts)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from redispatterns._core.ops import Command, Flow
+from redispatterns._runner import run_sync
+from redispatterns.client import _build
+from redispatterns.testing.plugin import Backend
+
+
+def _one(cmd: Command) -> Flow[object]:
+    return (yield cmd)
+
+
+@pytest.fixture
+def fast_timeout_client(backend: Backend) -> redis.Redis:
+    if backend.is_fake or backend.is_cluster:
+        pytest.skip("needs one real standalone server to pause")
+    assert backend.url
+    c: redis.Redis = _build(backend.url, {"socket_timeout": 0.2}, asyncio_=False)
+    return c
+
+
+def test_write_whose_reply_is_lost_is_not_sent_again(
+    backend: Backend, fast_timeout_client: redis.Redis
+) -> None:
+    admin = backend.sync_client()
+    fast_timeout_client.ping()
+    # the same 300 ms stall that the read below survives by retrying: a write is sent once,
+    # its timeout surfaces to the caller, and nothing is repeated behind its back
+    admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+    with pytest.raises(redis.TimeoutError):
+        run_sync(fast_timeout_client, _one(Command("INCR", "counter")))
+    assert admin.get("counter") is None
+
+
+def test_read_whose_reply_is_lost_is_retried(backend: Backend, fast_timeout_client: redis.Redis) -> None:
+    admin = backend.sync_client()
+    admin.set("k", "v")
+    fast_timeout_client.ping()
+    admin.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    assert run_sync(fast_timeout_client, _one(Command("GET", "k"))) == b"v"
