@@ -1,0 +1,84 @@
+"""A circuit breaker as a pure state machine: the caller passes the clock in.
+
+``closed``: calls go to Redis; ``threshold`` consecutive failures open it.
+``open``: calls skip Redis until ``reset_after`` seconds have passed, then one call is let
+through as a probe (``half-open``); its success closes the breaker, its failure re-opens it.
+
+The breaker never sleeps or reads a clock itself. Its fields are plain attributes updated
+with single assignments, so sharing one between threads may at worst let one extra probe
+through; it never wedges.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker"]
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+
+class Breaker:
+    """Counts consecutive failures; decides whether a call may use Redis."""
+
+    __slots__ = ("failures", "opened_at", "probe_at", "reset_after", "state", "threshold", "trips")
+
+    def __init__(self, *, threshold: int = 5, reset_after: float = 1.0) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ValueError(f"breaker threshold must be an int >= 1, got {threshold!r}")
+        if isinstance(reset_after, bool) or not isinstance(reset_after, (int, float)):
+            raise TypeError("breaker reset_after must be a number of seconds")
+        if not reset_after > 0:
+            raise ValueError(f"breaker reset_after must be positive, got {reset_after}")
+        self.threshold = threshold
+        self.reset_after = float(reset_after)
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probe_at = 0.0
+        self.trips = 0  # how many times it opened
+
+    def allow(self, now: float) -> bool:
+        """May a call use Redis at monotonic time ``now``? (Open -> half-open after the wait.)"""
+        state = self.state
+        if state == CLOSED:
+            return True
+        if state == OPEN:
+            if now - self.opened_at >= self.reset_after:
+                self.state = HALF_OPEN
+                self.probe_at = now
+                return True  # this caller is the probe
+            return False
+        # half-open: one probe is in flight; let another through only if it seems lost
+        if now - self.probe_at >= self.reset_after:
+            self.probe_at = now
+            return True
+        return False
+
+    def success(self) -> None:
+        """A call reached Redis and got a reply."""
+        self.failures = 0
+        if self.state != CLOSED:
+            self.state = CLOSED
+
+    def failure(self, now: float) -> bool:
+        """A call failed to reach Redis; returns True when this failure opened the breaker."""
+        if self.state == HALF_OPEN:
+            self.state = OPEN
+            self.opened_at = now
+            self.trips += 1
+            return True
+        self.failures += 1
+        if self.state == CLOSED and self.failures >= self.threshold:
+            self.state = OPEN
+            self.opened_at = now
+            self.trips += 1
+            return True
+        return False
+
+    def reset(self) -> None:
+        self.state = CLOSED
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        return f"<Breaker {self.state} failures={self.failures} trips={self.trips}>"

@@ -1,0 +1,485 @@
+"""Cache-aside and write-through as flows: hit, stale-while-revalidate, XFetch, cold miss
+under a lease, store with tags, invalidate, write-through.
+
+Stored value (one string, so a hit is one GET)::
+
+    \\x01 <soft-expiry ms since epoch> : <compute ms> : <version> | <codec payload>
+
+The soft expiry is written by ``lua/cache_store.lua`` from the server's ``TIME``. Before it the
+value is fresh; after it the value is *stale* but still present (the Redis TTL is the soft TTL
+plus a stale window), so one caller refreshes it under a short lease while the others keep
+getting the stale value. XFetch refreshes a fresh value early, with a probability that grows as
+the expiry nears and with the measured compute time (Vattani et al., VLDB 2015).
+
+A cached ``None`` is a stored ``null``: present, unlike a miss.
+
+Keys (``b`` = crc32 bucket of the rest, so a value, its lease and its bucket's tag sets share one
+Cluster slot and the store script can keep tags atomic with the write)::
+
+    <prefix>cache:{b}:<function>:v<version>:<arguments>     the value
+    <prefix>cache:{b}:#lock:<function>:v<version>:<arguments>   its fill lease
+    <prefix>cache:{b}:#tag:<tag>                              the bucket's members of a tag
+    <prefix>cachetag:{<tag>}                                  the buckets a tag has members in
+
+Flows return ``(value, outcome)``; the shell counts outcomes and calls hooks. User code (the
+function, ``condition``, a TTL callable, ``version``) runs only through ``Compute``.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .breaker import CLOSED, Breaker
+from .cachekey import KeyPlan, bucket_of
+from .codec import Codec, as_bytes
+from .keys import Keyspace
+from .ops import Batch, Command, Compute, Flow, Now, Script, Sleep, WallClock
+from .scripts import load
+
+__all__ = [
+    "BYPASS",
+    "ERROR",
+    "HIT",
+    "MISS",
+    "NOT_FOUND",
+    "REFRESHED",
+    "STALE",
+    "STALE_ERROR",
+    "UNCACHED",
+    "UNDECODABLE",
+    "UNENCODABLE",
+    "CacheSpec",
+    "CallKeys",
+    "Entry",
+    "decode_entry",
+    "encode_envelope",
+    "fill",
+    "get",
+    "invalidate",
+    "invalidate_tags",
+    "is_outage",
+    "peek",
+    "put",
+    "refresh",
+    "stale_ms_for",
+    "write_back",
+]
+
+# outcomes
+HIT = "hit"  # fresh value from Redis
+MISS = "miss"  # not in Redis: the function ran (or, from get(), the shell must run fill())
+STALE = "stale"  # stale value served while another caller refreshes
+REFRESHED = "refreshed"  # stale (or early) value replaced by this caller
+STALE_ERROR = "stale_error"  # the refresh raised: the stale value was served
+BYPASS = "bypass"  # the breaker is open: Redis skipped, the function ran
+ERROR = "error"  # Redis failed: the function ran, its result returned uncached
+UNCACHED = "uncached"  # the function ran; its result was not stored (condition, lease lost, mount)
+UNENCODABLE = "unencodable"  # the function ran; the codec could not encode its result
+UNDECODABLE = "undecodable"  # from get(): the stored value no longer decodes (a miss)
+NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "NOT_FOUND"})()
+
+ENVELOPE = b"\x01"
+_WAIT_FIRST = 0.005
+_WAIT_MAX = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: Any
+    soft_ms: int
+    compute_ms: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallKeys:
+    """The keys of one call."""
+
+    value: str
+    lock: str
+    bucket: int
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class CacheSpec:
+    """A decorated function's cache configuration, fixed at decoration time."""
+
+    keyspace: Keyspace
+    plan: KeyPlan
+    codec: Codec
+    ttl: float | Callable[[Any], float]
+    version: str = "1"
+    stale_ttl: float | None = None  # None: 10% of the TTL, at least 1 s
+    jitter: float = 0.1
+    lock_ttl: float = 10.0
+    lock_wait: float | None = None  # None: the lock TTL
+    beta: float = 1.0  # XFetch; 0 turns early refresh off
+    stale_if_error: bool = True
+    condition: Callable[[Any], bool] | None = None
+    can_write: bool = True
+    _base: str = field(init=False, repr=False)
+    _lock_base: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fn = self.plan.fn_id
+        self._base = f"{fn}:v{self.version}:"
+        self._lock_base = f"#lock:{fn}:v{self.version}:"
+
+    @property
+    def lock_ms(self) -> int:
+        return max(1, round(self.lock_ttl * 1000))
+
+    @property
+    def wait_s(self) -> float:
+        return self.lock_ttl if self.lock_wait is None else self.lock_wait
+
+    def keys_for(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> CallKeys:
+        arguments = self.plan.bind(args, kwargs)
+        return self.keys_bound(arguments)
+
+    def keys_bound(self, arguments: Mapping[str, Any]) -> CallKeys:
+        rest = self._base + self.plan.render_bound(arguments)
+        b = bucket_of(rest)
+        head = f"{self.keyspace.prefix}cache:{{{b}}}:"
+        tags = self.plan.tags_for(arguments) if self.plan.tag_templates else ()
+        return CallKeys(head + rest, head + self._lock_base + rest[len(self._base) :], b, tags)
+
+
+def tag_set_key(keyspace: Keyspace, bucket: int, tag: str) -> str:
+    return f"{keyspace.prefix}cache:{{{bucket}}}:#tag:{tag}"
+
+
+def tag_dir_key(keyspace: Keyspace, tag: str) -> str:
+    return f"{keyspace.prefix}cachetag:{{{tag}}}"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for errors that mean "Redis is unreachable" (they count against the breaker)."""
+    if isinstance(exc, OSError):
+        return True
+    return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
+
+
+def stale_ms_for(ttl_s: float, stale_ttl: float | None) -> int:
+    if stale_ttl is None:
+        return max(1000, round(ttl_s * 100))  # 10% of the TTL, at least 1 s
+    return max(0, round(stale_ttl * 1000))
+
+
+def encode_envelope(soft_ms: int, compute_ms: int, version: int, payload: bytes) -> bytes:
+    """The stored format (what ``cache_store.lua`` writes); for tests and tools."""
+    return ENVELOPE + f"{soft_ms}:{compute_ms}:{version}|".encode() + payload
+
+
+def decode_entry(raw: Any, codec: Codec) -> Entry | None:
+    """Parse a stored envelope; ``None`` when it is not ours or no longer decodes (a miss)."""
+    data = raw if type(raw) is bytes else as_bytes(raw)
+    if data[:1] != ENVELOPE:
+        return None
+    bar = data.find(b"|")
+    if bar < 0:
+        return None
+    try:
+        soft, comp, ver = data[1:bar].split(b":")
+        return Entry(codec.decode(data[bar + 1 :]), int(soft), int(comp), int(ver))
+    except Exception:  # a malformed header, or a value the codec no longer reads
+        return None
+
+
+def _note_failure(breaker: Breaker, exc: BaseException) -> Flow[None]:
+    if is_outage(exc):
+        now = yield Now()
+        breaker.failure(now)
+
+
+def _compute(call: Compute) -> Flow[tuple[Any, int]]:
+    """Run the user's function; the result and its compute time in integer ms."""
+    t0 = yield Now()
+    value = yield call
+    t1 = yield Now()
+    return value, max(0, round((t1 - t0) * 1000))
+
+
+def _release(keys: CallKeys, token: str) -> Flow[None]:
+    try:
+        yield Script(load("cache_unlock"), keys=(keys.lock,), args=(token,))
+    except Exception:  # best effort: the lease expires by itself
+        return
+
+
+# --------------------------------------------------------------------------- read path
+
+
+def get(
+    spec: CacheSpec, keys: CallKeys, call: Compute, breaker: Breaker, rand: Callable[[], float]
+) -> Flow[tuple[Any, str]]:
+    """The read path: ``(value, outcome)``; ``(NOT_FOUND, MISS)`` asks the shell to run
+    :func:`fill` (under its per-process single-flight)."""
+    if breaker.state != CLOSED:
+        now = yield Now()
+        if not breaker.allow(now):
+            return (yield call), BYPASS
+    try:
+        raw = yield Command("GET", keys.value)
+    except Exception as exc:
+        yield from _note_failure(breaker, exc)
+        return (yield call), ERROR
+    if breaker.state != CLOSED:
+        breaker.success()
+    if raw is None:
+        return NOT_FOUND, MISS
+    entry = decode_entry(raw, spec.codec)
+    if entry is None:
+        return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
+    now_ms = (yield WallClock()) * 1000.0
+    soft = entry.soft_ms
+    if now_ms < soft:
+        if spec.beta <= 0 or entry.compute_ms <= 0:
+            return entry.value, HIT
+        # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
+        gap = entry.compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
+        if now_ms + gap < soft:
+            return entry.value, HIT
+        early = True
+    else:
+        early = False
+    return (yield from _refresh(spec, keys, call, breaker, entry, early, rand))
+
+
+def _refresh(
+    spec: CacheSpec,
+    keys: CallKeys,
+    call: Compute,
+    breaker: Breaker,
+    entry: Entry,
+    early: bool,
+    rand: Callable[[], float],
+) -> Flow[tuple[Any, str]]:
+    """A stale (or early) value: one caller wins the lease and refreshes; others get it as is."""
+    served = HIT if early else STALE
+    if not spec.can_write:
+        return entry.value, served
+    token = secrets.token_hex(8)
+    try:
+        won = yield Command("SET", keys.lock, token, "NX", "PX", spec.lock_ms, keys=(keys.lock,))
+    except Exception as exc:
+        yield from _note_failure(breaker, exc)
+        return entry.value, served
+    if won is None:
+        return entry.value, served
+    try:
+        value, compute_ms = yield from _compute(call)
+    except Exception:
+        yield from _release(keys, token)
+        if early or spec.stale_if_error:
+            return entry.value, STALE_ERROR
+        raise
+    status = yield from _store(spec, keys, value, compute_ms, "fill", token, 0, breaker, rand)
+    return value, _outcome(status, REFRESHED)
+
+
+def fill(
+    spec: CacheSpec,
+    keys: CallKeys,
+    call: Compute,
+    breaker: Breaker,
+    rand: Callable[[], float],
+    *,
+    replace: bool = False,
+) -> Flow[tuple[Any, str]]:
+    """A cold miss: take the lease and compute, or wait (backoff with jitter) for the holder's
+    value; after ``lock_wait`` compute anyway. ``replace``: the present value is undecodable."""
+    if not spec.can_write:
+        return (yield call), UNCACHED
+    token = secrets.token_hex(8)
+    lease = Script(
+        load("cache_lease"),
+        keys=(keys.value, keys.lock),
+        args=(token, spec.lock_ms, "1" if replace else "0"),
+    )
+    start = None
+    delay = _WAIT_FIRST
+    while True:
+        try:
+            got = yield lease
+        except Exception as exc:
+            yield from _note_failure(breaker, exc)
+            return (yield call), ERROR
+        if got == 1:
+            break
+        if got != 0:  # the value arrived
+            entry = decode_entry(got, spec.codec)
+            if entry is not None:
+                return entry.value, HIT
+            replace = True
+            lease = Script(load("cache_lease"), keys=lease.keys, args=(token, spec.lock_ms, "1"))
+            continue
+        now = yield Now()
+        if start is None:
+            start = now
+        if now - start >= spec.wait_s:  # the holder is slow or gone: compute ourselves
+            value, compute_ms = yield from _compute(call)
+            status = yield from _store(spec, keys, value, compute_ms, "fill", "", 0, breaker, rand)
+            return value, _outcome(status, MISS)
+        yield Sleep(delay * (0.5 + rand()))
+        delay = min(delay * 1.6, _WAIT_MAX)
+    try:
+        value, compute_ms = yield from _compute(call)
+    except Exception:
+        yield from _release(keys, token)
+        raise
+    status = yield from _store(spec, keys, value, compute_ms, "fill", token, 0, breaker, rand)
+    return value, _outcome(status, MISS)
+
+
+def _outcome(status: str, ok: str) -> str:
+    if status == "ok":
+        return ok
+    if status == "codec":
+        return UNENCODABLE
+    if status == "error":
+        return ERROR
+    return UNCACHED
+
+
+# --------------------------------------------------------------------------- write path
+
+
+def _store(
+    spec: CacheSpec,
+    keys: CallKeys,
+    value: Any,
+    compute_ms: int,
+    mode: str,
+    token: str,
+    version: int,
+    breaker: Breaker,
+    rand: Callable[[], float],
+) -> Flow[str]:
+    """Encode and write ``value`` (``cache_store.lua``): "ok", "skip" (condition, TTL, lease
+    lost, newer version), "codec" (unencodable) or "error" (Redis failed)."""
+    ok = True
+    if spec.condition is not None:
+        ok = bool((yield Compute(spec.condition, (value,))))
+    ttl: Any = spec.ttl
+    if ok and callable(ttl):
+        ttl = yield Compute(ttl, (value,))
+        if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            ok = False  # a TTL callable says "don't cache" with None or 0
+    payload = b""
+    status = "skip"
+    if ok:
+        try:
+            payload = spec.codec.encode(value)
+        except TypeError:
+            ok = False
+            status = "codec"
+    if not ok:
+        if token:
+            yield from _release(keys, token)
+        return status
+    soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
+    hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
+    tag_keys = tuple(tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags)
+    script = Script(
+        load("cache_store"),
+        keys=(keys.value, keys.lock, *tag_keys),
+        args=(payload, soft_ms, hard_ms, compute_ms, version, mode, token),
+    )
+    try:
+        if tag_keys:
+            regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
+            replies = yield Batch((*regs, script), transaction=False)
+            written = replies[-1]
+        else:
+            written = yield script
+    except Exception as exc:
+        yield from _note_failure(breaker, exc)
+        return "error"
+    return "ok" if written else "skip"
+
+
+def put(
+    spec: CacheSpec,
+    keys: CallKeys,
+    value: Any,
+    version: int,
+    breaker: Breaker,
+    rand: Callable[[], float],
+) -> Flow[str]:
+    """Write-through: replace the entry with ``value`` (unless a newer ``version`` is stored),
+    cancelling any fill in flight (its lease is dropped, so its older result is not written).
+    Returns the store status ("ok", "skip", "codec", "error")."""
+    return (yield from _store(spec, keys, value, 0, "put", "", version, breaker, rand))
+
+
+def write_back(
+    spec: CacheSpec,
+    keys: CallKeys,
+    result: Any,
+    value: Callable[[Any], Any] | None,
+    version: Callable[[Any], int] | None,
+    mode: str,
+    breaker: Breaker,
+    rand: Callable[[], float],
+) -> Flow[str]:
+    """After a successful write: put the new value (``mode="update"``) or drop the entry
+    (``"invalidate"``). Returns a status: "ok", "skip", "codec", "error" or "invalidated"."""
+    if mode == "invalidate":
+        try:
+            yield from invalidate(keys)
+        except Exception as exc:
+            yield from _note_failure(breaker, exc)
+            return "error"
+        return "invalidated"
+    new = (yield Compute(value, (result,))) if value is not None else result
+    ver = int((yield Compute(version, (new,)))) if version is not None else 0
+    return (yield from put(spec, keys, new, ver, breaker, rand))
+
+
+def invalidate(keys: CallKeys) -> Flow[int]:
+    """Delete the entry and its lease (a fill in flight then does not write its result)."""
+    return int((yield Command("DEL", keys.value, keys.lock, keys=(keys.value, keys.lock))))
+
+
+def peek(spec: CacheSpec, keys: CallKeys) -> Flow[Any]:
+    """The cached value without computing; ``NOT_FOUND`` on a miss or an undecodable value."""
+    raw = yield Command("GET", keys.value)
+    if raw is None:
+        return NOT_FOUND
+    entry = decode_entry(raw, spec.codec)
+    return NOT_FOUND if entry is None else entry.value
+
+
+def refresh(
+    spec: CacheSpec, keys: CallKeys, call: Compute, breaker: Breaker, rand: Callable[[], float]
+) -> Flow[Any]:
+    """Run the function now and store its result (replacing the entry); the result."""
+    value, compute_ms = yield from _compute(call)
+    yield from _store(spec, keys, value, compute_ms, "put", "", 0, breaker, rand)
+    return value
+
+
+def invalidate_tags(keyspace: Keyspace, tags: Iterable[str], *, batch: int = 500) -> Flow[int]:
+    """Delete every entry stored with any of ``tags``; the number of keys deleted.
+
+    Each tag has one member set per bucket it was used in, and a directory of those buckets.
+    Members are popped in batches (``SPOP``) and unlinked in their bucket's slot.
+    """
+    total = 0
+    for tag in tags:
+        raw = yield Command("SMEMBERS", tag_dir_key(keyspace, tag))
+        for b in sorted(int(as_bytes(x)) for x in raw or ()):
+            tset = tag_set_key(keyspace, b, tag)
+            while True:
+                members = yield Command("SPOP", tset, batch)
+                if not members:
+                    break
+                names = [as_bytes(m) for m in members]
+                total += int((yield Command("UNLINK", *names, keys=names)))
+    return total
