@@ -1,0 +1,28 @@
+-- name: session_event
+-- summary: append an event to a live session's log, keeping only the newest ARGV[2]
+-- KEYS[1]: the session hash
+-- KEYS[2]: the session's event list (newest first)
+-- ARGV[1]: the encoded event
+-- ARGV[2]: the most events to keep
+-- returns: the number of events kept, or 0 when the session is absent or past its deadline
+-- read-only: no
+local deadline = redis.call('HGET', KEYS[1], '_abs')
+if not deadline then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now >= tonumber(deadline) then
+  return 0
+end
+local n = redis.call('LPUSH', KEYS[2], ARGV[1])
+local limit = tonumber(ARGV[2])
+if n > limit then
+  redis.call('LTRIM', KEYS[2], 0, limit - 1)
+  n = limit
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], pttl)
+end
+return n

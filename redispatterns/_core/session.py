@@ -1,0 +1,538 @@
+"""Sliding sessions as pure flows: token hashing, the key layout, expiry math and hooks.
+
+Layout (``ks`` is the store's keyspace; ``<id>`` is the hex SHA-256 of the token, or its
+HMAC-SHA256 under the store's secret, so Redis never holds a usable token):
+
+* ``ks:sess:{<id>}``          HASH: ``_u`` user, ``_c`` created, ``_s`` last seen, ``_abs`` the
+                               absolute deadline, ``_i`` idle TTL, ``_v`` version, ``_m`` meta
+                               (JSON), and ``d:<field>`` per data field (encoded by the codec);
+* ``ks:sess:{<id>}:ev``       LIST of events, newest first, trimmed on write;
+* ``ks:sess:{<id>}:x``        the revocation marker (set before a session is deleted);
+* ``ks:sess-user:{<user>}``   ZSET of the user's session ids scored by absolute deadline;
+* ``ks:sess-user:{<user>}:state`` and ``ks:sess-app:{<app>}:state``: state HASHes.
+
+A session's keys share its id's hash tag; the user's keys share the user's tag. Work that spans
+the two is split into single-slot scripts, ordered so that a logout wins: ids are indexed
+*before* their session exists, and a session id is marked revoked *before* it is deleted, so a
+create or rotation racing ``destroy_all`` ends up either indexed (and so revocable) or dead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .codec import Codec, as_bytes, as_str
+from .keys import Keyspace
+from .ops import Batch, Command, Compute, Flow, Script
+from .scripts import load
+
+__all__ = [
+    "DEFAULT_EVENT_LIMIT",
+    "DEFAULT_IDLE",
+    "DEFAULT_LIFETIME",
+    "Session",
+    "SessionConfig",
+    "SessionInfo",
+    "append_event",
+    "check_token",
+    "create",
+    "destroy",
+    "destroy_all",
+    "events",
+    "get",
+    "new_token",
+    "patch_state",
+    "refresh_due",
+    "rotate",
+    "sessions",
+    "sliding_ttl_ms",
+    "state",
+    "token_id",
+    "update",
+]
+
+DEFAULT_IDLE = 1800.0
+DEFAULT_LIFETIME = 43200.0
+DEFAULT_EVENT_LIMIT = 100
+TOKEN_BYTES = 32  # 256 random bits
+TOKEN_LEN = 43  # len(secrets.token_urlsafe(32))
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+_DATA = "d:"
+_MAX_FIELD = 1024
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def new_token() -> str:
+    """A fresh session token: 256 bits from :mod:`secrets`, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def check_token(token: object) -> str | None:
+    """``token`` when it has the shape of one of ours; ``None`` for any other string.
+
+    A non-string is a programming error (``TypeError``); a malformed string (empty, huge,
+    non-ASCII, wrong alphabet) is just an unknown session and never reaches Redis.
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"a session token is a str, not {type(token).__name__}")
+    if len(token) != TOKEN_LEN or not _TOKEN.fullmatch(token):
+        return None
+    return token
+
+
+def token_id(token: str, secret: bytes | None = None) -> str:
+    """The id Redis stores instead of the token: hex SHA-256, or HMAC-SHA256 under ``secret``."""
+    raw = token.encode("ascii")
+    if secret:
+        return hmac.new(secret, raw, hashlib.sha256).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- expiry math
+
+
+def sliding_ttl_ms(now_ms: int, deadline_ms: int, idle_ms: int) -> int:
+    """The TTL a touch at ``now_ms`` sets: the idle TTL, never past the absolute deadline.
+
+    ``<= 0`` means the session is over. (``lua/session_get.lua`` computes the same.)
+    """
+    return min(idle_ms, deadline_ms - now_ms)
+
+
+def refresh_due(pttl_ms: int, idle_ms: int, refresh_permille: int) -> bool:
+    """Whether a read slides the TTL: when less than ``refresh_permille``/1000 of it is left."""
+    return pttl_ms < 0 or pttl_ms * 1000 < idle_ms * refresh_permille
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Everything a flow needs besides its arguments (built once by the store)."""
+
+    keyspace: Keyspace
+    codec: Codec
+    idle_ms: int
+    lifetime_ms: int
+    refresh_permille: int = 1000
+    event_limit: int = DEFAULT_EVENT_LIMIT
+    tombstone_ms: int = 60_000
+    secret: bytes | None = None
+    app_state_ms: int = 0
+    user_state_ms: int = 0
+    on_get: Callable[..., Any] | None = None
+    on_append: Callable[..., Any] | None = None
+
+    def id_of(self, token: str) -> str:
+        return token_id(token, self.secret)
+
+    def session_keys(self, sid: str) -> tuple[str, str, str]:
+        ks = self.keyspace
+        return ks.tagged("sess", sid), ks.tagged("sess", sid, "ev"), ks.tagged("sess", sid, "x")
+
+    def index_key(self, user_id: str) -> str:
+        return self.keyspace.tagged("sess-user", user_id)
+
+    def state_key(self, scope: str, name: str) -> str:
+        if scope == "user":
+            return self.keyspace.tagged("sess-user", name, "state")
+        if scope == "app":
+            return self.keyspace.tagged("sess-app", name, "state")
+        raise ValueError(
+            f"state scope must be 'app' or 'user' (session state is the session's data), not {scope!r}"
+        )
+
+
+@dataclass(slots=True)
+class Session:
+    """A live session as ``get`` returns it. Times are seconds since the epoch (server clock)."""
+
+    token: str
+    id: str
+    user_id: str
+    data: dict[str, Any]
+    created: float
+    last_seen: float
+    expires_at: float
+    idle_ttl: float
+    version: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.data[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One entry of ``sessions(user_id)``: metadata only, never the token or the data."""
+
+    id: str
+    user_id: str
+    created: float
+    last_seen: float
+    expires_at: float
+    meta: dict[str, Any]
+
+    @property
+    def ip(self) -> str | None:
+        v = self.meta.get("ip")
+        return v if isinstance(v, str) else None
+
+    @property
+    def user_agent(self) -> str | None:
+        v = self.meta.get("user_agent")
+        return v if isinstance(v, str) else None
+
+
+def check_user(user_id: object) -> str:
+    if not isinstance(user_id, str):
+        raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
+    if not user_id:
+        raise ValueError("user_id cannot be empty")
+    if len(user_id) > _MAX_FIELD:
+        raise ValueError(f"user_id is longer than {_MAX_FIELD} characters")
+    return user_id
+
+
+def _check_field(name: object, what: str = "session field") -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} names must be str, not {type(name).__name__}")
+    if not name or len(name) > _MAX_FIELD:
+        raise ValueError(f"{what} names must be 1..{_MAX_FIELD} characters, got {name!r:.60}")
+    return name
+
+
+def encode_fields(codec: Codec, data: Mapping[str, Any] | None, prefix: str = _DATA) -> list[bytes | str]:
+    """Flat ``field, value`` arguments for HSET (data fields get the ``d:`` prefix)."""
+    if data is None:
+        return []
+    if not isinstance(data, Mapping):
+        raise TypeError(f"session data must be a mapping of str to values, not {type(data).__name__}")
+    out: list[bytes | str] = []
+    for k, v in data.items():
+        out.append(prefix + _check_field(k))
+        out.append(codec.encode(v))
+    return out
+
+
+def _field_names(names: Iterable[str], prefix: str = _DATA) -> list[str]:
+    if isinstance(names, (str, bytes)):
+        raise TypeError("remove= takes an iterable of field names, not a single string")
+    return [prefix + _check_field(n) for n in names]
+
+
+def _encode_meta(meta: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(dict(meta))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise TypeError(f"session metadata must be JSON (str keys, JSON values): {exc}") from None
+
+
+def _pairs(flat: list[Any]) -> dict[str, bytes]:
+    return {as_str(flat[i]): as_bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _ms(raw: bytes | None) -> int:
+    return int(raw) if raw else 0
+
+
+def decode_session(cfg: SessionConfig, token: str, sid: str, fields: Mapping[str, bytes]) -> Session:
+    """A :class:`Session` from the hash's fields."""
+    data = {k[len(_DATA) :]: cfg.codec.decode(v) for k, v in fields.items() if k.startswith(_DATA)}
+    meta_raw = fields.get("_m")
+    return Session(
+        token=token,
+        id=sid,
+        user_id=as_str(fields.get("_u", b"")),
+        data=data,
+        created=_ms(fields.get("_c")) / 1000,
+        last_seen=_ms(fields.get("_s")) / 1000,
+        expires_at=_ms(fields.get("_abs")) / 1000,
+        idle_ttl=_ms(fields.get("_i")) / 1000,
+        version=int(fields.get("_v") or 0),
+        meta=orjson.loads(meta_raw) if meta_raw else {},
+    )
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def create(
+    cfg: SessionConfig,
+    user_id: str,
+    data: Mapping[str, Any] | None,
+    meta: Mapping[str, Any],
+    *,
+    token: str | None = None,
+    idle_ms: int | None = None,
+    lifetime_ms: int | None = None,
+) -> Flow[str]:
+    """Index the new id under the user, write the session, then confirm the index entry.
+
+    Three single-slot steps. If ``destroy_all`` drains the index in between, the session is
+    refused (revocation marker) or revoked at the confirmation: the token comes back dead.
+    """
+    check_user(user_id)
+    fields = encode_fields(cfg.codec, data)
+    meta_blob = _encode_meta(meta)
+    token = token or new_token()
+    sid = cfg.id_of(token)
+    idle = idle_ms or cfg.idle_ms
+    lifetime = lifetime_ms or cfg.lifetime_ms
+    index = cfg.index_key(user_id)
+    deadline = yield Script(load("session_index_add"), keys=(index,), args=(sid, lifetime, ""))
+    deadline = int(deadline)
+    args: list[Any] = [deadline, idle, 0, "_u", user_id, "_m", meta_blob, *fields]
+    made = yield Script(load("session_create"), keys=cfg.session_keys(sid), args=tuple(args))
+    yield from _confirm(cfg, user_id, sid, deadline, "", int(made) == 1)
+    return token
+
+
+def _confirm(cfg: SessionConfig, user_id: str, sid: str, deadline: int, old: str, made: bool) -> Flow[bool]:
+    index = cfg.index_key(user_id)
+    if not made:
+        yield Command("ZREM", index, sid, keys=(index,))
+        return False
+    ok = yield Script(load("session_index_swap"), keys=(index,), args=(sid, deadline, old))
+    if int(ok) == 1:
+        return True
+    yield from _revoke(cfg, sid, "")  # a logout-everywhere ran between our steps: it wins
+    return False
+
+
+def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> Flow[Any]:
+    return (
+        yield Script(
+            load("session_destroy"),
+            keys=cfg.session_keys(sid),
+            args=(cfg.tombstone_ms, user_id, "1" if take else ""),
+        )
+    )
+
+
+def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
+    """One round trip: read the session and slide its idle TTL (capped by the deadline)."""
+    tok = check_token(token)
+    if tok is None:
+        return None
+    sid = cfg.id_of(tok)
+    reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:2], args=(cfg.refresh_permille,))
+    if not isinstance(reply, list):
+        return None
+    session: Session | None = decode_session(cfg, tok, sid, _pairs(reply))
+    if cfg.on_get is not None:
+        session = yield Compute(cfg.on_get, (session,))
+    return session
+
+
+def update(
+    cfg: SessionConfig,
+    token: object,
+    changes: Mapping[str, Any] | None,
+    remove: Iterable[str] = (),
+    expect_version: int | None = None,
+) -> Flow[int | None]:
+    """Set and delete data fields atomically. The new version, ``None`` for no session,
+    ``-1`` when ``expect_version`` did not match (the shell raises)."""
+    fields = encode_fields(cfg.codec, changes)
+    dels = _field_names(remove)
+    if expect_version is not None and (
+        isinstance(expect_version, bool) or not isinstance(expect_version, int)
+    ):
+        raise TypeError("expect_version must be an int")
+    tok = check_token(token)
+    if tok is None:
+        return None
+    sid = cfg.id_of(tok)
+    expect = "" if expect_version is None else str(expect_version)
+    reply = yield Script(
+        load("session_update"),
+        keys=cfg.session_keys(sid)[:1],
+        args=(expect, len(fields) // 2, *fields, *dels),
+    )
+    v = int(reply)
+    return None if v == 0 else v
+
+
+def destroy(cfg: SessionConfig, token: object) -> Flow[bool]:
+    """Revoke the token (marker first, then delete) and drop it from its user's index."""
+    tok = check_token(token)
+    if tok is None:
+        return False
+    return (yield from destroy_id(cfg, cfg.id_of(tok), ""))
+
+
+def destroy_id(cfg: SessionConfig, sid: str, user_id: str) -> Flow[bool]:
+    """Revoke by session id (``SessionInfo.id``); with ``user_id``, only that user's session."""
+    user = yield from _revoke(cfg, sid, user_id)
+    if isinstance(user, int):
+        return False
+    index = cfg.index_key(as_str(user))
+    yield Command("ZREM", index, sid, keys=(index,))
+    return True
+
+
+def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[int]:
+    """Log out everywhere: drain the index, revoke each id; repeat until the index stays empty.
+
+    Creates and rotations index their new id *before* writing the session, so any of them still
+    in flight either shows up in a later pass or finds its id revoked.
+    """
+    index = cfg.index_key(check_user(user_id))
+    killed = 0
+    for _ in range(max_passes):
+        flat = yield Script(load("session_index_list"), keys=(index,), args=("1",))
+        sids = [as_str(flat[i]) for i in range(0, len(flat), 2)]
+        if not sids:
+            break
+        # Plain commands (cluster pipelines refuse scripts); per id the marker goes first, and
+        # one id's keys share a slot, so its commands reach one node in this order.
+        ops: list[Command] = []
+        for sid in sids:
+            h, ev, x = cfg.session_keys(sid)
+            ops += [
+                Command("SET", x, "1", "PX", cfg.tombstone_ms, keys=(x,)),
+                Command("DEL", h, keys=(h,)),
+                Command("DEL", ev, keys=(ev,)),
+            ]
+        replies = yield Batch(tuple(ops))
+        killed += sum(int(r) for r in replies[1::3])
+    return killed
+
+
+_INFO_FIELDS = ("_c", "_s", "_abs", "_m")
+
+
+def sessions(cfg: SessionConfig, user_id: str) -> Flow[list[SessionInfo]]:
+    """The user's live sessions (oldest first); index entries of dead sessions are removed."""
+    index = cfg.index_key(check_user(user_id))
+    flat = yield Script(load("session_index_list"), keys=(index,), args=("",))
+    sids = [as_str(flat[i]) for i in range(0, len(flat), 2)]
+    if not sids:
+        return []
+    rows = yield Batch(tuple(Command("HMGET", cfg.session_keys(s)[0], *_INFO_FIELDS) for s in sids))
+    live: list[SessionInfo] = []
+    dead: list[str] = []
+    for sid, row in zip(sids, rows, strict=True):
+        if row[0] is None:
+            dead.append(sid)
+            continue
+        c, s, d, m = row
+        live.append(
+            SessionInfo(
+                id=sid,
+                user_id=user_id,
+                created=_ms(as_bytes(c)) / 1000,
+                last_seen=_ms(as_bytes(s)) / 1000 if s is not None else 0.0,
+                expires_at=_ms(as_bytes(d)) / 1000 if d is not None else 0.0,
+                meta=orjson.loads(as_bytes(m)) if m else {},
+            )
+        )
+    if dead:
+        yield Command("ZREM", index, *dead, keys=(index,))
+    live.sort(key=lambda i: (i.created, i.id))
+    return live
+
+
+def rotate(cfg: SessionConfig, token: object) -> Flow[str | None]:
+    """A new token for the same session (data, events, created, deadline, version); the old dies.
+
+    Order: take the old session (revoking its id atomically), index the new id, write it, then
+    confirm the index entry and drop the old one. A crash midway loses the session (a logout),
+    never leaves two live tokens.
+    """
+    tok = check_token(token)
+    if tok is None:
+        return None
+    old = cfg.id_of(tok)
+    taken = yield from _revoke(cfg, old, "", take=True)
+    if isinstance(taken, int):
+        return None
+    fields = _pairs(taken[0])
+    evs = [as_bytes(e) for e in reversed(taken[1])]  # oldest first
+    user_id = as_str(fields["_u"])
+    deadline = int(fields["_abs"])
+    idle = int(fields["_i"])
+    new = new_token()
+    sid = cfg.id_of(new)
+    index = cfg.index_key(user_id)
+    yield Script(load("session_index_add"), keys=(index,), args=(sid, 0, deadline))
+    keep = [x for k, v in fields.items() if k not in ("_s", "_abs", "_i") for x in (k, v)]
+    made = yield Script(
+        load("session_create"),
+        keys=cfg.session_keys(sid),
+        args=(deadline, idle, len(evs), *evs, *keep),
+    )
+    ok = yield from _confirm(cfg, user_id, sid, deadline, old, int(made) == 1)
+    return new if ok else None
+
+
+def append_event(cfg: SessionConfig, token: object, event: Any) -> Flow[int]:
+    """Append to the session's event log (at most ``event_limit`` newest kept); 0: no session.
+
+    ``on_append(session_id, event)`` may return a replacement event, or ``None`` to drop it.
+    """
+    tok = check_token(token)
+    if tok is None:
+        return 0
+    sid = cfg.id_of(tok)
+    if cfg.on_append is not None:
+        event = yield Compute(cfg.on_append, (sid, event))
+        if event is None:
+            return 0
+    blob = cfg.codec.encode(event)
+    n = yield Script(load("session_event"), keys=cfg.session_keys(sid)[:2], args=(blob, cfg.event_limit))
+    return int(n)
+
+
+def events(cfg: SessionConfig, token: object, limit: int | None = None) -> Flow[list[Any]]:
+    """The newest ``limit`` events (default: all kept), oldest first."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise TypeError("limit must be an int or None")
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    tok = check_token(token)
+    if tok is None:
+        return []
+    key = cfg.session_keys(cfg.id_of(tok))[1]
+    raw = yield Command("LRANGE", key, 0, (limit or cfg.event_limit) - 1, keys=(key,))
+    return [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
+
+
+def patch_state(
+    cfg: SessionConfig, scope: str, name: str, changes: Mapping[str, Any] | None, remove: Iterable[str] = ()
+) -> Flow[int]:
+    """Merge ``changes`` into the app or user state hash, delete ``remove``; refresh its TTL."""
+    key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
+    fields = encode_fields(cfg.codec, changes, "")
+    dels = _field_names(remove, "")
+    if not fields and not dels:
+        raise ValueError("patch_state needs changes or remove=")
+    ttl = cfg.user_state_ms if scope == "user" else cfg.app_state_ms
+    n = yield Script(load("session_state_patch"), keys=(key,), args=(ttl, len(fields) // 2, *fields, *dels))
+    return int(n)
+
+
+def state(cfg: SessionConfig, scope: str, name: str) -> Flow[dict[str, Any]]:
+    """The whole app or user state hash, decoded."""
+    key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
+    flat = yield Command("HGETALL", key, keys=(key,))
+    if isinstance(flat, dict):
+        items = list(flat.items())
+    else:
+        items = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+    return {as_str(k): cfg.codec.decode(as_bytes(v)) for k, v in items}

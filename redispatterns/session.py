@@ -1,0 +1,394 @@
+"""Sliding sessions: ``SessionStore`` and ``AsyncSessionStore``.
+
+>>> store = SessionStore(ttl=1800, lifetime=12 * 3600)      # doctest: +SKIP
+>>> token = store.create("user:7", {"cart": []}, ip="10.0.0.1")
+>>> store.get(token).data                                   # one round trip; slides the idle TTL
+{'cart': []}
+
+Redis holds only a hash of each token. See ``docs/session.md`` and ``_core/session.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from ._core import session as core
+from ._core.ops import Flow
+from ._core.session import Session, SessionInfo
+from ._core.writebehind import WriteBehind, prime
+from ._runner import run_async, run_sync
+from .errors import RedisPatternsError
+from .mount import Mount, Namespace, resolve
+
+__all__ = ["AsyncSessionStore", "Session", "SessionConflict", "SessionInfo", "SessionStore"]
+
+log = logging.getLogger("redispatterns.session")
+
+GetHook = Callable[[Session], "Session | Awaitable[Session | None] | None"]
+AppendHook = Callable[[str, Any], Any]
+
+
+class SessionConflict(RedisPatternsError):
+    """``update(..., expect_version=n)`` found another version: someone wrote in between."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(f"session changed since version {expected}; reload it and retry")
+        self.expected = expected
+
+
+def _seconds_ms(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return max(1, round(value * 1000))
+
+
+class _Base:
+    _asyncio = False
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        mount: Mount | Namespace | None = None,
+        ttl: float | None = None,
+        lifetime: float = core.DEFAULT_LIFETIME,
+        refresh_below: float = 1.0,
+        event_limit: int = core.DEFAULT_EVENT_LIMIT,
+        revoked_ttl: float = 60.0,
+        secret: bytes | str | None = None,
+        app_state_ttl: float | None = None,
+        user_state_ttl: float | None = None,
+        on_get: GetHook | None = None,
+        on_append: AppendHook | None = None,
+        write_behind: int = 0,
+        queue_size: int = 1000,
+    ) -> None:
+        """``ttl``: idle seconds (default: the mount's TTL, else 1800); ``lifetime``: absolute
+        seconds that sliding never extends; ``refresh_below``: slide only when less than this
+        fraction of the idle TTL is left (1.0: every read); ``secret``: HMAC key for token ids;
+        ``write_behind``: N workers that persist events and state patches in the background."""
+        self._ns = resolve(mount, client, asyncio=self._asyncio)
+        idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
+        if isinstance(refresh_below, bool) or not isinstance(refresh_below, (int, float)):
+            raise TypeError("refresh_below must be a fraction between 0 and 1")
+        if not 0 < refresh_below <= 1:
+            raise ValueError(f"refresh_below must be in (0, 1], got {refresh_below}")
+        if isinstance(event_limit, bool) or not isinstance(event_limit, int) or event_limit <= 0:
+            raise ValueError(f"event_limit must be a positive int, got {event_limit!r}")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
+            raise ValueError("secret must be at least 16 bytes")
+        for name, hook in (("on_get", on_get), ("on_append", on_append)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable")
+        self._cfg = core.SessionConfig(
+            keyspace=self._ns.keyspace,
+            codec=self._ns.mount.codec,
+            idle_ms=_seconds_ms("ttl", idle),
+            lifetime_ms=_seconds_ms("lifetime", lifetime),
+            refresh_permille=round(refresh_below * 1000),
+            event_limit=event_limit,
+            tombstone_ms=_seconds_ms("revoked_ttl", revoked_ttl),
+            secret=secret,
+            app_state_ms=_seconds_ms("app_state_ttl", app_state_ttl) if app_state_ttl else 0,
+            user_state_ms=_seconds_ms("user_state_ttl", user_state_ttl) if user_state_ttl else 0,
+            on_get=on_get,
+            on_append=on_append,
+        )
+        self._wb = WriteBehind(write_behind, queue_size)
+
+    @property
+    def namespace(self) -> Namespace:
+        return self._ns
+
+    def _create(
+        self,
+        user_id: str,
+        data: Mapping[str, Any] | None,
+        meta: Mapping[str, Any],
+        ttl: float | None,
+        lifetime: float | None,
+    ) -> Flow[str]:
+        self._ns.check_write("SessionStore.create")
+        return core.create(
+            self._cfg, user_id, data, meta,
+            idle_ms=_seconds_ms("ttl", ttl) if ttl is not None else None,
+            lifetime_ms=_seconds_ms("lifetime", lifetime) if lifetime is not None else None,
+        )  # fmt: skip
+
+    def _read(self, what: str) -> core.SessionConfig:
+        self._ns.check_read(f"SessionStore.{what}")
+        return self._cfg
+
+    def _write(self, what: str) -> core.SessionConfig:
+        self._ns.check_write(f"SessionStore.{what}")
+        return self._cfg
+
+    @staticmethod
+    def _version(v: int | None, expect: int | None) -> int | None:
+        if v == -1:
+            assert expect is not None
+            raise SessionConflict(expect)
+        return v
+
+
+class SessionStore(_Base):
+    """Sliding sessions (sync). Every method has the same-named coroutine on the async twin."""
+
+    def __init__(self, client: Any = None, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._queues: list[queue.Queue[Any]] = []
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    def _run(self, flow: Flow[Any]) -> Any:
+        return run_sync(self._ns.client, flow)
+
+    def create(
+        self,
+        user_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        ttl: float | None = None,
+        lifetime: float | None = None,
+        **meta: Any,
+    ) -> str:
+        """A new session for ``user_id``; returns its token (the only copy: Redis keeps a hash).
+        ``meta`` (e.g. ``ip=``, ``user_agent=``) is listed by ``sessions()``."""
+        return self._run(self._create(user_id, data, meta, ttl, lifetime))  # type: ignore[no-any-return]
+
+    def get(self, token: str) -> Session | None:
+        """The live session, or ``None``; one round trip that also slides the idle TTL."""
+        return self._run(core.get(self._read("get"), token))  # type: ignore[no-any-return]
+
+    def update(
+        self,
+        token: str,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        remove: Iterable[str] = (),
+        expect_version: int | None = None,
+    ) -> int | None:
+        """Set ``changes`` and delete ``remove`` atomically; the new version, ``None`` when no session."""
+        v = self._run(core.update(self._write("update"), token, changes, remove, expect_version))
+        return self._version(v, expect_version)
+
+    def destroy(self, token: str) -> bool:
+        """Log this token out; an in-flight request can't bring it back."""
+        return self._run(core.destroy(self._write("destroy"), token))  # type: ignore[no-any-return]
+
+    def revoke(self, user_id: str, session_id: str) -> bool:
+        """Log out one of ``user_id``'s sessions by its id (``SessionInfo.id``)."""
+        core.check_user(user_id)
+        return self._run(core.destroy_id(self._write("revoke"), str(session_id), user_id))  # type: ignore[no-any-return]
+
+    def destroy_all(self, user_id: str) -> int:
+        """Log ``user_id`` out everywhere; the number of sessions revoked."""
+        return self._run(core.destroy_all(self._write("destroy_all"), user_id))  # type: ignore[no-any-return]
+
+    def sessions(self, user_id: str) -> list[SessionInfo]:
+        """``user_id``'s live sessions, oldest first (stale index entries are removed)."""
+        return self._run(core.sessions(self._read("sessions"), user_id))  # type: ignore[no-any-return]
+
+    def rotate(self, token: str) -> str | None:
+        """A new token for the same session; the old token is dead. ``None`` when no session."""
+        return self._run(core.rotate(self._write("rotate"), token))  # type: ignore[no-any-return]
+
+    def append_event(self, token: str, event: Any) -> int | None:
+        """Append to the session's capped log: events kept (0: no session; ``None``: queued)."""
+        return self._submit(token, core.append_event(self._write("append_event"), token, event))
+
+    def events(self, token: str, limit: int | None = None) -> list[Any]:
+        """The newest ``limit`` events, oldest first."""
+        return self._run(core.events(self._read("events"), token, limit))  # type: ignore[no-any-return]
+
+    def patch_state(
+        self, scope: str, name: str, changes: Mapping[str, Any] | None = None, *, remove: Iterable[str] = ()
+    ) -> int | None:
+        """Merge into ``"app"`` or ``"user"`` state: fields held (``None``: queued)."""
+        return self._submit(
+            f"{scope}\0{name}", core.patch_state(self._write("patch_state"), scope, name, changes, remove)
+        )
+
+    def state(self, scope: str, name: str) -> dict[str, Any]:
+        """The ``"app"`` or ``"user"`` state hash."""
+        return self._run(core.state(self._read("state"), scope, name))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ write-behind
+
+    def _submit(self, order_key: object, flow: Flow[int]) -> int | None:
+        if not self._wb.enabled:
+            return self._run(flow)  # type: ignore[no-any-return]
+        primed = prime(flow)  # argument errors raise here, in the caller
+        if primed is not None:
+            self._start()
+            self._queues[self._wb.shard(str(order_key))].put(primed)
+        return None
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        with self._start_lock:
+            if self._threads:
+                return
+            for i in range(self._wb.workers):
+                q: queue.Queue[Any] = queue.Queue(self._wb.capacity)
+                t = threading.Thread(target=self._worker, args=(q,), name=f"rp-session-wb-{i}", daemon=True)
+                self._queues.append(q)
+                self._threads.append(t)
+                t.start()
+
+    def _worker(self, q: queue.Queue[Any]) -> None:
+        while True:
+            flow = q.get()
+            try:
+                if flow is None:
+                    return
+                self._run(flow)
+            except Exception:
+                log.exception("write-behind session write failed (dropped)")
+            finally:
+                q.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued write has reached Redis."""
+        for q in list(self._queues):
+            q.join()
+
+    def close(self) -> None:
+        """Flush, then stop the write-behind workers."""
+        self.flush()
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+        self._queues, self._threads = [], []
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSessionStore(_Base):
+    """Sliding sessions (asyncio): the methods of :class:`SessionStore`, as coroutines."""
+
+    _asyncio = True
+
+    def __init__(self, client: Any = None, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._queues: list[asyncio.Queue[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _run(self, flow: Flow[Any]) -> Any:
+        return await run_async(self._ns.client, flow)
+
+    async def create(
+        self,
+        user_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        ttl: float | None = None,
+        lifetime: float | None = None,
+        **meta: Any,
+    ) -> str:
+        return await self._run(self._create(user_id, data, meta, ttl, lifetime))  # type: ignore[no-any-return]
+
+    async def get(self, token: str) -> Session | None:
+        return await self._run(core.get(self._read("get"), token))  # type: ignore[no-any-return]
+
+    async def update(
+        self,
+        token: str,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        remove: Iterable[str] = (),
+        expect_version: int | None = None,
+    ) -> int | None:
+        v = await self._run(core.update(self._write("update"), token, changes, remove, expect_version))
+        return self._version(v, expect_version)
+
+    async def destroy(self, token: str) -> bool:
+        return await self._run(core.destroy(self._write("destroy"), token))  # type: ignore[no-any-return]
+
+    async def revoke(self, user_id: str, session_id: str) -> bool:
+        core.check_user(user_id)
+        return await self._run(core.destroy_id(self._write("revoke"), str(session_id), user_id))  # type: ignore[no-any-return]
+
+    async def destroy_all(self, user_id: str) -> int:
+        return await self._run(core.destroy_all(self._write("destroy_all"), user_id))  # type: ignore[no-any-return]
+
+    async def sessions(self, user_id: str) -> list[SessionInfo]:
+        return await self._run(core.sessions(self._read("sessions"), user_id))  # type: ignore[no-any-return]
+
+    async def rotate(self, token: str) -> str | None:
+        return await self._run(core.rotate(self._write("rotate"), token))  # type: ignore[no-any-return]
+
+    async def append_event(self, token: str, event: Any) -> int | None:
+        return await self._submit(token, core.append_event(self._write("append_event"), token, event))
+
+    async def events(self, token: str, limit: int | None = None) -> list[Any]:
+        return await self._run(core.events(self._read("events"), token, limit))  # type: ignore[no-any-return]
+
+    async def patch_state(
+        self, scope: str, name: str, changes: Mapping[str, Any] | None = None, *, remove: Iterable[str] = ()
+    ) -> int | None:
+        flow = core.patch_state(self._write("patch_state"), scope, name, changes, remove)
+        return await self._submit(f"{scope}\0{name}", flow)
+
+    async def state(self, scope: str, name: str) -> dict[str, Any]:
+        return await self._run(core.state(self._read("state"), scope, name))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ write-behind
+
+    async def _submit(self, order_key: object, flow: Flow[int]) -> int | None:
+        if not self._wb.enabled:
+            return await self._run(flow)  # type: ignore[no-any-return]
+        primed = prime(flow)
+        if primed is not None:
+            if not self._tasks:
+                for _ in range(self._wb.workers):
+                    q: asyncio.Queue[Any] = asyncio.Queue(self._wb.capacity)
+                    self._queues.append(q)
+                    self._tasks.append(asyncio.create_task(self._worker(q)))
+            await self._queues[self._wb.shard(str(order_key))].put(primed)
+        return None
+
+    async def _worker(self, q: asyncio.Queue[Any]) -> None:
+        while True:
+            flow = await q.get()
+            try:
+                if flow is None:
+                    return
+                await self._run(flow)
+            except Exception:
+                log.exception("write-behind session write failed (dropped)")
+            finally:
+                q.task_done()
+
+    async def flush(self) -> None:
+        for q in list(self._queues):
+            await q.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        for q in self._queues:
+            await q.put(None)
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._queues, self._tasks = [], []
+
+    async def __aenter__(self) -> AsyncSessionStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

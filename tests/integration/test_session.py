@@ -1,0 +1,380 @@
+"""The session store on every backend and flavour, cluster included."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import redispatterns as rp_pkg
+from redispatterns.session import AsyncSessionStore, Session, SessionConflict, SessionStore
+from redispatterns.testing.plugin import Harness
+
+PREFIX = "t:"
+
+
+def store(rp: Harness, **opts: Any) -> Any:
+    opts.setdefault("mount", rp_pkg.Mount(prefix=PREFIX))
+    return rp.pick(SessionStore, AsyncSessionStore)(rp.client, **opts)
+
+
+def all_keys(rp: Harness) -> list[bytes]:
+    c = rp.sync_client
+    if rp.backend.is_cluster:
+        return list(c.scan_iter(match="*", target_nodes="primaries"))
+    return list(c.scan_iter(match="*"))
+
+
+def sess_key(rp: Harness, s: Session) -> str:
+    return f"{PREFIX}sess:{{{s.id}}}"
+
+
+def pttl(rp: Harness, key: str) -> int:
+    return int(rp.sync_client.pttl(key))
+
+
+def test_create_get_update_destroy(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u1", {"cart": [1, 2], "name": "Ann"}, ip="10.0.0.1", user_agent="curl/8"))
+    assert isinstance(tok, str) and len(tok) == 43
+    s = rp.call(st.get(tok))
+    assert isinstance(s, Session)
+    assert s.data == {"cart": [1, 2], "name": "Ann"} and s["name"] == "Ann"
+    assert s.user_id == "u1" and s.token == tok and s.version == 1
+    assert s.meta == {"ip": "10.0.0.1", "user_agent": "curl/8"}
+    assert s.created <= s.last_seen < s.expires_at
+    assert rp.call(st.update(tok, {"name": "Bo", "n": 3}, remove=["cart"])) == 2
+    s = rp.call(st.get(tok))
+    assert s.data == {"name": "Bo", "n": 3} and s.version == 2
+    (info,) = rp.call(st.sessions("u1"))
+    assert info.id == s.id and info.ip == "10.0.0.1" and info.user_agent == "curl/8"
+    assert info.expires_at == s.expires_at
+    assert rp.call(st.destroy(tok)) is True
+    assert rp.call(st.get(tok)) is None
+    assert rp.call(st.update(tok, {"x": 1})) is None  # an in-flight request can't bring it back
+    assert rp.call(st.append_event(tok, "late")) == 0
+    assert rp.call(st.destroy(tok)) is False
+    assert rp.call(st.sessions("u1")) == []
+    # only the revocation marker is left
+    assert [k.decode() for k in all_keys(rp)] == [f"{PREFIX}sess:{{{s.id}}}:x"]
+
+
+def test_bad_tokens_never_reach_redis(rp: Harness) -> None:
+    st = store(rp)
+    rp.call(st.create("u", {"a": 1}))
+    for bad in ("", "x" * 100_000, "é" * 43, "a" * 42 + "\n", "{a}" * 14 + "b", "a" * 44):
+        assert rp.call(st.get(bad)) is None
+        assert rp.call(st.update(bad, {"a": 2})) is None
+        assert rp.call(st.destroy(bad)) is False
+        assert rp.call(st.rotate(bad)) is None
+        assert rp.call(st.append_event(bad, 1)) == 0
+        assert rp.call(st.events(bad)) == []
+    unknown = "A" * 43
+    assert rp.call(st.get(unknown)) is None
+    for wrong in (None, 12, b"A" * 43, ["x"]):
+        with pytest.raises(TypeError, match="token is a str"):
+            rp.call(st.get(wrong))
+        with pytest.raises(TypeError, match="token is a str"):
+            rp.call(st.destroy(wrong))
+
+
+def test_argument_errors(rp: Harness) -> None:
+    st = store(rp)
+    with pytest.raises(TypeError, match="user_id must be a str"):
+        rp.call(st.create(7))
+    with pytest.raises(ValueError, match="user_id cannot be empty"):
+        rp.call(st.create(""))
+    with pytest.raises(TypeError, match="mapping"):
+        rp.call(st.create("u", [("a", 1)]))
+    with pytest.raises(TypeError, match="cannot encode"):
+        rp.call(st.create("u", {"a": object()}))
+    with pytest.raises(TypeError, match="metadata must be JSON"):
+        rp.call(st.create("u", ip=object()))
+    with pytest.raises(ValueError, match="scope must be"):
+        rp.call(st.state("session", "x"))
+    with pytest.raises(ValueError, match="refresh_below"):
+        store(rp, refresh_below=0)
+    with pytest.raises(ValueError, match="secret"):
+        store(rp, secret="short")
+    assert all_keys(rp) == []
+
+
+def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
+    st = store(rp)
+    lazy = store(rp, refresh_below=0.5)
+    capped = rp.call(st.create("u", {"k": "capped"}, ttl=5, lifetime=1.0))
+    idle = rp.call(st.create("u", {"k": "idle"}, ttl=0.5))
+    slides = rp.call(st.create("u", {"k": "slides"}, ttl=5))
+    throttled = rp.call(st.create("u", {"k": "throttled"}, ttl=5))
+    cap_s = rp.call(st.get(capped))
+    assert pttl(rp, sess_key(rp, cap_s)) <= 1000  # the idle TTL is capped by the deadline
+    time.sleep(0.3)
+    s = rp.call(st.get(slides))
+    assert pttl(rp, sess_key(rp, s)) > 4_900  # slid back to the full idle TTL
+    t = rp.call(lazy.get(throttled))
+    assert t is not None and pttl(rp, sess_key(rp, t)) < 4_800  # >50% left: no write
+    s2 = rp.call(st.get(capped))
+    assert s2 is not None and pttl(rp, sess_key(rp, s2)) <= 700  # sliding never passes the deadline
+    time.sleep(0.8)
+    assert rp.call(st.get(capped)) is None  # past its absolute lifetime though idle TTL is 5 s
+    assert rp.call(st.get(idle)) is None  # idle for longer than its 0.5 s TTL
+    assert rp.call(st.get(slides)) is not None
+    assert {i.id for i in rp.call(st.sessions("u"))} == {s.id, t.id}
+
+
+def test_sixteen_concurrent_updaters_lose_nothing(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"base": True}))
+    rounds = 15
+
+    if rp.is_async:
+
+        async def writer(i: int) -> None:
+            for n in range(rounds):
+                await st.update(tok, {f"f{i}": n})
+
+        async def all_writers() -> None:
+            await asyncio.gather(*(writer(i) for i in range(16)))
+
+        rp.call(all_writers())
+    else:
+
+        def sync_writer(i: int) -> None:
+            for n in range(rounds):
+                st.update(tok, {f"f{i}": n})
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(sync_writer, range(16)))
+    s = rp.call(st.get(tok))
+    assert s.data == {"base": True, **{f"f{i}": rounds - 1 for i in range(16)}}
+    assert s.version == 1 + 16 * rounds
+
+
+def test_optimistic_version_check(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"n": 1}))
+    s = rp.call(st.get(tok))
+    assert rp.call(st.update(tok, {"n": 2}, expect_version=s.version)) == s.version + 1
+    with pytest.raises(SessionConflict, match="changed since version"):
+        rp.call(st.update(tok, {"n": 3}, expect_version=s.version))
+    assert rp.call(st.get(tok)).data == {"n": 2}
+
+
+def test_destroy_all_racing_concurrent_creates(rp: Harness) -> None:
+    st = store(rp)
+    before = [rp.call(st.create("victim", {"i": i})) for i in range(12)]
+    other = rp.call(st.create("bystander"))
+    created: list[str] = []
+    killed: list[int] = []
+
+    if rp.is_async:
+
+        async def creator() -> None:
+            for _ in range(6):
+                created.append(await st.create("victim"))
+
+        async def race() -> None:
+            tasks = [asyncio.create_task(creator()) for _ in range(4)]
+            await asyncio.sleep(0)
+            killed.append(await st.destroy_all("victim"))
+            await asyncio.gather(*tasks)
+
+        rp.call(race())
+    else:
+        go = threading.Barrier(5)
+
+        def sync_creator() -> None:
+            go.wait()
+            for _ in range(6):
+                created.append(st.create("victim"))
+
+        threads = [threading.Thread(target=sync_creator) for _ in range(4)]
+        for th in threads:
+            th.start()
+        go.wait()
+        killed.append(st.destroy_all("victim"))
+        for th in threads:
+            th.join()
+    assert killed[0] >= len(before)
+    for tok in before:
+        assert rp.call(st.get(tok)) is None
+    assert rp.call(st.get(other)) is not None
+    live = {s.id for tok in created if (s := rp.call(st.get(tok))) is not None}
+    # every surviving session is indexed, so a second logout-everywhere reaches it
+    assert {i.id for i in rp.call(st.sessions("victim"))} == live
+    assert rp.call(st.destroy_all("victim")) == len(live)
+    assert all(rp.call(st.get(tok)) is None for tok in created)
+    assert [i.user_id for i in rp.call(st.sessions("bystander"))] == ["bystander"]
+
+
+def test_rotate(rp: Harness) -> None:
+    st = store(rp)
+    old = rp.call(st.create("u", {"cart": ["a"]}, ip="1.2.3.4"))
+    rp.call(st.append_event(old, {"e": 1}))
+    rp.call(st.append_event(old, {"e": 2}))
+    before = rp.call(st.get(old))
+    new = rp.call(st.rotate(old))
+    assert new and new != old
+    assert rp.call(st.get(old)) is None
+    assert rp.call(st.update(old, {"x": 1})) is None
+    assert rp.call(st.rotate(old)) is None
+    s = rp.call(st.get(new))
+    assert s.data == {"cart": ["a"]} and s.meta == {"ip": "1.2.3.4"}
+    assert s.created == before.created and s.expires_at == before.expires_at  # lifetime not extended
+    assert rp.call(st.events(new)) == [{"e": 1}, {"e": 2}]
+    assert [i.id for i in rp.call(st.sessions("u"))] == [s.id]
+
+
+def test_no_token_in_plaintext_anywhere(rp: Harness) -> None:
+    st = store(rp)
+    tokens = [rp.call(st.create(f"user{i}", {"n": i}, ip="9.9.9.9")) for i in range(5)]
+    for tok in tokens:
+        rp.call(st.append_event(tok, {"tok": "event"}))
+        rp.call(st.update(tok, {"m": 1}))
+    tokens.append(rp.call(st.rotate(tokens[0])))
+    rp.call(st.destroy(tokens[1]))
+    rp.call(st.patch_state("user", "user2", {"theme": "dark"}))
+    c = rp.sync_client
+    blobs: list[bytes] = []
+    for k in all_keys(rp):
+        blobs.append(k)
+        kind = c.type(k)
+        if kind == b"hash":
+            blobs += [x for kv in c.hgetall(k).items() for x in kv]
+        elif kind == b"list":
+            blobs += c.lrange(k, 0, -1)
+        elif kind == b"zset":
+            blobs += c.zrange(k, 0, -1)
+        elif kind == b"string":
+            blobs.append(c.get(k))
+    assert len(blobs) > 20
+    for tok in tokens:
+        raw = base64.urlsafe_b64decode(tok + "=")
+        for b in blobs:
+            assert tok.encode() not in b and raw not in b
+
+
+def test_event_log_is_capped_on_write(rp: Harness) -> None:
+    st = store(rp, event_limit=5)
+    tok = rp.call(st.create("u"))
+    counts = [rp.call(st.append_event(tok, {"n": i})) for i in range(12)]
+    assert counts == [1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5]
+    assert rp.call(st.events(tok)) == [{"n": i} for i in range(7, 12)]
+    assert rp.call(st.events(tok, 2)) == [{"n": 10}, {"n": 11}]
+    s = rp.call(st.get(tok))
+    ev_key = sess_key(rp, s) + ":ev"
+    assert rp.sync_client.llen(ev_key) == 5
+    assert 0 < pttl(rp, ev_key) <= pttl(rp, sess_key(rp, s)) + 50  # the log dies with the session
+    with pytest.raises(ValueError, match="limit must be positive"):
+        rp.call(st.events(tok, 0))
+
+
+def test_revoke_one_session_of_a_user(rp: Harness) -> None:
+    st = store(rp)
+    a = rp.call(st.create("u", device="phone"))
+    b = rp.call(st.create("u", device="laptop"))
+    infos = {i.meta["device"]: i for i in rp.call(st.sessions("u"))}
+    assert set(infos) == {"phone", "laptop"}
+    assert rp.call(st.revoke("someone-else", infos["phone"].id)) is False
+    assert rp.call(st.get(a)) is not None
+    assert rp.call(st.revoke("u", infos["phone"].id)) is True
+    assert rp.call(st.get(a)) is None and rp.call(st.get(b)) is not None
+    assert [i.meta["device"] for i in rp.call(st.sessions("u"))] == ["laptop"]
+
+
+def test_index_prunes_dead_sessions(rp: Harness) -> None:
+    st = store(rp)
+    a = rp.call(st.create("u", ttl=5))
+    rp.call(st.create("u", ttl=5))
+    gone = rp.call(st.get(a))
+    rp.sync_client.delete(sess_key(rp, gone))  # e.g. evicted or expired by idleness
+    assert len(rp.call(st.sessions("u"))) == 1
+    index = f"{PREFIX}sess-user:{{u}}"
+    assert rp.sync_client.zcard(index) == 1
+    assert pttl(rp, index) > 0  # the index expires with its last session's deadline
+
+
+def test_state_scopes(rp: Harness) -> None:
+    st = store(rp, user_state_ttl=30)
+    assert rp.call(st.patch_state("user", "u1", {"theme": "dark", "lang": "en"})) == 2
+    assert rp.call(st.patch_state("user", "u1", {"lang": "fr"}, remove=["theme"])) == 1
+    assert rp.call(st.patch_state("app", "shop", {"banner": {"on": True}})) == 1
+    assert rp.call(st.state("user", "u1")) == {"lang": "fr"}
+    assert rp.call(st.state("app", "shop")) == {"banner": {"on": True}}
+    assert rp.call(st.state("user", "nobody")) == {}
+    assert 0 < pttl(rp, f"{PREFIX}sess-user:{{u1}}:state") <= 30_000
+    assert pttl(rp, f"{PREFIX}sess-app:{{shop}}:state") == -1
+    with pytest.raises(ValueError, match="needs changes"):
+        rp.call(st.patch_state("app", "shop"))
+
+
+def test_hooks_filter_enrich_and_observe(rp: Harness) -> None:
+    seen: list[Any] = []
+
+    def on_get(s: Session) -> Session | None:
+        if s.data.get("banned"):
+            return None
+        s.data["enriched"] = True
+        return s
+
+    async def aon_get(s: Session) -> Session | None:
+        await asyncio.sleep(0)
+        return on_get(s)
+
+    def on_append(sid: str, event: Any) -> Any:
+        seen.append((sid, event))
+        return None if event.get("secret") else {**event, "checked": True}
+
+    st = store(rp, on_get=rp.pick(on_get, aon_get), on_append=on_append)
+    ok = rp.call(st.create("u", {"n": 1}))
+    bad = rp.call(st.create("u", {"banned": True}))
+    assert rp.call(st.get(ok)).data == {"n": 1, "enriched": True}
+    assert rp.call(st.get(bad)) is None
+    assert rp.call(st.append_event(ok, {"a": 1})) == 1
+    assert rp.call(st.append_event(ok, {"secret": 1})) == 0
+    assert rp.call(st.events(ok)) == [{"a": 1, "checked": True}]
+    assert len(seen) == 2 and seen[0][0] != ok  # hooks see the session id, never the token
+
+
+def test_mount_prefix_and_read_only(rp: Harness) -> None:
+    st = store(rp, mount=rp_pkg.Mount(prefix="app:s:"))
+    tok = rp.call(st.create("u", {"a": 1}))
+    rp.call(st.append_event(tok, 1))
+    assert all_keys(rp) and all(k.startswith(b"app:s:") for k in all_keys(rp))
+    ro = store(rp, mount=rp_pkg.Mount(prefix="app:s:", mode="read"))
+    assert rp.call(ro.get(tok)).data == {"a": 1}
+    with pytest.raises(PermissionError):
+        rp.call(ro.create("u"))
+    with pytest.raises(PermissionError):
+        rp.call(ro.destroy(tok))
+
+
+def test_write_behind_keeps_each_sessions_order(rp: Harness) -> None:
+    st = store(rp, write_behind=3, queue_size=4, event_limit=50)
+    toks = [rp.call(st.create("u")) for _ in range(4)]
+
+    async def run_async_writes() -> None:
+        for n in range(20):
+            for tok in toks:
+                assert await st.append_event(tok, n) is None
+        await st.patch_state("user", "u", {"seen": 20})
+        await st.close()
+
+    if rp.is_async:
+        rp.call(run_async_writes())
+    else:
+        for n in range(20):
+            for tok in toks:
+                assert st.append_event(tok, n) is None
+        st.patch_state("user", "u", {"seen": 20})
+        st.close()
+    for tok in toks:
+        assert rp.call(st.events(tok)) == list(range(20))
+    assert rp.call(st.state("user", "u")) == {"seen": 20}
+    with pytest.raises(TypeError, match="token is a str"):
+        rp.call(st.append_event(5, "x"))  # argument errors still raise in the caller
