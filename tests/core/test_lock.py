@@ -1,0 +1,270 @@
+"""Lock flows on canned replies: acquire/wait/timeout, release codes, extend, renewal and Redlock math."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from redispatterns._core import lock as core
+from redispatterns._core.keys import Keyspace, slot
+from redispatterns._core.ops import Command, Compute, Now, Script, Sleep
+from redispatterns._core.scripts import load
+from redispatterns.errors import CrossSlotError, LockNotOwned, LockTimeout
+from redispatterns.testing import replay, trace
+
+KEYS = core.lock_keys(Keyspace("t:"), "job:7")
+
+
+def test_keys_share_one_slot_and_the_prefix() -> None:
+    assert KEYS.lock == "t:lock:{job:7}"
+    assert KEYS.fence == "t:lock:{job:7}:fence"
+    all_keys = (KEYS.lock, KEYS.fence, KEYS.signal, KEYS.released)
+    assert len({slot(k) for k in all_keys}) == 1
+    assert all(k.startswith("t:") for k in all_keys)
+
+
+@pytest.mark.parametrize(
+    ("name", "exc"), [(1, TypeError), ("", ValueError), ("a{b}", ValueError), ("a}", ValueError)]
+)
+def test_bad_names(name: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        core.check_name(name)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "exc"),
+    [(None, TypeError), (True, TypeError), ("1", TypeError), (0, ValueError), (-1, ValueError),
+     (math.inf, ValueError), (math.nan, ValueError), (0.001, ValueError)],
+)  # fmt: skip
+def test_bad_ttls(ttl: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        core.check_ttl(ttl)
+
+
+def test_name_passes_and_validators_accept_good_values() -> None:
+    assert core.check_name("x") == "x"
+    assert core.check_ttl(0.5, "node_timeout") == 0.5
+
+
+def test_timeouts() -> None:
+    assert core.check_timeout(None) is None
+    assert core.check_timeout(0) == 0.0
+    for bad, exc in ((-1, ValueError), (math.nan, ValueError), ("x", TypeError), (False, TypeError)):
+        with pytest.raises(exc):
+            core.check_timeout(bad)
+
+
+def test_to_ms_never_zero() -> None:
+    assert core.to_ms(0.0001) == 1
+    assert core.to_ms(1.5) == 1500
+
+
+def _acq(reply: Any) -> tuple[Any, Any]:
+    return (
+        Script(load("lock_acquire"), keys=(KEYS.lock, KEYS.fence, KEYS.signal), args=("tok", 1000)),
+        reply,
+    )
+
+
+def test_uncontended_acquire_is_one_script() -> None:
+    grant = replay(core.acquire(KEYS, "tok", 1000, name="job:7"), [(Now(), 5.0), _acq([7, 0])])
+    assert grant == core.Grant(7, 5.0)
+
+
+def test_non_blocking_acquire_returns_none() -> None:
+    steps = [(Now(), 5.0), _acq([0, 400])]
+    assert replay(core.acquire(KEYS, "tok", 1000, name="j", blocking=False), steps) is None
+
+
+def test_blocking_acquire_waits_on_the_signal_bounded_by_the_holder_ttl() -> None:
+    def wait(key: str, seconds: float) -> None:
+        pass
+
+    flow = core.acquire(KEYS, "tok", 1000, name="j", wait=wait, rand=lambda: 0.0)
+    steps = [
+        (Now(), 1.0),
+        _acq([0, 400]),
+        (Now(), 1.0),
+        (Compute(wait, (KEYS.signal, 0.4)), [b"sig", b"1"]),
+        (Now(), 1.2),
+        _acq([3, 0]),
+    ]
+    assert replay(flow, steps) == core.Grant(3, 1.2)
+
+
+def test_without_a_waiter_the_flow_sleeps_the_bound() -> None:
+    flow = core.acquire(KEYS, "tok", 1000, name="j", timeout=0.1, rand=lambda: 0.0)
+    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (lambda op: isinstance(op, Sleep) and abs(op.seconds - 0.1) < 1e-9, 1.1), (Now(), 1.1),
+             _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
+    with pytest.raises(LockTimeout) as info:
+        replay(flow, steps)
+    assert info.value.name == "j" and info.value.timeout == 0.1
+
+
+def test_wait_bound() -> None:
+    assert core.wait_bound(400, None, 0.0) == 0.4
+    assert 0.4 < core.wait_bound(400, None, 1.0) <= 0.45  # jitter: at most 10% / 50 ms
+    assert core.wait_bound(400, 0.1, 1.0) == 0.1  # the caller's timeout wins
+    assert core.wait_bound(-1, None, 0.5) == core.MAX_BLOCK  # a key without expiry: recheck
+    assert core.wait_bound(10**9, None, 0.5) == core.MAX_BLOCK
+    assert core.wait_bound(0, None, 0.0) == core.MIN_BLOCK  # never BLPOP 0 (forever)
+    assert core.wait_bound(400, None, 0.0, max_block=0.2) == 0.2
+
+
+def _rel(reply: Any) -> tuple[Any, Any]:
+    s = Script(load("lock_release"), keys=(KEYS.lock, KEYS.signal, KEYS.released), args=("tok", 1000))
+    return (s, reply)
+
+
+def test_release_codes() -> None:
+    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel(1)]) is True
+    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel(2)]) is False
+    with pytest.raises(LockNotOwned, match="another owner"):
+        replay(core.release(KEYS, "tok", 500, name="j"), [_rel(-1)])
+    with pytest.raises(LockNotOwned, match="expired"):
+        replay(core.release(KEYS, "tok", 500, name="j"), [_rel(0)])
+
+
+def test_extend_codes() -> None:
+    ext = Script(load("lock_extend"), keys=(KEYS.lock,), args=("tok", 2000))
+    assert replay(core.extend(KEYS, "tok", 2000, name="j"), [(Now(), 3.0), (ext, 1)]) == 3.0
+    with pytest.raises(LockNotOwned, match="another owner"):
+        replay(core.extend(KEYS, "tok", 2000, name="j"), [(Now(), 3.0), (ext, -1)])
+    with pytest.raises(LockNotOwned, match="not recreated"):
+        replay(core.extend(KEYS, "tok", 2000, name="j"), [(Now(), 3.0), (ext, 0)])
+
+
+def test_holder_owned_pttl() -> None:
+    assert replay(core.holder(KEYS), [(Command("GET", KEYS.lock), None)]) is None
+    assert replay(core.owned(KEYS, "tok"), [(Command("GET", KEYS.lock), b"tok")]) is True
+    assert replay(core.owned(KEYS, "tok"), [(Command("GET", KEYS.lock), "other")]) is False
+    assert replay(core.pttl(KEYS), [(Command("PTTL", KEYS.lock), -2)]) is None
+    assert replay(core.pttl(KEYS), [(Command("PTTL", KEYS.lock), -1)]) == math.inf
+    assert replay(core.pttl(KEYS), [(Command("PTTL", KEYS.lock), 1500)]) == 1.5
+
+
+def test_fence_guard_shares_the_resource_slot() -> None:
+    for key in ("plain", "t:fenced:{acct}", "a{b}c"):
+        guard = core.fence_guard_key(key)
+        assert slot(guard) == slot(key)
+    ops, ok = trace(core.fenced_set("plain", b"v", 4, 0), lambda op: 1)
+    assert ok is True and isinstance(ops[0], Script) and ops[0].args == (4, b"v", 0)
+    _, ok = trace(core.fenced_set("plain", b"v", 3, 10), lambda op: 0)
+    assert ok is False
+    assert replay(core.get_raw("k"), [(Command("GET", "k"), "s")]) == b"s"
+    assert replay(core.get_raw("k"), [(Command("GET", "k"), None)]) is None
+
+
+def test_keys_in_two_slots_are_refused() -> None:
+    with pytest.raises(CrossSlotError):
+        Script(load("lock_fenced_set"), keys=("{a}x", "{b}y"), args=(1, b"", 0))
+
+
+def test_valid_until_subtracts_drift() -> None:
+    assert core.drift_ms(10_000) == 102
+    assert core.valid_until(100.0, 10_000) == pytest.approx(100.0 + 9.898)
+
+
+def test_renewal_decisions() -> None:
+    assert core.renew_delay(3.0, 0.0) == pytest.approx(0.9)
+    assert core.renew_delay(3.0, 1.0) == pytest.approx(1.1)
+    assert core.renew_retry_delay(0.0, 0, 0.5) is None
+    assert core.renew_retry_delay(-1.0, 3, 0.5) is None
+    first = core.renew_retry_delay(2.0, 0, 1.0)
+    later = core.renew_retry_delay(2.0, 4, 1.0)
+    assert first is not None and later is not None and 0 < first < later <= 0.5
+    tight = core.renew_retry_delay(0.004, 5, 1.0)
+    assert tight is not None and tight <= 0.004  # never sleep past the lease
+
+
+def test_quorum_and_validity() -> None:
+    assert [core.quorum(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    assert core.redlock_validity_ms(10_000, 0.0) == 10_000 - 102
+    assert core.redlock_validity_ms(10_000, 0.2501) == 10_000 - 251 - 102
+    assert core.redlock_retry_delay(0.2, 0.0) == 0.1
+    assert core.redlock_retry_delay(0.2, 0.999) < 0.3
+    v = core.RedlockVote(3, 5, 100, 0.01, 2.0)
+    assert v.acquired and v.deadline == pytest.approx(2.1)
+    assert not core.RedlockVote(2, 5, 100, 0.01).acquired
+    assert not core.RedlockVote(5, 5, 0, 0.01).acquired
+
+
+def _fan(action: str, args: Any) -> None:  # the shell's fan-out, never called by replay
+    raise AssertionError
+
+
+def test_redlock_round_acquires_on_a_majority() -> None:
+    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=0, retry_delay=0.1)
+    steps = [(Now(), 0.0), (Now(), 0.0), (Compute(_fan, ("acquire", ("tok", 1000))),
+             [True, True, OSError(), False, True]), (Now(), 0.05)]  # fmt: skip
+    vote = replay(flow, steps)
+    assert vote.votes == 3 and vote.validity_ms == 1000 - 50 - 12
+
+
+def test_redlock_failure_releases_everywhere_then_retries_then_times_out() -> None:
+    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=1, retry_delay=0.1, rand=lambda: 0.5)
+    acquire = Compute(_fan, ("acquire", ("tok", 1000)))
+    release = Compute(_fan, ("release", ("tok",)))
+    steps = [
+        (Now(), 0.0),
+        (Now(), 0.0), (acquire, [True, True, False, False, False]), (Now(), 0.01),
+        (release, [True, True, False, False, False]), (Now(), 0.01), (Sleep(0.1), 0.11),
+        (Now(), 0.11), (acquire, [True, True, True, True, True]), (Now(), 1.2),  # too slow: no validity
+        (release, [True] * 5), (Now(), 1.2),
+    ]  # fmt: skip
+    with pytest.raises(LockTimeout, match="5 of 5 masters agreed") as info:
+        replay(flow, steps)
+    assert info.value.name == "r"
+
+
+def test_redlock_timeout_stops_retrying_early() -> None:
+    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=5, retry_delay=1.0, timeout=0.5)
+    steps = [(Now(), 0.0), (Now(), 0.0), (Compute(_fan, ("acquire", ("tok", 1000))), [False] * 3),
+             (Now(), 0.01), (Compute(_fan, ("release", ("tok",))), [False] * 3), (Now(), 0.01)]  # fmt: skip
+    with pytest.raises(LockTimeout, match="0 of 3"):
+        replay(flow, steps)
+
+
+def test_redlock_release_and_extend() -> None:
+    rel = Compute(_fan, ("release", ("tok",)))
+    assert replay(core.redlock_release(_fan, "tok"), [(rel, [True, False, TimeoutError()])]) == 1
+    ext = Compute(_fan, ("extend", ("tok", 1000)))
+    vote = replay(
+        core.redlock_extend(_fan, "tok", 1000, name="r"), [(Now(), 1.0), (ext, [True] * 3), (Now(), 1.01)]
+    )
+    assert vote.votes == 3
+    with pytest.raises(LockNotOwned, match="1 of 3"):
+        replay(
+            core.redlock_extend(_fan, "tok", 1000, name="r"),
+            [(Now(), 1.0), (ext, [True, False, False]), (Now(), 1.01)],
+        )
+
+
+def test_node_flows() -> None:
+    set_nx = Command("SET", "k", "tok", "NX", "PX", 100)
+    assert replay(core.node_acquire("k", "tok", 100), [(set_nx, b"OK")]) is True
+    assert replay(core.node_acquire("k", "tok", 100), [(set_nx, None)]) is False
+    delete = Script(load("lock_delete_if"), keys=("k",), args=("tok",))
+    assert replay(core.node_release("k", "tok"), [(delete, 1)]) is True
+    ext = Script(load("lock_extend"), keys=("k",), args=("tok", 100))
+    assert replay(core.node_extend("k", "tok", 100), [(ext, 0)]) is False
+
+
+def test_api_symmetry() -> None:
+    import inspect
+
+    import redispatterns.lock as mod
+
+    def pub(cls: type) -> dict[str, list[str]]:
+        return {
+            n: [p for p in inspect.signature(m).parameters if p != "self"]
+            for n, m in inspect.getmembers(cls, callable)
+            if not n.startswith("_")
+        }
+
+    pairs = [n for n in mod.__all__ if n.startswith("Async")]
+    assert len(pairs) == 4
+    for name in pairs:
+        assert pub(getattr(mod, name)) == pub(getattr(mod, name[5:])), name

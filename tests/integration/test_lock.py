@@ -1,0 +1,475 @@
+"""Locks on every backend and flavour: ownership, fencing, expiry, renewal, waiting, @locked.
+
+Process-heavy and timing-heavy tests run on a subset of backends (``_heavy``) and are marked slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from redispatterns._core import lock as core
+from redispatterns._core.keys import slot
+from redispatterns._core.mount import Mount
+from redispatterns.errors import LockLost, LockNotOwned, LockTimeout
+from redispatterns.lock import AsyncHeld, AsyncLock, Held, Lock, locked
+from redispatterns.testing.plugin import Backend, Harness
+
+
+def make(rp: Harness, name: str, ttl: float = 5.0, **kw: Any) -> Any:
+    return rp.pick(Lock, AsyncLock)(name, ttl, client=rp.client, **kw)
+
+
+def test_acquire_release_fence_and_state(rp: Harness) -> None:
+    lock = make(rp, "job:1", ttl=5)
+    assert rp.call(lock.locked()) is False
+    assert rp.call(lock.remaining()) is None
+    held = rp.call(lock.acquire())
+    assert isinstance(held, rp.pick(Held, AsyncHeld))
+    assert held.fence == 1
+    assert rp.call(lock.locked()) is True
+    assert rp.call(held.owned()) is True
+    assert 4.0 < rp.call(held.remaining()) <= 5.0
+    assert 4.5 < held.valid_for() <= 5.0
+    held.ensure_held()
+    assert rp.call(lock.acquire(blocking=False)) is None
+    rp.call(held.release())
+    assert held.released and rp.call(lock.locked()) is False
+    with pytest.raises(LockNotOwned, match="this holder released it"):
+        rp.call(held.release())
+    with pytest.raises(LockLost):
+        held.ensure_held()
+    again = rp.call(lock.acquire(blocking=False))
+    assert again is not None and again.fence == 2  # fencing tokens only grow
+    rp.call(again.release())
+
+
+def test_keys_of_one_lock_share_a_slot_and_the_prefix(rp: Harness, backend: Backend) -> None:
+    lock = rp.pick(Lock, AsyncLock)("order:9", mount=Mount(prefix="app:"), client=rp.client)
+    held = rp.call(lock.acquire())
+    rp.call(held.release())
+    keys = lock.keys
+    assert len({slot(k) for k in (keys.lock, keys.fence, keys.signal, keys.released)}) == 1
+    c = backend.sync_client()
+    present = sorted(
+        k.decode() for k in (keys.fence, keys.signal, keys.released) if c.exists(k) for k in [k.encode()]
+    )
+    assert present == sorted([keys.fence, keys.signal, keys.released])
+    assert all(k.startswith("app:lock:{order:9}") for k in present)
+
+
+def test_stale_holder_cannot_release_or_extend_or_resurrect(rp: Harness, backend: Backend) -> None:
+    """One Lock object shared by two holders (the redis-py asyncio bug, K1): ownership is per handle."""
+    lock = make(rp, "shared", ttl=0.15)
+    a = rp.call(lock.acquire())
+    time.sleep(0.25)
+    assert a.lost and a.valid_for() == pytest.approx(a.valid_for(), abs=1) and a.valid_for() <= 0
+    b = rp.call(lock.acquire(blocking=False))
+    assert b is not None and b.fence > a.fence
+    with pytest.raises(LockNotOwned, match="another owner"):
+        rp.call(a.release())
+    with pytest.raises(LockNotOwned, match="another owner"):
+        rp.call(a.extend())
+    assert rp.call(b.owned()) is True
+    rp.call(b.release())
+    with pytest.raises(LockNotOwned, match="not recreated"):
+        rp.call(a.extend(1.0))
+    assert backend.sync_client().exists(lock.keys.lock) == 0  # extend never recreates
+    with pytest.raises(LockNotOwned, match="expired"):
+        rp.call(a.release())
+
+
+def test_release_is_idempotent_after_a_lost_reply(rp: Harness) -> None:
+    lock = make(rp, "retry", ttl=2)
+    held = rp.call(lock.acquire())
+    # the first release ran but its reply was "lost": the caller retries with the same token
+    assert rp.run(core.release(lock.keys, held.token, 2000, name="retry")) is True
+    assert rp.run(core.release(lock.keys, held.token, 2000, name="retry")) is False
+    other = rp.call(lock.acquire(blocking=False))
+    assert other is not None
+    with pytest.raises(LockNotOwned):  # a token that never released stays refused
+        rp.run(core.release(lock.keys, "not-mine", 2000, name="retry"))
+    rp.call(other.release())
+
+
+def test_extend_moves_the_deadline(rp: Harness) -> None:
+    lock = make(rp, "ext", ttl=0.5)
+    held = rp.call(lock.acquire())
+    rp.call(held.extend(3))
+    assert held.ttl == 3 and held.valid_for() > 2.5
+    assert rp.call(held.remaining()) > 2.5
+    with pytest.raises(ValueError, match="positive"):
+        rp.call(held.extend(0))
+    rp.call(held.release())
+
+
+def test_timeout_and_non_blocking(rp: Harness) -> None:
+    lock = make(rp, "busy", ttl=5)
+    held = rp.call(lock.acquire())
+    t0 = time.monotonic()
+    with pytest.raises(LockTimeout) as info:
+        rp.call(lock.acquire(timeout=0.2))
+    assert info.value.timeout == 0.2 and info.value.name == "busy"
+    assert time.monotonic() - t0 < 4  # bounded by the timeout, not the holder's 5 s lease
+    with pytest.raises(LockTimeout):
+        rp.call(lock.acquire(timeout=0))
+    rp.call(held.release())
+
+
+def test_expiry_wakes_a_waiter_without_a_release(rp: Harness) -> None:
+    lock = make(rp, "expire", ttl=0.3)
+    rp.call(lock.acquire())
+    t0 = time.monotonic()
+    second = rp.call(lock.acquire(timeout=3))
+    waited = time.monotonic() - t0
+    assert 0.2 < waited < 2.5
+    rp.call(second.release())
+
+
+def test_a_release_between_a_failed_try_and_the_block_is_not_lost(rp: Harness, backend: Backend) -> None:
+    """The injected hook releases the holder right after the waiter's failed attempt."""
+    lock = Lock("handover", 5, client=backend.sync_client())
+    holder = lock.acquire()
+    from redispatterns.lock import _sync_waiter
+
+    real_wait, max_block = _sync_waiter(backend.sync_client())
+    calls: list[float] = []
+
+    def wait(key: str, seconds: float) -> Any:
+        if not calls:
+            holder.release()  # the release lands before the waiter blocks
+        calls.append(seconds)
+        return real_wait(key, seconds)
+
+    t0 = time.monotonic()
+    grant = rp.run(core.acquire(lock.keys, "waiter", 5000, name="handover", wait=wait, max_block=max_block))
+    assert grant is not None and grant.fence == 2
+    assert calls and calls[0] >= min(4.0, max_block)  # it blocked with the holder's 5 s bound ...
+    assert time.monotonic() - t0 < 2.5  # ... and the signal woke it at once
+
+
+def test_context_managers(rp: Harness, backend: Backend) -> None:
+    lock = make(rp, "ctx", ttl=5)
+    if rp.is_async:
+
+        async def go() -> int:
+            async with lock as held:
+                assert await lock.locked() and held.fence == 1
+            assert not await lock.locked()
+            async with await lock.acquire() as handle:  # a handle is a context manager too
+                assert handle.fence == 2
+            async with lock as again:
+                return int(again.fence)
+
+        assert rp.call(go()) == 3
+    else:
+        with lock as held:
+            assert lock.locked() and held.fence == 1
+        assert not lock.locked()
+        with lock.acquire() as held2:
+            assert held2.fence == 2
+        assert not lock.locked()
+
+
+def test_with_block_that_outlived_its_lease_raises_lock_lost(rp: Harness, backend: Backend) -> None:
+    lock = make(rp, "outlived", ttl=0.1)
+
+    async def body_async() -> None:
+        async with lock:
+            await asyncio.sleep(0.2)
+            await AsyncLock("outlived", 5, client=rp.client).acquire()
+
+    def body_sync() -> None:
+        with lock:
+            time.sleep(0.2)
+            Lock("outlived", 5, client=rp.client).acquire()
+
+    with pytest.raises(LockLost, match="lost before the block ended"):
+        rp.call(body_async()) if rp.is_async else body_sync()
+    # an exception from the body wins over the lost lease
+    with pytest.raises(ZeroDivisionError):
+        if rp.is_async:
+
+            async def failing() -> None:
+                async with make(rp, "outlived2", ttl=0.05):
+                    await asyncio.sleep(0.1)
+                    1 / 0  # noqa: B018
+
+            rp.call(failing())
+        else:
+            with make(rp, "outlived2", ttl=0.05):
+                time.sleep(0.1)
+                1 / 0  # noqa: B018
+
+
+def test_fenced_writes_refuse_a_stale_holder(rp: Harness) -> None:
+    lock = make(rp, "acct:7", ttl=0.1)
+    old = rp.call(lock.acquire())
+    time.sleep(0.15)
+    new = rp.call(lock.acquire())
+    rp.call(new.fenced_set("balance", {"v": 2}))
+    with pytest.raises(LockLost, match="refused"):
+        rp.call(old.fenced_set("balance", {"v": 1}))
+    assert rp.call(lock.fenced_get("balance")) == {"v": 2}
+    assert rp.call(lock.fenced_get("missing")) is None
+    rp.call(new.fenced_set("balance", {"v": 3}, ttl=5))
+    assert rp.call(lock.fenced_get("balance")) == {"v": 3}
+
+
+def test_auto_renew_keeps_the_lock_through_five_ttls(rp: Harness, backend: Backend) -> None:
+    ttl = 0.25
+    lost: list[Any] = []
+    lock = make(rp, "renewed", ttl=ttl, auto_renew=True, on_lost=lost.append)
+    held = rp.call(lock.acquire())
+    c = backend.sync_client()
+    lowest = ttl * 1000
+    end = time.monotonic() + 5 * ttl
+    while time.monotonic() < end:
+        if rp.is_async:
+            rp.call(asyncio.sleep(0.03))  # the renewal task runs while the loop sleeps
+        else:
+            time.sleep(0.03)
+        lowest = min(lowest, c.pttl(lock.keys.lock))
+    assert lowest > 0, "the lease lapsed"
+    assert not held.lost and not lost
+    assert rp.call(held.owned()) is True
+    rp.call(held.release())
+    assert not rp.call(lock.locked())
+
+
+def test_renewal_reports_a_lost_lease(rp: Harness, backend: Backend) -> None:
+    lost: list[Any] = []
+    lock = make(rp, "taken", ttl=0.3, auto_renew=True, on_lost=lost.append)
+    held = rp.call(lock.acquire())
+    backend.sync_client().set(lock.keys.lock, "intruder", px=5000)  # someone took it over
+    deadline = time.monotonic() + 2
+    while not lost and time.monotonic() < deadline:
+        rp.call(asyncio.sleep(0.02)) if rp.is_async else time.sleep(0.02)
+    assert lost == [held]
+    assert held.lost
+    with pytest.raises(LockLost, match="was lost"):
+        held.ensure_held()
+    assert backend.sync_client().get(lock.keys.lock) == b"intruder"
+
+
+def test_async_renewal_loss_cancels_the_guarded_task(backend: Backend) -> None:
+    async def main() -> str:
+        client = backend.async_client()
+        lock = AsyncLock("guarded", 0.3, client=client, auto_renew=True, cancel_on_lost=True)
+
+        async def work() -> str:
+            held = await lock.acquire()
+            await client.set(lock.keys.lock, "intruder", px=5000)
+            try:
+                await asyncio.sleep(3)
+            except asyncio.CancelledError:
+                assert held.lost
+                return "cancelled"
+            return "finished"
+
+        result = await asyncio.create_task(work())
+        await client.aclose()
+        return result
+
+    assert asyncio.run(main()) == "cancelled"
+
+
+def test_validation(rp: Harness) -> None:
+    cls = rp.pick(Lock, AsyncLock)
+    with pytest.raises(ValueError, match="always expires"):
+        cls("x", 0, client=rp.client)
+    with pytest.raises(TypeError):
+        cls(3, client=rp.client)
+    with pytest.raises(ValueError, match="braces"):
+        cls("a{b}", client=rp.client)
+    with pytest.raises(TypeError, match="on_lost"):
+        cls("x", on_lost=3, client=rp.client)
+    with pytest.raises(ValueError):
+        cls("x", timeout=-1, client=rp.client)
+    lock = cls("x", client=rp.client)
+    with pytest.raises(TypeError, match="blocking"):
+        rp.call(lock.acquire(blocking="yes"))
+    read_only = cls("x", mount=Mount(mode="read"), client=rp.client)
+    with pytest.raises(PermissionError):
+        rp.call(read_only.acquire())
+    assert "x" in repr(lock)
+    other = rp.pick(AsyncLock, Lock)
+    with pytest.raises(TypeError):
+        other("x", client=rp.client)
+
+
+# --------------------------------------------------------------------------- @locked
+
+
+def test_locked_decorator_sync_and_async(rp: Harness, backend: Backend) -> None:
+    c = backend.sync_client()
+    if rp.is_async:
+
+        @locked("inv:{invoice_id}", ttl=5, client=rp.client)
+        async def pay(invoice_id: int, amount: int = 1) -> int:
+            assert await AsyncLock(f"inv:{invoice_id}", client=rp.client).locked()
+            return invoice_id * amount
+
+        assert rp.call(pay(7, amount=2)) == 14
+    else:
+
+        @locked("inv:{invoice_id}", ttl=5, client=rp.client)
+        def pay(invoice_id: int, amount: int = 1) -> int:
+            assert Lock(f"inv:{invoice_id}", client=rp.client).locked()
+            return invoice_id * amount
+
+        assert pay(7, amount=2) == 14
+    assert pay.__name__ == "pay"
+    assert c.get("rp:lock:{inv:7}:fence") == b"1"
+
+
+def test_locked_rejects_bad_templates(client: Any) -> None:
+    @locked("inv:{nope}", client=client)
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="nope"):
+        f(1)
+    with pytest.raises(TypeError):
+        locked("")
+    with pytest.raises(ValueError):
+        locked("x", ttl=-1)
+
+    @locked("plain", client=client, ttl=1)
+    def g() -> str:
+        return "ok"
+
+    assert g() == "ok"
+
+
+# --------------------------------------------------------------------------- contention
+
+
+def _heavy(backend: Backend) -> None:
+    """Threads/processes/tasks with real contention: standalone servers, fakeredis and one cluster."""
+    if backend.is_cluster and backend.kind is not None and not backend.kind.name.startswith("redis"):
+        pytest.skip("heavy contention runs on one cluster kind only")
+
+
+def _critical(client: Any, counter: str, intervals: list[tuple[int, int]] | None) -> None:
+    if intervals is not None:
+        t0 = _server_us(client)
+    v = int(client.get(counter) or 0)
+    client.set(counter, v + 1)
+    if intervals is not None:
+        intervals.append((t0, _server_us(client)))
+
+
+def _server_us(client: Any) -> int:
+    s, us = client.time()
+    return int(s) * 1_000_000 + int(us)
+
+
+@pytest.mark.slow
+def test_threads_sharing_one_lock_never_lose_an_update(backend: Backend) -> None:
+    _heavy(backend)
+    client = backend.sync_client()
+    lock = Lock("counter", 5, client=client)
+    counter = "rp:test:{counter}:n"
+    intervals: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(200):
+                with lock:
+                    _critical(client, counter, intervals)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert int(client.get(counter)) == 1600
+    intervals.sort()
+    overlaps = [(a, b) for a, b in zip(intervals, intervals[1:], strict=False) if b[0] < a[1]]
+    assert not overlaps, f"critical sections overlapped: {overlaps[:3]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["redis-redis-7.0"], indirect=True)
+def test_without_the_lock_the_race_is_real(backend: Backend) -> None:
+    client = backend.sync_client()
+    counter = "rp:test:{counter}:n"
+
+    def worker() -> None:
+        for _ in range(200):
+            _critical(client, counter, None)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(client.get(counter)) < 1600  # lost updates: what the lock prevents
+
+
+@pytest.mark.slow
+def test_tasks_sharing_one_lock_never_lose_an_update(backend: Backend) -> None:
+    _heavy(backend)
+    if backend.is_fake:
+        pytest.skip("fakeredis runs the threads form; tasks run on real servers")
+
+    async def main() -> int:
+        client = backend.async_client()
+        lock = AsyncLock("counter", 5, client=client)
+        counter = "rp:test:{counter}:n"
+
+        async def worker() -> None:
+            for _ in range(200):
+                async with lock:
+                    v = int(await client.get(counter) or 0)
+                    await asyncio.sleep(0)  # invite the race
+                    await client.set(counter, v + 1)
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+        n = int(await client.get(counter))
+        await client.aclose()
+        return n
+
+    assert asyncio.run(main()) == 1600
+
+
+def test_threads_sharing_one_lock_object_on_every_backend(rp: Harness, backend: Backend) -> None:
+    """A lighter form of the contention test for every backend x flavour (one Lock, many users)."""
+    lock = make(rp, "light", ttl=5)
+    counter = "rp:test:{light}:n"
+    c = backend.sync_client()
+    if rp.is_async:
+
+        async def go() -> None:
+            async def one() -> None:
+                for _ in range(10):
+                    async with lock:
+                        v = int(await rp.client.get(counter) or 0)
+                        await asyncio.sleep(0)
+                        await rp.client.set(counter, v + 1)
+
+            await asyncio.gather(*(one() for _ in range(4)))
+
+        rp.call(go())
+    else:
+
+        def one() -> None:
+            for _ in range(10):
+                with lock:
+                    _critical(rp.client, counter, None)
+
+        ts = [threading.Thread(target=one) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert int(c.get(counter)) == 40
