@@ -1,0 +1,343 @@
+"""Session flows without a server: tokens, expiry math on a virtual clock, every branch of the flows."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import pytest
+
+from redispatterns._core import session as core
+from redispatterns._core.codec import default_codec
+from redispatterns._core.keys import Keyspace
+from redispatterns._core.ops import Batch, Command, Compute, Op, Script
+from redispatterns._core.scripts import load
+from redispatterns._core.writebehind import WriteBehind, prime, shard_of
+from redispatterns.testing.replay import ReplayMismatch, replay, trace
+
+TOK = "A" * 43
+
+
+def cfg(**kw: Any) -> core.SessionConfig:
+    opts: dict[str, Any] = {
+        "keyspace": Keyspace("t:"),
+        "codec": default_codec(),
+        "idle_ms": 1000,
+        "lifetime_ms": 5000,
+    }
+    opts.update(kw)
+    return core.SessionConfig(**opts)
+
+
+def script(name: str) -> Any:
+    return lambda op: isinstance(op, Script) and op.script.name == name
+
+
+def fields(**extra: Any) -> list[bytes]:
+    base = {"_u": b"u", "_c": b"1000", "_s": b"1500", "_abs": b"9000", "_i": b"1000", "_v": b"3",
+            "_m": orjson.dumps({"ip": "1.1.1.1"}), "d:name": b'"Ann"'}  # fmt: skip
+    base.update(extra)
+    return [x for k, v in base.items() for x in (k.encode(), v)]
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_tokens_are_256_bit_urlsafe_and_unique() -> None:
+    toks = {core.new_token() for _ in range(200)}
+    assert len(toks) == 200
+    assert all(core.check_token(t) == t for t in toks)
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "x" * 10_000, "é" * 43, "A" * 42, "A" * 44, "A" * 42 + "=", "A" * 42 + "\n"]
+)
+def test_malformed_token_strings_are_unknown(bad: str) -> None:
+    assert core.check_token(bad) is None
+
+
+@pytest.mark.parametrize("wrong", [None, 1, b"A" * 43, ["A" * 43]])
+def test_non_string_tokens_are_type_errors(wrong: object) -> None:
+    with pytest.raises(TypeError, match="token is a str"):
+        core.check_token(wrong)
+
+
+def test_token_id_is_a_hash_optionally_keyed() -> None:
+    assert core.token_id(TOK) == hashlib.sha256(TOK.encode()).hexdigest()
+    keyed = core.token_id(TOK, b"k" * 16)
+    assert keyed != core.token_id(TOK) and len(keyed) == 64
+    assert cfg(secret=b"k" * 16).id_of(TOK) == keyed
+
+
+# --------------------------------------------------------------------------- expiry math
+
+
+class VirtualSession:
+    """The TTL rules of lua/session_get.lua on a virtual clock (ms)."""
+
+    def __init__(self, now: int, idle: int, lifetime: int, permille: int = 1000) -> None:
+        self.deadline = now + lifetime
+        self.idle, self.permille = idle, permille
+        self.expires = now + core.sliding_ttl_ms(now, self.deadline, idle)
+        self.writes = 0
+
+    def get(self, now: int) -> bool:
+        if now >= self.expires or now >= self.deadline:
+            return False
+        if core.refresh_due(self.expires - now, self.idle, self.permille):
+            self.expires = now + core.sliding_ttl_ms(now, self.deadline, self.idle)
+            self.writes += 1
+        return True
+
+
+def test_sliding_keeps_an_active_session_until_its_absolute_deadline() -> None:
+    s = VirtualSession(0, idle=1000, lifetime=5000)
+    alive = [t for t in range(0, 7000, 500) if s.get(t)]
+    assert alive == list(range(0, 5000, 500))  # every read slid it, none passed the deadline
+    assert s.expires == 5000
+
+
+def test_idle_gap_ends_the_session() -> None:
+    s = VirtualSession(0, idle=1000, lifetime=60_000)
+    assert s.get(900)
+    assert s.get(1800)  # slid at 900
+    assert not s.get(2801)
+
+
+def test_refresh_threshold_skips_writes_but_keeps_the_session() -> None:
+    eager = VirtualSession(0, idle=1000, lifetime=60_000)
+    lazy = VirtualSession(0, idle=1000, lifetime=60_000, permille=500)
+    times = list(range(100, 10_000, 100))
+    assert all(eager.get(t) for t in times) and all(lazy.get(t) for t in times)
+    assert eager.writes == len(times)
+    assert lazy.writes < len(times) // 4
+
+
+def test_sliding_ttl_is_capped_by_the_deadline() -> None:
+    assert core.sliding_ttl_ms(0, 5000, 1000) == 1000
+    assert core.sliding_ttl_ms(4500, 5000, 1000) == 500
+    assert core.sliding_ttl_ms(5000, 5000, 1000) <= 0
+    assert core.refresh_due(-1, 1000, 1)  # no TTL at all: always set one
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def test_get_is_one_script_and_decodes() -> None:
+    c = cfg(refresh_permille=500)
+    sid = c.id_of(TOK)
+    expected = Script(load("session_get"), keys=c.session_keys(sid)[:2], args=(500,))
+    s = replay(core.get(c, TOK), [(expected, fields())])
+    assert s is not None
+    assert (s.user_id, s.data, s.version, s.meta) == ("u", {"name": "Ann"}, 3, {"ip": "1.1.1.1"})
+    assert (s.created, s.last_seen, s.expires_at, s.idle_ttl) == (1.0, 1.5, 9.0, 1.0)
+    assert s.get("missing", 7) == 7 and s["name"] == "Ann"
+    assert replay(core.get(c, TOK), [(expected, 0)]) is None
+    assert replay(core.get(c, "nope"), []) is None
+
+
+def test_get_hook_runs_as_a_compute_op() -> None:
+    def hook(s: core.Session) -> None:
+        return None
+
+    c = cfg(on_get=hook)
+    assert replay(core.get(c, TOK), [(script("session_get"), fields()), (Compute, None)]) is None
+
+
+def test_keys_share_one_slot_per_subject() -> None:
+    c = cfg()
+    h, ev, x = c.session_keys("abc")
+    assert (h, ev, x) == ("t:sess:{abc}", "t:sess:{abc}:ev", "t:sess:{abc}:x")
+    assert c.index_key("u") == "t:sess-user:{u}"
+    assert c.state_key("user", "u") == "t:sess-user:{u}:state"
+    assert c.state_key("app", "a") == "t:sess-app:{a}:state"
+    with pytest.raises(ValueError, match="scope"):
+        c.state_key("session", "x")
+
+
+def test_create_indexes_first_then_writes_then_confirms() -> None:
+    c = cfg()
+
+    def respond(op: Op) -> Any:
+        assert isinstance(op, Script)
+        return {"session_index_add": 7000, "session_create": 1, "session_index_swap": 1}[op.script.name]
+
+    ops, tok = trace(core.create(c, "u", {"a": 1}, {"ip": "x"}), respond)
+    assert [o.script.name for o in ops if isinstance(o, Script)] == [
+        "session_index_add", "session_create", "session_index_swap"
+    ]  # fmt: skip
+    create = ops[1]
+    assert isinstance(create, Script)
+    assert create.args[:3] == (7000, 1000, 0) and b"d:a" not in create.args and "d:a" in create.args
+    assert tok not in str(ops)  # only the hash travels
+    assert core.check_token(tok) == tok
+
+
+def test_create_refused_or_overtaken_by_logout_everywhere() -> None:
+    c = cfg()
+    steps_refused = [(script("session_index_add"), 7000), (script("session_create"), 0), (Command, 1)]
+    replay(core.create(c, "u", None, {}), steps_refused)
+    steps_overtaken = [
+        (script("session_index_add"), 7000),
+        (script("session_create"), 1),
+        (script("session_index_swap"), 0),
+        (script("session_destroy"), b"u"),
+    ]
+    replay(core.create(c, "u", None, {}), steps_overtaken)
+
+
+def test_create_validates_before_any_io() -> None:
+    c = cfg()
+    for bad, err in ((None, TypeError), ("", ValueError), ("x" * 2000, ValueError)):
+        with pytest.raises(err):
+            next(core.create(c, bad, None, {}))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="field names"):
+        next(core.create(c, "u", {1: "x"}, {}))  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="field names"):
+        next(core.create(c, "u", {"": "x"}, {}))
+
+
+def test_update_branches() -> None:
+    c = cfg()
+    expected = Script(
+        load("session_update"), keys=c.session_keys(c.id_of(TOK))[:1], args=("4", 1, "d:a", b"1", "d:b")
+    )
+    assert replay(core.update(c, TOK, {"a": 1}, ["b"], 4), [(expected, 5)]) == 5
+    assert replay(core.update(c, TOK, {"a": 1}), [(script("session_update"), 0)]) is None
+    assert replay(core.update(c, TOK, {"a": 1}, (), 1), [(script("session_update"), -1)]) == -1
+    assert replay(core.update(c, "bad", {"a": 1}), []) is None
+    with pytest.raises(TypeError, match="expect_version"):
+        replay(core.update(c, TOK, {}, (), True), [])
+    with pytest.raises(TypeError, match="not a single string"):
+        replay(core.update(c, TOK, {}, "field"), [])
+
+
+def test_destroy_marks_then_unindexes() -> None:
+    c = cfg()
+    sid = c.id_of(TOK)
+    steps = [
+        (Script(load("session_destroy"), keys=c.session_keys(sid), args=(60_000, "", "")), b"u"),
+        (Command("ZREM", "t:sess-user:{u}", sid, keys=("t:sess-user:{u}",)), 1),
+    ]
+    assert replay(core.destroy(c, TOK), steps) is True
+    assert replay(core.destroy(c, TOK), [(script("session_destroy"), 0)]) is False
+    assert replay(core.destroy(c, ""), []) is False
+
+
+def test_destroy_all_repeats_until_the_index_stays_empty() -> None:
+    c = cfg()
+
+    def batch_of(n: int) -> Any:
+        return lambda op: isinstance(op, Batch) and len(op.ops) == 3 * n and op.ops[0].args[0] == "SET"
+
+    steps = [
+        (script("session_index_list"), [b"a", b"1", b"b", b"2"]),
+        (batch_of(2), [True, 1, 1, True, 0, 0]),  # b's hash was already gone
+        (script("session_index_list"), [b"c", b"3"]),  # a create that raced the first pass
+        (batch_of(1), [True, 1, 0]),
+        (script("session_index_list"), []),
+    ]
+    assert replay(core.destroy_all(c, "u"), steps) == 2
+    capped = [(script("session_index_list"), [b"a", b"1"]), (batch_of(1), [True, 1, 0])] * 2
+    assert replay(core.destroy_all(c, "u", max_passes=2), capped) == 2
+
+
+def test_sessions_lists_live_and_prunes_dead() -> None:
+    c = cfg()
+    rows = [[b"2000", b"2500", b"9000", b'{"ip":"x"}'], [None, None, None, None], [b"1000", None, None, None]]
+    steps = [
+        (script("session_index_list"), [b"b", b"9000", b"dead", b"9000", b"a", b"8000"]),
+        (Batch, rows),
+        (Command("ZREM", "t:sess-user:{u}", "dead", keys=("t:sess-user:{u}",)), 1),
+    ]
+    infos = replay(core.sessions(c, "u"), steps)
+    assert [i.id for i in infos] == ["a", "b"]
+    assert infos[1].ip == "x" and infos[1].user_agent is None and infos[1].last_seen == 2.5
+    assert infos[0].meta == {} and infos[0].ip is None
+    assert replay(core.sessions(c, "u"), [(script("session_index_list"), [])]) == []
+
+
+def test_rotate_takes_then_indexes_then_writes_then_swaps() -> None:
+    c = cfg()
+    old = c.id_of(TOK)
+    taken = [fields(), [b'"e2"', b'"e1"']]
+    steps = [
+        (Script(load("session_destroy"), keys=c.session_keys(old), args=(60_000, "", "1")), taken),
+        (script("session_index_add"), 9000),
+        (lambda op: isinstance(op, Script) and op.args[:5] == (9000, 1000, 2, b'"e1"', b'"e2"'), 1),
+        (lambda op: isinstance(op, Script) and op.args[1:] == (9000, old), 1),
+    ]
+    new = replay(core.rotate(c, TOK), steps)
+    assert new and new != TOK
+    assert replay(core.rotate(c, TOK), [(script("session_destroy"), 0)]) is None
+    assert replay(core.rotate(c, "?"), []) is None
+    lost = [steps[0], steps[1], (script("session_create"), 0), (Command, 1)]
+    assert replay(core.rotate(c, TOK), lost) is None
+
+
+def test_events_append_and_read() -> None:
+    c = cfg(event_limit=3)
+    key = c.session_keys(c.id_of(TOK))[1]
+    assert replay(core.append_event(c, TOK, {"a": 1}), [(script("session_event"), 2)]) == 2
+    assert replay(core.append_event(c, "", 1), []) == 0
+    read = Command("LRANGE", key, 0, 2, keys=(key,))
+    assert replay(core.events(c, TOK), [(read, [b"3", b"2"])]) == [2, 3]
+    assert replay(core.events(c, TOK, 1), [(Command("LRANGE", key, 0, 0, keys=(key,)), [b"3"])]) == [3]
+    assert replay(core.events(c, "", 1), []) == []
+    with pytest.raises(TypeError):
+        replay(core.events(c, TOK, 1.5), [])  # type: ignore[arg-type]
+
+
+def test_append_hook_can_replace_or_drop() -> None:
+    c = cfg(on_append=lambda sid, e: e)
+    assert replay(core.append_event(c, TOK, 1), [(Compute, None)]) == 0
+    steps = [(Compute, {"x": 1}), (lambda op: isinstance(op, Script) and op.args[0] == b'{"x":1}', 1)]
+    assert replay(core.append_event(c, TOK, 1), steps) == 1
+
+
+def test_state_patch_and_read() -> None:
+    c = cfg(user_state_ms=3000)
+    expected = Script(
+        load("session_state_patch"), keys=("t:sess-user:{u}:state",), args=(3000, 1, "a", b"1", "b")
+    )
+    assert replay(core.patch_state(c, "user", "u", {"a": 1}, ["b"]), [(expected, 1)]) == 1
+    app = lambda op: op.args[0] == 0  # noqa: E731 (no app TTL configured)
+    assert replay(core.patch_state(c, "app", "shop", {"a": 1}), [(app, 1)]) == 1
+    read = Command("HGETALL", "t:sess-app:{shop}:state", keys=("t:sess-app:{shop}:state",))
+    assert replay(core.state(c, "app", "shop"), [(read, {b"a": b"1"})]) == {"a": 1}
+    assert replay(core.state(c, "app", "shop"), [(read, [b"a", b"2"])]) == {"a": 2}
+    with pytest.raises(ValueError, match="needs changes"):
+        replay(core.patch_state(c, "app", "shop", None), [])
+
+
+# --------------------------------------------------------------------------- write-behind
+
+
+def test_shards_are_stable_and_spread() -> None:
+    assert shard_of("abc", 4) == shard_of("abc", 4)
+    assert len({shard_of(f"s{i}", 4) for i in range(100)}) == 4
+    with pytest.raises(ValueError):
+        shard_of("x", 0)
+    assert not WriteBehind().enabled and WriteBehind(2).shard("abc") in (0, 1)
+    for bad, err in (((-1,), ValueError), ((1, 0), ValueError), ((True,), TypeError)):
+        with pytest.raises(err):
+            WriteBehind(*bad)
+
+
+def test_prime_checks_eagerly_and_resumes() -> None:
+    c = cfg()
+    with pytest.raises(TypeError):
+        prime(core.append_event(c, 5, "x"))
+    assert prime(core.append_event(c, "", "x")) is None
+    flow = prime(core.update(c, TOK, {"a": 1}))
+    assert flow is not None
+    assert replay(flow, [(script("session_update"), 2)]) == 2
+    flow = prime(core.update(c, TOK, {"a": 1}))
+    assert flow is not None
+    with pytest.raises(RuntimeError, match="boom"):
+        replay(flow, [(script("session_update"), RuntimeError("boom"))])
+    caught = prime(core.destroy_all(c, "u"))
+    assert caught is not None
+    with pytest.raises(ReplayMismatch):
+        replay(caught, [(Batch, None)])
