@@ -27,7 +27,7 @@ from ..errors import QuotaExceeded, RedisPatternsError, SchemaError
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
-from .ops import Batch, Command, Flow, Script, Sleep
+from .ops import Batch, Command, Flow, Probe, Script, Sleep
 from .scripts import load
 
 __all__ = [
@@ -375,10 +375,10 @@ def set_script(
     cas: int = 0,
     expected: bytes = b"",
 ) -> Script:
-    same, _ = store.peers(spec)
     keys: list[str] = [spec.record(key), *spec.book.keys()]
-    for s in same:
-        keys.extend(s.book.keys())
+    if store.max_store_size is not None:  # the other mounts of this slot are counted exactly
+        for s in store.peers(spec)[0]:
+            keys.extend(s.book.keys())
     m = spec.mount
     args = (
         key,
@@ -649,9 +649,18 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
         op = set_script(store, spec, key, p.data, p.ctype, p.ttl_ms, snapshot[spec.name])
         direct.append((spec, key, p, op))
     if direct:
-        replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
+        server = yield Probe()
+        if server.mode == "cluster":  # cluster pipelines refuse EVALSHA: one round trip each
+            replies = []
+            for d in direct:
+                try:
+                    replies.append((yield d[3]))
+                except Exception as exc:
+                    replies.append(exc)
+        else:
+            replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
         for (spec, key, p, op), reply in zip(direct, replies, strict=True):
-            if _is_noscript(reply):  # a cluster pipeline does not load scripts: send it alone
+            if _is_noscript(reply):  # a pipeline does not load scripts: send it alone
                 try:
                     reply = yield op
                 except Exception as exc:

@@ -1,0 +1,388 @@
+"""The kv facade on every backend and flavour: the 11 functions, modes, quotas, TTLs, buffering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+
+from redispatterns import Mount, QuotaExceeded, SchemaError
+from redispatterns.kv import KV, AsyncKV
+from redispatterns.mount import Namespace, resolve
+from redispatterns.testing.plugin import Harness
+
+USER = "app:user:"
+BASE = "app:user:{kv}:"
+
+
+def make(rp_: Harness, mounts: dict[str, Mount] | None = None, client: Any = None, **kw: Any) -> Any:
+    kw.setdefault("write_policy", "immediate")
+    cls = rp_.pick(KV, AsyncKV)
+    return cls(client if client is not None else rp_.client, mounts or {"user": Mount(prefix=USER)}, **kw)
+
+
+def run_many(rp_: Harness, calls: Sequence[Callable[[], Any]], workers: int = 8) -> list[Any]:
+    """Run ``calls`` concurrently (threads, or asyncio tasks); each result or its exception.
+
+    The first call runs alone: redis-py's asyncio cluster client can fail connections that
+    several tasks open at once on a cold client (seen with redis-py 8.1).
+    """
+    try:
+        first: list[Any] = [rp_.call(calls[0]())]
+    except Exception as exc:
+        first = [exc]
+    calls = calls[1:]
+    if rp_.is_async:
+
+        async def main() -> list[Any]:
+            sem = asyncio.Semaphore(workers)
+
+            async def one(c: Callable[[], Any]) -> Any:
+                async with sem:
+                    try:
+                        return await c()
+                    except Exception as exc:
+                        return exc
+
+            return await asyncio.gather(*(one(c) for c in calls))
+
+        return first + list(rp_.call(main()))
+
+    def capture(c: Callable[[], Any]) -> Any:
+        try:
+            return c()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(workers) as pool:
+        return first + list(pool.map(capture, calls))
+
+
+def raw_keys(rp_: Harness) -> set[bytes]:
+    c = rp_.sync_client
+    if rp_.backend.is_cluster:
+        return set(c.keys(target_nodes="primaries"))
+    return set(c.keys())
+
+
+def test_the_eleven_functions(rp: Harness) -> None:
+    schema = {"theme": {"type": "string", "default": "light"}, "tags": {"type": "list", "default": []}}
+    kv = make(rp, {"user": rp_mount(USER, ttl=60), "prefs": rp_mount("app:prefs:", schema=schema)})
+    assert rp.call(kv.get("user", "missing")) is None
+    assert rp.call(kv.get_or("user", "missing", 7)) == 7
+    assert rp.call(kv.set("user", "name", "Ada")) is True
+    assert rp.call(kv.set("user", "profile", {"age": 36})) is True
+    assert rp.call(kv.merge("user", "profile", {"city": "London"})) is True
+    assert rp.call(kv.merge("user", "fresh", {"a": 1})) is True
+    assert rp.call(kv.get("user", "profile")) == {"age": 36, "city": "London"}
+    assert rp.call(kv.get_or("user", "name", 7)) == "Ada"
+    assert rp.call(kv.has("user", "name")) is True
+    assert rp.call(kv.has("user", "nope")) is False
+    assert rp.call(kv.keys("user")) == ["fresh", "name", "profile"]
+    assert rp.call(kv.keys("user", start_after="fresh", limit=1)) == ["name"]
+    assert rp.call(kv.keys("user", start_after="profile")) == []
+    assert rp.call(kv.get_all("user")) == {
+        "fresh": {"a": 1},
+        "name": "Ada",
+        "profile": {"age": 36, "city": "London"},
+    }
+    info = rp.call(kv.info("user", "name"))
+    assert info.size == len(b'"Ada"') and info.content_type == "application/json"
+    assert 0 < info.ttl <= 60 and abs(info.updated_at - time.time()) < 60
+    assert rp.call(kv.info("user", "nope")) is None
+    assert rp.call(kv.delete("user", "name")) is True
+    assert rp.call(kv.delete("user", "name")) is False
+    assert rp.call(kv.get("user", "name")) is None
+    # schema mount: defaults, then values, then clear restores the defaults
+    assert rp.call(kv.get("prefs", "theme")) == "light"
+    assert rp.call(kv.get_all("prefs")) == {"theme": "light", "tags": []}
+    assert rp.call(kv.set("prefs", "theme", "dark")) is True
+    assert rp.call(kv.get("prefs", "theme")) == "dark"
+    assert kv.schema("prefs") == [
+        {"key": "theme", "type": "string", "default": "light"},
+        {"key": "tags", "type": "list", "default": []},
+    ]
+    assert kv.schema("user") == []
+    assert [m["name"] for m in kv.mounts()] == ["user", "prefs"]
+    assert kv.mounts()[0] == {"name": "user", "mode": "read-write", "prefix": USER}
+    assert rp.call(kv.clear("prefs")) is True
+    assert rp.call(kv.get("prefs", "theme")) == "light"
+    assert rp.call(kv.keys("user")) == ["fresh", "profile"]  # clear touched only its mount
+    assert rp.call(kv.clear("user")) is True
+    assert rp.call(kv.keys("user")) == []
+    assert raw_keys(rp) == set()  # records and bookkeeping are gone
+
+
+def rp_mount(prefix: str, **kw: Any) -> Mount:
+    return Mount(prefix=prefix, **kw)
+
+
+def test_schema_refuses_unknown_keys_and_wrong_types(rp: Harness) -> None:
+    kv = make(rp, {"p": rp_mount("app:p:", schema={"n": "number", "on": {"type": "bool", "default": False}})})
+    with pytest.raises(SchemaError):
+        rp.call(kv.set("p", "other", 1))
+    with pytest.raises(SchemaError):
+        rp.call(kv.get("p", "other"))
+    with pytest.raises(TypeError):
+        rp.call(kv.set("p", "n", "1"))
+    with pytest.raises(TypeError):
+        rp.call(kv.set("p", "n", True))
+    assert rp.call(kv.set("p", "n", 1.5)) is True
+    assert rp.call(kv.get("p", "on")) is False
+    assert raw_keys(rp) and rp.call(kv.keys("p")) == ["n"]
+
+
+def test_mode_matrix(rp: Harness) -> None:
+    kv = make(
+        rp,
+        {
+            "ro": Mount("read", "app:ro:"),
+            "wo": Mount("write", "app:wo:"),
+            "rw": Mount("read-write", "app:rw:"),
+        },
+    )
+    writes: list[Callable[[str], Any]] = [
+        lambda m: kv.set(m, "k", 1),
+        lambda m: kv.merge(m, "doc", {"a": 1}),
+        lambda m: kv.delete(m, "k"),
+        lambda m: kv.clear(m),
+    ]
+    reads: list[Callable[[str], Any]] = [
+        lambda m: kv.get(m, "k"),
+        lambda m: kv.get_or(m, "k", 1),
+        lambda m: kv.keys(m),
+        lambda m: kv.has(m, "k"),
+        lambda m: kv.get_all(m),
+        lambda m: kv.info(m, "k"),
+    ]
+    for op in writes:
+        with pytest.raises(PermissionError, match="read-only"):
+            rp.call(op("ro"))
+        rp.call(op("wo"))
+        rp.call(op("rw"))
+    for op in reads:
+        with pytest.raises(PermissionError, match="write-only"):
+            rp.call(op("wo"))
+        rp.call(op("ro"))
+        rp.call(op("rw"))
+
+
+def test_entry_quota_holds_under_eight_concurrent_writers(rp: Harness) -> None:
+    kv = make(rp, {"user": rp_mount(USER, max_entries=25)})
+    calls = [lambda i=i: kv.set("user", f"k{i:03}", {"i": i}) for i in range(120)]
+    results = run_many(rp, calls)
+    ok = [r for r in results if r is True]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert len(ok) == 25 and len(refused) == 95, results[:5]
+    assert {e.quota for e in refused} == {"max_entries"}
+    assert len(rp.call(kv.keys("user"))) == 25
+    records = [k for k in raw_keys(rp) if k.startswith(b"app:user:{kv}:k:")]
+    assert len(records) == 25  # nothing was written by a refused call
+    # overwriting an existing key is not a new entry; deleting frees a slot
+    assert rp.call(kv.set("user", rp.call(kv.keys("user"))[0], "x")) is True
+    assert rp.call(kv.delete("user", rp.call(kv.keys("user"))[0])) is True
+    assert rp.call(kv.set("user", "new", 1)) is True
+
+
+def test_store_size_quota_holds_under_concurrent_writers(rp: Harness) -> None:
+    mounts = {"a": rp_mount("app:a:"), "b": rp_mount("app:b:")}
+    kv = make(rp, mounts, max_store_size=1000)
+    value = "x" * 98  # 100 bytes encoded
+    calls = [lambda i=i: kv.set("ab"[i % 2], f"k{i}", value) for i in range(40)]
+    results = run_many(rp, calls)
+    assert sum(r is True for r in results) == 10
+    assert all(r is True or (isinstance(r, QuotaExceeded) and r.quota == "max_store_size") for r in results)
+    used = sum(int(rp.sync_client.get(f"app:{m}:{{kv}}:u") or 0) for m in "ab")
+    assert used == 1000
+    with pytest.raises(QuotaExceeded) as err:
+        rp.call(kv.set("a", "big", "y" * 500))
+    assert err.value.limit == 1000
+    # shrinking a value frees room
+    name = rp.call(kv.keys("a"))[0]
+    rp.call(kv.set("a", name, "s"))
+    assert rp.call(kv.set("b", "fits", "z" * 90)) is True
+
+
+def test_value_size_quota(rp: Harness) -> None:
+    kv = make(rp, {"user": rp_mount(USER, max_value_size=10)})
+    with pytest.raises(QuotaExceeded) as err:
+        rp.call(kv.set("user", "k", "x" * 20))
+    assert err.value.quota == "max_value_size" and err.value.limit == 10
+    assert rp.call(kv.has("user", "k")) is False
+    assert rp.call(kv.set("user", "k", "x" * 8)) is True
+
+
+def test_mounts_in_other_slots_share_the_store_budget(rp: Harness) -> None:
+    kv = make(rp, {"a": rp_mount("{ta}:a:"), "b": rp_mount("{tb}:b:")}, max_store_size=300)
+    assert rp.call(kv.set("a", "k", "x" * 198)) is True  # 200 bytes
+    with pytest.raises(QuotaExceeded):
+        rp.call(kv.set("b", "k", "x" * 198))
+    assert rp.call(kv.set("b", "k", "x" * 98)) is True
+    assert rp.call(kv.get("b", "k")) == "x" * 98
+
+
+def test_ttl_is_set_with_the_write_and_overridable(rp: Harness) -> None:
+    kv = make(rp, {"user": rp_mount(USER, ttl=100)})
+    rp.call(kv.set("user", "a", 1))
+    rp.call(kv.set("user", "b", 1, ttl=5))
+    rp.call(kv.merge("user", "c", {"x": 1}))
+    c = rp.sync_client
+    assert 95_000 < c.pttl(BASE + "k:a") <= 100_000
+    assert 0 < c.pttl(BASE + "k:b") <= 5_000
+    assert 95_000 < c.pttl(BASE + "k:c") <= 100_000
+    persistent = make(rp, {"p": rp_mount("app:p:")})
+    rp.call(persistent.set("p", "a", 1))
+    assert c.pttl("app:p:{kv}:k:a") == -1
+
+
+def test_expired_records_leave_the_index_and_free_the_quota(rp: Harness) -> None:
+    kv = make(rp, {"user": rp_mount(USER, max_entries=2)})
+    rp.call(kv.set("user", "a", 1, ttl=0.05))
+    rp.call(kv.set("user", "b", 1, ttl=0.05))
+    time.sleep(0.15)
+    assert rp.call(kv.keys("user")) == []
+    assert rp.call(kv.has("user", "a")) is False
+    assert rp.call(kv.info("user", "a")) is None
+    assert rp.call(kv.delete("user", "a")) is False
+    rp.call(kv.set("user", "c", 1))
+    assert rp.call(kv.set("user", "d", 1)) is True
+    assert int(rp.sync_client.get(BASE + "u")) == 2
+
+
+def test_concurrent_merges_lose_no_field(rp: Harness) -> None:
+    kv = make(rp)
+    calls = [lambda i=i: kv.merge("user", "doc", {f"f{i}": i}) for i in range(40)]
+    assert all(r is True for r in run_many(rp, calls))
+    assert rp.call(kv.get("user", "doc")) == {f"f{i}": i for i in range(40)}
+
+
+def test_merge_refuses_a_non_dict(rp: Harness) -> None:
+    kv = make(rp)
+    rp.call(kv.set("user", "n", 3))
+    with pytest.raises(TypeError):
+        rp.call(kv.merge("user", "n", {"a": 1}))
+    with pytest.raises(TypeError):
+        rp.call(kv.merge("user", "n", [1]))
+    assert rp.call(kv.get("user", "n")) == 3
+
+
+def test_dispose_buffers_until_flush(rp: Harness) -> None:
+    kv = make(rp, {"user": rp_mount(USER, max_entries=3)}, write_policy="dispose")
+    assert rp.call(kv.set("user", "a", {"x": 1})) is True
+    assert rp.call(kv.merge("user", "a", {"y": 2})) is True
+    assert rp.call(kv.merge("user", "m", {"z": 3})) is True
+    assert rp.call(kv.set("user", "gone", 1)) is True
+    assert rp.call(kv.delete("user", "gone")) is True
+    assert raw_keys(rp) == set()  # nothing sent yet
+    assert kv.pending == 3
+    assert rp.call(kv.get("user", "a")) == {"x": 1, "y": 2}  # reads see buffered writes
+    assert rp.call(kv.get("user", "m")) == {"z": 3}
+    assert rp.call(kv.has("user", "gone")) is False
+    assert rp.call(kv.flush()) == 3
+    assert kv.pending == 0
+    assert rp.sync_client.exists(BASE + "k:a", BASE + "k:m") == 2
+    immediate = make(rp)
+    assert rp.call(immediate.get("user", "a")) == {"x": 1, "y": 2}
+    # quota refusals surface at flush; the other writes are written
+    for k in ("b", "c"):
+        rp.call(kv.set("user", k, 1))
+    with pytest.raises(QuotaExceeded):
+        rp.call(kv.flush())
+    assert len(rp.call(immediate.keys("user"))) == 3
+    # listing flushes first, so it sees buffered writes
+    rp.call(kv.delete("user", "a"))
+    assert "a" not in rp.call(kv.keys("user"))
+
+
+def test_dispose_flushes_on_context_exit(rp: Harness) -> None:
+    if rp.is_async:
+
+        async def body() -> None:
+            async with make(rp, write_policy="dispose") as kv:
+                await kv.set("user", "k", 1)
+                assert rp.sync_client.exists(BASE + "k:k") == 0
+
+        rp.call(body())
+    else:
+        with make(rp, write_policy="dispose") as kv:
+            kv.set("user", "k", 1)
+            assert rp.sync_client.exists(BASE + "k:k") == 0
+    assert rp.sync_client.get(BASE + "k:k") == b"1"
+
+
+def test_mount_gives_a_bound_namespace(rp: Harness) -> None:
+    kv = make(rp)
+    ns = kv.mount("user")
+    assert isinstance(ns, Namespace) and ns.asyncio == rp.is_async and ns.name == "user"
+    assert resolve(ns, None, asyncio=rp.is_async) is ns
+    assert ns.prefix == USER and ns.client is rp.client
+    with pytest.raises(KeyError):
+        kv.mount("nope")
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        KV(None, {"a": Mount(prefix="app:"), "b": Mount(prefix="app:b:")})
+    with pytest.raises(ValueError):
+        KV(None, {"a": Mount(prefix="app:{x:")})
+    with pytest.raises(ValueError):
+        KV(None, {"a": Mount(prefix="app:")}, write_policy="later")
+    with pytest.raises(ValueError):
+        KV(None, {})
+    with pytest.raises(TypeError):
+        KV(None, {"a": "app:"})  # type: ignore[dict-item]
+    kv = KV(None, {"a": Mount(prefix="app:")}, write_policy="immediate")
+    with pytest.raises(ValueError):
+        kv.set("a", "", 1)
+    with pytest.raises(TypeError):
+        kv.get("a", 1)  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        kv.get("b", "k")
+
+
+def _acl_servers(rp_: Harness) -> None:
+    if rp_.backend.is_fake or rp_.backend.is_cluster:
+        pytest.skip("ACL users are set per node: checked on the standalone servers")
+
+
+def test_acl_user_limited_to_the_prefix_runs_every_function(rp: Harness) -> None:
+    _acl_servers(rp)
+    admin = rp.sync_client
+    admin.execute_command("ACL", "SETUSER", "kvuser", "reset", "on", ">kvpass", "~app:user:*", "+@all")
+    try:
+        opts = {"username": "kvuser", "password": "kvpass"}
+        if rp.is_async:
+            client = rp.call_in_loop(lambda: rp.backend.async_client(**opts))
+        else:
+            client = rp.backend.sync_client(**opts)
+        # a store-wide size limit counts every mount of the slot, so this store has none ...
+        mounts = {"user": rp_mount(USER, ttl=60, max_entries=100), "other": rp_mount("app:other:")}
+        kv = make(rp, mounts, client=client, write_policy="dispose", max_store_size=None)
+        rp.call(kv.set("user", "a", {"x": 1}))
+        rp.call(kv.merge("user", "a", {"y": 1}))
+        rp.call(kv.merge("user", "b", {"y": 1}))
+        rp.call(kv.flush())
+        assert rp.call(kv.get("user", "a")) == {"x": 1, "y": 1}
+        assert rp.call(kv.get_or("user", "zz", 0)) == 0
+        assert rp.call(kv.has("user", "b")) is True
+        assert rp.call(kv.keys("user")) == ["a", "b"]
+        assert rp.call(kv.keys("user", start_after="a", limit=5)) == ["b"]
+        assert rp.call(kv.get_all("user")) == {"a": {"x": 1, "y": 1}, "b": {"y": 1}}
+        assert rp.call(kv.info("user", "a")).size > 0
+        assert rp.call(kv.delete("user", "b")) is True
+        assert rp.call(kv.clear("user")) is True
+        assert kv.mounts() and kv.schema("user") == []
+        with pytest.raises(redis.exceptions.NoPermissionError):  # the check can fail
+            rp.call(kv.get("other", "a"))
+        # ... while a store of this one mount keeps its limit under the same ACL
+        alone = make(rp, {"user": rp_mount(USER)}, client=client, max_store_size=100)
+        assert rp.call(alone.set("user", "k", "x" * 50)) is True
+        with pytest.raises(QuotaExceeded):
+            rp.call(alone.set("user", "k2", "x" * 50))
+    finally:
+        admin.execute_command("ACL", "DELUSER", "kvuser")
