@@ -25,7 +25,18 @@ from ._runner import run_async, run_sync
 from .errors import RedisPatternsError
 from .mount import Mount, Namespace, resolve
 
-__all__ = ["AsyncSessionStore", "Session", "SessionConflict", "SessionInfo", "SessionStore"]
+__all__ = [
+    "ASGISessionMiddleware",
+    "AsyncSessionHandle",
+    "AsyncSessionStore",
+    "CookiePolicy",
+    "Session",
+    "SessionConflict",
+    "SessionHandle",
+    "SessionInfo",
+    "SessionStore",
+    "WSGISessionMiddleware",
+]
 
 log = logging.getLogger("redispatterns.session")
 
@@ -392,3 +403,12 @@ class AsyncSessionStore(_Base):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+from ._session_http import (  # noqa: E402  (the middlewares build on the stores above)
+    ASGISessionMiddleware,
+    AsyncSessionHandle,
+    CookiePolicy,
+    SessionHandle,
+    WSGISessionMiddleware,
+)
