@@ -220,7 +220,9 @@ def test_fenced_writes_refuse_a_stale_holder(rp: Harness) -> None:
     assert rp.call(lock.fenced_get("balance")) == {"v": 3}
 
 
+@pytest.mark.slow
 def test_auto_renew_keeps_the_lock_through_five_ttls(rp: Harness, backend: Backend) -> None:
+    _heavy(backend)
     ttl = 0.25
     lost: list[Any] = []
     lock = make(rp, "renewed", ttl=ttl, auto_renew=True, on_lost=lost.append)
