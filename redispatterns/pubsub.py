@@ -838,6 +838,8 @@ class AsyncSubscriber(_SubscriberBase):
                         )
                     except (RedisTimeoutError, asyncio.TimeoutError):
                         continue
+                    if reply is None:  # the read timed out
+                        continue
                     events = st.on_reply(reply, mono(), time.time())
                     if st.live and not link.ready.is_set():
                         link.ready.set()

@@ -387,7 +387,12 @@ class LinkState:
     # -- replies
 
     def on_reply(self, reply: Any, now: float, wall: float) -> list[Event]:
-        """Interpret one reply; return the events (gaps and messages) it produces."""
+        """Interpret one reply; return the events (gaps and messages) it produces.
+
+        ``None`` (a read that timed out) is not traffic and changes nothing.
+        """
+        if reply is None:
+            return []
         self.last_rx = now
         if isinstance(reply, (bytes, str)):  # PONG outside subscribed mode (fakeredis)
             if as_bytes(reply) == PING_TOKEN:

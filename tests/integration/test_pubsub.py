@@ -1,0 +1,443 @@
+"""Pub/sub on every backend and flavour: delivery, gaps after CLIENT KILL, half-open detection,
+overflow, sharded channels (cluster included), and no leaked threads or connections."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import redispatterns as rp
+from redispatterns import Mount, Namespace
+from redispatterns.pubsub import (
+    AsyncPublisher,
+    AsyncSubscriber,
+    Gap,
+    Message,
+    Publisher,
+    Subscriber,
+    SubscriberOverflow,
+)
+from redispatterns.testing.plugin import Backend, Harness
+
+
+def _sub(rp_: Harness, channels: Any = (), **kw: Any) -> Any:
+    cls = rp_.pick(Subscriber, AsyncSubscriber)
+    kw.setdefault("client", rp_.client)
+    sub = cls(channels, **kw)
+    rp_.call(sub.start())
+    return sub
+
+
+def _pub(rp_: Harness, **kw: Any) -> Any:
+    kw.setdefault("client", rp_.client)
+    return rp_.pick(Publisher, AsyncPublisher)(**kw)
+
+
+def _wait(rp_: Harness, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        if rp_.is_async:
+            rp_.call(asyncio.sleep(0.01))
+        else:
+            time.sleep(0.01)
+
+
+def _nodes(backend: Backend, c: Any) -> list[Any]:
+    return list(c.get_primaries()) if backend.is_cluster else [None]
+
+
+def _on(c: Any, node: Any, *args: Any) -> Any:
+    return c.execute_command(*args) if node is None else c.execute_command(*args, target_nodes=node)
+
+
+_admin: dict[int, Any] = {}
+
+
+def admin(backend: Backend) -> Any:
+    """One extra client per backend for CLIENT commands (so counting adds no connections)."""
+    if id(backend) not in _admin:
+        _admin.clear()
+        _admin[id(backend)] = backend.sync_client()
+    return _admin[id(backend)]
+
+
+def kill_pubsub(backend: Backend) -> None:
+    c = admin(backend)
+    for node in _nodes(backend, c):
+        _on(c, node, "CLIENT", "KILL", "TYPE", "pubsub")
+
+
+def client_count(backend: Backend, *type_: str) -> int:
+    c = admin(backend)
+    total = 0
+    for node in _nodes(backend, c):
+        text = _on(c, node, "CLIENT", "LIST", *type_)
+        total += len([line for line in rp_str(text).splitlines() if line.strip()])
+    return total
+
+
+def rp_str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def real_only(backend: Backend) -> None:
+    if backend.is_fake:
+        pytest.skip("needs a real server (CLIENT KILL / CLIENT LIST / CLIENT PAUSE)")
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def test_publish_and_receive_channels_and_patterns(rp: Harness) -> None:
+    sub = _sub(rp, ["orders", "audit"], patterns=["user.*"])
+    try:
+        pub = _pub(rp)
+        assert rp.call(pub.publish("orders", {"id": 1})) >= 1
+        rp.call(pub.publish("user.42", [1, 2]))
+        rp.call(pub.publish("audit", b"\x00raw"))
+        rp.call(pub.publish("elsewhere", "nobody listens"))
+        got = [rp.call(sub.get(timeout=5)) for _ in range(3)]
+        # one channel keeps its order; across channels a Cluster's bus may reorder
+        assert sorted((m.channel, repr(m.data), m.pattern) for m in got) == [
+            ("audit", repr(b"\x00raw"), None),
+            ("orders", repr({"id": 1}), None),
+            ("user.42", repr([1, 2]), "user.*"),
+        ]
+        assert [m.seq for m in got] == [1, 1, 1]
+        assert rp.call(sub.get(timeout=0.2)) is None
+        assert sub.stats.delivered == 3 and sub.stats.gaps == 0
+    finally:
+        rp.call(sub.close())
+    assert sub.closed
+    assert rp.call(sub.get(timeout=0.1)) is None
+
+
+def test_module_level_publish_and_sequence_numbers(rp: Harness) -> None:
+    sub = _sub(rp, ["n"])
+    try:
+        for i in range(5):
+            if rp.is_async:
+                rp.call(rp_publish_async("n", i, client=rp.client))
+            else:
+                rp_publish("n", i, client=rp.client)
+        got = [rp.call(sub.get(timeout=5)) for _ in range(5)]
+        assert [(m.data, m.seq) for m in got] == [(i, i + 1) for i in range(5)]
+        assert not sub.gaps
+    finally:
+        rp.call(sub.close())
+
+
+rp_publish = rp.publish
+rp_publish_async = rp.publish_async
+
+
+def test_sharded_channels(rp: Harness, backend: Backend) -> None:
+    names = [f"shard-{i}" for i in range(12)]  # spread over slots (and nodes on a cluster)
+    sub = _sub(rp, names, sharded=True)
+    try:
+        pub = _pub(rp, sharded=True)
+        for n in names:
+            rp.call(pub.publish(n, n))
+        # a classic PUBLISH on the same name does not reach a shard subscriber
+        rp.call(_pub(rp).publish(names[0], "classic"))
+        got = sorted((m.channel, m.data, m.sharded) for m in (rp.call(sub.get(timeout=5)) for _ in names))
+        assert got == sorted((n, n, True) for n in names)
+        assert rp.call(sub.get(timeout=0.2)) is None
+    finally:
+        rp.call(sub.close())
+
+
+def test_unsequenced_and_foreign_messages(rp: Harness, backend: Backend) -> None:
+    sub = _sub(rp, ["plain"])
+    try:
+        rp.call(_pub(rp, sequence=False).publish("plain", {"a": 1}))
+        full = Mount().keyspace.tagged("pubsub", "plain")
+        backend.sync_client().publish(full, b"not json")  # another client, no envelope
+        a, b = rp.call(sub.get(timeout=5)), rp.call(sub.get(timeout=5))
+        assert (a.data, a.seq) == ({"a": 1}, None)
+        assert (b.data, b.seq) == (b"not json", None)
+    finally:
+        rp.call(sub.close())
+
+
+def test_mount_prefix_isolates_channels(rp: Harness) -> None:
+    a = Mount(prefix="app-a:")
+    b = Mount(prefix="app-b:")
+    ns_client = rp.client
+    cls = rp.pick(Subscriber, AsyncSubscriber)
+    sub = cls(["x"], mount=rp_namespace(a, ns_client, rp.is_async))
+    rp.call(sub.start())
+    try:
+        rp.call(_pub(rp, client=None, mount=rp_namespace(b, ns_client, rp.is_async)).publish("x", "b"))
+        rp.call(_pub(rp, client=None, mount=rp_namespace(a, ns_client, rp.is_async)).publish("x", "a"))
+        m = rp.call(sub.get(timeout=5))
+        assert (m.channel, m.data) == ("x", "a")
+        assert rp.call(sub.get(timeout=0.2)) is None
+    finally:
+        rp.call(sub.close())
+
+
+def rp_namespace(mount: Mount, client: Any, is_async: bool) -> Namespace:
+    return Namespace(mount, client, asyncio=is_async)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_client_kill_resubscribes_and_reports_the_gap(rp: Harness, backend: Backend) -> None:
+    real_only(backend)
+    gaps: list[Gap] = []
+    names = ["k1", "k2"] if not backend.is_cluster else [f"k{i}" for i in range(6)]
+    sub = _sub(rp, names, on_gap=gaps.append, backoff=(0.4, 1.0))
+    pub = _pub(rp)
+    try:
+        for n in names:
+            rp.call(pub.publish(n, "m1"))
+        assert sorted(rp.call(sub.get(timeout=5)).data for _ in names) == ["m1"] * len(names)
+
+        kill_pubsub(backend)
+        for n in names:  # published while the subscriber is away: lost, but counted
+            rp.call(pub.publish(n, "m2"))
+        _wait(rp, lambda: sub.stats.reconnects >= 1 and rp_live(sub))
+        for n in names:
+            rp.call(pub.publish(n, "m3"))
+        got = [rp.call(sub.get(timeout=5)) for _ in names]
+        assert sorted(m.data for m in got) == ["m3"] * len(names)
+        assert {m.seq for m in got} == {3}
+
+        disconnects = [g for g in gaps if g.reason == "disconnect"]
+        assert len(disconnects) == 1
+        assert set(disconnects[0].channels) == set(names)
+        assert disconnects[0].since <= disconnects[0].until
+        seq_gaps = sorted(
+            (g.channels, g.first_missing, g.last_missing, g.missed) for g in gaps if g.reason == "sequence"
+        )
+        assert seq_gaps == sorted(((n,), 2, 2, 1) for n in names)
+    finally:
+        rp.call(sub.close())
+
+
+def rp_live(sub: Any) -> bool:
+    return all(link.state.live for link in sub._links)
+
+
+def test_sharded_resubscribe_after_kill_many_slots(rp: Harness, backend: Backend) -> None:
+    """20 shard channels over many slots (several per node): all come back after CLIENT KILL."""
+    real_only(backend)
+    names = [f"s{i}" for i in range(20)]
+    gaps: list[Gap] = []
+    sub = _sub(rp, names, sharded=True, on_gap=gaps.append, backoff=(0.05, 0.5))
+    pub = _pub(rp, sharded=True)
+    try:
+        kill_pubsub(backend)
+        _wait(rp, lambda: sum(g.reason == "disconnect" for g in gaps) >= len(sub._links) or rp_drain(rp, sub))
+        _wait(rp, lambda: rp_live(sub) and sub.stats.reconnects >= len(sub._links))
+        for n in names:
+            rp.call(pub.publish(n, n))
+        got = sorted(rp.call(sub.get(timeout=5)).channel for _ in names)
+        assert got == sorted(names)
+        assert sum(g.reason == "disconnect" for g in sub.gaps) == len(sub._links)
+    finally:
+        rp.call(sub.close())
+
+
+def rp_drain(rp_: Harness, sub: Any) -> bool:
+    """Let the consumer side run once (gaps are dispatched when the queue is read)."""
+    rp_.call(sub.get(timeout=0.01))
+    return False
+
+
+def test_half_open_connection_is_detected_by_ping_deadline(rp: Harness, backend: Backend) -> None:
+    real_only(backend)
+    if backend.is_cluster:
+        pytest.skip("CLIENT PAUSE is per node; the standalone servers cover the watchdog")
+    gaps: list[Gap] = []
+    sub = _sub(rp, ["hb"], on_gap=gaps.append, ping_interval=0.2, ping_timeout=0.3, backoff=(0.05, 0.2))
+    try:
+        admin(backend).execute_command("CLIENT", "PAUSE", "1200", "ALL")
+        _wait(rp, lambda: rp_drain(rp, sub) or any(g.reason == "disconnect" for g in gaps))
+        assert "PONG" in next(g for g in gaps if g.reason == "disconnect").error
+        rp.call(_pub(rp).publish("hb", "after"))
+        m = rp.call(sub.get(timeout=5))
+        assert m is not None and m.data == "after"
+    finally:
+        admin(backend).execute_command("CLIENT", "UNPAUSE")
+        rp.call(sub.close())
+
+
+def test_overflow_drop_oldest_reports_what_it_dropped(rp: Harness) -> None:
+    sub = _sub(rp, ["busy"], maxsize=5, overflow="drop_oldest")
+    pub = _pub(rp)
+    gaps: list[Gap] = []
+    sub._on_gap = gaps.append
+    try:
+        for i in range(20):
+            rp.call(pub.publish("busy", i))
+        _wait(rp, lambda: sub.stats.received == 20)
+        got = [rp.call(sub.get(timeout=5)).data for _ in range(5)]
+        assert got == [15, 16, 17, 18, 19]
+        assert [(g.reason, g.missed) for g in gaps] == [("overflow", 15)]
+        assert sub.stats.dropped == 15
+    finally:
+        rp.call(sub.close())
+
+
+def test_overflow_error_policy_stops_the_subscriber(rp: Harness) -> None:
+    sub = _sub(rp, ["busy"], maxsize=2, overflow="error")
+    pub = _pub(rp)
+    try:
+        for i in range(10):
+            rp.call(pub.publish("busy", i))
+        _wait(rp, lambda: sub._buffer.failed)  # nothing consumed: the third message overflowed
+        with pytest.raises(SubscriberOverflow):
+            rp.call(sub.get(timeout=5))
+    finally:
+        rp.call(sub.close())
+
+
+# --------------------------------------------------------------------------- handler mode
+
+
+def test_handler_runs_in_owned_thread_or_task_and_survives_errors(rp: Harness) -> None:
+    seen: list[Any] = []
+    errors: list[tuple[str, Any]] = []
+
+    def handler(msg: Message) -> None:
+        if msg.data == "boom":
+            raise RuntimeError("handler failed")
+        seen.append(msg.data)
+
+    before = threading.active_count()
+    sub = _sub(rp, ["jobs"], handler=handler, on_error=lambda e, m: errors.append((str(e), m.data)))
+    try:
+        if not rp.is_async:
+            assert threading.active_count() == before + 2  # one reader, one handler
+        pub = _pub(rp)
+        for data in ("a", "boom", "b"):
+            rp.call(pub.publish("jobs", data))
+        _wait(rp, lambda: len(seen) == 2)
+        assert seen == ["a", "b"]
+        assert errors == [("handler failed", "boom")]
+    finally:
+        rp.call(sub.close())
+    assert threading.active_count() == before
+
+
+async def test_async_handler_and_async_iteration(backend: Backend, aclient: Any) -> None:
+    seen: list[Any] = []
+    gaps: list[Gap] = []
+
+    async def handler(msg: Message) -> None:
+        await asyncio.sleep(0)
+        seen.append(msg.data)
+
+    async def on_gap(gap: Gap) -> None:
+        gaps.append(gap)
+
+    async with AsyncSubscriber(["h"], handler=handler, on_gap=on_gap, client=aclient):
+        for i in range(3):
+            await rp.publish_async("h", i, client=aclient)
+        for _ in range(500):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.01)
+    assert seen == [0, 1, 2]
+
+    async with AsyncSubscriber(["it"], client=aclient) as sub:
+        for i in range(3):
+            await rp.publish_async("it", i, client=aclient)
+        out = []
+        async for msg in sub:
+            out.append(msg.data)
+            if len(out) == 3:
+                break
+    assert out == [0, 1, 2]
+    assert not gaps
+
+
+def test_sync_iteration_ends_when_closed_from_another_thread(backend: Backend) -> None:
+    c = backend.sync_client()
+    sub = Subscriber(["it"], client=c).start()
+    rp.publish("it", 1, client=c)
+    timer = threading.Timer(0.3, sub.close)
+    timer.start()
+    out = [m.data for m in sub]  # ends when close() runs
+    timer.join()
+    assert out == [1]
+
+
+# --------------------------------------------------------------------------- leaks
+
+
+def test_subscribe_close_cycles_leak_nothing(rp: Harness, backend: Backend) -> None:
+    real_only(backend)
+    cycles = 200 if not backend.is_cluster else 60
+    warm = _sub(rp, ["leak"])
+    rp.call(_pub(rp).publish("leak", 0))  # the publisher's own pooled connection stays open
+    rp.call(warm.close())
+    threads = threading.active_count()
+    clients = client_count(backend)
+    for i in range(cycles):
+        sub = _sub(rp, ["leak", f"leak-{i % 7}"], patterns=["p*"] if i % 2 else ())
+        if i % 3 == 0:  # close some while the reader is in the middle of a read
+            rp.call(_pub(rp).publish("leak", i))
+        rp.call(sub.close())
+    assert threading.active_count() == threads
+    assert client_count(backend, "TYPE", "pubsub") == 0
+    assert client_count(backend) <= clients
+
+
+def test_sharded_cycles_on_cluster_leak_nothing(rp: Harness, backend: Backend) -> None:
+    real_only(backend)
+    if not backend.is_cluster:
+        pytest.skip("per-node shard connections exist on a cluster only")
+    threads = threading.active_count()
+    for _ in range(30):
+        sub = _sub(rp, [f"c{i}" for i in range(9)], sharded=True)
+        assert len(sub._links) > 1
+        rp.call(sub.close())
+    assert threading.active_count() == threads
+    assert client_count(backend, "TYPE", "pubsub") == 0
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_validation_at_the_edge(backend: Backend) -> None:
+    c = backend.sync_client()
+    with pytest.raises(TypeError, match="list of names"):
+        Subscriber("orders", client=c)
+    with pytest.raises(ValueError, match="braces"):
+        Subscriber(["a{b}"], client=c)
+    with pytest.raises(ValueError, match="at least one"):
+        Subscriber([], client=c)
+    with pytest.raises(ValueError, match="pattern"):
+        Subscriber(["a"], patterns=["b*"], sharded=True, client=c)
+    with pytest.raises(ValueError, match="overflow"):
+        Subscriber(["a"], overflow="spill", client=c)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="maxsize"):
+        Subscriber(["a"], maxsize=0, client=c)
+    with pytest.raises(ValueError, match="backoff"):
+        Subscriber(["a"], backoff=(2.0, 1.0), client=c)
+    with pytest.raises(TypeError, match="AsyncSubscriber"):
+        Subscriber(["a"], handler=_async_handler, client=c)
+    with pytest.raises(TypeError, match="JSON"):
+        rp.publish("a", object(), client=c)
+    with pytest.raises(PermissionError):
+        Subscriber(["a"], mount=rp.Namespace(rp.Mount(mode="write"), c))
+    with pytest.raises(PermissionError):
+        rp.publish("a", 1, mount=rp.Namespace(rp.Mount(mode="read"), c))
+    sub = Subscriber(["a"], client=c)
+    sub.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sub.start()
+
+
+async def _async_handler(msg: Message) -> None:
+    return None
