@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import redispatterns as rp
+import redispatterns.pubsub
 from redispatterns import Mount, Namespace
 from redispatterns.pubsub import (
     AsyncPublisher,
@@ -21,12 +22,14 @@ from redispatterns.pubsub import (
     Publisher,
     Subscriber,
     SubscriberOverflow,
+    publish,
+    publish_async,
 )
 from redispatterns.testing.plugin import Backend, Harness
 
 
 def _sub(rp_: Harness, channels: Any = (), **kw: Any) -> Any:
-    cls = rp_.pick(Subscriber, AsyncSubscriber)
+    cls: Any = rp_.pick(Subscriber, AsyncSubscriber)
     kw.setdefault("client", rp_.client)
     sub = cls(channels, **kw)
     rp_.call(sub.start())
@@ -133,8 +136,13 @@ def test_module_level_publish_and_sequence_numbers(rp: Harness) -> None:
         rp.call(sub.close())
 
 
-rp_publish = rp.publish
-rp_publish_async = rp.publish_async
+rp_publish = publish
+rp_publish_async = publish_async
+
+
+def test_names_are_exported_from_the_package() -> None:
+    for name in ("Publisher", "AsyncPublisher", "Subscriber", "AsyncSubscriber", "Message", "Gap", "publish"):
+        assert getattr(rp, name) is getattr(redispatterns.pubsub, name)
 
 
 def test_sharded_channels(rp: Harness, backend: Backend) -> None:
@@ -170,7 +178,7 @@ def test_mount_prefix_isolates_channels(rp: Harness) -> None:
     a = Mount(prefix="app-a:")
     b = Mount(prefix="app-b:")
     ns_client = rp.client
-    cls = rp.pick(Subscriber, AsyncSubscriber)
+    cls: Any = rp.pick(Subscriber, AsyncSubscriber)
     sub = cls(["x"], mount=rp_namespace(a, ns_client, rp.is_async))
     rp.call(sub.start())
     try:
@@ -342,7 +350,7 @@ async def test_async_handler_and_async_iteration(backend: Backend, aclient: Any)
 
     async with AsyncSubscriber(["h"], handler=handler, on_gap=on_gap, client=aclient):
         for i in range(3):
-            await rp.publish_async("h", i, client=aclient)
+            await publish_async("h", i, client=aclient)
         for _ in range(500):
             if len(seen) == 3:
                 break
@@ -351,7 +359,7 @@ async def test_async_handler_and_async_iteration(backend: Backend, aclient: Any)
 
     async with AsyncSubscriber(["it"], client=aclient) as sub:
         for i in range(3):
-            await rp.publish_async("it", i, client=aclient)
+            await publish_async("it", i, client=aclient)
         out = []
         async for msg in sub:
             out.append(msg.data)
@@ -364,7 +372,7 @@ async def test_async_handler_and_async_iteration(backend: Backend, aclient: Any)
 def test_sync_iteration_ends_when_closed_from_another_thread(backend: Backend) -> None:
     c = backend.sync_client()
     sub = Subscriber(["it"], client=c).start()
-    rp.publish("it", 1, client=c)
+    publish("it", 1, client=c)
     timer = threading.Timer(0.3, sub.close)
     timer.start()
     out = [m.data for m in sub]  # ends when close() runs
@@ -428,11 +436,11 @@ def test_validation_at_the_edge(backend: Backend) -> None:
     with pytest.raises(TypeError, match="AsyncSubscriber"):
         Subscriber(["a"], handler=_async_handler, client=c)
     with pytest.raises(TypeError, match="JSON"):
-        rp.publish("a", object(), client=c)
+        publish("a", object(), client=c)
     with pytest.raises(PermissionError):
-        Subscriber(["a"], mount=rp.Namespace(rp.Mount(mode="write"), c))
+        Subscriber(["a"], mount=Namespace(Mount(mode="write"), c))
     with pytest.raises(PermissionError):
-        rp.publish("a", 1, mount=rp.Namespace(rp.Mount(mode="read"), c))
+        publish("a", 1, mount=Namespace(Mount(mode="read"), c))
     sub = Subscriber(["a"], client=c)
     sub.close()
     with pytest.raises(RuntimeError, match="closed"):
