@@ -506,7 +506,8 @@ def entry(
 
 def rank(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[int | None]:
     """1-based rank per the board's rank mode; one command for standard ranks, else one script."""
-    v = view(spec, window, (yield from clock(window, now)))
+    now = yield from clock(window, now)
+    v = view(spec, window, now)
     if spec.rank_mode == "standard" and not v.sources:
         idx = yield Command("ZREVRANK" if spec.order == "desc" else "ZRANK", v.key, member)
         return None if idx is None else int(idx) + 1
@@ -515,7 +516,8 @@ def rank(spec: BoardSpec, window: str | None, now: int | None, member: str) -> F
 
 
 def score(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[float | int | None]:
-    v = view(spec, window, (yield from clock(window, now)))
+    now = yield from clock(window, now)
+    v = view(spec, window, now)
     if v.sources:
         found = yield from entry(spec, window, now, member, with_data=False)
         return None if found is None else found.score
