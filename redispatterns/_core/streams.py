@@ -61,6 +61,7 @@ __all__ = [
 RESERVED_PREFIX = "rp:"  # dead-letter metadata fields; user field names may not start with it
 KIND = "stream"
 _MAX_DLQ_ERROR = 2000  # characters of the last error kept in a dead letter
+_RELEASED_IDLE_MS = 86_400_000  # released entries look idle for a day: any consumer's reclaim takes them
 
 
 # --------------------------------------------------------------------------- configuration
@@ -457,11 +458,13 @@ def ack(spec: StreamSpec, group: str, ids: Sequence[Any]) -> Flow[int]:
 def nack(spec: StreamSpec, cfg: ConsumerConfig, ids: Sequence[Any], delay: float = 0.0) -> Flow[int]:
     """Release own entries: any consumer's reclaim may take them after ``delay`` seconds.
 
-    The delivery count is unchanged (XCLAIM ... IDLE JUSTID, the pre-8.8 polyfill of XNACK).
+    The delivery count is unchanged (XCLAIM ... IDLE JUSTID, the pre-8.8 polyfill of XNACK): the
+    entry's idle time is set to ``min_idle - delay``, so consumers with this ``min_idle`` reclaim
+    it after ``delay``; a negative ``delay`` makes it look idle for a day (claimable by anyone).
     """
     if not ids:
         return 0
-    idle = max(0, cfg.min_idle_ms - round(delay * 1000))
+    idle = _RELEASED_IDLE_MS if delay < 0 else max(0, cfg.min_idle_ms - round(delay * 1000))
     n = yield Script(load("stream_nack"), keys=(spec.key,), args=(cfg.group, cfg.name, idle, *ids))
     return int(n)
 
@@ -585,7 +588,7 @@ def settle_batch(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, res: 
 
 def release(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, ids: Sequence[Any]) -> Flow[int]:
     """Hand back entries this consumer took but will not process (shutdown): claimable at once."""
-    n = yield from nack(spec, cfg, ids, delay=cfg.min_idle)
+    n = yield from nack(spec, cfg, ids, delay=-1)
     st.stats.released += n
     return n
 

@@ -1,0 +1,96 @@
+"""A consumer process killed with SIGKILL mid-batch loses nothing (real servers, real processes)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from redispatterns.streams import Consumer, Stream
+
+pytestmark = pytest.mark.slow
+
+# The worker: handles entries by recording their ids in a list, and SIGKILLs itself in the middle
+# of its first batch (after KILL_AT entries, before any ack reached the server).
+WORKER = r"""
+import os, signal, sys
+import redispatterns as rp
+url, stream, name, kill_at, min_idle = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+client = rp.connect(url)
+s = rp.Stream(stream, client=client)
+c = rp.Consumer(s, "g", name, count=50, block=0.1, min_idle=min_idle, reclaim_interval=0.1)
+seen = 0
+def handler(m):
+    global seen
+    client.rpush("processed", m.id)
+    seen += 1
+    if kill_at and seen == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+c.run(handler, until_idle=0.5)
+"""
+
+N = 300
+
+
+def _worker(url: str, stream: str, name: str, kill_at: int, min_idle: float) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, url, stream, name, str(kill_at), str(min_idle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(proc.stderr[-3000:])
+    return proc.returncode
+
+
+def _subset(backend: Any) -> None:
+    if backend.is_fake:
+        pytest.skip("processes need a real server")
+    if backend.kind is not None and backend.kind.name != "redis-7.0":
+        pytest.skip("process tests run on one server kind (standalone and cluster)")
+
+
+def _processed(client: Any) -> list[str]:
+    return [x.decode() for x in client.lrange("processed", 0, -1)]
+
+
+def test_kill9_mid_batch_then_another_consumer_takes_over(backend: Any) -> None:
+    _subset(backend)
+    client = backend.sync_client()
+    s = Stream("crash", client=client)
+    produced = s.add_many([{"n": i} for i in range(N)])
+    assert _worker(backend.url, "crash", "doomed", kill_at=20, min_idle=0.5) == -signal.SIGKILL
+    first_batch = set(produced[:50])
+    assert set(_processed(client)) <= first_batch and len(_processed(client)) == 20
+    assert int(client.xpending(s.key, "g")["pending"]) == 50  # nothing acked: acks ride with reads
+
+    survivor = Consumer(s, "g", "survivor", block=0.1, min_idle=0.5, reclaim_interval=0.1)
+    stats = survivor.run(lambda m: client.rpush("processed", m.id), until_idle=1.0)
+    done = _processed(client)
+    assert set(done) == set(produced)  # every id processed at least once
+    dupes = {i for i in done if done.count(i) > 1}
+    assert dupes <= first_batch  # only the dead consumer's in-flight batch ran twice
+    assert stats.reclaimed == 50
+    assert int(client.xpending(s.key, "g")["pending"]) == 0
+    assert s.dead_letters() == []
+
+
+def test_kill9_then_restart_with_the_same_name_recovers_its_own_pending_at_once(backend: Any) -> None:
+    _subset(backend)
+    client = backend.sync_client()
+    s = Stream("crash", client=client)
+    produced = s.add_many([{"n": i} for i in range(N)])
+    assert _worker(backend.url, "crash", "worker-1", kill_at=20, min_idle=3600) == -signal.SIGKILL
+    # same name, reclaim of others' entries effectively off (min_idle 1 h): only its own pending
+    # list can bring the 50 back, and it does so at start
+    assert _worker(backend.url, "crash", "worker-1", kill_at=0, min_idle=3600) == 0
+    done = _processed(client)
+    assert set(done) == set(produced)
+    assert len(done) == N + 20
+    assert int(client.xpending(s.key, "g")["pending"]) == 0
+    info = client.xinfo_consumers(s.key, "g")
+    assert [c["name"] for c in info] == [b"worker-1"]
