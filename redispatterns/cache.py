@@ -207,7 +207,12 @@ class _Handle:
         elif outcome == core.STALE_ERROR:
             log.warning("%s: refresh raised; served the stale value of %s", self.spec.plan.fn_id, key)
         elif outcome == core.ERROR:
-            log.warning("%s: Redis failed; returned the result uncached (%s)", self.spec.plan.fn_id, key)
+            log.warning(
+                "%s: Redis failed (%r); returned the result uncached (%s)",
+                self.spec.plan.fn_id,
+                self.breaker.last_error,
+                key,
+            )
         if self.breaker.trips != self._trips and self.breaker.state == OPEN:
             self._trips = self.breaker.trips
             log.error(
@@ -536,7 +541,11 @@ def write_through(
 
         def report(status: str, keys: core.CallKeys) -> None:
             if status == core.ERROR or status == "error":
-                log.error("write_through: the cache of %s was not updated", keys.value)
+                log.error(
+                    "write_through: the cache of %s was not updated (%r)",
+                    keys.value,
+                    handle.breaker.last_error,
+                )
                 handle.record(core.ERROR, keys.value)
             elif status == "codec":
                 handle.record(core.UNENCODABLE, keys.value)

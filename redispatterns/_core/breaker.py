@@ -21,7 +21,16 @@ HALF_OPEN = "half-open"
 class Breaker:
     """Counts consecutive failures; decides whether a call may use Redis."""
 
-    __slots__ = ("failures", "opened_at", "probe_at", "reset_after", "state", "threshold", "trips")
+    __slots__ = (
+        "failures",
+        "last_error",
+        "opened_at",
+        "probe_at",
+        "reset_after",
+        "state",
+        "threshold",
+        "trips",
+    )
 
     def __init__(self, *, threshold: int = 5, reset_after: float = 1.0) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
@@ -37,6 +46,7 @@ class Breaker:
         self.opened_at = 0.0
         self.probe_at = 0.0
         self.trips = 0  # how many times it opened
+        self.last_error: BaseException | None = None  # the latest Redis error seen (any kind)
 
     def allow(self, now: float) -> bool:
         """May a call use Redis at monotonic time ``now``? (Open -> half-open after the wait.)"""

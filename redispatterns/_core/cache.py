@@ -192,6 +192,7 @@ def decode_entry(raw: Any, codec: Codec) -> Entry | None:
 
 
 def _note_failure(breaker: Breaker, exc: BaseException) -> Flow[None]:
+    breaker.last_error = exc
     if is_outage(exc):
         now = yield Now()
         breaker.failure(now)
@@ -393,11 +394,11 @@ def _store(
     )
     try:
         if tag_keys:
+            # register the bucket in each tag's directory first (Cluster pipelines cannot carry
+            # EVALSHA, and the directory must never miss a bucket that holds members)
             regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
-            replies = yield Batch((*regs, script), transaction=False)
-            written = replies[-1]
-        else:
-            written = yield script
+            yield regs[0] if len(regs) == 1 else Batch(regs, transaction=False)
+        written = yield script
     except Exception as exc:
         yield from _note_failure(breaker, exc)
         return "error"

@@ -1,0 +1,426 @@
+"""@cached and @write_through on every backend and flavour: hits, misses, expiry, None,
+stale-while-revalidate, XFetch, tags, write-through, codecs and mounts."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import redispatterns as rpm
+from redispatterns.cache import NOT_CACHED, cached, invalidate_tags, write_through
+from redispatterns.testing.plugin import Harness
+
+
+def make(rp_: Harness, body: Callable[..., Any], *, sleep: float = 0.0, **opts: Any) -> Any:
+    """A cached function of the harness's flavour around ``body(*a, **kw)``."""
+    opts.setdefault("ttl", 60)
+    opts.setdefault("client", rp_.client)
+    if rp_.is_async:
+        import asyncio
+
+        async def fn(x: Any, y: Any = None) -> Any:
+            if sleep:
+                await asyncio.sleep(sleep)
+            return body(x, y)
+
+        return cached(**opts)(fn)
+
+    def sfn(x: Any, y: Any = None) -> Any:
+        if sleep:
+            time.sleep(sleep)
+        return body(x, y)
+
+    return cached(**opts)(sfn)
+
+
+def counter() -> tuple[list[Any], Callable[..., Any]]:
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any = None) -> Any:
+        calls.append(x)
+        return {"x": x, "n": len(calls)}
+
+    return calls, body
+
+
+def test_hit_miss_and_one_computation(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body)
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert rp.call(f(x=1, y=None)) == {"x": 1, "n": 1}  # defaults applied, keywords the same
+    assert rp.call(f(2)) == {"x": 2, "n": 2}
+    assert calls == [1, 2]
+    assert f.stats.hits == 2 and f.stats.misses == 2
+    assert rp.call(f.peek(1)) == {"x": 1, "n": 1}
+    assert rp.call(f.peek(3)) is NOT_CACHED
+
+
+def test_expiry_recomputes(rp: Harness) -> None:
+    _, body = counter()
+    f = make(rp, body, ttl=0.2, stale_ttl=0, jitter=0)
+    rp.call(f(1))
+    time.sleep(0.35)
+    assert rp.call(f.peek(1)) is NOT_CACHED
+    assert rp.call(f(1))["n"] == 2
+
+
+def test_none_is_cached_and_told_from_a_miss(rp: Harness) -> None:
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any) -> Any:
+        calls.append(x)
+        return None
+
+    f = make(rp, body)
+    assert rp.call(f(1)) is None
+    assert rp.call(f(1)) is None
+    assert calls == [1]
+    assert rp.call(f.peek(1)) is None
+    assert rp.call(f.peek(2)) is NOT_CACHED
+
+
+def test_condition_and_ttl_callable_decide_storage(rp: Harness) -> None:
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any) -> Any:
+        calls.append(x)
+        return x
+
+    f = make(rp, body, condition=lambda r: r != "no")
+    g = make(rp, body, ttl=lambda r: None if r == "skip" else 30, name="g")
+    for fn, bad in ((f, "no"), (g, "skip")):
+        rp.call(fn(bad))
+        rp.call(fn(bad))
+        rp.call(fn("ok"))
+        rp.call(fn("ok"))
+    assert calls == ["no", "no", "ok", "skip", "skip", "ok"]
+    c = rp.backend.sync_client()
+    assert 25_000 < c.pttl(g.key("ok")) <= 33_000  # callable TTL + the stale window
+
+
+def test_a_hit_never_extends_the_ttl(rp: Harness) -> None:
+    _, body = counter()
+    f = make(rp, body, ttl=5, stale_ttl=0)
+    rp.call(f(1))
+    c = rp.backend.sync_client()
+    before = c.pttl(f.key(1))
+    time.sleep(0.25)
+    rp.call(f(1))
+    rp.call(f(1))
+    after = c.pttl(f.key(1))
+    assert 0 < after <= before - 200
+
+
+def test_distinct_calls_never_share_a_key(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body)
+    keys = {f.key("a b"), f.key("a", "b"), f.key(1), f.key("1"), f.key(1.0), f.key(True),
+            f.key(None), f.key("None"), f.key(b"1"), f.key([1, 2]), f.key("[1, 2]")}  # fmt: skip
+    assert len(keys) == 11
+    for a in ("a b", 1, "1", True, None):
+        rp.call(f(a))
+    rp.call(f("a", "b"))
+    assert len(calls) == 6
+
+
+class A:
+    @staticmethod
+    @cached(ttl=60)
+    def get(x: int) -> str:
+        return "A"
+
+
+class B:
+    @staticmethod
+    @cached(ttl=60)
+    def get(x: int) -> str:
+        return "B"
+
+
+def test_same_name_in_two_classes_two_keys() -> None:
+    a: Any = A.get
+    b: Any = B.get
+    assert a.key(1) != b.key(1)
+    assert "A.get" in a.key(1) and "B.get" in b.key(1)
+
+
+def test_stale_served_while_one_caller_refreshes(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body, ttl=0.2, stale_ttl=30, jitter=0, early_refresh=0, sleep=0.3)
+    first = rp.call(f(1))
+    time.sleep(0.3)  # now stale, still present
+    if rp.is_async:
+        import asyncio
+
+        async def many() -> list[Any]:
+            return list(await asyncio.gather(*(f(1) for _ in range(10))))
+
+        results = rp.call(many())
+    else:
+        results = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            r = f(1)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=call) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(calls) == 2  # one refresh only
+    assert results.count(first) == 9
+    assert [r for r in results if r != first] == [{"x": 1, "n": 2}]
+    assert f.stats.counts["stale"] == 9 and f.stats.counts["refreshed"] == 1
+    assert rp.call(f(1)) == {"x": 1, "n": 2}
+
+
+def test_stale_if_error(rp: Harness) -> None:
+    state = {"fail": False}
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any) -> Any:
+        calls.append(x)
+        if state["fail"]:
+            raise RuntimeError("database down")
+        return "v1"
+
+    f = make(rp, body, ttl=0.1, stale_ttl=30, jitter=0, early_refresh=0)
+    g = make(rp, body, ttl=0.1, stale_ttl=30, jitter=0, early_refresh=0, stale_if_error=False, name="g")
+    assert rp.call(f(1)) == "v1" and rp.call(g(1)) == "v1"
+    time.sleep(0.2)
+    state["fail"] = True
+    assert rp.call(f(1)) == "v1"
+    assert f.stats.counts["stale_error"] == 1
+    with pytest.raises(RuntimeError, match="database down"):
+        rp.call(g(1))
+    # the lease was released: the next caller tries again
+    with pytest.raises(RuntimeError):
+        rp.call(g(1))
+    assert len(calls) == 5
+
+
+def test_xfetch_refreshes_early_from_the_measured_compute_time(rp: Harness) -> None:
+    calls, body = counter()
+    eager = make(rp, body, ttl=30, sleep=0.02, early_refresh=1e6, name="eager")
+    calm = make(rp, body, ttl=30, sleep=0.02, early_refresh=0, name="calm")
+    for fn in (eager, calm):
+        for _ in range(3):
+            rp.call(fn(1))
+    # beta huge: every hit is "close to expiry" given a 20 ms compute; beta 0: never early
+    assert calls == [1, 1, 1, 1]
+    assert eager.stats.counts["refreshed"] == 2
+    assert calm.stats.hits == 2
+
+
+def test_invalidate_and_tags(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body, tags=["user:{x}", "all"], name="f")
+    g = make(rp, body, tags=["user:{x}"], name="g")
+    for fn in (f, g):
+        for x in range(1, 6):
+            rp.call(fn(x))
+    assert len(calls) == 10
+    assert rp.call(f.invalidate(1)) == 1
+    assert rp.call(f.peek(1)) is NOT_CACHED and rp.call(g.peek(1)) is not NOT_CACHED
+    deleted = rp.call(invalidate_tags("user:2", client=rp.client))
+    assert deleted == 2
+    assert rp.call(f.peek(2)) is NOT_CACHED and rp.call(g.peek(2)) is NOT_CACHED
+    assert rp.call(f.peek(3)) is not NOT_CACHED
+    deleted = rp.call(invalidate_tags("all", client=rp.client))
+    assert deleted == 3  # f(3), f(4), f(5) (f(1) was invalidated, f(2) by its tag)
+    assert all(rp.call(f.peek(x)) is NOT_CACHED for x in range(1, 6))
+    assert all(rp.call(g.peek(x)) is not NOT_CACHED for x in range(3, 6))
+    assert rp.call(invalidate_tags("nobody", client=rp.client)) == 0
+
+
+def test_tags_span_many_buckets_on_cluster(rp: Harness) -> None:
+    _, body = counter()
+    f = make(rp, body, tags=["t"], name="many")
+    for x in range(60):
+        rp.call(f(x))
+    assert rp.call(invalidate_tags("t", client=rp.client)) == 60
+    assert all(rp.call(f.peek(x)) is NOT_CACHED for x in range(60))
+
+
+def test_refresh_and_set_handles(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body)
+    rp.call(f(1))
+    assert rp.call(f.refresh(1)) == {"x": 1, "n": 2}
+    assert rp.call(f(1)) == {"x": 1, "n": 2}
+    rp.call(f.set("manual", 1))
+    assert rp.call(f(1)) == "manual"
+    assert len(calls) == 2
+
+
+def _writer(rp_: Harness, body: Callable[..., Any], target: Any, **opts: Any) -> Any:
+    if rp_.is_async:
+
+        async def save(x: Any, value: Any) -> Any:
+            return body(x, value)
+
+        return write_through(target, **opts)(save)
+
+    def ssave(x: Any, value: Any) -> Any:
+        return body(x, value)
+
+    return write_through(target, **opts)(ssave)
+
+
+def test_write_through_updates_invalidates_and_leaves_failures_alone(rp: Harness) -> None:
+    db: dict[Any, Any] = {1: "old"}
+
+    def read(x: Any, y: Any) -> Any:
+        return db[x]
+
+    def write(x: Any, value: Any) -> Any:
+        if value == "bad":
+            raise ValueError("rejected")
+        db[x] = value
+        return {"stored": value}
+
+    f = make(rp, read)
+    save = _writer(rp, write, f, value=lambda r: r["stored"])
+    drop = _writer(rp, write, f, mode="invalidate")
+    assert rp.call(f(1)) == "old"
+    assert rp.call(save(1, "new")) == {"stored": "new"}
+    assert rp.call(f.peek(1)) == "new"
+    with pytest.raises(ValueError, match="rejected"):
+        rp.call(save(1, "bad"))
+    assert rp.call(f.peek(1)) == "new"
+    rp.call(drop(1, "newer"))
+    assert rp.call(f.peek(1)) is NOT_CACHED
+    assert rp.call(f(1)) == "newer"
+
+
+def test_write_through_versions_keep_the_newest(rp: Harness) -> None:
+    f = make(rp, lambda x, y: None)
+    save = _writer(rp, lambda x, v: v, f, version=lambda v: v["ver"])
+    rp.call(save(1, {"ver": 2, "v": "b"}))
+    rp.call(save(1, {"ver": 1, "v": "a"}))  # late, older: ignored
+    assert rp.call(f.peek(1)) == {"ver": 2, "v": "b"}
+    rp.call(save(1, {"ver": 3, "v": "c"}))
+    assert rp.call(f.peek(1)) == {"ver": 3, "v": "c"}
+
+
+def test_write_through_concurrent_writers_leave_the_last_write(rp: Harness) -> None:
+    if rp.is_async and rp.backend.is_cluster:
+        pytest.skip(
+            "redis-py's asyncio RedisCluster drops connections ('Connection closed by server') "
+            "under ~40 concurrent commands with the client policy Retry(NoBackoff(), 0): "
+            "a foundation issue, reported; the cache fails open there"
+        )
+    db: dict[str, Any] = {"ver": 0, "v": None}
+    lock = threading.Lock()
+
+    def write(x: Any, value: Any) -> Any:
+        with lock:  # the database serialises writes and stamps a version
+            db["ver"] += 1
+            db["v"] = value
+            snapshot = dict(db)
+        time.sleep(0.001 * (value % 3))  # replies come back out of order
+        return snapshot
+
+    f = make(rp, lambda x, y: dict(db))
+    save = _writer(rp, write, f, version=lambda r: r["ver"])
+    if rp.is_async:
+        import asyncio
+
+        async def go() -> None:
+            async def one(i: int) -> None:
+                await asyncio.sleep(0.001 * (i % 4))
+                await save(1, i)
+
+            await asyncio.gather(*(one(i) for i in range(40)))
+
+        rp.call(go())
+    else:
+        threads = [threading.Thread(target=save, args=(1, i)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert db["ver"] == 40
+    assert rp.call(f.peek(1)) == db
+    assert rp.call(f(1)) == db
+
+
+def test_unencodable_result_returned_uncached_with_a_warning(rp: Harness) -> None:
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any) -> Any:
+        calls.append(x)
+        return {1, 2}  # a set: not JSON
+
+    f = make(rp, body)
+    with pytest.warns(RuntimeWarning, match="cannot encode"):
+        assert rp.call(f(1)) == {1, 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rp.call(f(1))
+    assert len(calls) == 2
+    assert rp.call(f.peek(1)) is NOT_CACHED
+    assert rp.backend.sync_client().exists(f.key(1)) == 0  # and no lease left behind
+
+
+def test_undecodable_value_is_a_miss_and_replaced(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body)
+    c = rp.backend.sync_client()
+    c.set(f.key(1), b"\x01garbage")
+    assert rp.call(f.peek(1)) is NOT_CACHED
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert len(calls) == 1
+
+
+def test_mount_prefix_ttl_and_modes(rp: Harness) -> None:
+    _, body = counter()
+    m = rpm.Mount(prefix="app:", ttl=42)
+    f = make(rp, body, ttl=None, mount=m, name="m")
+    rp.call(f(1))
+    key = f.key(1)
+    assert key.startswith("app:cache:")
+    c = rp.backend.sync_client()
+    assert 42_000 <= c.pttl(key) <= 47_000
+    ro = make(rp, body, ttl=None, mount=rpm.Mount(prefix="app:", ttl=42, mode="read"), name="m")
+    assert rp.call(ro(1)) == {"x": 1, "n": 1}  # reads what the writer stored
+    assert rp.call(ro(2)) == {"x": 2, "n": 2}
+    assert rp.call(ro(2)) == {"x": 2, "n": 3}  # ...but never writes
+    assert c.exists(ro.key(2)) == 0
+    with pytest.raises(PermissionError):
+        rp.call(ro.invalidate(1))
+    with pytest.raises(PermissionError):
+        make(rp, body, mount=rpm.Mount(prefix="w:", mode="write"))
+
+
+def test_decoration_time_checks(rp: Harness) -> None:
+    def f(user_id: int, db: Any = None) -> int:
+        return user_id
+
+    with pytest.raises(ValueError, match="names uid"):
+        cached(ttl=1, key="user:{uid}")(f)
+    with pytest.raises(ValueError, match="no such parameter"):
+        cached(ttl=1, ignore=("nope",))(f)
+    with pytest.raises(ValueError, match="needs a TTL"):
+        cached(f)
+    with pytest.raises(ValueError, match="positive"):
+        cached(ttl=0)
+    with pytest.raises(TypeError):
+        cached(ttl="60")  # type: ignore[call-overload]
+    g: Any = cached(ttl=1, key="user:{user_id}", ignore=("db",), client=rp.sync_client)(f)
+    assert g.key(7, db=object()).endswith(":k:user:7")
+    h: Any = cached(ttl=1, client=rp.sync_client)(f)
+    with pytest.raises(TypeError, match="stable cache key"):
+        h(1, db=object())
+    with pytest.raises(TypeError, match="target must be"):
+        write_through(f)
