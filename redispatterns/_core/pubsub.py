@@ -553,4 +553,5 @@ class OverflowBuffer:
         n = self._messages
         self._items.clear()
         self._messages = 0
+        self._unreported = 0
         return n
