@@ -35,6 +35,6 @@ redis.call('HSETNX', KEYS[1], '_c', now)
 redis.call('HSETNX', KEYS[1], '_v', 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
 if n > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIREAT', KEYS[2], deadline)
 end
 return 1

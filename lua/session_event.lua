@@ -21,8 +21,6 @@ if n > limit then
   redis.call('LTRIM', KEYS[2], 0, limit - 1)
   n = limit
 end
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], pttl)
-end
+-- the log lives until the absolute deadline, so sliding reads never have to touch it
+redis.call('PEXPIREAT', KEYS[2], deadline)
 return n

@@ -1,7 +1,7 @@
 -- name: session_get
 -- summary: read a session and slide its idle TTL, capped by the absolute deadline
 -- KEYS[1]: the session hash
--- KEYS[2]: the session's event list (its TTL follows the hash)
+-- KEYS[2]: the session's event list (deleted with the hash past the deadline)
 -- ARGV[1]: refresh only when less than ARGV[1]/1000 of the idle TTL is left (1000: every read)
 -- returns: 0 when absent or past its deadline (then deleted), else the hash as field/value pairs
 -- read-only: no
@@ -33,7 +33,6 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 or pttl * 1000 < idle * tonumber(ARGV[1]) then
   local ttl = math.min(idle, deadline - now)
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('HSET', KEYS[1], '_s', now)
   if seen_at then
     h[seen_at] = tostring(now)

@@ -65,6 +65,7 @@ DEFAULT_EVENT_LIMIT = 100
 TOKEN_BYTES = 32  # 256 random bits
 TOKEN_LEN = 43  # len(secrets.token_urlsafe(32))
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+_SID = re.compile(r"[0-9a-f]{64}")
 _DATA = "d:"
 _MAX_FIELD = 1024
 
@@ -138,8 +139,10 @@ class SessionConfig:
         return token_id(token, self.secret)
 
     def session_keys(self, sid: str) -> tuple[str, str, str]:
-        ks = self.keyspace
-        return ks.tagged("sess", sid), ks.tagged("sess", sid, "ev"), ks.tagged("sess", sid, "x")
+        # sid is always 64 hex digits (see ``check_sid``), so no key-part validation is needed here;
+        # the result equals keyspace.tagged("sess", sid[, "ev" | "x"]).
+        base = f"{self.keyspace.prefix}sess:{{{sid}}}"
+        return base, base + ":ev", base + ":x"
 
     def index_key(self, user_id: str) -> str:
         return self.keyspace.tagged("sess-user", user_id)
@@ -246,13 +249,23 @@ def _pairs(flat: list[Any]) -> dict[str, bytes]:
     return {as_str(flat[i]): as_bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _ms(raw: bytes | None) -> int:
+def _ms(raw: bytes | str | None) -> int:
     return int(raw) if raw else 0
 
 
-def decode_session(cfg: SessionConfig, token: str, sid: str, fields: Mapping[str, bytes]) -> Session:
-    """A :class:`Session` from the hash's fields."""
-    data = {k[len(_DATA) :]: cfg.codec.decode(v) for k, v in fields.items() if k.startswith(_DATA)}
+def decode_session(cfg: SessionConfig, token: str, sid: str, flat: list[Any]) -> Session:
+    """A :class:`Session` from the hash as flat field/value pairs (the hot path of ``get``)."""
+    data: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    decode = cfg.codec.decode
+    for i in range(0, len(flat), 2):
+        k = flat[i]
+        if type(k) is bytes:
+            k = k.decode("utf-8", "surrogateescape")
+        if k[:2] == _DATA:
+            data[k[2:]] = decode(flat[i + 1])
+        else:
+            fields[k] = flat[i + 1]
     meta_raw = fields.get("_m")
     return Session(
         token=token,
@@ -333,7 +346,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:2], args=(cfg.refresh_permille,))
     if not isinstance(reply, list):
         return None
-    session: Session | None = decode_session(cfg, tok, sid, _pairs(reply))
+    session: Session | None = decode_session(cfg, tok, sid, reply)
     if cfg.on_get is not None:
         session = yield Compute(cfg.on_get, (session,))
     return session
@@ -378,6 +391,8 @@ def destroy(cfg: SessionConfig, token: object) -> Flow[bool]:
 
 def destroy_id(cfg: SessionConfig, sid: str, user_id: str) -> Flow[bool]:
     """Revoke by session id (``SessionInfo.id``); with ``user_id``, only that user's session."""
+    if not isinstance(sid, str) or not _SID.fullmatch(sid):
+        return False
     user = yield from _revoke(cfg, sid, user_id)
     if isinstance(user, int):
         return False
@@ -508,8 +523,17 @@ def events(cfg: SessionConfig, token: object, limit: int | None = None) -> Flow[
     tok = check_token(token)
     if tok is None:
         return []
-    key = cfg.session_keys(cfg.id_of(tok))[1]
-    raw = yield Command("LRANGE", key, 0, (limit or cfg.event_limit) - 1, keys=(key,))
+    h, key, _ = cfg.session_keys(cfg.id_of(tok))
+    # the log outlives an idle-expired session until the deadline: read it only if the hash lives
+    alive, raw = yield Batch(
+        (
+            Command("EXISTS", h, keys=(h,)),
+            Command("LRANGE", key, 0, (limit or cfg.event_limit) - 1, keys=(key,)),
+        ),
+        transaction=True,
+    )
+    if not alive:
+        return []
     return [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
 
 

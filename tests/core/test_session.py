@@ -278,12 +278,15 @@ def test_rotate_takes_then_indexes_then_writes_then_swaps() -> None:
 
 def test_events_append_and_read() -> None:
     c = cfg(event_limit=3)
-    key = c.session_keys(c.id_of(TOK))[1]
+    h, key, _ = c.session_keys(c.id_of(TOK))
     assert replay(core.append_event(c, TOK, {"a": 1}), [(script("session_event"), 2)]) == 2
     assert replay(core.append_event(c, "", 1), []) == 0
-    read = Command("LRANGE", key, 0, 2, keys=(key,))
-    assert replay(core.events(c, TOK), [(read, [b"3", b"2"])]) == [2, 3]
-    assert replay(core.events(c, TOK, 1), [(Command("LRANGE", key, 0, 0, keys=(key,)), [b"3"])]) == [3]
+    exists = Command("EXISTS", h, keys=(h,))
+    read = Batch((exists, Command("LRANGE", key, 0, 2, keys=(key,))), transaction=True)
+    assert replay(core.events(c, TOK), [(read, [1, [b"3", b"2"]])]) == [2, 3]
+    assert replay(core.events(c, TOK), [(read, [0, [b"3", b"2"]])]) == []
+    read1 = Batch((exists, Command("LRANGE", key, 0, 0, keys=(key,))), transaction=True)
+    assert replay(core.events(c, TOK, 1), [(read1, [1, [b"3"]])]) == [3]
     assert replay(core.events(c, "", 1), []) == []
     with pytest.raises(TypeError):
         replay(core.events(c, TOK, 1.5), [])  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Session store vs the common snippet sent by hand with redis-py.
+
+The floor for ``get`` is the snippet most apps use: GET a JSON blob + EXPIRE, pipelined, then
+``orjson.loads``; ours also checks the absolute deadline, hashes the token and slides the TTL in
+one script. ``update`` is compared with one HSET, ``create`` with SET EX + SADD to a user set,
+``append_event`` with LPUSH + LTRIM pipelined.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio
+
+from loadtests.harness import BenchCase, main
+from redispatterns.client import connect
+from redispatterns.mount import Mount
+from redispatterns.session import AsyncSessionStore, SessionStore
+
+DATA = {"user": "user:42", "cart": [101, 202, 303], "theme": "dark", "flags": {"beta": True}}
+MOUNT = Mount(prefix="bench:sess:")
+EVENT = {"type": "click"}
+
+
+def cases(url: str) -> list[BenchCase]:
+    c = connect(url)
+    store = SessionStore(c, mount=MOUNT, ttl=1800)
+    lazy = SessionStore(c, mount=MOUNT, ttl=1800, refresh_below=0.5)
+    token = store.create("user:42", DATA, ip="127.0.0.1")
+    raw = redis.Redis.from_url(url)
+    blob = orjson.dumps(DATA)
+    raw.set("bench:naive:sess", blob, ex=1800)
+
+    def floor_get() -> Any:
+        pipe = raw.pipeline(transaction=False)
+        pipe.get("bench:naive:sess")
+        pipe.expire("bench:naive:sess", 1800)
+        return orjson.loads(pipe.execute()[0])
+
+    state: dict[str, Any] = {}
+
+    async def aget() -> Any:
+        if "store" not in state:
+            state["store"] = AsyncSessionStore(redis.asyncio.Redis.from_url(url), mount=MOUNT, ttl=1800)
+        return await state["store"].get(token)
+
+    async def afloor_get() -> Any:
+        if "raw" not in state:
+            state["raw"] = redis.asyncio.Redis.from_url(url)
+        pipe = state["raw"].pipeline(transaction=False)
+        pipe.get("bench:naive:sess")
+        pipe.expire("bench:naive:sess", 1800)
+        return orjson.loads((await pipe.execute())[0])
+
+    counter = iter(range(10**9))
+
+    def floor_create() -> Any:
+        pipe = raw.pipeline(transaction=False)
+        sid = f"bench:naive:s{next(counter)}"
+        pipe.set(sid, blob, ex=1800)
+        pipe.sadd("bench:naive:user:42", sid)
+        return pipe.execute()
+
+    ev = orjson.dumps({"type": "click", "target": "#buy"})
+
+    def floor_event() -> Any:
+        pipe = raw.pipeline(transaction=False)
+        pipe.lpush("bench:naive:ev", ev)
+        pipe.ltrim("bench:naive:ev", 0, 99)
+        return pipe.execute()
+
+    return [
+        BenchCase("session", "get (slides every read)", lambda: store.get(token), floor_get,
+                  note="floor: GET blob + EXPIRE pipelined"),
+        BenchCase("session", "get async (slides every read)", aget, afloor_get, is_async=True,
+                  note="floor: GET blob + EXPIRE pipelined"),
+        BenchCase("session", "get, refresh_below=0.5", lambda: lazy.get(token), floor_get,
+                  note="no write while >50% of the idle TTL is left"),
+        BenchCase("session", "update one field", lambda: store.update(token, {"theme": "light"}),
+                  lambda: raw.hset("bench:naive:h", "theme", b'"light"'), note="floor: one HSET"),
+        BenchCase("session", "append_event (capped at 100)", lambda: store.append_event(token, EVENT),
+                  floor_event, note="floor: LPUSH + LTRIM pipelined"),
+        BenchCase("session", "create (indexed, 3 round trips)", lambda: store.create("user:42", DATA),
+                  floor_create, note="floor: SET EX + SADD pipelined"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main([sys.modules[__name__]]))
