@@ -115,7 +115,7 @@ class Names:
         """A PSUBSCRIBE pattern: the user's glob applies to channel names of this namespace only."""
         return glob_escape(self._head) + _check_name("pattern", pattern) + glob_escape("}")
 
-    def strip(self, full: bytes | str) -> str:
+    def name_of(self, full: bytes | str) -> str:
         """The user's channel name of a Redis channel (the full name when it is not ours)."""
         text = full.decode("utf-8", "surrogateescape") if isinstance(full, bytes) else full
         head = self._head
@@ -406,8 +406,8 @@ class LinkState:
         if kind == b"smessage" and len(reply) >= 3:
             return self._message(as_bytes(reply[1]), as_bytes(reply[2]), None, True, wall)
         if kind == b"pmessage" and len(reply) >= 4:
-            pat = self.names.strip(as_bytes(reply[1]))
-            # the pattern as the user wrote it: strip() keeps the glob between the braces
+            pat = self.names.name_of(as_bytes(reply[1]))
+            # the pattern as the user wrote it (the glob between the braces as a fallback)
             user_pat = next((s.name for s in self.subs if s.full == as_bytes(reply[1])), pat)
             return self._message(as_bytes(reply[2]), as_bytes(reply[3]), user_pat, False, wall)
         if kind == b"pong":
@@ -447,7 +447,7 @@ class LinkState:
     def _message(
         self, chan: bytes, raw: bytes, pattern: str | None, sharded: bool, wall: float
     ) -> list[Event]:
-        name = self.names.strip(chan)
+        name = self.names.name_of(chan)
         seq, payload = split_envelope(raw)
         events: list[Event] = []
         if seq is not None:
