@@ -12,13 +12,15 @@ local idx, exp = KEYS[1], KEYS[2]
 local limit = tonumber(ARGV[2])
 local start = '-'
 if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+-- records past their deadline are rare (every write purges them): check members only if any
+local stale = redis.call('ZCOUNT', exp, '-inf', '(' .. now_ms) > 0
 local out = {}
 while #out < limit do
   local want = limit - #out
   local page = redis.call('ZRANGEBYLEX', idx, start, '+', 'LIMIT', 0, want)
   if #page == 0 then break end
   for _, member in ipairs(page) do
-    local deadline = redis.call('ZSCORE', exp, member)
+    local deadline = stale and redis.call('ZSCORE', exp, member)
     if not deadline or tonumber(deadline) >= now_ms then out[#out + 1] = member end
   end
   if #page < want then break end

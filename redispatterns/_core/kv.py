@@ -620,6 +620,10 @@ class WriteBuffer:
         return [(m, k, p) for (m, k), p in entries.items()]
 
 
+def _evalsha(op: Script) -> Command:
+    return Command("EVALSHA", op.script.sha, len(op.keys), *op.keys, *op.args, keys=op.keys)
+
+
 def _is_noscript(exc: object) -> bool:
     return isinstance(exc, Exception) and (
         type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
@@ -657,8 +661,8 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
                     replies.append((yield d[3]))
                 except Exception as exc:
                     replies.append(exc)
-        else:
-            replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
+        else:  # plain EVALSHA in one pipeline (no SCRIPT EXISTS round trip); NOSCRIPT resent below
+            replies = yield Batch(tuple(_evalsha(d[3]) for d in direct), raise_on_error=False)
         for (spec, key, p, op), reply in zip(direct, replies, strict=True):
             if _is_noscript(reply):  # a pipeline does not load scripts: send it alone
                 try:
