@@ -15,6 +15,7 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
+from redispatterns._core.scripts import load
 from redispatterns.client import connect
 from redispatterns.mount import Mount
 from redispatterns.session import AsyncSessionStore, SessionStore
@@ -54,6 +55,13 @@ def cases(url: str) -> list[BenchCase]:
         pipe.expire("bench:naive:sess", 1800)
         return orjson.loads((await pipe.execute())[0])
 
+    get_script = raw.register_script(load("session_get").source)
+    sid = store._cfg.id_of(token)
+    keys = [f"bench:sess:sess:{{{sid}}}", f"bench:sess:sess:{{{sid}}}:ev"]
+
+    def floor_script() -> Any:
+        return get_script(keys=keys, args=[1000])
+
     counter = iter(range(10**9))
 
     def floor_create() -> Any:
@@ -74,6 +82,8 @@ def cases(url: str) -> list[BenchCase]:
     return [
         BenchCase("session", "get (slides every read)", lambda: store.get(token), floor_get,
                   note="floor: GET blob + EXPIRE pipelined"),
+        BenchCase("session", "get vs its own script by hand", lambda: store.get(token), floor_script,
+                  note="floor: EVALSHA session_get, undecoded: our Python cost alone"),
         BenchCase("session", "get async (slides every read)", aget, afloor_get, is_async=True,
                   note="floor: GET blob + EXPIRE pipelined"),
         BenchCase("session", "get, refresh_below=0.5", lambda: lazy.get(token), floor_get,
