@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 WORKER = r"""
 import os, signal, sys
 import redispatterns as rp
-url, stream, name, kill_at, min_idle = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+url, stream, name = sys.argv[1:4]
+kill_at, min_idle = int(sys.argv[4]), float(sys.argv[5])
 client = rp.connect(url)
 s = rp.Stream(stream, client=client)
 c = rp.Consumer(s, "g", name, count=50, block=0.1, min_idle=min_idle, reclaim_interval=0.1)
