@@ -194,6 +194,10 @@ class _Handle:
         if outcome is not core.HIT:
             self._notable(outcome, key)
         if self.on_event is not None:
+            self.hook(outcome, key)
+
+    def hook(self, outcome: str, key: str) -> None:
+        if self.on_event is not None:
             try:
                 self.on_event(outcome, key)
             except Exception:  # a metrics hook never breaks the call
@@ -220,9 +224,7 @@ class _Handle:
                 self.breaker.threshold,
                 self.breaker.reset_after,
             )
-            if self.on_event is not None:
-                with _suppress():
-                    self.on_event("breaker_open", key)
+            self.hook("breaker_open", key)
 
     def keys(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> core.CallKeys:
         return self.spec.keys_for(args, kwargs)
@@ -248,16 +250,6 @@ class _Handle:
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return self.keys(args, kwargs).value
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        if exc[0] is not None:
-            log.exception("cache on_event hook raised")
-        return True
 
 
 def _check_number(name: str, value: object, *, positive: bool = True, allow_none: bool = False) -> None:
@@ -408,6 +400,7 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     h = _Handle(fn, spec, ns, breaker, o["on_event"])
     keys_for, record, get, fill, flight = spec.keys_for, h.record, core.get, core.fill, h.flight
     HIT, NOT_FOUND, UNDECODABLE = core.HIT, core.NOT_FOUND, core.UNDECODABLE
+    counts = h.stats.counts
     rand = _rand
 
     if is_async:
@@ -422,9 +415,9 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
                 flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
                 value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
             if outcome is HIT:
-                h.stats.counts[HIT] += 1
+                counts[HIT] += 1
                 if h.on_event is not None:
-                    record(outcome, keys.value)
+                    h.hook(HIT, keys.value)
             else:
                 record(outcome, keys.value)
             return value
@@ -442,9 +435,9 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
                 flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
                 value, outcome = flight.do(keys.value, lambda: run_sync(client, flow))
             if outcome is HIT:
-                h.stats.counts[HIT] += 1
+                counts[HIT] += 1
                 if h.on_event is not None:
-                    record(outcome, keys.value)
+                    h.hook(HIT, keys.value)
             else:
                 record(outcome, keys.value)
             return value
