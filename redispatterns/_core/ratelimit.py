@@ -100,7 +100,7 @@ class Policy:
         _count("limit", self.limit)
         if isinstance(self.period_us, bool) or not isinstance(self.period_us, int):
             raise TypeError("period_us must be an int")
-        if not 1 <= self.period_us <= MAX_PERIOD_US or self.limit * self.period_us > MAX_PERIOD_US:
+        if not 1 <= self.period_us <= MAX_PERIOD_US or self.window_us > MAX_PERIOD_US:
             raise ValueError("window out of range: between 1 µs and ten years")
         if not isinstance(self.name, str) or not self.name or not self.name.isprintable() or '"' in self.name:
             raise ValueError(f"policy name must be printable text without quotes, got {self.name!r}")
@@ -165,7 +165,7 @@ def _period(name: str, seconds: object) -> int:
 
 
 def _secs(period_us: int) -> str:
-    return f"{period_us / US:g}"
+    return str(period_us // US) if period_us % US == 0 else f"{period_us / US:g}"
 
 
 def _rate_text(rate: float, per: float) -> str:
@@ -541,6 +541,8 @@ def oracle_hit(oracles: Sequence[Oracle], now: int, cost: int, mode: int = MODE_
     commit = mode != MODE_PEEK and cost > 0 and not never and (all_ok or mode == MODE_PENALTY)
     out = [now, 1 if all_ok else 0]
     for o, (ok, remaining, retry, reset) in zip(oracles, evals, strict=True):
+        if ok and mode == MODE_PEEK:
+            remaining += cost
         if commit:
             o.commit(now, cost, penalty=not all_ok)
             reset = o.reset_after_commit(now, cost)

@@ -1,0 +1,448 @@
+"""Rate limiters on every backend and flavour: exact admission, retry_after exactness, atomic
+multi-policy, cost edges, key hygiene, NOSCRIPT, error policy, mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from redispatterns import Mount, RateLimited
+from redispatterns._core.ratelimit import Policy
+from redispatterns.ratelimit import (
+    AsyncFixedWindowLimiter,
+    AsyncMultiLimiter,
+    AsyncSlidingWindowLimiter,
+    AsyncTokenBucketLimiter,
+    FixedWindowLimiter,
+    MultiLimiter,
+    SlidingWindowLimiter,
+    TokenBucketLimiter,
+)
+from redispatterns.testing.plugin import Backend, Harness
+
+T0 = 1_800_000_000_000_000  # a virtual "now" in µs (2027)
+YEAR = 365 * 86400.0
+
+
+class VClock:
+    """A virtual server clock for the test-only ``_test_clock`` hook (integer µs)."""
+
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make(rp: Harness, algorithm: str, *args: Any, **kw: Any) -> Any:
+    classes = {
+        "sliding": (SlidingWindowLimiter, AsyncSlidingWindowLimiter),
+        "token_bucket": (TokenBucketLimiter, AsyncTokenBucketLimiter),
+        "fixed": (FixedWindowLimiter, AsyncFixedWindowLimiter),
+        "multi": (MultiLimiter, AsyncMultiLimiter),
+    }
+    kw.setdefault("client", rp.client)
+    return rp.pick(*classes[algorithm])(*args, **kw)
+
+
+def limiter_of(rp: Harness, algorithm: str, limit: int, **kw: Any) -> Any:
+    """A limiter admitting exactly ``limit`` units for the duration of a test."""
+    if algorithm == "sliding":
+        return make(rp, "sliding", limit, 3600, **kw)
+    if algorithm == "token_bucket":
+        return make(rp, "token_bucket", 1, limit, per=3600, **kw)  # refills 1 token per hour
+    return make(rp, "fixed", limit, 10 * YEAR, **kw)  # one clock-aligned window, years long
+
+
+ALGORITHMS = ["sliding", "token_bucket", "fixed"]
+
+
+# --------------------------------------------------------------------------- exact admission
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_exact_admission_under_concurrency(rp: Harness, backend: Backend, algorithm: str) -> None:
+    """8 threads x 200 (sync) or 200 tasks x 8 (async) at limit 100: exactly 100, thrice."""
+    client = rp.call_in_loop(lambda: backend.async_client(max_connections=256)) if rp.is_async else rp.client
+    if rp.is_async:  # redis-py's asyncio RedisCluster fails when its first commands race
+        rp.call(client.ping())
+    for round_ in range(3):
+        lim = limiter_of(rp, algorithm, 100, client=client)
+        key = f"user:{algorithm}:{round_}"
+        if rp.is_async:
+
+            async def attempts() -> list[bool]:
+                async def one() -> list[bool]:
+                    return [bool(await lim.hit(key)) for _ in range(8)]
+
+                results = await asyncio.gather(*(one() for _ in range(200)))
+                return [x for r in results for x in r]
+
+            admitted = sum(rp.call(attempts()))
+        else:
+            barrier = threading.Barrier(8)
+            counts = [0] * 8
+
+            def worker(i: int) -> None:
+                barrier.wait()
+                counts[i] = sum(bool(lim.hit(key)) for _ in range(200))
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            admitted = sum(counts)
+        assert admitted == 100
+        if algorithm == "sliding":
+            assert rp.sync_client.zcard(lim.keys(key)[0]) == 100
+
+
+def test_identical_timestamps_still_exact(rp: Harness) -> None:
+    """Every caller at the same microsecond (virtual clock): unique members keep the log exact."""
+    lim = make(rp, "sliding", 50, 1, _test_clock=VClock())
+    admitted = [bool(rp.call(lim.hit("same-tick"))) for _ in range(120)]
+    assert sum(admitted) == 50 and all(admitted[:50])
+    assert rp.sync_client.zcard(lim.keys("same-tick")[0]) == 50
+
+
+# --------------------------------------------------------------------------- retry_after exactness
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "args"),
+    [("sliding", (3, 10)), ("token_bucket", (7, 3)), ("token_bucket", (3, 1, 13.0)), ("fixed", (3, 10))],
+)
+def test_retry_after_is_exact(rp: Harness, algorithm: str, args: tuple[Any, ...]) -> None:
+    clock = VClock()
+    if algorithm == "token_bucket" and len(args) == 3:
+        lim = make(rp, algorithm, args[0], args[1], per=args[2], _test_clock=clock)
+    else:
+        lim = make(rp, algorithm, *args, _test_clock=clock)
+    rng = random.Random(7)
+    for _ in range(40):
+        d = rp.call(lim.hit("k"))
+        if d.allowed:
+            clock.now += rng.choice([0, 1, 1000, 250_000])
+            continue
+        assert d.retry_after_us and d.retry_after_us > 0
+        start = clock.now
+        clock.now = start + d.retry_after_us - 1
+        early = rp.call(lim.peek("k"))
+        assert not early.allowed and early.retry_after_us == 1
+        clock.now = start + d.retry_after_us
+        assert rp.call(lim.hit("k")).allowed
+
+
+def test_cost_edges(rp: Harness) -> None:
+    clock = VClock()
+    for algorithm in ALGORITHMS:
+        lim = limiter_of(rp, algorithm, 5, _test_clock=clock)
+        key = f"edge:{algorithm}"
+        assert rp.call(lim.hit(key, 2)).remaining == 3
+        state = rp.sync_client.dump(lim.keys(key)[0])
+        zero = rp.call(lim.hit(key, 0))  # cost 0 = peek
+        assert zero.allowed and zero.remaining == 3
+        never = rp.call(lim.hit(key, 6))  # above capacity: never
+        assert not never.allowed and never.retry_after is None
+        assert "Retry-After" not in never.headers()
+        peeked = rp.call(lim.peek(key, 4))
+        assert not peeked.allowed and peeked.remaining == 3
+        assert rp.sync_client.dump(lim.keys(key)[0]) == state  # nothing changed
+        assert rp.call(lim.hit(f"fresh:{algorithm}", 5)).allowed  # cost == capacity on a fresh key
+        assert rp.call(lim.hit(key, 3)).remaining == 0
+        assert not rp.call(lim.hit(key)).allowed
+
+
+def test_remaining_and_reset_counting_down(rp: Harness) -> None:
+    clock = VClock(T0 - T0 % 60_000_000)  # the start of a minute, for the fixed window
+    lim = make(rp, "sliding", 3, 60, _test_clock=clock)
+    fixed = make(rp, "fixed", 3, 60, _test_clock=clock)
+    for expect in (2, 1, 0):
+        d = rp.call(lim.hit("u"))
+        f = rp.call(fixed.hit("u"))
+        assert (d.remaining, d.reset_after, d.limit) == (expect, 60.0, 3)
+        assert f.remaining == expect and f.reset_after_us == 60_000_000 - (clock.now - (T0 - T0 % 60_000_000))
+        clock.now += 1_000_000
+    d = rp.call(lim.hit("u"))
+    assert (d.allowed, d.retry_after, d.reset_after) == (False, 57.0, 59.0)
+    h = d.headers()
+    assert h["Retry-After"] == "57"
+    assert h["RateLimit-Policy"] == '"3-per-60s";q=3;w=60'
+    assert h["RateLimit"] == '"3-per-60s";r=0;t=59'
+
+
+# --------------------------------------------------------------------------- oracle (every backend)
+
+
+def test_matches_the_oracle_on_a_virtual_clock(rp: Harness) -> None:
+    """Random arrivals through the real script equal the pure-Python oracle, reply for reply."""
+    from redispatterns._core.ratelimit import oracle_for, oracle_hit
+
+    rng = random.Random(11)
+    policies = (
+        Policy.sliding(5, 2),
+        Policy.token_bucket(3, 4, per=1.5),
+        Policy.fixed(6, 3),
+    )
+    for trial in range(6):
+        pols = tuple(p for p in policies if rng.random() < 0.7) or policies[:1]
+        clock = VClock(T0 + rng.randrange(10**9))
+        lim = make(rp, "multi", pols, _test_clock=clock, penalty=trial % 3 == 2)
+        oracles = [oracle_for(p) for p in pols]
+        for _ in range(40):
+            clock.now += rng.choice([0, 1, 999, 100_000, 700_000, 2_000_000])
+            cost = rng.choice([0, 1, 1, 2, 3, 7])
+            d = rp.call(lim.hit(f"o{trial}", cost))
+            want = oracle_hit(oracles, clock.now, cost, 2 if trial % 3 == 2 else 1)
+            got = [d.now_us, int(d.allowed)]
+            for s in d.policies:
+                got += [int(s.allowed), s.remaining, -1 if s.retry_after_us is None else s.retry_after_us]
+                got.append(s.reset_after_us)
+            assert got == want
+
+
+# --------------------------------------------------------------------------- multi-policy
+
+
+def test_multi_limit_is_all_or_nothing(rp: Harness) -> None:
+    clock = VClock()
+    per_second = Policy.sliding(3, 1, name="burst")
+    hourly = Policy.token_bucket(10, 10, per=3600, name="hourly")
+    lim = make(rp, "multi", [per_second, hourly], _test_clock=clock)
+    for _ in range(3):
+        assert rp.call(lim.hit("tenant:42")).allowed
+    before = rp.sync_client.get(lim.keys("tenant:42")[1])
+    for _ in range(20):  # saturated per second: every denial leaves the hourly budget alone
+        d = rp.call(lim.hit("tenant:42"))
+        assert not d.allowed and d.violated == ("burst",)
+    assert rp.sync_client.get(lim.keys("tenant:42")[1]) == before
+    assert rp.call(lim.peek("tenant:42")).policies[1].remaining == 7
+    clock.now += 1_000_000
+    for _ in range(7):
+        assert rp.call(lim.hit("tenant:42", 1)).allowed
+        clock.now += 400_000
+    d = rp.call(lim.hit("tenant:42"))
+    assert not d.allowed and d.violated == ("hourly",)
+    clock.now += 10_000_000
+    d = rp.call(lim.hit("tenant:42", 4))  # both denied together
+    assert set(d.violated) == {"burst", "hourly"} or d.violated == ("hourly",)
+    assert d.headers()["RateLimit-Policy"] == '"burst";q=3;w=1, "hourly";q=10;w=3600'
+
+
+def test_multi_limit_atomic_under_eight_workers(rp: Harness) -> None:
+    pols = [Policy.sliding(40, 3600, name="a"), Policy.token_bucket(1, 25, per=3600, name="b")]
+    lim = make(rp, "multi", pols)
+    key = "org:7"
+    rp.call(rp.client.ping())  # see test_exact_admission_under_concurrency
+    if rp.is_async:
+
+        async def go() -> int:
+            async def one() -> int:
+                return sum([bool(await lim.hit(key)) for _ in range(20)])
+
+            return sum(await asyncio.gather(*(one() for _ in range(8))))
+
+        admitted = rp.call(go())
+    else:
+        results: list[int] = []
+
+        def worker() -> None:
+            results.append(sum(bool(lim.hit(key)) for _ in range(20)))
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        admitted = sum(results)
+    assert admitted == 25
+    assert rp.sync_client.zcard(lim.keys(key)[0]) == 25  # the sliding log charged only admitted hits
+
+
+def test_penalty_mode_charges_denials(rp: Harness) -> None:
+    clock = VClock()
+    lim = make(rp, "sliding", 2, 10, penalty=True, _test_clock=clock)
+    plain = make(rp, "sliding", 2, 10, name="plain", _test_clock=clock)
+    for limiter in (lim, plain):
+        assert rp.call(limiter.hit("abuser")).allowed
+        assert rp.call(limiter.hit("abuser")).allowed
+    for at in (9_000_000, 9_500_000):  # two denied attempts late in the window
+        clock.now = T0 + at
+        assert not rp.call(lim.hit("abuser")).allowed
+        assert not rp.call(plain.hit("abuser")).allowed
+    clock.now = T0 + 10_000_000  # the admitted pair has left the window
+    assert rp.call(plain.hit("abuser")).allowed
+    d = rp.call(lim.hit("abuser"))  # but the charged attempts have not
+    assert not d.allowed and d.retry_after_us == 9_000_000
+    assert rp.sync_client.zcard(lim.keys("abuser")[0]) == 2  # the log never outgrows the limit
+
+
+# --------------------------------------------------------------------------- keys, scripts, errors
+
+
+def test_every_key_has_a_ttl_and_memory_is_small(rp: Harness, backend: Backend) -> None:
+    lims = [
+        make(rp, "sliding", 100, 60),
+        make(rp, "token_bucket", 100, 100, per=60),
+        make(rp, "fixed", 100, 60),
+        make(rp, "multi", [Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)]),
+    ]
+    for lim in lims:
+        for i in range(3):
+            rp.call(lim.hit(f"user:{i}", 2))
+    c = rp.sync_client
+    keys = [k for lim in lims for i in range(3) for k in lim.keys(f"user:{i}")]
+    for k in keys:
+        assert 0 < c.pttl(k) <= 3_600_000, k
+    assert c.pttl(lims[0].keys("user:0")[0]) > 59_000  # the sliding log lives a window
+    if not backend.is_fake:
+        bucket = c.memory_usage(lims[1].keys("user:0")[0], samples=0)
+        log = c.memory_usage(lims[0].keys("user:0")[0], samples=0)
+        assert bucket <= 100, bucket
+        assert log < 400, log
+
+
+def test_keys_follow_the_mount_and_share_a_hash_tag(rp: Harness) -> None:
+    mount = Mount(prefix="app:")
+    lim = make(rp, "multi", [Policy.sliding(5, 1), Policy.fixed(100, 3600)], mount=mount, name="api")
+    keys = lim.keys("user:42")
+    assert all(k.startswith("app:rl:api:{user:42}:") for k in keys)
+    rp.call(lim.hit("user:42"))
+    assert all(rp.sync_client.exists(k) for k in keys)
+    assert rp.call(lim.reset("user:42")) is True
+    assert not any(rp.sync_client.exists(k) for k in keys)
+    assert rp.call(lim.reset("user:42")) is False
+    ro = Mount(prefix="app:", mode="read")
+    reader = make(rp, "sliding", 5, 1, mount=ro)
+    with pytest.raises(PermissionError):
+        rp.call(reader.hit("user:42"))
+    assert rp.call(reader.peek("user:42")).allowed
+
+
+def test_script_flush_between_calls(rp: Harness, backend: Backend) -> None:
+    lim = make(rp, "sliding", 3, 60)
+    flusher = backend.sync_client()
+    for _ in range(3):
+        assert rp.call(lim.hit("flushy")).allowed
+        flusher.script_flush()
+    assert not rp.call(lim.hit("flushy")).allowed
+
+
+def test_clients_with_skewed_clocks_decide_identically(
+    rp: Harness, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server time decides: shifting the clients' wall clocks by ±5 s changes nothing."""
+    lim = make(rp, "sliding", 5, 3600)
+    other = make(rp, "sliding", 5, 3600, client=rp.pick(backend.sync_client, rp_async_client(rp))())
+    baseline = [(d.allowed, d.remaining) for d in (rp.call(lim.hit("plain")) for _ in range(7))]
+    real = time.time
+    seen = []
+    for i in range(7):
+        monkeypatch.setattr(time, "time", (lambda: real() + 5) if i % 2 else (lambda: real() - 5))
+        d = rp.call((lim if i % 2 else other).hit("skewed"))
+        seen.append((d.allowed, d.remaining))
+    assert seen == baseline == [(True, 4), (True, 3), (True, 2), (True, 1), (True, 0), (False, 0), (False, 0)]
+
+
+def rp_async_client(rp: Harness) -> Callable[[], Any]:
+    return lambda: rp.call_in_loop(rp.backend.async_client)
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed", "raise"])
+def test_on_error_policy(rp: Harness, on_error: str) -> None:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from redispatterns.testing.servers import free_port
+
+    port = free_port()
+    opts: dict[str, Any] = {"port": port, "socket_connect_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+    if rp.is_async:
+        dead = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts))
+    else:
+        dead = redis.Redis(**opts)
+    seen: list[Any] = []
+    lim = make(rp, "sliding", 5, 60, client=dead, on_error=on_error, on_decision=seen.append)
+    if on_error == "raise":
+        with pytest.raises(redis.ConnectionError):
+            rp.call(lim.hit("x"))
+        assert seen == []
+    else:
+        d = rp.call(lim.hit("x"))
+        assert d.degraded and d.allowed is (on_error == "open") and d.error is not None
+        assert seen == [d]
+    if rp.is_async:
+        rp.call(dead.aclose())
+    else:
+        dead.close()
+
+
+def test_hook_sees_every_decision(rp: Harness) -> None:
+    seen: list[Any] = []
+    if rp.is_async:
+
+        async def hook(d: Any) -> None:
+            seen.append(d)
+
+        lim = make(rp, "sliding", 1, 60, on_decision=hook)
+    else:
+        lim = make(rp, "sliding", 1, 60, on_decision=seen.append)
+    a = rp.call(lim.hit("h"))
+    b = rp.call(lim.hit("h"))
+    assert [d.allowed for d in seen] == [True, False] and seen == [a, b]
+
+
+def test_wait_sleeps_until_admitted_or_times_out(rp: Harness) -> None:
+    lim = make(rp, "sliding", 1, 0.3)
+    assert rp.call(lim.hit("w")).allowed
+    assert not rp.call(lim.hit("w")).allowed
+    d = rp.call(lim.wait("w", timeout=5))  # sleeps about 0.3 s
+    assert d.allowed
+    with pytest.raises(RateLimited) as info:
+        rp.call(lim.wait("w", timeout=0.01))
+    assert info.value.retry_after is not None and info.value.retry_after > 0.01
+    with pytest.raises(RateLimited) as never:
+        rp.call(lim.wait("w", cost=2))
+    assert never.value.retry_after is None
+
+
+def test_enforce_raises_rate_limited(rp: Harness) -> None:
+    lim = make(rp, "token_bucket", 1, 1, per=60)
+    assert rp.call(lim.enforce("e")).allowed
+    with pytest.raises(RateLimited) as info:
+        rp.call(lim.enforce("e"))
+    assert info.value.key == "e" and info.value.decision is not None
+    assert 59 < (info.value.retry_after or 0) <= 60
+
+
+def test_bad_arguments(rp: Harness) -> None:
+    lim = make(rp, "sliding", 5, 1)
+    with pytest.raises(TypeError):
+        rp.call(lim.hit(42))
+    with pytest.raises(ValueError):
+        rp.call(lim.hit(""))
+    with pytest.raises(ValueError):
+        rp.call(lim.hit("k", -1))
+    with pytest.raises(TypeError):
+        rp.call(lim.hit("k", 1.5))
+    with pytest.raises(ValueError):
+        make(rp, "sliding", 0, 1)
+    with pytest.raises(ValueError):
+        make(rp, "sliding", 5, -1)
+    with pytest.raises(ValueError):
+        make(rp, "token_bucket", 10**7, 5)  # faster than one token per µs
+    with pytest.raises(ValueError):
+        make(rp, "multi", [])
+    with pytest.raises(ValueError):
+        make(rp, "multi", [Policy.sliding(5, 1), Policy.sliding(5, 1, name="other")])
+    with pytest.raises(ValueError):
+        make(rp, "sliding", 5, 1, on_error="ignore")
