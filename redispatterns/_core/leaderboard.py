@@ -221,6 +221,16 @@ def check_count(n: object, what: str, *, lo: int = 1, hi: int = MAX_PAGE) -> int
 
 
 @dataclass(frozen=True)
+class View:
+    """Which sorted set a read looks at: the board, a bucket, or a rolling union (with its sources)."""
+
+    key: str
+    dense_index: bool
+    sources: tuple[str, ...] = ()
+    aggregate: str = "MAX"
+
+
+@dataclass(frozen=True)
 class BoardSpec:
     """Everything the flows need to know about one board (pure configuration)."""
 
@@ -265,21 +275,25 @@ class BoardSpec:
             raise ValueError(f"rolling must be 'best' or 'sum', got {self.rolling!r}")
         if self.rolling == "sum" and self.tie_break:
             raise ValueError("rolling='sum' cannot add tie-broken composites; use rolling='best'")
-        self.keyspace.tagged("lb", self.name)  # validates the name
+        base = self.keyspace.tagged("lb", self.name)  # validates the name
+        object.__setattr__(self, "_base", base)
+        object.__setattr__(self, "board_keys", (f"{base}:z", f"{base}:data", f"{base}:u", f"{base}:uc"))
+        object.__setattr__(self, "bits", self.time_bits if self.tie_break else 0)
+        object.__setattr__(self, "board_view", View(f"{base}:z", self.rank_mode == "dense"))
 
-    @property
-    def bits(self) -> int:
-        return self.time_bits if self.tie_break else 0
+    _base: str = field(init=False, repr=False, compare=False)
+    board_keys: tuple[str, str, str, str] = field(init=False, repr=False, compare=False)
+    """The board, its data hash and its dense-rank index (zset + counts)."""
+    bits: int = field(init=False, repr=False, compare=False)
+    """Tie-break time bits, 0 without tie-break."""
+    board_view: View = field(init=False, repr=False, compare=False)
 
     def key(self, suffix: str) -> str:
-        return self.keyspace.tagged("lb", self.name, suffix)
-
-    @property
-    def board_keys(self) -> tuple[str, str, str, str]:
-        return (self.key("z"), self.key("data"), self.key("u"), self.key("uc"))
+        """``<prefix>lb:{name}:<suffix>``."""
+        return f"{self._base}:{suffix}"
 
     def bucket_key(self, window: str, bid: int) -> str:
-        return self.keyspace.tagged("lb", self.name, *bucket_label(window, bid).split(":"))
+        return self.key(bucket_label(window, bid))
 
     def decode(self, stored: Any) -> float | int | None:
         return decode_score(stored, order=self.order, time_bits=self.bits)
@@ -398,16 +412,6 @@ def get_data(spec: BoardSpec, member: str) -> Flow[Any]:
 # --------------------------------------------------------------------------- flows: reads
 
 
-@dataclass(frozen=True)
-class View:
-    """Which sorted set a read looks at: the board, a bucket, or a rolling union (with its sources)."""
-
-    key: str
-    dense_index: bool
-    sources: tuple[str, ...] = ()
-    aggregate: str = "MAX"
-
-
 def clock(window: str | None, virtual_now_us: int | None) -> Flow[int]:
     """The instant naming a read's bucket: the virtual clock, else the local wall clock."""
     if window is None:
@@ -420,7 +424,7 @@ def clock(window: str | None, virtual_now_us: int | None) -> Flow[int]:
 def view(spec: BoardSpec, window: str | None, now_us: int) -> View:
     """The view for ``window`` at ``now_us`` (reads name buckets from the local or virtual clock)."""
     if window is None:
-        return View(spec.key("z"), spec.rank_mode == "dense")
+        return spec.board_view
     n = rolling_days(window)
     if n is None:
         if window not in spec.windows:
@@ -436,7 +440,7 @@ def view(spec: BoardSpec, window: str | None, now_us: int) -> View:
 
 
 def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool) -> Flow[list[Any]]:
-    keys = (v.key, spec.key("data"), spec.key("u"), *v.sources)
+    keys = (v.key, spec.board_keys[1], spec.board_keys[2], *v.sources)
     reply = yield Script(
         load("leaderboard_read"),
         keys=keys,
@@ -456,17 +460,21 @@ def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool)
 
 
 def _entries(spec: BoardSpec, reply: list[Any]) -> list[Entry]:
+    """Rows ``rank, member, score text, data`` of a read script's reply (a hot path: kept lean)."""
+    bits = spec.bits
+    decode = spec.codec.decode
+    make = Entry._make
     out = []
     for i in range(1, len(reply), 4):
-        raw = reply[i + 3]
-        score = spec.decode(reply[i + 2])
-        assert score is not None
+        member, text, raw = reply[i + 1], reply[i + 2], reply[i + 3]
         out.append(
-            Entry(
-                int(reply[i]),
-                as_str(reply[i + 1]),
-                score,
-                None if raw is None else spec.codec.decode(raw),
+            make(
+                (
+                    reply[i],
+                    member.decode("utf-8", "surrogateescape") if type(member) is bytes else member,
+                    float(text) if not bits else int(float(text)) >> bits,
+                    None if raw is None else decode(raw),
+                )
             )
         )
     return out

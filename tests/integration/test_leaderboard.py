@@ -273,6 +273,8 @@ def test_windows_cross_midnight_week_and_month_on_a_virtual_clock(rp: Harness) -
     rp.call(b.submit("b", 10, "incr"))
     assert rp.call(b.count(window="month")) == 1
     assert rp.call(b.count(window="week")) == 2
+    assert rp.call(b.remove("a")) == 1  # off the board and the current buckets
+    assert rp.call(b.score("a", window="week")) is None and rp.call(b.count(window="week")) == 1
     # rolling: the last 3 days summed / best
     sums = board(rp, windows=("day",), rolling="sum", clock=lambda: now[0])
     for day, v in ((28, 1), (30, 2), (31, 4), (1, 8)):
