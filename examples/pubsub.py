@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 
 import redispatterns as rp
-from redispatterns.pubsub import Gap, Message, Subscriber, publish
+from redispatterns.pubsub import Gap, PubSubMessage, Subscriber, publish
 
 
 def main() -> None:
     client = rp.connect()  # $REDIS_URL
     mount = rp.Mount(prefix="example:")
-    seen: list[Message] = []
+    seen: list[PubSubMessage] = []
 
     def on_gap(gap: Gap) -> None:
         if gap.reason == "sequence":

@@ -37,7 +37,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core import pubsub as core
 from ._core.mount import Mount
 from ._core.ops import Flow
-from ._core.pubsub import Gap, LinkBroken, LinkState, Message, Names, OverflowBuffer, Sub, SubscriberOverflow
+from ._core.pubsub import (
+    Gap,
+    LinkBroken,
+    LinkState,
+    Names,
+    OverflowBuffer,
+    PubSubMessage,
+    Sub,
+    SubscriberOverflow,
+)
 from ._runner import run_async, run_sync, server_info, server_info_async
 from .errors import ServerUnavailable, UnsupportedByServer
 from .mount import Namespace, resolve
@@ -46,7 +55,7 @@ __all__ = [
     "AsyncPublisher",
     "AsyncSubscriber",
     "Gap",
-    "Message",
+    "PubSubMessage",
     "Publisher",
     "Subscriber",
     "SubscriberOverflow",
@@ -74,11 +83,18 @@ class _PublisherBase:
         self._ttl_ms = self._ns.mount.ttl_ms()
         self.sharded = sharded
         self.sequence = sequence
+        self._keys: dict[str, tuple[str, str]] = {}
 
     def _flow(self, channel: str, message: Any) -> Flow[int]:
+        keys = self._keys.get(channel) if isinstance(channel, str) else None
+        if keys is None:
+            keys = (self._names.channel(channel), self._names.counter(channel))
+            if len(self._keys) >= 1024:
+                self._keys.clear()
+            self._keys[channel] = keys
         return core.publish(
-            self._names.channel(channel),
-            self._names.counter(channel),
+            keys[0],
+            keys[1],
             self._codec.encode(message),
             sharded=self.sharded,
             sequence=self.sequence,
@@ -189,9 +205,9 @@ class _SubscriberBase:
         channels: Iterable[str],
         patterns: Iterable[str],
         sharded: bool,
-        handler: Callable[[Message], Any] | None,
+        handler: Callable[[PubSubMessage], Any] | None,
         on_gap: Callable[[Gap], Any] | None,
-        on_error: Callable[[BaseException, Message | Gap | None], Any] | None,
+        on_error: Callable[[BaseException, PubSubMessage | Gap | None], Any] | None,
         mount: MountArg,
         client: Any,
         maxsize: int,
@@ -303,7 +319,7 @@ class _SubscriberBase:
         if self._on_gap is None:
             log.warning("pub/sub gap on %s: %s", ",".join(gap.channels) or "(queue)", gap)
 
-    def _record_error(self, exc: BaseException, item: Message | Gap | None) -> None:
+    def _record_error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
         if self._on_error is None:
             log.error("pub/sub callback failed on %r", item, exc_info=exc)
 
@@ -346,9 +362,9 @@ class Subscriber(_SubscriberBase):
         *,
         patterns: Iterable[str] = (),
         sharded: bool = False,
-        handler: Callable[[Message], Any] | None = None,
+        handler: Callable[[PubSubMessage], Any] | None = None,
         on_gap: Callable[[Gap], Any] | None = None,
-        on_error: Callable[[BaseException, Message | Gap | None], Any] | None = None,
+        on_error: Callable[[BaseException, PubSubMessage | Gap | None], Any] | None = None,
         mount: MountArg = None,
         client: Any = None,
         maxsize: int = 10_000,
@@ -435,7 +451,7 @@ class Subscriber(_SubscriberBase):
 
     # -- consuming
 
-    def get(self, timeout: float | None = None) -> Message | None:
+    def get(self, timeout: float | None = None) -> PubSubMessage | None:
         """The next message; ``None`` after ``timeout`` seconds or once closed.
 
         Gaps met on the way go to ``on_gap``. Raises :class:`SubscriberOverflow` under
@@ -463,7 +479,7 @@ class Subscriber(_SubscriberBase):
             self._delivered += 1
             return item
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[PubSubMessage]:
         while True:
             msg = self.get()
             if msg is None:
@@ -478,7 +494,7 @@ class Subscriber(_SubscriberBase):
             except Exception as exc:
                 self._error(exc, gap)
 
-    def _error(self, exc: BaseException, item: Message | Gap | None) -> None:
+    def _error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
         self._record_error(exc, item)
         if self._on_error is not None:
             with contextlib.suppress(Exception):
@@ -501,13 +517,13 @@ class Subscriber(_SubscriberBase):
 
     # -- reading
 
-    def _put(self, item: Message | Gap) -> None:
+    def _put(self, item: PubSubMessage | Gap) -> None:
         with self._cond:
             while not self._buffer.put(item, time.time()):
                 if self._stopping.is_set():
                     return
                 self._cond.wait(0.1)
-            if isinstance(item, Message):
+            if isinstance(item, PubSubMessage):
                 self._received += 1
             if self._buffer.failed:
                 self._stopping.set()
@@ -590,9 +606,9 @@ class AsyncSubscriber(_SubscriberBase):
         *,
         patterns: Iterable[str] = (),
         sharded: bool = False,
-        handler: Callable[[Message], Any] | None = None,
+        handler: Callable[[PubSubMessage], Any] | None = None,
         on_gap: Callable[[Gap], Any] | None = None,
-        on_error: Callable[[BaseException, Message | Gap | None], Any] | None = None,
+        on_error: Callable[[BaseException, PubSubMessage | Gap | None], Any] | None = None,
         mount: MountArg = None,
         client: Any = None,
         maxsize: int = 10_000,
@@ -690,7 +706,7 @@ class AsyncSubscriber(_SubscriberBase):
 
     # -- consuming
 
-    async def get(self, timeout: float | None = None) -> Message | None:
+    async def get(self, timeout: float | None = None) -> PubSubMessage | None:
         """The next message; ``None`` after ``timeout`` seconds or once closed (see
         :meth:`Subscriber.get`)."""
         if not self._started:
@@ -719,7 +735,7 @@ class AsyncSubscriber(_SubscriberBase):
     def __aiter__(self) -> AsyncSubscriber:
         return self
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> PubSubMessage:
         msg = await self.get()
         if msg is None:
             raise StopAsyncIteration
@@ -738,7 +754,7 @@ class AsyncSubscriber(_SubscriberBase):
             except Exception as exc:
                 await self._error(exc, gap)
 
-    async def _error(self, exc: BaseException, item: Message | Gap | None) -> None:
+    async def _error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
         self._record_error(exc, item)
         if self._on_error is not None:
             with contextlib.suppress(Exception):
@@ -761,7 +777,7 @@ class AsyncSubscriber(_SubscriberBase):
 
     # -- reading
 
-    async def _put(self, item: Message | Gap) -> None:
+    async def _put(self, item: PubSubMessage | Gap) -> None:
         assert self._changed is not None
         while not self._buffer.put(item, time.time()):
             if self._stopping:
@@ -769,7 +785,7 @@ class AsyncSubscriber(_SubscriberBase):
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 0.1)
-        if isinstance(item, Message):
+        if isinstance(item, PubSubMessage):
             self._received += 1
         if self._buffer.failed:
             self._stopping = True

@@ -37,7 +37,7 @@ __all__ = [
     "Gap",
     "LinkBroken",
     "LinkState",
-    "Message",
+    "PubSubMessage",
     "Names",
     "OverflowBuffer",
     "Overflow",
@@ -190,7 +190,7 @@ def publish(
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class PubSubMessage:
     """One delivered message.
 
     ``channel`` is the user's channel name (the mount prefix stripped); ``data`` the decoded value
@@ -227,7 +227,7 @@ class Gap:
     error: str = ""
 
 
-Event = Union[Message, Gap]
+Event = Union[PubSubMessage, Gap]
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -470,7 +470,7 @@ class LinkState:
                         )
                     )
         data = decode_payload(self.codec, payload)
-        events.append(Message(name, data, seq, pattern, sharded, raw))
+        events.append(PubSubMessage(name, data, seq, pattern, sharded, raw))
         return events
 
 
@@ -522,7 +522,7 @@ class OverflowBuffer:
         self._unreported += 1
         if self.policy == "drop_oldest":
             for i, old in enumerate(self._items):
-                if isinstance(old, Message):
+                if isinstance(old, PubSubMessage):
                     del self._items[i]
                     self._messages -= 1
                     break
@@ -531,7 +531,7 @@ class OverflowBuffer:
 
     def _append(self, item: Event) -> None:
         self._items.append(item)
-        if isinstance(item, Message):
+        if isinstance(item, PubSubMessage):
             self._messages += 1
 
     def take(self, wall: float) -> Event | None:
@@ -544,7 +544,7 @@ class OverflowBuffer:
         if not self._items:
             return None
         item = self._items.popleft()
-        if isinstance(item, Message):
+        if isinstance(item, PubSubMessage):
             self._messages -= 1
         return item
 

@@ -11,11 +11,11 @@ TITLE = "Pub/sub: numbered messages, reconnects and gap reports"
 
 def tour(url: str, say: Callable[[str], None]) -> None:
     import redispatterns as rp
-    from redispatterns.pubsub import Gap, Message, Subscriber, publish
+    from redispatterns.pubsub import Gap, PubSubMessage, Subscriber, publish
 
     client = rp.connect(url)
     mount = rp.Mount(prefix="demo:")
-    seen: list[Message] = []
+    seen: list[PubSubMessage] = []
     gaps: list[Gap] = []
 
     def wait(cond: Callable[[], bool]) -> None:

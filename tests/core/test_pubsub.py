@@ -15,9 +15,9 @@ from redispatterns._core.pubsub import (
     Gap,
     LinkBroken,
     LinkState,
-    Message,
     Names,
     OverflowBuffer,
+    PubSubMessage,
     Sub,
     SubscriberOverflow,
     backoff_delay,
@@ -211,11 +211,13 @@ def test_sequence_gaps_and_resets() -> None:
     st = _link()
     st.connecting(0.0)
     _live(st)
-    assert _msg(st, "a", 5) == [Message("a", 1, 5, None, False, ENVELOPE + b"5:1")]  # first seen: no gap
+    assert _msg(st, "a", 5) == [
+        PubSubMessage("a", 1, 5, None, False, ENVELOPE + b"5:1")
+    ]  # first seen: no gap
     assert len(_msg(st, "a", 6)) == 1
     events = _msg(st, "a", 9)
     assert events[0] == Gap("sequence", ("a",), 200.0, 200.0, missed=2, first_missing=7, last_missing=8)
-    assert isinstance(events[1], Message) and events[1].seq == 9
+    assert isinstance(events[1], PubSubMessage) and events[1].seq == 9
     assert len(_msg(st, "b", 1)) == 1  # channels are tracked apart
     assert len(_msg(st, "a", 1)) == 1  # counter restarted at 1: nothing missed
     reset = _msg(st, "a", 1)  # same number again: counter restarted, 1 is the first
@@ -228,7 +230,7 @@ def test_sequence_gaps_and_resets() -> None:
     st2.on_reply([b"message", NAMES.channel("a").encode(), ENVELOPE + b"4:1"], 0, 0)
     events = st2.on_reply([b"message", NAMES.channel("a").encode(), ENVELOPE + b"3:1"], 0, 0)
     assert events[0] == Gap("sequence", ("a",), 0, 0, missed=2, first_missing=1, last_missing=2)
-    assert _msg(st, "a", None, b'"x"')[0] == Message("a", "x", None, None, False, b'"x"')
+    assert _msg(st, "a", None, b'"x"')[0] == PubSubMessage("a", "x", None, None, False, b'"x"')
 
 
 def test_pattern_and_shard_messages() -> None:
@@ -283,8 +285,8 @@ def test_forced_unsubscribe_breaks_the_link_and_noise_is_ignored() -> None:
 # --------------------------------------------------------------------------- overflow buffer
 
 
-def _m(i: int) -> Message:
-    return Message("c", i)
+def _m(i: int) -> PubSubMessage:
+    return PubSubMessage("c", i)
 
 
 def _fill(policy: str, n: int, size: int = 10) -> OverflowBuffer:
@@ -297,7 +299,7 @@ def _fill(policy: str, n: int, size: int = 10) -> OverflowBuffer:
 def _drain(buf: OverflowBuffer) -> list[Any]:
     out = []
     while (item := buf.take(99.0)) is not None:
-        out.append(item.data if isinstance(item, Message) else (item.reason, item.missed))
+        out.append(item.data if isinstance(item, PubSubMessage) else (item.reason, item.missed))
     return out
 
 

@@ -18,8 +18,8 @@ from redispatterns.pubsub import (
     AsyncPublisher,
     AsyncSubscriber,
     Gap,
-    Message,
     Publisher,
+    PubSubMessage,
     Subscriber,
     SubscriberOverflow,
     publish,
@@ -141,7 +141,15 @@ rp_publish_async = publish_async
 
 
 def test_names_are_exported_from_the_package() -> None:
-    for name in ("Publisher", "AsyncPublisher", "Subscriber", "AsyncSubscriber", "Message", "Gap", "publish"):
+    for name in (
+        "Publisher",
+        "AsyncPublisher",
+        "Subscriber",
+        "AsyncSubscriber",
+        "PubSubMessage",
+        "Gap",
+        "publish",
+    ):
         assert getattr(rp, name) is getattr(redispatterns.pubsub, name)
 
 
@@ -316,7 +324,7 @@ def test_handler_runs_in_owned_thread_or_task_and_survives_errors(rp: Harness) -
     seen: list[Any] = []
     errors: list[tuple[str, Any]] = []
 
-    def handler(msg: Message) -> None:
+    def handler(msg: PubSubMessage) -> None:
         if msg.data == "boom":
             raise RuntimeError("handler failed")
         seen.append(msg.data)
@@ -341,7 +349,7 @@ async def test_async_handler_and_async_iteration(backend: Backend, aclient: Any)
     seen: list[Any] = []
     gaps: list[Gap] = []
 
-    async def handler(msg: Message) -> None:
+    async def handler(msg: PubSubMessage) -> None:
         await asyncio.sleep(0)
         seen.append(msg.data)
 
@@ -447,5 +455,5 @@ def test_validation_at_the_edge(backend: Backend) -> None:
         sub.start()
 
 
-async def _async_handler(msg: Message) -> None:
+async def _async_handler(msg: PubSubMessage) -> None:
     return None
