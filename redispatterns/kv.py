@@ -12,6 +12,7 @@ mount's TTL and the bookkeeping are applied by one Lua script per write. See ``d
 from __future__ import annotations
 
 import atexit
+import threading
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ class _Base:
         self._store = core.KVStore(
             mounts or {}, max_store_size=max_store_size, write_policy=write_policy, tag=tag
         )
-        self._buffer = core.WriteBuffer()
+        self._buffer = core.WriteBuffer(None if self._asyncio else threading.Lock())
         self._url: str | None = None
         self._client: Any = None
         if url_or_client is None or isinstance(url_or_client, str):
@@ -56,7 +57,7 @@ class _Base:
             check_client(url_or_client, asyncio_=self._asyncio)
             self._client = url_or_client
         if self._store.write_policy == "dispose":
-            atexit.register(_flush_at_exit, weakref.ref(self))
+            _LIVE.add(self)
 
     @property
     def client(self) -> Any:
@@ -87,9 +88,20 @@ class _Base:
         return self._store.schema(mount)
 
 
-def _flush_at_exit(ref: weakref.ref[_Base]) -> None:
-    kv = ref()
-    if kv is None or not len(kv._buffer):
+_LIVE: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for kv in list(_LIVE):
+        try:
+            _flush_at_exit(kv)
+        except Exception as exc:  # one store's failure must not keep the others' writes
+            warnings.warn(f"kv: buffered writes lost at exit: {exc!r}", RuntimeWarning, stacklevel=1)
+
+
+def _flush_at_exit(kv: _Base) -> None:
+    if not len(kv._buffer):
         return
     if not kv._asyncio:
         run_sync(kv.client, core.flush_buffer(kv._store, kv._buffer))

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import typing
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -583,8 +584,9 @@ class Pending:
 class WriteBuffer:
     """The ``dispose`` policy's buffer: the last write per (mount, key), in first-write order."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: AbstractContextManager[Any] | None = None) -> None:
         self.entries: dict[tuple[str, str], Pending] = {}
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -600,6 +602,10 @@ class WriteBuffer:
 
     def merge(self, spec: MountSpec, key: str, partial: dict[str, Any], ttl_ms: int | None) -> None:
         """Fold ``partial`` into the buffered write (validated now, like a direct write)."""
+        with self._lock:
+            self._merge(spec, key, partial, ttl_ms)
+
+    def _merge(self, spec: MountSpec, key: str, partial: dict[str, Any], ttl_ms: int | None) -> None:
         prev = self.entries.get((spec.name, key))
         if prev is None or prev.kind == "merge":
             partials = [*(prev.partials if prev else []), partial]
@@ -611,12 +617,14 @@ class WriteBuffer:
         self.entries[(spec.name, key)] = Pending("set", data, ctype, ttl_ms)
 
     def drop(self, mount: str) -> None:
-        for k in [k for k in self.entries if k[0] == mount]:
-            del self.entries[k]
+        with self._lock:
+            for k in [k for k in self.entries if k[0] == mount]:
+                del self.entries[k]
 
     def drain(self) -> list[tuple[str, str, Pending]]:
         """Take every buffered write (the swap is atomic, so concurrent writers lose nothing)."""
-        entries, self.entries = self.entries, {}
+        with self._lock:
+            entries, self.entries = self.entries, {}
         return [(m, k, p) for (m, k), p in entries.items()]
 
 

@@ -386,3 +386,40 @@ def test_acl_user_limited_to_the_prefix_runs_every_function(rp: Harness) -> None
             rp.call(alone.set("user", "k2", "x" * 50))
     finally:
         admin.execute_command("ACL", "DELUSER", "kvuser")
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+from redispatterns import Mount
+from redispatterns.kv import KV, AsyncKV
+url = sys.argv[1]
+mounts = {"user": Mount(prefix="app:user:")}
+kv = KV(url, mounts)                       # dispose: nothing sent until exit
+kv.set("user", "sync", 1)
+akv = AsyncKV(url, mounts)
+asyncio.run(akv.set("user", "async", 2))
+assert kv.pending == 1 and akv.pending == 1
+"""
+
+
+def test_buffered_writes_are_flushed_at_interpreter_exit(standalone_url: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, standalone_url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    c = redis.Redis.from_url(standalone_url)
+    assert c.mget(BASE + "k:sync", BASE + "k:async") == [b"1", b"2"]
+    c.close()
+
+
+def test_threads_share_one_dispose_buffer(rp: Harness) -> None:
+    kv = make(rp, write_policy="dispose")
+    calls = [lambda i=i: kv.merge("user", "doc", {f"f{i}": i}) for i in range(40)]
+    calls += [lambda i=i: kv.set("user", f"k{i}", i) for i in range(40)]
+    assert all(r is True for r in run_many(rp, calls))
+    assert rp.call(kv.flush()) == 41
+    assert rp.call(kv.get("user", "doc")) == {f"f{i}": i for i in range(40)}
+    assert len(rp.call(kv.keys("user"))) == 41
