@@ -6,7 +6,7 @@
 -- ARGV[3]: member nonce for sliding-log entries, unique per call ("" when no policy is a sliding log)
 -- ARGV[4]: virtual now in integer microseconds for tests, or "" to read the server TIME
 -- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
--- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when admitted by a hit; as of now for a peek), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
+-- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
 -- read-only: no
 --
 -- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
@@ -104,7 +104,6 @@ for i = 1, n do
     end
   end
 
-  if ok and mode == 0 then remaining = remaining + cost end  -- a peek reports what is left now
   p.ok = ok
   plan[i] = p
   if not ok then all_ok = false end
@@ -119,6 +118,9 @@ if not all_ok then res[2] = 0 end
 
 -- commit: nothing on a denial (unless penalty mode), nothing when only evaluating or cost is 0
 if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
+  for i = 1, n do  -- nothing charged: an admitting policy reports what is left now
+    if plan[i].ok then res[4 * i] = res[4 * i] + cost end
+  end
   return res
 end
 

@@ -541,7 +541,7 @@ def oracle_hit(oracles: Sequence[Oracle], now: int, cost: int, mode: int = MODE_
     commit = mode != MODE_PEEK and cost > 0 and not never and (all_ok or mode == MODE_PENALTY)
     out = [now, 1 if all_ok else 0]
     for o, (ok, remaining, retry, reset) in zip(oracles, evals, strict=True):
-        if ok and mode == MODE_PEEK:
+        if ok and not commit:
             remaining += cost
         if commit:
             o.commit(now, cost, penalty=not all_ok)

@@ -66,39 +66,44 @@ ALGORITHMS = ["sliding", "token_bucket", "fixed"]
 # --------------------------------------------------------------------------- exact admission
 
 
+def admitted_by_threads(lim: Any, key: str, threads: int, each: int) -> int:
+    """Units admitted when ``threads`` threads, released together, each hit ``each`` times."""
+    barrier = threading.Barrier(threads)
+    counts = [0] * threads
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        counts[i] = sum(bool(lim.hit(key)) for _ in range(each))
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts)
+
+
+async def admitted_by_tasks(lim: Any, key: str, tasks: int, each: int) -> int:
+    """Units admitted when ``tasks`` asyncio tasks each hit ``each`` times."""
+
+    async def one() -> int:
+        return sum([bool(await lim.hit(key)) for _ in range(each)])
+
+    return sum(await asyncio.gather(*(one() for _ in range(tasks))))
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_exact_admission_under_concurrency(rp: Harness, backend: Backend, algorithm: str) -> None:
     """8 threads x 200 (sync) or 200 tasks x 8 (async) at limit 100: exactly 100, thrice."""
     client = rp.call_in_loop(lambda: backend.async_client(max_connections=256)) if rp.is_async else rp.client
-    if rp.is_async:  # redis-py's asyncio RedisCluster fails when its first commands race
-        rp.call(client.ping())
+    rp.call(client.ping())  # redis-py's asyncio RedisCluster fails when its first commands race
     for round_ in range(3):
         lim = limiter_of(rp, algorithm, 100, client=client)
         key = f"user:{algorithm}:{round_}"
         if rp.is_async:
-
-            async def attempts() -> list[bool]:
-                async def one() -> list[bool]:
-                    return [bool(await lim.hit(key)) for _ in range(8)]
-
-                results = await asyncio.gather(*(one() for _ in range(200)))
-                return [x for r in results for x in r]
-
-            admitted = sum(rp.call(attempts()))
+            admitted = rp.call(admitted_by_tasks(lim, key, 200, 8))
         else:
-            barrier = threading.Barrier(8)
-            counts = [0] * 8
-
-            def worker(i: int) -> None:
-                barrier.wait()
-                counts[i] = sum(bool(lim.hit(key)) for _ in range(200))
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            admitted = sum(counts)
+            admitted = admitted_by_threads(lim, key, 8, 200)
         assert admitted == 100
         if algorithm == "sliding":
             assert rp.sync_client.zcard(lim.keys(key)[0]) == 100
@@ -242,26 +247,9 @@ def test_multi_limit_atomic_under_eight_workers(rp: Harness) -> None:
     key = "org:7"
     rp.call(rp.client.ping())  # see test_exact_admission_under_concurrency
     if rp.is_async:
-
-        async def go() -> int:
-            async def one() -> int:
-                return sum([bool(await lim.hit(key)) for _ in range(20)])
-
-            return sum(await asyncio.gather(*(one() for _ in range(8))))
-
-        admitted = rp.call(go())
+        admitted = rp.call(admitted_by_tasks(lim, key, 8, 20))
     else:
-        results: list[int] = []
-
-        def worker() -> None:
-            results.append(sum(bool(lim.hit(key)) for _ in range(20)))
-
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        admitted = sum(results)
+        admitted = admitted_by_threads(lim, key, 8, 20)
     assert admitted == 25
     assert rp.sync_client.zcard(lim.keys(key)[0]) == 25  # the sliding log charged only admitted hits
 
@@ -366,10 +354,7 @@ def test_on_error_policy(rp: Harness, on_error: str) -> None:
 
     port = free_port()
     opts: dict[str, Any] = {"port": port, "socket_connect_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
-    if rp.is_async:
-        dead = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts))
-    else:
-        dead = redis.Redis(**opts)
+    dead: Any = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts)) if rp.is_async else redis.Redis(**opts)
     seen: list[Any] = []
     lim = make(rp, "sliding", 5, 60, client=dead, on_error=on_error, on_decision=seen.append)
     if on_error == "raise":

@@ -1,0 +1,334 @@
+"""Rate-limit flows, policies, decisions and oracles, without a server."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redispatterns._core import ratelimit as core
+from redispatterns._core.keys import Keyspace
+from redispatterns._core.ops import Command, Compute, Now, Script, Sleep
+from redispatterns._ratelimit_http import client_address
+from redispatterns.errors import RateLimited
+from redispatterns.testing.replay import ReplayMismatch, replay
+
+SW = core.Policy.sliding(3, 10)
+TB = core.Policy.token_bucket(2, 4, per=1)
+FW = core.Policy.fixed(5, 60)
+KEYS = core.state_keys(Keyspace("t:"), "rl", "user:1", (SW, TB))
+
+
+def reply_for(*states: tuple[int, int, int, int], now: int = 10**15) -> list[int]:
+    allowed = int(all(s[0] for s in states))
+    return [now, allowed, *(x for s in states for x in s)]
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def test_policy_constructors_and_names() -> None:
+    assert (SW.algorithm, SW.limit, SW.period_us, SW.name) == ("sliding", 3, 10_000_000, "3-per-10s")
+    assert (TB.limit, TB.period_us, TB.window) == (4, 500_000, 2.0)
+    assert TB.name == "bucket-4-2-per-1s"
+    assert core.Policy.token_bucket(2.5).limit == 3  # capacity defaults to ceil(rate)
+    assert core.Policy.token_bucket(7, 1, per=13).period_us == 1_857_143  # rounded to whole µs
+    assert FW.name == "5-per-60s-fixed" and FW.window_us == 60_000_000
+    assert core.Policy.sliding(1, 0.25).name == "1-per-0.25s"
+    assert SW.key_suffix == "sw:3:10000000" and TB.key_suffix == "tb:4:500000"
+    assert SW.header_item() == '"3-per-10s";q=3;w=10'
+    assert core.Policy.sliding(1, 0.25).header_item().endswith("w=1")  # never w=0
+
+
+@pytest.mark.parametrize(
+    ("build", "exc"),
+    [
+        (lambda: core.Policy.sliding(0, 1), ValueError),
+        (lambda: core.Policy.sliding(True, 1), TypeError),
+        (lambda: core.Policy.sliding(1.5, 1), TypeError),  # type: ignore[arg-type]
+        (lambda: core.Policy.sliding(1, 0), ValueError),
+        (lambda: core.Policy.sliding(1, float("inf")), ValueError),
+        (lambda: core.Policy.sliding(1, "1"), TypeError),  # type: ignore[arg-type]
+        (lambda: core.Policy.sliding(1, 1e-9), ValueError),
+        (lambda: core.Policy.fixed(1, 11 * 366 * 86400), ValueError),
+        (lambda: core.Policy.token_bucket(2e6), ValueError),
+        (lambda: core.Policy.token_bucket(1, 0), ValueError),
+        (lambda: core.Policy.token_bucket(1, per=-1), ValueError),
+        (lambda: core.Policy.sliding(1, 1, name='a"b'), ValueError),
+        (lambda: core.Policy.sliding(1, 1, name="a\nb"), ValueError),
+        (lambda: core.Policy("leaky", 1, 1, "x"), ValueError),  # type: ignore[arg-type]
+        (lambda: core.Policy("sliding", 1, 1.5, "x"), TypeError),  # type: ignore[arg-type]
+        (lambda: core.check_cost(-1), ValueError),
+        (lambda: core.check_cost(1.0), TypeError),
+        (lambda: core.check_cost(False), TypeError),
+    ],
+)
+def test_bad_policies_and_costs(build: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        build()
+
+
+def test_state_keys_share_the_subject_tag() -> None:
+    assert KEYS == ("t:rl:{user:1}:sw:3:10000000", "t:rl:{user:1}:tb:4:500000")
+
+
+# --------------------------------------------------------------------------- the hit flow
+
+
+def test_hit_sends_one_script_with_every_policy() -> None:
+    def expected(op: Any) -> bool:
+        assert isinstance(op, Script) and op.script.name == "ratelimit_hit"
+        assert op.keys == KEYS
+        cost, mode, nonce, now, *rest = op.args
+        assert (cost, mode, now) == (2, core.MODE_HIT, "")
+        assert isinstance(nonce, str) and len(nonce) == 8  # sliding-log members are unique per call
+        assert rest == [1, 3, 10_000_000, 2, 4, 500_000]
+        return True
+
+    d = replay(
+        core.hit(KEYS, (SW, TB), 2, subject="user:1"),
+        [(expected, reply_for((1, 1, 0, 10_000_000), (1, 2, 0, 1_000_000)))],
+    )
+    assert d.allowed and d.remaining == 1 and d.limit == 3 and d.key == "user:1" and d.cost == 2
+    assert d.retry_after == 0.0 and d.reset_after == 10.0 and d.violated == ()
+    assert d.policy is SW and bool(d)
+
+
+def test_hit_without_sliding_policies_sends_no_nonce_and_passes_the_virtual_clock() -> None:
+    def expected(op: Any) -> bool:
+        return bool(op.args[:4] == (0, core.MODE_PEEK, "", 123))
+
+    d = replay(
+        core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 1, 1, 4, 0, 0])]
+    )
+    assert d.allowed and d.remaining == 4 and d.now_us == 123
+
+
+def test_denial_names_every_violated_policy_and_waits_for_the_slowest() -> None:
+    d = replay(
+        core.hit(KEYS, (SW, TB), 1),
+        [(Script, reply_for((0, 0, 4_000_000, 9_000_000), (0, 0, 250_000, 2_000_000)))],
+    )
+    assert not d.allowed and d.violated == (SW.name, TB.name)
+    assert d.retry_after_us == 4_000_000 and d.retry_after == 4.0
+    h = d.headers()
+    assert h["Retry-After"] == "4"
+    assert h["RateLimit"] == '"3-per-10s";r=0;t=9, "bucket-4-2-per-1s";r=0;t=2'
+    assert h["RateLimit-Policy"] == '"3-per-10s";q=3;w=10, "bucket-4-2-per-1s";q=4;w=2'
+
+
+def test_never_admissible_cost() -> None:
+    d = replay(core.hit(KEYS, (SW, TB), 9), [(Script, reply_for((0, 3, -1, 0), (0, 4, -1, 0)))])
+    assert not d.allowed and d.retry_after is None and d.retry_after_us is None
+    assert d.policies[0].retry_after is None and "Retry-After" not in d.headers()
+
+
+def test_retry_after_header_rounds_up_and_is_at_least_one() -> None:
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1, 5])])
+    assert d.headers()["Retry-After"] == "1"
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1_000_001, 5])])
+    assert d.headers()["Retry-After"] == "2"
+    legacy = d.headers(legacy=True)
+    assert (legacy["X-RateLimit-Limit"], legacy["X-RateLimit-Remaining"], legacy["X-RateLimit-Reset"]) == (
+        "3",
+        "0",
+        "1",
+    )
+
+
+def test_hook_is_called_through_compute() -> None:
+    seen: list[Any] = []
+    d = replay(
+        core.hit(KEYS[:1], (SW,), 1, hook=seen.append),
+        [(Script, [1, 1, 1, 2, 0, 10]), (lambda op: isinstance(op, Compute) and op.fn == seen.append, None)],
+    )
+    assert d.allowed
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_on_error_gives_a_degraded_decision(on_error: Any) -> None:
+    boom = ConnectionError("down")
+    d = replay(core.hit(KEYS, (SW, TB), 1, subject="s", on_error=on_error), [(Script, boom)])
+    assert d.degraded and d.error is boom and d.allowed is (on_error == "open")
+    assert d.limit == 3 and d.policies == () and d.headers() == ({} if d.allowed else {"Retry-After": "10"})
+
+
+def test_on_error_raise_propagates() -> None:
+    with pytest.raises(ConnectionError):
+        replay(core.hit(KEYS, (SW, TB), 1), [(Script, ConnectionError("down"))])
+
+
+def test_reset_is_one_del() -> None:
+    assert replay(core.reset(KEYS), [(Command("DEL", *KEYS, keys=KEYS), 2)]) == 2
+
+
+# --------------------------------------------------------------------------- wait
+
+
+def test_wait_sleeps_retry_after_with_jitter_then_admits() -> None:
+    flow = core.wait(KEYS[:1], (SW,), 1, timeout=None, jitter=0.5, rand=lambda: 0.5)
+    d = replay(
+        flow,
+        [
+            (Now(), 0.0),
+            (Script, [1, 0, 0, 0, 2_000_000, 5]),
+            (Now(), 0.0),
+            (Sleep(2.5), 2.5),
+            (Script, [1, 1, 1, 2, 0, 10]),
+        ],
+    )
+    assert d.allowed
+
+
+def test_wait_retries_soon_after_a_zero_retry_after() -> None:
+    flow = core.wait(KEYS[:1], (SW,), 1, timeout=1.0, now_us=lambda: 5)
+    d = replay(
+        flow,
+        [
+            (Now(), 0.0),
+            (Script, [5, 0, 0, 0, 0, 5]),
+            (Now(), 0.0),
+            (Sleep(0.001), 0.0),
+            (Script, [5, 1, 1, 2, 0, 5]),
+        ],
+    )
+    assert d.allowed
+
+
+def test_wait_gives_up_past_the_timeout_or_when_never() -> None:
+    with pytest.raises(RateLimited) as info:
+        replay(
+            core.wait(KEYS[:1], (SW,), 1, timeout=1.0, subject="s"),
+            [(Now(), 10.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 10.0)],
+        )
+    assert info.value.retry_after == 2.0 and info.value.key == "s"
+    with pytest.raises(RateLimited) as never:
+        replay(core.wait(KEYS[:1], (SW,), 9, timeout=None), [(Now(), 0.0), (Script, [1, 0, 0, 3, -1, 0])])
+    assert never.value.retry_after is None
+
+
+def test_wait_caps_the_last_sleep_at_the_timeout() -> None:
+    flow = core.wait(KEYS[:1], (SW,), 1, timeout=3.0, jitter=1.0, rand=lambda: 0.99)
+    with pytest.raises(ReplayMismatch):  # the script ends after the capped sleep
+        replay(flow, [(Now(), 0.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 0.5), (Sleep(2.5), 3.0)])
+
+
+def test_retry_delay() -> None:
+    assert core.retry_delay(2.0, 0.1, 0.0) == 2.0
+    assert math.isclose(core.retry_delay(2.0, 0.1, 0.999), 2.1998)
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    limit=st.integers(1, 6),
+    window=st.integers(1, 50),
+    steps=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 4)), max_size=60),
+)
+def test_sliding_oracle_never_exceeds_and_never_rejects_falsely(
+    limit: int, window: int, steps: list[tuple[int, int]]
+) -> None:
+    o = core.SlidingLogOracle(limit, window)
+    now = 0
+    admitted: list[int] = []
+    for gap, cost in steps:
+        now += gap
+        live = [t for t in admitted if now < t + window]
+        out = core.oracle_hit([o], now, cost)
+        if out[1]:
+            admitted += [now] * cost
+        else:  # denied only when the window truly has no room
+            assert cost > limit or len(live) + cost > limit
+            if out[4] > 0:  # and retry_after is exact: one µs earlier still lacks room
+                later = now + out[4]
+                assert len([t for t in admitted if later < t + window]) + cost <= limit
+                assert len([t for t in admitted if later - 1 < t + window]) + cost > limit
+    for t in admitted:  # at most `limit` in any trailing window
+        assert len([u for u in admitted if t <= u < t + window]) <= limit
+
+
+def _gcra_reference(capacity: int, interval: int, steps: list[tuple[int, int]]) -> list[bool]:
+    """GCRA as redis-cell writes it (integer TAT), an independent model of the token bucket."""
+    tat: int | None = None
+    now = 0
+    out = []
+    for gap, cost in steps:
+        now += gap
+        t = max(tat if tat is not None else now, now)
+        new = t + cost * interval
+        ok = cost <= capacity and now >= new - capacity * interval
+        if ok and cost:
+            tat = new
+        out.append(ok)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(1, 8),
+    interval=st.integers(1, 1000),
+    steps=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 9)), max_size=60),
+)
+def test_token_bucket_oracle_equals_gcra(capacity: int, interval: int, steps: list[tuple[int, int]]) -> None:
+    o = core.TokenBucketOracle(capacity, interval)
+    now = 0
+    got = []
+    for gap, cost in steps:
+        now += gap
+        got.append(bool(core.oracle_hit([o], now, cost)[1]))
+    assert got == _gcra_reference(capacity, interval, steps)
+
+
+def test_fixed_oracle_counts_per_aligned_window() -> None:
+    o = core.FixedWindowOracle(2, 100)
+    assert [core.oracle_hit([o], t, 1)[1] for t in (0, 10, 99, 100, 150, 199)] == [1, 1, 0, 1, 1, 0]
+    assert core.oracle_hit([o], 150, 5) == [150, 0, 0, 0, -1, 50]
+
+
+def test_oracle_multi_policy_is_all_or_nothing_and_penalty_charges() -> None:
+    a, b = core.SlidingLogOracle(1, 100), core.TokenBucketOracle(5, 10)
+    assert core.oracle_hit([a, b], 0, 1)[1] == 1
+    assert core.oracle_hit([a, b], 1, 1) == [1, 0, 0, 0, 99, 99, 1, 4, 0, 9]
+    assert b.evaluate(1, 0)[1] == 4  # the denial left the bucket alone
+    assert core.oracle_hit([a, b], 2, 1, core.MODE_PENALTY)[1] == 0
+    assert a.log == [2] and b.evaluate(2, 0)[1] == 3  # penalty: both charged, the log capped
+    assert core.oracle_hit([a, b], 3, 2, core.MODE_PEEK)[1] == 0
+    assert core.oracle_for(SW).__class__ is core.SlidingLogOracle
+    assert core.oracle_for(FW).__class__ is core.FixedWindowOracle
+
+
+def test_token_bucket_penalty_empties_the_bucket() -> None:
+    o = core.TokenBucketOracle(3, 10)
+    core.oracle_hit([o], 0, 2)
+    assert core.oracle_hit([o], 0, 2, core.MODE_PENALTY)[1] == 0
+    assert o.evaluate(0, 0)[1] == 0 and o.evaluate(10, 0)[1] == 1
+
+
+# --------------------------------------------------------------------------- client identity
+
+NETS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "trusted", "expected"),
+    [
+        ("203.0.113.9", "1.2.3.4", (), "203.0.113.9"),  # no trusted proxies: XFF ignored
+        ("203.0.113.9", "1.2.3.4", NETS, "203.0.113.9"),  # peer not trusted: XFF ignored
+        ("10.0.0.2", "1.2.3.4", NETS, "1.2.3.4"),
+        ("10.0.0.2", "6.6.6.6, 1.2.3.4, 10.0.0.7", NETS, "1.2.3.4"),  # right-most untrusted hop
+        ("10.0.0.2", "10.0.0.5", NETS, "10.0.0.5"),  # all hops trusted: the left-most
+        ("10.0.0.2", "not-an-ip", NETS, "10.0.0.2"),
+        ("10.0.0.2", None, NETS, "10.0.0.2"),
+        ("::1", "2001:db8::1", NETS, "2001:db8::1"),
+        (None, None, (), "unknown"),
+        ("garbage", "1.2.3.4", NETS, "garbage"),
+    ],
+)
+def test_client_address(peer: str | None, xff: str | None, trusted: Any, expected: str) -> None:
+    assert client_address(peer, xff, trusted) == expected
