@@ -466,26 +466,33 @@ def sessions(cfg: SessionConfig, user_id: str) -> Flow[list[SessionInfo]]:
 def rotate(cfg: SessionConfig, token: object) -> Flow[str | None]:
     """A new token for the same session (data, events, created, deadline, version); the old dies.
 
-    Order: take the old session (revoking its id atomically), index the new id, write it, then
-    confirm the index entry and drop the old one. A crash midway loses the session (a logout),
-    never leaves two live tokens.
+    Order: index the new id (under a provisional deadline), take the old session (read and
+    revoke it in one script), write the new one, then confirm the new index entry with its real
+    deadline and drop the old entry. ``destroy_all`` drains until the index stays empty, so a
+    rotation racing it is either reached through the new entry or finds the old id revoked.
+    A crash midway loses the session (a logout), never leaves two live tokens.
     """
     tok = check_token(token)
     if tok is None:
         return None
     old = cfg.id_of(tok)
-    taken = yield from _revoke(cfg, old, "", take=True)
+    new = new_token()
+    sid = cfg.id_of(new)
+    # the user is known only from the session; the index is the user's, so read it first
+    user = yield Command("HGET", cfg.session_keys(old)[0], "_u", keys=(cfg.session_keys(old)[0],))
+    if user is None:
+        return None
+    user_id = as_str(user)
+    index = cfg.index_key(user_id)
+    yield Script(load("session_index_add"), keys=(index,), args=(sid, cfg.lifetime_ms, ""))
+    taken = yield from _revoke(cfg, old, user_id, take=True)
     if isinstance(taken, int):
+        yield Command("ZREM", index, sid, keys=(index,))
         return None
     fields = _pairs(taken[0])
     evs = [as_bytes(e) for e in reversed(taken[1])]  # oldest first
-    user_id = as_str(fields["_u"])
     deadline = int(fields["_abs"])
     idle = int(fields["_i"])
-    new = new_token()
-    sid = cfg.id_of(new)
-    index = cfg.index_key(user_id)
-    yield Script(load("session_index_add"), keys=(index,), args=(sid, 0, deadline))
     keep = [x for k, v in fields.items() if k not in ("_s", "_abs", "_i") for x in (k, v)]
     made = yield Script(
         load("session_create"),

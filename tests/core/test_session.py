@@ -258,22 +258,33 @@ def test_sessions_lists_live_and_prunes_dead() -> None:
     assert replay(core.sessions(c, "u"), [(script("session_index_list"), [])]) == []
 
 
-def test_rotate_takes_then_indexes_then_writes_then_swaps() -> None:
+def test_rotate_indexes_then_takes_then_writes_then_swaps() -> None:
     c = cfg()
     old = c.id_of(TOK)
+    h = c.session_keys(old)[0]
     taken = [fields(), [b'"e2"', b'"e1"']]
     steps = [
-        (Script(load("session_destroy"), keys=c.session_keys(old), args=(60_000, "", "1")), taken),
-        (script("session_index_add"), 9000),
+        (Command("HGET", h, "_u", keys=(h,)), b"u"),
+        (
+            lambda op: (
+                isinstance(op, Script) and op.script.name == "session_index_add" and op.args[1:] == (5000, "")
+            ),
+            1,
+        ),
+        (Script(load("session_destroy"), keys=c.session_keys(old), args=(60_000, "u", "1")), taken),
         (lambda op: isinstance(op, Script) and op.args[:5] == (9000, 1000, 2, b'"e1"', b'"e2"'), 1),
         (lambda op: isinstance(op, Script) and op.args[1:] == (9000, old), 1),
     ]
     new = replay(core.rotate(c, TOK), steps)
     assert new and new != TOK
-    assert replay(core.rotate(c, TOK), [(script("session_destroy"), 0)]) is None
+    assert replay(core.rotate(c, TOK), [(Command, None)]) is None
+    vanished = [steps[0], steps[1], (script("session_destroy"), 0), (Command, 1)]
+    assert replay(core.rotate(c, TOK), vanished) is None
     assert replay(core.rotate(c, "?"), []) is None
-    lost = [steps[0], steps[1], (script("session_create"), 0), (Command, 1)]
-    assert replay(core.rotate(c, TOK), lost) is None
+    refused = [*steps[:3], (script("session_create"), 0), (Command, 1)]
+    assert replay(core.rotate(c, TOK), refused) is None
+    overtaken = [*steps[:4], (script("session_index_swap"), 0), (script("session_destroy"), b"u")]
+    assert replay(core.rotate(c, TOK), overtaken) is None
 
 
 def test_events_append_and_read() -> None:

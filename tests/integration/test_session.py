@@ -381,3 +381,51 @@ def test_write_behind_keeps_each_sessions_order(rp: Harness) -> None:
     assert rp.call(st.state("user", "u")) == {"seen": 20}
     with pytest.raises(TypeError, match="token is a str"):
         rp.call(st.append_event(5, "x"))  # argument errors still raise in the caller
+
+
+def test_rotations_racing_logout_everywhere_leave_no_orphans(rp: Harness) -> None:
+    st = store(rp)
+    toks = [rp.call(st.create("victim", {"i": i})) for i in range(8)]
+    results: list[str | None] = []
+
+    if rp.is_async:
+
+        async def rotator(tok: str) -> None:
+            for _ in range(4):
+                new = await st.rotate(tok)
+                results.append(new)
+                if new is None:
+                    return
+                tok = new
+
+        async def race() -> None:
+            tasks = [asyncio.create_task(rotator(t)) for t in toks]
+            await asyncio.sleep(0)
+            await st.destroy_all("victim")
+            await asyncio.gather(*tasks)
+
+        rp.call(race())
+    else:
+        go = threading.Barrier(len(toks) + 1)
+
+        def sync_rotator(tok: str) -> None:
+            go.wait()
+            for _ in range(4):
+                new = st.rotate(tok)
+                results.append(new)
+                if new is None:
+                    return
+                tok = new
+
+        threads = [threading.Thread(target=sync_rotator, args=(t,)) for t in toks]
+        for th in threads:
+            th.start()
+        go.wait()
+        st.destroy_all("victim")
+        for th in threads:
+            th.join()
+    assert all(rp.call(st.get(t)) is None for t in toks)
+    live = {s.id for t in results if t and (s := rp.call(st.get(t))) is not None}
+    assert {i.id for i in rp.call(st.sessions("victim"))} == live  # every survivor is revocable
+    rp.call(st.destroy_all("victim"))
+    assert all(rp.call(st.get(t)) is None for t in results if t)
