@@ -156,6 +156,50 @@ def test_keep_best_and_incr_under_16_concurrent_submitters(rp: Harness) -> None:
     )
 
 
+def test_dense_index_stays_exact_under_concurrent_random_writers(rp: Harness) -> None:
+    b = board(rp, rank_mode="dense")
+    rp.call(b.count())  # initialise the client before the crowd (see above)
+
+    def plan(seed: int) -> list[tuple[str, str, float]]:
+        rng = random.Random(seed)
+        ops = ["best", "latest", "incr", "remove"]
+        return [(rng.choice(ops), f"m{rng.randrange(100)}", float(rng.randrange(-5, 6))) for _ in range(25)]
+
+    plans = [plan(i) for i in range(16)]
+    if rp.is_async:
+
+        async def worker(p: list[tuple[str, str, float]]) -> None:
+            for op, m, s in p:
+                await (b.remove(m) if op == "remove" else b.submit(m, s, op, data={"by": m}))
+
+        async def crowd() -> None:
+            await asyncio.gather(*(worker(p) for p in plans))
+
+        rp.call(crowd())
+    else:
+
+        def run(p: list[tuple[str, str, float]]) -> None:
+            mine = Leaderboard(b.name, rank_mode="dense", client=rp.backend.sync_client())
+            for op, m, s in p:
+                mine.remove(m) if op == "remove" else mine.submit(m, s, op, data={"by": m})
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in plans]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    rows = rp.call(b.top(100))
+    present = {e.member: e.score for e in rows}
+    aux = {float(x) for x in rp.sync_client.zrange(b._spec.key("u"), 0, -1)}
+    assert aux == set(present.values())
+    counts = {float(k): int(v) for k, v in rp.sync_client.hgetall(b._spec.key("uc")).items()}
+    assert counts == {s: list(present.values()).count(s) for s in aux}
+    assert [(e.rank, e.member) for e in rows] == [(r, m) for r, m, _ in oracle(present, "desc", "dense")]
+    assert all(e.data == {"by": e.member} for e in rows)
+    stored = {k.decode() for k in rp.sync_client.hkeys(b._spec.key("data"))}
+    assert stored == set(present)
+
+
 @pytest.mark.parametrize("size", [1, 4, 5])
 def test_around_is_clamped_and_full_where_possible(rp: Harness, size: int) -> None:
     b = board(rp)
@@ -295,6 +339,21 @@ def test_windows_cross_midnight_week_and_month_on_a_virtual_clock(rp: Harness) -
         rp.call(sums.top(3, window="week"))
     with pytest.raises(ValueError, match="window"):
         rp.call(sums.top(3, window="fortnight"))
+
+
+@pytest.mark.parametrize("mode", ["dense", "competition"])
+def test_window_views_rank_ties_without_an_index(rp: Harness, mode: str) -> None:
+    now = [_ts(2026, 5, 5, 12)]
+    b = board(rp, rank_mode=mode, windows=("day",), clock=lambda: now[0])
+    scores = {"a": 9.0, "b": 7.0, "c": 7.0, "d": 5.0, "e": 5.0, "f": 1.0}
+    rp.call(b.submit_many(scores))
+    want = [(r, m) for r, m, _ in oracle(scores, "desc", mode)]
+    for view in ("day", "2d"):
+        assert [(e.rank, e.member) for e in rp.call(b.top(10, window=view))] == want
+        assert [(e.rank, e.member) for e in rp.call(b.page(2, 2, window=view))] == want[2:4]
+        assert rp.call(b.rank("f", window=view)) == want[-1][0]
+        assert rp.call(b.percentile("b", window=view)) == pytest.approx(100 * 3 / 6)
+        assert rp.call(b.count(window=view)) == 6
 
 
 def test_window_bucket_ids_agree_between_python_and_lua(rp: Harness) -> None:
