@@ -44,7 +44,12 @@ class _Base:
         max_store_size: int | None = _MAX_STORE,
         write_policy: str = "dispose",
         tag: str = "kv",
+        client: Any = None,
     ) -> None:
+        if client is not None:
+            if url_or_client is not None:
+                raise ValueError("pass the URL or client positionally, or client=, not both")
+            url_or_client = client
         self._store = core.KVStore(
             mounts or {}, max_store_size=max_store_size, write_policy=write_policy, tag=tag
         )

@@ -321,6 +321,12 @@ def test_mount_gives_a_bound_namespace(rp: Harness) -> None:
     assert isinstance(ns, Namespace) and ns.asyncio == rp.is_async and ns.name == "user"
     assert resolve(ns, None, asyncio=rp.is_async) is ns
     assert ns.prefix == USER and ns.client is rp.client
+    by_keyword = rp.pick(KV, AsyncKV)(mounts={"user": Mount(prefix=USER)}, client=rp.client)
+    assert by_keyword.client is rp.client
+    with pytest.raises(ValueError):
+        rp.pick(KV, AsyncKV)("redis://x", {"user": Mount(prefix=USER)}, client=rp.client)
+    with pytest.raises(TypeError):
+        rp.pick(AsyncKV, KV)(rp.client, {"user": Mount(prefix=USER)})  # the other flavour
     with pytest.raises(KeyError):
         kv.mount("nope")
 
