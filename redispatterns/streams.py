@@ -31,13 +31,13 @@ from ._core import streams as core
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.streams import (
+    BaseMessage,
     BatchResult,
     ConsumerConfig,
     ConsumerState,
     ConsumerStats,
     DeadLetter,
     Delivery,
-    StreamMessage,
     StreamMetrics,
     StreamSpec,
 )
@@ -47,12 +47,12 @@ from .mount import Namespace, resolve
 
 __all__ = [
     "AsyncConsumer",
-    "AsyncMessage",
+    "AsyncStreamMessage",
     "AsyncStream",
     "Consumer",
     "ConsumerStats",
     "DeadLetter",
-    "Message",
+    "StreamMessage",
     "Stream",
     "StreamError",
     "StreamMetrics",
@@ -110,20 +110,20 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _ids(items: Sequence[StreamMessage | str]) -> list[Any]:
+def _ids(items: Sequence[BaseMessage | str]) -> list[Any]:
     out: list[Any] = []
     for m in items:
-        if isinstance(m, StreamMessage):
+        if isinstance(m, BaseMessage):
             m.settled = True
             out.append(m._id)
         elif isinstance(m, str) and m:
             out.append(m)
         else:
-            raise TypeError(f"expected a Message or an entry id str, not {type(m).__name__}")
+            raise TypeError(f"expected a StreamMessage or an entry id str, not {type(m).__name__}")
     return out
 
 
-class Message(StreamMessage):
+class StreamMessage(BaseMessage):
     """An entry delivered to a :class:`Consumer`: ``id``, ``fields``, ``delivery_count``, ``ack()``."""
 
     __slots__ = ()
@@ -137,8 +137,8 @@ class Message(StreamMessage):
         return self._owner.nack(self, delay=delay)  # type: ignore[no-any-return]
 
 
-class AsyncMessage(StreamMessage):
-    """The :class:`AsyncConsumer` twin of :class:`Message` (``await msg.ack()``)."""
+class AsyncStreamMessage(BaseMessage):
+    """The :class:`AsyncConsumer` twin of :class:`StreamMessage` (``await msg.ack()``)."""
 
     __slots__ = ()
 
@@ -296,7 +296,7 @@ class AsyncStream(_StreamBase):
 class _ConsumerBase:
     _asyncio = False
     _stream_cls: type[_StreamBase] = Stream
-    _message_cls: type[StreamMessage] = Message
+    _message_cls: type[BaseMessage] = StreamMessage
 
     def __init__(
         self,
@@ -404,7 +404,7 @@ class _ConsumerBase:
             max_messages=max_messages,
         )
 
-    def _dead(self, message: StreamMessage | str, error: str) -> Flow[int]:
+    def _dead(self, message: BaseMessage | str, error: str) -> Flow[int]:
         (mid,) = _ids([message])
         return core.dead_letter(self.stream.spec, self._cfg, mid, str(error))
 
@@ -426,23 +426,25 @@ class Consumer(_ConsumerBase):
         """Create the group if needed (idempotent); True when this call created it."""
         return run_sync(self._client, core.ensure_group(self.stream.spec, self._cfg, self._state))
 
-    def read(self, count: int | None = None, block: float | None = None) -> list[Message]:
+    def read(self, count: int | None = None, block: float | None = None) -> list[StreamMessage]:
         """The next batch: own pending first, then reclaimed, then new entries (waits ``block`` s)."""
         return self._wrap(run_sync(self._client, self._read(count, block)))
 
-    def reclaim(self) -> list[Message]:
+    def reclaim(self) -> list[StreamMessage]:
         """Claim entries idle longer than ``min_idle`` now (``read``/``run`` also do it on a timer)."""
         return self._wrap(run_sync(self._client, self._reclaim()))
 
-    def ack(self, *messages: Message | str) -> int:
+    def ack(self, *messages: StreamMessage | str) -> int:
         return run_sync(self._client, core.ack(self.stream.spec, self.group, _ids(messages)))
 
-    def nack(self, *messages: Message | str, delay: float = 0.0) -> int:
+    def nack(self, *messages: StreamMessage | str, delay: float = 0.0) -> int:
         """Give entries back for another delivery after ``delay`` s; counts no delivery."""
         d = _positive("delay", delay, allow_zero=True)
         return run_sync(self._client, core.nack(self.stream.spec, self._cfg, _ids(messages), d))
 
-    def dead_letter(self, message: Message | str, error: str = "dead-lettered by the application") -> bool:
+    def dead_letter(
+        self, message: StreamMessage | str, error: str = "dead-lettered by the application"
+    ) -> bool:
         """Move one pending entry to the dead-letter stream and ack it, atomically."""
         return bool(run_sync(self._client, self._dead(message, error)))
 
@@ -451,7 +453,7 @@ class Consumer(_ConsumerBase):
 
     def run(
         self,
-        handler: Callable[[Message], Any],
+        handler: Callable[[StreamMessage], Any],
         *,
         until_idle: float | None = None,
         max_messages: int | None = None,
@@ -467,8 +469,8 @@ class Consumer(_ConsumerBase):
             self._client, self._run(lambda d: self._call_batch(handler, d), until_idle, max_messages)
         )
 
-    def _call_batch(self, handler: Callable[[Message], Any], delivery: Delivery) -> BatchResult:
-        msgs: list[Message] = self._wrap(delivery)
+    def _call_batch(self, handler: Callable[[StreamMessage], Any], delivery: Delivery) -> BatchResult:
+        msgs: list[StreamMessage] = self._wrap(delivery)
         failures: dict[int, BaseException] = {}
         st = self._state
         for i, m in enumerate(msgs):
@@ -486,26 +488,26 @@ class AsyncConsumer(_ConsumerBase):
 
     _asyncio = True
     _stream_cls = AsyncStream
-    _message_cls = AsyncMessage
+    _message_cls = AsyncStreamMessage
 
     async def ensure_group(self) -> bool:
         return await run_async(self._client, core.ensure_group(self.stream.spec, self._cfg, self._state))
 
-    async def read(self, count: int | None = None, block: float | None = None) -> list[AsyncMessage]:
+    async def read(self, count: int | None = None, block: float | None = None) -> list[AsyncStreamMessage]:
         return self._wrap(await run_async(self._client, self._read(count, block)))
 
-    async def reclaim(self) -> list[AsyncMessage]:
+    async def reclaim(self) -> list[AsyncStreamMessage]:
         return self._wrap(await run_async(self._client, self._reclaim()))
 
-    async def ack(self, *messages: AsyncMessage | str) -> int:
+    async def ack(self, *messages: AsyncStreamMessage | str) -> int:
         return await run_async(self._client, core.ack(self.stream.spec, self.group, _ids(messages)))
 
-    async def nack(self, *messages: AsyncMessage | str, delay: float = 0.0) -> int:
+    async def nack(self, *messages: AsyncStreamMessage | str, delay: float = 0.0) -> int:
         d = _positive("delay", delay, allow_zero=True)
         return await run_async(self._client, core.nack(self.stream.spec, self._cfg, _ids(messages), d))
 
     async def dead_letter(
-        self, message: AsyncMessage | str, error: str = "dead-lettered by the application"
+        self, message: AsyncStreamMessage | str, error: str = "dead-lettered by the application"
     ) -> bool:
         return bool(await run_async(self._client, self._dead(message, error)))
 
@@ -514,7 +516,7 @@ class AsyncConsumer(_ConsumerBase):
 
     async def run(
         self,
-        handler: Callable[[AsyncMessage], Any],
+        handler: Callable[[AsyncStreamMessage], Any],
         *,
         until_idle: float | None = None,
         max_messages: int | None = None,
@@ -524,8 +526,10 @@ class AsyncConsumer(_ConsumerBase):
         flow = self._run(lambda d: self._call_batch(handler, d), until_idle, max_messages)
         return await run_async(self._client, flow)
 
-    async def _call_batch(self, handler: Callable[[AsyncMessage], Any], delivery: Delivery) -> BatchResult:
-        msgs: list[AsyncMessage] = self._wrap(delivery)
+    async def _call_batch(
+        self, handler: Callable[[AsyncStreamMessage], Any], delivery: Delivery
+    ) -> BatchResult:
+        msgs: list[AsyncStreamMessage] = self._wrap(delivery)
         failures: dict[int, BaseException] = {}
         st = self._state
         isawaitable = inspect.isawaitable

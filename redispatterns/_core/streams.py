@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import StreamError
 from .codec import Codec, as_bytes, as_str
 from .keys import Keyspace
 from .ops import Arg, Batch, Command, Compute, Flow, Now, Script, Sleep, WallClock
@@ -31,7 +32,7 @@ __all__ = [
     "ConsumerStats",
     "DeadLetter",
     "Delivery",
-    "StreamMessage",
+    "BaseMessage",
     "StreamMetrics",
     "StreamSpec",
     "ack",
@@ -160,7 +161,7 @@ class ConsumerState:
     stats: ConsumerStats = field(default_factory=ConsumerStats)
 
 
-class StreamMessage:
+class BaseMessage:
     """An entry delivered to a consumer: ``id``, ``fields`` (decoded lazily), ``delivery_count``."""
 
     __slots__ = ("_codec", "_decoded", "_id", "_owner", "delivery_count", "raw", "settled")
@@ -210,7 +211,7 @@ class Delivery:
 class BatchResult:
     """What the shell's handler loop reports: the messages it ran and the failures by index."""
 
-    messages: list[StreamMessage]
+    messages: list[BaseMessage]
     failures: dict[int, BaseException]
 
 
@@ -301,6 +302,17 @@ def settle(cfg: ConsumerConfig, delivery_count: int) -> str:
 
 def _is_busygroup(exc: BaseException) -> bool:
     return "BUSYGROUP" in str(exc)
+
+
+def _check_group(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, exc: BaseException) -> None:
+    """Turn the server's NOGROUP (the stream or group was deleted under us) into a StreamError."""
+    text = str(exc)
+    if "NOGROUP" in text or "requires the key to exist" in text:  # the latter: fakeredis's wording
+        st.group_ready = False
+        raise StreamError(
+            f"consumer group {cfg.group!r} of stream {spec.key!r} does not exist (deleted while in use?); "
+            "the next read creates it again"
+        ) from exc
 
 
 def _error_text(exc: BaseException) -> str:
@@ -518,7 +530,11 @@ def next_batch(
     block = cfg.block if block is None else block
     yield from ensure_group(spec, cfg, st)
     if st.recovering:
-        res = yield from claim(spec, cfg, "own", st.own_cursor)
+        try:
+            res = yield from claim(spec, cfg, "own", st.own_cursor)
+        except Exception as exc:
+            _check_group(spec, cfg, st, exc)
+            raise
         st.own_cursor = res.cursor
         if res.cursor == "0-0":
             st.recovering = False
@@ -528,7 +544,11 @@ def next_batch(
     deadline = now + block
     while True:
         if now >= st.next_reclaim:
-            res = yield from claim(spec, cfg, "idle", st.reclaim_cursor)
+            try:
+                res = yield from claim(spec, cfg, "idle", st.reclaim_cursor)
+            except Exception as exc:
+                _check_group(spec, cfg, st, exc)
+                raise
             st.reclaim_cursor = res.cursor
             if res.cursor == "0-0":  # a full pass: wait for the timer
                 st.next_reclaim = now + cfg.reclaim_interval
@@ -538,14 +558,18 @@ def next_batch(
         wait = min(deadline - now, cfg.block_cap, max(0.0, st.next_reclaim - now))
         block_ms = None if block <= 0 else max(1, round(wait * 1000))
         read = _read_op(spec, cfg, count, block_ms)
-        if st.acks:
-            acks = st.acks
-            replies = yield Batch((Command("XACK", spec.key, cfg.group, *acks, keys=(spec.key,)), read))
-            st.acks = []
-            st.stats.acked += len(acks)
-            reply = replies[1]
-        else:
-            reply = yield read
+        try:
+            if st.acks:
+                acks = st.acks
+                replies = yield Batch((Command("XACK", spec.key, cfg.group, *acks, keys=(spec.key,)), read))
+                st.acks = []
+                st.stats.acked += len(acks)
+                reply = replies[1]
+            else:
+                reply = yield read
+        except Exception as exc:
+            _check_group(spec, cfg, st, exc)
+            raise
         if reply:
             entries = reply[0][1]
             if entries:
@@ -638,6 +662,11 @@ def work(
             done = len(res.messages)
             if done < len(delivery.entries):
                 yield from release(spec, cfg, st, [e[0] for e in delivery.entries[done:]])
+        except StreamError:  # the group vanished: the next round creates it again
+            st.stats.read_errors += 1
+            st.errors_in_row += 1
+            yield Sleep(backoff(st.errors_in_row))
+            continue
         except cfg.transient:
             st.stats.read_errors += 1
             st.errors_in_row += 1

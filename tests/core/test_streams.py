@@ -11,14 +11,14 @@ from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
 from redispatterns._core.ops import Batch, Command, Compute, Now, Script, Sleep, WallClock
 from redispatterns._core.streams import (
+    BaseMessage,
     BatchResult,
     ConsumerConfig,
     ConsumerState,
     Delivery,
-    StreamMessage,
     StreamSpec,
 )
-from redispatterns.errors import DecodeError
+from redispatterns.errors import DecodeError, StreamError
 from redispatterns.testing.replay import ANY, replay, trace
 
 CODEC = JsonCodec()
@@ -109,11 +109,11 @@ def test_settle_decision() -> None:
 
 
 def test_message_decodes_lazily() -> None:
-    m = StreamMessage(b"1-0", {b"a": b"[1,2]", b"b": b"\xffraw"}, 2, CODEC)
+    m = BaseMessage(b"1-0", {b"a": b"[1,2]", b"b": b"\xffraw"}, 2, CODEC)
     assert m.id == "1-0" and m.delivery_count == 2 and not m.settled
     assert m.fields == {"a": [1, 2], "b": b"raw"} and m["a"] == [1, 2]
     assert "1-0" in repr(m) and "deliveries=2" in repr(m)
-    bad = StreamMessage("2-0", {"a": "not json"}, 1, CODEC)
+    bad = BaseMessage("2-0", {"a": "not json"}, 1, CODEC)
     with pytest.raises(DecodeError):
         _ = bad.fields
 
@@ -264,7 +264,7 @@ def test_next_batch_without_block_reads_once() -> None:
 
 def test_settle_batch_acks_retries_and_dead_letters() -> None:
     st = ConsumerState()
-    msgs = [StreamMessage(f"{i}-0", {}, n, CODEC) for i, n in enumerate((1, 1, 2, 3))]
+    msgs = [BaseMessage(f"{i}-0", {}, n, CODEC) for i, n in enumerate((1, 1, 2, 3))]
     msgs[1].settled = True  # the handler acked it itself
     res = BatchResult(msgs, {2: ValueError("x"), 3: ValueError("boom")})
     steps = [
@@ -284,7 +284,7 @@ def test_settle_batch_acks_retries_and_dead_letters() -> None:
     assert (st.stats.failed, st.stats.retried, st.stats.dead_lettered) == (2, 1, 1)
     # a dead-letter that finds the entry gone (another consumer took it) counts nothing
     st2 = ConsumerState()
-    res2 = BatchResult([StreamMessage("9-0", {}, 5, CODEC)], {0: ValueError("x")})
+    res2 = BatchResult([BaseMessage("9-0", {}, 5, CODEC)], {0: ValueError("x")})
     replay(core.settle_batch(SPEC, cfg(), st2, res2), [(script_named("stream_dead_letter"), 0)])
     assert st2.stats.dead_lettered == 0
 
@@ -322,7 +322,7 @@ def test_work_loop_handles_acks_failures_and_idle_exit() -> None:
     batches = [[("1-0", {"a": b"1"}), ("1-1", {"a": b"2"})], [("2-0", {"a": b"3"})]]
 
     def call_batch(d: Delivery) -> BatchResult:
-        msgs = [StreamMessage(m, f, d.count_of(i), CODEC) for i, (m, f) in enumerate(d.entries)]
+        msgs = [BaseMessage(m, f, d.count_of(i), CODEC) for i, (m, f) in enumerate(d.entries)]
         return BatchResult(msgs, {})
 
     ops, stats = trace(
@@ -340,7 +340,7 @@ def test_work_loop_stops_at_max_messages_and_releases_unhandled() -> None:
 
     def call_batch(d: Delivery) -> BatchResult:
         st.stopping = True  # a stop() arrives after the first message
-        return BatchResult([StreamMessage(d.entries[0][0], {}, 1, CODEC)], {})
+        return BatchResult([BaseMessage(d.entries[0][0], {}, 1, CODEC)], {})
 
     ops, stats = trace(core.work(SPEC, cfg(), st, call_batch), _responder(batches))
     release = [op for op in ops if isinstance(op, Script) and op.script.name == "stream_nack"]
@@ -350,7 +350,7 @@ def test_work_loop_stops_at_max_messages_and_releases_unhandled() -> None:
     st2 = ConsumerState()
 
     def all_ok(d: Delivery) -> BatchResult:
-        return BatchResult([StreamMessage(m, f, 1, CODEC) for m, f in d.entries], {})
+        return BatchResult([BaseMessage(m, f, 1, CODEC) for m, f in d.entries], {})
 
     _, stats2 = trace(
         core.work(SPEC, cfg(), st2, all_ok, max_messages=2), _responder([[("1-0", {}), ("1-1", {})]])
@@ -368,3 +368,39 @@ def test_reclaim_now() -> None:
 
 def test_flush_without_acks_sends_nothing() -> None:
     assert replay(core.flush(SPEC, cfg(), ConsumerState()), []) == 0
+
+
+def test_a_vanished_group_is_a_stream_error_and_is_created_again() -> None:
+    nogroup = Exception("NOGROUP No such key 't:stream:{jobs}' or consumer group 'g'")
+    st = ConsumerState(group_ready=True)
+    with pytest.raises(StreamError, match="does not exist"):
+        replay(core.next_batch(SPEC, cfg(), st), [(script_named("stream_claim"), nogroup)])
+    assert not st.group_ready
+    st = ConsumerState(group_ready=True, recovering=False)
+    with pytest.raises(StreamError):
+        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (script_named("stream_claim"), nogroup)])
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    with pytest.raises(StreamError):
+        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, nogroup)])
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, Exception("WRONGTYPE"))])
+
+
+def test_work_loop_recreates_a_vanished_group() -> None:
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    calls = {"n": 0}
+
+    def respond(op: Any) -> Any:
+        if isinstance(op, Now | Sleep):
+            calls["n"] += 1
+            return float(calls["n"])
+        if isinstance(op, Command) and op.name == "XREADGROUP" and calls["n"] < 3:
+            return Exception("NOGROUP gone")
+        if isinstance(op, Command) and op.name == "XGROUP":
+            return b"OK"
+        return None
+
+    ops, stats = trace(core.work(SPEC, cfg(), st, lambda d: None, until_idle=0.5), respond)
+    assert stats.read_errors == 1 and any(isinstance(op, Sleep) for op in ops)
+    assert any(isinstance(op, Command) and op.name == "XGROUP" for op in ops) and st.group_ready

@@ -16,7 +16,7 @@ from redispatterns._core.keys import slot
 from redispatterns.streams import AsyncConsumer, AsyncStream, Consumer, Stream
 from redispatterns.testing.plugin import Harness
 
-FAST = {"block": 0.05, "min_idle": 0.2, "reclaim_interval": 0.05}
+FAST: dict[str, Any] = {"block": 0.05, "min_idle": 0.2, "reclaim_interval": 0.05}
 
 
 def _stream(rp: Harness, name: str = "jobs", **kw: Any) -> Any:
@@ -320,7 +320,7 @@ def test_validation_and_mount_modes(rp: Harness) -> None:
         rp.pick(Consumer, AsyncConsumer)(s, "g", "w", client=rp.client)
     with pytest.raises(TypeError):
         rp.pick(Consumer, AsyncConsumer)(rp.pick(AsyncStream, Stream)("x", client=None), "g", "w")
-    ro = rp.pick(Stream, AsyncStream)("jobs", mount=Mount(mode="read", prefix="ro:"), client=rp.client)
+    ro: Any = rp.pick(Stream, AsyncStream)("jobs", mount=Mount(mode="read", prefix="ro:"), client=rp.client)
     with pytest.raises(PermissionError):
         rp.call(ro.add({"x": 1}))
     with pytest.raises(PermissionError):
@@ -330,10 +330,10 @@ def test_validation_and_mount_modes(rp: Harness) -> None:
 
 def test_consumer_by_name_under_a_mount(rp: Harness) -> None:
     mount = Mount(prefix="app:")
-    s = rp.pick(Stream, AsyncStream)("q", mount=mount, client=rp.client)
+    s: Any = rp.pick(Stream, AsyncStream)("q", mount=mount, client=rp.client)
     assert s.key == "app:stream:{q}" and s.dead_letter_key == "app:stream:{q}:dlq"
     rp.call(s.add({"x": 1}))
-    c = rp.pick(Consumer, AsyncConsumer)("q", "g", "w", mount=mount, client=rp.client, block=0)
+    c: Any = rp.pick(Consumer, AsyncConsumer)("q", "g", "w", mount=mount, client=rp.client, block=0)
     assert [m.fields for m in rp.call(c.read())] == [{"x": 1}]
 
 
@@ -382,7 +382,7 @@ def test_blocking_read_longer_than_the_socket_timeout_returns_empty(backend: Any
         if rp.is_async:
             short = rp.call_in_loop(lambda: backend.async_client(socket_timeout=0.5))
         s = rp.pick(Stream, AsyncStream)("idle", client=short)
-        c = rp.pick(Consumer, AsyncConsumer)(s, "g", "w", block=1.2)
+        c: Any = rp.pick(Consumer, AsyncConsumer)(s, "g", "w", block=1.2)
         t0 = time.monotonic()
         assert rp.call(c.read()) == []
         assert time.monotonic() - t0 >= 1.1
@@ -393,3 +393,18 @@ def test_blocking_read_longer_than_the_socket_timeout_returns_empty(backend: Any
                 short.execute_command("XREADGROUP", "GROUP", "g", "w", "BLOCK", 1200, "STREAMS", s.key, ">")
     finally:
         rp.close()
+
+
+def test_a_deleted_stream_is_a_stream_error_then_the_group_comes_back(rp: Harness) -> None:
+    from redispatterns import StreamError
+
+    s = _stream(rp)
+    c = _consumer(rp, s, "w", block=0)
+    rp.call(s.add({"n": 1}))
+    assert len(rp.call(c.read())) == 1
+    rp.call(s.delete())
+    with pytest.raises(StreamError, match="does not exist"):
+        rp.call(c.read())
+    assert rp.call(c.read()) == []  # the group was created again
+    rp.call(s.add({"n": 2}))
+    assert [m["n"] for m in rp.call(c.read())] == [2]
