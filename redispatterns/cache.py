@@ -18,6 +18,7 @@ import inspect
 import logging
 import random
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -401,17 +402,17 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     keys_for, record, get, fill, flight = spec.keys_for, h.record, core.get, core.fill, h.flight
     HIT, NOT_FOUND, UNDECODABLE = core.HIT, core.NOT_FOUND, core.UNDECODABLE
     counts = h.stats.counts
-    rand = _rand
+    rand, clock = _rand, time.time
 
     if is_async:
 
         @functools.wraps(fn)
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
-            call = Compute(fn, args, kwargs)
             client = ns.client
-            value, outcome = await run_async(client, get(spec, keys, call, breaker, rand))
+            value, outcome = await run_async(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
             if value is NOT_FOUND:
+                call = Compute(fn, args, kwargs)
                 flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
                 value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
             if outcome is HIT:
@@ -428,10 +429,10 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
         @functools.wraps(fn)
         def swrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
-            call = Compute(fn, args, kwargs)
             client = ns.client
-            value, outcome = run_sync(client, get(spec, keys, call, breaker, rand))
+            value, outcome = run_sync(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
             if value is NOT_FOUND:
+                call = Compute(fn, args, kwargs)
                 flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
                 value, outcome = flight.do(keys.value, lambda: run_sync(client, flow))
             if outcome is HIT:

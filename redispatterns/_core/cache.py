@@ -33,11 +33,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .breaker import CLOSED, Breaker
 from .cachekey import KeyPlan, bucket_of
-from .codec import Codec, as_bytes
+from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Now, Script, Sleep, WallClock
+from .ops import Batch, Command, Compute, Flow, Now, Script, Sleep
 from .scripts import load
 
 __all__ = [
@@ -95,14 +97,24 @@ class Entry:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
 class CallKeys:
-    """The keys of one call."""
+    """The keys of one call, and its prebuilt ``GET`` (reused: a memoised hit builds nothing)."""
 
-    value: str
-    lock: str
-    bucket: int
-    tags: tuple[str, ...] = ()
+    __slots__ = ("bucket", "get", "lock", "tags", "value")
+
+    def __init__(self, value: str, lock: str, bucket: int, tags: tuple[str, ...] = ()) -> None:
+        self.value = value
+        self.lock = lock
+        self.bucket = bucket
+        self.tags = tags
+        self.get = Command("GET", value)
+
+    def __repr__(self) -> str:
+        return f"<CallKeys {self.value!r}>"
+
+
+_MEMO_TYPES = frozenset({str, int})
+_MEMO_MAX = 4096
 
 
 @dataclass
@@ -124,11 +136,13 @@ class CacheSpec:
     can_write: bool = True
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
+    _memo: dict[tuple[Any, ...], CallKeys] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         fn = self.plan.fn_id
         self._base = f"{fn}:v{self.version}:"
         self._lock_base = f"#lock:{fn}:v{self.version}:"
+        self._memo = {}
 
     @property
     def lock_ms(self) -> int:
@@ -139,8 +153,29 @@ class CacheSpec:
         return self.lock_ttl if self.lock_wait is None else self.lock_wait
 
     def keys_for(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> CallKeys:
-        arguments = self.plan.bind(args, kwargs)
-        return self.keys_bound(arguments)
+        """The call's keys. Calls with only positional ``str``/``int`` arguments are memoised
+        (exact types, so ``1``, ``True``, ``1.0`` and ``"1"`` never share an entry)."""
+        if not kwargs:
+            memo = self._memo
+            try:
+                keys = memo.get(args)
+            except TypeError:  # an unhashable argument: not memoised
+                return self.keys_bound(self.plan.bind(args, kwargs))
+            if keys is not None:
+                for a in args:
+                    if type(a) not in _MEMO_TYPES:
+                        break
+                else:
+                    return keys
+            keys = self.keys_bound(self.plan.bind(args, kwargs))
+            for a in args:
+                if type(a) not in _MEMO_TYPES:
+                    return keys
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[args] = keys
+            return keys
+        return self.keys_bound(self.plan.bind(args, kwargs))
 
     def keys_bound(self, arguments: Mapping[str, Any]) -> CallKeys:
         rest = self._base + self.plan.render_bound(arguments)
@@ -191,6 +226,21 @@ def decode_entry(raw: Any, codec: Codec) -> Entry | None:
         return None
 
 
+def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
+    """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss)."""
+    data = raw if type(raw) is bytes else as_bytes(raw)
+    bar = data.find(b"|")
+    if data[:1] != ENVELOPE or bar < 0:
+        return None
+    try:
+        soft, comp, _ = data[1:bar].split(b":")
+        if type(codec) is JsonCodec and data[bar + 1] < 0xFE:  # plain JSON: no copy, no checks
+            return orjson.loads(memoryview(data)[bar + 1 :]), int(soft), int(comp)
+        return codec.decode(data[bar + 1 :]), int(soft), int(comp)
+    except Exception:  # a malformed header, or a value the codec no longer reads
+        return None
+
+
 def _note_failure(breaker: Breaker, exc: BaseException) -> Flow[None]:
     breaker.last_error = exc
     if is_outage(exc):
@@ -217,38 +267,52 @@ def _release(keys: CallKeys, token: str) -> Flow[None]:
 
 
 def get(
-    spec: CacheSpec, keys: CallKeys, call: Compute, breaker: Breaker, rand: Callable[[], float]
+    spec: CacheSpec,
+    keys: CallKeys,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    breaker: Breaker,
+    rand: Callable[[], float],
+    clock: Callable[[], float],
 ) -> Flow[tuple[Any, str]]:
     """The read path: ``(value, outcome)``; ``(NOT_FOUND, MISS)`` asks the shell to run
-    :func:`fill` (under its per-process single-flight)."""
+    :func:`fill` (under its per-process single-flight). ``fn(*args, **kwargs)`` is the user's
+    function, called (as a ``Compute``) only when Redis is skipped, failing or stale.
+
+    ``clock()`` is the wall clock in seconds, passed in (not yielded as ``WallClock``) because
+    a runner step on every hit costs more than the rest of the hit path; it only decides
+    freshness, never correctness."""
     if breaker.state != CLOSED:
         now = yield Now()
         if not breaker.allow(now):
-            return (yield call), BYPASS
+            return (yield Compute(fn, args, kwargs)), BYPASS
     try:
-        raw = yield Command("GET", keys.value)
+        raw = yield keys.get
     except Exception as exc:
         yield from _note_failure(breaker, exc)
-        return (yield call), ERROR
+        return (yield Compute(fn, args, kwargs)), ERROR
     if breaker.state != CLOSED:
         breaker.success()
     if raw is None:
         return NOT_FOUND, MISS
-    entry = decode_entry(raw, spec.codec)
-    if entry is None:
+    got = _read(raw, spec.codec)
+    if got is None:
         return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
-    now_ms = (yield WallClock()) * 1000.0
-    soft = entry.soft_ms
+    value, soft, compute_ms = got
+    now_ms = clock() * 1000.0
     if now_ms < soft:
-        if spec.beta <= 0 or entry.compute_ms <= 0:
-            return entry.value, HIT
+        if spec.beta <= 0 or compute_ms <= 0:
+            return value, HIT
         # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
-        gap = entry.compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
+        gap = compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
         if now_ms + gap < soft:
-            return entry.value, HIT
+            return value, HIT
         early = True
     else:
         early = False
+    entry = Entry(value, soft, compute_ms, 0)
+    call = Compute(fn, args, kwargs)
     return (yield from _refresh(spec, keys, call, breaker, entry, early, rand))
 
 
