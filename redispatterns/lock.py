@@ -77,10 +77,17 @@ _blocking_lock = threading.Lock()
 
 
 def _socket_timeout(client: Any) -> float | None:
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    value = kwargs.get("socket_timeout")
-    return float(value) if value else None
+    """The client's socket timeout (plain, asyncio Cluster, sync Cluster), or None when it has none."""
+    for holder in (
+        getattr(client, "connection_pool", None),
+        client,
+        getattr(client, "nodes_manager", None),
+    ):
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict) and "socket_timeout" in kwargs:
+            value = kwargs["socket_timeout"]
+            return float(value) if value else None
+    return None
 
 
 def _blocking_client(client: Any) -> tuple[Any, float]:
@@ -805,6 +812,7 @@ class Redlock(_RedlockBase[RedlockHeld]):
         _pop(self).release()
 
     def close(self) -> None:
+        """Stop the worker threads (the clients are the caller's)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -830,3 +838,6 @@ class AsyncRedlock(_RedlockBase[AsyncRedlockHeld]):
 
     async def __aexit__(self, *exc: object) -> None:
         await _pop(self).release()
+
+    async def close(self) -> None:
+        """Nothing to free (the clients are the caller's); kept for symmetry with ``Redlock``."""

@@ -1,0 +1,203 @@
+"""Locks: uncontended acquire + release against the floor, peers side by side, and contention.
+
+Floor: the same work by hand with redis-py: one EVALSHA that does SET NX PX and INCRs the fence
+counter (one round trip, like ours), then one EVALSHA compare-and-delete. Peers (optional):
+redis-py ``Lock``, pottery ``Redlock`` (one master), python-redis-lock, walrus ``Lock``.
+
+Contention (printed before the table): 8 threads x 200 cycles of GET + SET under one lock,
+for ours and redis-py's Lock: throughput, lost updates, median and longest wait for the lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from loadtests.harness import BenchCase, main
+from redispatterns.lock import AsyncLock, Lock
+
+FLOOR_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
+return 0
+"""
+FLOOR_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+FLOOR_KEYS = ("bench:floor:{lock}", "bench:floor:{lock}:fence")
+
+
+def _floor(raw: redis.Redis) -> Callable[[], Any]:
+    acq, rel = raw.script_load(FLOOR_ACQUIRE), raw.script_load(FLOOR_RELEASE)
+
+    def floor() -> Any:
+        token = secrets.token_hex(16)
+        fence = raw.evalsha(acq, 2, *FLOOR_KEYS, token, 30000)
+        raw.evalsha(rel, 1, FLOOR_KEYS[0], token)
+        return fence
+
+    return floor
+
+
+def _async_floor(url: str) -> Callable[[], Any]:
+    state: dict[str, Any] = {}
+
+    async def floor() -> Any:
+        if "c" not in state:
+            state["c"] = c = redis.asyncio.Redis.from_url(url)
+            state["acq"] = await c.script_load(FLOOR_ACQUIRE)
+            state["rel"] = await c.script_load(FLOOR_RELEASE)
+        c = state["c"]
+        token = secrets.token_hex(16)
+        fence = await c.evalsha(state["acq"], 2, *FLOOR_KEYS, token, 30000)
+        await c.evalsha(state["rel"], 1, FLOOR_KEYS[0], token)
+        return fence
+
+    return floor
+
+
+def _timed(
+    t0: float, waits: list[float], lock: threading.Lock, body: Callable[[], None]
+) -> Callable[[], None]:
+    def timed() -> None:
+        with lock:
+            waits.append(time.perf_counter() - t0)  # how long this cycle waited for the lock
+        body()
+
+    return timed
+
+
+def contention(make_cycle: Callable[[], Callable[[Callable[[], None]], None]], raw: redis.Redis) -> str:
+    """8 threads x 200 cycles; returns a one-line summary."""
+    counter = "bench:contention:{n}"
+    raw.delete(counter)
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def critical() -> None:
+        v = int(raw.get(counter) or 0)
+        raw.set(counter, v + 1)
+
+    def worker() -> None:
+        cycle = make_cycle()
+        for _ in range(200):
+            cycle(_timed(time.perf_counter(), waits, lock, critical))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - start
+    n = int(raw.get(counter) or 0)
+    return (
+        f"{1600 / took:7.0f} cycles/s, count {n}/1600, wait median {statistics.median(waits) * 1e3:.2f} ms, "
+        f"longest {max(waits) * 1e3:.1f} ms"
+    )
+
+
+def cases(url: str) -> list[BenchCase]:
+    raw = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url)
+    lock = Lock("bench", 30, client=client)
+
+    def ours() -> Any:
+        held = lock.acquire()
+        held.release()
+        return held.fence
+
+    astate: dict[str, Any] = {}
+
+    async def aours() -> Any:
+        if "lock" not in astate:
+            astate["lock"] = AsyncLock("bench", 30, client=redis.asyncio.Redis.from_url(url))
+        held = await astate["lock"].acquire()
+        await held.release()
+        return held.fence
+
+    out = [
+        BenchCase("lock", "acquire + release (fenced)", ours, _floor(raw)),
+        BenchCase("lock", "acquire + release (fenced)", aours, _async_floor(url), is_async=True),
+    ]
+
+    pylock = raw.lock("bench:redis-py", timeout=30)
+
+    def redis_py() -> Any:
+        pylock.acquire()
+        pylock.release()
+
+    out.append(BenchCase("lock", "peer: redis-py Lock (no fence)", redis_py, _floor(raw)))
+    try:
+        import redis_lock  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+        def prl() -> Any:
+            lk = redis_lock.Lock(raw, "bench:prl", expire=30)
+            lk.acquire()
+            lk.release()
+
+        out.append(BenchCase("lock", "peer: python-redis-lock", prl, _floor(raw)))
+    except ImportError:
+        pass
+    try:
+        import walrus  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+        wdb = walrus.Database.from_url(url)
+        wl = wdb.lock("bench:walrus", ttl=30000)
+
+        def wal() -> Any:
+            wl.acquire()
+            wl.release()
+
+        out.append(BenchCase("lock", "peer: walrus Lock", wal, _floor(raw)))
+    except ImportError:
+        pass
+    try:
+        from pottery import Redlock
+
+        pl = Redlock(key="bench:pottery", masters={raw}, auto_release_time=30)
+
+        def pot() -> Any:
+            pl.acquire()
+            pl.release()
+
+        out.append(BenchCase("lock", "peer: pottery Redlock (1 master)", pot, _floor(raw)))
+    except ImportError:
+        pass
+
+    # contention, measured once and shown before the table
+    contended = Lock("bench:contended", 30, client=client)
+
+    def ours_cycle() -> Callable[[Callable[[], None]], None]:
+        def cycle(body: Callable[[], None]) -> None:
+            with contended:
+                body()
+
+        return cycle
+
+    def redis_py_cycle() -> Callable[[Callable[[], None]], None]:
+        lk = raw.lock("bench:contended:redis-py", timeout=30)
+
+        def cycle(body: Callable[[], None]) -> None:
+            with lk:
+                body()
+
+        return cycle
+
+    print("contention, 8 threads x 200 cycles (GET + SET under the lock):", flush=True)
+    print(f"  redispatterns Lock : {contention(ours_cycle, raw)}", flush=True)
+    print(f"  redis-py Lock      : {contention(redis_py_cycle, raw)}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main([sys.modules[__name__]]))
