@@ -1,0 +1,471 @@
+"""The cache flows, key encoding and breaker, driven with canned replies (no server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redispatterns._core import cache as core
+from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from redispatterns._core.cachekey import MAX_ARGS_LEN, KeyPlan, encode_arg, function_id
+from redispatterns._core.codec import JsonCodec
+from redispatterns._core.keys import Keyspace, slot
+from redispatterns._core.ops import Batch, Command, Compute, Now, Script, Sleep
+from redispatterns.testing.replay import ANY, replay, trace
+
+
+class Down(ConnectionError):
+    pass
+
+
+class ResponseError(Exception):
+    pass
+
+
+def user(user_id: int, db: Any = None) -> dict[str, Any]:
+    return {"id": user_id}
+
+
+def spec(**kw: Any) -> core.CacheSpec:
+    plan = KeyPlan.for_function(user, ignore=kw.pop("ignore", ("db",)), tags=kw.pop("tags", ()))
+    kw.setdefault("ttl", 60)
+    kw.setdefault("jitter", 0.0)
+    return core.CacheSpec(keyspace=Keyspace("t:"), plan=plan, codec=JsonCodec(), **kw)
+
+
+def env(value: bytes, soft_ms: int, compute_ms: int = 0, version: int = 0) -> bytes:
+    return core.encode_envelope(soft_ms, compute_ms, version, value)
+
+
+NOW = 1_800_000_000.0  # the wall clock the flows see, seconds
+FRESH = int(NOW * 1000) + 60_000
+STALE = int(NOW * 1000) - 1
+
+
+def run_get(s: core.CacheSpec, steps: list[Any], *, breaker: Breaker | None = None, rand: float = 0.5) -> Any:
+    keys = s.keys_for((1,), {})
+    flow = core.get(s, keys, user, (1,), {}, breaker or Breaker(), lambda: rand, lambda: NOW)
+    return replay(flow, steps)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_keys_share_a_slot_and_are_stable() -> None:
+    s = spec(tags=["user:{user_id}"])
+    k = s.keys_for((7,), {})
+    assert k.value.startswith("t:cache:{")
+    assert slot(k.value) == slot(k.lock) == slot(core.tag_set_key(s.keyspace, k.bucket, "user:7"))
+    assert k.tags == ("user:7",)
+    assert s.keys_for((7,), {}) is k  # memoised
+    assert s.keys_for((True,), {}).value != k.value  # never confused with 1/True
+    assert s.keys_for((), {"user_id": 7}).value == k.value
+    assert s.keys_for((7,), {"db": object()}).value == k.value  # ignored
+    assert s.keys_for(([1],), {}).value == s.keys_for(([1],), {}).value  # unhashable: not memoised
+    assert repr(k).startswith("<CallKeys")
+
+
+def test_memo_is_bounded() -> None:
+    s = spec()
+    for i in range(5000):
+        s.keys_for((i,), {})
+    assert len(s._memo) <= 4096
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class WithKey:
+    def __cache_key__(self) -> Any:
+        return ("with", 1)
+
+
+def test_encode_arg_is_typed_and_injective() -> None:
+    values = ["1", 1, 1.0, True, None, b"1", [1], (1,), {"1": 1}, {1: "1"}, Color.RED,
+              uuid.UUID(int=1), dt.datetime(2026, 1, 1), dt.date(2026, 1, 1), dt.time(1, 2),
+              dt.timedelta(1), decimal.Decimal("1"), Point(1, 1), {1, 2}, frozenset({3}),
+              WithKey(), "a b", "a,b", bytearray(b"1")]  # fmt: skip
+    encoded = [encode_arg(v) for v in values]
+    assert len(set(encoded) - {encode_arg([1])}) >= len(values) - 3  # list/tuple/bytearray alike
+    assert encode_arg([1]) == encode_arg((1,))
+    assert encode_arg({"b": 1, "a": 2}) == encode_arg({"a": 2, "b": 1})
+    assert encode_arg({2, 1}) == encode_arg({1, 2})
+    with pytest.raises(TypeError, match="stable cache key"):
+        encode_arg(object())
+    nested: list[Any] = []
+    nested.append(nested)
+    with pytest.raises(TypeError, match="nests too deeply"):
+        encode_arg(nested)
+
+
+class MyInt(int):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+class MyFloat(float):
+    pass
+
+
+def test_encode_arg_subclasses_and_mappings() -> None:
+    from collections import OrderedDict
+
+    assert encode_arg(MyInt(3)) == "i3"
+    assert encode_arg(MyStr("x")) == encode_arg("x")
+    assert encode_arg(MyFloat(1.5)) == "f1.5"
+    assert encode_arg(OrderedDict(b=1, a=2)) == encode_arg({"a": 2, "b": 1})
+
+
+@given(st.lists(st.one_of(st.integers(), st.text(), st.booleans(), st.none(), st.floats(allow_nan=False))))
+def test_distinct_argument_lists_give_distinct_keys(xs: list[Any]) -> None:
+    def f(*args: Any) -> None: ...
+
+    plan = KeyPlan.for_function(f)
+    a = plan.render(tuple(xs), {})
+    b = plan.render((*xs, "x"), {})
+    assert a != b
+    assert a == plan.render(tuple(xs), {})
+
+
+def test_key_plan_checks_at_decoration_time() -> None:
+    def f(a: int, *rest: Any, b: int = 2, **kw: Any) -> None: ...
+
+    with pytest.raises(ValueError, match="names zz"):
+        KeyPlan.for_function(f, template="x:{zz}")
+    with pytest.raises(ValueError, match="positions"):
+        KeyPlan.for_function(f, template="x:{}")
+    with pytest.raises(ValueError, match="malformed"):
+        KeyPlan.for_function(f, template="x:{a")
+    with pytest.raises(ValueError, match="tag template"):
+        KeyPlan.for_function(f, tags=["t:{nope}"])
+    with pytest.raises(TypeError):
+        KeyPlan.for_function(f, template="")
+    with pytest.raises(TypeError):
+        KeyPlan.for_function(f, tags=[""])
+    with pytest.raises(ValueError, match="no such parameter"):
+        KeyPlan.for_function(f, ignore="zz")
+    with pytest.raises(ValueError, match="reserved"):
+        KeyPlan.for_function(f, name="#x")
+    with pytest.raises(TypeError):
+        KeyPlan.for_function(f, name="")
+    plan = KeyPlan.for_function(f, template="x:{a.real}", tags="t:{b}")
+    assert plan.render((5,), {}) == "k:x:5"
+    assert plan.tags_for(plan.bind((5,), {})) == ("t:2",)
+    assert plan.render((5, 6), {"b": 3, "z": 1}) == "k:x:5"
+    assert not plan.simple
+    long = KeyPlan.for_function(f).render(("x" * (MAX_ARGS_LEN + 1),), {})
+    assert long.startswith("#") and len(long) == 33
+
+
+def test_methods_leave_self_out_and_functions_are_named_fully() -> None:
+    class Repo:
+        def get(self, x: int) -> int:
+            return x
+
+    plan = KeyPlan.for_function(Repo.get)
+    assert plan.names == ("x",)
+    assert plan.render((Repo(), 1), {}) == plan.render((Repo(), 1), {})
+    assert function_id(Repo.get).endswith(
+        "test_methods_leave_self_out_and_functions_are_named_fully.<locals>.Repo.get"
+    )
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def test_envelope_round_trip_and_bad_values() -> None:
+    codec = JsonCodec()
+    e = core.decode_entry(env(b'{"a":1}', 5, 6, 7), codec)
+    assert e == core.Entry({"a": 1}, 5, 6, 7)
+    assert core.decode_entry(env(b"null", 5), codec) == core.Entry(None, 5, 0, 0)
+    assert core.decode_entry("\x011:2:3|[1]", codec) == core.Entry([1], 1, 2, 3)
+    for bad in (b"plain", b"\x01nobar", b"\x01x:y:z|1", b"\x011:2:3|{bad"):
+        assert core.decode_entry(bad, codec) is None
+        assert core._read(bad, codec) is None
+    assert core._read(env(b"\xffraw", 1), codec) == (b"raw", 1, 0)
+
+
+def test_stale_window_and_outage_detection() -> None:
+    assert core.stale_ms_for(60, None) == 6000
+    assert core.stale_ms_for(1, None) == 1000
+    assert core.stale_ms_for(60, 0) == 0
+    assert core.is_outage(Down()) and core.is_outage(TimeoutError())
+    assert not core.is_outage(ResponseError())
+
+    class TimeoutErrorLike(Exception):
+        pass
+
+    TimeoutErrorLike.__name__ = "TimeoutError"
+    assert core.is_outage(TimeoutErrorLike())
+
+
+# --------------------------------------------------------------------------- get
+
+
+def test_hit_is_one_get() -> None:
+    s = spec()
+    assert run_get(s, [(Command("GET", s.keys_for((1,), {}).value), env(b'{"id":1}', FRESH))]) == (
+        {"id": 1},
+        core.HIT,
+    )
+
+
+def test_miss_and_undecodable_ask_for_a_fill() -> None:
+    s = spec()
+    assert run_get(s, [(Command, None)]) == (core.NOT_FOUND, core.MISS)
+    assert run_get(s, [(Command, b"junk")]) == (core.NOT_FOUND, core.UNDECODABLE)
+    assert repr(core.NOT_FOUND) == "NOT_FOUND"
+
+
+def test_redis_error_computes_and_counts_against_the_breaker() -> None:
+    s = spec()
+    b = Breaker(threshold=1)
+    got = run_get(s, [(Command, Down()), (Now(), 5.0), (Compute, {"id": 1})], breaker=b)
+    assert got == ({"id": 1}, core.ERROR)
+    assert b.state == OPEN and isinstance(b.last_error, Down)
+    # open: Redis is skipped
+    assert run_get(s, [(Now(), 5.1), (Compute, "f")], breaker=b) == ("f", core.BYPASS)
+    # after reset_after: a probe reaches Redis; its success closes the breaker
+    assert run_get(s, [(Now(), 7.0), (Command, None)], breaker=b) == (core.NOT_FOUND, core.MISS)
+    assert b.state == CLOSED
+    # a non-outage error computes but does not count
+    b2 = Breaker(threshold=1)
+    assert run_get(s, [(Command, ResponseError()), (Compute, 1)], breaker=b2) == (1, core.ERROR)
+    assert b2.state == CLOSED
+
+
+def test_stale_value_one_refresher() -> None:
+    s = spec()
+    k = s.keys_for((1,), {})
+    stale = env(b'"old"', STALE)
+    # lost the lease: the stale value is served
+    assert run_get(s, [(Command, stale), (Command, None)]) == ("old", core.STALE)
+    # won it: compute, store under the lease
+    steps = [
+        (Command, stale),
+        (lambda op: op.args[:2] == ("SET", k.lock) and "NX" in op.args, b"OK"),
+        (Now(), 1.0),
+        (Compute, "new"),
+        (Now(), 1.25),
+        (lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[3] == 250, 1),
+    ]
+    assert run_get(s, steps) == ("new", core.REFRESHED)
+    # the lease command failed: serve stale
+    assert run_get(s, [(Command, stale), (Command, Down()), (Now(), 1.0)]) == ("old", core.STALE)
+    # read-only mount: stale served, nothing written
+    ro = spec(can_write=False)
+    assert run_get(ro, [(Command, stale)]) == ("old", core.STALE)
+
+
+def test_refresh_failure_serves_stale_or_raises() -> None:
+    s = spec()
+    stale = env(b'"old"', STALE)
+    unlock = (lambda op: isinstance(op, Script) and op.script.name == "cache_unlock", 1)
+    steps = [(Command, stale), (Command, b"OK"), (Now(), 1.0), (Compute, RuntimeError("db")), unlock]
+    assert run_get(s, steps) == ("old", core.STALE_ERROR)
+    strict = spec(stale_if_error=False)
+    with pytest.raises(RuntimeError, match="db"):
+        run_get(strict, steps)
+    # unlock itself failing is quiet
+    steps2 = [*steps[:-1], (unlock[0], Down())]
+    assert run_get(s, steps2) == ("old", core.STALE_ERROR)
+
+
+def test_xfetch_refreshes_near_expiry_in_proportion_to_compute_time() -> None:
+    s = spec()
+    near = env(b'"v"', int(NOW * 1000) + 50, compute_ms=100)
+    far = env(b'"v"', int(NOW * 1000) + 10_000_000, compute_ms=100)
+    # rand 0.5: gap = 100 * ln 2 ~ 69 ms > 50 ms left -> try to refresh (lease lost -> value)
+    assert run_get(s, [(Command, near), (Command, None)]) == ("v", core.HIT)
+    assert run_get(s, [(Command, far)]) == ("v", core.HIT)
+    # rand close to 1: gap ~ 0 -> no early refresh
+    assert run_get(s, [(Command, near)], rand=0.999) == ("v", core.HIT)
+    # beta 0: never
+    assert run_get(spec(beta=0), [(Command, near)]) == ("v", core.HIT)
+    # an early refresh that fails serves the (still fresh) value
+    steps = [(Command, near), (Command, b"OK"), (Now(), 1.0), (Compute, RuntimeError()), (Script, 1)]
+    assert run_get(spec(stale_if_error=False), steps) == ("v", core.STALE_ERROR)
+
+
+# --------------------------------------------------------------------------- fill
+
+
+def run_fill(s: core.CacheSpec, steps: list[Any], **kw: Any) -> Any:
+    keys = s.keys_for((1,), {})
+    flow = core.fill(s, keys, Compute(user, (1,)), kw.pop("breaker", Breaker()), lambda: 0.5, **kw)
+    return replay(flow, steps)
+
+
+def lease(reply: Any) -> tuple[Any, Any]:
+    return (lambda op: isinstance(op, Script) and op.script.name == "cache_lease", reply)
+
+
+def store(reply: Any) -> tuple[Any, Any]:
+    return (lambda op: isinstance(op, Script) and op.script.name == "cache_store", reply)
+
+
+def test_fill_wins_the_lease_computes_and_stores() -> None:
+    s = spec()
+    steps = [lease(1), (Now(), 1.0), (Compute, {"id": 1}), (Now(), 1.01), store(1)]
+    assert run_fill(s, steps) == ({"id": 1}, core.MISS)
+    # lease lost before the store (invalidated or written through meanwhile): uncached
+    steps[-1] = store(0)
+    assert run_fill(s, steps) == ({"id": 1}, core.UNCACHED)
+
+
+def test_fill_waits_for_the_holder_then_reads_its_value() -> None:
+    s = spec()
+    steps = [
+        lease(0),
+        (Now(), 1.0),
+        (Sleep, 1.0),
+        lease(0),
+        (Now(), 1.01),
+        (Sleep, 1.01),
+        lease(env(b"7", FRESH)),
+    ]
+    assert run_fill(s, steps) == (7, core.HIT)
+
+
+def test_fill_after_the_wait_computes_anyway() -> None:
+    s = spec(lock_wait=0.5)
+    steps = [lease(0), (Now(), 1.0), (Sleep, 1.0), lease(0), (Now(), 1.6), (Now(), 1.6), (Compute, 3),
+             (Now(), 1.7), store(1)]  # fmt: skip
+    assert run_fill(s, steps) == (3, core.MISS)
+
+
+def test_fill_replaces_an_undecodable_value_and_handles_failures() -> None:
+    s = spec()
+    # the value that arrived is undecodable: retry the lease ignoring it
+    steps = [lease(b"junk"), lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), store(1)]
+    assert run_fill(s, steps) == (1, core.MISS)
+    # Redis fails: compute, uncached
+    b = Breaker(threshold=1)
+    assert run_fill(s, [lease(Down()), (Now(), 1.0), (Compute, 1)], breaker=b) == (1, core.ERROR)
+    assert b.state == OPEN
+    # the function raises: the lease is released, the error propagates
+    with pytest.raises(KeyError):
+        run_fill(s, [lease(1), (Now(), 1.0), (Compute, KeyError("x")), (Script, 1)])
+    # read-only: compute only
+    assert run_fill(spec(can_write=False), [(Compute, 5)]) == (5, core.UNCACHED)
+
+
+def test_store_condition_ttl_codec_and_tags() -> None:
+    s = spec(condition=lambda r: r is not None)
+    steps = [lease(1), (Now(), 1.0), (Compute, None), (Now(), 1.0), (Compute, False), (Script, 1)]
+    assert run_fill(s, steps) == (None, core.UNCACHED)  # condition said no; lease released
+    t = spec(ttl=lambda r: None)
+    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Compute, None), (Script, 1)]
+    assert run_fill(t, steps) == (1, core.UNCACHED)
+    steps = [lease(1), (Now(), 1.0), (Compute, {1, 2}), (Now(), 1.0), (Script, 1)]
+    assert run_fill(spec(), steps) == ({1, 2}, core.UNENCODABLE)
+    tagged = spec(tags=["user:{user_id}", "all"])
+    ops, result = trace(
+        core.fill(tagged, tagged.keys_for((1,), {}), Compute(user, (1,)), Breaker(), lambda: 0.0),
+        lambda op: (
+            1
+            if isinstance(op, Script)
+            else (1.0 if isinstance(op, Now) else ([1, 1] if isinstance(op, Batch) else {"id": 1}))
+        ),
+    )
+    assert result == ({"id": 1}, core.MISS)
+    batch = next(op for op in ops if isinstance(op, Batch))
+    assert [c.args[0] for c in batch.ops] == ["SADD", "SADD"]
+    st_ = next(op for op in ops if isinstance(op, Script) and op.script.name == "cache_store")
+    assert len(st_.keys) == 4 and st_.args[1] == 60_000 and st_.args[2] == 66_000
+    # one tag: a single SADD; a store failure counts as an error
+    one = spec(tags=["all"])
+    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Command, 1), store(Down()), (Now(), 2.0)]
+    assert run_fill(one, steps) == (1, core.ERROR)
+
+
+# --------------------------------------------------------------------------- write path
+
+
+def test_put_invalidate_peek_refresh_write_back() -> None:
+    s = spec()
+    k = s.keys_for((1,), {})
+    b = Breaker()
+    assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(1)]) == "ok"
+    assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(0)]) == "skip"
+    assert replay(core.invalidate(k), [(Command("DEL", k.value, k.lock, keys=(k.value, k.lock)), 2)]) == 2
+    assert replay(core.peek(s, k), [(Command, None)]) is core.NOT_FOUND
+    assert replay(core.peek(s, k), [(Command, b"junk")]) is core.NOT_FOUND
+    assert replay(core.peek(s, k), [(Command, env(b"null", 1))]) is None
+    assert replay(core.refresh(s, k, Compute(user, (1,)), b, lambda: 0.0),
+                  [(Now(), 1.0), (Compute, 9), (Now(), 1.0), store(1)]) == 9  # fmt: skip
+    wb = core.write_back(s, k, {"v": 2}, lambda r: r["v"], lambda v: v, "update", b, lambda: 0.0)
+    assert (
+        replay(wb, [(Compute, 2), (Compute, 2), (lambda op: isinstance(op, Script) and op.args[4] == 2, 1)])
+        == "ok"
+    )
+    wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
+    assert replay(wb, [(Command, 1)]) == "invalidated"
+    wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
+    assert replay(wb, [(Command, Down()), (Now(), 1.0)]) == "error"
+
+
+def test_invalidate_tags_pops_each_bucket() -> None:
+    ks = Keyspace("t:")
+    steps = [
+        (Command("SMEMBERS", core.tag_dir_key(ks, "u")), [b"3", b"1"]),
+        (Command("SPOP", core.tag_set_key(ks, 1, "u"), 500), [b"t:cache:{1}:a", b"t:cache:{1}:b"]),
+        (lambda op: op.args[0] == "UNLINK" and len(op.args) == 3, 2),
+        (Command("SPOP", core.tag_set_key(ks, 1, "u"), 500), []),
+        (Command("SPOP", core.tag_set_key(ks, 3, "u"), 500), None),
+        (Command("SMEMBERS", core.tag_dir_key(ks, "v")), []),
+    ]
+    assert replay(core.invalidate_tags(ks, ["u", "v"]), steps) == 2
+
+
+# --------------------------------------------------------------------------- breaker
+
+
+def test_breaker_state_machine() -> None:
+    b = Breaker(threshold=2, reset_after=1.0)
+    assert b.allow(0.0)
+    assert not b.failure(0.0) and b.state == CLOSED
+    b.success()
+    assert b.failures == 0
+    b.failure(0.0)
+    assert b.failure(0.1) and b.state == OPEN and b.trips == 1
+    assert not b.allow(0.5)
+    assert b.allow(1.2) and b.state == HALF_OPEN  # the probe
+    assert not b.allow(1.3)  # one probe at a time
+    assert b.allow(2.3)  # the probe seems lost: another
+    assert b.failure(2.4) and b.state == OPEN and b.trips == 2
+    assert b.allow(3.5)
+    b.success()
+    assert b.state == CLOSED
+    b.failure(4.0)
+    b.reset()
+    assert b.state == CLOSED and b.failures == 0
+    assert "closed" in repr(b)
+    for bad in ({"threshold": 0}, {"threshold": True}, {"reset_after": 0}):
+        with pytest.raises(ValueError):
+            Breaker(**bad)
+    with pytest.raises(TypeError):
+        Breaker(reset_after="1")  # type: ignore[arg-type]
+
+
+def test_replay_sanity_any() -> None:
+    s = spec()
+    assert run_get(s, [(ANY, None)]) == (core.NOT_FOUND, core.MISS)
