@@ -24,11 +24,11 @@ local epoch = tonumber(ARGV[4])
 local tick = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
 local now = tonumber(ARGV[7])
-if now == 0 then
+local nw = tonumber(ARGV[8])
+if now == 0 and (bits > 0 or nw > 0) then -- only tie-breaks and windows need the clock
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local nw = tonumber(ARGV[8])
 
 -- current bucket ids by the clock: UTC day, Monday-based week, calendar month
 local day = math.floor(now / 86400000000)

@@ -126,7 +126,7 @@ class _Board:
             core.view(self._spec, window, 0)  # validates against the board's windows
         return window
 
-    def _write(self, ops: list[core.Op]) -> Flow[list[float | int | None]]:
+    def _write(self, ops: list[core.SubmitOp]) -> Flow[list[float | int | None]]:
         self._ns.check_write("Leaderboard")
         return core.submit(self._spec, ops, self._now())
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -305,10 +305,11 @@ class BoardSpec:
 # --------------------------------------------------------------------------- flows: writes
 
 
-Op = tuple[str, str, float | int, bool, bytes]
+SubmitOp = tuple[str, str, float | int, bool, bytes]
+"""One validated operation: mode, member, score, has data, encoded data."""
 
 
-def make_op(spec: BoardSpec, mode: str, member: object, score: object, data: Any, has_data: bool) -> Op:
+def make_op(spec: BoardSpec, mode: str, member: object, score: object, data: Any, has_data: bool) -> SubmitOp:
     """Validate one operation at the edge (tie-break range included, before any write)."""
     if mode not in (*SUBMIT_MODES, "remove"):
         raise ValueError(f"mode must be one of {', '.join(SUBMIT_MODES)}, got {mode!r}")
@@ -346,7 +347,7 @@ def _raise_script_error(exc: Exception) -> None:
 
 
 def submit(
-    spec: BoardSpec, ops: Sequence[Op], virtual_now_us: int | None = None
+    spec: BoardSpec, ops: Sequence[SubmitOp], virtual_now_us: int | None = None
 ) -> Flow[list[float | int | None]]:
     """Apply ``ops`` in one script run; return each member's board score after its operation.
 
@@ -386,14 +387,12 @@ def submit(
             raise
         if int(reply[0]) == 1:
             return [spec.decode(v) for v in reply[1:]]
-        day, week, month = (int(x) for x in reply[1:4])
-        guess = _instant_in(spec.windows, day, week, month)
+        guess = _instant_in(int(reply[1]))
     raise LeaderboardError("the window buckets kept changing while submitting; is the clock jumping?")
 
 
-def _instant_in(windows: Iterable[str], day: int, week: int, month: int) -> int:
-    """An instant inside the day, week and month the server reported (for naming the buckets)."""
-    del windows, week, month  # the day alone determines the week and the month
+def _instant_in(day: int) -> int:
+    """An instant inside the day the server reported (its week and month follow from it)."""
     return day * DAY_US + DAY_US // 2
 
 
