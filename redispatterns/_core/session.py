@@ -256,27 +256,28 @@ def _ms(raw: bytes | str | None) -> int:
 def decode_session(cfg: SessionConfig, token: str, sid: str, flat: list[Any]) -> Session:
     """A :class:`Session` from the hash as flat field/value pairs (the hot path of ``get``)."""
     data: dict[str, Any] = {}
-    fields: dict[str, Any] = {}
+    fields: dict[bytes, Any] = {}
     decode = cfg.codec.decode
     for i in range(0, len(flat), 2):
         k = flat[i]
-        if type(k) is bytes:
-            k = k.decode("utf-8", "surrogateescape")
-        if k[:2] == _DATA:
-            data[k[2:]] = decode(flat[i + 1])
+        if type(k) is not bytes:  # a client that decodes responses
+            k = as_bytes(k)
+        if k[:2] == b"d:":
+            data[k[2:].decode("utf-8", "surrogateescape")] = decode(flat[i + 1])
         else:
             fields[k] = flat[i + 1]
-    meta_raw = fields.get("_m")
+    get = fields.get
+    meta_raw = get(b"_m")
     return Session(
         token=token,
         id=sid,
-        user_id=as_str(fields.get("_u", b"")),
+        user_id=as_str(get(b"_u", b"")),
         data=data,
-        created=_ms(fields.get("_c")) / 1000,
-        last_seen=_ms(fields.get("_s")) / 1000,
-        expires_at=_ms(fields.get("_abs")) / 1000,
-        idle_ttl=_ms(fields.get("_i")) / 1000,
-        version=int(fields.get("_v") or 0),
+        created=_ms(get(b"_c")) / 1000,
+        last_seen=_ms(get(b"_s")) / 1000,
+        expires_at=_ms(get(b"_abs")) / 1000,
+        idle_ttl=_ms(get(b"_i")) / 1000,
+        version=int(get(b"_v") or 0),
         meta=orjson.loads(meta_raw) if meta_raw else {},
     )
 
