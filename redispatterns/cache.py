@@ -34,9 +34,9 @@ from .client import is_async_client
 from .mount import Namespace, resolve
 
 __all__ = [
-    "NOT_CACHED",
     "CacheStats",
     "CircuitBreaker",
+    "NOT_CACHED",
     "cached",
     "invalidate_tags",
     "write_through",

@@ -82,7 +82,7 @@ ERROR = "error"  # Redis failed: the function ran, its result returned uncached
 UNCACHED = "uncached"  # the function ran; its result was not stored (condition, lease lost, mount)
 UNENCODABLE = "unencodable"  # the function ran; the codec could not encode its result
 UNDECODABLE = "undecodable"  # from get(): the stored value no longer decodes (a miss)
-NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "NOT_FOUND"})()
+NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "NOT_CACHED"})()
 
 ENVELOPE = b"\x01"
 _WAIT_FIRST = 0.005

@@ -232,7 +232,7 @@ def test_miss_and_undecodable_ask_for_a_fill() -> None:
     s = spec()
     assert run_get(s, [(Command, None)]) == (core.NOT_FOUND, core.MISS)
     assert run_get(s, [(Command, b"junk")]) == (core.NOT_FOUND, core.UNDECODABLE)
-    assert repr(core.NOT_FOUND) == "NOT_FOUND"
+    assert repr(core.NOT_FOUND) == "NOT_CACHED"
 
 
 def test_redis_error_computes_and_counts_against_the_breaker() -> None:
