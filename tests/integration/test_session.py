@@ -429,3 +429,23 @@ def test_rotations_racing_logout_everywhere_leave_no_orphans(rp: Harness) -> Non
     assert {i.id for i in rp.call(st.sessions("victim"))} == live  # every survivor is revocable
     rp.call(st.destroy_all("victim"))
     assert all(rp.call(st.get(t)) is None for t in results if t)
+
+
+def test_works_over_a_client_that_decodes_responses(rp: Harness) -> None:
+    if rp.is_async:
+        client = rp.call_in_loop(lambda: rp.backend.async_client(decode_responses=True))
+    else:
+        client = rp.backend.sync_client(decode_responses=True)
+    st: Any = rp.pick(SessionStore, AsyncSessionStore)(client, mount=rp_pkg.Mount(prefix=PREFIX))
+    tok = rp.call(st.create("u", {"a": [1, "é"]}, ip="::1"))
+    rp.call(st.append_event(tok, {"e": 1}))
+    s = rp.call(st.get(tok))
+    assert s.data == {"a": [1, "é"]} and s.meta == {"ip": "::1"} and s.user_id == "u"
+    assert rp.call(st.update(tok, {"b": 2})) == 2
+    new = rp.call(st.rotate(tok))
+    assert rp.call(st.get(new)).data == {"a": [1, "é"], "b": 2}
+    assert rp.call(st.events(new)) == [{"e": 1}]
+    assert [i.ip for i in rp.call(st.sessions("u"))] == ["::1"]
+    rp.call(st.patch_state("user", "u", {"x": 1}))
+    assert rp.call(st.state("user", "u")) == {"x": 1}
+    assert rp.call(st.destroy_all("u")) == 1
