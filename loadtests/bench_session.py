@@ -57,7 +57,7 @@ def cases(url: str) -> list[BenchCase]:
 
     get_script = raw.register_script(load("session_get").source)
     sid = store._cfg.id_of(token)
-    keys = [f"bench:sess:sess:{{{sid}}}", f"bench:sess:sess:{{{sid}}}:ev"]
+    keys = [f"bench:sess:sess:{{{sid}}}"]
 
     def floor_script() -> Any:
         return get_script(keys=keys, args=[1000])

@@ -1,7 +1,6 @@
 -- name: session_get
 -- summary: read a session and slide its idle TTL, capped by the absolute deadline
 -- KEYS[1]: the session hash
--- KEYS[2]: the session's event list (deleted with the hash past the deadline)
 -- ARGV[1]: refresh only when less than ARGV[1]/1000 of the idle TTL is left (1000: every read)
 -- returns: 0 when absent or past its deadline (then deleted), else the hash as field/value pairs
 -- read-only: no
@@ -26,7 +25,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now >= deadline then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1])  -- the event list expires at the same deadline on its own
   return 0
 end
 local pttl = redis.call('PTTL', KEYS[1])

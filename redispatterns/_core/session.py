@@ -344,7 +344,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:2], args=(cfg.refresh_permille,))
+    reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:1], args=(cfg.refresh_permille,))
     if not isinstance(reply, list):
         return None
     session: Session | None = decode_session(cfg, tok, sid, reply)
