@@ -309,6 +309,22 @@ class _SubscriberBase:
         groups = core.shard_groups(self._subs, node_of)
         self._links = [_Link(subs, self._state(subs)) for subs in groups.values()]
 
+    def _resplit(self, link: _Link, client: Any) -> list[_Link]:
+        """After a slot moved, a connection's shard channels may live on several nodes: keep the
+        first node's here, and return new links for the others (started by the caller)."""
+        if not link.state.attempt or len(link.subs) < 2:
+            return []
+        groups = list(
+            core.shard_groups(link.subs, lambda s: str(client.get_node_from_key(s.full).name)).values()
+        )
+        if len(groups) < 2:
+            return []
+        new = []
+        for g in groups[1:]:
+            new.append(_Link(g, link.state.split([s for s in link.state.subs if s not in g])))
+        link.subs = link.state.subs
+        return new
+
     def _check_caps(self, info: Any) -> None:
         if self.sharded and not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SSUBSCRIBE)", str(info))
@@ -420,12 +436,14 @@ class Subscriber(_SubscriberBase):
             return
         self._closed = True
         self._stopping.set()
-        for link in self._links:
+        with self._start_lock:  # readers add links (after a resharding) under this lock
+            links = list(self._links)
+        for link in links:
             _shutdown_socket(link.conn)
         with self._cond:
             self._cond.notify_all()
         me = threading.current_thread()
-        for t in [*(link.thread for link in self._links), self._worker]:
+        for t in [*(link.thread for link in links), self._worker]:
             if t is not None and t is not me:
                 t.join()
         with self._cond:
@@ -536,6 +554,14 @@ class Subscriber(_SubscriberBase):
                 with contextlib.suppress(Exception):
                     client.nodes_manager.initialize()
             if link.sharded:
+                for other in self._resplit(link, client):
+                    other.thread = threading.Thread(
+                        target=self._read_loop, args=(other, cluster), name="rp-pubsub-reader", daemon=True
+                    )
+                    with self._start_lock:
+                        if not self._stopping.is_set():
+                            self._links.append(other)
+                            other.thread.start()
                 node = client.get_node_from_key(link.subs[0].full)
             else:
                 node = client.get_random_node() if link.state.attempt else client.get_default_node()
@@ -798,6 +824,11 @@ class AsyncSubscriber(_SubscriberBase):
                 with contextlib.suppress(Exception):
                     await client.nodes_manager.initialize()
             if link.sharded:
+                for other in self._resplit(link, client):
+                    if self._stopping:
+                        break
+                    self._links.append(other)
+                    other.task = asyncio.create_task(self._read_loop(other, cluster), name="rp-pubsub-reader")
                 node = client.get_node_from_key(link.subs[0].full)
             else:
                 node = client.get_random_node() if link.state.attempt else client.get_default_node()

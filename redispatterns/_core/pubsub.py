@@ -352,6 +352,32 @@ class LinkState:
             cmds.append((b"SSUBSCRIBE", *group))
         return cmds
 
+    def split(self, keep: Sequence[Sub]) -> LinkState:
+        """Keep only ``keep`` here; return a state for the rest (channels that moved elsewhere).
+
+        The new state inherits the loss being recovered and the channels' last numbers, so the
+        gap is still reported, by whichever connection now serves the channel.
+        """
+        kept = tuple(keep)
+        moved = tuple(s for s in self.subs if s not in kept)
+        if not kept or not moved or any(s not in self.subs for s in kept):
+            raise ValueError("split needs a proper, non-empty subset of the subscriptions")
+        other = LinkState(
+            moved,
+            names=self.names,
+            codec=self.codec,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            backoff=self.backoff,
+            max_wait=self.max_wait,
+        )
+        other.ever_live, other.lost_at, other.lost_reason = self.ever_live, self.lost_at, self.lost_reason
+        names = {s.name for s in moved}
+        other._seq = {k: v for k, v in self._seq.items() if k[1] in names}
+        self.subs = kept
+        self._by_full = {(s.kind, s.full): s for s in kept}
+        return other
+
     def on_lost(self, error: str, now: float, wall: float, rand: float) -> float:
         """The connection failed: remember when, and return how long to wait before retrying."""
         if self.live or (self.ever_live and self.lost_at is None):

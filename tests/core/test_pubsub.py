@@ -357,3 +357,23 @@ def test_gap_drop_oldest_skips_gaps_when_dropping() -> None:
 def test_buffer_validation(size: Any, policy: str, exc: type[Exception]) -> None:
     with pytest.raises(exc):
         OverflowBuffer(size, policy)
+
+
+def test_split_hands_moved_channels_their_loss_and_numbers() -> None:
+    subs = core.plan(NAMES, ["a", "b", "c"], [], sharded=True)
+    st = _link(subs)
+    st.connecting(0.0)
+    _live(st)
+    st.on_reply([b"smessage", NAMES.channel("b").encode(), ENVELOPE + b"4:1"], 0, 0)
+    st.on_lost("LinkBroken: sunsubscribe", 1.0, 50.0, 0.0)
+    other = st.split([subs[0], subs[2]])
+    assert [s.name for s in st.subs] == ["a", "c"] and [s.name for s in other.subs] == ["b"]
+    assert st.connecting(2.0) != other.connecting(2.0)
+    events = _live(other, wall=60.0)
+    assert events == [Gap("disconnect", ("b",), since=50.0, until=60.0, error="LinkBroken: sunsubscribe")]
+    gap, _ = other.on_reply([b"smessage", NAMES.channel("b").encode(), ENVELOPE + b"6:1"], 0, 70.0)
+    assert isinstance(gap, Gap) and (gap.first_missing, gap.last_missing) == (5, 5)
+    with pytest.raises(ValueError):
+        st.split(st.subs)
+    with pytest.raises(ValueError):
+        st.split([subs[1]])

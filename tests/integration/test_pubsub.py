@@ -13,7 +13,8 @@ import pytest
 
 import redispatterns as rp
 import redispatterns.pubsub
-from redispatterns import Mount, Namespace
+from redispatterns import Keyspace, Mount, Namespace
+from redispatterns._core.pubsub import Names
 from redispatterns.pubsub import (
     AsyncPublisher,
     AsyncSubscriber,
@@ -105,7 +106,7 @@ def test_publish_and_receive_channels_and_patterns(rp: Harness) -> None:
         rp.call(pub.publish("user.42", [1, 2]))
         rp.call(pub.publish("audit", b"\x00raw"))
         rp.call(pub.publish("elsewhere", "nobody listens"))
-        got = [rp.call(sub.get(timeout=5)) for _ in range(3)]
+        got = [rp.call(sub.get(timeout=10)) for _ in range(3)]
         # one channel keeps its order; across channels a Cluster's bus may reorder
         assert sorted((m.channel, repr(m.data), m.pattern) for m in got) == [
             ("audit", repr(b"\x00raw"), None),
@@ -129,7 +130,7 @@ def test_module_level_publish_and_sequence_numbers(rp: Harness) -> None:
                 rp.call(rp_publish_async("n", i, client=rp.client))
             else:
                 rp_publish("n", i, client=rp.client)
-        got = [rp.call(sub.get(timeout=5)) for _ in range(5)]
+        got = [rp.call(sub.get(timeout=10)) for _ in range(5)]
         assert [(m.data, m.seq) for m in got] == [(i, i + 1) for i in range(5)]
         assert not sub.gaps
     finally:
@@ -162,7 +163,7 @@ def test_sharded_channels(rp: Harness, backend: Backend) -> None:
             rp.call(pub.publish(n, n))
         # a classic PUBLISH on the same name does not reach a shard subscriber
         rp.call(_pub(rp).publish(names[0], "classic"))
-        got = sorted((m.channel, m.data, m.sharded) for m in (rp.call(sub.get(timeout=5)) for _ in names))
+        got = sorted((m.channel, m.data, m.sharded) for m in (rp.call(sub.get(timeout=10)) for _ in names))
         assert got == sorted((n, n, True) for n in names)
         assert rp.call(sub.get(timeout=0.2)) is None
     finally:
@@ -175,7 +176,7 @@ def test_unsequenced_and_foreign_messages(rp: Harness, backend: Backend) -> None
         rp.call(_pub(rp, sequence=False).publish("plain", {"a": 1}))
         full = Mount().keyspace.tagged("pubsub", "plain")
         backend.sync_client().publish(full, b"not json")  # another client, no envelope
-        a, b = rp.call(sub.get(timeout=5)), rp.call(sub.get(timeout=5))
+        a, b = rp.call(sub.get(timeout=10)), rp.call(sub.get(timeout=10))
         assert (a.data, a.seq) == ({"a": 1}, None)
         assert (b.data, b.seq) == (b"not json", None)
     finally:
@@ -192,7 +193,7 @@ def test_mount_prefix_isolates_channels(rp: Harness) -> None:
     try:
         rp.call(_pub(rp, client=None, mount=rp_namespace(b, ns_client, rp.is_async)).publish("x", "b"))
         rp.call(_pub(rp, client=None, mount=rp_namespace(a, ns_client, rp.is_async)).publish("x", "a"))
-        m = rp.call(sub.get(timeout=5))
+        m = rp.call(sub.get(timeout=10))
         assert (m.channel, m.data) == ("x", "a")
         assert rp.call(sub.get(timeout=0.2)) is None
     finally:
@@ -215,7 +216,7 @@ def test_client_kill_resubscribes_and_reports_the_gap(rp: Harness, backend: Back
     try:
         for n in names:
             rp.call(pub.publish(n, "m1"))
-        assert sorted(rp.call(sub.get(timeout=5)).data for _ in names) == ["m1"] * len(names)
+        assert sorted(rp.call(sub.get(timeout=10)).data for _ in names) == ["m1"] * len(names)
 
         kill_pubsub(backend)
         for n in names:  # published while the subscriber is away: lost, but counted
@@ -223,7 +224,7 @@ def test_client_kill_resubscribes_and_reports_the_gap(rp: Harness, backend: Back
         _wait(rp, lambda: sub.stats.reconnects >= 1 and rp_live(sub))
         for n in names:
             rp.call(pub.publish(n, "m3"))
-        got = [rp.call(sub.get(timeout=5)) for _ in names]
+        got = [rp.call(sub.get(timeout=10)) for _ in names]
         assert sorted(m.data for m in got) == ["m3"] * len(names)
         assert {m.seq for m in got} == {3}
 
@@ -256,7 +257,7 @@ def test_sharded_resubscribe_after_kill_many_slots(rp: Harness, backend: Backend
         _wait(rp, lambda: rp_live(sub) and sub.stats.reconnects >= len(sub._links))
         for n in names:
             rp.call(pub.publish(n, n))
-        got = sorted(rp.call(sub.get(timeout=5)).channel for _ in names)
+        got = sorted(rp.call(sub.get(timeout=10)).channel for _ in names)
         assert got == sorted(names)
         assert sum(g.reason == "disconnect" for g in sub.gaps) == len(sub._links)
     finally:
@@ -280,7 +281,7 @@ def test_half_open_connection_is_detected_by_ping_deadline(rp: Harness, backend:
         _wait(rp, lambda: rp_drain(rp, sub) or any(g.reason == "disconnect" for g in gaps))
         assert "PONG" in next(g for g in gaps if g.reason == "disconnect").error
         rp.call(_pub(rp).publish("hb", "after"))
-        m = rp.call(sub.get(timeout=5))
+        m = rp.call(sub.get(timeout=10))
         assert m is not None and m.data == "after"
     finally:
         admin(backend).execute_command("CLIENT", "UNPAUSE")
@@ -296,7 +297,7 @@ def test_overflow_drop_oldest_reports_what_it_dropped(rp: Harness) -> None:
         for i in range(20):
             rp.call(pub.publish("busy", i))
         _wait(rp, lambda: sub.stats.received == 20)
-        got = [rp.call(sub.get(timeout=5)).data for _ in range(5)]
+        got = [rp.call(sub.get(timeout=10)).data for _ in range(5)]
         assert got == [15, 16, 17, 18, 19]
         assert [(g.reason, g.missed) for g in gaps] == [("overflow", 15)]
         assert sub.stats.dropped == 15
@@ -312,7 +313,7 @@ def test_overflow_error_policy_stops_the_subscriber(rp: Harness) -> None:
             rp.call(pub.publish("busy", i))
         _wait(rp, lambda: sub._buffer.failed)  # nothing consumed: the third message overflowed
         with pytest.raises(SubscriberOverflow):
-            rp.call(sub.get(timeout=5))
+            rp.call(sub.get(timeout=10))
     finally:
         rp.call(sub.close())
 
@@ -457,3 +458,48 @@ def test_validation_at_the_edge(backend: Backend) -> None:
 
 async def _async_handler(msg: PubSubMessage) -> None:
     return None
+
+
+# --------------------------------------------------------------------------- cluster resharding
+
+
+def test_shard_channel_whose_slot_moves_follows_it(rp: Harness, backend: Backend) -> None:
+    """P7: the slot of one of a connection's shard channels moves to another node: the server's
+    sunsubscribe is reported as a gap, the channel is followed to its new node, and the channels
+    that stayed keep working."""
+    real_only(backend)
+    if not backend.is_cluster:
+        pytest.skip("slot migration needs a cluster")
+    c = admin(backend)
+    names = Names(Keyspace("rp:"))
+    by_node: dict[str, list[str]] = {}
+    for i in range(200):
+        by_node.setdefault(c.get_node_from_key(names.channel(f"mv{i}")).name, []).append(f"mv{i}")
+    stay, move = next(v for v in by_node.values() if len(v) >= 2)[:2]
+    slot_ = c.keyslot(names.channel(move))
+    src = c.get_node_from_key(names.channel(move))
+    dst = next(n for n in c.get_primaries() if n.name != src.name)
+    ids = {n.name: rp_str(c.execute_command("CLUSTER", "MYID", target_nodes=n)) for n in c.get_primaries()}
+
+    def assign(owner: Any) -> None:
+        first = [owner, *(n for n in c.get_primaries() if n.name != owner.name)]
+        for node in first:
+            c.execute_command("CLUSTER", "SETSLOT", slot_, "NODE", ids[owner.name], target_nodes=node)
+
+    gaps: list[Gap] = []
+    sub = _sub(rp, [stay, move], sharded=True, on_gap=gaps.append, backoff=(0.05, 0.3))
+    assert len(sub._links) == 1
+    pub = _pub(rp, sharded=True, sequence=False)  # keep the slot empty of keys so it can move back
+    try:
+        assign(dst)
+        _wait(rp, lambda: rp_drain(rp, sub) or any(g.reason == "disconnect" for g in gaps))
+        _wait(rp, lambda: len(sub._links) == 2 and rp_live(sub))
+        rp.call(pub.publish(stay, "s"))
+        rp.call(pub.publish(move, "m"))
+        got = sorted((m.channel, m.data) for m in (rp.call(sub.get(timeout=10)) for _ in range(2)))
+        assert got == sorted([(stay, "s"), (move, "m")])
+        assert any(move in g.channels for g in gaps if g.reason == "disconnect")
+    finally:
+        rp.call(sub.close())
+        assign(src)
+        c.nodes_manager.initialize()
