@@ -133,28 +133,37 @@ def _blpop_args(key: str, seconds: float) -> tuple[str, str, str]:
     return ("BLPOP", key, f"{max(seconds, core.MIN_BLOCK):.3f}")
 
 
-def _sync_waiter(client: Any) -> tuple[Callable[[str, float], Any], float]:
+_waiters: weakref.WeakKeyDictionary[Any, tuple[Callable[[str, float], Any], float]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _waiter(client: Any, asyncio_: bool) -> tuple[Callable[[str, float], Any], float]:
+    """``(wait(signal_key, seconds), max_block)`` for ``client``, built once per client."""
+    found = _waiters.get(client)
+    if found is not None:
+        return found
     bc, max_block = _blocking_client(client)
+    if asyncio_:
 
-    def wait(key: str, seconds: float) -> Any:
-        try:
-            return bc.execute_command(*_blpop_args(key, seconds))
-        except RedisTimeoutError:  # the socket gave up first: just try again
-            return None
+        async def await_signal(key: str, seconds: float) -> Any:
+            try:
+                return await bc.execute_command(*_blpop_args(key, seconds))
+            except RedisTimeoutError:  # the socket gave up first: just try again
+                return None
 
-    return wait, max_block
+        out: tuple[Callable[[str, float], Any], float] = (await_signal, max_block)
+    else:
 
+        def wait_signal(key: str, seconds: float) -> Any:
+            try:
+                return bc.execute_command(*_blpop_args(key, seconds))
+            except RedisTimeoutError:
+                return None
 
-def _async_waiter(client: Any) -> tuple[Callable[[str, float], Any], float]:
-    bc, max_block = _blocking_client(client)
-
-    async def wait(key: str, seconds: float) -> Any:
-        try:
-            return await bc.execute_command(*_blpop_args(key, seconds))
-        except RedisTimeoutError:
-            return None
-
-    return wait, max_block
+        out = (wait_signal, max_block)
+    _waiters[client] = out
+    return out
 
 
 # --------------------------------------------------------------------------- handles
@@ -163,18 +172,18 @@ def _async_waiter(client: Any) -> tuple[Callable[[str, float], Any], float]:
 class _HeldBase:
     """State shared by both handle types: token, fence, lease deadline and loss."""
 
-    def __init__(
-        self, lock: _LockBase, token: str, grant: core.Grant, ttl: float, on_lost: OnLost | None
-    ) -> None:
+    def __init__(self, lock: _LockBase, client: Any, token: str, grant: core.Grant) -> None:
         self.name = lock.name
         self.token = token
         self.fence = grant.fence
-        self.ttl = ttl
+        self.ttl = lock.ttl
+        self._ttl_ms = lock._ttl_ms
         self._lock = lock
-        self._deadline = core.valid_until(grant.sent_at, core.to_ms(ttl))
+        self._client = client
+        self._deadline = core.valid_until(grant.sent_at, self._ttl_ms)
         self._lost: BaseException | None = None
         self._released = False
-        self._on_lost = on_lost
+        self._on_lost = lock.on_lost
 
     @property
     def lost(self) -> bool:
@@ -202,7 +211,8 @@ class _HeldBase:
 
     def _renewed(self, sent_at: float, ttl: float) -> None:
         self.ttl = ttl
-        self._deadline = core.valid_until(sent_at, core.to_ms(ttl))
+        self._ttl_ms = core.to_ms(ttl)
+        self._deadline = core.valid_until(sent_at, self._ttl_ms)
 
     def _mark_lost(self, exc: BaseException) -> bool:
         """Record the loss; True the first time."""
@@ -216,7 +226,7 @@ class _HeldBase:
             raise LockNotOwned(f"cannot {action} lock {self.name!r}: this holder released it", name=self.name)
 
     def _release_flow(self) -> Flow[bool]:
-        return core.release(self._lock._keys, self.token, core.to_ms(self.ttl), name=self.name)
+        return core.release(self._lock._keys, self.token, self._ttl_ms, name=self.name)
 
     def _extend_flow(self, ttl: float) -> Flow[float]:
         return core.extend(self._lock._keys, self.token, core.to_ms(ttl), name=self.name)
@@ -243,10 +253,9 @@ class _HeldBase:
 class Held(_HeldBase):
     """A held lock (sync). Owns its token; ``with held:`` releases on exit."""
 
-    def __init__(self, lock: Lock, token: str, grant: core.Grant, ttl: float, on_lost: OnLost | None) -> None:
-        super().__init__(lock, token, grant, ttl, on_lost)
-        self._client = lock._ns.client
-        self._stop = threading.Event()
+    def __init__(self, lock: Lock, client: Any, token: str, grant: core.Grant) -> None:
+        super().__init__(lock, client, token, grant)
+        self._stop: threading.Event | None = None  # made by _start_renewal
         self._thread: threading.Thread | None = None
 
     def release(self) -> None:
@@ -255,7 +264,8 @@ class Held(_HeldBase):
         Safe to retry after a connection error: a retry that finds its own release done succeeds.
         """
         self._check_live("release")
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         run_sync(self._client, self._release_flow())
         self._released = True
 
@@ -279,15 +289,18 @@ class Held(_HeldBase):
             raise self._stale(resource)
 
     def _start_renewal(self) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"rp-lock-renew:{self.name}", daemon=True
         )
         self._thread.start()
 
     def _renew_loop(self) -> None:
+        stop = self._stop
+        assert stop is not None
         delay = core.renew_delay(self.ttl, random.random())
         attempt = 0
-        while not self._stop.wait(delay):
+        while not stop.wait(delay):
             try:
                 sent_at = run_sync(self._client, self._extend_flow(self.ttl))
             except LockNotOwned as exc:
@@ -301,13 +314,15 @@ class Held(_HeldBase):
                     return
                 delay = retry
                 continue
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             self._renewed(sent_at, self.ttl)
             attempt = 0
             delay = core.renew_delay(self.ttl, random.random())
 
     def _lose(self, exc: BaseException) -> None:
+        if self._stop is not None and self._stop.is_set():  # released meanwhile: not a loss
+            return
         if self._mark_lost(exc) and self._on_lost is not None:
             self._on_lost(self)
 
@@ -334,13 +349,10 @@ def _exit_release(held: _HeldBase, release: Callable[[], Any], et: type[BaseExce
 class AsyncHeld(_HeldBase):
     """A held lock (asyncio). Owns its token; ``async with held:`` releases on exit."""
 
-    def __init__(
-        self, lock: AsyncLock, token: str, grant: core.Grant, ttl: float, on_lost: OnLost | None, cancel: bool
-    ) -> None:
-        super().__init__(lock, token, grant, ttl, on_lost)
-        self._client = lock._ns.client
+    def __init__(self, lock: AsyncLock, client: Any, token: str, grant: core.Grant) -> None:
+        super().__init__(lock, client, token, grant)
         self._task: asyncio.Task[None] | None = None
-        self._guarded = asyncio.current_task() if cancel else None
+        self._guarded = asyncio.current_task() if lock.cancel_on_lost else None
 
     async def release(self) -> None:
         """Release; ``LockNotOwned`` if the lease had expired or another owner holds the lock."""
@@ -451,6 +463,8 @@ class _LockBase:
         self.on_lost = on_lost
         self._ns = resolve(mount, client, asyncio=self._asyncio)
         self._keys = core.lock_keys(self._ns.keyspace, self.name)
+        self._ttl_ms = core.to_ms(self.ttl)
+        self._waiting: tuple[Any, Callable[[str, float], Any], float] | None = None
 
     @property
     def keys(self) -> core.LockKeys:
@@ -458,22 +472,31 @@ class _LockBase:
         return self._keys
 
     def _acquire_flow(
-        self, token: str, blocking: bool, timeout: float | None, wait: Any, max_block: float
-    ) -> Any:
+        self, blocking: bool, timeout: float | None
+    ) -> tuple[Any, str, Flow[core.Grant | None]]:
+        """``(client, token, flow)`` of one acquire (the shells only run the flow)."""
         self._ns.check_write("lock acquire")
-        if not isinstance(blocking, bool):
+        if blocking is not True and blocking is not False:
             raise TypeError("blocking must be True or False")
         timeout = self.timeout if timeout is None else core.check_timeout(timeout)
-        return core.acquire(
+        client = self._ns.client
+        cached = self._waiting
+        if cached is None or cached[0] is not client:
+            cached = self._waiting = (client, *_waiter(client, self._asyncio))
+        _, wait, max_block = cached
+        token = secrets.token_hex(16)
+        flow = core.acquire(
             self._keys,
             token,
-            core.to_ms(self.ttl),
+            self._ttl_ms,
             name=self.name,
             blocking=blocking,
             timeout=timeout,
             wait=wait,
             max_block=max_block,
+            started_at=time.monotonic(),
         )
+        return client, token, flow
 
     def _fenced_get_flow(self, resource: str) -> Flow[Any]:
         self._ns.check_read("fenced_get")
@@ -501,12 +524,11 @@ class Lock(_LockBase):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Held | None:
         """Take the lock: a ``Held`` handle; ``None`` when ``blocking=False`` and it is taken;
         ``LockTimeout`` when ``timeout`` seconds pass first. Waiting blocks on a release signal."""
-        token = secrets.token_hex(16)
-        wait, max_block = _sync_waiter(self._ns.client)
-        grant = run_sync(self._ns.client, self._acquire_flow(token, blocking, timeout, wait, max_block))
+        client, token, flow = self._acquire_flow(blocking, timeout)
+        grant = run_sync(client, flow)
         if grant is None:
             return None
-        held = Held(self, token, grant, self.ttl, self.on_lost)
+        held = Held(self, client, token, grant)
         if self.auto_renew:
             held._start_renewal()
         return held
@@ -554,14 +576,11 @@ class AsyncLock(_LockBase):
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> AsyncHeld | None:
         """See :meth:`Lock.acquire`."""
-        token = secrets.token_hex(16)
-        wait, max_block = _async_waiter(self._ns.client)
-        grant = await run_async(
-            self._ns.client, self._acquire_flow(token, blocking, timeout, wait, max_block)
-        )
+        client, token, flow = self._acquire_flow(blocking, timeout)
+        grant = await run_async(client, flow)
         if grant is None:
             return None
-        held = AsyncHeld(self, token, grant, self.ttl, self.on_lost, self.cancel_on_lost)
+        held = AsyncHeld(self, client, token, grant)
         if self.auto_renew:
             held._start_renewal()
         return held

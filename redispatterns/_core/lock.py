@@ -133,6 +133,19 @@ def valid_until(sent_at: float, ttl_ms: int) -> float:
 # --------------------------------------------------------------------------- single node
 
 
+def _script(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it once).
+
+    The hot path builds two of these per acquire + release; skipping the per-call slot check
+    saves six CRC16s per cycle. ``Script(...)`` is still used wherever keys come from callers.
+    """
+    op = object.__new__(Script)
+    object.__setattr__(op, "script", load(name))
+    object.__setattr__(op, "keys", keys)
+    object.__setattr__(op, "args", args)
+    return op
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A successful acquire: the fencing token and the monotonic time the request left."""
@@ -148,9 +161,7 @@ def _pair(reply: Any) -> tuple[int, int]:
 
 def try_acquire(keys: LockKeys, token: str, ttl_ms: int) -> Flow[tuple[int, int]]:
     """One attempt: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when held."""
-    reply = yield Script(
-        load("lock_acquire"), keys=(keys.lock, keys.fence, keys.signal), args=(token, ttl_ms)
-    )
+    reply = yield _script("lock_acquire", (keys.lock, keys.fence, keys.signal), (token, ttl_ms))
     return _pair(reply)
 
 
@@ -185,18 +196,23 @@ def acquire(
     wait: Callable[[str, float], Any] | None = None,
     max_block: float = MAX_BLOCK,
     rand: Callable[[], float] = random.random,
+    started_at: float | None = None,
 ) -> Flow[Grant | None]:
     """Acquire, waiting (without polling) when ``blocking``; ``None`` when non-blocking fails.
 
     ``wait(signal_key, seconds)`` blocks until a release signal or the bound (the shell supplies
     it: a BLPOP on a connection whose socket timeout exceeds the block). Without it the flow
     sleeps for the bound. A blocking acquire that runs out of ``timeout`` raises ``LockTimeout``.
+    ``started_at`` is the monotonic time of the call when the caller already read it (saves an
+    op on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
-    start: float = yield Now()
+    start: float = (yield Now()) if started_at is None else started_at
     deadline = None if timeout is None else start + timeout
     sent_at = start
+    args = (keys.lock, keys.fence, keys.signal)
     while True:
-        fence, holder_ms = yield from try_acquire(keys, token, ttl_ms)
+        reply = yield _script("lock_acquire", args, (token, ttl_ms))
+        fence, holder_ms = _pair(reply)
         if fence:
             return Grant(fence, sent_at)
         if not blocking:
@@ -222,9 +238,7 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    code = yield Script(
-        load("lock_release"), keys=(keys.lock, keys.signal, keys.released), args=(token, max(ttl_ms, 1000))
-    )
+    code = yield _script("lock_release", (keys.lock, keys.signal, keys.released), (token, max(ttl_ms, 1000)))
     code = int(code)
     if code == 1:
         return True

@@ -135,9 +135,9 @@ def test_a_release_between_a_failed_try_and_the_block_is_not_lost(rp: Harness, b
     """The injected hook releases the holder right after the waiter's failed attempt."""
     lock = Lock("handover", 5, client=backend.sync_client())
     holder = lock.acquire()
-    from redispatterns.lock import _sync_waiter
+    from redispatterns.lock import _waiter
 
-    real_wait, max_block = _sync_waiter(backend.sync_client())
+    real_wait, max_block = _waiter(backend.sync_client(), False)
     calls: list[float] = []
 
     def wait(key: str, seconds: float) -> Any:
