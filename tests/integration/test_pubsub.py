@@ -503,3 +503,72 @@ def test_shard_channel_whose_slot_moves_follows_it(rp: Harness, backend: Backend
         rp.call(sub.close())
         assign(src)
         c.nodes_manager.initialize()
+
+
+# --------------------------------------------------------------------------- server restart
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_listener_survives_a_server_restart(server_pool: Any, flavour: str) -> None:
+    """P2: the server goes away (refused connections while it is down) and comes back on the same
+    port: the handler thread/task is still there, resubscribed, and the gap is reported."""
+    from redispatterns.testing.servers import StandaloneServer
+
+    kind = next(iter(server_pool.kinds.values()))
+    server = StandaloneServer(kind)
+    try:
+        seen: list[Any] = []
+        gaps: list[Gap] = []
+        if flavour == "sync":
+            c = rp.connect(server.url, socket_timeout=1.0)
+            sub = Subscriber(["r"], client=c, handler=lambda m: seen.append(m.data), on_gap=gaps.append,
+                             backoff=(0.05, 0.2)).start()  # fmt: skip
+            try:
+                publish("r", 1, client=c)
+                _poll(lambda: seen == [1])
+                server.restart()
+                _poll(
+                    lambda: any(g.reason == "disconnect" for g in gaps) or (publish("r", "x", client=c) < 0)
+                )
+                publish("r", 2, client=c)
+                _poll(lambda: seen[-1:] == [2])
+                assert sub._worker is not None and sub._worker.is_alive()
+            finally:
+                sub.close()
+            assert [g.reason for g in gaps] == ["disconnect"]
+            return
+
+        async def main() -> None:
+            ac = rp.connect_async(server.url, socket_timeout=1.0)
+            sub = await AsyncSubscriber(["r"], client=ac, handler=lambda m: seen.append(m.data),
+                                        on_gap=gaps.append, backoff=(0.05, 0.2)).start()  # fmt: skip
+            try:
+                await publish_async("r", 1, client=ac)
+                await _apoll(lambda: seen == [1])
+                server.restart()
+                await _apoll(lambda: any(g.reason == "disconnect" for g in gaps))
+                await publish_async("r", 2, client=ac)
+                await _apoll(lambda: seen[-1:] == [2])
+                assert sub._worker_task is not None and not sub._worker_task.done()
+            finally:
+                await sub.close()
+                await ac.aclose()
+
+        asyncio.run(main())
+    finally:
+        server.stop()
+    assert [g.reason for g in gaps] == ["disconnect"]
+
+
+def _poll(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+async def _apoll(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
