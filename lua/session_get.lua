@@ -2,23 +2,27 @@
 -- summary: read a session and slide its idle TTL, capped by the absolute deadline
 -- KEYS[1]: the session hash
 -- ARGV[1]: refresh only when less than ARGV[1]/1000 of the idle TTL is left (1000: every read)
--- returns: 0 when absent or past its deadline (then deleted), else the hash as field/value pairs
+-- returns: 0 when absent or past its deadline (then deleted), else {user, created, seen, deadline,
+--   idle, version, meta, field1, value1, ...}: the metadata by position ('' when unset), then the
+--   data fields without their 'd:' prefix
 -- read-only: no
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then
   return 0
 end
-local deadline, idle, seen_at
+local out = {'', '', '', '', '', '', ''}
+local slot = {_u = 1, _c = 2, _s = 3, _abs = 4, _i = 5, _v = 6, _m = 7}
 for i = 1, #h, 2 do
   local f = h[i]
-  if f == '_abs' then
-    deadline = tonumber(h[i + 1])
-  elseif f == '_i' then
-    idle = tonumber(h[i + 1])
-  elseif f == '_s' then
-    seen_at = i + 1
+  local at = slot[f]
+  if at then
+    out[at] = h[i + 1]
+  elseif string.sub(f, 1, 2) == 'd:' then
+    out[#out + 1] = string.sub(f, 3)
+    out[#out + 1] = h[i + 1]
   end
 end
+local deadline, idle = tonumber(out[4]), tonumber(out[5])
 if not deadline or not idle then
   return 0
 end
@@ -33,8 +37,6 @@ if pttl < 0 or pttl * 1000 < idle * tonumber(ARGV[1]) then
   local ttl = math.min(idle, deadline - now)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('HSET', KEYS[1], '_s', now)
-  if seen_at then
-    h[seen_at] = tostring(now)
-  end
+  out[3] = tostring(now)
 end
-return h
+return out

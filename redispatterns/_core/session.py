@@ -253,32 +253,23 @@ def _ms(raw: bytes | str | None) -> int:
     return int(raw) if raw else 0
 
 
-def decode_session(cfg: SessionConfig, token: str, sid: str, flat: list[Any]) -> Session:
-    """A :class:`Session` from the hash as flat field/value pairs (the hot path of ``get``)."""
-    data: dict[str, Any] = {}
-    fields: dict[bytes, Any] = {}
+def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
+    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``):
+    seven metadata values by position, then data field/value pairs."""
+    user, created, seen, deadline, idle, version, meta = reply[:7]
     decode = cfg.codec.decode
-    for i in range(0, len(flat), 2):
-        k = flat[i]
-        if type(k) is not bytes:  # a client that decodes responses
-            k = as_bytes(k)
-        if k[:2] == b"d:":
-            data[k[2:].decode("utf-8", "surrogateescape")] = decode(flat[i + 1])
-        else:
-            fields[k] = flat[i + 1]
-    get = fields.get
-    meta_raw = get(b"_m")
+    data = {as_str(reply[i]): decode(reply[i + 1]) for i in range(7, len(reply), 2)}
     return Session(
         token=token,
         id=sid,
-        user_id=as_str(get(b"_u", b"")),
+        user_id=as_str(user),
         data=data,
-        created=_ms(get(b"_c")) / 1000,
-        last_seen=_ms(get(b"_s")) / 1000,
-        expires_at=_ms(get(b"_abs")) / 1000,
-        idle_ttl=_ms(get(b"_i")) / 1000,
-        version=int(get(b"_v") or 0),
-        meta=orjson.loads(meta_raw) if meta_raw else {},
+        created=_ms(created) / 1000,
+        last_seen=_ms(seen) / 1000,
+        expires_at=_ms(deadline) / 1000,
+        idle_ttl=_ms(idle) / 1000,
+        version=int(version or 0),
+        meta=orjson.loads(meta) if meta else {},
     )
 
 

@@ -124,11 +124,25 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 # --------------------------------------------------------------------------- flows
 
 
+def get_reply() -> list[bytes]:
+    return [
+        b"u",
+        b"1000",
+        b"1500",
+        b"9000",
+        b"1000",
+        b"3",
+        orjson.dumps({"ip": "1.1.1.1"}),
+        b"name",
+        b'"Ann"',
+    ]
+
+
 def test_get_is_one_script_and_decodes() -> None:
     c = cfg(refresh_permille=500)
     sid = c.id_of(TOK)
     expected = Script(load("session_get"), keys=c.session_keys(sid)[:1], args=(500,))
-    s = replay(core.get(c, TOK), [(expected, fields())])
+    s = replay(core.get(c, TOK), [(expected, get_reply())])
     assert s is not None
     assert (s.user_id, s.data, s.version, s.meta) == ("u", {"name": "Ann"}, 3, {"ip": "1.1.1.1"})
     assert (s.created, s.last_seen, s.expires_at, s.idle_ttl) == (1.0, 1.5, 9.0, 1.0)
@@ -142,7 +156,7 @@ def test_get_hook_runs_as_a_compute_op() -> None:
         return None
 
     c = cfg(on_get=hook)
-    assert replay(core.get(c, TOK), [(script("session_get"), fields()), (Compute, None)]) is None
+    assert replay(core.get(c, TOK), [(script("session_get"), get_reply()), (Compute, None)]) is None
 
 
 def test_keys_share_one_slot_per_subject() -> None:
