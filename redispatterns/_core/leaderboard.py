@@ -277,11 +277,13 @@ class BoardSpec:
             raise ValueError("rolling='sum' cannot add tie-broken composites; use rolling='best'")
         base = self.keyspace.tagged("lb", self.name)  # validates the name
         object.__setattr__(self, "_base", base)
+        object.__setattr__(self, "_ops", {})
         object.__setattr__(self, "board_keys", (f"{base}:z", f"{base}:data", f"{base}:u", f"{base}:uc"))
         object.__setattr__(self, "bits", self.time_bits if self.tie_break else 0)
         object.__setattr__(self, "board_view", View(f"{base}:z", self.rank_mode == "dense"))
 
     _base: str = field(init=False, repr=False, compare=False)
+    _ops: dict[tuple[Any, ...], Script] = field(init=False, repr=False, compare=False)
     board_keys: tuple[str, str, str, str] = field(init=False, repr=False, compare=False)
     """The board, its data hash and its dense-rank index (zset + counts)."""
     bits: int = field(init=False, repr=False, compare=False)
@@ -420,6 +422,13 @@ def clock(window: str | None, virtual_now_us: int | None) -> Flow[int]:
     return int((yield WallClock()) * 1_000_000)
 
 
+def _at(spec: BoardSpec, window: str | None, now: int | None) -> Flow[View]:
+    """The view a read of ``window`` looks at, asking for the wall clock only when it needs it."""
+    if window is None:
+        return spec.board_view
+    return view(spec, window, (yield from clock(window, now)))
+
+
 def view(spec: BoardSpec, window: str | None, now_us: int) -> View:
     """The view for ``window`` at ``now_us`` (reads name buckets from the local or virtual clock)."""
     if window is None:
@@ -438,23 +447,38 @@ def view(spec: BoardSpec, window: str | None, now_us: int) -> View:
     return View(cache, False, tuple(spec.bucket_key("day", today - i) for i in range(n)), agg)
 
 
+_OP_CACHE_SIZE = 256
+
+
+def read_op(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool) -> Script:
+    """The read script's op; ops are immutable, so the board keeps its recent ones (hot reads
+    such as ``top(10)`` skip rebuilding and slot-checking the same op)."""
+    cache: dict[tuple[Any, ...], Script] = spec._ops
+    ck = (v.key, query, a, b, with_data)
+    op = cache.get(ck)
+    if op is None or op.keys[3:] != v.sources:
+        if len(cache) >= _OP_CACHE_SIZE:
+            cache.clear()
+        op = cache[ck] = Script(
+            load("leaderboard_read"),
+            keys=(v.key, spec.board_keys[1], spec.board_keys[2], *v.sources),
+            args=(
+                spec.order,
+                spec.rank_mode,
+                "1" if v.dense_index else "0",
+                spec.rolling_ttl_ms,
+                v.aggregate,
+                query,
+                a,
+                b,
+                "1" if with_data else "0",
+            ),
+        )
+    return op
+
+
 def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool) -> Flow[list[Any]]:
-    keys = (v.key, spec.board_keys[1], spec.board_keys[2], *v.sources)
-    reply = yield Script(
-        load("leaderboard_read"),
-        keys=keys,
-        args=(
-            spec.order,
-            spec.rank_mode,
-            "1" if v.dense_index else "0",
-            spec.rolling_ttl_ms,
-            v.aggregate,
-            query,
-            a,
-            b,
-            "1" if with_data else "0",
-        ),
-    )
+    reply = yield read_op(spec, v, query, a, b, with_data)
     return list(reply)
 
 
@@ -486,7 +510,12 @@ def entries(
     if stop < start:
         return []
     reply = yield from _read(
-        spec, view(spec, window, (yield from clock(window, now))), "range", start, stop, with_data
+        spec,
+        (yield from _at(spec, window, now)),
+        "range",
+        start,
+        stop,
+        with_data,
     )
     return _entries(spec, reply)
 
@@ -496,7 +525,12 @@ def around(
 ) -> Flow[list[Entry]]:
     """A page of ``size`` around ``member`` (clamped at both ends: a full page where possible)."""
     reply = yield from _read(
-        spec, view(spec, window, (yield from clock(window, now))), "around", member, size, with_data
+        spec,
+        (yield from _at(spec, window, now)),
+        "around",
+        member,
+        size,
+        with_data,
     )
     return _entries(spec, reply)
 
@@ -505,7 +539,12 @@ def entry(
     spec: BoardSpec, window: str | None, now: int | None, member: str, with_data: bool = True
 ) -> Flow[Entry | None]:
     reply = yield from _read(
-        spec, view(spec, window, (yield from clock(window, now))), "member", member, 0, with_data
+        spec,
+        (yield from _at(spec, window, now)),
+        "member",
+        member,
+        0,
+        with_data,
     )
     found = _entries(spec, reply)
     return found[0] if found else None
@@ -533,7 +572,7 @@ def score(spec: BoardSpec, window: str | None, now: int | None, member: str) -> 
 
 
 def count(spec: BoardSpec, window: str | None, now: int | None) -> Flow[int]:
-    v = view(spec, window, (yield from clock(window, now)))
+    v = spec.board_view if window is None else view(spec, window, (yield from clock(window, now)))
     if not v.sources:
         return int((yield Command("ZCARD", v.key)))
     reply = yield from _read(spec, v, "count", 0, 0, False)
@@ -543,7 +582,12 @@ def count(spec: BoardSpec, window: str | None, now: int | None) -> Flow[int]:
 def percentile_of(spec: BoardSpec, window: str | None, now: int | None, member: str) -> Flow[float | None]:
     """The share (0-100) of members ranked strictly worse than ``member``; ``None`` when absent."""
     reply = yield from _read(
-        spec, view(spec, window, (yield from clock(window, now))), "percentile", member, 0, False
+        spec,
+        (yield from _at(spec, window, now)),
+        "percentile",
+        member,
+        0,
+        False,
     )
     if len(reply) < 2:
         return None

@@ -359,3 +359,18 @@ def test_async_twin_mirrors_the_sync_shell() -> None:
             inspect.signature(getattr(Leaderboard, n)).parameters.keys()
             == inspect.signature(getattr(AsyncLeaderboard, n)).parameters.keys()
         )
+
+
+def test_read_ops_are_reused_and_the_cache_is_bounded() -> None:
+    s = spec(windows=("day",))
+    v = s.board_view
+    op = core.read_op(s, v, "range", 0, 9, True)
+    assert core.read_op(s, v, "range", 0, 9, True) is op
+    assert core.read_op(s, v, "range", 0, 9, False) is not op
+    rolling = core.view(s, "2d", 0)
+    later = core.View(rolling.key, False, (*rolling.sources[:1], s.bucket_key("day", 5)), rolling.aggregate)
+    first = core.read_op(s, rolling, "count", 0, 0, False)
+    assert core.read_op(s, later, "count", 0, 0, False).keys[3:] == later.sources != first.keys[3:]
+    for i in range(core._OP_CACHE_SIZE + 5):
+        core.read_op(s, v, "range", i, i, True)
+    assert len(s._ops) <= core._OP_CACHE_SIZE
