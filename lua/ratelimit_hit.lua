@@ -60,12 +60,7 @@ for i = 1, n do
       local e = redis.call('ZRANGEBYSCORE', k, lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
       ok, remaining, retry = false, math.max(limit - live, 0), tonumber(e[2]) + period - now
     end
-    if live > 0 then
-      local last = redis.call('ZREVRANGEBYSCORE', k, '+inf', lo, 'WITHSCORES', 'LIMIT', 0, 1)
-      reset = tonumber(last[2]) + period - now
-    else
-      reset = 0
-    end
+    reset = 0  -- filled in below: after a commit it is the window, else the newest entry's expiry
   elseif kind == 2 then
     -- GCRA: tat is the theoretical arrival time; the bucket is full when tat <= now
     local tau = limit * period
@@ -118,8 +113,13 @@ if not all_ok then res[2] = 0 end
 
 -- commit: nothing on a denial (unless penalty mode), nothing when only evaluating or cost is 0
 if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
-  for i = 1, n do  -- nothing charged: an admitting policy reports what is left now
-    if plan[i].ok then res[4 * i] = res[4 * i] + cost end
+  for i = 1, n do
+    local p = plan[i]
+    if p.ok then res[4 * i] = res[4 * i] + cost end  -- nothing charged: what is left now
+    if p.kind == 1 and p.live > 0 then
+      local last = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', '(' .. fmt(p.lo), 'WITHSCORES', 'LIMIT', 0, 1)
+      res[2 + 4 * i] = tonumber(last[2]) + p.period - now
+    end
   end
   return res
 end

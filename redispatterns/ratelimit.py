@@ -100,6 +100,7 @@ class _Base:
         self.on_decision = on_decision
         self._mode = MODE_PENALTY if penalty else MODE_HIT
         self._clock = _test_clock  # virtual µs clock: tests only, never set by the public API
+        self._cached_keys = functools.lru_cache(maxsize=4096)(self._make_keys)
 
     @property
     def limit(self) -> int:
@@ -108,8 +109,11 @@ class _Base:
 
     def keys(self, key: str) -> tuple[str, ...]:
         """The Redis keys holding ``key``'s state (one per policy, one hash tag)."""
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise TypeError(f"the rate-limit key must be a str, not {type(key).__name__}")
+        return self._cached_keys(key)
+
+    def _make_keys(self, key: str) -> tuple[str, ...]:
         if not key:
             raise ValueError("the rate-limit key cannot be empty (e.g. 'user:42' or 'ip:10.0.0.1')")
         return _state_keys(self._ns.keyspace, self._kind, key, self.policies)

@@ -20,7 +20,9 @@ The oracles at the end (:class:`SlidingLogOracle`, :class:`TokenBucketOracle`,
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -280,7 +282,7 @@ def decide(key: str, cost: int, policies: Sequence[Policy], reply: Sequence[Any]
             PolicyState(p, reply[j] == 1, int(reply[j + 1]), None if r < 0 else r, int(reply[j + 3]))
         )
     allowed = reply[1] == 1
-    t = _tightest(states)
+    t = states[0] if len(states) == 1 else _tightest(states)
     return Decision(
         allowed=allowed,
         remaining=t.remaining,
@@ -329,6 +331,16 @@ def check_cost(cost: object) -> int:
 OnError = Literal["raise", "open", "closed"]
 
 
+_SCRIPT = load("ratelimit_hit")
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_args(policies: tuple[Policy, ...]) -> tuple[tuple[int, ...], bool]:
+    """The script's per-policy ARGV, and whether any policy is a sliding log."""
+    tail = tuple(x for p in policies for x in (p.kind, p.limit, p.period_us))
+    return tail, any(p.kind == 1 for p in policies)
+
+
 def hit(
     keys: tuple[str, ...],
     policies: tuple[Policy, ...],
@@ -345,13 +357,12 @@ def hit(
     ``mode``: :data:`MODE_HIT` (all or nothing), :data:`MODE_PENALTY` (a denial is charged too),
     :data:`MODE_PEEK` (evaluate ``cost`` without writing). ``now_us`` is a virtual clock for tests.
     """
-    args: list[str | int] = [cost, mode, "", "" if now_us is None else now_us]
-    for p in policies:
-        args += (p.kind, p.limit, p.period_us)
-        if p.kind == 1:
-            args[2] = secrets.token_urlsafe(6)
+    tail, sliding = _policy_args(policies)
+    # sliding-log members: 48 random bits per call (the random module reseeds after a fork)
+    nonce = f"{random.getrandbits(48):012x}" if sliding else ""
+    args = (cost, mode, nonce, "" if now_us is None else now_us, *tail)
     try:
-        reply = yield Script(load("ratelimit_hit"), keys=keys, args=tuple(args))
+        reply = yield Script(_SCRIPT, keys=keys, args=args)
     except Exception as exc:
         if on_error == "raise":
             raise

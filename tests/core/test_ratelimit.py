@@ -85,7 +85,7 @@ def test_hit_sends_one_script_with_every_policy() -> None:
         assert op.keys == KEYS
         cost, mode, nonce, now, *rest = op.args
         assert (cost, mode, now) == (2, core.MODE_HIT, "")
-        assert isinstance(nonce, str) and len(nonce) == 8  # sliding-log members are unique per call
+        assert isinstance(nonce, str) and len(nonce) == 12  # sliding-log members are unique per call
         assert rest == [1, 3, 10_000_000, 2, 4, 500_000]
         return True
 
