@@ -572,3 +572,33 @@ async def _apoll(cond: Callable[[], bool], timeout: float = 15.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("opts", [{"decode_responses": True}, {"protocol": 3}], ids=["decoded", "resp3"])
+def test_clients_that_decode_or_speak_resp3(backend: Backend, opts: dict[str, Any]) -> None:
+    if backend.is_fake and "protocol" in opts:
+        pytest.skip("fakeredis speaks RESP2 here")
+    c = backend.sync_client(**opts)
+    with Subscriber(["d"], patterns=["e*"], client=c, ping_interval=0.05, ping_timeout=2.0) as sub:
+        assert publish("d", {"x": 1}, client=c) >= 0
+        publish("e1", b"\xff\x00", client=c)
+        got = sorted((m.channel, repr(m.data), m.seq) for m in (sub.get(timeout=10) for _ in range(2)) if m)
+        assert got == [("d", repr({"x": 1}), 1), ("e1", repr(b"\xff\x00"), 1)]
+        time.sleep(0.2)  # a few PINGs go out and their PONGs are recognised: no reconnect
+        assert sub.stats.reconnects == 0 and not sub.gaps
+
+
+def test_sync_and_async_twins_have_the_same_methods() -> None:
+    def public(cls: type) -> dict[str, list[str]]:
+        import inspect
+
+        out = {}
+        for name, member in inspect.getmembers(cls):
+            if name.startswith("_"):
+                continue
+            params = list(inspect.signature(member).parameters) if callable(member) else []
+            out[name] = params
+        return out
+
+    assert public(Subscriber) == public(AsyncSubscriber)
+    assert public(Publisher) == public(AsyncPublisher)
