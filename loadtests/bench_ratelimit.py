@@ -114,7 +114,8 @@ def cases(url: str) -> list[BenchCase]:
         return await alimiter("tb").hit(subj["tb"]())
 
     out = [
-        BenchCase("ratelimit", "SlidingWindowLimiter.hit", lambda: sliding.hit(subj["sw"]()), floor, note=note),
+        BenchCase("ratelimit", "SlidingWindowLimiter.hit", lambda: sliding.hit(subj["sw"]()), floor,
+                  note=note),
         BenchCase("ratelimit", "TokenBucketLimiter.hit (GCRA)", lambda: bucket.hit(subj["tb"]()), floor),
         BenchCase("ratelimit", "FixedWindowLimiter.hit", lambda: fixed.hit(subj["fw"]()), floor),
         BenchCase("ratelimit", "MultiLimiter.hit (10/s + 1000/h)", lambda: multi.hit(subj["mu"]()), floor),
@@ -140,7 +141,7 @@ def cases(url: str) -> list[BenchCase]:
 
     out += [
         BenchCase("ratelimit", "sliding hit vs its EVALSHA by hand", lambda: sliding.hit(subj["sw"]()),
-                  by_hand("sliding", sliding_args), note="floor = the same script and ARGV sent with redis-py"),
+                  by_hand("sliding", sliding_args), note="floor: same script, same ARGV"),
         BenchCase("ratelimit", "bucket hit vs its EVALSHA by hand", lambda: bucket.hit(subj["tb"]()),
                   by_hand("bucket", bucket_args)),
         BenchCase("ratelimit", "ratelimit_hit by hand vs trivial EVALSHA", by_hand("sliding", sliding_args),
