@@ -211,7 +211,9 @@ def test_client_kill_resubscribes_and_reports_the_gap(rp: Harness, backend: Back
     real_only(backend)
     gaps: list[Gap] = []
     names = ["k1", "k2"] if not backend.is_cluster else [f"k{i}" for i in range(6)]
-    sub = _sub(rp, names, on_gap=gaps.append, backoff=(0.4, 1.0))
+    # the first retry waits at least half the first delay, so "m2" is surely published (and, on a
+    # Cluster, carried over the bus to every node) while nobody listens
+    sub = _sub(rp, names, on_gap=gaps.append, backoff=(1.2, 2.0) if backend.is_cluster else (0.4, 1.0))
     pub = _pub(rp)
     try:
         for n in names:
