@@ -90,6 +90,11 @@ class CacheStats:
 # --------------------------------------------------------------------------- single-flight
 
 
+def _follower(leader: str) -> str:
+    """A caller that waited for another's result: "coalesced", unless Redis was out."""
+    return leader if leader in (core.ERROR, core.BYPASS) else "coalesced"
+
+
 class _Flight:
     __slots__ = ("error", "event", "value")
 
@@ -116,7 +121,7 @@ class _SyncFlight:
             flight.event.wait()
             if flight.error is not None:
                 raise flight.error
-            return flight.value[0], "coalesced"
+            return flight.value[0], _follower(flight.value[1])
         try:
             flight.value = fn()
             return cast("tuple[Any, str]", flight.value)
@@ -144,8 +149,8 @@ class _AsyncFlight:
             calls = self._loops[loop] = {}
         fut = calls.get(key)
         if fut is not None:
-            value, _ = await asyncio.shield(fut)
-            return value, "coalesced"
+            value, outcome = await asyncio.shield(fut)
+            return value, _follower(outcome)
         fut = calls[key] = loop.create_future()
         try:
             result = await fn()
@@ -400,7 +405,8 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     breaker = o["breaker"] if o["breaker"] is not None else Breaker()
     h = _Handle(fn, spec, ns, breaker, o["on_event"])
     keys_for, record, get, fill, flight = spec.keys_for, h.record, core.get, core.fill, h.flight
-    HIT, NOT_FOUND, UNDECODABLE = core.HIT, core.NOT_FOUND, core.UNDECODABLE
+    HIT, MISS, NOT_FOUND, UNDECODABLE = core.HIT, core.MISS, core.NOT_FOUND, core.UNDECODABLE
+    fallback = core.fallback
     counts = h.stats.counts
     rand, clock = _rand, time.time
 
@@ -413,7 +419,10 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
             value, outcome = await run_async(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
             if value is NOT_FOUND:
                 call = Compute(fn, args, kwargs)
-                flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
+                if outcome is MISS or outcome is UNDECODABLE:
+                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE)
+                else:  # Redis failed or the breaker is open: coalesce, then compute
+                    flow = fallback(call, outcome)
                 value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
             if outcome is HIT:
                 counts[HIT] += 1
@@ -433,7 +442,10 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
             value, outcome = run_sync(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
             if value is NOT_FOUND:
                 call = Compute(fn, args, kwargs)
-                flow = fill(spec, keys, call, breaker, rand, replace=outcome == UNDECODABLE)
+                if outcome is MISS or outcome is UNDECODABLE:
+                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE)
+                else:  # Redis failed or the breaker is open: coalesce, then compute
+                    flow = fallback(call, outcome)
                 value, outcome = flight.do(keys.value, lambda: run_sync(client, flow))
             if outcome is HIT:
                 counts[HIT] += 1

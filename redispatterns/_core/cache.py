@@ -59,10 +59,12 @@ __all__ = [
     "Entry",
     "decode_entry",
     "encode_envelope",
+    "fallback",
     "fill",
     "get",
     "invalidate",
     "invalidate_tags",
+    "is_backpressure",
     "is_outage",
     "peek",
     "put",
@@ -241,6 +243,41 @@ def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
         return None
 
 
+def is_backpressure(exc: BaseException) -> bool:
+    """The client's pool is exhausted (a local queue, not an outage): wait and retry."""
+    return any(c.__name__ == "MaxConnectionsError" for c in type(exc).__mro__)
+
+
+_BACKPRESSURE_TRIES = 60  # ~2 s of waiting in all
+
+
+def _retry_backpressure(op: Any, exc: Exception, rand: Callable[[], float]) -> Flow[Any]:
+    """Re-send ``op`` while the pool is exhausted (backoff with jitter); re-raise otherwise."""
+    delay = 0.002
+    for _ in range(_BACKPRESSURE_TRIES):
+        if not is_backpressure(exc):
+            raise exc
+        yield Sleep(delay * (0.5 + rand()))
+        delay = min(delay * 1.5, 0.05)
+        try:
+            return (yield op)
+        except Exception as again:
+            exc = again
+    raise exc
+
+
+def _send(op: Any, rand: Callable[[], float]) -> Flow[Any]:
+    try:
+        return (yield op)
+    except Exception as exc:
+        return (yield from _retry_backpressure(op, exc, rand))
+
+
+def fallback(call: Compute, outcome: str) -> Flow[tuple[Any, str]]:
+    """Redis failed or is skipped: just run the function (the shell coalesces callers)."""
+    return (yield call), outcome
+
+
 def _note_failure(breaker: Breaker, exc: BaseException) -> Flow[None]:
     breaker.last_error = exc
     if is_outage(exc):
@@ -276,9 +313,10 @@ def get(
     rand: Callable[[], float],
     clock: Callable[[], float],
 ) -> Flow[tuple[Any, str]]:
-    """The read path: ``(value, outcome)``; ``(NOT_FOUND, MISS)`` asks the shell to run
-    :func:`fill` (under its per-process single-flight). ``fn(*args, **kwargs)`` is the user's
-    function, called (as a ``Compute``) only when Redis is skipped, failing or stale.
+    """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks the shell to run, under its
+    per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``) or
+    :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker is open).
+    ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a stale value.
 
     ``clock()`` is the wall clock in seconds, passed in (not yielded as ``WallClock``) because
     a runner step on every hit costs more than the rest of the hit path; it only decides
@@ -286,12 +324,15 @@ def get(
     if breaker.state != CLOSED:
         now = yield Now()
         if not breaker.allow(now):
-            return (yield Compute(fn, args, kwargs)), BYPASS
+            return NOT_FOUND, BYPASS  # the shell runs fallback() under its single-flight
     try:
         raw = yield keys.get
     except Exception as exc:
-        yield from _note_failure(breaker, exc)
-        return (yield Compute(fn, args, kwargs)), ERROR
+        try:
+            raw = yield from _retry_backpressure(keys.get, exc, rand)
+        except Exception as final:
+            yield from _note_failure(breaker, final)
+            return NOT_FOUND, ERROR
     if breaker.state != CLOSED:
         breaker.success()
     if raw is None:
@@ -371,7 +412,7 @@ def fill(
     delay = _WAIT_FIRST
     while True:
         try:
-            got = yield lease
+            got = yield from _send(lease, rand)
         except Exception as exc:
             yield from _note_failure(breaker, exc)
             return (yield call), ERROR
@@ -462,7 +503,7 @@ def _store(
             # EVALSHA, and the directory must never miss a bucket that holds members)
             regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
             yield regs[0] if len(regs) == 1 else Batch(regs, transaction=False)
-        written = yield script
+        written = yield from _send(script, rand)
     except Exception as exc:
         yield from _note_failure(breaker, exc)
         return "error"

@@ -235,21 +235,45 @@ def test_miss_and_undecodable_ask_for_a_fill() -> None:
     assert repr(core.NOT_FOUND) == "NOT_CACHED"
 
 
-def test_redis_error_computes_and_counts_against_the_breaker() -> None:
+def test_redis_error_falls_back_and_counts_against_the_breaker() -> None:
     s = spec()
     b = Breaker(threshold=1)
-    got = run_get(s, [(Command, Down()), (Now(), 5.0), (Compute, {"id": 1})], breaker=b)
-    assert got == ({"id": 1}, core.ERROR)
+    got = run_get(s, [(Command, Down()), (Now(), 5.0)], breaker=b)
+    assert got == (core.NOT_FOUND, core.ERROR)
     assert b.state == OPEN and isinstance(b.last_error, Down)
     # open: Redis is skipped
-    assert run_get(s, [(Now(), 5.1), (Compute, "f")], breaker=b) == ("f", core.BYPASS)
+    assert run_get(s, [(Now(), 5.1)], breaker=b) == (core.NOT_FOUND, core.BYPASS)
     # after reset_after: a probe reaches Redis; its success closes the breaker
     assert run_get(s, [(Now(), 7.0), (Command, None)], breaker=b) == (core.NOT_FOUND, core.MISS)
     assert b.state == CLOSED
-    # a non-outage error computes but does not count
+    # a non-outage error falls back but does not count
     b2 = Breaker(threshold=1)
-    assert run_get(s, [(Command, ResponseError()), (Compute, 1)], breaker=b2) == (1, core.ERROR)
+    assert run_get(s, [(Command, ResponseError())], breaker=b2) == (core.NOT_FOUND, core.ERROR)
     assert b2.state == CLOSED
+    # the shell's fallback just runs the function
+    assert replay(core.fallback(Compute(user, (1,)), core.BYPASS), [(Compute, 3)]) == (3, core.BYPASS)
+
+
+class MaxConnectionsError(ConnectionError):
+    pass
+
+
+def test_pool_exhaustion_waits_and_retries() -> None:
+    s = spec()
+    steps = [(Command, MaxConnectionsError()), (Sleep, 0.0), (Command, MaxConnectionsError()), (Sleep, 0.0),
+             (Command, env(b"1", FRESH))]  # fmt: skip
+    assert run_get(s, steps) == (1, core.HIT)
+    assert core.is_backpressure(MaxConnectionsError()) and not core.is_backpressure(Down())
+    # it gives up after a bounded wait, and then it is an outage
+    many: list[Any] = [(Command, MaxConnectionsError())]
+    for _ in range(core._BACKPRESSURE_TRIES):
+        many += [(Sleep, 0.0), (Command, MaxConnectionsError())]
+    b = Breaker(threshold=1)
+    assert run_get(s, [*many, (Now(), 1.0)], breaker=b) == (core.NOT_FOUND, core.ERROR)
+    assert b.state == OPEN
+    # the fill's lease retries the same way
+    steps = [lease(MaxConnectionsError()), (Sleep, 0.0), lease(env(b"2", FRESH))]
+    assert run_fill(s, steps) == (2, core.HIT)
 
 
 def test_stale_value_one_refresher() -> None:
