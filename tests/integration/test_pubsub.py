@@ -604,3 +604,39 @@ def test_sync_and_async_twins_have_the_same_methods() -> None:
 
     assert public(Subscriber) == public(AsyncSubscriber)
     assert public(Publisher) == public(AsyncPublisher)
+
+
+def test_overflow_block_loses_nothing(rp: Harness) -> None:
+    sub = _sub(rp, ["slow"], maxsize=2, overflow="block")
+    pub = _pub(rp)
+    try:
+        for i in range(10):
+            rp.call(pub.publish("slow", i))
+        _wait(rp, lambda: sub.stats.queued == 2)  # the reader waits for room
+        got = [rp.call(sub.get(timeout=10)).data for _ in range(10)]
+        assert got == list(range(10))
+        assert sub.stats.dropped == 0 and not sub.gaps
+    finally:
+        rp.call(sub.close())
+
+
+def test_handler_may_close_its_own_subscriber(rp: Harness) -> None:
+    holder: list[Any] = []
+    seen: list[Any] = []
+
+    def handler(msg: PubSubMessage) -> Any:
+        seen.append(msg.data)
+        return holder[0].close()  # a coroutine for AsyncSubscriber: awaited by the task
+
+    before = threading.active_count()
+    sub = _sub(rp, ["bye"], handler=handler)
+    holder.append(sub)
+    rp.call(_pub(rp).publish("bye", 1))
+    _wait(rp, lambda: sub.closed)
+    if rp.is_async:
+        _wait(rp, lambda: sub._worker_task is not None and sub._worker_task.done())
+    else:
+        assert sub._worker is not None
+        sub._worker.join(10)
+    assert seen == [1]
+    assert threading.active_count() == before
