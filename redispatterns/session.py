@@ -115,6 +115,9 @@ class _Base:
             on_append=on_append,
         )
         self._wb = WriteBehind(write_behind, queue_size)
+        self._queues: list[Any] = []  # write-behind queues and their threads / tasks, started lazily
+        self._workers: list[Any] = []
+        self._start_lock = threading.Lock()
 
     @property
     def namespace(self) -> Namespace:
@@ -153,12 +156,6 @@ class _Base:
 
 class SessionStore(_Base):
     """Sliding sessions (sync). Every method has the same-named coroutine on the async twin."""
-
-    def __init__(self, client: Any = None, **options: Any) -> None:
-        super().__init__(client, **options)
-        self._queues: list[queue.Queue[Any]] = []
-        self._threads: list[threading.Thread] = []
-        self._start_lock = threading.Lock()
 
     def _run(self, flow: Flow[Any]) -> Any:
         return run_sync(self._ns.client, flow)
@@ -245,16 +242,16 @@ class SessionStore(_Base):
         return None
 
     def _start(self) -> None:
-        if self._threads:
+        if self._workers:
             return
         with self._start_lock:
-            if self._threads:
+            if self._workers:
                 return
             for i in range(self._wb.workers):
                 q: queue.Queue[Any] = queue.Queue(self._wb.capacity)
                 t = threading.Thread(target=self._worker, args=(q,), name=f"rp-session-wb-{i}", daemon=True)
                 self._queues.append(q)
-                self._threads.append(t)
+                self._workers.append(t)
                 t.start()
 
     def _worker(self, q: queue.Queue[Any]) -> None:
@@ -279,9 +276,9 @@ class SessionStore(_Base):
         self.flush()
         for q in self._queues:
             q.put(None)
-        for t in self._threads:
+        for t in self._workers:
             t.join()
-        self._queues, self._threads = [], []
+        self._queues, self._workers = [], []
 
     def __enter__(self) -> SessionStore:
         return self
@@ -294,11 +291,6 @@ class AsyncSessionStore(_Base):
     """Sliding sessions (asyncio): the methods of :class:`SessionStore`, as coroutines."""
 
     _asyncio = True
-
-    def __init__(self, client: Any = None, **options: Any) -> None:
-        super().__init__(client, **options)
-        self._queues: list[asyncio.Queue[Any]] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def _run(self, flow: Flow[Any]) -> Any:
         return await run_async(self._ns.client, flow)
@@ -366,11 +358,11 @@ class AsyncSessionStore(_Base):
             return await self._run(flow)  # type: ignore[no-any-return]
         primed = prime(flow)
         if primed is not None:
-            if not self._tasks:
+            if not self._workers:
                 for _ in range(self._wb.workers):
                     q: asyncio.Queue[Any] = asyncio.Queue(self._wb.capacity)
                     self._queues.append(q)
-                    self._tasks.append(asyncio.create_task(self._worker(q)))
+                    self._workers.append(asyncio.create_task(self._worker(q)))
             await self._queues[self._wb.shard(str(order_key))].put(primed)
         return None
 
@@ -394,9 +386,9 @@ class AsyncSessionStore(_Base):
         await self.flush()
         for q in self._queues:
             await q.put(None)
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
-        self._queues, self._tasks = [], []
+        if self._workers:
+            await asyncio.gather(*self._workers)
+        self._queues, self._workers = [], []
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

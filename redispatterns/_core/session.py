@@ -282,7 +282,6 @@ def create(
     data: Mapping[str, Any] | None,
     meta: Mapping[str, Any],
     *,
-    token: str | None = None,
     idle_ms: int | None = None,
     lifetime_ms: int | None = None,
 ) -> Flow[str]:
@@ -294,7 +293,7 @@ def create(
     check_user(user_id)
     fields = encode_fields(cfg.codec, data)
     meta_blob = _encode_meta(meta)
-    token = token or new_token()
+    token = new_token()
     sid = cfg.id_of(token)
     idle = idle_ms or cfg.idle_ms
     lifetime = lifetime_ms or cfg.lifetime_ms
