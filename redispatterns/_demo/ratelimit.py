@@ -32,9 +32,8 @@ def tour(url: str, say: Callable[[str], None]) -> None:
     say(f"  the next hit: allowed={d.allowed}, retry in {d.retry_after:.2f}s (from the oldest entry)")
     say(f"  HTTP fields: {d.headers()}")
     key = limiter.keys("user:42")[0]
-    say(
-        f"  one sorted set per subject, {client.memory_usage(key, samples=0)} bytes, TTL {client.pttl(key)} ms"
-    )
+    size = client.memory_usage(key, samples=0)
+    say(f"  one sorted set per subject: {size} bytes for 100 entries, TTL {client.pttl(key)} ms (the window)")
 
     bucket = TokenBucketLimiter(rate=10, capacity=20, client=client, mount=mount)
     bucket.reset("api-key:7")
