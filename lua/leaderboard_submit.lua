@@ -2,11 +2,9 @@
 -- summary: apply submits (best/latest/incr) and removals to a board, its dense-rank index and the current bucket of each time window; every check (clock range, tie-break bounds, window bucket) runs before the first write
 -- KEYS[1]: the board's sorted set
 -- KEYS[2]: the member-data hash
--- KEYS[3]: the distinct-score sorted set (dense-rank index; member = score text)
--- KEYS[4]: the distinct-score count hash (dense-rank index; score text -> members holding it)
--- KEYS[*]: KEYS[5..4+W]: the current bucket of each window, in the order of the window arguments
+-- KEYS[*]: then KEYS[3..2+W]: the current bucket of each window, in the order of the window arguments; then, on dense boards only, KEYS[3+W]: the distinct-score sorted set (member = score text) and KEYS[4+W]: the distinct-score count hash (score text -> members holding it)
 -- ARGV[1]: order: "desc" (higher is better) or "asc"
--- ARGV[2]: "1" to maintain the dense-rank index, else "0"
+-- ARGV[2]: "1" to maintain the dense-rank index (its two keys follow the buckets), else "0"
 -- ARGV[3]: tie-break time bits B (0: no tie-break); a stored score is then primary * 2^B + time part
 -- ARGV[4]: tie-break epoch, integer µs
 -- ARGV[5]: tie-break tick, integer µs
@@ -54,8 +52,9 @@ for i = 1, nw do
   if ids[ARGV[a]] ~= tonumber(ARGV[a + 1]) then
     return {0, ids.day, ids.week, ids.month}
   end
-  keyidx[#keyidx + 1] = 4 + i
+  keyidx[#keyidx + 1] = 2 + i
 end
+local UKEY, CKEY = KEYS[3 + nw], KEYS[4 + nw]
 
 local M, T, MAXP, MINP = 0, 0, 0, 0
 if bits > 0 then
@@ -148,15 +147,15 @@ for i, ki in ipairs(touched_ki) do
     if ki == 1 and dense then
       if old ~= false then
         local os = fmt(old)
-        if redis.call('HINCRBY', KEYS[4], os, -1) <= 0 then
-          redis.call('HDEL', KEYS[4], os)
-          redis.call('ZREM', KEYS[3], os)
+        if redis.call('HINCRBY', CKEY, os, -1) <= 0 then
+          redis.call('HDEL', CKEY, os)
+          redis.call('ZREM', UKEY, os)
         end
       end
       if new ~= false then
         local ns = fmt(new)
-        if redis.call('HINCRBY', KEYS[4], ns, 1) == 1 then
-          redis.call('ZADD', KEYS[3], ns, ns)
+        if redis.call('HINCRBY', CKEY, ns, 1) == 1 then
+          redis.call('ZADD', UKEY, ns, ns)
         end
       end
     end
@@ -171,13 +170,18 @@ for j = 0, nops - 1 do
   end
 end
 if ttl > 0 then
-  for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ttl) end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  if dense then
+    redis.call('PEXPIRE', UKEY, ttl)
+    redis.call('PEXPIRE', CKEY, ttl)
+  end
 end
 for i = 1, nw do
   local a = 9 + 4 * (i - 1)
   local left = math.floor((tonumber(ARGV[a + 3]) - now) / 1000) + tonumber(ARGV[a + 2])
   if left < 1 then left = 1 end
-  redis.call('PEXPIRE', KEYS[4 + i], left)
+  redis.call('PEXPIRE', KEYS[2 + i], left)
 end
 for j = 2, nops + 1 do
   if results[j] then results[j] = fmt(results[j]) end

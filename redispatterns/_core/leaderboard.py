@@ -376,19 +376,24 @@ def submit(
         virtual_now_us or 0,
         len(spec.windows),
     ]
+    dense = spec.rank_mode == "dense"
     for _ in range(_MAX_BUCKET_RETRIES):
         wkeys, wargs = _window_args(spec, guess)
         try:
             reply = yield Script(
                 load("leaderboard_submit"),
-                keys=(*spec.board_keys, *wkeys),
+                keys=(*spec.board_keys[:2], *wkeys, *spec.board_keys[2:])
+                if dense
+                else (*spec.board_keys[:2], *wkeys),
                 args=(*head, *wargs, *tail),
             )
         except Exception as exc:
             _raise_script_error(exc)
             raise
         if int(reply[0]) == 1:
-            return [spec.decode(v) for v in reply[1:]]
+            if spec.bits:
+                return [spec.decode(v) for v in reply[1:]]
+            return [None if v is None else float(v) for v in reply[1:]]
         guess = _instant_in(int(reply[1]))
     raise LeaderboardError("the window buckets kept changing while submitting; is the clock jumping?")
 

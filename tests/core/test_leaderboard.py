@@ -199,7 +199,7 @@ def _submit_script(keys: tuple[str, ...] | None = None) -> Any:
         return (
             isinstance(op, Script)
             and op.script.name == "leaderboard_submit"
-            and (keys is None or op.keys[4:] == keys)
+            and (keys is None or op.keys[2:] == keys)
         )
 
     return match
@@ -208,12 +208,12 @@ def _submit_script(keys: tuple[str, ...] | None = None) -> Any:
 def test_submit_flow_without_windows_is_one_script() -> None:
     s = spec(rank_mode="dense")
     ops = [core.make_op(s, "best", "a", 2, None, False), core.make_op(s, "remove", "b", 0, None, False)]
-    out = replay(core.submit(s, ops), [(_submit_script(()), [1, b"2", None])])
+    out = replay(core.submit(s, ops), [(_submit_script(("t:lb:{b}:u", "t:lb:{b}:uc")), [1, b"2", None])])
     assert out == [2.0, None]
     assert replay(core.submit(s, []), []) == []
     seen, _ = replay_trace(core.submit(s, ops))
     script = seen[0]
-    assert script.keys == ("t:lb:{b}:z", "t:lb:{b}:data", "t:lb:{b}:u", "t:lb:{b}:uc")
+    assert script.keys == ("t:lb:{b}:z", "t:lb:{b}:data", "t:lb:{b}:u", "t:lb:{b}:uc")  # dense: index last
     assert script.args[:8] == ("desc", "1", 0, s.epoch_us, 1_000_000, 0, 0, 0)
     assert script.args[8:] == ("best", "a", "2.0", "0", b"", "remove", "b", "0", "0", b"")
 
