@@ -449,3 +449,27 @@ def test_works_over_a_client_that_decodes_responses(rp: Harness) -> None:
     rp.call(st.patch_state("user", "u", {"x": 1}))
     assert rp.call(st.state("user", "u")) == {"x": 1}
     assert rp.call(st.destroy_all("u")) == 1
+
+
+def test_write_behind_failure_is_logged_and_dropped(rp: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    def on_append(sid: str, event: Any) -> Any:
+        if event == "bad":
+            raise RuntimeError("hook failed")
+        return event
+
+    st = store(rp, write_behind=2, on_append=on_append)
+    tok = rp.call(st.create("u"))
+
+    async def writes() -> None:
+        async with st:
+            for e in ("a", "bad", "b"):
+                await st.append_event(tok, e)
+
+    if rp.is_async:
+        rp.call(writes())
+    else:
+        with st:
+            for e in ("a", "bad", "b"):
+                st.append_event(tok, e)
+    assert rp.call(st.events(tok)) == ["a", "b"]
+    assert "write-behind session write failed" in caplog.text and "hook failed" in caplog.text
