@@ -374,3 +374,21 @@ def test_read_ops_are_reused_and_the_cache_is_bounded() -> None:
     for i in range(core._OP_CACHE_SIZE + 5):
         core.read_op(s, v, "range", i, i, True)
     assert len(s._ops) <= core._OP_CACHE_SIZE
+
+
+def test_no_code_path_pages_by_score_with_an_offset() -> None:
+    """Deep pages use index ranges (O(log N + M)); BYSCORE ... LIMIT offset would walk the offset."""
+    import re
+
+    from redispatterns._core.scripts import lua_dir
+
+    sources = {p.name: p.read_text() for p in lua_dir().glob("leaderboard_*.lua")}
+    assert set(sources) == {"leaderboard_read.lua", "leaderboard_submit.lua"}
+    seen = 0
+    for name, text in sources.items():
+        for m in re.finditer(r"'LIMIT',\s*([^,]+),", text):
+            seen += 1
+            assert m.group(1).strip() == "0", f"{name}: LIMIT with offset {m.group(1)}"
+    assert seen == 2  # the dense walk's two hops, offset 0 each
+    core_src = inspect.getsource(core)
+    assert "BYSCORE" not in core_src and "LIMIT" not in core_src
