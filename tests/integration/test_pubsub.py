@@ -529,9 +529,7 @@ def test_listener_survives_a_server_restart(server_pool: Any, flavour: str) -> N
                 publish("r", 1, client=c)
                 _poll(lambda: seen == [1])
                 server.restart()
-                _poll(
-                    lambda: any(g.reason == "disconnect" for g in gaps) or (publish("r", "x", client=c) < 0)
-                )
+                _poll(lambda: any(g.reason == "disconnect" for g in gaps))
                 publish("r", 2, client=c)
                 _poll(lambda: seen[-1:] == [2])
                 assert sub._worker is not None and sub._worker.is_alive()
