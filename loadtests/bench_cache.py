@@ -99,6 +99,20 @@ def cases(url: str) -> list[BenchCase]:
     return out
 
 
+def _afloor(url: str) -> Any:
+    """The async floor for one case (each case runs in its own event loop)."""
+    mine: dict[str, Any] = {}
+
+    async def afloor() -> Any:
+        ac = mine.get("ac")
+        if ac is None:
+            ac = mine["ac"] = connect_async(url)
+        raw = cast(bytes, await ac.get(FLOOR_KEY))
+        return orjson.loads(raw)
+
+    return afloor
+
+
 def _imp(name: str) -> Any:
     """A peer library (optional; ImportError when absent)."""
     return importlib.import_module(name)
@@ -142,12 +156,6 @@ def _peers(url: str, c: Any) -> list[BenchCase]:
         print(f"  walrus skipped: {exc!r}")
     state: dict[str, Any] = {}
 
-    async def afloor() -> Any:
-        ac = state.get("ac") or connect_async(url)
-        state["ac"] = ac
-        raw = cast(bytes, await ac.get(FLOOR_KEY))
-        return orjson.loads(raw)
-
     try:
         Cache = _imp("cashews").Cache
 
@@ -165,7 +173,7 @@ def _peers(url: str, c: Any) -> list[BenchCase]:
                 f = state["cashews"] = cw_user
             return await f(42)
 
-        out.append(BenchCase("cache", "peer cashews hit (pickle)", cashews_hit, afloor, is_async=True))
+        out.append(BenchCase("cache", "peer cashews hit (pickle)", cashews_hit, _afloor(url), is_async=True))
     except Exception as exc:
         print(f"  cashews skipped: {exc!r}")
     try:
@@ -187,7 +195,7 @@ def _peers(url: str, c: Any) -> list[BenchCase]:
                 f = state["aiocache"] = deco(ai_user)
             return await f(42)
 
-        out.append(BenchCase("cache", "peer aiocache hit (json)", aiocache_hit, afloor, is_async=True))
+        out.append(BenchCase("cache", "peer aiocache hit (json)", aiocache_hit, _afloor(url), is_async=True))
     except Exception as exc:
         print(f"  aiocache skipped: {exc!r}")
     return out

@@ -99,7 +99,7 @@ class _Flight:
     __slots__ = ("error", "event", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event: threading.Event | None = None  # made only when a second caller arrives
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -114,11 +114,15 @@ class _SyncFlight:
     def do(self, key: str, fn: Callable[[], tuple[Any, str]]) -> tuple[Any, str]:
         with self._lock:
             flight = self._calls.get(key)
-            leader = flight is None
             if flight is None:
                 flight = self._calls[key] = _Flight()
-        if not leader:
-            flight.event.wait()
+                event = None
+            else:
+                event = flight.event
+                if event is None:
+                    event = flight.event = threading.Event()
+        if event is not None:  # a follower
+            event.wait()
             if flight.error is not None:
                 raise flight.error
             return flight.value[0], _follower(flight.value[1])
@@ -131,7 +135,9 @@ class _SyncFlight:
         finally:
             with self._lock:
                 del self._calls[key]
-            flight.event.set()
+                event = flight.event
+            if event is not None:
+                event.set()
 
 
 class _AsyncFlight:
