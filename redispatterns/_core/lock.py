@@ -1,16 +1,21 @@
 """Locks as flows: acquire with a fencing token, release, extend, waiting, renewal, Redlock math.
 
-One lock ``name`` owns four keys, all under one hash tag so every script stays in one slot::
+One lock ``name`` owns five keys, all under one hash tag so every script stays in one slot::
 
-    <prefix>lock:{<name>}            the lock: SET token NX PX ttl
+    <prefix>lock:{<name>}            the lock: our token, PX ttl ("handoff:<nonce>" while reserved)
     <prefix>lock:{<name>}:fence      the fencing counter (INCR in the acquire script, never expires)
-    <prefix>lock:{<name>}:signal     the wake-up list: a release RPUSHes, waiters BLPOP
+    <prefix>lock:{<name>}:signal     the wake-up list: a release RPUSHes a nonce, waiters BLPOP
+    <prefix>lock:{<name>}:waiters    set by a failed attempt for the holder's lease + a margin
     <prefix>lock:{<name>}:released   the last token released (so a retried release is idempotent)
 
-Waiting never polls: a failed acquire returns the holder's PTTL; the waiter blocks on the signal
-list for at most that long (plus jitter), so it wakes on a release or when the lease runs out.
-The signal outlives the gap between a failed try and the block (it lives one lease), so no
-wake-up is lost; a successful acquire drops any stale signal.
+Waiting never polls: a failed acquire marks "someone waits" and returns the holder's PTTL; the
+waiter blocks on the signal list for at most that long (plus jitter). A release with waiters
+does not free the lock: it reserves it for a short hand-over (``handoff:<nonce>``) and pushes
+the nonce, which wakes the longest-blocked waiter (Redis serves BLPOP first come, first served);
+that waiter presents the nonce and takes the lock, so a releaser that re-acquires at once cannot
+barge in ahead of it. A release between a waiter's failed try and its block is not lost: the
+nonce stays in the list for the hand-over time. An unused hand-over simply expires. Without
+waiters a release just deletes the key (the uncontended path stays lean).
 
 Everything time-critical is decided by pure functions below (renewal delays, wait bounds,
 Redlock quorum and validity); the shells only run threads or tasks that follow them.
@@ -44,6 +49,7 @@ __all__ = [
     "fence_guard_key",
     "fenced_set",
     "get_raw",
+    "handoff_ms",
     "holder",
     "lock_keys",
     "owned",
@@ -69,6 +75,8 @@ MAX_BLOCK = 10.0
 DRIFT_FACTOR = 0.01
 DRIFT_FIXED_MS = 2
 MIN_BLOCK = 0.005
+HANDOFF_MS = 250
+WAITERS_MARGIN_MS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,7 @@ class LockKeys:
     fence: str
     signal: str
     released: str
+    waiters: str
 
 
 def check_name(name: object) -> str:
@@ -116,8 +125,14 @@ def to_ms(seconds: float) -> int:
 
 
 def lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
-    lock, fence, signal, released = keyspace.family("lock", name, ("", "fence", "signal", "released"))
-    return LockKeys(lock, fence, signal, released)
+    keys = keyspace.family("lock", name, ("", "fence", "signal", "released", "waiters"))
+    return LockKeys(*keys)
+
+
+def handoff_ms(ttl_ms: int) -> int:
+    """How long a release keeps the lock reserved for the waiter it woke: long enough for a
+    busy waiter to answer, short enough that an abandoned hand-over costs little."""
+    return max(1, min(ttl_ms, HANDOFF_MS))
 
 
 def drift_ms(ttl_ms: int) -> int:
@@ -159,10 +174,24 @@ def _pair(reply: Any) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def try_acquire(keys: LockKeys, token: str, ttl_ms: int) -> Flow[tuple[int, int]]:
-    """One attempt: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when held."""
-    reply = yield _script("lock_acquire", (keys.lock, keys.fence, keys.signal), (token, ttl_ms))
-    return _pair(reply)
+def _acquire_op(keys: LockKeys, token: str, ttl_ms: int, nonce: str, waiting: bool) -> Script:
+    margin = WAITERS_MARGIN_MS if waiting else 0
+    return _script(
+        "lock_acquire", (keys.lock, keys.fence, keys.signal, keys.waiters), (token, ttl_ms, nonce, margin)
+    )
+
+
+def try_acquire(keys: LockKeys, token: str, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
+    """One attempt that will not wait: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when
+    held or reserved (it does not mark itself as a waiter)."""
+    return _pair((yield _acquire_op(keys, token, ttl_ms, nonce, False)))
+
+
+def _nonce(reply: Any) -> str:
+    """The hand-over nonce in a BLPOP reply ``[key, nonce]`` (``""`` on a timeout)."""
+    if not reply:
+        return ""
+    return as_str(reply[1])
 
 
 def wait_bound(
@@ -209,10 +238,10 @@ def acquire(
     start: float = (yield Now()) if started_at is None else started_at
     deadline = None if timeout is None else start + timeout
     sent_at = start
-    args = (keys.lock, keys.fence, keys.signal)
+    nonce = ""
+    waiting = blocking and timeout != 0  # marks "someone waits" so a release hands over
     while True:
-        reply = yield _script("lock_acquire", args, (token, ttl_ms))
-        fence, holder_ms = _pair(reply)
+        fence, holder_ms = _pair((yield _acquire_op(keys, token, ttl_ms, nonce, waiting)))
         if fence:
             return Grant(fence, sent_at)
         if not blocking:
@@ -227,7 +256,7 @@ def acquire(
             )
         bound = wait_bound(holder_ms, remaining, rand(), max_block)
         if wait is not None:
-            yield Compute(wait, (keys.signal, bound))
+            nonce = _nonce((yield Compute(wait, (keys.signal, bound))))
         else:
             yield Sleep(bound)
         sent_at = yield Now()
@@ -238,7 +267,11 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    code = yield _script("lock_release", (keys.lock, keys.signal, keys.released), (token, max(ttl_ms, 1000)))
+    code = yield _script(
+        "lock_release",
+        (keys.lock, keys.signal, keys.released, keys.waiters),
+        (token, max(ttl_ms, 1000), handoff_ms(ttl_ms)),
+    )
     code = int(code)
     if code == 1:
         return True

@@ -20,7 +20,7 @@ KEYS = core.lock_keys(Keyspace("t:"), "job:7")
 def test_keys_share_one_slot_and_the_prefix() -> None:
     assert KEYS.lock == "t:lock:{job:7}"
     assert KEYS.fence == "t:lock:{job:7}:fence"
-    all_keys = (KEYS.lock, KEYS.fence, KEYS.signal, KEYS.released)
+    all_keys = (KEYS.lock, KEYS.fence, KEYS.signal, KEYS.released, KEYS.waiters)
     assert len({slot(k) for k in all_keys}) == 1
     assert all(k.startswith("t:") for k in all_keys)
 
@@ -61,11 +61,10 @@ def test_to_ms_never_zero() -> None:
     assert core.to_ms(1.5) == 1500
 
 
-def _acq(reply: Any) -> tuple[Any, Any]:
-    return (
-        Script(load("lock_acquire"), keys=(KEYS.lock, KEYS.fence, KEYS.signal), args=("tok", 1000)),
-        reply,
-    )
+def _acq(reply: Any, nonce: str = "", waiting: bool = True) -> tuple[Any, Any]:
+    keys = (KEYS.lock, KEYS.fence, KEYS.signal, KEYS.waiters)
+    margin = core.WAITERS_MARGIN_MS if waiting else 0
+    return (Script(load("lock_acquire"), keys=keys, args=("tok", 1000, nonce, margin)), reply)
 
 
 def test_uncontended_acquire_is_one_script() -> None:
@@ -74,8 +73,9 @@ def test_uncontended_acquire_is_one_script() -> None:
 
 
 def test_non_blocking_acquire_returns_none() -> None:
-    steps = [(Now(), 5.0), _acq([0, 400])]
+    steps = [(Now(), 5.0), _acq([0, 400], waiting=False)]  # a single try does not count as a waiter
     assert replay(core.acquire(KEYS, "tok", 1000, name="j", blocking=False), steps) is None
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_acq([0, 400], waiting=False)]) == (0, 400)
 
 
 def test_blocking_acquire_waits_on_the_signal_bounded_by_the_holder_ttl() -> None:
@@ -87,20 +87,44 @@ def test_blocking_acquire_waits_on_the_signal_bounded_by_the_holder_ttl() -> Non
         (Now(), 1.0),
         _acq([0, 400]),
         (Now(), 1.0),
-        (Compute(wait, (KEYS.signal, 0.4)), [b"sig", b"1"]),
+        (Compute(wait, (KEYS.signal, 0.4)), [b"sig", b"nonce-1"]),  # woken by a hand-over
         (Now(), 1.2),
-        _acq([3, 0]),
+        _acq([3, 0], nonce="nonce-1"),  # presents the nonce it was handed
     ]
     assert replay(flow, steps) == core.Grant(3, 1.2)
 
 
 def test_without_a_waiter_the_flow_sleeps_the_bound() -> None:
     flow = core.acquire(KEYS, "tok", 1000, name="j", timeout=0.1, rand=lambda: 0.0)
-    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (lambda op: isinstance(op, Sleep) and abs(op.seconds - 0.1) < 1e-9, 1.1), (Now(), 1.1),
+
+    def sleeps_the_timeout(op: Any) -> bool:
+        return isinstance(op, Sleep) and abs(op.seconds - 0.1) < 1e-9
+
+    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (sleeps_the_timeout, 1.1), (Now(), 1.1),
              _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
     with pytest.raises(LockTimeout) as info:
         replay(flow, steps)
     assert info.value.name == "j" and info.value.timeout == 0.1
+
+
+def test_a_timed_out_block_retries_without_a_nonce() -> None:
+    def wait(key: str, seconds: float) -> None:
+        pass
+
+    flow = core.acquire(KEYS, "tok", 1000, name="j", wait=wait, rand=lambda: 0.0, started_at=7.0)
+    steps = [
+        _acq([0, 100]),
+        (Now(), 7.0),
+        (Compute(wait, (KEYS.signal, 0.1)), None),
+        (Now(), 7.1),
+        _acq([4, 0]),
+    ]
+    assert replay(flow, steps) == core.Grant(4, 7.1)
+
+
+def test_handoff_window() -> None:
+    assert core.handoff_ms(30_000) == core.HANDOFF_MS
+    assert core.handoff_ms(100) == 100  # never longer than the lease
 
 
 def test_wait_bound() -> None:
@@ -114,8 +138,8 @@ def test_wait_bound() -> None:
 
 
 def _rel(reply: Any) -> tuple[Any, Any]:
-    s = Script(load("lock_release"), keys=(KEYS.lock, KEYS.signal, KEYS.released), args=("tok", 1000))
-    return (s, reply)
+    keys = (KEYS.lock, KEYS.signal, KEYS.released, KEYS.waiters)
+    return (Script(load("lock_release"), keys=keys, args=("tok", 1000, 250)), reply)
 
 
 def test_release_codes() -> None:

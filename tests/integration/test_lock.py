@@ -54,13 +54,40 @@ def test_keys_of_one_lock_share_a_slot_and_the_prefix(rp: Harness, backend: Back
     held = rp.call(lock.acquire())
     rp.call(held.release())
     keys = lock.keys
-    assert len({slot(k) for k in (keys.lock, keys.fence, keys.signal, keys.released)}) == 1
+    every = (keys.lock, keys.fence, keys.signal, keys.released, keys.waiters)
+    assert len({slot(k) for k in every}) == 1
+    assert all(k.startswith("app:lock:{order:9}") for k in every)
     c = backend.sync_client()
-    present = sorted(
-        k.decode() for k in (keys.fence, keys.signal, keys.released) if c.exists(k) for k in [k.encode()]
-    )
-    assert present == sorted([keys.fence, keys.signal, keys.released])
-    assert all(k.startswith("app:lock:{order:9}") for k in present)
+    # uncontended: the lock is deleted, the fence and the release latch remain, no signal was sent
+    assert [c.exists(k) for k in every] == [0, 1, 0, 1, 0]
+    assert c.pttl(keys.released) > 0 and c.pttl(keys.fence) == -1
+
+
+def test_a_release_hands_the_lock_to_the_woken_waiter(rp: Harness, backend: Backend) -> None:
+    """With a waiter, a release reserves the lock for it: the releaser cannot barge back in."""
+    if backend.is_fake:
+        pytest.skip("fakeredis does not serve blocked BLPOP clients first, as Redis does")
+    lock = make(rp, "fair", ttl=5)
+    first = rp.call(lock.acquire())
+    c = backend.sync_client()
+    got: list[int] = []
+
+    def waiter() -> None:
+        held = Lock("fair", 5, client=backend.sync_client()).acquire(timeout=5)
+        got.append(held.fence)
+        held.release()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not c.exists(lock.keys.waiters):  # the waiter failed once and is blocking
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    rp.call(first.release())
+    again = rp.call(lock.acquire(timeout=5))  # the releaser wants it back at once
+    t.join()
+    assert got == [2] and again.fence == 3  # but the waiter had it first
+    rp.call(again.release())
 
 
 def test_stale_holder_cannot_release_or_extend_or_resurrect(rp: Harness, backend: Backend) -> None:
