@@ -511,18 +511,40 @@ def _entries(spec: BoardSpec, reply: list[Any]) -> list[Entry]:
 def entries(
     spec: BoardSpec, window: str | None, now: int | None, start: int, stop: int, with_data: bool = True
 ) -> Flow[list[Entry]]:
-    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run."""
+    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run.
+
+    Standard ranks without data need no script: one ZREVRANGE (ZRANGE) ... WITHSCORES.
+    """
     if stop < start:
         return []
-    reply = yield from _read(
-        spec,
-        (yield from _at(spec, window, now)),
-        "range",
-        start,
-        stop,
-        with_data,
-    )
+    v = yield from _at(spec, window, now)
+    if spec.rank_mode == "standard" and not with_data and not v.sources:
+        cmd = "ZREVRANGE" if spec.order == "desc" else "ZRANGE"
+        rows = yield Command(cmd, v.key, start, stop, "WITHSCORES")
+        return _plain_entries(spec, rows, start)
+    reply = yield from _read(spec, v, "range", start, stop, with_data)
     return _entries(spec, reply)
+
+
+def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[Entry]:
+    """A WITHSCORES reply (flat RESP2 pairs, or ``[member, score]`` pairs) as ranked entries."""
+    if rows and isinstance(rows[0], (list, tuple)):
+        pairs = [(m, s) for m, s in rows]
+    else:
+        pairs = list(zip(rows[::2], rows[1::2], strict=True))
+    bits = spec.bits
+    make = Entry._make
+    return [
+        make(
+            (
+                start + i + 1,
+                m.decode("utf-8", "surrogateescape") if type(m) is bytes else m,
+                float(sc) if not bits else int(float(sc)) >> bits,
+                None,
+            )
+        )
+        for i, (m, sc) in enumerate(pairs)
+    ]
 
 
 def around(
