@@ -175,6 +175,21 @@ def test_key_plan_checks_at_decoration_time() -> None:
     assert long.startswith("#") and len(long) == 33
 
 
+def test_same_name_in_two_modules_two_keys() -> None:
+    import types
+
+    def get(x: int) -> int:
+        return x
+
+    other = types.FunctionType(get.__code__, get.__globals__, "get", get.__defaults__, get.__closure__)
+    other.__qualname__ = get.__qualname__
+    other.__module__ = "another.module"
+    a = core.CacheSpec(keyspace=Keyspace("t:"), plan=KeyPlan.for_function(get), codec=JsonCodec(), ttl=1)
+    b = core.CacheSpec(keyspace=Keyspace("t:"), plan=KeyPlan.for_function(other), codec=JsonCodec(), ttl=1)
+    assert a.keys_for((1,), {}).value != b.keys_for((1,), {}).value
+    assert "another.module." in b.keys_for((1,), {}).value
+
+
 def test_methods_leave_self_out_and_functions_are_named_fully() -> None:
     class Repo:
         def get(self, x: int) -> int:
