@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 from ..errors import RedisPatternsError
 from .codec import Codec, as_str
 from .keys import Keyspace
-from .ops import Command, Flow, Script, WallClock
+from .ops import Batch, Command, Flow, Script, WallClock
 from .scripts import load
 
 __all__ = [
@@ -405,9 +405,11 @@ def _instant_in(day: int) -> int:
 
 def set_data(spec: BoardSpec, member: str, data: Any) -> Flow[None]:
     key = spec.key("data")
-    yield Command("HSET", key, member, spec.codec.encode(data))
-    if spec.ttl_ms:
-        yield Command("PEXPIRE", key, spec.ttl_ms)
+    hset = Command("HSET", key, member, spec.codec.encode(data))
+    if spec.ttl_ms:  # the mount's TTL, refreshed in the same round trip
+        yield Batch((hset, Command("PEXPIRE", key, spec.ttl_ms)), transaction=True)
+    else:
+        yield hset
 
 
 def get_data(spec: BoardSpec, member: str) -> Flow[Any]:

@@ -25,7 +25,7 @@ from redispatterns._core.leaderboard import (
     tiebreak_bounds,
 )
 from redispatterns._core.mount import Mount
-from redispatterns._core.ops import Command, Script, WallClock
+from redispatterns._core.ops import Batch, Command, Script, WallClock
 from redispatterns.leaderboard import AsyncLeaderboard, Leaderboard
 from redispatterns.testing import replay
 from redispatterns.testing.replay import ANY, ReplayMismatch
@@ -317,10 +317,16 @@ def test_views_and_their_keys() -> None:
 def test_data_flows() -> None:
     s = spec(ttl_ms=5000)
     steps = [
-        (Command("HSET", "t:lb:{b}:data", "a", b"[1]"), 1),
-        (Command("PEXPIRE", "t:lb:{b}:data", 5000), 1),
+        (
+            Batch(
+                (Command("HSET", "t:lb:{b}:data", "a", b"[1]"), Command("PEXPIRE", "t:lb:{b}:data", 5000)),
+                transaction=True,
+            ),
+            [1, 1],
+        )
     ]
     assert replay(core.set_data(s, "a", [1]), steps) is None
+    assert replay(core.set_data(spec(), "a", 2), [(Command("HSET", "t:lb:{b}:data", "a", b"2"), 1)]) is None
     assert replay(core.get_data(s, "a"), [(Command("HGET", "t:lb:{b}:data", "a"), b"[1]")]) == [1]
     assert replay(core.get_data(s, "a"), [(ANY, None)]) is None
 

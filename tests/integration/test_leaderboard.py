@@ -419,6 +419,9 @@ def test_mount_prefix_ttl_and_read_only(rp: Harness) -> None:
     rp.call(b.submit("a", 1, data={"k": 1}))
     key = b._spec.key("z")
     assert key.startswith("game:lb:{arena}")
+    rp.sync_client.persist(b._spec.key("data"))
+    rp.call(b.set_data("zed", {"x": 1}))  # HSET + PEXPIRE in one transaction
+    assert rp.call(b.data("zed")) == {"x": 1}
     for k in b._spec.board_keys:
         assert 0 < rp.sync_client.pttl(k) <= 30_000
     ro = cls("arena", mount=Mount(prefix="game:", mode="read"), client=rp.client)
