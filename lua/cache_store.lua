@@ -6,7 +6,7 @@
 -- ARGV[3]: hard TTL in ms (the Redis TTL, >= the soft TTL)
 -- ARGV[4]: measured compute time in ms (for early refresh)
 -- ARGV[5]: the value's version (integer; 0 = unversioned); an older version never replaces a newer one
--- ARGV[6]: mode: "fill" writes only while our lease holds (or, with an empty token, only if absent); "put" always writes and drops any lease
+-- ARGV[6]: mode: "fill" writes only while our lease holds (or, with an empty token, only if absent, leaving others' leases alone); "put" always writes and drops any lease
 -- ARGV[7]: our lease token ("" for none)
 -- returns: 1 when written, 0 when skipped (lease lost, value present, or a newer version stored)
 -- read-only: no
@@ -40,7 +40,9 @@ local soft = now_ms + tonumber(ARGV[2])
 local hard = tonumber(ARGV[3])
 local env = '\1' .. string.format('%.0f', soft) .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. '|' .. ARGV[1]
 redis.call('SET', KEYS[1], env, 'PX', hard)
-redis.call('DEL', KEYS[2])
+if mode == 'put' or token ~= '' then
+  redis.call('DEL', KEYS[2])  -- ours (checked above), or any fill's lease on a put
+end
 for i = 3, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])
   local left = redis.call('PTTL', KEYS[i])

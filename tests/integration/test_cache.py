@@ -424,3 +424,32 @@ def test_decoration_time_checks(rp: Harness) -> None:
         h(1, db=object())
     with pytest.raises(TypeError, match="target must be"):
         write_through(f)
+
+
+def test_a_dead_lease_holder_delays_callers_by_lock_wait_only(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body, lock_wait=0.2, lock_ttl=30)
+    c = rp.backend.sync_client()
+    lock = f._rp_cache.keys((1,), {}).lock
+    c.set(lock, "someone-who-crashed", px=30_000)  # a holder that will never store
+    assert rp.call(f(1)) == {"x": 1, "n": 1}  # waited ~0.2 s, then computed itself
+    assert rp.call(f.peek(1)) == {"x": 1, "n": 1}  # ...and stored it (the key was absent)
+    assert c.get(lock) == b"someone-who-crashed"  # never releases another's lease
+    assert len(calls) == 1
+
+
+def test_version_bump_orphans_entries_and_hooks_never_break_calls(rp: Harness) -> None:
+    _, body = counter()
+    seen: list[str] = []
+
+    def hook(outcome: str, key: str) -> None:
+        seen.append(outcome)
+        raise RuntimeError("metrics backend down")
+
+    v1 = make(rp, body, name="v", version=1, on_event=hook)
+    v2 = make(rp, body, name="v", version=2)
+    assert rp.call(v1(1)) == {"x": 1, "n": 1}
+    assert rp.call(v1(1)) == {"x": 1, "n": 1}
+    assert rp.call(v2(1)) == {"x": 1, "n": 2}
+    assert v1.key(1) != v2.key(1)
+    assert seen == ["miss", "hit"]
