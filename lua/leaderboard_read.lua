@@ -13,7 +13,7 @@
 -- ARGV[7]: range: first index (0-based); around, member, percentile: the member
 -- ARGV[8]: range: last index; around: the page size
 -- ARGV[9]: "1" to return member data
--- returns: range/around/member: {total, rank, member, score text, data or nil, ...}; percentile: {total, members ranked strictly worse} or {total} when absent; count: {total}
+-- returns: range/around/member: {total (0 for range and member), rank, member, score text, data or nil, ...}; percentile: {total, members ranked strictly worse} or {total} when absent; count: {total}
 -- read-only: yes (a rolling union it builds is a cache: rebuilding it is idempotent)
 
 local src = KEYS[1]
@@ -31,7 +31,9 @@ if #KEYS > 3 and redis.call('EXISTS', src) == 0 then
   redis.call('PEXPIRE', src, tonumber(ARGV[4]))
 end
 
-local total = redis.call('ZCARD', src)
+-- the size of the set, where the query needs it (0 for range and member reads)
+local total = 0
+if query ~= 'range' and query ~= 'member' then total = redis.call('ZCARD', src) end
 if query == 'count' then return {total} end
 
 local function index_of(member)
@@ -87,7 +89,7 @@ else
     stop = start + size - 1
   end
 end
-if stop >= total then stop = total - 1 end
+if query == 'around' and stop >= total then stop = total - 1 end
 if start > stop then return {total} end
 
 local rows
