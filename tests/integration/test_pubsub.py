@@ -638,3 +638,46 @@ def test_handler_may_close_its_own_subscriber(rp: Harness) -> None:
         sub._worker.join(10)
     assert seen == [1]
     assert threading.active_count() == before
+
+
+def test_slow_consumer_cut_off_by_the_server_gets_exact_accounting(rp: Harness, backend: Backend) -> None:
+    """P5: with overflow="block" a slow consumer stops reading; the server's output buffer limit
+    disconnects it. Every published number is then either delivered or inside a reported gap."""
+    real_only(backend)
+    if backend.is_cluster:
+        pytest.skip("the output-buffer limit is per node; the standalone servers cover it")
+    c = admin(backend)
+    old = c.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+    c.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    gaps: list[Gap] = []
+    sub = _sub(rp, ["firehose"], maxsize=1, overflow="block", on_gap=gaps.append, backoff=(0.05, 0.2))
+    pub = _pub(rp)
+    try:
+        n = 300  # 15 MB: more than the kernel's socket buffers absorb
+        for _ in range(n):
+            rp.call(pub.publish("firehose", "x" * 50_000))
+        seqs: list[int] = []
+        _wait(rp, lambda: bool(rp_take(rp, sub, seqs)) or any(g.reason == "disconnect" for g in gaps))
+        _wait(rp, lambda: rp_live(sub))
+        rp.call(pub.publish("firehose", "last"))
+        _wait(rp, lambda: bool(rp_take(rp, sub, seqs)) or (bool(seqs) and seqs[-1] == n + 1))
+        missing = [
+            s
+            for g in gaps
+            if g.reason == "sequence"
+            for s in range(g.first_missing or 0, (g.last_missing or 0) + 1)
+        ]
+        assert any(g.reason == "disconnect" for g in gaps)
+        assert missing, "the server cut the subscriber off, so some messages were lost"
+        assert sorted(seqs + missing) == list(range(1, n + 2))
+    finally:
+        c.config_set("client-output-buffer-limit", old)
+        rp.call(sub.close())
+
+
+def rp_take(rp_: Harness, sub: Any, into: list[int]) -> bool:
+    """Consume what is there (slowly enough for the server to give up on us); never true."""
+    m = rp_.call(sub.get(timeout=0.01))
+    if m is not None:
+        into.append(m.seq)
+    return False
