@@ -6,6 +6,7 @@ Process-heavy and timing-heavy tests run on a subset of backends (``_heavy``) an
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import threading
 import time
@@ -250,7 +251,7 @@ def test_fenced_writes_refuse_a_stale_holder(rp: Harness) -> None:
 
 @pytest.mark.slow
 def test_auto_renew_keeps_the_lock_through_five_ttls(rp: Harness, backend: Backend) -> None:
-    _heavy(backend)
+    _timing(backend)
     ttl = 0.25
     lost: list[Any] = []
     lock = make(rp, "renewed", ttl=ttl, auto_renew=True, on_lost=lost.append)
@@ -377,9 +378,23 @@ def test_locked_rejects_bad_templates(client: Any) -> None:
 
 
 def _heavy(backend: Backend) -> None:
-    """Threads/processes/tasks with real contention: standalone servers, fakeredis and one cluster."""
-    if backend.is_cluster and backend.kind is not None and not backend.kind.name.startswith("redis"):
+    """Threads/tasks with real contention: fakeredis, every standalone kind, one cluster kind."""
+    if backend.is_cluster and backend.kind is not None and backend.kind.name != _primary_kind():
         pytest.skip("heavy contention runs on one cluster kind only")
+
+
+@functools.cache
+def _primary_kind() -> str:
+    from redispatterns.testing.servers import find_server_kinds
+
+    kinds = find_server_kinds()
+    return kinds[0].name if kinds else ""
+
+
+def _timing(backend: Backend) -> None:
+    """Timing-heavy tests (sleeps of several leases): the first server kind, standalone and cluster."""
+    if backend.is_fake or (backend.kind is not None and backend.kind.name != _primary_kind()):
+        pytest.skip("timing-heavy: runs on the first server kind only (standalone and cluster)")
 
 
 def _critical(client: Any, counter: str, intervals: list[tuple[int, int]] | None) -> None:

@@ -5,6 +5,7 @@ Real servers only, on a subset of backends (the standalone servers and one clust
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import pytest
 from redispatterns.errors import LockTimeout
 from redispatterns.lock import Lock
 from redispatterns.testing.plugin import Backend
+from redispatterns.testing.servers import find_server_kinds
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +70,20 @@ for _ in range(n):
 """
 
 
-def _real(backend: Backend) -> str:
+@functools.cache
+def _primary_kind() -> str:
+    kinds = find_server_kinds()
+    return kinds[0].name if kinds else ""
+
+
+def _real(backend: Backend, *, cluster: bool = True) -> str:
+    """Process tests run on the first server kind found: standalone, and cluster when ``cluster``."""
     if backend.is_fake:
         pytest.skip("processes need a real server")
-    if backend.is_cluster and backend.kind is not None and not backend.kind.name.startswith("redis"):
-        pytest.skip("process tests run on one cluster kind only")
+    if backend.kind is None or backend.kind.name != _primary_kind():
+        pytest.skip("process tests run on the first server kind only")
+    if backend.is_cluster and not cluster:
+        pytest.skip("standalone is enough here")
     assert backend.url is not None
     return backend.url
 
@@ -144,9 +155,7 @@ def test_kill_9_of_the_holder_frees_the_lock_within_its_ttl(backend: Backend) ->
 
 
 def test_processes_sharing_a_lock_never_lose_an_update(backend: Backend) -> None:
-    url = _real(backend)
-    if backend.name != "redis-redis-7.0":
-        pytest.skip("the process form runs on one standalone kind (threads and tasks cover the rest)")
+    url = _real(backend, cluster=False)  # threads and tasks cover the other backends
     procs = [_spawn(COUNTER, url, "200") for _ in range(8)]
     for p in procs:
         with p:
@@ -163,9 +172,7 @@ def _calls(client: Any) -> int:
 
 
 def test_fifty_waiters_block_instead_of_polling_and_hand_over_promptly(backend: Backend) -> None:
-    _real(backend)
-    if backend.is_cluster:
-        pytest.skip("INFO commandstats is per node: run on standalone servers")
+    _real(backend, cluster=False)  # INFO commandstats is per node
     client = backend.sync_client()
     lock = Lock("crowd", 10, client=client)
     holder = lock.acquire()
@@ -203,9 +210,7 @@ def test_fifty_waiters_block_instead_of_polling_and_hand_over_promptly(backend: 
 
 
 def test_timeouts_of_waiters_leave_the_lock_usable(backend: Backend) -> None:
-    _real(backend)
-    if backend.is_cluster:
-        pytest.skip("standalone is enough")
+    _real(backend, cluster=False)
     client = backend.sync_client()
     lock = Lock("brief", 5, client=client)
     holder = lock.acquire()
