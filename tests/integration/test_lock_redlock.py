@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redispatterns.errors import LockNotOwned, LockTimeout
