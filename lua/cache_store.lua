@@ -6,19 +6,27 @@
 -- ARGV[3]: hard TTL in ms (the Redis TTL, >= the soft TTL)
 -- ARGV[4]: measured compute time in ms (for early refresh)
 -- ARGV[5]: the value's version (integer; 0 = unversioned); an older version never replaces a newer one
--- ARGV[6]: mode: "fill" writes only while our lease holds (or, with an empty token, only if absent, leaving others' leases alone); "put" always writes and drops any lease
+-- ARGV[6]: mode: "fill" writes while our lease holds, or, with no lease held by anyone (ours expired, or an empty token), only over an absent or stale value; "put" always writes and drops any lease
 -- ARGV[7]: our lease token ("" for none)
--- returns: 1 when written, 0 when skipped (lease lost, value present, or a newer version stored)
+-- returns: 1 when written, 0 when skipped (another caller's lease, a fresh value written meanwhile, or a newer version stored)
 -- read-only: no
 local mode = ARGV[6]
 local token = ARGV[7]
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if mode == 'fill' then
-  if token ~= '' then
-    if redis.call('GET', KEYS[2]) ~= token then
-      return 0
+  local holder = redis.call('GET', KEYS[2])
+  if token == '' or holder ~= token then
+    if token ~= '' and holder then
+      return 0  -- our lease expired and another caller holds a new one: theirs is newer
     end
-  elseif redis.call('EXISTS', KEYS[1]) == 1 then
-    return 0
+    local cur = redis.call('GET', KEYS[1])
+    if cur then
+      local soft = tonumber(string.match(cur, '^\1(%d+):') or '0')
+      if soft > now_ms then
+        return 0  -- a fresh value was written meanwhile (a put, or another fill)
+      end
+    end
   end
 end
 local version = tonumber(ARGV[5])
@@ -34,14 +42,12 @@ if version > 0 then
     end
   end
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local soft = now_ms + tonumber(ARGV[2])
 local hard = tonumber(ARGV[3])
 local env = '\1' .. string.format('%.0f', soft) .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. '|' .. ARGV[1]
 redis.call('SET', KEYS[1], env, 'PX', hard)
-if mode == 'put' or token ~= '' then
-  redis.call('DEL', KEYS[2])  -- ours (checked above), or any fill's lease on a put
+if mode == 'put' or (token ~= '' and redis.call('GET', KEYS[2]) == token) then
+  redis.call('DEL', KEYS[2])  -- ours, or any fill's lease on a put
 end
 for i = 3, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])

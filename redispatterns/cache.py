@@ -244,7 +244,7 @@ class _Handle:
     # handles: each returns a value (sync) or an awaitable (async)
     def invalidate(self, *args: Any, **kwargs: Any) -> Any:
         self.ns.check_write("invalidate")
-        return self.run(core.invalidate(self.keys(args, kwargs)))
+        return self.run(core.invalidate(self.spec, self.keys(args, kwargs)))
 
     def peek(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(core.peek(self.spec, self.keys(args, kwargs)))

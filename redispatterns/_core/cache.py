@@ -538,7 +538,7 @@ def write_back(
     (``"invalidate"``). Returns a status: "ok", "skip", "codec", "error" or "invalidated"."""
     if mode == "invalidate":
         try:
-            yield from invalidate(keys)
+            yield from invalidate(spec, keys)
         except Exception as exc:
             yield from _note_failure(breaker, exc)
             return "error"
@@ -548,9 +548,11 @@ def write_back(
     return (yield from put(spec, keys, new, ver, breaker, rand))
 
 
-def invalidate(keys: CallKeys) -> Flow[int]:
-    """Delete the entry and its lease (a fill in flight then does not write its result)."""
-    return int((yield Command("DEL", keys.value, keys.lock, keys=(keys.value, keys.lock))))
+def invalidate(spec: CacheSpec, keys: CallKeys) -> Flow[int]:
+    """Delete the entry; a tombstone on its lease stops a fill in flight from storing its
+    (older) result, while a new fill may start at once."""
+    script = Script(load("cache_invalidate"), keys=(keys.value, keys.lock), args=(spec.lock_ms,))
+    return int((yield script))
 
 
 def peek(spec: CacheSpec, keys: CallKeys) -> Flow[Any]:

@@ -445,7 +445,8 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
     b = Breaker()
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(1)]) == "ok"
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(0)]) == "skip"
-    assert replay(core.invalidate(k), [(Command("DEL", k.value, k.lock, keys=(k.value, k.lock)), 2)]) == 2
+    inv = (lambda op: isinstance(op, Script) and op.keys == (k.value, k.lock) and op.args == (10_000,), 1)
+    assert replay(core.invalidate(s, k), [inv]) == 1
     assert replay(core.peek(s, k), [(Command, None)]) is core.NOT_FOUND
     assert replay(core.peek(s, k), [(Command, b"junk")]) is core.NOT_FOUND
     assert replay(core.peek(s, k), [(Command, env(b"null", 1))]) is None
@@ -457,9 +458,9 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
         == "ok"
     )
     wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
-    assert replay(wb, [(Command, 1)]) == "invalidated"
+    assert replay(wb, [(Script, 1)]) == "invalidated"
     wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
-    assert replay(wb, [(Command, Down()), (Now(), 1.0)]) == "error"
+    assert replay(wb, [(Script, Down()), (Now(), 1.0)]) == "error"
 
 
 def test_invalidate_tags_pops_each_bucket() -> None:

@@ -453,3 +453,44 @@ def test_version_bump_orphans_entries_and_hooks_never_break_calls(rp: Harness) -
     assert rp.call(v2(1)) == {"x": 1, "n": 2}
     assert v1.key(1) != v2.key(1)
     assert seen == ["miss", "hit"]
+
+
+def test_invalidate_during_a_slow_fill_keeps_the_old_result_out(rp: Harness) -> None:
+    db = {"v": "old"}  # the function reads it, then takes 0.3 s: its result is stale by then
+    if rp.is_async:
+        import asyncio
+
+        async def slow(x: Any) -> Any:
+            v = db["v"]
+            await asyncio.sleep(0.3)
+            return v
+
+        f: Any = cached(ttl=60, client=rp.client)(slow)
+
+        async def go() -> Any:
+            task = asyncio.ensure_future(f(1))
+            await asyncio.sleep(0.1)
+            db["v"] = "new"
+            await f.invalidate(1)
+            return await task
+
+        got = rp.call(go())
+    else:
+
+        def sslow(x: Any) -> Any:
+            v = db["v"]
+            time.sleep(0.3)
+            return v
+
+        f = cached(ttl=60, client=rp.client)(sslow)
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(f(1)))
+        t.start()
+        time.sleep(0.1)
+        db["v"] = "new"
+        f.invalidate(1)
+        t.join()
+        got = out[0]
+    assert got == "old"  # the caller still gets what it computed...
+    assert rp.call(f.peek(1)) is NOT_CACHED  # ...but the stale result was not stored
+    assert rp.call(f(1)) == "new"  # and the next caller starts a fill at once
