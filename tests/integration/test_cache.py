@@ -494,3 +494,12 @@ def test_invalidate_during_a_slow_fill_keeps_the_old_result_out(rp: Harness) -> 
     assert got == "old"  # the caller still gets what it computed...
     assert rp.call(f.peek(1)) is NOT_CACHED  # ...but the stale result was not stored
     assert rp.call(f(1)) == "new"  # and the next caller starts a fill at once
+
+
+def test_a_computation_longer_than_the_lease_is_still_stored(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body, lock_ttl=0.1, sleep=0.3)
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert rp.call(f.peek(1)) == {"x": 1, "n": 1}
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert len(calls) == 1
