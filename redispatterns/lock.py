@@ -72,8 +72,10 @@ def _pop(lock: object) -> Any:
 
 # --------------------------------------------------------------------------- blocking waits
 
-_blocking: weakref.WeakKeyDictionary[Any, tuple[Any, float]] = weakref.WeakKeyDictionary()
-_blocking_lock = threading.Lock()
+_waiters: weakref.WeakKeyDictionary[Any, tuple[Callable[[str, float], Any], float]] = (
+    weakref.WeakKeyDictionary()
+)
+_waiters_lock = threading.Lock()
 
 
 def _socket_timeout(client: Any) -> float | None:
@@ -91,79 +93,74 @@ def _socket_timeout(client: Any) -> float | None:
 
 
 def _blocking_client(client: Any) -> tuple[Any, float]:
-    """A client for BLPOP whose socket timeout exceeds the longest block, and that block.
+    """A client for BLPOP whose socket timeout exceeds the longest block (None: ``client``
+    itself), and that longest block.
 
     A plain ``Redis`` gets a private pool (same connection settings, socket timeout
     ``MAX_BLOCK + 5``) so waiters neither time out nor take the connections holders need.
     Other clients (Cluster, fakeredis) are used as they are, with blocks kept under their own
     socket timeout.
     """
-    with _blocking_lock:
-        found = _blocking.get(client)
-        if found is not None:
-            return found
-        pool = getattr(client, "connection_pool", None)
-        fake = type(client).__module__.startswith("fakeredis")
-        out: tuple[Any, float]
-        if pool is not None and not fake and type(client) in (redis.Redis, redis.asyncio.Redis):
-            kwargs = dict(pool.connection_kwargs)
-            kwargs["socket_timeout"] = core.MAX_BLOCK + 5.0
-            if type(client) is redis.Redis:
-                clone: Any = redis.Redis(
-                    connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-                )
-            else:
-                clone = redis.asyncio.Redis(
-                    connection_pool=redis.asyncio.ConnectionPool(
-                        connection_class=pool.connection_class, **kwargs
-                    )
-                )
-            out = (clone, core.MAX_BLOCK)
-        else:
-            st = _socket_timeout(client)
-            out = (
-                client,
-                core.MAX_BLOCK if st is None else max(core.MIN_BLOCK, min(core.MAX_BLOCK, st - 1.0)),
+    pool = getattr(client, "connection_pool", None)
+    fake = type(client).__module__.startswith("fakeredis")
+    if pool is not None and not fake and type(client) in (redis.Redis, redis.asyncio.Redis):
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = core.MAX_BLOCK + 5.0
+        if type(client) is redis.Redis:
+            clone: Any = redis.Redis(
+                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
             )
-        _blocking[client] = out
-        return out
+        else:
+            clone = redis.asyncio.Redis(
+                connection_pool=redis.asyncio.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            )
+        return clone, core.MAX_BLOCK
+    st = _socket_timeout(client)
+    return None, core.MAX_BLOCK if st is None else max(core.MIN_BLOCK, min(core.MAX_BLOCK, st - 1.0))
 
 
 def _blpop_args(key: str, seconds: float) -> tuple[str, str, str]:
     return ("BLPOP", key, f"{max(seconds, core.MIN_BLOCK):.3f}")
 
 
-_waiters: weakref.WeakKeyDictionary[Any, tuple[Callable[[str, float], Any], float]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def _waiter(client: Any, asyncio_: bool) -> tuple[Callable[[str, float], Any], float]:
-    """``(wait(signal_key, seconds), max_block)`` for ``client``, built once per client."""
+    """``(wait(signal_key, seconds), max_block)`` for ``client``, built once per client.
+
+    The cached closure holds the client only weakly (the cache is keyed by it).
+    """
     found = _waiters.get(client)
     if found is not None:
         return found
-    bc, max_block = _blocking_client(client)
-    if asyncio_:
+    with _waiters_lock:
+        found = _waiters.get(client)
+        if found is not None:
+            return found
+        clone, max_block = _blocking_client(client)
+        ref = weakref.ref(client)
 
-        async def await_signal(key: str, seconds: float) -> Any:
-            try:
-                return await bc.execute_command(*_blpop_args(key, seconds))
-            except RedisTimeoutError:  # the socket gave up first: just try again
-                return None
+        def target() -> Any:
+            return clone if clone is not None else ref()
 
-        out: tuple[Callable[[str, float], Any], float] = (await_signal, max_block)
-    else:
+        if asyncio_:
 
-        def wait_signal(key: str, seconds: float) -> Any:
-            try:
-                return bc.execute_command(*_blpop_args(key, seconds))
-            except RedisTimeoutError:
-                return None
+            async def await_signal(key: str, seconds: float) -> Any:
+                try:
+                    return await target().execute_command(*_blpop_args(key, seconds))
+                except RedisTimeoutError:  # the socket gave up first: just try again
+                    return None
 
-        out = (wait_signal, max_block)
-    _waiters[client] = out
-    return out
+            out: tuple[Callable[[str, float], Any], float] = (await_signal, max_block)
+        else:
+
+            def wait_signal(key: str, seconds: float) -> Any:
+                try:
+                    return target().execute_command(*_blpop_args(key, seconds))
+                except RedisTimeoutError:
+                    return None
+
+            out = (wait_signal, max_block)
+        _waiters[client] = out
+        return out
 
 
 # --------------------------------------------------------------------------- handles

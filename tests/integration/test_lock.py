@@ -518,3 +518,23 @@ def test_threads_sharing_one_lock_object_on_every_backend(rp: Harness, backend: 
         for t in ts:
             t.join()
     assert int(c.get(counter)) == 40
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_the_waiter_cache_does_not_keep_clients_alive(backend: Backend, flavour: str) -> None:
+    import gc
+    import weakref
+
+    from redispatterns.lock import _waiter
+
+    async def build_async() -> Any:  # asyncio clients are made inside a loop
+        return backend.async_client()
+
+    client = backend.sync_client() if flavour == "sync" else asyncio.run(build_async())
+    _waiter(client, flavour == "async")
+    ref = weakref.ref(client)
+    backend._sync.clear()  # the fixture's own references
+    backend._async.clear()
+    del client
+    gc.collect()
+    assert ref() is None
