@@ -470,17 +470,19 @@ class Consumer(_ConsumerBase):
         )
 
     def _call_batch(self, handler: Callable[[StreamMessage], Any], delivery: Delivery) -> BatchResult:
-        msgs: list[StreamMessage] = self._wrap(delivery)
+        msgs: list[BaseMessage] = []
         failures: dict[int, BaseException] = {}
-        st = self._state
-        for i, m in enumerate(msgs):
+        st, codec, counts = self._state, self.stream.codec, delivery.counts
+        for i, (mid, raw) in enumerate(delivery.entries):
             if st.stopping:
-                return BatchResult(msgs[:i], failures)  # type: ignore[arg-type]
+                break
+            m = StreamMessage(mid, raw, 1 if counts is None else counts[i], codec, self)
+            msgs.append(m)
             try:
                 handler(m)
             except Exception as exc:
                 failures[i] = exc
-        return BatchResult(msgs, failures)  # type: ignore[arg-type]
+        return BatchResult(msgs, failures)
 
 
 class AsyncConsumer(_ConsumerBase):
@@ -529,17 +531,19 @@ class AsyncConsumer(_ConsumerBase):
     async def _call_batch(
         self, handler: Callable[[AsyncStreamMessage], Any], delivery: Delivery
     ) -> BatchResult:
-        msgs: list[AsyncStreamMessage] = self._wrap(delivery)
+        msgs: list[BaseMessage] = []
         failures: dict[int, BaseException] = {}
-        st = self._state
+        st, codec, counts = self._state, self.stream.codec, delivery.counts
         isawaitable = inspect.isawaitable
-        for i, m in enumerate(msgs):
+        for i, (mid, raw) in enumerate(delivery.entries):
             if st.stopping:
-                return BatchResult(msgs[:i], failures)  # type: ignore[arg-type]
+                break
+            m = AsyncStreamMessage(mid, raw, 1 if counts is None else counts[i], codec, self)
+            msgs.append(m)
             try:
                 r = handler(m)
-                if isawaitable(r):
+                if r is not None and isawaitable(r):
                     await r
             except Exception as exc:
                 failures[i] = exc
-        return BatchResult(msgs, failures)  # type: ignore[arg-type]
+        return BatchResult(msgs, failures)

@@ -174,8 +174,7 @@ class BaseMessage:
         self.raw = raw
         self.delivery_count = delivery_count
         self._codec = codec
-        self._decoded: dict[str, Any] | None = None
-        self.settled = False
+        self.settled = False  # acked, nacked or dead-lettered already (by the handler or the loop)
 
     @property
     def id(self) -> str:
@@ -184,10 +183,12 @@ class BaseMessage:
     @property
     def fields(self) -> dict[str, Any]:
         """The entry's fields decoded with the stream's codec (``DecodeError`` if one does not)."""
-        if self._decoded is None:
+        try:
+            return self._decoded
+        except AttributeError:  # first access: decode once (the slot starts unset, which is cheap)
             dec = self._codec.decode
-            self._decoded = {as_str(k): dec(v) for k, v in self.raw.items()}
-        return self._decoded
+            self._decoded: dict[str, Any] = {as_str(k): dec(v) for k, v in self.raw.items()}
+            return self._decoded
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
@@ -589,14 +590,17 @@ def reclaim(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState) -> Flow[De
 
 def settle_batch(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, res: BatchResult) -> Flow[None]:
     """After the handler ran over a batch: queue acks, retry or dead-letter failures."""
-    retry: list[Any] = []
     failures = res.failures
+    if not failures:  # the common case: ack all the loop still owns
+        st.acks += [m._id for m in res.messages if not m.settled]
+        return
+    retry: list[Any] = []
     acks = st.acks
     for i, m in enumerate(res.messages):
         if m.settled:
             continue
         m.settled = True
-        if failures and i in failures:
+        if i in failures:
             st.stats.failed += 1
             if settle(cfg, m.delivery_count) == "dead":
                 n = yield from dead_letter(spec, cfg, m._id, _error_text(failures[i]), cfg.name)
