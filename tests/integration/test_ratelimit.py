@@ -183,6 +183,26 @@ def test_remaining_and_reset_counting_down(rp: Harness) -> None:
     assert h["RateLimit"] == '"3-per-60s";r=0;t=59'
 
 
+def test_boundary_burst(rp: Harness) -> None:
+    """L at W-1 ms then L at W+1 ms: the fixed window admits 2L, the log L, the bucket L + refill."""
+    window = 10_000_000
+    start = T0 - T0 % window  # a fixed-window boundary
+    clock = VClock(start + window - 1000)
+    fixed = make(rp, "fixed", 10, 10, _test_clock=clock)
+    log = make(rp, "sliding", 10, 10, _test_clock=clock)
+    bucket = make(rp, "token_bucket", 1, 10, _test_clock=clock)  # 1/s, capacity 10
+    admitted = {"fixed": 0, "sliding": 0, "bucket": 0}
+    for at in (start + window - 1000, start + window + 1000):
+        clock.now = at
+        for _ in range(10):
+            for name, lim in (("fixed", fixed), ("sliding", log), ("bucket", bucket)):
+                admitted[name] += bool(rp.call(lim.hit("edge")))
+    assert admitted == {"fixed": 20, "sliding": 10, "bucket": 10}  # 2 ms later: no token refilled yet
+    clock.now = start + window + 1_000_000 - 1000  # one second after the first burst
+    assert rp.call(bucket.hit("edge")).allowed and not rp.call(bucket.hit("edge")).allowed
+    assert not rp.call(log.hit("edge")).allowed
+
+
 # --------------------------------------------------------------------------- oracle (every backend)
 
 
