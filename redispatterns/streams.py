@@ -404,6 +404,9 @@ class _ConsumerBase:
             max_messages=max_messages,
         )
 
+    def _prune(self, idle: float) -> Flow[list[str]]:
+        return core.prune_consumers(self.stream.spec, self._cfg, _positive("idle", idle, allow_zero=True))
+
     def _dead(self, message: BaseMessage | str, error: str) -> Flow[int]:
         (mid,) = _ids([message])
         return core.dead_letter(self.stream.spec, self._cfg, mid, str(error))
@@ -450,6 +453,11 @@ class Consumer(_ConsumerBase):
 
     def metrics(self) -> StreamMetrics:
         return self.stream.metrics(self.group)  # type: ignore[no-any-return, attr-defined]
+
+    def prune_consumers(self, idle: float = 3600.0) -> list[str]:
+        """Delete this group's consumers that hold no pending entry and were idle ``idle`` s
+        (dead processes' names); checked and deleted atomically, so no entry is lost."""
+        return run_sync(self._client, self._prune(idle))
 
     def run(
         self,
@@ -515,6 +523,9 @@ class AsyncConsumer(_ConsumerBase):
 
     async def metrics(self) -> StreamMetrics:
         return await self.stream.metrics(self.group)  # type: ignore[no-any-return, attr-defined]
+
+    async def prune_consumers(self, idle: float = 3600.0) -> list[str]:
+        return await run_async(self._client, self._prune(idle))
 
     async def run(
         self,

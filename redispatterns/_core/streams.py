@@ -53,6 +53,7 @@ __all__ = [
     "ensure_group",
     "metrics",
     "nack",
+    "prune_consumers",
     "next_batch",
     "settle",
     "trim_args",
@@ -586,6 +587,15 @@ def reclaim(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState) -> Flow[De
     yield from ensure_group(spec, cfg, st)
     res = yield from claim(spec, cfg, "idle", "0-0")
     return _take_claim(st, res, recovered=False)
+
+
+def prune_consumers(spec: StreamSpec, cfg: ConsumerConfig, idle: float) -> Flow[list[str]]:
+    """Delete the group's consumers with nothing pending and idle for ``idle`` s (not this one)."""
+    yield from ensure_group(spec, cfg)
+    names = yield Script(
+        load("stream_prune"), keys=(spec.key,), args=(cfg.group, max(0, round(idle * 1000)), cfg.name)
+    )
+    return [as_str(n) for n in names]
 
 
 def settle_batch(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, res: BatchResult) -> Flow[None]:

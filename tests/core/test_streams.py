@@ -404,3 +404,11 @@ def test_work_loop_recreates_a_vanished_group() -> None:
     ops, stats = trace(core.work(SPEC, cfg(), st, lambda d: None, until_idle=0.5), respond)
     assert stats.read_errors == 1 and any(isinstance(op, Sleep) for op in ops)
     assert any(isinstance(op, Command) and op.name == "XGROUP" for op in ops) and st.group_ready
+
+
+def test_prune_consumers() -> None:
+    st_cfg = cfg()
+    ops, names = trace(
+        core.prune_consumers(SPEC, st_cfg, 1.5), lambda op: b"OK" if isinstance(op, Command) else [b"old"]
+    )
+    assert names == ["old"] and ops[1].args == ("g", 1500, "w")  # type: ignore[union-attr]

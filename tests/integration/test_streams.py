@@ -408,3 +408,20 @@ def test_a_deleted_stream_is_a_stream_error_then_the_group_comes_back(rp: Harnes
     assert rp.call(c.read()) == []  # the group was created again
     rp.call(s.add({"n": 2}))
     assert [m["n"] for m in rp.call(c.read())] == [2]
+
+
+def test_prune_deletes_only_idle_consumers_with_nothing_pending(rp: Harness) -> None:
+    s = _stream(rp)
+    rp.call(s.add_many([{"n": i} for i in range(3)]))
+    holder = _consumer(rp, s, "holder", min_idle=60)
+    assert len(rp.call(holder.read(count=1))) == 1  # keeps one pending: never pruned
+    idle = _consumer(rp, s, "gone-process", min_idle=60)
+    rp.call(idle.ack(*rp.call(idle.read(count=1))))  # nothing pending
+    me = _consumer(rp, s, "me", min_idle=60)
+    rp.call(me.ensure_group())
+    time.sleep(0.15)
+    assert rp.call(me.prune_consumers(idle=3600)) == []
+    assert rp.call(me.prune_consumers(idle=0.1)) == ["gone-process"]
+    names = sorted(c["name"].decode() for c in rp.sync_client.xinfo_consumers(s.key, "g"))
+    assert names == ["holder"]
+    assert _pending(rp, s) == 1
