@@ -451,3 +451,19 @@ def test_bad_arguments(rp: Harness) -> None:
         make(rp, "multi", [Policy.sliding(5, 1), Policy.sliding(5, 1, name="other")])
     with pytest.raises(ValueError):
         make(rp, "sliding", 5, 1, on_error="ignore")
+    with pytest.raises(TypeError):
+        make(rp, "multi", ["10/s"])
+    with pytest.raises(ValueError, match="names"):
+        make(rp, "multi", [Policy.sliding(5, 1, name="x"), Policy.fixed(5, 1, name="x")])
+    with pytest.raises(TypeError):
+        make(rp, "sliding", 5, 1, on_decision="log")
+    with pytest.raises(ValueError):
+        make(rp, "sliding", 5, 1, name="{x}")
+    with pytest.raises(ValueError):
+        rp.call(lim.wait("k", timeout=-1))
+    with pytest.raises(ValueError):
+        rp.call(lim.wait("k", jitter=2))
+    multi = make(rp, "multi", [Policy.sliding(5, 1), Policy.token_bucket(2, 3)])
+    assert multi.limit == 3 and "5-per-1s, bucket-3-2-per-1s" in repr(multi)
+    d = rp.call(multi.hit("k"))
+    assert d.reset_after == d.reset_after_us / 1e6 and d.policies[1].reset_after > 0
