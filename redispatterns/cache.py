@@ -155,11 +155,21 @@ class _AsyncFlight:
             calls = self._loops[loop] = {}
         fut = calls.get(key)
         if fut is not None:
-            value, outcome = await asyncio.shield(fut)
+            try:
+                value, outcome = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                cancelling = getattr(task, "cancelling", lambda: 0)()
+                if fut.cancelled() and not cancelling:  # the leader was cancelled, not us
+                    return await self.do(key, fn)
+                raise
             return value, _follower(outcome)
         fut = calls[key] = loop.create_future()
         try:
             result = await fn()
+        except asyncio.CancelledError:
+            fut.cancel()  # followers take over rather than fail with the leader's cancellation
+            raise
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
@@ -169,6 +179,16 @@ class _AsyncFlight:
             return result
         finally:
             del calls[key]
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    """Run ``coro`` to completion in the background (kept referenced until done)."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 # --------------------------------------------------------------------------- the handle
@@ -412,7 +432,7 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     h = _Handle(fn, spec, ns, breaker, o["on_event"])
     keys_for, record, get, fill, flight = spec.keys_for, h.record, core.get, core.fill, h.flight
     HIT, MISS, NOT_FOUND, UNDECODABLE = core.HIT, core.MISS, core.NOT_FOUND, core.UNDECODABLE
-    fallback = core.fallback
+    fallback, new_token = core.fallback, core.new_token
     counts = h.stats.counts
     rand, clock = _rand, time.time
 
@@ -425,11 +445,16 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
             value, outcome = await run_async(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
             if value is NOT_FOUND:
                 call = Compute(fn, args, kwargs)
+                token = new_token()
                 if outcome is MISS or outcome is UNDECODABLE:
-                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE)
+                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE, token=token)
                 else:  # Redis failed or the breaker is open: coalesce, then compute
                     flow = fallback(call, outcome)
-                value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
+                try:
+                    value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
+                except asyncio.CancelledError:  # don't leave others waiting out our lease
+                    _background(run_async(client, core.release(keys, token)))
+                    raise
             if outcome is HIT:
                 counts[HIT] += 1
                 if h.on_event is not None:

@@ -68,7 +68,9 @@ __all__ = [
     "is_outage",
     "peek",
     "put",
+    "new_token",
     "refresh",
+    "release",
     "stale_ms_for",
     "write_back",
 ]
@@ -293,6 +295,15 @@ def _compute(call: Compute) -> Flow[tuple[Any, int]]:
     return value, max(0, round((t1 - t0) * 1000))
 
 
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def release(keys: CallKeys, token: str) -> Flow[None]:
+    """Drop our lease if we still hold it (quietly)."""
+    return _release(keys, token)
+
+
 def _release(keys: CallKeys, token: str) -> Flow[None]:
     try:
         yield Script(load("cache_unlock"), keys=(keys.lock,), args=(token,))
@@ -397,12 +408,15 @@ def fill(
     rand: Callable[[], float],
     *,
     replace: bool = False,
+    token: str | None = None,
 ) -> Flow[tuple[Any, str]]:
     """A cold miss: take the lease and compute, or wait (backoff with jitter) for the holder's
-    value; after ``lock_wait`` compute anyway. ``replace``: the present value is undecodable."""
+    value; after ``lock_wait`` compute anyway. ``replace``: the present value is undecodable.
+    ``token``: the lease token (the shell passes one so it can :func:`release` the lease if the
+    call is cancelled, which a flow cannot observe)."""
     if not spec.can_write:
         return (yield call), UNCACHED
-    token = secrets.token_hex(8)
+    token = token or secrets.token_hex(8)
     lease = Script(
         load("cache_lease"),
         keys=(keys.value, keys.lock),

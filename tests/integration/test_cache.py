@@ -503,3 +503,32 @@ def test_a_computation_longer_than_the_lease_is_still_stored(rp: Harness) -> Non
     assert rp.call(f.peek(1)) == {"x": 1, "n": 1}
     assert rp.call(f(1)) == {"x": 1, "n": 1}
     assert len(calls) == 1
+
+
+def test_async_followers_survive_a_cancelled_leader(rp: Harness) -> None:
+    if not rp.is_async:
+        pytest.skip("asyncio single-flight")
+    import asyncio
+
+    runs: list[int] = []
+
+    async def slow(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.2)
+        return x * 2
+
+    f: Any = cached(ttl=60, client=rp.client, lock_ttl=60)(slow)
+
+    async def go() -> list[Any]:
+        leader = asyncio.ensure_future(f(1))
+        await asyncio.sleep(0.05)
+        followers = [asyncio.ensure_future(f(1)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        leader.cancel()
+        # the cancelled leader's lease is released: nobody waits out its 60 s
+        done = await asyncio.wait_for(asyncio.gather(*followers), timeout=20)
+        assert leader.cancelled()
+        return list(done)
+
+    assert rp.call(go()) == [2] * 5
+    assert len(runs) == 2  # the cancelled leader's run, then one follower took over
