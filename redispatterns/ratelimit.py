@@ -74,6 +74,7 @@ class _Base:
         on_error: OnError = "raise",
         on_decision: Callable[[Decision], Any] | None = None,
         penalty: bool = False,
+        shadow: bool = False,
         _test_clock: Callable[[], int] | None = None,
     ) -> None:
         pols = tuple(policies)
@@ -98,7 +99,10 @@ class _Base:
         self.name = name
         self.on_error: OnError = on_error
         self.on_decision = on_decision
+        if penalty and shadow:
+            raise ValueError("penalty=True charges denials and shadow=True lets them through: pick one")
         self._mode = MODE_PENALTY if penalty else MODE_HIT
+        self.shadow = bool(shadow)
         self._clock = _test_clock  # virtual µs clock: tests only, never set by the public API
         self._cached_keys = functools.lru_cache(maxsize=4096)(self._make_keys)
 
@@ -126,7 +130,7 @@ class _Base:
         return _hit_flow(
             self.keys(key), self.policies, check_cost(cost), mode=mode, subject=key,
             now_us=None if self._clock is None else self._clock(), on_error=self.on_error,
-            hook=self.on_decision,
+            hook=self.on_decision, shadow=self.shadow and mode != MODE_PEEK,
         )  # fmt: skip
 
     def _reset(self, key: str) -> Flow[int]:
@@ -144,6 +148,7 @@ class _Base:
         return _wait_flow(
             self.keys(key), self.policies, check_cost(cost), timeout=timeout, jitter=jitter,
             subject=key, now_us=self._clock, on_error=self.on_error, hook=self.on_decision,
+            shadow=self.shadow,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -171,7 +176,8 @@ class MultiLimiter(_Base):
     """Several policies on one subject, checked atomically; a denial consumes nothing.
 
     ``MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)])``.
-    ``penalty=True`` charges denied requests too (an abusive caller stays blocked).
+    ``penalty=True`` charges denied requests too (an abusive caller stays blocked);
+    ``shadow=True`` never denies: a denial comes back allowed with ``shadowed=True`` (dark launch).
     ``on_error``: ``"raise"`` (default), ``"open"`` (admit) or ``"closed"`` (deny) when Redis fails;
     the decision then has ``degraded=True``. ``on_decision(decision)`` is called after each check.
     """

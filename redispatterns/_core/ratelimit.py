@@ -223,6 +223,7 @@ class Decision:
     now_us: int = 0
     degraded: bool = False
     error: BaseException | None = field(default=None, compare=False)
+    shadowed: bool = False  # shadow mode let through a request the policies denied
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -352,11 +353,14 @@ def hit(
     now_us: int | None = None,
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
+    shadow: bool = False,
 ) -> Flow[Decision]:
     """Check ``subject`` against ``policies`` (one key each) and consume ``cost`` if all admit.
 
     ``mode``: :data:`MODE_HIT` (all or nothing), :data:`MODE_PENALTY` (a denial is charged too),
     :data:`MODE_PEEK` (evaluate ``cost`` without writing). ``now_us`` is a virtual clock for tests.
+    ``shadow``: a denial is reported as allowed with ``shadowed=True`` (and, as any denial in
+    hit mode, charges nothing): launch a limit dark, watch the hook, then enforce it.
     """
     tail, sliding = _policy_args(policies)
     # sliding-log members: 48 random bits per call (the random module reseeds after a fork)
@@ -370,6 +374,8 @@ def hit(
         decision = degraded(subject, cost, policies, on_error == "open", exc)
     else:
         decision = decide(subject, cost, policies, reply)
+        if shadow and not decision.allowed:
+            decision.allowed = decision.shadowed = True
     if hook is not None:
         yield Compute(hook, (decision,))
     return decision
@@ -402,6 +408,7 @@ def wait(
     now_us: Callable[[], int] | None = None,
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
+    shadow: bool = False,
 ) -> Flow[Decision]:
     """Hit until admitted, sleeping each denial's ``retry_after`` (plus jitter) in between.
 
@@ -414,7 +421,7 @@ def wait(
     while True:
         d = yield from hit(
             keys, policies, cost, subject=subject, now_us=None if now_us is None else now_us(),
-            on_error=on_error, hook=hook,
+            on_error=on_error, hook=hook, shadow=shadow,
         )  # fmt: skip
         if d.allowed:
             return d

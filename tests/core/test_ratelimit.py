@@ -332,3 +332,10 @@ NETS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 )
 def test_client_address(peer: str | None, xff: str | None, trusted: Any, expected: str) -> None:
     assert client_address(peer, xff, trusted) == expected
+
+
+def test_shadow_reports_denials_as_allowed() -> None:
+    d = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 0, 0, 0, 5_000_000, 9])])
+    assert d.allowed and d.shadowed and d.retry_after_us == 5_000_000 and d.violated == (SW.name,)
+    ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 1, 1, 2, 0, 9])])
+    assert ok.allowed and not ok.shadowed

@@ -292,6 +292,21 @@ def test_penalty_mode_charges_denials(rp: Harness) -> None:
     assert rp.sync_client.zcard(lim.keys("abuser")[0]) == 2  # the log never outgrows the limit
 
 
+def test_shadow_mode_never_denies_but_says_so(rp: Harness) -> None:
+    seen: list[Any] = []
+    lim = make(rp, "sliding", 2, 60, shadow=True, on_decision=seen.append)
+    results = [rp.call(lim.hit("dark")) for _ in range(4)]
+    assert all(d.allowed for d in results)
+    assert [d.shadowed for d in results] == [False, False, True, True] == [d.shadowed for d in seen]
+    assert results[-1].retry_after_us and "Retry-After" not in results[-1].headers()
+    assert rp.sync_client.zcard(lim.keys("dark")[0]) == 2  # shadowed requests are not recorded
+    assert not rp.call(lim.peek("dark")).allowed  # peek tells the truth
+    assert rp.call(lim.wait("dark", timeout=0)).shadowed
+    assert rp.call(lim.enforce("dark")).shadowed
+    with pytest.raises(ValueError, match="pick one"):
+        make(rp, "sliding", 2, 60, shadow=True, penalty=True)
+
+
 # --------------------------------------------------------------------------- keys, scripts, errors
 
 
