@@ -509,3 +509,17 @@ def test_breaker_state_machine() -> None:
 def test_replay_sanity_any() -> None:
     s = spec()
     assert run_get(s, [(ANY, None)]) == (core.NOT_FOUND, core.MISS)
+
+
+def test_release_and_tokens() -> None:
+    s = spec()
+    k = s.keys_for((1,), {})
+    assert (
+        replay(core.release(k, "t"), [(lambda op: isinstance(op, Script) and op.args == ("t",), 1)]) is None
+    )
+    assert replay(core.release(k, "t"), [(Script, Down())]) is None  # quiet
+    assert len(core.new_token()) == 16 and core.new_token() != core.new_token()
+    steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", 1), (Now(), 1.0), (Compute, 1),
+             (Now(), 1.0), store(1)]  # fmt: skip
+    flow = core.fill(s, k, Compute(user, (1,)), Breaker(), lambda: 0.5, token="mine")
+    assert replay(flow, steps) == (1, core.MISS)
