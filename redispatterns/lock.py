@@ -1,4 +1,5 @@
-"""Distributed locks: ``Lock`` / ``AsyncLock``, ``Redlock`` / ``AsyncRedlock`` and ``@locked``.
+"""Distributed locks: ``Lock`` / ``AsyncLock``, ``Redlock`` / ``AsyncRedlock``, ``@locked``, and
+``Semaphore`` / ``AsyncSemaphore`` (at most N holders, crash-safe leases).
 
 ``acquire()`` returns a *handle* (``Held`` / ``AsyncHeld``) that owns the random token, so one
 ``Lock`` object may be shared by any number of threads or tasks: a holder can only release or
@@ -37,13 +38,17 @@ from .mount import Namespace, resolve
 
 __all__ = [
     "AsyncHeld",
+    "AsyncLease",
     "AsyncLock",
     "AsyncRedlock",
     "AsyncRedlockHeld",
+    "AsyncSemaphore",
     "Held",
+    "Lease",
     "Lock",
     "Redlock",
     "RedlockHeld",
+    "Semaphore",
     "locked",
 ]
 
@@ -332,7 +337,9 @@ class Held(_HeldBase):
         _exit_release(self, self.release, et)
 
 
-def _exit_release(held: _HeldBase, release: Callable[[], Any], et: type[BaseException] | None) -> Any:
+def _exit_release(
+    held: _HeldBase | _LeaseBase, release: Callable[[], Any], et: type[BaseException] | None
+) -> Any:
     try:
         return release()
     except LockNotOwned as exc:
@@ -857,3 +864,207 @@ class AsyncRedlock(_RedlockBase[AsyncRedlockHeld]):
 
     async def close(self) -> None:
         """Nothing to free (the clients are the caller's); kept for symmetry with ``Redlock``."""
+
+
+# --------------------------------------------------------------------------- semaphore
+
+
+class _LeaseBase:
+    """One lease of a semaphore: owns its token; the deadline is monotonic."""
+
+    def __init__(self, sem: _SemaphoreBase, client: Any, token: str, sent_at: float) -> None:
+        self.name = sem.name
+        self.token = token
+        self.ttl = sem.ttl
+        self._sem = sem
+        self._client = client
+        self._deadline = core.valid_until(sent_at, sem._ttl_ms)
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def valid_for(self) -> float:
+        """Seconds the lease is surely still ours (monotonic); <= 0 when not."""
+        return 0.0 if self._released else self._deadline - time.monotonic()
+
+    def ensure_held(self) -> None:
+        """Raise ``LockLost`` unless the lease is still valid."""
+        if self.valid_for() <= 0:
+            raise LockLost(f"semaphore {self.name!r}: the lease ran out or was released", name=self.name)
+
+    def _release_flow(self) -> Flow[None]:
+        if self._released:
+            raise LockNotOwned(f"cannot release semaphore {self.name!r}: already released", name=self.name)
+        return core.semaphore_release(self._sem._keys, self.token, self._sem.limit, name=self.name)
+
+    def _extend_flow(self, ttl: float) -> Flow[float]:
+        return core.semaphore_extend(self._sem._keys, self.token, core.to_ms(ttl), name=self.name)
+
+    def _extended(self, sent_at: float, ttl: float) -> None:
+        self.ttl = ttl
+        self._deadline = core.valid_until(sent_at, core.to_ms(ttl))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} valid {self.valid_for():.3f}s>"
+
+
+class Lease(_LeaseBase):
+    """A held lease of a :class:`Semaphore`; ``with lease:`` releases it."""
+
+    def release(self) -> None:
+        """Give the lease back; ``LockNotOwned`` when it had expired."""
+        run_sync(self._client, self._release_flow())
+        self._released = True
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Push the expiry out by ``ttl`` (default: the semaphore's); never revives an expired lease."""
+        ttl = self.ttl if ttl is None else core.check_ttl(ttl)
+        self._extended(run_sync(self._client, self._extend_flow(ttl)), ttl)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _exit_release(self, self.release, et)
+
+
+class AsyncLease(_LeaseBase):
+    """The asyncio twin of :class:`Lease`."""
+
+    async def release(self) -> None:
+        await run_async(self._client, self._release_flow())
+        self._released = True
+
+    async def extend(self, ttl: float | None = None) -> None:
+        ttl = self.ttl if ttl is None else core.check_ttl(ttl)
+        self._extended(await run_async(self._client, self._extend_flow(ttl)), ttl)
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.release()
+        except LockNotOwned as exc:
+            if et is None:
+                raise LockLost(
+                    f"semaphore {self.name!r}: lease lost before the block ended", name=self.name
+                ) from exc
+
+
+class _SemaphoreBase:
+    _asyncio = False
+
+    def __init__(
+        self,
+        name: str,
+        limit: int,
+        ttl: float = core.DEFAULT_TTL,
+        *,
+        mount: Mount | Namespace | None = None,
+        client: Any = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.name = core.check_name(name)
+        self.limit = core.check_limit(limit)
+        self.ttl = core.check_ttl(ttl)
+        self.timeout = core.check_timeout(timeout)
+        self._ns = resolve(mount, client, asyncio=self._asyncio)
+        self._keys = core.semaphore_keys(self._ns.keyspace, self.name)
+        self._ttl_ms = core.to_ms(self.ttl)
+
+    @property
+    def keys(self) -> core.SemaphoreKeys:
+        return self._keys
+
+    def _acquire_flow(self, blocking: bool, timeout: float | None) -> tuple[Any, str, Flow[float | None]]:
+        self._ns.check_write("semaphore acquire")
+        if blocking is not True and blocking is not False:
+            raise TypeError("blocking must be True or False")
+        timeout = self.timeout if timeout is None else core.check_timeout(timeout)
+        client = self._ns.client
+        wait, max_block = _waiter(client, self._asyncio)
+        token = secrets.token_hex(16)
+        flow = core.semaphore_acquire(
+            self._keys,
+            token,
+            self._ttl_ms,
+            self.limit,
+            name=self.name,
+            blocking=blocking,
+            timeout=timeout,
+            wait=wait,
+            max_block=max_block,
+            started_at=time.monotonic(),
+        )
+        return client, token, flow
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} limit={self.limit} ttl={self.ttl}s>"
+
+
+class Semaphore(_SemaphoreBase):
+    """At most ``limit`` holders at once, each with a lease that expires (crash-safe): leases live
+    in a sorted set scored by expiry on the server's clock. ``with Semaphore("api", 3) as lease:``."""
+
+    @overload
+    def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> Lease: ...
+    @overload
+    def acquire(self, blocking: bool, timeout: float | None = ...) -> Lease | None: ...
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+        """A ``Lease``; ``None`` when ``blocking=False`` and all are taken; ``LockTimeout`` on timeout."""
+        client, token, flow = self._acquire_flow(blocking, timeout)
+        sent_at = run_sync(client, flow)
+        return None if sent_at is None else Lease(self, client, token, sent_at)
+
+    def count(self) -> int:
+        """How many leases are live now."""
+        return run_sync(self._ns.client, core.semaphore_count(self._keys))
+
+    def __enter__(self) -> Lease:
+        lease = self.acquire()
+        _push(self, lease)
+        return lease
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        lease: Lease = _pop(self)
+        lease.__exit__(et, ev, tb)
+
+
+class AsyncSemaphore(_SemaphoreBase):
+    """The asyncio twin of :class:`Semaphore`."""
+
+    _asyncio = True
+
+    @overload
+    async def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> AsyncLease: ...
+    @overload
+    async def acquire(self, blocking: bool, timeout: float | None = ...) -> AsyncLease | None: ...
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> AsyncLease | None:
+        client, token, flow = self._acquire_flow(blocking, timeout)
+        sent_at = await run_async(client, flow)
+        return None if sent_at is None else AsyncLease(self, client, token, sent_at)
+
+    async def count(self) -> int:
+        return await run_async(self._ns.client, core.semaphore_count(self._keys))
+
+    async def __aenter__(self) -> AsyncLease:
+        lease = await self.acquire()
+        _push(self, lease)
+        return lease
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        lease: AsyncLease = _pop(self)
+        await lease.__aexit__(et, ev, tb)

@@ -41,7 +41,9 @@ __all__ = [
     "Grant",
     "LockKeys",
     "RedlockVote",
+    "SemaphoreKeys",
     "acquire",
+    "check_limit",
     "check_name",
     "check_ttl",
     "drift_ms",
@@ -62,6 +64,11 @@ __all__ = [
     "release",
     "renew_delay",
     "renew_retry_delay",
+    "semaphore_acquire",
+    "semaphore_count",
+    "semaphore_extend",
+    "semaphore_keys",
+    "semaphore_release",
     "to_ms",
     "try_acquire",
     "valid_until",
@@ -468,3 +475,101 @@ def node_release(key: str, token: str) -> Flow[bool]:
 
 def node_extend(key: str, token: str, ttl_ms: int) -> Flow[bool]:
     return int((yield Script(load("lock_extend"), keys=(key,), args=(token, ttl_ms)))) == 1
+
+
+# --------------------------------------------------------------------------- semaphore
+
+
+@dataclass(frozen=True, slots=True)
+class SemaphoreKeys:
+    """The keys of one semaphore (one hash tag)."""
+
+    leases: str
+    signal: str
+    waiters: str
+
+
+def semaphore_keys(keyspace: Keyspace, name: str) -> SemaphoreKeys:
+    return SemaphoreKeys(*keyspace.family("semaphore", name, ("", "signal", "waiters")))
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return limit
+
+
+def semaphore_acquire(
+    keys: SemaphoreKeys,
+    token: str,
+    ttl_ms: int,
+    limit: int,
+    *,
+    name: str,
+    blocking: bool = True,
+    timeout: float | None = None,
+    wait: Callable[[str, float], Any] | None = None,
+    max_block: float = MAX_BLOCK,
+    rand: Callable[[], float] = random.random,
+    started_at: float | None = None,
+) -> Flow[float | None]:
+    """Take one of ``limit`` leases; the send time of the winning attempt, or None (non-blocking).
+
+    A full semaphore answers how long until its earliest lease expires; the waiter blocks on the
+    signal list (a release pushes one entry when someone waits) for at most that long.
+    """
+    start: float = (yield Now()) if started_at is None else started_at
+    deadline = None if timeout is None else start + timeout
+    sent_at = start
+    margin = WAITERS_MARGIN_MS if blocking and timeout != 0 else 0
+    while True:
+        reply = yield _script(
+            "semaphore_acquire", (keys.leases, keys.waiters), (token, ttl_ms, limit, margin)
+        )
+        ok, wait_ms = _pair(reply)
+        if ok:
+            return sent_at
+        if not blocking:
+            return None
+        now: float = yield Now()
+        remaining = None if deadline is None else deadline - now
+        if remaining is not None and remaining <= 0:
+            raise LockTimeout(
+                f"semaphore {name!r}: all {limit} leases are taken; gave up after {timeout} s",
+                name=name,
+                timeout=timeout,
+            )
+        bound = wait_bound(wait_ms, remaining, rand(), max_block)
+        if wait is not None:
+            yield Compute(wait, (keys.signal, bound))
+        else:
+            yield Sleep(bound)
+        sent_at = yield Now()
+
+
+def semaphore_release(keys: SemaphoreKeys, token: str, limit: int, *, name: str) -> Flow[None]:
+    """Give the lease back; ``LockNotOwned`` when it had expired (its slot may be someone else's)."""
+    code = yield _script(
+        "semaphore_release", (keys.leases, keys.signal, keys.waiters), (token, HANDOFF_MS * 4, limit)
+    )
+    if int(code) != 1:
+        raise LockNotOwned(f"semaphore {name!r}: our lease had expired before the release", name=name)
+
+
+def semaphore_extend(keys: SemaphoreKeys, token: str, ttl_ms: int, *, name: str) -> Flow[float]:
+    """Push the lease's expiry out (never revives an expired lease); returns the send time."""
+    sent_at: float = yield Now()
+    code = yield _script("semaphore_extend", (keys.leases,), (token, ttl_ms))
+    if int(code) != 1:
+        raise LockNotOwned(
+            f"cannot extend semaphore {name!r}: our lease expired (it is not revived)", name=name
+        )
+    return sent_at
+
+
+def semaphore_count(keys: SemaphoreKeys) -> Flow[int]:
+    """Live leases now (by the server's clock)."""
+    us = yield Script(load("core_time"))
+    return int((yield Command("ZCOUNT", keys.leases, f"({int(us) // 1000}", "+inf")))

@@ -289,6 +289,72 @@ def test_api_symmetry() -> None:
         }
 
     pairs = [n for n in mod.__all__ if n.startswith("Async")]
-    assert len(pairs) == 4
+    assert len(pairs) == 6
     for name in pairs:
         assert pub(getattr(mod, name)) == pub(getattr(mod, name[5:])), name
+
+
+# --------------------------------------------------------------------------- semaphore
+
+SEM = core.semaphore_keys(Keyspace("t:"), "api")
+
+
+def _sacq(reply: Any, margin: int = core.WAITERS_MARGIN_MS) -> tuple[Any, Any]:
+    return (
+        Script(load("semaphore_acquire"), keys=(SEM.leases, SEM.waiters), args=("tok", 1000, 3, margin)),
+        reply,
+    )
+
+
+def test_semaphore_keys_and_limit() -> None:
+    assert SEM.leases == "t:semaphore:{api}" and slot(SEM.signal) == slot(SEM.leases) == slot(SEM.waiters)
+    assert core.check_limit(3) == 3
+    for bad, exc in ((0, ValueError), (True, TypeError), (1.5, TypeError)):
+        with pytest.raises(exc):
+            core.check_limit(bad)
+
+
+def test_semaphore_acquire_paths() -> None:
+    assert (
+        replay(core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", started_at=2.0), [_sacq([1, 0])])
+        == 2.0
+    )
+    flow = core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", blocking=False, started_at=2.0)
+    assert replay(flow, [_sacq([0, 300], margin=0)]) is None
+
+    def wait(key: str, seconds: float) -> None:
+        pass
+
+    flow = core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", wait=wait, rand=lambda: 0.0)
+    steps = [(Now(), 1.0), _sacq([0, 300]), (Now(), 1.0), (Compute(wait, (SEM.signal, 0.3)), [b"s", b"1"]),
+             (Now(), 1.1), _sacq([1, 0])]  # fmt: skip
+    assert replay(flow, steps) == 1.1
+    flow = core.semaphore_acquire(
+        SEM, "tok", 1000, 3, name="api", timeout=0.05, rand=lambda: 0.0, started_at=1.0
+    )
+    steps = [
+        _sacq([0, 300]),
+        (Now(), 1.0),
+        (lambda op: isinstance(op, Sleep) and abs(op.seconds - 0.05) < 1e-9, 1.05),
+        (Now(), 1.05),
+        _sacq([0, 250]),
+        (Now(), 1.06),
+    ]
+    with pytest.raises(LockTimeout, match="all 3 leases"):
+        replay(flow, steps)
+
+
+def test_semaphore_release_extend_count() -> None:
+    rel = Script(load("semaphore_release"), keys=(SEM.leases, SEM.signal, SEM.waiters), args=("tok", 1000, 3))
+    assert replay(core.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 1)]) is None
+    with pytest.raises(LockNotOwned, match="expired"):
+        replay(core.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 0)])
+    ext = Script(load("semaphore_extend"), keys=(SEM.leases,), args=("tok", 500))
+    assert replay(core.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 1)]) == 4.0
+    with pytest.raises(LockNotOwned, match="not revived"):
+        replay(core.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 0)])
+    steps = [
+        (Script(load("core_time")), 1_700_000_000_123_456),
+        (Command("ZCOUNT", SEM.leases, "(1700000000123", "+inf"), 2),
+    ]
+    assert replay(core.semaphore_count(SEM), steps) == 2
