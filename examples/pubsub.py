@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redispatterns as rp
 from redispatterns.pubsub import Gap, PubSubMessage, Subscriber, publish
@@ -44,11 +45,11 @@ def main() -> None:
     print("closed: no thread, no connection left behind")
 
 
-def kill_connections(client: object, sub: Subscriber) -> None:
+def kill_connections(client: Any, sub: Subscriber) -> None:
     """Simulate a network failure: CLIENT KILL the subscriber's own connections (and no other)."""
     for link in sub._links:  # peeking inside, for the demonstration only
         host, port = link.conn._sock.getsockname()[:2]
-        client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")  # type: ignore[attr-defined]
+        client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 ORDER = 50
 TITLE = "Pub/sub: numbered messages, reconnects and gap reports"
@@ -23,10 +24,10 @@ def tour(url: str, say: Callable[[str], None]) -> None:
         while not cond() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def kill_connections(client: object, sub: Subscriber) -> None:
+    def kill_connections(client: Any, sub: Subscriber) -> None:
         for link in sub._links:  # the subscriber's own connections, no one else's
             host, port = link.conn._sock.getsockname()[:2]
-            client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")  # type: ignore[attr-defined]
+            client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
 
     with Subscriber(["news"], mount=mount, client=client, handler=seen.append, on_gap=gaps.append,
                     backoff=(0.3, 2.0)) as sub:  # fmt: skip
