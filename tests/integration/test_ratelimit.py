@@ -94,10 +94,10 @@ async def admitted_by_tasks(lim: Any, key: str, tasks: int, each: int) -> int:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_exact_admission_under_concurrency(rp: Harness, backend: Backend, algorithm: str) -> None:
-    """8 threads x 200 (sync) or 200 tasks x 8 (async) at limit 100: exactly 100, thrice."""
+    """8 threads x 200 (sync) or 200 tasks x 8 (async) at limit 100: exactly 100, twice."""
     client = rp.call_in_loop(lambda: backend.async_client(max_connections=256)) if rp.is_async else rp.client
     rp.call(client.ping())  # redis-py's asyncio RedisCluster fails when its first commands race
-    for round_ in range(3):
+    for round_ in range(2):  # fresh keys each round
         lim = limiter_of(rp, algorithm, 100, client=client)
         key = f"user:{algorithm}:{round_}"
         if rp.is_async:
