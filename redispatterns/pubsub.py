@@ -410,7 +410,8 @@ class Subscriber(_SubscriberBase):
                 return self
             client = self._ns.client
             self._client = client
-            self._check_caps(server_info(client))
+            if self.sharded:
+                self._check_caps(server_info(client))
             cluster = isinstance(client, redis.cluster.RedisCluster)
             self._plan_links(client, cluster)
             self._started = True
@@ -666,11 +667,12 @@ class AsyncSubscriber(_SubscriberBase):
         self._client = client
         self._changed = asyncio.Event()
         self._live = asyncio.Event()
-        try:
-            self._check_caps(await server_info_async(client))
-        except BaseException:
-            self._closed = True
-            raise
+        if self.sharded:
+            try:
+                self._check_caps(await server_info_async(client))
+            except BaseException:
+                self._closed = True
+                raise
         cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         if cluster:
             await client.initialize()

@@ -13,7 +13,7 @@ import pytest
 
 import redispatterns as rp
 import redispatterns.pubsub
-from redispatterns import Keyspace, Mount, Namespace
+from redispatterns import Keyspace, Mount, Namespace, ServerUnavailable
 from redispatterns._core.pubsub import Names
 from redispatterns.pubsub import (
     AsyncPublisher,
@@ -681,3 +681,24 @@ def rp_take(rp_: Harness, sub: Any, into: list[int]) -> bool:
     while (m := rp_.call(sub.get(timeout=0.01))) is not None:
         into.append(m.seq)
     return False
+
+
+def test_start_against_a_dead_server_raises_and_leaks_nothing(server_pool: Any) -> None:
+    from redispatterns.testing.servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens here
+    c = rp.connect(url, socket_connect_timeout=0.2)
+    before = threading.active_count()
+    with pytest.raises(ServerUnavailable, match="not confirmed"):
+        Subscriber(["x"], client=c, ready_timeout=0.5, backoff=(0.05, 0.1)).start()
+    assert threading.active_count() == before
+
+    async def main() -> None:
+        ac = rp.connect_async(url, socket_connect_timeout=0.2)
+        sub = AsyncSubscriber(["x"], client=ac, ready_timeout=0.5, backoff=(0.05, 0.1))
+        with pytest.raises(ServerUnavailable, match="not confirmed"):
+            await sub.start()
+        assert sub.closed
+        assert all(link.task is not None and link.task.done() for link in sub._links)
+
+    asyncio.run(main())
