@@ -505,9 +505,8 @@ def test_a_computation_longer_than_the_lease_is_still_stored(rp: Harness) -> Non
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("flavour", ["async"])
 def test_async_followers_survive_a_cancelled_leader(rp: Harness) -> None:
-    if not rp.is_async:
-        pytest.skip("asyncio single-flight")
     import asyncio
 
     runs: list[int] = []
