@@ -77,14 +77,12 @@ class StreamSpec:
     keyspace: Keyspace
     trim: tuple[Arg, ...] = ()  # ("MAXLEN", "~", 1000) / ("MINID", "~", "123-0") / ()
     max_age_ms: int | None = None  # MINID trimming relative to the producer's clock
+    key: str = field(init=False)
+    dlq: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        return self.keyspace.tagged(KIND, self.name)
-
-    @property
-    def dlq(self) -> str:
-        return self.keyspace.tagged(KIND, self.name, "dlq")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.keyspace.tagged(KIND, self.name))
+        object.__setattr__(self, "dlq", self.keyspace.tagged(KIND, self.name, "dlq"))
 
     def marker(self, idempotency_key: str) -> str:
         return self.keyspace.tagged(KIND, self.name, "idem", idempotency_key)
@@ -262,7 +260,7 @@ class DeadLetter:
 
 def encode_fields(fields: Mapping[str, Any], codec: Codec) -> list[Arg]:
     """``[f1, v1, f2, v2, ...]`` with values through ``codec``; validates names."""
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):
         raise TypeError(f"fields must be a mapping of str to values, not {type(fields).__name__}")
     if not fields:
         raise ValueError("a stream entry needs at least one field")
@@ -335,9 +333,9 @@ def add(
     spec: StreamSpec, payload: list[Arg], *, idempotency_key: str | None = None, ttl_ms: int = 86_400_000
 ) -> Flow[str]:
     """XADD one entry; with ``idempotency_key`` a duplicate returns the first id (one script)."""
-    trim = yield from _trim(spec)
+    trim = spec.trim if spec.max_age_ms is None else (yield from _trim(spec))
     if idempotency_key is None:
-        reply = yield Command("XADD", spec.key, *trim, "*", *payload, keys=(spec.key,))
+        reply = yield Command("XADD", spec.key, *trim, "*", *payload, keys=(spec.key,), retryable=False)
         return as_str(reply)
     marker = spec.marker(idempotency_key)
     t: tuple[Arg, ...] = trim or ("", "", "")
