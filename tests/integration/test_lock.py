@@ -64,6 +64,16 @@ def test_keys_of_one_lock_share_a_slot_and_the_prefix(rp: Harness, backend: Back
     assert c.pttl(keys.released) > 0 and c.pttl(keys.fence) == -1
 
 
+def _blocked_clients(client: Any, key: str) -> int:
+    """Clients blocked (BLPOP) on the node that holds ``key``."""
+    if hasattr(client, "get_node_from_key"):  # cluster
+        info = client.info("clients", target_nodes=client.get_node_from_key(key))
+        info = next(iter(info.values())) if isinstance(next(iter(info.values())), dict) else info
+    else:
+        info = client.info("clients")
+    return int(info["blocked_clients"])
+
+
 def test_a_release_hands_the_lock_to_the_woken_waiter(rp: Harness, backend: Backend) -> None:
     """With a waiter, a release reserves the lock for it: the releaser cannot barge back in."""
     if backend.is_fake:
@@ -81,7 +91,7 @@ def test_a_release_hands_the_lock_to_the_woken_waiter(rp: Harness, backend: Back
     t = threading.Thread(target=waiter)
     t.start()
     deadline = time.monotonic() + 5
-    while not c.exists(lock.keys.waiters):  # the waiter failed once and is blocking
+    while _blocked_clients(c, lock.keys.signal) < 1:  # the waiter failed once and now blocks
         assert time.monotonic() < deadline
         time.sleep(0.01)
     rp.call(first.release())
