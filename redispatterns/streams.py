@@ -218,6 +218,10 @@ class _StreamBase:
         self._ns.check_read("Stream.metrics")
         return core.metrics(self.spec, _check_name("group", group))
 
+    def _trim_acked(self, approximate: bool) -> Flow[int]:
+        self._ns.check_write("Stream.trim_acked")
+        return core.trim_acked(self.spec, bool(approximate))
+
     def _delete(self) -> Flow[int]:
         self._ns.check_write("Stream.delete")
         return core.delete(self.spec)
@@ -259,6 +263,10 @@ class Stream(_StreamBase):
         """Delete the stream and its dead-letter stream (groups go with them)."""
         return run_sync(self._ns.client, self._delete())
 
+    def trim_acked(self, *, approximate: bool = True) -> int:
+        """Remove the entries every group has read and acked; pending or unread ones stay."""
+        return run_sync(self._ns.client, self._trim_acked(approximate))
+
     def consumer(self, group: str, name: str | None = None, **options: Any) -> Consumer:
         return Consumer(self, group, name, **options)
 
@@ -285,6 +293,9 @@ class AsyncStream(_StreamBase):
 
     async def delete(self) -> int:
         return await run_async(self._ns.client, self._delete())
+
+    async def trim_acked(self, *, approximate: bool = True) -> int:
+        return await run_async(self._ns.client, self._trim_acked(approximate))
 
     def consumer(self, group: str, name: str | None = None, **options: Any) -> AsyncConsumer:
         return AsyncConsumer(self, group, name, **options)

@@ -42,6 +42,7 @@ __all__ = [
     "reclaim",
     "release",
     "settle_batch",
+    "trim_acked",
     "flush",
     "add_many",
     "backoff",
@@ -360,6 +361,12 @@ def length(spec: StreamSpec) -> Flow[int]:
 def delete(spec: StreamSpec) -> Flow[int]:
     """Delete the stream and its dead-letter stream (markers expire on their own)."""
     return int((yield Command("DEL", spec.key, spec.dlq, keys=(spec.key, spec.dlq))))
+
+
+def trim_acked(spec: StreamSpec, approximate: bool = True) -> Flow[int]:
+    """Remove entries every group has read and acked (never pending or unread ones); the count."""
+    n = yield Script(load("stream_trim_acked"), keys=(spec.key,), args=("~" if approximate else "=",))
+    return int(n)
 
 
 def dead_letters(spec: StreamSpec, codec: Codec, count: int, start: str = "-") -> Flow[list[DeadLetter]]:

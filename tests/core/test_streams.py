@@ -412,3 +412,8 @@ def test_prune_consumers() -> None:
         core.prune_consumers(SPEC, st_cfg, 1.5), lambda op: b"OK" if isinstance(op, Command) else [b"old"]
     )
     assert names == ["old"] and ops[1].args == ("g", 1500, "w")  # type: ignore[union-attr]
+
+
+def test_trim_acked() -> None:
+    ops, n = trace(core.trim_acked(SPEC, approximate=False), lambda op: 3)
+    assert n == 3 and ops[0].args == ("=",)  # type: ignore[union-attr]

@@ -425,3 +425,21 @@ def test_prune_deletes_only_idle_consumers_with_nothing_pending(rp: Harness) -> 
     names = sorted(c["name"].decode() for c in rp.sync_client.xinfo_consumers(s.key, "g"))
     assert names == ["holder"]
     assert _pending(rp, s) == 1
+
+
+def test_trim_acked_keeps_pending_and_unread_entries(rp: Harness) -> None:
+    s = _stream(rp)
+    assert rp.call(s.trim_acked()) == 0  # no stream
+    ids = rp.call(s.add_many([{"n": i} for i in range(10)]))
+    assert rp.call(s.trim_acked()) == 0  # no group: nothing is known to be acked
+    fast = _consumer(rp, s, "f", group="fast")
+    slow = _consumer(rp, s, "s", group="slow")
+    rp.call(fast.ack(*rp.call(fast.read(count=8))))
+    got = rp.call(slow.read(count=5))
+    rp.call(slow.ack(*got[:2], got[3]))  # slow: 0,1,3 acked, 2 and 4 pending, 5.. unread
+    assert rp.call(s.trim_acked(approximate=False)) == 2
+    assert [e[0].decode() for e in rp.sync_client.xrange(s.key)] == ids[2:]
+    rp.call(slow.ack(got[2], got[4]))
+    rp.call(slow.ack(*rp.call(slow.read(count=1))))  # slow read up to 5, all acked
+    assert rp.call(s.trim_acked(approximate=False)) == 4  # both groups acked everything up to id 5
+    assert [e[0].decode() for e in rp.sync_client.xrange(s.key)] == ids[6:]
