@@ -349,6 +349,21 @@ def test_keys_follow_the_mount_and_share_a_hash_tag(rp: Harness) -> None:
     assert rp.call(reader.peek("user:42")).allowed
 
 
+def test_subjects_spread_over_every_cluster_master(rp: Harness, backend: Backend) -> None:
+    """Keys are tagged per subject (never one global tag): 300 subjects land on every master."""
+    if not backend.is_cluster:
+        pytest.skip("cluster only")
+    lim = make(rp, "multi", [Policy.sliding(5, 60), Policy.token_bucket(1, 5, per=60)])
+    c = rp.sync_client
+    nodes = set()
+    for i in range(300):
+        keys = lim.keys(f"user:{i}")
+        nodes.add(c.get_node_from_key(keys[0]).name)
+    assert len(nodes) == len(c.get_primaries()) >= 3
+    for i in range(0, 300, 30):
+        assert rp.call(lim.hit(f"user:{i}")).allowed
+
+
 def test_script_flush_between_calls(rp: Harness, backend: Backend) -> None:
     lim = make(rp, "sliding", 3, 60)
     flusher = backend.sync_client()
