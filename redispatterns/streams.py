@@ -405,7 +405,6 @@ class _ConsumerBase:
             _positive("until_idle", until_idle, allow_zero=True)
         if max_messages is not None:
             _count("max_messages", max_messages)
-        self._state.stopping = False
         return core.work(
             self.stream.spec,
             self._cfg,

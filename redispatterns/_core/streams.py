@@ -698,4 +698,5 @@ def work(
         if max_messages is not None and handled >= max_messages:
             break
     yield from flush(spec, cfg, st)
+    st.stopping = False  # a stop() is consumed by the run it ended (or the run it preceded)
     return st.stats

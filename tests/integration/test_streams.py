@@ -443,3 +443,31 @@ def test_trim_acked_keeps_pending_and_unread_entries(rp: Harness) -> None:
     rp.call(slow.ack(*rp.call(slow.read(count=1))))  # slow read up to 5, all acked
     assert rp.call(s.trim_acked(approximate=False)) == 4  # both groups acked everything up to id 5
     assert [e[0].decode() for e in rp.sync_client.xrange(s.key)] == ids[6:]
+
+
+def test_stop_before_run_is_honoured_and_consumed(rp: Harness) -> None:
+    s = _stream(rp)
+    rp.call(s.add_many([{"n": i} for i in range(3)]))
+    c = _consumer(rp, s, "w")
+    c.stop()
+    seen: list[int] = []
+    rp.call(c.run(lambda m: seen.append(m["n"])))  # returns at once
+    assert seen == []
+    rp.call(c.run(lambda m: seen.append(m["n"]), until_idle=0.1))  # a later run works
+    assert seen == [0, 1, 2]
+
+
+def test_sync_run_in_a_thread_stops_from_another_thread(backend: Any) -> None:
+    s = Stream("jobs", client=backend.sync_client())
+    c = Consumer(s, "g", "w", block=0.2)
+    seen: list[int] = []
+    t = threading.Thread(target=c.run, args=(lambda m: seen.append(m["n"]),))
+    t.start()
+    s.add({"n": 1})
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.stop()
+    t.join(timeout=5)
+    assert not t.is_alive() and seen == [1]
+    assert int(backend.sync_client().xpending(s.key, "g")["pending"]) == 0
