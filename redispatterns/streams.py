@@ -92,6 +92,16 @@ def _count(what: str, value: object, *, minimum: int = 1) -> int:
     return value
 
 
+def _check_delay(delay: object, min_idle: float, what: str = "delay") -> float:
+    d = _positive(what, delay, allow_zero=True)
+    if d > min_idle:
+        raise ValueError(
+            f"{what}={d} exceeds min_idle={min_idle}: a given-back entry is reclaimed once it looks "
+            "idle for min_idle, so the delay can be at most min_idle (raise min_idle)"
+        )
+    return d
+
+
 def socket_timeout_of(client: Any) -> float | None:
     """The read timeout a client applies to each reply (``None``: it waits forever)."""
     for attr in ("connection_pool", "nodes_manager"):
@@ -340,6 +350,7 @@ class _ConsumerBase:
         ns.check_write("Consumer (acks)")
         min_idle_s = _positive("min_idle", min_idle)
         interval = min(5.0, min_idle_s / 2) if reclaim_interval is None else reclaim_interval
+        _check_delay(retry_delay, min_idle_s, "retry_delay")
         self._cfg = ConsumerConfig(
             group=_check_name("group", group),
             name=_check_name("consumer name", name) if name is not None else default_consumer_name(),
@@ -452,7 +463,7 @@ class Consumer(_ConsumerBase):
 
     def nack(self, *messages: StreamMessage | str, delay: float = 0.0) -> int:
         """Give entries back for another delivery after ``delay`` s; counts no delivery."""
-        d = _positive("delay", delay, allow_zero=True)
+        d = _check_delay(delay, self._cfg.min_idle)
         return run_sync(self._client, core.nack(self.stream.spec, self._cfg, _ids(messages), d))
 
     def dead_letter(
@@ -523,7 +534,7 @@ class AsyncConsumer(_ConsumerBase):
         return await run_async(self._client, core.ack(self.stream.spec, self.group, _ids(messages)))
 
     async def nack(self, *messages: AsyncStreamMessage | str, delay: float = 0.0) -> int:
-        d = _positive("delay", delay, allow_zero=True)
+        d = _check_delay(delay, self._cfg.min_idle)
         return await run_async(self._client, core.nack(self.stream.spec, self._cfg, _ids(messages), d))
 
     async def dead_letter(

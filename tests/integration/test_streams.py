@@ -316,6 +316,10 @@ def test_validation_and_mount_modes(rp: Harness) -> None:
         _consumer(rp, s, "w", count=0)
     with pytest.raises(TypeError):
         _consumer(rp, s, "w", max_deliveries=1.5)
+    with pytest.raises(ValueError, match="min_idle"):
+        _consumer(rp, s, "w", min_idle=1, retry_delay=2)
+    with pytest.raises(ValueError, match="min_idle"):
+        rp.call(_consumer(rp, s, "w", min_idle=1).nack("1-0", delay=5))
     with pytest.raises(ValueError):
         rp.pick(Consumer, AsyncConsumer)(s, "g", "w", client=rp.client)
     with pytest.raises(TypeError):
