@@ -60,15 +60,16 @@ def _on(c: Any, node: Any, *args: Any) -> Any:
     return c.execute_command(*args) if node is None else c.execute_command(*args, target_nodes=node)
 
 
-_admin: dict[int, Any] = {}
+_admin: list[tuple[Backend, Any]] = []
 
 
 def admin(backend: Backend) -> Any:
-    """One extra client per backend for CLIENT commands (so counting adds no connections)."""
-    if id(backend) not in _admin:
-        _admin.clear()
-        _admin[id(backend)] = backend.sync_client()
-    return _admin[id(backend)]
+    """One extra client per test's backend for CLIENT commands (so counting adds no connections).
+
+    Keyed by the object itself, not ``id()``: a later test's backend may reuse a freed id."""
+    if not _admin or _admin[0][0] is not backend:
+        _admin[:] = [(backend, backend.sync_client())]
+    return _admin[0][1]
 
 
 def kill_pubsub(backend: Backend) -> None:
