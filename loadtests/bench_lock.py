@@ -2,7 +2,8 @@
 
 Floor: the same work by hand with redis-py: one EVALSHA that does SET NX PX and INCRs the fence
 counter (one round trip, like ours), then one EVALSHA compare-and-delete. Peers (optional):
-redis-py ``Lock``, pottery ``Redlock`` (one master), python-redis-lock, walrus ``Lock``.
+redis-py ``Lock``, python-redis-lock, walrus ``Lock`` (against that floor); our ``Redlock`` and
+pottery ``Redlock`` on one master against SET NX PX + EVALSHA compare-and-delete.
 
 Contention (printed before the table): 8 threads x 200 cycles of GET + SET under one lock,
 for ours and redis-py's Lock: throughput, lost updates, median and longest wait for the lock.
@@ -21,7 +22,7 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
-from redispatterns.lock import AsyncLock, Lock
+from redispatterns.lock import AsyncLock, Lock, Redlock
 
 FLOOR_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
@@ -128,6 +129,30 @@ def cases(url: str) -> list[BenchCase]:
         BenchCase("lock", "acquire + release (fenced)", aours, _async_floor(url), is_async=True),
     ]
 
+    # Redlock on one master: the per-node work is SET NX PX + compare-and-delete, sent in parallel
+    redlock = Redlock("bench", [client], ttl=30, node_timeout=1.0)
+    delete_if = raw.script_load(FLOOR_RELEASE)
+
+    def redlock_floor() -> Any:
+        token = secrets.token_hex(16)
+        raw.set("bench:floor:{redlock}", token, nx=True, px=30000)
+        return raw.evalsha(delete_if, 1, "bench:floor:{redlock}", token)
+
+    def ours_redlock() -> Any:
+        held = redlock.acquire()
+        held.release()
+        return held.votes
+
+    out.append(
+        BenchCase(
+            "lock",
+            "Redlock, 1 master (thread fan-out)",
+            ours_redlock,
+            redlock_floor,
+            note="floor: SET NX PX + EVALSHA compare-and-delete by hand",
+        )
+    )
+
     pylock = raw.lock("bench:redis-py", timeout=30)
 
     def redis_py() -> Any:
@@ -160,15 +185,15 @@ def cases(url: str) -> list[BenchCase]:
     except ImportError:
         pass
     try:
-        from pottery import Redlock
+        from pottery import Redlock as PotteryRedlock
 
-        pl = Redlock(key="bench:pottery", masters={raw}, auto_release_time=30)
+        pl = PotteryRedlock(key="bench:pottery", masters={raw}, auto_release_time=30)
 
         def pot() -> Any:
             pl.acquire()
             pl.release()
 
-        out.append(BenchCase("lock", "peer: pottery Redlock (1 master)", pot, _floor(raw)))
+        out.append(BenchCase("lock", "peer: pottery Redlock (1 master)", pot, redlock_floor))
     except ImportError:
         pass
 
