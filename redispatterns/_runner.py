@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -36,7 +37,7 @@ from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sl
 from ._core.scripts import LuaScript
 from ._core.server import ServerInfo, parse_info
 
-__all__ = ["READ_RETRIES", "run_async", "run_sync", "server_info", "server_info_async"]
+__all__ = ["READ_RETRIES", "ensure_ready", "run_async", "run_sync", "server_info", "server_info_async"]
 
 T = TypeVar("T")
 
@@ -105,6 +106,7 @@ async def server_info_async(client: Any) -> ServerInfo:
     """The asyncio twin of :func:`server_info`."""
     info = _infos.get(client)
     if info is None:
+        await ensure_ready(client)
         if _kind_hint(client) == "fakeredis":
             info = _fake_info(client)
         else:
@@ -239,8 +241,21 @@ async def _exec_async_retrying(client: Any, op: Op) -> Any:
             attempt += 1
 
 
+async def ensure_ready(client: Any) -> None:
+    """Initialise an asyncio cluster client once, before concurrent first calls.
+
+    redis-py 8.1's asyncio ``RedisCluster`` races when many tasks make its first calls at once
+    (the startup nodes' connections are closed under them: ``'NoneType' object has no attribute
+    'writelines'`` / "Connection closed by server"); one ``initialize()`` first avoids it.
+    """
+    if getattr(client, "_initialize", False) is True and isinstance(client, _AsyncCluster):
+        await client.initialize()
+
+
 async def run_async(client: Any, flow: Flow[T]) -> T:
     """Drive ``flow`` to completion on an asyncio client and return its result."""
+    if getattr(client, "_initialize", False) is True:
+        await ensure_ready(client)
     try:
         op = next(flow)
         while True:

@@ -181,7 +181,11 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             nodes_a = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in hosts]
             return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes_a, **kw)
         nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
-        return redis.cluster.RedisCluster(startup_nodes=nodes, **kw)
+        # node pools that wait rather than raise MaxConnectionsError; redis-py applies
+        # connection_pool_class only on its from-URL path, so name the first node by URL too
+        kw.setdefault("connection_pool_class", redis.BlockingConnectionPool)
+        first = f"{'rediss' if kw.get('ssl') else 'redis'}://{hosts[0][0]}:{hosts[0][1]}"
+        return redis.cluster.RedisCluster(startup_nodes=nodes, url=first, **kw)
     # redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]
     user, password, hosts = _hosts(parts.netloc, 26379)
     path = [p for p in parts.path.split("/") if p]
