@@ -26,6 +26,7 @@ from redispatterns.ratelimit import (
     FixedWindowLimiter,
     MultiLimiter,
     Policy,
+    SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
 )
@@ -51,6 +52,7 @@ def _memory_notes(url: str) -> dict[str, str]:
         ("sliding 100/60s", SlidingWindowLimiter(100, 60, client=c, name="mem")),
         ("token bucket 100/60s", TokenBucketLimiter(100, 100, per=60, client=c, name="mem")),
         ("fixed 100/60s", FixedWindowLimiter(100, 60, client=c, name="mem")),
+        ("sliding counter 100/60s", SlidingCounterLimiter(100, 60, client=c, name="mem")),
         ("10/s + 1000/h", MultiLimiter([Policy.token_bucket(10), Policy.token_bucket(1000, per=3600)],
                                        client=c, name="mem")),
     ]  # fmt: skip
@@ -61,7 +63,7 @@ def _memory_notes(url: str) -> dict[str, str]:
                 lim.hit("m")
             size = _memory(c, lim.keys("m"))
             out[f"{label} x{n}"] = f"{size} B" + (
-                f" ({size / n:.0f} B/entry)" if label.startswith("sliding") else ""
+                f" ({size / n:.0f} B/entry)" if label.startswith("sliding 100") else ""
             )
         lim.reset("m")
     return out
@@ -81,9 +83,10 @@ def cases(url: str) -> list[BenchCase]:
     sliding = SlidingWindowLimiter(100, 60, client=c, name="bench")
     bucket = TokenBucketLimiter(100, 100, per=60, client=c, name="bench")
     fixed = FixedWindowLimiter(100, 60, client=c, name="bench")
+    counter = SlidingCounterLimiter(100, 60, client=c, name="bench")
     multi = MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)], client=c, name="bench")
     hot = SlidingWindowLimiter(5, 3600, client=c, name="hot")
-    subj = {name: _subjects(f"{name}:") for name in ("sw", "tb", "fw", "mu", "pk")}
+    subj = {name: _subjects(f"{name}:") for name in ("sw", "tb", "fw", "sc", "mu", "pk")}
 
     araw: dict[int, Any] = {}
 
@@ -118,6 +121,7 @@ def cases(url: str) -> list[BenchCase]:
                   note=note),
         BenchCase("ratelimit", "TokenBucketLimiter.hit (GCRA)", lambda: bucket.hit(subj["tb"]()), floor),
         BenchCase("ratelimit", "FixedWindowLimiter.hit", lambda: fixed.hit(subj["fw"]()), floor),
+        BenchCase("ratelimit", "SlidingCounterLimiter.hit", lambda: counter.hit(subj["sc"]()), floor),
         BenchCase("ratelimit", "MultiLimiter.hit (10/s + 1000/h)", lambda: multi.hit(subj["mu"]()), floor),
         BenchCase("ratelimit", "SlidingWindowLimiter.peek", lambda: sliding.peek(subj["pk"]()), floor),
         BenchCase("ratelimit", "hot subject, always denied", lambda: hot.hit("hot"), floor),

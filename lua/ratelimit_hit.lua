@@ -5,7 +5,7 @@
 -- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit (all or nothing), 2 hit with penalty (a denial is charged too)
 -- ARGV[3]: member nonce for sliding-log entries, unique per call ("" when no policy is a sliding log)
 -- ARGV[4]: virtual now in integer microseconds for tests, or "" to read the server TIME
--- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
+-- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
 -- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
 -- read-only: no
 --
@@ -78,6 +78,41 @@ for i = 1, n do
     else
       ok, remaining, retry, reset = false, avail, new - tau - now, tat - now
       p.new = math.max(tat, math.min(new, now + tau))  -- penalty: at most an empty bucket
+    end
+  elseif kind == 4 then
+    -- sliding-window counter (approximate): state "<window index>:<current count>:<previous count>";
+    -- estimate = prev * (period - elapsed) / period + cur, compared scaled by period (integers)
+    local idx = idiv(now, period)
+    local e = now - idx * period
+    local cur, prev = 0, 0
+    local stored = redis.call('GET', k)
+    if stored then
+      local sidx, scur, sprev = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
+      if sidx then
+        sidx = tonumber(sidx)
+        if sidx == idx then cur, prev = tonumber(scur), tonumber(sprev)
+        elseif sidx == idx - 1 then prev = tonumber(scur) end
+      end
+    end
+    p.idx, p.cur, p.prev = idx, cur, prev
+    local room = limit * period - prev * (period - e) - cur * period  -- scaled free capacity
+    local avail = math.max(idiv(room, period), 0)
+    if cur > 0 then reset = (idx + 2) * period - now
+    elseif prev > 0 then reset = (idx + 1) * period - now
+    else reset = 0 end
+    if cost > limit then
+      ok, remaining, retry = false, avail, -1
+    elseif room >= cost * period then
+      ok, remaining, retry = true, avail - cost, 0
+    elseif cur + cost > limit then
+      -- wait for the next window, where this window's count becomes the decaying previous one
+      local e2 = 0
+      if cur > 0 then e2 = period - idiv((limit - cost) * period, cur) end
+      ok, remaining, retry = false, avail, (idx + 1) * period + e2 - now
+    else
+      -- later in this window the previous count has decayed enough (prev > 0 here)
+      local e2 = period - idiv((limit - cur - cost) * period, prev)
+      ok, remaining, retry = false, avail, idx * period + e2 - now
     end
   else
     -- fixed window aligned to the epoch: state "<window index>:<count>"
@@ -153,6 +188,12 @@ for i = 1, n do
       redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(p.new - now))
       res[2 + 4 * i] = p.new - now
     end
+  elseif p.kind == 4 then
+    local cur = p.cur + cost
+    if cur > p.limit then cur = p.limit end
+    local ttl = (p.idx + 2) * p.period - now  -- the count still weighs in the next window
+    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(cur) .. ':' .. fmt(p.prev), 'PX', ceil_ms(ttl))
+    res[2 + 4 * i] = ttl
   else
     local count = p.count + cost
     if count > p.limit then count = p.limit end

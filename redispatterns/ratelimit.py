@@ -40,6 +40,7 @@ __all__ = [
     "ASGIRateLimitMiddleware",
     "AsyncFixedWindowLimiter",
     "AsyncMultiLimiter",
+    "AsyncSlidingCounterLimiter",
     "AsyncSlidingWindowLimiter",
     "AsyncTokenBucketLimiter",
     "Decision",
@@ -48,6 +49,7 @@ __all__ = [
     "Policy",
     "PolicyState",
     "RequestInfo",
+    "SlidingCounterLimiter",
     "SlidingWindowLimiter",
     "TokenBucketLimiter",
     "WSGIRateLimitMiddleware",
@@ -241,6 +243,11 @@ class _Fixed(_Base):
         _Base.__init__(self, [Policy.fixed(limit, window)], **options)
 
 
+class _Counter(_Base):
+    def __init__(self, limit: int, window: float, **options: Any) -> None:
+        _Base.__init__(self, [Policy.sliding_counter(limit, window)], **options)
+
+
 class SlidingWindowLimiter(_Sliding, MultiLimiter):
     """Exact: never more than ``limit`` units in any trailing ``window`` seconds (a sorted-set log).
 
@@ -271,6 +278,18 @@ class FixedWindowLimiter(_Fixed, MultiLimiter):
 
 class AsyncFixedWindowLimiter(_Fixed, AsyncMultiLimiter):
     """The asyncio twin of :class:`FixedWindowLimiter`."""
+
+
+class SlidingCounterLimiter(_Counter, MultiLimiter):
+    """About ``limit`` per trailing ``window``: two counters per subject (Cloudflare's estimate).
+
+    Constant memory whatever the limit; approximate: under adversarial timing up to ~2x the limit
+    can pass in a trailing window, and early traffic in the previous window can cause early denials.
+    """
+
+
+class AsyncSlidingCounterLimiter(_Counter, AsyncMultiLimiter):
+    """The asyncio twin of :class:`SlidingCounterLimiter`."""
 
 
 Limiter = MultiLimiter | AsyncMultiLimiter

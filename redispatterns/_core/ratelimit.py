@@ -13,6 +13,10 @@ server's clock (``TIME``, integer microseconds) and, only when every policy admi
   (a full bucket, then the refill), ``capacity=1`` paces smoothly.
 * ``fixed`` — a window aligned to the epoch (per minute starts on the minute); ``reset_after``
   is the time to the window's end; up to ``2*limit`` can pass around a boundary.
+* ``sliding_counter`` — Cloudflare's approximation: the previous aligned window's count, weighted
+  by how much of it still overlaps the trailing window, plus the current count. Constant memory;
+  it may admit up to about ``2*limit`` in a trailing window under adversarial timing, and may
+  refuse early when the previous window's traffic came early.
 
 The oracles at the end (:class:`SlidingLogOracle`, :class:`TokenBucketOracle`,
 :class:`FixedWindowOracle`, :func:`oracle_hit`) are independent Python models used by the tests.
@@ -42,6 +46,7 @@ __all__ = [
     "FixedWindowOracle",
     "Policy",
     "PolicyState",
+    "SlidingCounterOracle",
     "SlidingLogOracle",
     "TokenBucketOracle",
     "hit",
@@ -52,10 +57,11 @@ __all__ = [
     "wait",
 ]
 
-Algorithm = Literal["sliding", "token_bucket", "fixed"]
-ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed")
-_KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3}
-_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw"}
+Algorithm = Literal["sliding", "token_bucket", "fixed", "sliding_counter"]
+ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed", "sliding_counter")
+_KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3, "sliding_counter": 4}
+_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw", "sliding_counter": "sc"}
+EXACT_INT = 2**53  # doubles (Lua numbers) are exact integers below this
 
 MODE_PEEK = 0
 MODE_HIT = 1
@@ -104,6 +110,11 @@ class Policy:
             raise TypeError("period_us must be an int")
         if not 1 <= self.period_us <= MAX_PERIOD_US or self.window_us > MAX_PERIOD_US:
             raise ValueError("window out of range: between 1 µs and ten years")
+        if self.algorithm == "sliding_counter" and self.limit * self.period_us >= EXACT_INT:
+            raise ValueError(
+                f"limit x window too large for the sliding counter's exact arithmetic "
+                f"({self.limit} per {self.period_us / US:g}s): use a token bucket"
+            )
         if not isinstance(self.name, str) or not self.name or not self.name.isprintable() or '"' in self.name:
             raise ValueError(f"policy name must be printable text without quotes, got {self.name!r}")
 
@@ -134,6 +145,13 @@ class Policy:
         _count("limit", limit)
         period = _period("window", window)
         return cls("fixed", limit, period, name or f"{limit}-per-{_secs(period)}s-fixed")
+
+    @classmethod
+    def sliding_counter(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
+        """About ``limit`` per trailing ``window`` (Cloudflare's two-counter estimate; 2 integers)."""
+        _count("limit", limit)
+        period = _period("window", window)
+        return cls("sliding_counter", limit, period, name or f"{limit}-per-{_secs(period)}s-approx")
 
     @property
     def kind(self) -> int:
@@ -541,7 +559,54 @@ class FixedWindowOracle:
         return self.evaluate(now, 0)[3]
 
 
-Oracle = SlidingLogOracle | TokenBucketOracle | FixedWindowOracle
+class SlidingCounterOracle:
+    """Counts per aligned window; the estimate in exact rationals."""
+
+    def __init__(self, limit: int, window_us: int) -> None:
+        self.limit, self.window = limit, window_us
+        self.counts: dict[int, int] = {}
+
+    def _estimate(self, now: int) -> tuple[int, Fraction, int, int]:
+        idx = now // self.window
+        cur, prev = self.counts.get(idx, 0), self.counts.get(idx - 1, 0)
+        return idx, prev * Fraction(self.window - (now - idx * self.window), self.window) + cur, cur, prev
+
+    def _admits(self, now: int, cost: int) -> bool:
+        return self._estimate(now)[1] + cost <= self.limit
+
+    def evaluate(self, now: int, cost: int) -> tuple[bool, int, int | None, int]:
+        idx, est, cur, prev = self._estimate(now)
+        avail = max(0, math.floor(self.limit - est))
+        reset = (idx + 2) * self.window - now if cur else ((idx + 1) * self.window - now if prev else 0)
+        if cost > self.limit:
+            return False, avail, None, reset
+        if est + cost <= self.limit:
+            return True, avail - cost, 0, reset
+        # the estimate only falls with time: search the first admitting microsecond, window by window
+        for w in (idx, idx + 1, idx + 2):
+            start = max(now, w * self.window)
+            end = (w + 1) * self.window - 1
+            if not self._admits(end, cost):
+                continue
+            lo, hi = start, end  # binary search: monotone within a window
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._admits(mid, cost):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return False, avail, lo - now, reset
+        raise AssertionError("unreachable: two windows later the estimate is zero")
+
+    def commit(self, now: int, cost: int, penalty: bool = False) -> None:
+        idx = now // self.window
+        self.counts[idx] = min(self.limit, self.counts.get(idx, 0) + cost)
+
+    def reset_after_commit(self, now: int, cost: int) -> int:
+        return self.evaluate(now, 0)[3]
+
+
+Oracle = SlidingLogOracle | TokenBucketOracle | FixedWindowOracle | SlidingCounterOracle
 
 
 def oracle_for(policy: Policy) -> Oracle:
@@ -549,6 +614,8 @@ def oracle_for(policy: Policy) -> Oracle:
         return SlidingLogOracle(policy.limit, policy.period_us)
     if policy.algorithm == "token_bucket":
         return TokenBucketOracle(policy.limit, policy.period_us)
+    if policy.algorithm == "sliding_counter":
+        return SlidingCounterOracle(policy.limit, policy.period_us)
     return FixedWindowOracle(policy.limit, policy.period_us)
 
 

@@ -339,3 +339,37 @@ def test_shadow_reports_denials_as_allowed() -> None:
     assert d.allowed and d.shadowed and d.retry_after_us == 5_000_000 and d.violated == (SW.name,)
     ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 1, 1, 2, 0, 9])])
     assert ok.allowed and not ok.shadowed
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    limit=st.integers(1, 6),
+    window=st.integers(2, 40),
+    steps=st.lists(st.tuples(st.integers(0, 25), st.integers(0, 3)), max_size=60),
+)
+def test_sliding_counter_oracle_bounds(limit: int, window: int, steps: list[tuple[int, int]]) -> None:
+    """The approximation never admits 2x the limit in a trailing window, and its retry is exact."""
+    o = core.SlidingCounterOracle(limit, window)
+    now = 0
+    admitted: list[int] = []
+    for gap, cost in steps:
+        now += gap
+        out = core.oracle_hit([o], now, cost)
+        if out[1]:
+            admitted += [now] * cost
+        elif out[4] > 0:
+            assert o._admits(now + out[4], cost) and not o._admits(now + out[4] - 1, cost)
+    for t in admitted:
+        assert len([u for u in admitted if t <= u < t + window]) < 2 * limit
+
+
+def test_sliding_counter_policy() -> None:
+    p = core.Policy.sliding_counter(100, 60)
+    assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sc:100:60000000")
+    assert core.oracle_for(p).__class__ is core.SlidingCounterOracle
+    with pytest.raises(ValueError, match="token bucket"):
+        core.Policy.sliding_counter(10**9, 86400 * 365)
+    o = core.SlidingCounterOracle(2, 100)
+    assert core.oracle_hit([o], 50, 2)[1] == 1
+    assert core.oracle_hit([o], 150, 1) == [150, 1, 1, 0, 0, 150]  # prev weighs (100-50)/100*2 = 1
+    assert core.oracle_hit([o], 150, 1) == [150, 0, 0, 0, 50, 150]  # full until the next window

@@ -17,10 +17,12 @@ from redispatterns._core.ratelimit import Policy
 from redispatterns.ratelimit import (
     AsyncFixedWindowLimiter,
     AsyncMultiLimiter,
+    AsyncSlidingCounterLimiter,
     AsyncSlidingWindowLimiter,
     AsyncTokenBucketLimiter,
     FixedWindowLimiter,
     MultiLimiter,
+    SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
 )
@@ -46,6 +48,7 @@ def make(rp: Harness, algorithm: str, *args: Any, **kw: Any) -> Any:
         "token_bucket": (TokenBucketLimiter, AsyncTokenBucketLimiter),
         "fixed": (FixedWindowLimiter, AsyncFixedWindowLimiter),
         "multi": (MultiLimiter, AsyncMultiLimiter),
+        "sliding_counter": (SlidingCounterLimiter, AsyncSlidingCounterLimiter),
     }
     kw.setdefault("client", rp.client)
     return rp.pick(*classes[algorithm])(*args, **kw)
@@ -122,7 +125,13 @@ def test_identical_timestamps_still_exact(rp: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("algorithm", "args"),
-    [("sliding", (3, 10)), ("token_bucket", (7, 3)), ("token_bucket", (3, 1, 13.0)), ("fixed", (3, 10))],
+    [
+        ("sliding", (3, 10)),
+        ("token_bucket", (7, 3)),
+        ("token_bucket", (3, 1, 13.0)),
+        ("fixed", (3, 10)),
+        ("sliding_counter", (3, 2.5)),
+    ],
 )
 def test_retry_after_is_exact(rp: Harness, algorithm: str, args: tuple[Any, ...]) -> None:
     clock = VClock()
@@ -215,6 +224,7 @@ def test_matches_the_oracle_on_a_virtual_clock(rp: Harness) -> None:
         Policy.sliding(5, 2),
         Policy.token_bucket(3, 4, per=1.5),
         Policy.fixed(6, 3),
+        Policy.sliding_counter(4, 2),
     )
     for trial in range(6):
         pols = tuple(p for p in policies if rng.random() < 0.7) or policies[:1]
@@ -316,6 +326,7 @@ def test_every_key_has_a_ttl_and_memory_is_small(rp: Harness, backend: Backend) 
         make(rp, "token_bucket", 100, 100, per=60),
         make(rp, "fixed", 100, 60),
         make(rp, "multi", [Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)]),
+        make(rp, "sliding_counter", 100, 60),
     ]
     for lim in lims:
         for i in range(3):
@@ -330,6 +341,7 @@ def test_every_key_has_a_ttl_and_memory_is_small(rp: Harness, backend: Backend) 
         log = c.memory_usage(lims[0].keys("user:0")[0], samples=0)
         assert bucket <= 100, bucket
         assert log < 400, log
+        assert c.memory_usage(lims[4].keys("user:0")[0], samples=0) <= 128  # one short string
 
 
 def test_keys_follow_the_mount_and_share_a_hash_tag(rp: Harness) -> None:

@@ -126,7 +126,7 @@ def test_token_bucket_and_multi_match_the_oracle(
     clock = [T0 + 123_457]
     pols = [Policy.token_bucket(rate, capacity)]
     if multi:
-        pols += [Policy.sliding(5, 2), Policy.fixed(7, 3)]
+        pols += [Policy.sliding(5, 2), Policy.fixed(7, 3), Policy.sliding_counter(6, 2.5)]
     lim = MultiLimiter(pols, client=client, _test_clock=lambda: clock[0])
     oracles = [oracle_for(p) for p in pols]
     key = f"tb:{id(steps)}:{rate}:{capacity}:{multi}"
