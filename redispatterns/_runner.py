@@ -44,7 +44,6 @@ T = TypeVar("T")
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
-_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -54,12 +53,15 @@ def _backoff(attempt: int) -> float:
 
 
 def _registered(client: Any, script: LuaScript) -> Any:
-    """``client.register_script`` once per client and script (redis-py handles NOSCRIPT)."""
-    try:
-        per_client = _scripts[client]
-    except KeyError:
+    """``client.register_script`` once per client and script (redis-py handles NOSCRIPT).
+
+    The cache lives on the client itself: redis-py's Script objects point back at their client,
+    so a cache keyed by client elsewhere would keep every client alive.
+    """
+    per_client: dict[str, Any] | None = client.__dict__.get("_rp_scripts")
+    if per_client is None:
         with _lock:
-            per_client = _scripts.setdefault(client, {})
+            per_client = client.__dict__.setdefault("_rp_scripts", {})
     obj = per_client.get(script.name)
     if obj is None:
         obj = per_client[script.name] = client.register_script(script.source)

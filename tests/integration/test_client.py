@@ -96,3 +96,21 @@ async def test_connect_async_per_loop(backend: Backend) -> None:
     assert a is rp.connect_async(backend.url)
     assert await a.ping() is True
     await a.aclose()
+
+
+def test_running_scripts_does_not_keep_clients_alive(backend: Backend) -> None:
+    import gc
+    import weakref
+
+    from redispatterns._runner import run_sync
+
+    if backend.is_fake:
+        pytest.skip("fakeredis's server object keeps its clients")
+    c = backend.sync_client()
+    run_sync(c, server_time_us())
+    ref = weakref.ref(c)
+    backend._sync.remove(c)
+    c.close()
+    del c
+    gc.collect()
+    assert ref() is None
