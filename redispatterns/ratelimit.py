@@ -1,5 +1,6 @@
-"""Rate limiters: exact sliding log, token bucket (GCRA), clock-aligned fixed window, and several
-policies at once — one EVALSHA per check, server time, sync and asyncio twins.
+"""Rate limiters: exact sliding log, token bucket (GCRA), clock-aligned fixed window, approximate
+sliding counter, and several policies at once — one EVALSHA per check, server time, sync and
+asyncio twins, a decorator, and WSGI/ASGI middlewares.
 
 >>> limiter = rp.SlidingWindowLimiter(limit=100, window=60)
 >>> d = limiter.hit("user:42")          # Decision(allowed, remaining, retry_after, reset_after, limit)
