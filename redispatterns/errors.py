@@ -19,11 +19,16 @@ __all__ = [
     "LockLost",
     "LockNotOwned",
     "LockTimeout",
+    "LeaderboardError",
+    "MergeConflict",
     "QuotaExceeded",
     "RateLimited",
     "RedisPatternsError",
     "SchemaError",
+    "SchemaTypeError",
+    "ScoreOutOfRange",
     "ServerUnavailable",
+    "SessionConflict",
     "StreamError",
     "UnsupportedByServer",
 ]
@@ -135,3 +140,27 @@ class SchemaError(RedisPatternsError, ValueError):
 
 class StreamError(RedisPatternsError):
     """A stream or consumer-group condition the caller must handle."""
+
+
+class SchemaTypeError(SchemaError, TypeError):
+    """A value's type does not match its schema field (a ``SchemaError`` and a ``TypeError``)."""
+
+
+class MergeConflict(RedisPatternsError):
+    """A kv merge lost the compare-and-set race too many times in a row."""
+
+
+class LeaderboardError(RedisPatternsError):
+    """A leaderboard operation refused by the server-side checks."""
+
+
+class ScoreOutOfRange(LeaderboardError, ValueError):
+    """A tie-broken score (or the result of an increment) would leave the exact integer range."""
+
+
+class SessionConflict(RedisPatternsError):
+    """``update(..., expect_version=n)`` found another version: someone wrote in between."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(f"session changed since version {expected}; reload it and retry")
+        self.expected = expected

@@ -22,7 +22,7 @@ from ._core.ops import Flow
 from ._core.session import Session, SessionInfo
 from ._core.writebehind import WriteBehind, prime
 from ._runner import run_async, run_sync
-from .errors import RedisPatternsError
+from .errors import SessionConflict
 from .mount import Mount, Namespace, resolve
 
 __all__ = [
@@ -42,14 +42,6 @@ log = logging.getLogger("redispatterns.session")
 
 GetHook = Callable[[Session], "Session | Awaitable[Session | None] | None"]
 AppendHook = Callable[[str, Any], Any]
-
-
-class SessionConflict(RedisPatternsError):
-    """``update(..., expect_version=n)`` found another version: someone wrote in between."""
-
-    def __init__(self, expected: int) -> None:
-        super().__init__(f"session changed since version {expected}; reload it and retry")
-        self.expected = expected
 
 
 def _seconds_ms(name: str, value: object) -> int:

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import QuotaExceeded, RedisPatternsError, SchemaError
+from ..errors import MergeConflict, QuotaExceeded, SchemaError, SchemaTypeError
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
@@ -51,10 +51,6 @@ WRITE_POLICIES = ("immediate", "dispose")
 KINDS = ("string", "number", "bool", "list", "dict", "any")
 MERGE_RETRIES = 64
 PAGE = 500  # key names per script call when listing / clearing, keys per MGET
-
-
-class SchemaTypeError(SchemaError, TypeError):
-    """A value's type does not match its schema field (a ``SchemaError`` and a ``TypeError``)."""
 
 
 # --------------------------------------------------------------------------- schema
@@ -462,10 +458,6 @@ def check_partial(partial: object) -> dict[str, Any]:
         if not isinstance(k, str):
             raise TypeError(f"merge field names are str, got {k!r}")
     return dict(partial)
-
-
-class MergeConflict(RedisPatternsError):
-    """A merge lost the compare-and-set race ``MERGE_RETRIES`` times in a row."""
 
 
 def merge(

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from ..errors import RedisPatternsError
+from ..errors import LeaderboardError, ScoreOutOfRange
 from .codec import Codec, as_str
 from .keys import Keyspace
 from .ops import Batch, Command, Flow, Script, WallClock
@@ -62,14 +62,6 @@ DAY_US = 86_400_000_000
 DEFAULT_RETENTION = {"day": 32 * 86400.0, "week": 5 * 7 * 86400.0, "month": 62 * 86400.0}
 DEFAULT_TIEBREAK_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
 _MAX_BUCKET_RETRIES = 3
-
-
-class LeaderboardError(RedisPatternsError):
-    """A leaderboard operation refused by the server-side checks."""
-
-
-class ScoreOutOfRange(LeaderboardError, ValueError):
-    """A tie-broken score (or the result of an increment) would leave the exact integer range."""
 
 
 class Entry(NamedTuple):
