@@ -334,6 +334,7 @@ class _ConsumerBase:
         start: str = "0",
         dead_letter_maxlen: int = 10000,
         delete_dead: bool = False,
+        reclaim_batch: int = 1,
         mount: Mount | Namespace | None = None,
         client: Any = None,
     ) -> None:
@@ -363,6 +364,7 @@ class _ConsumerBase:
             start=_check_name("start", start),
             dlq_maxlen=_count("dead_letter_maxlen", dead_letter_maxlen, minimum=0),
             delete_dead=bool(delete_dead),
+            reclaim_count=_count("reclaim_batch", reclaim_batch),
             block_cap=core.block_cap(socket_timeout_of(ns.client)),
             transient=_TRANSIENT,
         )
@@ -444,6 +446,9 @@ class Consumer(_ConsumerBase):
     a handler failing on delivery ``max_deliveries`` sends the entry to the dead-letter stream
     (``0``: never), an earlier failure retries it after ``retry_delay`` s. ``start``: where a new
     group begins, ``"0"`` (the whole stream, default) or ``"$"`` (new entries only).
+    ``reclaim_batch``: entries coming back from a dead consumer (or from this one's previous life)
+    are taken this many at a time; each take counts a delivery for all it takes, so the default 1
+    charges a message that crashes its process to that message alone, not to its batch mates.
     """
 
     def ensure_group(self) -> bool:

@@ -123,6 +123,10 @@ class ConsumerConfig:
     dlq_maxlen: int = 10000
     delete_dead: bool = False
     block_cap: float = 4.0  # longest single BLOCK: below the client's socket timeout
+    # entries coming back (reclaimed, or own pending after a restart) are taken this many at a
+    # time: each claim adds a delivery to every entry it takes, so taking one at a time charges a
+    # process-killing entry's crashes to that entry alone, not to the rest of its batch
+    reclaim_count: int = 1
     transient: tuple[type[BaseException], ...] = ()  # errors after which the loop backs off
 
     @property
@@ -453,19 +457,26 @@ def _parse_claim(reply: Sequence[Any]) -> ClaimResult:
     return ClaimResult(as_str(cursor), Delivery(entries, counts), tuple(as_str(g) for g in gone), int(dead))
 
 
-def claim(spec: StreamSpec, cfg: ConsumerConfig, mode: str, cursor: str = "0-0") -> Flow[ClaimResult]:
-    """Take idle pending entries of any consumer (``"idle"``) or this consumer's own (``"own"``).
+def claim(
+    spec: StreamSpec, cfg: ConsumerConfig, mode: str, cursor: str = "0-0", st: ConsumerState | None = None
+) -> Flow[ClaimResult]:
+    """Take idle pending entries of any consumer (``"idle"``) or this consumer's own (``"own"``),
+    ``cfg.reclaim_count`` at a time.
 
     Entries delivered more than ``max_deliveries`` times go to the dead-letter stream in the same
-    script, so the handler never sees them again.
+    script, so the handler never sees them again. Acks queued in ``st`` are sent first: an entry
+    handled before its batch mate crashed the process is not charged that crash again.
     """
-    reply = yield Script(
+    script = Script(
         load("stream_claim"),
         keys=(spec.key, spec.dlq),
-        args=(cfg.group, cfg.name, mode, cfg.min_idle_ms, cursor, cfg.count, cfg.max_deliveries,
+        args=(cfg.group, cfg.name, mode, cfg.min_idle_ms, cursor, cfg.reclaim_count, cfg.max_deliveries,
               cfg.dlq_maxlen, 1 if cfg.delete_dead else 0),
     )  # fmt: skip
-    return _parse_claim(reply)
+    if st is not None and st.acks:
+        # first, on its own: redis-py's cluster pipelines refuse EVALSHA, so no Batch here
+        yield from flush(spec, cfg, st)
+    return _parse_claim((yield script))
 
 
 def ack(spec: StreamSpec, group: str, ids: Sequence[Any]) -> Flow[int]:
@@ -538,7 +549,7 @@ def next_batch(
     yield from ensure_group(spec, cfg, st)
     if st.recovering:
         try:
-            res = yield from claim(spec, cfg, "own", st.own_cursor)
+            res = yield from claim(spec, cfg, "own", st.own_cursor, st)
         except Exception as exc:
             _check_group(spec, cfg, st, exc)
             raise
@@ -552,7 +563,7 @@ def next_batch(
     while True:
         if now >= st.next_reclaim:
             try:
-                res = yield from claim(spec, cfg, "idle", st.reclaim_cursor)
+                res = yield from claim(spec, cfg, "idle", st.reclaim_cursor, st)
             except Exception as exc:
                 _check_group(spec, cfg, st, exc)
                 raise
@@ -588,10 +599,16 @@ def next_batch(
 
 
 def reclaim(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState) -> Flow[Delivery]:
-    """One reclaim pass from the start of the pending list, now (not waiting for the timer)."""
+    """Reclaim now (not waiting for the timer): scan the pending list from its start until
+    entries are taken or the scan ends (dropping ids trimmed from the stream on the way)."""
     yield from ensure_group(spec, cfg, st)
-    res = yield from claim(spec, cfg, "idle", "0-0")
-    return _take_claim(st, res, recovered=False)
+    cursor = "0-0"
+    while True:
+        res = yield from claim(spec, cfg, "idle", cursor, st)
+        delivery = _take_claim(st, res, recovered=False)
+        cursor = res.cursor
+        if delivery.entries or cursor == "0-0":
+            return delivery
 
 
 def prune_consumers(spec: StreamSpec, cfg: ConsumerConfig, idle: float) -> Flow[list[str]]:

@@ -364,6 +364,12 @@ def test_reclaim_now() -> None:
         core.reclaim(SPEC, cfg(), st), [(script_named("stream_claim"), claim_reply(rows=[("1-0", 4, [])]))]
     )
     assert d.counts == [4] and st.stats.reclaimed == 1
+    steps: list[Any] = [
+        (lambda op: op.args[4] == "0-0", claim_reply("5-0", gone=["1-0"])),
+        (lambda op: op.args[4] == "5-0", claim_reply("0-0", gone=["6-0"])),
+    ]
+    d = replay(core.reclaim(SPEC, cfg(), st), steps)
+    assert d.entries == [] and st.stats.gone == 2
 
 
 def test_flush_without_acks_sends_nothing() -> None:
@@ -417,3 +423,10 @@ def test_prune_consumers() -> None:
 def test_trim_acked() -> None:
     ops, n = trace(core.trim_acked(SPEC, approximate=False), lambda op: 3)
     assert n == 3 and ops[0].args == ("=",)  # type: ignore[union-attr]
+
+
+def test_claims_send_the_queued_acks_first() -> None:
+    st = ConsumerState(group_ready=True, acks=["1-0"])
+    steps: list[Any] = [(K("XACK", KEY, "g", "1-0"), 1), (script_named("stream_claim"), claim_reply())]
+    res = replay(core.claim(SPEC, cfg(), "own", "0-0", st), steps)
+    assert res.cursor == "0-0" and st.acks == [] and st.stats.acked == 1

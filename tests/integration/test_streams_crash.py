@@ -95,3 +95,46 @@ def test_kill9_then_restart_with_the_same_name_recovers_its_own_pending_at_once(
     assert int(client.xpending(s.key, "g")["pending"]) == 0
     info = client.xinfo_consumers(s.key, "g")
     assert [c["name"] for c in info] == [b"worker-1"]
+
+
+# A worker whose handler kills its own process on the poison entry, every time.
+POISON_WORKER = r"""
+import os, sys
+import redispatterns as rp
+url, stream, name = sys.argv[1:4]
+client = rp.connect(url)
+c = rp.Consumer(rp.Stream(stream, client=client), "g", name, count=50, block=0.1,
+                min_idle=0.3, reclaim_interval=0.1, max_deliveries=3)
+def handler(m):
+    client.rpush("tries", m.id)
+    if m["poison"]:
+        os._exit(1)
+    client.rpush("processed", m.id)
+c.run(handler, until_idle=0.8)
+"""
+
+
+def test_entry_that_kills_its_process_is_tried_max_deliveries_times_and_spares_its_batch(
+    backend: Any,
+) -> None:
+    _subset(backend)
+    client = backend.sync_client()
+    s = Stream("poison", client=client)
+    ids = s.add_many([{"poison": i == 2} for i in range(11)])
+    codes = []
+    for run in range(6):  # a supervisor restarting the worker (a new process, a new name)
+        proc = subprocess.run(
+            [sys.executable, "-c", POISON_WORKER, backend.url, "poison", f"w{run}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        codes.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1, proc.stderr[-3000:]
+    assert codes == [1, 1, 1, 0]
+    tries = [x.decode() for x in client.lrange("tries", 0, -1)]
+    assert tries.count(ids[2]) == 3  # exactly max_deliveries, then never again
+    assert set(_processed(client)) == set(ids) - {ids[2]}
+    (dead,) = s.dead_letters()  # only the poison: its batch mates were not charged its crashes
+    assert dead.id == ids[2] and dead.deliveries == 3 and "no ack after 3 deliveries" in dead.error
+    assert int(client.xpending(s.key, "g")["pending"]) == 0
