@@ -479,3 +479,24 @@ def test_sync_run_in_a_thread_stops_from_another_thread(backend: Any) -> None:
     t.join(timeout=5)
     assert not t.is_alive() and seen == [1]
     assert int(backend.sync_client().xpending(s.key, "g")["pending"]) == 0
+
+
+def test_a_client_that_decodes_responses_works_the_same(backend: Any) -> None:
+    c = backend.sync_client(decode_responses=True)
+    s = Stream("jobs", client=c)
+    first = s.add({"n": 1, "tags": ["a"]}, idempotency_key="k")  # JSON only: a decoding client
+    # cannot read bytes values back (their 0xff marker is not UTF-8)
+    assert s.add({"n": 1}, idempotency_key="k") == first
+    con = Consumer(s, "g", "w", **FAST)
+    seen: list[Any] = []
+
+    def handler(m: Any) -> None:
+        seen.append(m.fields)
+        raise ValueError("always")
+
+    con2 = Consumer(s, "g", "w", **{**FAST, "max_deliveries": 2})
+    con2.run(handler, until_idle=0.3)
+    assert seen == [{"n": 1, "tags": ["a"]}] * 2
+    (d,) = s.dead_letters()
+    assert d.id == first and d.deliveries == 2 and d.fields == {"n": 1, "tags": ["a"]}
+    assert con.metrics().pending == 0 and con.metrics().dead_letters == 1
