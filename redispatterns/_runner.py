@@ -9,7 +9,7 @@ op         effect
 =========  =====================================================================
 Command    ``client.execute_command(*args)``; read-only commands are retried on
            connection errors with jittered backoff, writes are sent once
-Script     EVALSHA of the registered script (redis-py reloads it on NOSCRIPT)
+Script     EVALSHA; on NOSCRIPT, SCRIPT LOAD (all primaries on a cluster) and once more
 Batch      one pipeline (MULTI/EXEC when ``transaction``) ; the list of replies
 Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
@@ -137,7 +138,12 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return client.execute_command(*cast(Command, op).args)
     if t is Script:
         s = cast(Script, op)
-        return _registered(client, s.script)(keys=s.keys, args=s.args)
+        sc = s.script
+        try:
+            return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+        except NoScriptError:  # first use on this server, or after SCRIPT FLUSH / failover
+            client.script_load(sc.source)
+            return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
     if t is Batch:
         return _batch_sync(client, cast(Batch, op))
     if t is Sleep:
@@ -210,7 +216,12 @@ async def _exec_async(client: Any, op: Op) -> Any:
         return await client.execute_command(*cast(Command, op).args)
     if t is Script:
         s = cast(Script, op)
-        return await _registered(client, s.script)(keys=s.keys, args=s.args)
+        sc = s.script
+        try:
+            return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+        except NoScriptError:
+            await client.script_load(sc.source)
+            return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
     if t is Batch:
         return await _batch_async(client, cast(Batch, op))
     if t is Sleep:

@@ -101,24 +101,21 @@ def _blocking_client(client: Any) -> tuple[Any, float]:
     """A client for BLPOP whose socket timeout exceeds the longest block (None: ``client``
     itself), and that longest block.
 
-    A plain ``Redis`` gets a private pool (same connection settings, socket timeout
-    ``MAX_BLOCK + 5``) so waiters neither time out nor take the connections holders need.
-    Other clients (Cluster, fakeredis) are used as they are, with blocks kept under their own
-    socket timeout.
+    A plain sync ``Redis`` gets a private pool (same connection settings, socket timeout
+    ``MAX_BLOCK + 5``, closed with its parent) so waiters neither time out nor take the
+    connections holders need. Other clients (asyncio, Cluster, fakeredis) are used as they are,
+    with blocks kept under their own socket timeout: an asyncio pool can't be closed from a
+    finalizer, and its connections would outlive their event loop.
     """
     pool = getattr(client, "connection_pool", None)
     fake = type(client).__module__.startswith("fakeredis")
-    if pool is not None and not fake and type(client) in (redis.Redis, redis.asyncio.Redis):
+    if pool is not None and not fake and type(client) is redis.Redis:
         kwargs = dict(pool.connection_kwargs)
         kwargs["socket_timeout"] = core.MAX_BLOCK + 5.0
-        if type(client) is redis.Redis:
-            clone: Any = redis.Redis(
-                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            )
-        else:
-            clone = redis.asyncio.Redis(
-                connection_pool=redis.asyncio.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            )
+        clone: Any = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+        weakref.finalize(client, clone.connection_pool.disconnect)
         return clone, core.MAX_BLOCK
     st = _socket_timeout(client)
     return None, core.MAX_BLOCK if st is None else max(core.MIN_BLOCK, min(core.MAX_BLOCK, st - 1.0))

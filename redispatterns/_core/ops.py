@@ -51,12 +51,18 @@ _READ_ONLY = frozenset(
 
 def is_read_only(name: str | bytes) -> bool:
     """True for commands that only read, and so may be retried after a lost reply."""
+    if name in _READ_ONLY:
+        return True
     if isinstance(name, bytes):
         name = name.decode("ascii", "replace")
     return name.upper() in _READ_ONLY
 
 
-@dataclass(frozen=True, slots=True, init=False)
+# Ops are values: treat them as immutable. They are not frozen dataclasses only because a frozen
+# __init__ costs about a microsecond per op on the hot path (object.__setattr__ per field).
+
+
+@dataclass(slots=True, init=False)
 class Command:
     """One Redis command. ``keys`` names every key it touches (checked to share a slot).
 
@@ -70,18 +76,19 @@ class Command:
     def __init__(self, *args: Arg, keys: Sequence[KeyT] = (), retryable: bool | None = None):
         if not args:
             raise ValueError("Command needs at least a command name")
-        keys = tuple(keys)
-        if len(keys) > 1:
-            check_same_slot(keys)
-        object.__setattr__(self, "args", args)
-        object.__setattr__(self, "keys", keys)
-        object.__setattr__(
-            self,
-            "retryable",
-            is_read_only(str(args[0]) if not isinstance(args[0], bytes) else args[0])
-            if retryable is None
-            else retryable,
-        )
+        if keys:
+            keys = tuple(keys)
+            if len(keys) > 1:
+                check_same_slot(keys)
+        self.args = args
+        self.keys = keys or ()  # type: ignore[assignment]
+        if retryable is None:
+            name = args[0]
+            retryable = is_read_only(name if isinstance(name, (str, bytes)) else str(name))
+        self.retryable = retryable
+
+    def __hash__(self) -> int:
+        return hash((self.args, self.keys))
 
     @property
     def name(self) -> str:
@@ -89,13 +96,16 @@ class Command:
         return (n.decode() if isinstance(n, bytes) else str(n)).upper()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Script:
     """Run a registered Lua script (``lua/<name>.lua``) with EVALSHA (loaded on NOSCRIPT)."""
 
     script: LuaScript
     keys: tuple[KeyT, ...] = ()
     args: tuple[Arg, ...] = ()
+
+    def __hash__(self) -> int:
+        return hash((self.script.name, self.keys, self.args))
 
     def __post_init__(self) -> None:
         n = self.script.num_keys
@@ -109,7 +119,7 @@ class Script:
         return self.script.read_only
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """Several commands/scripts in one round trip (a pipeline).
 

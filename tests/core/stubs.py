@@ -31,6 +31,10 @@ class StubClient:
         self.registered.append(source)
         return StubScript(self, source)
 
+    def script_load(self, source: bytes) -> str:
+        self.registered.append(source)
+        return str(self._answer(("SCRIPT", "LOAD", source)))
+
     def pipeline(self, transaction: bool = True) -> StubPipeline:
         p = StubPipeline(self, transaction)
         self.pipelines.append(p)
@@ -84,6 +88,10 @@ class AsyncStubClient(StubClient):
         p = AsyncStubPipeline(self, transaction)
         self.pipelines.append(p)
         return p
+
+    async def script_load(self, source: bytes) -> str:  # type: ignore[override]
+        self.registered.append(source)
+        return str(self._answer(("SCRIPT", "LOAD", source)))
 
     async def info(self, section: str = "") -> Any:
         return self._answer(("INFO", section))

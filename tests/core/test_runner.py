@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from redispatterns import _runner
 from redispatterns._core.ops import (
@@ -117,18 +117,30 @@ def test_writes_are_never_retried(drive: Any, monkeypatch: pytest.MonkeyPatch) -
     assert seen == [("INCR", "k")]
 
 
-def test_scripts_register_once_per_client_and_pass_keys_and_args(drive: Any) -> None:
+def test_scripts_load_on_noscript_then_run_by_sha(drive: Any) -> None:
     script = load("core_time")
+    loaded: list[bool] = []
+
+    def respond(args: tuple[Any, ...]) -> Any:
+        if args[0] == "SCRIPT":
+            loaded.append(True)
+            return script.sha
+        return 42 if loaded else NoScriptError("NOSCRIPT No matching script")
 
     def flow() -> Flow[Any]:
-        a = yield Script(script)
+        a = yield Script(script, (), ("x",))
         b = yield Script(script)
         return a, b
 
-    result, c = drive(lambda args: 42, flow())
+    result, c = drive(respond, flow())
     assert result == (42, 42)
     assert c.registered == [script.source]
-    assert c.calls == [("EVALSHA", script.source, 0), ("EVALSHA", script.source, 0)]
+    assert c.calls == [
+        ("EVALSHA", script.sha, 0, "x"),
+        ("SCRIPT", "LOAD", script.source),
+        ("EVALSHA", script.sha, 0, "x"),
+        ("EVALSHA", script.sha, 0),
+    ]
 
 
 def test_batch_runs_one_pipeline(drive: Any) -> None:
