@@ -14,75 +14,208 @@ from ._core.keys import Keyspace, glob_escape
 from ._core.mount import Mount
 from ._core.server import ServerInfo
 from ._runner import server_info, server_info_async
+from .cache import NOT_CACHED, CacheStats, CircuitBreaker, cached, invalidate_tags, write_through
 from .client import configure, connect, connect_async
 from .errors import (
     CacheError,
     ConfigurationError,
     CrossSlotError,
     DecodeError,
+    LeaderboardError,
     LockError,
     LockLost,
     LockNotOwned,
     LockTimeout,
+    MergeConflict,
     QuotaExceeded,
     RateLimited,
     RedisPatternsError,
     SchemaError,
+    SchemaTypeError,
+    ScoreOutOfRange,
     ServerUnavailable,
+    SessionConflict,
     StreamError,
+    SubscriberOverflow,
     UnsupportedByServer,
 )
+from .kv import KV, AsyncKV
+from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
+from .lock import (
+    AsyncHeld,
+    AsyncLease,
+    AsyncLock,
+    AsyncRedlock,
+    AsyncRedlockHeld,
+    AsyncSemaphore,
+    Held,
+    Lease,
+    Lock,
+    Redlock,
+    RedlockHeld,
+    Semaphore,
+    locked,
+)
 from .mount import Namespace
+from .pubsub import (
+    AsyncPublisher,
+    AsyncSubscriber,
+    Gap,
+    Publisher,
+    PubSubMessage,
+    Subscriber,
+    SubscriberStats,
+    publish,
+    publish_async,
+)
+from .ratelimit import (
+    ASGIRateLimitMiddleware,
+    AsyncFixedWindowLimiter,
+    AsyncMultiLimiter,
+    AsyncSlidingCounterLimiter,
+    AsyncSlidingWindowLimiter,
+    AsyncTokenBucketLimiter,
+    Decision,
+    FixedWindowLimiter,
+    MultiLimiter,
+    Policy,
+    PolicyState,
+    RequestInfo,
+    SlidingCounterLimiter,
+    SlidingWindowLimiter,
+    TokenBucketLimiter,
+    WSGIRateLimitMiddleware,
+    client_address,
+    rate_limited,
+)
+from .session import (
+    ASGISessionMiddleware,
+    AsyncSessionHandle,
+    AsyncSessionStore,
+    CookiePolicy,
+    Session,
+    SessionHandle,
+    SessionInfo,
+    SessionStore,
+    WSGISessionMiddleware,
+)
+from .streams import (
+    AsyncConsumer,
+    AsyncStream,
+    AsyncStreamMessage,
+    Consumer,
+    ConsumerStats,
+    DeadLetter,
+    Stream,
+    StreamMessage,
+    StreamMetrics,
+)
 
 __version__ = "0.1.0"
 
-_PATTERN_MODULES = ("cache", "ratelimit", "lock", "kv", "pubsub", "streams", "leaderboard", "session")
-
-
-def __getattr__(name: str) -> object:
-    """Names of pattern modules not yet re-exported explicitly (looked up in their ``__all__``)."""
-    import importlib
-
-    for mod_name in _PATTERN_MODULES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{mod_name}":
-                continue
-            raise
-        if name in getattr(mod, "__all__", ()):
-            return getattr(mod, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
+    "ASGIRateLimitMiddleware",
+    "ASGISessionMiddleware",
+    "AsyncConsumer",
+    "AsyncFixedWindowLimiter",
+    "AsyncHeld",
+    "AsyncKV",
+    "AsyncLeaderboard",
+    "AsyncLease",
+    "AsyncLock",
+    "AsyncMultiLimiter",
+    "AsyncPublisher",
+    "AsyncRedlock",
+    "AsyncRedlockHeld",
+    "AsyncSemaphore",
+    "AsyncSessionHandle",
+    "AsyncSessionStore",
+    "AsyncSlidingCounterLimiter",
+    "AsyncSlidingWindowLimiter",
+    "AsyncStream",
+    "AsyncStreamMessage",
+    "AsyncSubscriber",
+    "AsyncTokenBucketLimiter",
     "CacheError",
+    "CacheStats",
+    "CircuitBreaker",
     "Codec",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerStats",
+    "CookiePolicy",
     "CrossSlotError",
+    "DeadLetter",
+    "Decision",
     "DecodeError",
+    "Entry",
+    "FixedWindowLimiter",
+    "Gap",
+    "Held",
     "JsonCodec",
+    "KV",
     "Keyspace",
+    "Leaderboard",
+    "LeaderboardError",
+    "Lease",
+    "Lock",
     "LockError",
     "LockLost",
     "LockNotOwned",
     "LockTimeout",
+    "MergeConflict",
     "Mount",
+    "MultiLimiter",
+    "NOT_CACHED",
     "Namespace",
     "PickleCodec",
+    "Policy",
+    "PolicyState",
+    "PubSubMessage",
+    "Publisher",
     "QuotaExceeded",
     "RateLimited",
     "RedisPatternsError",
+    "Redlock",
+    "RedlockHeld",
+    "RequestInfo",
     "SchemaError",
+    "SchemaTypeError",
+    "ScoreOutOfRange",
+    "Semaphore",
     "ServerInfo",
     "ServerUnavailable",
+    "Session",
+    "SessionConflict",
+    "SessionHandle",
+    "SessionInfo",
+    "SessionStore",
+    "SlidingCounterLimiter",
+    "SlidingWindowLimiter",
+    "Stream",
     "StreamError",
+    "StreamMessage",
+    "StreamMetrics",
+    "Subscriber",
+    "SubscriberOverflow",
+    "SubscriberStats",
+    "TokenBucketLimiter",
     "UnsupportedByServer",
+    "WSGIRateLimitMiddleware",
+    "WSGISessionMiddleware",
     "__version__",
+    "cached",
+    "client_address",
     "configure",
     "connect",
     "connect_async",
     "glob_escape",
+    "invalidate_tags",
+    "locked",
+    "publish",
+    "publish_async",
+    "rate_limited",
     "server_info",
     "server_info_async",
+    "write_through",
 ]

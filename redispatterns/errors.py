@@ -30,6 +30,7 @@ __all__ = [
     "ServerUnavailable",
     "SessionConflict",
     "StreamError",
+    "SubscriberOverflow",
     "UnsupportedByServer",
 ]
 
@@ -164,3 +165,14 @@ class SessionConflict(RedisPatternsError):
     def __init__(self, expected: int) -> None:
         super().__init__(f"session changed since version {expected}; reload it and retry")
         self.expected = expected
+
+
+class SubscriberOverflow(RedisPatternsError):
+    """The subscriber's queue filled up under ``overflow="error"``; the subscriber has stopped."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(
+            f"subscriber queue is full ({maxsize} messages): the consumer is too slow; raise "
+            "maxsize, or choose overflow='drop_oldest' / 'drop_newest' / 'block'"
+        )
+        self.maxsize = maxsize

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from ..errors import RedisPatternsError, UnsupportedByServer
+from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
 from .ops import Command, Flow, Probe, Script
@@ -56,17 +56,6 @@ KIND = "pubsub"
 Overflow = Literal["drop_oldest", "drop_newest", "block", "error"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block", "error")
 GapReason = Literal["disconnect", "sequence", "overflow"]
-
-
-class SubscriberOverflow(RedisPatternsError):
-    """The subscriber's queue filled up under ``overflow="error"``; the subscriber has stopped."""
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(
-            f"subscriber queue is full ({maxsize} messages): the consumer is too slow; raise "
-            "maxsize, or choose overflow='drop_oldest' / 'drop_newest' / 'block'"
-        )
-        self.maxsize = maxsize
 
 
 class LinkBroken(RedisPatternsError):
