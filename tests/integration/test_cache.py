@@ -313,12 +313,6 @@ def test_write_through_versions_keep_the_newest(rp: Harness) -> None:
 
 
 def test_write_through_concurrent_writers_leave_the_last_write(rp: Harness) -> None:
-    if rp.is_async and rp.backend.is_cluster:
-        pytest.skip(
-            "redis-py's asyncio RedisCluster drops connections ('Connection closed by server') "
-            "under ~40 concurrent commands with the client policy Retry(NoBackoff(), 0): "
-            "a foundation issue, reported; the cache fails open there"
-        )
     db: dict[str, Any] = {"ver": 0, "v": None}
     lock = threading.Lock()
 

@@ -67,11 +67,6 @@ def test_1000_threads_one_cold_key_run_the_function_once(backend: Backend) -> No
 @pytest.mark.slow
 def test_1000_tasks_one_cold_key_run_the_function_once(backend: Backend) -> None:
     _heavy(backend)
-    if backend.is_cluster:
-        pytest.skip(
-            "redis-py's asyncio RedisCluster drops connections under concurrency with the client "
-            "policy Retry(NoBackoff(), 0) (foundation issue, reported); the cache fails open there"
-        )
     counter = backend.sync_client()
 
     async def main() -> list[Any]:
