@@ -109,7 +109,7 @@ def cases(url: str) -> list[BenchCase]:
 
 def _peer_cases(raw: redis.Redis, url: str, zkey: str, dkey: str) -> list[BenchCase]:
     try:
-        from leaderboard.leaderboard import Leaderboard as Peer  # type: ignore[import-untyped]
+        from leaderboard.leaderboard import Leaderboard as Peer
     except ImportError:
         return []
     peer_raw = redis.Redis.from_url(url, decode_responses=True)

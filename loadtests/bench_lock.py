@@ -161,7 +161,7 @@ def cases(url: str) -> list[BenchCase]:
 
     out.append(BenchCase("lock", "peer: redis-py Lock (no fence)", redis_py, _floor(raw)))
     try:
-        import redis_lock  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        import redis_lock
 
         def prl() -> Any:
             lk = redis_lock.Lock(raw, "bench:prl", expire=30)
@@ -172,7 +172,7 @@ def cases(url: str) -> list[BenchCase]:
     except ImportError:
         pass
     try:
-        import walrus  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        import walrus
 
         wdb = walrus.Database.from_url(url)
         wl = wdb.lock("bench:walrus", ttl=30000)

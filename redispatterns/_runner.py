@@ -10,7 +10,8 @@ op         effect
 Command    ``client.execute_command(*args)``; read-only commands are retried on
            connection errors with jittered backoff, writes are sent once
 Script     EVALSHA; on NOSCRIPT, SCRIPT LOAD (all primaries on a cluster) and once more
-Batch      one pipeline (MULTI/EXEC when ``transaction``) ; the list of replies
+Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as EVAL);
+           the list of replies
 Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
 Compute    call the user's function (awaited when it returns an awaitable)
@@ -35,7 +36,6 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
-from ._core.scripts import LuaScript
 from ._core.server import ServerInfo, parse_info
 
 __all__ = ["READ_RETRIES", "ensure_ready", "run_async", "run_sync", "server_info", "server_info_async"]
@@ -51,22 +51,6 @@ _lock = threading.Lock()
 
 def _backoff(attempt: int) -> float:
     return random.uniform(0, min(0.2, 0.01 * (2**attempt)))
-
-
-def _registered(client: Any, script: LuaScript) -> Any:
-    """``client.register_script`` once per client and script (redis-py handles NOSCRIPT).
-
-    The cache lives on the client itself: redis-py's Script objects point back at their client,
-    so a cache keyed by client elsewhere would keep every client alive.
-    """
-    per_client: dict[str, Any] | None = client.__dict__.get("_rp_scripts")
-    if per_client is None:
-        with _lock:
-            per_client = client.__dict__.setdefault("_rp_scripts", {})
-    obj = per_client.get(script.name)
-    if obj is None:
-        obj = per_client[script.name] = client.register_script(script.source)
-    return obj
 
 
 def _kind_hint(client: Any) -> str | None:
@@ -121,14 +105,20 @@ async def server_info_async(client: Any) -> ServerInfo:
 # --------------------------------------------------------------------------- sync
 
 
+def _pipelined(sub: Command | Script) -> tuple[Any, ...]:
+    """A batch's op as pipeline arguments. Scripts go as EVAL with their source: no NOSCRIPT
+    can strike halfway through a batch (nothing to re-send), no SCRIPT EXISTS round trip first
+    (redis-py's way), and Cluster pipelines accept it (they refuse EVALSHA)."""
+    if type(sub) is Command:
+        return sub.args
+    s = cast(Script, sub)
+    return ("EVAL", s.script.source, len(s.keys), *s.keys, *s.args)
+
+
 def _batch_sync(client: Any, op: Batch) -> Any:
     pipe = client.pipeline(transaction=op.transaction)
     for sub in op.ops:
-        if type(sub) is Command:
-            pipe.execute_command(*sub.args)
-        else:
-            s = cast(Script, sub)
-            _registered(client, s.script)(keys=s.keys, args=s.args, client=pipe)
+        pipe.execute_command(*_pipelined(sub))
     return pipe.execute(raise_on_error=op.raise_on_error)
 
 
@@ -202,11 +192,7 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
 async def _batch_async(client: Any, op: Batch) -> Any:
     pipe = client.pipeline(transaction=op.transaction)
     for sub in op.ops:
-        if type(sub) is Command:
-            pipe.execute_command(*sub.args)
-        else:
-            s = cast(Script, sub)
-            await _registered(client, s.script)(keys=s.keys, args=s.args, client=pipe)
+        pipe.execute_command(*_pipelined(sub))
     return await pipe.execute(raise_on_error=op.raise_on_error)
 
 

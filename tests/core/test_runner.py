@@ -152,9 +152,10 @@ def test_batch_runs_one_pipeline(drive: Any) -> None:
         )
 
     result, c = drive(lambda args: args[0], flow())
-    assert result == ["INCR", "EVALSHA", "GET"]
+    assert result == ["INCR", "EVAL", "GET"]
     assert len(c.pipelines) == 1
     assert c.pipelines[0].transaction is True
+    assert c.pipelines[0].stack[1] == ("EVAL", script.source, 0)  # the source: no NOSCRIPT mid-batch
 
 
 def test_batch_errors_as_values_when_asked(drive: Any) -> None:
