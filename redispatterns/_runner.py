@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
+from redis.cluster import RedisCluster as _SyncCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -122,10 +123,28 @@ def _batch_sync(client: Any, op: Batch) -> Any:
     return pipe.execute(raise_on_error=op.raise_on_error)
 
 
+# Commands whose keys redis-py's cluster client can only learn by asking the server
+# (COMMAND GETKEYS, a round trip per call). With declared keys we route them ourselves.
+_MOVABLE_KEYS = frozenset({"XREAD", "XREADGROUP", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE",
+                           "ZUNION", "ZINTER", "ZDIFF", "SORT", "SORT_RO", "LMPOP", "ZMPOP"})  # fmt: skip
+_CLUSTERS = (_SyncCluster, _AsyncCluster)
+
+
+def _routed(client: Any, cmd: Command) -> dict[str, Any]:
+    """``target_nodes=`` for a movable-keys command with declared keys on a cluster client."""
+    if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and isinstance(client, _CLUSTERS):
+        cluster: Any = client
+        return {"target_nodes": cluster.get_node_from_key(cmd.keys[0])}
+    return {}
+
+
 def _exec_sync(client: Any, op: Op) -> Any:
     t = type(op)
     if t is Command:
-        return client.execute_command(*cast(Command, op).args)
+        cmd = cast(Command, op)
+        if cmd.keys:
+            return client.execute_command(*cmd.args, **_routed(client, cmd))
+        return client.execute_command(*cmd.args)
     if t is Script:
         s = cast(Script, op)
         sc = s.script
@@ -199,7 +218,10 @@ async def _batch_async(client: Any, op: Batch) -> Any:
 async def _exec_async(client: Any, op: Op) -> Any:
     t = type(op)
     if t is Command:
-        return await client.execute_command(*cast(Command, op).args)
+        cmd = cast(Command, op)
+        if cmd.keys:
+            return await client.execute_command(*cmd.args, **_routed(client, cmd))
+        return await client.execute_command(*cmd.args)
     if t is Script:
         s = cast(Script, op)
         sc = s.script

@@ -60,3 +60,28 @@ def test_sync_cluster_pool_waits_instead_of_failing(backend: Backend) -> None:
         t.join()
     c.close()
     assert errors == []
+
+
+def test_stream_reads_take_one_round_trip_on_cluster(backend: Backend) -> None:
+    """redis-py asks the server for XREADGROUP's keys (COMMAND GETKEYS); declared keys route it."""
+    from loadtests.harness import count_round_trips
+
+    url = _cluster_url(backend)
+    c = _build(url, {}, asyncio_=False)
+    c.xadd("{s}x", {"a": 1})
+    c.xgroup_create("{s}x", "g", id="0")
+
+    def read() -> Flow[Any]:
+        return (
+            yield Command(
+                "XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "{s}x", ">", keys=("{s}x",)
+            )
+        )
+
+    first = run_sync(c, read())
+    with count_round_trips() as n:
+        again = run_sync(c, read())
+    c.close()
+    assert first and first[0][1][0][1] == {b"a": b"1"}
+    assert again == []
+    assert n.n == 1
