@@ -24,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
@@ -47,7 +45,6 @@ READ_RETRIES = 2  # extra attempts for read-only operations after a connection e
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
 
 
 def _backoff(attempt: int) -> float:
@@ -290,6 +287,3 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
         return cast(T, stop.value)
     finally:
         flow.close()
-
-
-Runner = Callable[[Any, Flow[Any]], Any]

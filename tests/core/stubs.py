@@ -27,10 +27,6 @@ class StubClient:
     def execute_command(self, *args: Any, **_: Any) -> Any:
         return self._answer(args)
 
-    def register_script(self, source: bytes) -> StubScript:
-        self.registered.append(source)
-        return StubScript(self, source)
-
     def script_load(self, source: bytes) -> str:
         self.registered.append(source)
         return str(self._answer(("SCRIPT", "LOAD", source)))
@@ -42,16 +38,6 @@ class StubClient:
 
     def info(self, section: str = "") -> Any:
         return self._answer(("INFO", section))
-
-
-class StubScript:
-    def __init__(self, client: StubClient, source: bytes) -> None:
-        self.client = client
-        self.source = source
-
-    def __call__(self, keys: Any = (), args: Any = (), client: Any = None) -> Any:
-        target = client if client is not None else self.client
-        return target.execute_command("EVALSHA", self.source, len(keys), *keys, *args)
 
 
 class StubPipeline:
@@ -80,10 +66,6 @@ class AsyncStubClient(StubClient):
     async def execute_command(self, *args: Any, **_: Any) -> Any:
         return self._answer(args)
 
-    def register_script(self, source: bytes) -> AsyncStubScript:
-        self.registered.append(source)
-        return AsyncStubScript(self, source)
-
     def pipeline(self, transaction: bool = True) -> AsyncStubPipeline:
         p = AsyncStubPipeline(self, transaction)
         self.pipelines.append(p)
@@ -95,13 +77,6 @@ class AsyncStubClient(StubClient):
 
     async def info(self, section: str = "") -> Any:
         return self._answer(("INFO", section))
-
-
-class AsyncStubScript(StubScript):
-    async def __call__(self, keys: Any = (), args: Any = (), client: Any = None) -> Any:
-        if client is not None:
-            return client.execute_command("EVALSHA", self.source, len(keys), *keys, *args)
-        return self.client._answer(("EVALSHA", self.source, len(keys), *keys, *args))
 
 
 class AsyncStubPipeline(StubPipeline):
