@@ -455,8 +455,11 @@ def test_invalidate_during_a_slow_fill_keeps_the_old_result_out(rp: Harness) -> 
     if rp.is_async:
         import asyncio
 
+        began = asyncio.Event()
+
         async def slow(x: Any) -> Any:
             v = db["v"]
+            began.set()
             await asyncio.sleep(0.3)
             return v
 
@@ -464,16 +467,18 @@ def test_invalidate_during_a_slow_fill_keeps_the_old_result_out(rp: Harness) -> 
 
         async def go() -> Any:
             task = asyncio.ensure_future(f(1))
-            await asyncio.sleep(0.1)
+            await began.wait()  # the fill has read the old value (a cold cluster client is slow)
             db["v"] = "new"
             await f.invalidate(1)
             return await task
 
         got = rp.call(go())
     else:
+        sbegan = threading.Event()
 
         def sslow(x: Any) -> Any:
             v = db["v"]
+            sbegan.set()
             time.sleep(0.3)
             return v
 
@@ -481,7 +486,7 @@ def test_invalidate_during_a_slow_fill_keeps_the_old_result_out(rp: Harness) -> 
         out: list[Any] = []
         t = threading.Thread(target=lambda: out.append(f(1)))
         t.start()
-        time.sleep(0.1)
+        assert sbegan.wait(10)  # the fill has read the old value
         db["v"] = "new"
         f.invalidate(1)
         t.join()
