@@ -1,21 +1,45 @@
 # Every target does its own set-up: a fresh clone needs only python3 and make.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# The toolchain comes from the committed uv.lock (exact versions, hashed); `make lock` refreshes it.
+PYTHON     ?= python3
+UV_VERSION := 0.13.9
+UV_HOME    := .uv
+UV         := $(UV_HOME)/bin/uv
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.locked
 PYTEST_ARGS ?=
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: test demo check lint types bench loadtest doctor clean
+.PHONY: test test-fast test-oldest test-latest demo check lint types bench loadtest doctor lock clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+# uv itself, pinned, in a venv of its own (the only thing installed outside the lock)
+$(UV):
+	@echo "make: installing uv $(UV_VERSION) into $(UV_HOME)/ (once)"
+	@$(PYTHON) -m venv $(UV_HOME)
+	@$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	@echo "make: installing the locked toolchain from uv.lock into $(VENV)/ (uv sync --locked)"
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $(STAMP)
 
 ## test: lint, types, then the whole suite on every server kind found (standalone + cluster)
 test: check
+	@echo "make: pytest, every backend (fakeredis, standalone and cluster of each server kind)"
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: the day-to-day loop: pure core, fakeredis and one standalone server (no cluster)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --backends=fakeredis,redis --server-kinds=valkey $(PYTEST_ARGS)
+
+## test-oldest / test-latest: the suite on the lowest declared versions (Python 3.10) and on the
+## newest of everything (Python 3.13), each in its own venv, outside the lock
+test-oldest: | $(UV)
+	@UV=$(UV) bash tools/matrix.sh oldest 3.10 $(PYTEST_ARGS)
+
+test-latest: | $(UV)
+	@UV=$(UV) bash tools/matrix.sh latest 3.13 $(PYTEST_ARGS)
 
 ## check: ruff + mypy --strict
 check: lint types
@@ -26,6 +50,10 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(PY) -m mypy
+
+## lock: re-resolve uv.lock to the newest versions pyproject.toml allows (commit the result)
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 ## demo: a narrated tour of every pattern (embedded server unless REDIS_URL is set)
 demo: $(STAMP)
@@ -43,4 +71,4 @@ loadtest: $(STAMP)
 	$(PY) -m loadtests.run_locust
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(UV_HOME) .venv-oldest .venv-latest .pytest_cache .mypy_cache .ruff_cache dist build

@@ -5,8 +5,9 @@ kept per event loop, since a pool cannot be shared between loops. Whatever the U
 gets the same pinned policy (redis-py's ``Redis()`` and ``from_url()`` differ):
 
 * connect timeout 2 s, socket timeout 5 s, TCP keepalive, health check every 15 s;
-* no blind retries in the client (``Retry(NoBackoff(), 0)``): the runners retry read-only
-  operations after a connection error, and never repeat a write whose reply was lost;
+* no blind retries in the client (``Retry(NoBackoff(), 0)``, the asyncio ``Retry`` for asyncio
+  clients): the runners retry read-only operations after a connection error, and never repeat a
+  write whose reply was lost;
 * RESP2 (the reply shapes every supported server and fakeredis agree on);
 * a blocking pool of 100 connections that waits up to 10 s rather than failing.
 
@@ -27,12 +28,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-import redis.asyncio.sentinel
 import redis.cluster
-import redis.sentinel
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from . import _compat
 from .errors import ConfigurationError
 
 __all__ = [
@@ -86,10 +84,10 @@ def _key(url: str, opts: Mapping[str, Any]) -> tuple[Any, ...]:
     return (url, tuple(sorted((k, repr(v)) for k, v in opts.items())))
 
 
-def _options(opts: Mapping[str, Any]) -> dict[str, Any]:
+def _options(opts: Mapping[str, Any], asyncio_: bool) -> dict[str, Any]:
     merged = dict(PINNED)
     merged.update(opts)
-    merged.setdefault("retry", Retry(NoBackoff(), 0))
+    merged.setdefault("retry", _compat.no_retry(asyncio_=asyncio_))
     return merged
 
 
@@ -153,7 +151,7 @@ def describe_url(url: str) -> str:
 
 def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
     scheme, parts = _split(url)
-    kw = _options(opts)
+    kw = _options(opts, asyncio_)
     if scheme in _SCHEMES:
         if scheme.startswith("valkey"):
             url = "redis" + url[len("valkey") :]
@@ -177,10 +175,9 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             kw["username"] = user
         if password:
             kw["password"] = password
+        nodes = [_compat.cluster_node(h, p, asyncio_=asyncio_) for h, p in hosts]
         if asyncio_:
-            nodes_a = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in hosts]
-            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes_a, **kw)
-        nodes = [redis.cluster.ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
+            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
         # node pools that wait rather than raise MaxConnectionsError; redis-py applies
         # connection_pool_class only on its from-URL path, so name the first node by URL too
         kw.setdefault("connection_pool_class", redis.BlockingConnectionPool)
@@ -204,12 +201,8 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
         kw["username"] = user
     if password:
         kw["password"] = password
-    sentinel_kw = {k: kw[k] for k in ("socket_connect_timeout", "socket_timeout") if k in kw}
-    if asyncio_:
-        sa = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
-        return sa.master_for(service, db=db)
-    s = redis.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
-    return s.master_for(service, db=db)  # type: ignore[no-untyped-call]
+    sentinel_kw: dict[str, Any] = {k: kw[k] for k in ("socket_connect_timeout", "socket_timeout") if k in kw}
+    return _compat.sentinel(hosts, sentinel_kw, asyncio_=asyncio_, **kw).master_for(service, db=db)
 
 
 def connect(url: str | None = None, **opts: Any) -> SyncClient:

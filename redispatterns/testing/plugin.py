@@ -19,7 +19,8 @@ Every client the fixtures build is watched by a :class:`SlotAuditor`; a test who
 command, script or transaction spans slots fails, on a single node too.
 
 Options: ``--require-servers`` (also on when ``$CI`` is ``true``) turns "no server binary" from
-a skip into a failure; ``--backends=fakeredis,redis,cluster`` narrows the matrix.
+a skip into a failure; ``--backends=fakeredis,redis,cluster`` narrows the matrix;
+``--server-kinds=valkey`` keeps only the server kinds whose name starts with a given prefix.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backends",
         default="fakeredis,redis,cluster",
         help="comma-separated backends to run: fakeredis, redis, cluster",
+    )
+    group.addoption(
+        "--server-kinds",
+        default="",
+        help="comma-separated server kinds to use, by name prefix (valkey, redis-7.0); default: all found",
     )
 
 
@@ -99,8 +105,20 @@ _KINDS_KEY = pytest.StashKey[list[ServerKind]]()
 _POOL_KEY = pytest.StashKey[ServerPool]()
 
 
+def _kinds(config: pytest.Config) -> list[ServerKind]:
+    found = find_server_kinds()
+    wanted = [k.strip() for k in str(config.getoption("--server-kinds")).split(",") if k.strip()]
+    if not wanted:
+        return found
+    kept = [k for k in found if any(k.name.startswith(w) for w in wanted)]
+    if not kept and _require(config):
+        shown = ", ".join(k.name for k in found) or "none"
+        raise pytest.UsageError(f"--server-kinds={','.join(wanted)} matches no server kind found ({shown})")
+    return kept
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    kinds = find_server_kinds()
+    kinds = _kinds(config)
     config.stash[_KINDS_KEY] = kinds
     config.stash[_POOL_KEY] = ServerPool(kinds)
     for name, text in (

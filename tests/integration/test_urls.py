@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,75 @@ def test_configure_sets_the_process_default(standalone_url: str) -> None:
     finally:
         rp.configure()
         mine.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_every_client_kind_builds_without_a_warning(
+    flavour: str, server_pool: ServerPool, tmp_path: Path
+) -> None:
+    """Every construction path gives the flavour's own no-retry policy and warns about nothing."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.retry import Retry as SyncRetry
+
+    kind = next(iter(server_pool.kinds))
+    standalone = server_pool.standalone(kind).url
+    cluster = server_pool.cluster(kind)
+    reachable = {
+        "redis": standalone,
+        "valkey": standalone.replace("redis://", "valkey://"),
+        "cluster": f"redis+cluster://127.0.0.1:{cluster.ports[0]}",
+    }
+    # built, not connected: nothing listens there (their round trips are covered above)
+    offline = {
+        "rediss": "rediss://127.0.0.1:6390/0",
+        "unix": f"unix://{tmp_path / 'absent.sock'}?db=0",
+        "sentinel": "redis+sentinel://127.0.0.1:26390/mymaster/0",
+    }
+    wanted = AsyncRetry if flavour == "async" else SyncRetry
+
+    def retries(c: Any) -> list[Any]:
+        holders = [getattr(c, "connection_pool", None)]
+        nodes = getattr(c, "nodes_manager", None)
+        for n in nodes.nodes_cache.values() if nodes is not None else ():
+            # a sync cluster node owns a Redis with a pool; an asyncio one holds the kwargs itself
+            holders.append(getattr(getattr(n, "redis_connection", None), "connection_pool", n))
+        found = [h.connection_kwargs.get("retry") for h in holders if h is not None]
+        found = [r for r in found if r is not None]
+        if getattr(c, "retry", None) is not None:
+            found.append(c.retry)
+        return found
+
+    async def build_async() -> None:
+        for name, url in {**reachable, **offline}.items():
+            c: Any = rp.connect_async(url)
+            if name in reachable:
+                assert await c.ping() is True, name
+            assert retries(c) and all(type(r) is wanted for r in retries(c)), name
+            await c.aclose()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if flavour == "async":
+            asyncio.run(build_async())
+        else:
+            for name, url in {**reachable, **offline}.items():
+                c: Any = rp.connect(url)
+                if name in reachable:
+                    assert c.ping() is True, name
+                assert retries(c) and all(type(r) is wanted for r in retries(c)), name
+
+
+def test_connect_async_is_silent_under_w_error(standalone_url: str) -> None:
+    code = (
+        "import asyncio, redispatterns as rp\n"
+        "async def main():\n"
+        f"    c = rp.connect_async({standalone_url!r})\n"
+        "    assert await c.ping()\n"
+        "    await c.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
