@@ -31,7 +31,7 @@ test: check
 
 ## test-fast: the day-to-day loop: pure core, fakeredis and one standalone server (no cluster)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --backends=fakeredis,redis --server-kinds=valkey $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 4 -m "not slow" --backends=fakeredis,redis --server-kinds=valkey $(PYTEST_ARGS)
 
 ## test-oldest / test-latest: the suite on the lowest declared versions (Python 3.10) and on the
 ## newest of everything (Python 3.13), each in its own venv, outside the lock

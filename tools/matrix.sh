@@ -13,7 +13,18 @@ uv=${UV:-uv}
 venv=.venv-$name
 export UV_PYTHON_DOWNLOADS=never
 
-if ! interp=$("$uv" python find "$python" 2>/dev/null); then
+# python3.X on PATH (if it runs), else pyenv's newest 3.X, else any uv can find
+find_python() {
+  local v=$1 p
+  if p=$(command -v "python$v") && "$p" -c '' >/dev/null 2>&1; then echo "$p" && return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    p=$(ls -d "$(pyenv root)/versions/$v".*/bin/"python$v" 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$p" ] && "$p" -c '' >/dev/null 2>&1; then echo "$p" && return; fi
+  fi
+  "$uv" python find "$v" 2>/dev/null
+}
+
+if ! interp=$(find_python "$python"); then
   echo "test-$name: SKIPPED: no Python $python on this machine (install python$python to run it)"
   exit 0
 fi
@@ -40,5 +51,5 @@ latest)
 esac
 echo "test-$name: $("$venv/bin/python" -c 'import importlib.metadata as m, sys
 print("python", sys.version.split()[0], *(f"{p} {m.version(p)}" for p in ("redis", "hiredis", "orjson", "fakeredis", "pytest")))')"
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 3 \
   --backends=fakeredis,redis,cluster --server-kinds=valkey "$@"

@@ -25,7 +25,8 @@ return redis.call('ZCARD', KEYS[1])
 
 
 def _load(url: str) -> Leaderboard:
-    with redis.Redis.from_url(url) as c:
+    # a bulk load on a busy 2-core machine can outlast a client's default read timeout
+    with redis.Redis.from_url(url, socket_timeout=120) as c:
         board = Leaderboard("huge", rank_mode="competition", client=c)
         key = board._spec.key("z")
         step = 200_000

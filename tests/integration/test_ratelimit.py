@@ -409,13 +409,15 @@ def rp_async_client(rp: Harness) -> Callable[[], Any]:
 def test_on_error_policy(rp: Harness, on_error: str) -> None:
     import redis
     import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     from redispatterns.testing.servers import free_port
 
     port = free_port()
-    opts: dict[str, Any] = {"port": port, "socket_connect_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+    retry = AsyncRetry(NoBackoff(), 0) if rp.is_async else Retry(NoBackoff(), 0)
+    opts: dict[str, Any] = {"port": port, "socket_connect_timeout": 0.2, "retry": retry}
     dead: Any = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts)) if rp.is_async else redis.Redis(**opts)
     seen: list[Any] = []
     lim = make(rp, "sliding", 5, 60, client=dead, on_error=on_error, on_decision=seen.append)
