@@ -19,10 +19,7 @@ def _fail(message: str) -> int:
 def _describe_error(exc: BaseException, url: str) -> str:
     from .client import describe_url
 
-    try:
-        shown = describe_url(url)
-    except Exception:
-        shown = url
+    shown = describe_url(url)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"cannot reach {shown}: {text}"
 

@@ -61,6 +61,7 @@ PINNED: Mapping[str, Any] = {
     "client_name": "redispatterns",
 }
 _POOL_SIZE = 100
+_MAX_CLIENTS = 64  # per flavour: past it the oldest client is forgotten (closed when collected)
 _POOL_WAIT = 10.0
 _SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
@@ -121,11 +122,11 @@ def _split(url: str) -> tuple[str, Any]:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"bad Redis URL {describe_url(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in (*_SCHEMES, "redis+cluster", "rediss+cluster", "redis+sentinel"):
         raise ConfigurationError(
-            f"bad Redis URL {url!r}: scheme must be redis://, rediss://, unix://, "
+            f"bad Redis URL {describe_url(url)!r}: scheme must be redis://, rediss://, unix://, "
             "redis+cluster:// or redis+sentinel://"
         )
     return scheme, parts
@@ -134,19 +135,29 @@ def _split(url: str) -> tuple[str, Any]:
 def _query(parts: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in parse_qsl(parts.query):
-        out[k] = float(v) if k.endswith("timeout") or k == "health_check_interval" else v
+        if k.endswith("timeout") or k == "health_check_interval":
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise ConfigurationError(f"URL option {k}= must be a number of seconds") from None
+        else:
+            out[k] = v
     return out
 
 
 def describe_url(url: str) -> str:
-    """The URL with any password masked (for messages and logs)."""
-    scheme, parts = _split(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        cred, host = netloc.rsplit("@", 1)
+    """The URL with any password masked and the query dropped (for messages and logs).
+
+    Plain text handling, so it also masks URLs too malformed to parse, and never raises.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if "@" in rest:  # the last "@": a password may hold "/", "?", "#" or "@" unencoded
+        cred, host = rest.rsplit("@", 1)
         user = cred.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in cred else f"{user}@{host}"
-    return f"{scheme}://{netloc}{parts.path}"
+        rest = f"{user}:***@{host}" if ":" in cred else f"{user}@{host}"
+    return head + sep + rest.split("?", 1)[0]
 
 
 def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
@@ -195,7 +206,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
     try:
         db = int(path[1]) if len(path) > 1 else 0
     except ValueError:
-        raise ConfigurationError(f"bad database number {path[1]!r} in {url!r}") from None
+        raise ConfigurationError(f"bad database number {path[1]!r} in {describe_url(url)!r}") from None
     kw.update(_query(parts))
     if user:
         kw["username"] = user
@@ -220,7 +231,16 @@ def connect(url: str | None = None, **opts: Any) -> SyncClient:
         with _lock:
             client = _sync.get(k)
             if client is None:
-                client = _sync[k] = _build(u, opts, asyncio_=False)
+                client = _remember(_sync, k, _build(u, opts, asyncio_=False))
+    return client
+
+
+def _remember(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], client: Any) -> Any:
+    """Keep ``client`` under ``key``, forgetting the oldest entry past ``_MAX_CLIENTS``: callers
+    that still hold a forgotten client keep using it; it closes when the last reference goes."""
+    while len(cache) >= _MAX_CLIENTS:
+        del cache[next(iter(cache))]
+    cache[key] = client
     return client
 
 
@@ -241,10 +261,8 @@ def connect_async(url: str | None = None, **opts: Any) -> AsyncClient:
     if client is None:
         with _lock:
             client = _async.get(k)
-            if client is None:
-                if len(_async) > 64:  # clients of loops that are gone
-                    _async.clear()
-                client = _async[k] = _build(u, opts, asyncio_=True)
+            if client is None:  # clients of loops that are gone age out first
+                client = _remember(_async, k, _build(u, opts, asyncio_=True))
     return client
 
 

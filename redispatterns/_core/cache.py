@@ -496,7 +496,7 @@ def _store(
     if ok:
         try:
             payload = spec.codec.encode(value)
-        except TypeError:
+        except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
             ok = False
             status = "codec"
     if not ok:

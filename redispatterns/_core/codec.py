@@ -12,8 +12,10 @@ unpickle anything whose signature does not match, so a writer to Redis cannot ru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import math
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,7 +23,16 @@ import orjson
 
 from ..errors import DecodeError
 
-__all__ = ["BYTES_MARK", "Codec", "JsonCodec", "PickleCodec", "as_bytes", "as_str", "default_codec"]
+__all__ = [
+    "BYTES_MARK",
+    "Codec",
+    "JsonCodec",
+    "PickleCodec",
+    "as_bytes",
+    "as_str",
+    "default_codec",
+    "json_dumps",
+]
 
 BYTES_MARK = b"\xff"
 PICKLE_MARK = b"\xfe"
@@ -50,6 +61,46 @@ def as_str(data: bytes | str) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", "surrogateescape")
 
 
+def json_dumps(value: Any, option: int = 0) -> bytes:
+    """orjson, refusing what JSON cannot hold exactly: ``TypeError`` for a type it cannot encode,
+    ``ValueError`` for NaN and infinities (orjson would store them as ``null``)."""
+    try:
+        data = orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(
+            f"cannot encode a value of type {_culprit(value)} as JSON ({exc}); "
+            "return JSON types, dataclasses, datetime, UUID or bytes, or pass codec="
+        ) from None
+    if b"null" in data:  # the only way a non-finite float shows: look only then
+        where = _non_finite(value, "value")
+        if where is not None:
+            raise ValueError(
+                f"{where} is NaN or infinite: JSON has no such number, and "
+                "storing it would read back as None; store None, a string, or pass codec="
+            )
+    return data
+
+
+def _non_finite(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first NaN/infinity inside ``value`` (JSON containers, dataclasses)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if depth > 64:
+        return None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f"{path}.{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value))
+    for sub, v in items:
+        found = _non_finite(v, sub, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 class JsonCodec:
     """orjson for JSON-like values; ``bytes`` pass through; anything else is a ``TypeError``."""
 
@@ -61,13 +112,7 @@ class JsonCodec:
     def encode(self, value: Any) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return BYTES_MARK + bytes(value)
-        try:
-            return orjson.dumps(value, option=self._opts)
-        except orjson.JSONEncodeError as exc:
-            raise TypeError(
-                f"cannot encode a value of type {_culprit(value)} as JSON ({exc}); "
-                "return JSON types, dataclasses, datetime, UUID or bytes, or pass codec="
-            ) from None
+        return json_dumps(value, self._opts)
 
     def decode(self, data: bytes | str) -> Any:
         if isinstance(data, str):

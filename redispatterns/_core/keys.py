@@ -5,8 +5,9 @@ Conventions (DESIGN §4):
 * every key starts with its namespace's prefix, used verbatim (``"app:"``);
 * a pattern's keys are ``<prefix><kind>:<name>``; keys that one operation touches together share
   the subject's hash tag: ``<prefix><kind>:{<subject>}:<suffix>``;
-* a subject holding ``{`` or ``}`` is tagged by its SHA-256 digest (``{#3f2a...}``), so braces
-  in user data can neither split one subject across slots nor collide with another subject;
+* a subject holding ``{`` or ``}``, or starting with ``#``, is tagged by its SHA-256 digest
+  (``{#3f2a...}``), so braces in user data can neither split one subject across slots nor collide
+  with another subject: a literal ``#...`` is digested too, so it can never spell a digest form;
 * a prefix may itself carry a hash tag (``"{app}:"``), which then puts the whole namespace in one
   slot: exact quotas and ``clear`` on Cluster, at the cost of that slot's node carrying it all.
 """
@@ -100,7 +101,8 @@ class Keyspace:
         for p in suffix:
             _check_part("key part", p)
         tail = (":" + ":".join(suffix)) if suffix else ""
-        if "{" in subject or "}" in subject:  # braces would cut the tag short: tag a digest
+        # braces would cut the tag short, and a literal "#..." could forge a digest form: tag a digest
+        if "{" in subject or "}" in subject or subject[0] == "#":
             subject = "#" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{self.prefix}{kind}:{{{subject}}}{tail}"
 

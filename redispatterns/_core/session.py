@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from .codec import Codec, as_bytes, as_str
+from .codec import Codec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
 from .ops import Batch, Command, Compute, Flow, Script
 from .scripts import load
@@ -240,8 +240,8 @@ def _field_names(names: Iterable[str], prefix: str = _DATA) -> list[str]:
 
 def _encode_meta(meta: Mapping[str, Any]) -> bytes:
     try:
-        return orjson.dumps(dict(meta))
-    except (TypeError, orjson.JSONEncodeError) as exc:
+        return json_dumps(dict(meta))
+    except TypeError as exc:
         raise TypeError(f"session metadata must be JSON (str keys, JSON values): {exc}") from None
 
 

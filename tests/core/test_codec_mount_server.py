@@ -72,6 +72,26 @@ def test_unencodable_type_is_named() -> None:
         JsonCodec().encode({1, 2})
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_not_stored_as_null(bad: float) -> None:
+    @dataclass
+    class Point:
+        x: float
+
+    codec = JsonCodec()
+    for value, where in (
+        (bad, "value"),
+        ({"a": [1.0, bad]}, "value['a'][1]"),
+        ((1, {"k": bad}), "value[1]['k']"),
+        (Point(bad), "value.x"),
+    ):
+        with pytest.raises(ValueError, match=r"NaN or infinite") as info:
+            codec.encode(value)
+        assert where in str(info.value)
+    # a real null and finite floats still round-trip
+    assert codec.decode(codec.encode({"a": None, "b": 1.5})) == {"a": None, "b": 1.5}
+
+
 def test_bad_stored_value_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         JsonCodec().decode(b"{not json")

@@ -99,6 +99,19 @@ def test_braces_in_subjects_are_tagged_by_digest() -> None:
         Keyspace("a{b:")
 
 
+def test_a_literal_subject_cannot_forge_the_digest_form_of_another() -> None:
+    ks = Keyspace("p:")
+    victim = ks.tagged("rl", "{user:42}")
+    forged = hash_tag(victim)
+    assert forged is not None and forged.startswith(b"#")
+    # the attacker submits the victim's digest form as a plain subject
+    assert ks.tagged("rl", forged.decode()) != victim
+    assert ks.tagged("rl", forged.decode(), "n") != ks.tagged("rl", "{user:42}", "n")
+    # plain subjects without braces or a leading "#" keep their readable keys
+    assert ks.tagged("rl", "user:42") == "p:rl:{user:42}"
+    assert ks.tagged("rl", "a#b") == "p:rl:{a#b}"
+
+
 def test_prefix_with_tag_puts_everything_in_one_slot() -> None:
     ks = Keyspace("{tenant1}:")
     assert slot(ks.tagged("lock", "a")) == slot(ks.tagged("rl", "b")) == slot("tenant1")

@@ -3,6 +3,7 @@ stale-while-revalidate, XFetch, tags, write-through, codecs and mounts."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -364,6 +365,23 @@ def test_unencodable_result_returned_uncached_with_a_warning(rp: Harness) -> Non
     assert len(calls) == 2
     assert rp.call(f.peek(1)) is NOT_CACHED
     assert rp.backend.sync_client().exists(f.key(1)) == 0  # and no lease left behind
+
+
+def test_non_finite_result_returned_uncached_not_read_back_as_none(rp: Harness) -> None:
+    calls: list[Any] = []
+
+    def body(x: Any, y: Any) -> Any:
+        calls.append(x)
+        return {"ratio": float("nan")}
+
+    f = make(rp, body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = rp.call(f(1))
+        second = rp.call(f(1))
+    assert math.isnan(first["ratio"]) and math.isnan(second["ratio"])
+    assert len(calls) == 2  # computed each time: nothing was stored as {"ratio": null}
+    assert rp.call(f.peek(1)) is NOT_CACHED
 
 
 def test_undecodable_value_is_a_miss_and_replaced(rp: Harness) -> None:

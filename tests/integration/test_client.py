@@ -114,3 +114,18 @@ def test_running_scripts_does_not_keep_clients_alive(backend: Backend) -> None:
     del c
     gc.collect()
     assert ref() is None
+
+
+def test_connect_keeps_a_bounded_number_of_clients(backend: Backend) -> None:
+    """Many option sets do not pile up clients: the oldest are forgotten, and still work."""
+    if backend.is_fake:
+        pytest.skip("connect() builds real clients")
+    from redispatterns import client as client_module
+
+    assert backend.url is not None
+    first = rp.connect(backend.url, socket_timeout=3.0001)
+    for i in range(3 * client_module._MAX_CLIENTS):
+        rp.connect(backend.url, socket_timeout=3.0 + i / 1000)
+    assert len(client_module._sync) <= client_module._MAX_CLIENTS
+    assert first.ping() is True  # a forgotten client its holder still uses keeps working
+    first.close()

@@ -120,6 +120,33 @@ def test_describe_url_masks_passwords() -> None:
     assert "secret" not in describe_url("redis+cluster://:secret@h1:1,h2:2")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htp://user:s3cr3tpw@h:1/0",  # mistyped scheme
+        "redis://user:s3cr3tpw@[::1/0",  # bad IPv6 bracket
+        "redis+sentinel://user:s3cr3tpw@h:1/svc/notadb",  # bad database number
+        "redis://user:s3cr3tpw@h:1/0?socket_timeout=soon",  # bad option value
+        "redis+cluster://user:s3cr3tpw@h:x",  # bad port
+        "redis://:pa/ss?w#s3cr3tpw@h:1/0",  # unencoded "/", "?" and "#" in the password
+    ],
+)
+def test_no_error_or_doctor_line_shows_a_password(url: str) -> None:
+    with pytest.raises(rp.ConfigurationError) as info:
+        rp.connect(url)
+    assert "s3cr3tpw" not in str(info.value)
+    assert "s3cr3tpw" not in describe_url(url)
+    out = subprocess.run(
+        [sys.executable, "-m", "redispatterns", "doctor", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "s3cr3tpw" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_bad_urls_raise_configuration_errors() -> None:
     for url in ("http://x", "redis+sentinel://h:1", "redis+sentinel://h:1/svc/notadb", "redis+cluster://h:x"):
         with pytest.raises(rp.ConfigurationError):
