@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: test test-fast test-oldest test-latest demo check lint types bench loadtest doctor lock clean
+.PHONY: test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest doctor lock clean
 
 # uv itself, pinned, in a venv of its own (the only thing installed outside the lock)
 $(UV):
@@ -62,13 +62,29 @@ demo: $(STAMP)
 doctor: $(STAMP)
 	$(PY) -m redispatterns doctor
 
-## bench: every pattern's cost as a ratio to the raw redis-py floor
-bench: $(STAMP)
-	$(PY) -m loadtests.run_bench
+## bench: every pattern's cost as a ratio to the raw redis-py floor, peers beside it (the
+## locked bench group); writes .bench/latest.json and .bench/latest.png. BENCH_ARGS=cache narrows it.
+BENCH_ARGS ?=
+bench-deps: $(STAMP)
+	@$(UV) sync --locked --inexact --group bench --python $(PYTHON) --quiet
+
+bench: bench-deps
+	@mkdir -p .bench
+	$(PY) -m loadtests.run_bench --json .bench/latest.json --chart .bench/latest.png $(BENCH_ARGS)
+
+## bench-compare BASE=<git rev>: the same bench at BASE and here, ratio by ratio
+bench-compare: bench-deps
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=<git rev> [BENCH_ARGS=cache]"; exit 2; }
+	@mkdir -p .bench && rm -rf .bench/base && git worktree prune
+	git worktree add --quiet --detach .bench/base $(BASE)
+	-cd .bench/base && ../../$(PY) -m loadtests.run_bench --json ../base.json $(BENCH_ARGS)
+	-$(PY) -m loadtests.run_bench --json .bench/head.json $(BENCH_ARGS)
+	git worktree remove --force .bench/base
+	$(PY) -m loadtests.compare .bench/base.json .bench/head.json
 
 ## loadtest: Locust, headless, bounded in time, against a private server
 loadtest: $(STAMP)
 	$(PY) -m loadtests.run_locust
 
 clean:
-	rm -rf $(VENV) $(UV_HOME) .venv-oldest .venv-latest .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(UV_HOME) .venv-oldest .venv-latest .bench .pytest_cache .mypy_cache .ruff_cache dist build

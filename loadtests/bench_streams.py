@@ -11,6 +11,8 @@ msg/s = PER_CALL / median µs * 1e6.
 from __future__ import annotations
 
 import itertools
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ REFILL = 25_000
 PAYLOAD = {"user": 42, "action": "click", "page": "/home"}
 
 _counter = itertools.count()
+_RUN = f"{os.getpid()}-{time.time_ns()}"  # names unique per run: a reused database holds no clash
 
 
 class _Feeder:
@@ -114,7 +117,7 @@ def _noop(_m: Any) -> None:
 
 
 def _consumer_cases(url: str) -> list[BenchCase]:
-    run_id = next(_counter)
+    run_id = f"{_RUN}-{next(_counter)}"
     c = connect(url)
     raw = redis.Redis.from_url(url, protocol=2)
     ours = Stream(f"bench:{run_id}:ours", client=c)

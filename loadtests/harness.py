@@ -205,24 +205,130 @@ def bench_modules(only: list[str] | None = None) -> list[Any]:
     return [importlib.import_module(f"loadtests.{n}") for n in names]
 
 
+def environment(url: str) -> dict[str, Any]:
+    """What the figures depend on: machine, server, interpreter and library versions."""
+    import importlib.metadata as md
+    import platform
+
+    import redis
+
+    def version(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    server: dict[str, Any] = {}
+    with contextlib.suppress(Exception), redis.Redis.from_url(url) as c:
+        info = c.info("server")
+        server = {
+            "name": info.get("server_name", "redis"),
+            "version": info.get("valkey_version") or info.get("redis_version"),
+        }
+    return {
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()},
+        "server": server,
+        "python": platform.python_version(),
+        "versions": {d: version(d) for d in ("redis", "hiredis", "orjson", "redispatterns")},
+    }
+
+
+def to_json(results: list[Result], failures: list[dict[str, str]], env: dict[str, Any]) -> dict[str, Any]:
+    """The run as plain data (``--json``): one row per case, failures listed beside."""
+    rows = [
+        {
+            "pattern": r.case.pattern,
+            "case": r.case.name,
+            "flavour": "async" if r.case.is_async else "sync",
+            "peer": r.case.name.startswith("peer "),
+            "median_us": round(r.median_us, 2),
+            "p99_us": round(r.p99_us, 2),
+            "floor_us": None if r.floor_median_us is None else round(r.floor_median_us, 2),
+            "ratio": None if r.ratio is None else round(r.ratio, 4),
+            "round_trips": r.round_trips,
+            "note": r.case.note,
+        }
+        for r in results
+    ]
+    return {"taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **env, "results": rows,
+            "failures": failures}  # fmt: skip
+
+
+def _parse(argv: list[str]) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m loadtests.run_bench", description=__doc__)
+    parser.add_argument("only", nargs="*", help="run only bench modules whose name holds one of these")
+    parser.add_argument("--calls", type=int, default=int(os.environ.get("BENCH_CALLS", "3000")))
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--chart", metavar="PATH", help="draw the ratios to the floor as a PNG (matplotlib)")
+    return parser.parse_args(argv)
+
+
 def main(modules: list[Any] | None = None, argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    calls = int(os.environ.get("BENCH_CALLS", "3000"))
-    mods = modules if modules is not None else bench_modules(args or None)
+    """Run the cases, one line each as it finishes; a case (or a module) that fails is reported
+    and the rest still run. Exit status 1 when anything failed."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    mods = modules if modules is not None else bench_modules(args.only or None)
     results: list[Result] = []
+    failures: list[dict[str, str]] = []
+
+    def failed(what: str, exc: BaseException) -> None:
+        failures.append({"case": what, "error": repr(exc)})
+        print(f"  FAILED {what}: {exc!r}", flush=True)
+
     with private_server() as url:
-        print(f"server: {url}   calls per case: {calls}\n", flush=True)
+        env = environment(url)
+        print(f"server: {env['server'] or url}   calls per case: {args.calls}\n", flush=True)
         for mod in mods:
-            for case in mod.cases(url):
+            short = mod.__name__.rsplit(".", 1)[-1]
+            try:
+                cases = mod.cases(url)
+            except Exception as exc:
+                failed(f"{short} (setting up its cases)", exc)
+                continue
+            for n, case in enumerate(cases, 1):
                 try:
-                    results.append(measure(case, calls=calls))
-                except Exception as exc:  # a peer that fails here is reported, not fatal
-                    print(f"  {case.pattern}/{case.name}: failed: {exc!r}", flush=True)
+                    r = measure(case, calls=args.calls)
+                except Exception as exc:  # a peer or a case that fails is reported, not fatal
+                    failed(f"{case.pattern}/{case.name}", exc)
+                    continue
+                results.append(r)
+                ratio = f"{r.ratio:.2f}x" if r.ratio else "-"
+                flavour = " (async)" if case.is_async else ""
+                print(
+                    f"  [{short} {n}/{len(cases)}] {case.name}{flavour}: {r.median_us:.1f} µs, {ratio}",
+                    flush=True,
+                )
             teardown = getattr(mod, "teardown", None)
             if teardown is not None:
-                teardown()
+                try:
+                    teardown()
+                except Exception as exc:
+                    failed(f"{short} (teardown)", exc)
+    print()
     print(format_table(results))
-    return 0
+    data = to_json(results, failures, env)
+    if args.json:
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        print(f"\nwrote {args.json}")
+    if args.chart:
+        from loadtests.chart import draw
+
+        draw(data, args.chart)
+        print(f"wrote {args.chart}")
+    if failures:
+        print(f"\n{len(failures)} failed: " + ", ".join(f["case"] for f in failures))
+    return 1 if failures else 0
 
 
 def is_coro_fn(fn: Callable[..., Any]) -> bool:

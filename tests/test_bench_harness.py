@@ -1,0 +1,58 @@
+"""The bench harness reports a failing case or module and still measures and writes the rest."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+import redis
+
+from loadtests.compare import compare
+from loadtests.harness import BenchCase, main
+
+
+def _module(name: str, url_cases: object) -> types.ModuleType:
+    mod = types.ModuleType(f"loadtests.{name}")
+    mod.cases = url_cases  # type: ignore[attr-defined]
+    return mod
+
+
+def test_failures_are_reported_and_the_rest_still_run(
+    standalone_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", standalone_url)
+
+    def good_cases(url: str) -> list[BenchCase]:
+        c = redis.Redis.from_url(url)
+
+        def broken() -> None:
+            raise RuntimeError("this case is broken")
+
+        return [
+            BenchCase("demo", "broken case", broken, c.ping),
+            BenchCase("demo", "PING", c.ping, c.ping),
+        ]
+
+    def bad_module(url: str) -> list[BenchCase]:
+        raise RuntimeError("BUSYGROUP Consumer Group name already exists")
+
+    out = tmp_path / "run.json"
+    rc = main([_module("bench_bad", bad_module), _module("bench_good", good_cases)],
+              ["--calls", "100", "--json", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert "FAILED bench_bad (setting up its cases)" in printed and "FAILED demo/broken case" in printed
+    data = json.loads(out.read_text())
+    assert [r["case"] for r in data["results"]] == ["PING"]
+    assert data["results"][0]["round_trips"] == 1.0 and 0.5 < data["results"][0]["ratio"] < 2.0
+    assert {f["case"] for f in data["failures"]} == {"bench_bad (setting up its cases)", "demo/broken case"}
+    assert data["server"]["version"] and data["versions"]["redis"]
+
+    # the comparison reads two such runs ratio by ratio
+    head = json.loads(out.read_text())
+    head["results"][0]["ratio"] = data["results"][0]["ratio"] * 1.1
+    (tmp_path / "head.json").write_text(json.dumps(head))
+    table = compare(str(out), str(tmp_path / "head.json"))
+    assert "demo: PING (sync)" in table and "+10.0%" in table
