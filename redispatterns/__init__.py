@@ -35,6 +35,7 @@ from .errors import (
     ScoreOutOfRange,
     ServerUnavailable,
     SessionConflict,
+    StoreNotFound,
     StreamError,
     SubscriberOverflow,
     UnsupportedByServer,
@@ -99,6 +100,13 @@ from .session import (
     SessionStore,
     WSGISessionMiddleware,
 )
+from .store import (
+    AsyncKeyValueStore,
+    KeyValueStore,
+    KeyValueStoreMetadata,
+    KeyValueStoreRecord,
+    KeyValueStoreRecordMetadata,
+)
 from .streams import (
     AsyncConsumer,
     AsyncStream,
@@ -120,6 +128,7 @@ __all__ = [
     "AsyncFixedWindowLimiter",
     "AsyncHeld",
     "AsyncKV",
+    "AsyncKeyValueStore",
     "AsyncLeaderboard",
     "AsyncLease",
     "AsyncLock",
@@ -154,6 +163,10 @@ __all__ = [
     "Held",
     "JsonCodec",
     "KV",
+    "KeyValueStore",
+    "KeyValueStoreMetadata",
+    "KeyValueStoreRecord",
+    "KeyValueStoreRecordMetadata",
     "Keyspace",
     "Leaderboard",
     "LeaderboardError",
@@ -192,6 +205,7 @@ __all__ = [
     "SessionStore",
     "SlidingCounterLimiter",
     "SlidingWindowLimiter",
+    "StoreNotFound",
     "Stream",
     "StreamError",
     "StreamMessage",
