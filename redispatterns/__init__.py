@@ -98,6 +98,9 @@ from .session import (
     SessionHandle,
     SessionInfo,
     SessionStore,
+    SessionSummary,
+    SummaryStats,
+    TrackEvent,
     WSGISessionMiddleware,
 )
 from .store import (
@@ -203,6 +206,7 @@ __all__ = [
     "SessionHandle",
     "SessionInfo",
     "SessionStore",
+    "SessionSummary",
     "SlidingCounterLimiter",
     "SlidingWindowLimiter",
     "StoreNotFound",
@@ -213,7 +217,9 @@ __all__ = [
     "Subscriber",
     "SubscriberOverflow",
     "SubscriberStats",
+    "SummaryStats",
     "TokenBucketLimiter",
+    "TrackEvent",
     "UnsupportedByServer",
     "WSGIRateLimitMiddleware",
     "WSGISessionMiddleware",

@@ -93,7 +93,7 @@ VALUE_TYPES = {
     "Decision", "Entry", "Gap", "JsonCodec", "KeyValueStoreMetadata", "KeyValueStoreRecord",
     "KeyValueStoreRecordMetadata", "Keyspace", "Mount", "Namespace", "PickleCodec",
     "Policy", "PolicyState", "PubSubMessage", "RequestInfo", "ServerInfo", "Session",
-    "SessionInfo", "StreamMetrics", "SubscriberStats",
+    "SessionInfo", "SessionSummary", "SummaryStats", "TrackEvent", "StreamMetrics", "SubscriberStats",
 }  # fmt: skip
 # Middlewares speak two different protocols (WSGI, ASGI): a pair by protocol, not by prefix.
 PROTOCOL_PAIRS = {
