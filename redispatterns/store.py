@@ -77,9 +77,10 @@ class _Store:
         cls, id: str | None, name: str | None, alias: str | None, client: Any, mount: Mount | Namespace | None
     ) -> tuple[Namespace, str, Flow[tuple[bool, KeyValueStoreMetadata]]]:
         ns = resolve(mount, client, asyncio=cls._asyncio)
-        ns.check_read("open a key-value store")
         store_id, n, a = core.identity(id, name, alias)
         keys = core.StoreKeys.of(ns.keyspace, store_id)
+        if not ns.mount.can_write:  # a read mount finds a store, never creates one
+            return ns, store_id, core.find_store(keys, store_id)
         return ns, store_id, core.open_store(keys, store_id, n, a)
 
     @property
@@ -156,6 +157,7 @@ class KeyValueStore(_Store):
     ) -> KeyValueStore:
         """Open the store with this ``id``, ``name`` or ``alias`` (at most one), creating it
         when absent; none opens the default unnamed store (alias ``"default"``). One round trip.
+        On a ``"read"`` mount it only finds the store (:class:`StoreNotFound` when absent).
         """
         ns, store_id, flow = cls._prepare(id, name, alias, client, mount)
         created, metadata = run_sync(ns.client, flow)

@@ -56,6 +56,7 @@ __all__ = [
     "delete_value",
     "drop",
     "encode",
+    "find_store",
     "get_metadata",
     "get_record",
     "identity",
@@ -296,6 +297,12 @@ def open_store(
     """Open the store, creating it when absent: ``(created, metadata)``. One round trip."""
     created, flat = yield Script(load("store_open"), keys=(keys.meta,), args=(store_id, name, alias))
     return bool(created), parse_metadata(flat)
+
+
+def find_store(keys: StoreKeys, store_id: str) -> Flow[tuple[bool, KeyValueStoreMetadata]]:
+    """Open an existing store without writing (a read mount): ``(False, metadata)``."""
+    meta = yield from get_metadata(keys, store_id)
+    return False, meta
 
 
 def get_metadata(keys: StoreKeys, store_id: str) -> Flow[KeyValueStoreMetadata]:

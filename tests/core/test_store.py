@@ -134,6 +134,8 @@ def test_open_creates_and_parses_metadata() -> None:
     assert got.alias == "tmp" and got.name is None and got.created_at.timestamp() == 0
     with pytest.raises(StoreNotFound, match="does not exist"):
         replay(core.get_metadata(KEYS, "s1"), [(Command("HGETALL", KEYS.meta), {})])
+    found = replay(core.find_store(KEYS, "s1"), [(Command("HGETALL", KEYS.meta), d)])
+    assert found == (False, got)
 
 
 def test_writes_check_the_store_exists() -> None:

@@ -257,6 +257,14 @@ def test_read_only_mount_refuses_writes(rp: Harness) -> None:
         rp.call(reader.set_value("k", 2))
     with pytest.raises(PermissionError):
         rp.call(reader.drop())
+    with pytest.raises(StoreNotFound):  # a read mount finds stores, it never creates one
+        rp.call(cls.open(name="absent", mount=ro))
+    writer_only = Namespace(Mount(mode="write", prefix="app:"), rp.client)
+    blind = rp.call(cls.open(name="shared", mount=writer_only))
+    rp.call(blind.set_value("k2", 2))
+    with pytest.raises(PermissionError):
+        rp.call(blind.get_value("k2"))
+    assert rp.call(reader.get_value("k2")) == 2
     assert all(k.startswith(b"app:kvs:{") for k in raw_keys(rp))
 
 
@@ -271,3 +279,29 @@ def test_times_come_from_the_server_and_move_forward(rp: Harness) -> None:
     again = open_(rp, name="clock")
     m2 = rp.call(again.get_metadata())
     assert m2.accessed_at > m1.accessed_at and m2.modified_at == m1.modified_at
+
+
+def _open_in_process(url: str, n: int, q: Any) -> None:
+    from redispatterns.client import connect
+
+    s = KeyValueStore.open(name="procs", client=connect(url))  # redis+cluster:// for a cluster
+    s.set_value(f"from-{n}", n)
+    q.put((s.id, s.created))
+
+
+def test_processes_opening_one_name_create_one_store(backend: Any) -> None:
+    import multiprocessing
+
+    if backend.is_fake or not backend.url:
+        pytest.skip("processes need a real server")
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_open_in_process, args=(backend.url, i, q)) for i in range(4)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert len({r[0] for r in results}) == 1 and sum(r[1] for r in results) == 1
+    store = KeyValueStore.open(name="procs", client=backend.sync_client())
+    assert store.get_metadata().item_count == 4
