@@ -7,7 +7,7 @@ tasks for the asyncio store). It lives here until the runner grows background lo
 Rules: a job is enqueued with ``put_nowait``, so a full queue never blocks the append that asked
 for it (the job is dropped, counted and logged: the 1st, 2nd, 4th, 8th ... time, so a flood of
 drops does not cost a log line each); the summarizer runs under ``timeout`` (a sync
-summarizer in a helper thread the worker stops waiting for; an async one is cancelled), and a
+summarizer in a daemon thread the worker stops waiting for; an async one is cancelled), and a
 timeout or an error is counted and logged, never raised into a request.
 """
 
@@ -18,8 +18,8 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +95,9 @@ class _Workers:
 
 
 class SummaryWorkers(_Workers):
-    """Worker threads draining a ``queue.Queue``; the summarizer runs in a helper pool."""
+    """Worker threads draining a ``queue.Queue``; each summarizer call runs in a daemon thread
+    the worker stops waiting for at the timeout (a stuck call never holds up interpreter exit).
+    At most ``2 * workers`` calls run at once, abandoned ones included."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -103,7 +105,7 @@ class SummaryWorkers(_Workers):
             raise TypeError("an async summarizer needs AsyncSessionStore; pass a plain function here")
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(self._capacity)
         self._threads: list[threading.Thread] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._calls = threading.BoundedSemaphore(2 * self._n)
         self._start_lock = threading.Lock()
 
     def submit(self, token: str, filter_key: str) -> bool:
@@ -122,15 +124,33 @@ class SummaryWorkers(_Workers):
         with self._start_lock:
             if self._threads:
                 return
-            self._pool = ThreadPoolExecutor(self._n, thread_name_prefix="rp-session-summarizer")
             for i in range(self._n):
                 t = threading.Thread(target=self._work, name=f"rp-session-summary-{i}", daemon=True)
                 self._threads.append(t)
                 t.start()
 
     def _call(self, evs: list[Any], filter_key: str) -> Any:
-        assert self._pool is not None
-        return self._pool.submit(self._summarizer, evs, filter_key).result(timeout=self._timeout)
+        deadline = time.monotonic() + self._timeout
+        if not self._calls.acquire(timeout=self._timeout):  # every slot held by stuck calls
+            raise FutureTimeout(f"no summarizer slot free within {self._timeout}s")
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = self._summarizer(evs, filter_key)
+            except BaseException as exc:  # handed to the worker below
+                box["error"] = exc
+            finally:
+                self._calls.release()
+
+        t = threading.Thread(target=target, name="rp-session-summarizer", daemon=True)
+        t.start()
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            raise FutureTimeout(f"summarizer ran past {self._timeout}s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -157,9 +177,7 @@ class SummaryWorkers(_Workers):
             self._queue.put(None)
         for t in self._threads:
             t.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._threads, self._pool = [], None
+        self._threads = []
 
 
 class AsyncSummaryWorkers(_Workers):
