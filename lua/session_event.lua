@@ -4,7 +4,8 @@
 -- KEYS[2]: the session's event list (newest first)
 -- ARGV[1]: the encoded event
 -- ARGV[2]: the most events to keep
--- returns: the number of events kept, or 0 when the session is absent or past its deadline
+-- ARGV[3]: optional: '1' also counts the append in the hash (field _n, the summary policy's counter)
+-- returns: the number of events kept, or 0 when the session is absent or past its deadline; with ARGV[3] '1', {that number, the append count}
 -- read-only: no
 local deadline = redis.call('HGET', KEYS[1], '_abs')
 if not deadline then
@@ -23,4 +24,7 @@ if n > limit then
 end
 -- the log lives until the absolute deadline, so sliding reads never have to touch it
 redis.call('PEXPIREAT', KEYS[2], deadline)
+if ARGV[3] == '1' then
+  return {n, redis.call('HINCRBY', KEYS[1], '_n', 1)}
+end
 return n

@@ -1,4 +1,8 @@
-"""``python -m redispatterns doctor|demo``: check a server, or take the narrated tour."""
+"""``python -m redispatterns doctor|demo``: check a server for production, or take the tour.
+
+``doctor --uses lock,stream`` prints a verdict per check (eviction, persistence, memory, latency,
+slow log, cluster) for those patterns and exits 1 on a blocking one, 2 when it cannot connect.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 __all__ = ["main"]
 
@@ -24,49 +27,26 @@ def _describe_error(exc: BaseException, url: str) -> str:
     return f"cannot reach {shown}: {text}"
 
 
-def _slot_ranges(client: Any) -> list[tuple[int, int, str, int, int]]:
-    """(start, end, host, port, number of replicas) per slot range, from CLUSTER SLOTS."""
-    raw = client.cluster_slots()
-    rows: list[tuple[int, int, str, int, int]] = []
-    if isinstance(raw, dict):  # redis-py: {(start, end): {"primary": (host, port), "replicas": [...]}}
-        for (start, end), node in raw.items():
-            host, port = node["primary"][0], node["primary"][1]
-            rows.append((int(start), int(end), _text(host), int(port), len(node.get("replicas", []))))
-    else:  # the raw reply
-        for start, end, primary, *replicas in raw:
-            rows.append((int(start), int(end), _text(primary[0]), int(primary[1]), len(replicas)))
-    return sorted(rows)
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def doctor(url: str | None) -> int:
-    """Connect, print server kind, version, capabilities and cluster topology."""
+def doctor(url: str | None, uses: str | None = None, strict: bool = False) -> int:
+    """Connect and check the server for the patterns in ``uses`` (see ``_core/doctor.py``)."""
     import redis
 
-    from . import _runner
+    from ._core.doctor import parse_patterns
+    from ._doctor import check
     from .client import connect, describe_url
     from .errors import ConfigurationError
 
     target = url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
     try:
-        client = connect(target, socket_connect_timeout=2.0, socket_timeout=2.0)
+        patterns = None if uses is None else parse_patterns(uses)
+        client = connect(target, socket_connect_timeout=2.0, socket_timeout=5.0)
         client.ping()
-        info = _runner.server_info(client)
-    except ConfigurationError as exc:
+        print(f"url           {describe_url(target)}")
+        return check(client, patterns, strict=strict)
+    except (ConfigurationError, ValueError) as exc:
         return _fail(str(exc))
     except (redis.RedisError, OSError) as exc:
         return _fail(_describe_error(exc, target))
-    print(f"url           {describe_url(target)}")
-    print(f"server        {info.kind} {info.version_text}")
-    print(f"mode          {info.mode}")
-    print(f"capabilities  {', '.join(sorted(info.capabilities)) or '-'}")
-    if info.mode == "cluster":
-        for start, end, host, port, replicas in _slot_ranges(client):
-            print(f"  slots {start:>5}-{end:<5} primary {host}:{port}  replicas {replicas}")
-    return 0
 
 
 def demo(url: str | None) -> int:
@@ -113,9 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (("doctor", "check a server"), ("demo", "a narrated tour of every pattern")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--url", default=None, help="Redis URL (default: $REDIS_URL)")
+        if name == "doctor":
+            p.add_argument(
+                "--uses",
+                default=None,
+                help="the patterns the application uses, comma-separated: cache, session, ratelimit, "
+                "lock, stream, pubsub, leaderboard, kv, store, or all; without it every pattern is "
+                "checked but only the server's own health blocks",
+            )
+            p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        return doctor(args.url)
+        return doctor(args.url, args.uses, args.strict)
     return demo(args.url)
 
 

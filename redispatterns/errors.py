@@ -29,6 +29,7 @@ __all__ = [
     "ScoreOutOfRange",
     "ServerUnavailable",
     "SessionConflict",
+    "StoreNotFound",
     "StreamError",
     "SubscriberOverflow",
     "UnsupportedByServer",
@@ -176,3 +177,14 @@ class SubscriberOverflow(RedisPatternsError):
             "maxsize, or choose overflow='drop_oldest' / 'drop_newest' / 'block'"
         )
         self.maxsize = maxsize
+
+
+class StoreNotFound(RedisPatternsError, LookupError):
+    """A key-value store was dropped (or never opened): writes and ``get_metadata`` refuse."""
+
+    def __init__(self, store_id: str) -> None:
+        super().__init__(
+            f"key-value store {store_id!r} does not exist (dropped?): open it again with "
+            "KeyValueStore.open(...) to create it"
+        )
+        self.store_id = store_id

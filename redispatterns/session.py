@@ -18,10 +18,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ._core import session as core
+from ._core import session_tracks as tracks
 from ._core.ops import Flow
 from ._core.session import Session, SessionInfo
+from ._core.session_tracks import SessionSummary, TrackEvent
 from ._core.writebehind import WriteBehind, prime
 from ._runner import run_async, run_sync
+from ._session_summary import AsyncSummaryWorkers, SummaryStats, SummaryWorkers
 from .errors import SessionConflict
 from .mount import Mount, Namespace, resolve
 
@@ -35,6 +38,9 @@ __all__ = [
     "SessionHandle",
     "SessionInfo",
     "SessionStore",
+    "SessionSummary",
+    "SummaryStats",
+    "TrackEvent",
     "WSGISessionMiddleware",
 ]
 
@@ -50,6 +56,25 @@ def _seconds_ms(name: str, value: object) -> int:
     if not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return max(1, round(value * 1000))
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _summaries(store: _Base, summarizer: Any, workers: int, size: int, timeout: float) -> Any:
+    if summarizer is None:
+        return None
+    if not callable(summarizer):
+        raise TypeError("summarizer must be callable: summarizer(events, filter_key) -> summary")
+    seconds = _seconds_ms("summary_timeout", timeout) / 1000
+    cls = AsyncSummaryWorkers if store._asyncio else SummaryWorkers
+    ws, qs = _positive_int("summary_workers", workers), _positive_int("summary_queue", size)
+    return cls(lambda: store._ns.client, store._cfg, summarizer, ws, qs, seconds)
 
 
 class _Base:
@@ -72,11 +97,21 @@ class _Base:
         on_append: AppendHook | None = None,
         write_behind: int = 0,
         queue_size: int = 1000,
+        track_limit: int | None = None,
+        summarizer: Callable[..., Any] | None = None,
+        summary_workers: int = 3,
+        summary_queue: int = 100,
+        summary_timeout: float = 60.0,
+        summary_every: int | None = None,
     ) -> None:
         """``ttl``: idle seconds (default: the mount's TTL, else 1800); ``lifetime``: absolute
         seconds that sliding never extends; ``refresh_below``: slide only when less than this
         fraction of the idle TTL is left (1.0: every read); ``secret``: HMAC key for token ids;
-        ``write_behind``: N workers that persist events and state patches in the background."""
+        ``write_behind``: N workers that persist events and state patches in the background.
+        ``track_limit``: events kept per track (default ``event_limit``). ``summarizer(events,
+        filter_key)``: run by ``summary_workers`` from a queue of ``summary_queue`` jobs with
+        ``summary_timeout`` seconds each, on demand (``summarize``) and every ``summary_every``
+        appended events."""
         self._ns = resolve(mount, client, asyncio=self._asyncio)
         idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
         if isinstance(refresh_below, bool) or not isinstance(refresh_below, (int, float)):
@@ -105,7 +140,19 @@ class _Base:
             user_state_ms=_seconds_ms("user_state_ttl", user_state_ttl) if user_state_ttl else 0,
             on_get=on_get,
             on_append=on_append,
+            tracks=True,
         )
+        self._track_limit = (
+            _positive_int("track_limit", track_limit) if track_limit is not None else event_limit
+        )
+        self._summaries = _summaries(self, summarizer, summary_workers, summary_queue, summary_timeout)
+        self._summary_every = (
+            _positive_int("summary_every", summary_every) if summary_every is not None else None
+        )
+        if self._summary_every is not None and summarizer is None:
+            raise ValueError("summary_every needs a summarizer=")
+        if self._summary_every is not None and write_behind:
+            raise ValueError("summary_every counts appends as they are written: use it without write_behind")
         self._wb = WriteBehind(write_behind, queue_size)
         self._queues: list[Any] = []  # write-behind queues and their threads / tasks, started lazily
         self._workers: list[Any] = []
@@ -137,6 +184,28 @@ class _Base:
     def _write(self, what: str) -> core.SessionConfig:
         self._ns.check_write(f"SessionStore.{what}")
         return self._cfg
+
+    @property
+    def summary_stats(self) -> SummaryStats:
+        """Counters of the summary workers (all zero without a summarizer)."""
+        return self._summaries.stats if self._summaries is not None else SummaryStats()
+
+    def _track_args(self, since: Any, until: Any) -> tuple[int | None, int | None]:
+        return tracks.time_us("since", since), tracks.time_us("until", until)
+
+    def _enqueue(self, token: str, filter_key: str) -> bool:
+        tracks.check_filter(filter_key)
+        if self._summaries is None:
+            raise ValueError("this store has no summarizer: pass SessionStore(summarizer=...)")
+        if core.check_token(token) is None:
+            return False
+        return bool(self._summaries.submit(token, filter_key))
+
+    def _after_append(self, token: str, counted: tuple[int, int]) -> int:
+        n, count = counted
+        if tracks.due(count, self._summary_every):
+            self._summaries.submit(token, "")
+        return n
 
     @staticmethod
     def _version(v: int | None, expect: int | None) -> int | None:
@@ -204,7 +273,32 @@ class SessionStore(_Base):
 
     def append_event(self, token: str, event: Any) -> int | None:
         """Append to the session's capped log: events kept (0: no session; ``None``: queued)."""
+        if self._summary_every is not None:
+            return self._after_append(
+                token, self._run(tracks.append_counted(self._write("append_event"), token, event))
+            )
         return self._submit(token, core.append_event(self._write("append_event"), token, event))
+
+    def append_track(self, token: str, track: str, event: Any) -> int:
+        """Append ``event`` to the session's track (a timeline): events kept in it (0: no session)."""
+        flow = tracks.append_track(self._write("append_track"), token, track, event, self._track_limit)
+        return self._run(flow)  # type: ignore[no-any-return]
+
+    def track(
+        self, token: str, track: str, *, since: Any = None, until: Any = None, limit: int | None = None
+    ) -> list[TrackEvent]:
+        """The track's events appended in ``[since, until]`` (epoch seconds or aware datetimes),
+        oldest first; with ``limit``, the newest ``limit`` of them."""
+        flow = tracks.track(self._read("track"), token, track, *self._track_args(since, until), limit)
+        return self._run(flow)  # type: ignore[no-any-return]
+
+    def summarize(self, token: str, filter_key: str = "") -> bool:
+        """Queue a summary job for the session (never waits): False when the queue is full."""
+        return self._enqueue(token, filter_key)
+
+    def summary(self, token: str, filter_key: str = "") -> SessionSummary | None:
+        """The session's stored summary for ``filter_key``, or ``None``."""
+        return self._run(tracks.summary(self._read("summary"), token, filter_key))  # type: ignore[no-any-return]
 
     def events(self, token: str, limit: int | None = None) -> list[Any]:
         """The newest ``limit`` events, oldest first."""
@@ -259,9 +353,11 @@ class SessionStore(_Base):
                 q.task_done()
 
     def flush(self) -> None:
-        """Wait until every queued write has reached Redis."""
+        """Wait until every queued write (and summary job) has reached Redis."""
         for q in list(self._queues):
             q.join()
+        if self._summaries is not None:
+            self._summaries.flush()
 
     def close(self) -> None:
         """Flush, then stop the write-behind workers."""
@@ -271,6 +367,8 @@ class SessionStore(_Base):
         for t in self._workers:
             t.join()
         self._queues, self._workers = [], []
+        if self._summaries is not None:
+            self._summaries.close()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -329,7 +427,26 @@ class AsyncSessionStore(_Base):
         return await self._run(core.rotate(self._write("rotate"), token))  # type: ignore[no-any-return]
 
     async def append_event(self, token: str, event: Any) -> int | None:
+        if self._summary_every is not None:
+            flow = tracks.append_counted(self._write("append_event"), token, event)
+            return self._after_append(token, await self._run(flow))
         return await self._submit(token, core.append_event(self._write("append_event"), token, event))
+
+    async def append_track(self, token: str, track: str, event: Any) -> int:
+        flow = tracks.append_track(self._write("append_track"), token, track, event, self._track_limit)
+        return await self._run(flow)  # type: ignore[no-any-return]
+
+    async def track(
+        self, token: str, track: str, *, since: Any = None, until: Any = None, limit: int | None = None
+    ) -> list[TrackEvent]:
+        flow = tracks.track(self._read("track"), token, track, *self._track_args(since, until), limit)
+        return await self._run(flow)  # type: ignore[no-any-return]
+
+    async def summarize(self, token: str, filter_key: str = "") -> bool:
+        return self._enqueue(token, filter_key)
+
+    async def summary(self, token: str, filter_key: str = "") -> SessionSummary | None:
+        return await self._run(tracks.summary(self._read("summary"), token, filter_key))  # type: ignore[no-any-return]
 
     async def events(self, token: str, limit: int | None = None) -> list[Any]:
         return await self._run(core.events(self._read("events"), token, limit))  # type: ignore[no-any-return]
@@ -373,6 +490,8 @@ class AsyncSessionStore(_Base):
     async def flush(self) -> None:
         for q in list(self._queues):
             await q.join()
+        if self._summaries is not None:
+            await self._summaries.flush()
 
     async def close(self) -> None:
         await self.flush()
@@ -381,6 +500,8 @@ class AsyncSessionStore(_Base):
         if self._workers:
             await asyncio.gather(*self._workers)
         self._queues, self._workers = [], []
+        if self._summaries is not None:
+            await self._summaries.close()
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

@@ -8,6 +8,8 @@ HMAC-SHA256 under the store's secret, so Redis never holds a usable token):
                                (JSON), and ``d:<field>`` per data field (encoded by the codec);
 * ``ks:sess:{<id>}:ev``       LIST of events, newest first, trimmed on write;
 * ``ks:sess:{<id>}:x``        the revocation marker (set before a session is deleted);
+* ``ks:sess:{<id>}:tr``       ZSET of track events (``tracks=True``; see ``_core/session_tracks.py``),
+                               moved by ``rotate`` and deleted by ``destroy`` like the event log;
 * ``ks:sess-user:{<user>}``   ZSET of the user's session ids scored by absolute deadline;
 * ``ks:sess-user:{<user>}:state`` and ``ks:sess-app:{<app>}:state``: state HASHes.
 
@@ -46,6 +48,7 @@ __all__ = [
     "create",
     "destroy",
     "destroy_all",
+    "event_blob",
     "events",
     "get",
     "new_token",
@@ -134,6 +137,7 @@ class SessionConfig:
     user_state_ms: int = 0
     on_get: Callable[..., Any] | None = None
     on_append: Callable[..., Any] | None = None
+    tracks: bool = False  # keep each session's track key in step on rotate / destroy
 
     def id_of(self, token: str) -> str:
         return token_id(token, self.secret)
@@ -143,6 +147,9 @@ class SessionConfig:
         # the result equals keyspace.tagged("sess", sid[, "ev" | "x"]).
         base = f"{self.keyspace.prefix}sess:{{{sid}}}"
         return base, base + ":ev", base + ":x"
+
+    def track_key(self, sid: str) -> str:
+        return f"{self.keyspace.prefix}sess:{{{sid}}}:tr"
 
     def index_key(self, user_id: str) -> str:
         return self.keyspace.tagged("sess-user", user_id)
@@ -315,6 +322,8 @@ def _confirm(cfg: SessionConfig, user_id: str, sid: str, deadline: int, old: str
     if int(ok) == 1:
         return True
     yield from _revoke(cfg, sid, "")  # a logout-everywhere ran between our steps: it wins
+    if cfg.tracks:
+        yield Command("DEL", cfg.track_key(sid), keys=(cfg.track_key(sid),))
     return False
 
 
@@ -388,7 +397,12 @@ def destroy_id(cfg: SessionConfig, sid: str, user_id: str) -> Flow[bool]:
     if isinstance(user, int):
         return False
     index = cfg.index_key(as_str(user))
-    yield Command("ZREM", index, sid, keys=(index,))
+    unindex = Command("ZREM", index, sid, keys=(index,))
+    if cfg.tracks:
+        tr = cfg.track_key(sid)
+        yield Batch((unindex, Command("DEL", tr, keys=(tr,))))
+    else:
+        yield unindex
     return True
 
 
@@ -415,8 +429,10 @@ def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[i
                 Command("DEL", h, keys=(h,)),
                 Command("DEL", ev, keys=(ev,)),
             ]
+            if cfg.tracks:
+                ops.append(Command("DEL", cfg.track_key(sid), keys=(cfg.track_key(sid),)))
         replies = yield Batch(tuple(ops))
-        killed += sum(int(r) for r in replies[1::3])
+        killed += sum(int(r) for r in replies[1 :: 4 if cfg.tracks else 3])
     return killed
 
 
@@ -490,8 +506,25 @@ def rotate(cfg: SessionConfig, token: object) -> Flow[str | None]:
         keys=cfg.session_keys(sid),
         args=(deadline, idle, len(evs), *evs, *keep),
     )
+    if cfg.tracks and int(made) == 1:
+        yield from _move_tracks(cfg, old, sid, deadline)
     ok = yield from _confirm(cfg, user_id, sid, deadline, old, int(made) == 1)
     return new if ok else None
+
+
+def _move_tracks(cfg: SessionConfig, old: str, new: str, deadline: int) -> Flow[None]:
+    """Carry the old id's track events over to the new id (nobody else knows the new id yet;
+    the old session is revoked, so no track write can reach the old key any more)."""
+    src, dst = cfg.track_key(old), cfg.track_key(new)
+    members = yield Command("ZRANGE", src, 0, -1, keys=(src,))
+    if members:
+        yield Batch(
+            (
+                Command("ZADD", dst, *[x for m in members for x in (0, m)], keys=(dst,)),
+                Command("PEXPIREAT", dst, deadline, keys=(dst,)),
+                Command("DEL", src, keys=(src,)),
+            )
+        )
 
 
 def append_event(cfg: SessionConfig, token: object, event: Any) -> Flow[int]:
@@ -499,17 +532,25 @@ def append_event(cfg: SessionConfig, token: object, event: Any) -> Flow[int]:
 
     ``on_append(session_id, event)`` may return a replacement event, or ``None`` to drop it.
     """
+    prepared = yield from event_blob(cfg, token, event)
+    if prepared is None:
+        return 0
+    sid, blob = prepared
+    n = yield Script(load("session_event"), keys=cfg.session_keys(sid)[:2], args=(blob, cfg.event_limit))
+    return int(n)
+
+
+def event_blob(cfg: SessionConfig, token: object, event: Any) -> Flow[tuple[str, bytes] | None]:
+    """The session id and encoded event to append, after ``on_append``; ``None``: nothing to do."""
     tok = check_token(token)
     if tok is None:
-        return 0
+        return None
     sid = cfg.id_of(tok)
     if cfg.on_append is not None:
         event = yield Compute(cfg.on_append, (sid, event))
         if event is None:
-            return 0
-    blob = cfg.codec.encode(event)
-    n = yield Script(load("session_event"), keys=cfg.session_keys(sid)[:2], args=(blob, cfg.event_limit))
-    return int(n)
+            return None
+    return sid, cfg.codec.encode(event)
 
 
 def events(cfg: SessionConfig, token: object, limit: int | None = None) -> Flow[list[Any]]:

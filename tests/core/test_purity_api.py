@@ -90,9 +90,10 @@ def test_every_async_class_mirrors_its_sync_twin() -> None:
 # Classes that hold values or configuration, not a client: they need no Async twin.
 VALUE_TYPES = {
     "CacheStats", "CircuitBreaker", "Codec", "ConsumerStats", "CookiePolicy", "DeadLetter",
-    "Decision", "Entry", "Gap", "JsonCodec", "Keyspace", "Mount", "Namespace", "PickleCodec",
+    "Decision", "Entry", "Gap", "JsonCodec", "KeyValueStoreMetadata", "KeyValueStoreRecord",
+    "KeyValueStoreRecordMetadata", "Keyspace", "Mount", "Namespace", "PickleCodec",
     "Policy", "PolicyState", "PubSubMessage", "RequestInfo", "ServerInfo", "Session",
-    "SessionInfo", "StreamMetrics", "SubscriberStats",
+    "SessionInfo", "SessionSummary", "SummaryStats", "TrackEvent", "StreamMetrics", "SubscriberStats",
 }  # fmt: skip
 # Middlewares speak two different protocols (WSGI, ASGI): a pair by protocol, not by prefix.
 PROTOCOL_PAIRS = {
