@@ -39,6 +39,17 @@ from .errors import (
     SubscriberOverflow,
     UnsupportedByServer,
 )
+from .http import (
+    ASGIRateLimitMiddleware,
+    ASGISessionMiddleware,
+    AsyncSessionHandle,
+    CookiePolicy,
+    RequestInfo,
+    SessionHandle,
+    WSGIRateLimitMiddleware,
+    WSGISessionMiddleware,
+    client_address,
+)
 from .kv import KV, AsyncKV
 from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
 from .lock import (
@@ -69,7 +80,6 @@ from .pubsub import (
     publish_async,
 )
 from .ratelimit import (
-    ASGIRateLimitMiddleware,
     AsyncFixedWindowLimiter,
     AsyncMultiLimiter,
     AsyncSlidingCounterLimiter,
@@ -80,24 +90,16 @@ from .ratelimit import (
     MultiLimiter,
     Policy,
     PolicyState,
-    RequestInfo,
     SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
-    WSGIRateLimitMiddleware,
-    client_address,
     rate_limited,
 )
 from .session import (
-    ASGISessionMiddleware,
-    AsyncSessionHandle,
     AsyncSessionStore,
-    CookiePolicy,
     Session,
-    SessionHandle,
     SessionInfo,
     SessionStore,
-    WSGISessionMiddleware,
 )
 from .streams import (
     AsyncConsumer,

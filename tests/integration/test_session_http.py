@@ -13,14 +13,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 import redispatterns as rp
-from redispatterns.session import (
-    ASGISessionMiddleware,
-    AsyncSessionStore,
-    CookiePolicy,
-    Session,
-    SessionStore,
-    WSGISessionMiddleware,
-)
+from redispatterns.http import ASGISessionMiddleware, CookiePolicy, WSGISessionMiddleware
+from redispatterns.session import AsyncSessionStore, Session, SessionStore
 from redispatterns.testing.plugin import Backend
 
 MOUNT = rp.Mount(prefix="web:")

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapp
 from dataclasses import dataclass
 from typing import Any
 
-from ._core.session import Session, check_token
-from .session import AsyncSessionStore, SessionStore
+from .._core.session import Session, check_token
+from ..session import AsyncSessionStore, SessionStore
 
 __all__ = [
     "ASGISessionMiddleware",
