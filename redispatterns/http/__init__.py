@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .ratelimit import ASGIRateLimitMiddleware, RequestInfo, WSGIRateLimitMiddleware, client_address
 from .session import (
+    ANONYMOUS_PREFIX,
     ASGISessionMiddleware,
     AsyncSessionHandle,
     CookiePolicy,
@@ -19,6 +20,7 @@ from .session import (
 )
 
 __all__ = [
+    "ANONYMOUS_PREFIX",
     "ASGIRateLimitMiddleware",
     "ASGISessionMiddleware",
     "AsyncSessionHandle",
