@@ -71,7 +71,9 @@ def _op_of(code: types.CodeType, module: str) -> _Op:
     op = _ops.get(code)
     if op is None:
         pattern = module.rpartition(".")[2]
-        name = code.co_name
+        name = code.co_name.lstrip("_")
+        if name.startswith("f_"):  # a shell's own flow method (``_f_submit``)
+            name = name[2:]
         for family in ("semaphore", "redlock"):  # lock.py holds three patterns today
             if name.startswith(family + "_"):
                 pattern = family
