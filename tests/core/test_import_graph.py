@@ -142,3 +142,20 @@ def test_the_cycle_check_can_fail(tmp_path: Path) -> None:
     found = cycles(import_graph(pkg, "pkg"))
     assert found == [["pkg.a", "pkg.b", "pkg.sub", "pkg.sub.c"]]
     assert importers_of(import_graph(pkg, "pkg"), "pkg.sub") == ["pkg.b"]
+
+
+def test_importing_the_package_imports_no_framework_or_telemetry() -> None:
+    """The adapters and our OpenTelemetry hooks are optional: ``import redispatterns`` (and its
+    HTTP middlewares) load no framework and not ``redispatterns.otel``, so an app without the
+    extras pays nothing. (redis-py 8 imports ``opentelemetry`` itself when it is installed.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, redispatterns, redispatterns.http; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'fastapi', 'starlette', 'flask', 'django', 'werkzeug', 'pydantic'}), "
+        "'redispatterns.otel' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] False"
