@@ -237,12 +237,12 @@ def _start(inst: _Instruments, flow: Any) -> _Span | None:
 
 
 def _wrap_sync(inst: _Instruments, original: Callable[..., Any]) -> Callable[..., Any]:
-    def run_sync(client: Any, flow: Any) -> Any:
+    def run_sync(client: Any, flow: Any, *args: Any, **kwargs: Any) -> Any:
         span = _start(inst, flow)
         if span is None:
-            return original(client, flow)
+            return original(client, flow, *args, **kwargs)
         try:
-            result = original(client, flow)
+            result = original(client, flow, *args, **kwargs)
         except BaseException as exc:
             span.failed(exc)
             raise
@@ -252,12 +252,12 @@ def _wrap_sync(inst: _Instruments, original: Callable[..., Any]) -> Callable[...
 
 
 def _wrap_async(inst: _Instruments, original: Callable[..., Any]) -> Callable[..., Any]:
-    async def run_async(client: Any, flow: Any) -> Any:
+    async def run_async(client: Any, flow: Any, *args: Any, **kwargs: Any) -> Any:
         span = _start(inst, flow)
         if span is None:
-            return await original(client, flow)
+            return await original(client, flow, *args, **kwargs)
         try:
-            result = await original(client, flow)
+            result = await original(client, flow, *args, **kwargs)
         except BaseException as exc:
             span.failed(exc)
             raise
