@@ -25,7 +25,8 @@ ratio is hits over all; ``bypass`` counts calls an open circuit breaker kept off
 ``redispatterns.lock.wait`` and ``redispatterns.lock.hold`` (histograms, s, for locks,
 semaphores and Redlock), ``redispatterns.stream.lag`` / ``.pending`` / ``.dead_letters`` (gauges
 by stream and group, set whenever ``metrics()`` is read) and ``redispatterns.pubsub.gaps``
-(counter).
+(counter), ``redispatterns.cache.breaker_state`` (gauge by cached function: 0 closed,
+1 half-open, 2 open).
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ from __future__ import annotations
 import sys
 import time
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _runner
+from . import cache as _cache
 from . import pubsub as _pubsub
 from ._core.keys import Keyspace
 from ._core.ratelimit import Decision
@@ -139,6 +143,12 @@ class _Instruments:
         self.pending = meter.create_gauge("redispatterns.stream.pending", description="Delivered, unacked")
         self.dead = meter.create_gauge("redispatterns.stream.dead_letters", description="Dead letters")
         self.gaps = meter.create_counter("redispatterns.pubsub.gaps", description="Pub/sub gaps detected")
+        self.caches: weakref.WeakSet[Any] = weakref.WeakSet()  # cached functions that met a non-hit
+        meter.create_observable_gauge(
+            "redispatterns.cache.breaker_state",
+            callbacks=[self._breakers],
+            description="Circuit breaker of a cached function: 0 closed, 1 half-open, 2 open",
+        )
         self.held: dict[str, float] = {}  # lock token -> acquired at (in memory only, never exported)
 
     def begin(self, flow: Any) -> tuple[_Op, dict[str, Any], dict[str, Any]] | None:
@@ -190,6 +200,13 @@ class _Instruments:
                 self.lag.set(result.lag, where)
             self.pending.set(result.pending, where)
             self.dead.set(result.dead_letters, where)
+
+    def _breakers(self, options: CallbackOptions) -> list[Observation]:
+        levels = {"closed": 0, "half-open": 1, "open": 2}
+        return [
+            Observation(levels.get(h.breaker.state, 0), {"redispatterns.function": h.spec.plan.fn_id})
+            for h in list(self.caches)
+        ]
 
 
 _state: dict[str, Any] = {}
@@ -291,6 +308,14 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> No
 
     _pubsub._SubscriberBase._record_gap = _record_gap  # type: ignore[method-assign]
     patched.append((_pubsub._SubscriberBase, "_record_gap", gap_original))  # type: ignore[arg-type]
+    notable_original = _cache._Handle._notable
+
+    def _notable(self: Any, outcome: str, key: str) -> None:
+        inst.caches.add(self)  # a breaker only leaves "closed" after failures, which come here
+        notable_original(self, outcome, key)
+
+    _cache._Handle._notable = _notable  # type: ignore[method-assign]
+    patched.append((_cache._Handle, "_notable", notable_original))  # type: ignore[arg-type]
     _state.update(patched=patched, instruments=inst)
 
 

@@ -204,3 +204,19 @@ def test_uninstrument_restores_the_runners() -> None:
     otel.uninstrument()
     assert not otel.is_instrumented() and vars(cache_mod)["run_sync"] is original
     assert _runner.run_sync is original
+
+
+def test_breaker_state_of_a_cached_function(tel: Telemetry) -> None:
+    from redispatterns.testing.servers import free_port
+
+    dead = rp.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    breaker = rp.CircuitBreaker(threshold=1, reset_after=3600)
+
+    @rp.cached(ttl=60, client=dead, breaker=breaker, name="otel.dead")
+    def plain(n: int) -> int:
+        return n * 2
+
+    assert tel.metric("redispatterns.cache.breaker_state") == []  # nothing failed yet
+    assert plain(1) == 2 and plain(2) == 4  # fails open: the function's own result
+    assert tel.metric("redispatterns.cache.breaker_state") == [({"redispatterns.function": "otel.dead"}, 2)]
+    assert {a["redispatterns.outcome"] for a, _ in tel.metric("redispatterns.cache.requests")} >= {"bypass"}
