@@ -60,6 +60,7 @@ _CACHE_OUTCOMES = frozenset(
 )  # fmt: skip
 _ACQUIRE = frozenset({"acquire", "semaphore_acquire", "redlock_acquire"})
 _RELEASE = frozenset({"release", "semaphore_release", "redlock_release"})
+_HELD_MAX = 10_000  # lock tokens remembered for the hold-time histogram
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,8 @@ class _Instruments:
             )
             token = local.get("token")
             if outcome == "acquired" and isinstance(token, str):
+                if len(self.held) >= _HELD_MAX:  # leases that expired unreleased: forget the oldest
+                    self.held.pop(next(iter(self.held)), None)
                 self.held[token] = now
         elif op.operation in _RELEASE:
             started = self.held.pop(str(local.get("token")), None)

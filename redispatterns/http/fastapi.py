@@ -10,6 +10,8 @@ Needs the ``fastapi`` extra (``pip install 'redispatterns[fastapi]'``).
   ``RateLimit``/``RateLimit-Policy`` headers; a denial raises :class:`RateLimitExceeded`, an
   ``HTTPException`` (429, ``Retry-After``). :func:`add_rate_limit_handler` renders it as the
   middleware's ``application/problem+json`` body instead of FastAPI's ``{"detail": ...}``.
+  (The headers ride on FastAPI's response; an endpoint returning a ``Response`` of its own
+  sends its own headers.)
   The subject is the client address by default (``X-Forwarded-For`` only from
   ``trusted_proxies``); ``key=user_key`` limits per logged-in user; ``per_route=True`` gives
   every route its own budget from one limiter.
