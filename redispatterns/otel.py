@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -218,37 +218,33 @@ _state: dict[str, Any] = {}
 class _Span:
     """One traced operation: what both runner wrappers do around the original call."""
 
-    __slots__ = ("cm", "inst", "local", "op", "span", "t0")
+    __slots__ = ("inst", "local", "op", "span", "t0", "token")
 
     def __init__(self, inst: _Instruments, op: _Op, attrs: dict[str, Any], local: dict[str, Any]) -> None:
         self.inst, self.op, self.local = inst, op, local
-        name = f"{op.pattern}.{op.operation}"
-        self.cm = inst.tracer.start_as_current_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes=attrs,
-            record_exception=False,
-            set_status_on_exception=False,
+        self.span = inst.tracer.start_span(
+            f"{op.pattern}.{op.operation}", kind=SpanKind.CLIENT, attributes=attrs
         )
-        self.span = self.cm.__enter__()
+        self.token = context.attach(trace.set_span_in_context(self.span))  # the current span
         self.t0 = time.perf_counter()
 
-    def done(self, result: Any) -> Any:
-        outcome = _outcome(self.op, result)
+    def _close(self, outcome: str, result: Any) -> None:
         self.span.set_attribute("redispatterns.outcome", outcome)
         self.inst.end(self.op, self.local, outcome, result, self.t0)
-        self.cm.__exit__(None, None, None)
+        context.detach(self.token)
+        self.span.end()
+
+    def done(self, result: Any) -> Any:
+        self._close(_outcome(self.op, result), result)
         return result
 
     def failed(self, exc: BaseException) -> None:
         outcome = _error_outcome(self.op, exc)
-        self.span.set_attribute("redispatterns.outcome", outcome)
         self.span.set_attribute("error.type", type(exc).__qualname__)
         if outcome == "error":
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-        self.inst.end(self.op, self.local, outcome, None, self.t0)
-        self.cm.__exit__(type(exc), exc, exc.__traceback__)
+        self._close(outcome, None)
 
 
 def _start(inst: _Instruments, flow: Any) -> _Span | None:
