@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest doctor lock clean
+.PHONY: test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest loadtest-patterns webapp doctor lock clean
 
 # uv itself, pinned, in a venv of its own (the only thing installed outside the lock)
 $(UV):
@@ -82,9 +82,18 @@ bench-compare: bench-deps
 	git worktree remove --force .bench/base
 	$(PY) -m loadtests.compare .bench/base.json .bench/head.json
 
-## loadtest: Locust, headless, bounded in time, against a private server
+## loadtest: Locust over HTTP against the example shop (uvicorn workers, loopback, 60 s, headless;
+## LOCUST_UI=1 for the web UI): requests/s, p50/p95/p99, failures; report in loadtests/out/
 loadtest: $(STAMP)
+	$(PY) -m loadtests.run_http_locust
+
+## loadtest-patterns: Locust on the patterns themselves (micro-load, no HTTP), 20 s
+loadtest-patterns: $(STAMP)
 	$(PY) -m loadtests.run_locust
+
+## webapp: the example shop (examples/webapp) on http://127.0.0.1:8000, embedded server unless REDIS_URL
+webapp: $(STAMP)
+	$(PY) -m loadtests.webapp_server
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) .venv-oldest .venv-latest .bench .pytest_cache .mypy_cache .ruff_cache dist build

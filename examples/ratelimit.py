@@ -13,13 +13,13 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import redispatterns as rp
+from redispatterns.http import WSGIRateLimitMiddleware
 from redispatterns.ratelimit import (
     AsyncTokenBucketLimiter,
     MultiLimiter,
     Policy,
     SlidingWindowLimiter,
     TokenBucketLimiter,
-    WSGIRateLimitMiddleware,
     rate_limited,
 )
 

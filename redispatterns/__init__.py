@@ -40,6 +40,17 @@ from .errors import (
     SubscriberOverflow,
     UnsupportedByServer,
 )
+from .http import (
+    ASGIRateLimitMiddleware,
+    ASGISessionMiddleware,
+    AsyncSessionHandle,
+    CookiePolicy,
+    RequestInfo,
+    SessionHandle,
+    WSGIRateLimitMiddleware,
+    WSGISessionMiddleware,
+    client_address,
+)
 from .kv import KV, AsyncKV
 from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
 from .lock import (
@@ -70,7 +81,6 @@ from .pubsub import (
     publish_async,
 )
 from .ratelimit import (
-    ASGIRateLimitMiddleware,
     AsyncFixedWindowLimiter,
     AsyncMultiLimiter,
     AsyncSlidingCounterLimiter,
@@ -81,27 +91,19 @@ from .ratelimit import (
     MultiLimiter,
     Policy,
     PolicyState,
-    RequestInfo,
     SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
-    WSGIRateLimitMiddleware,
-    client_address,
     rate_limited,
 )
 from .session import (
-    ASGISessionMiddleware,
-    AsyncSessionHandle,
     AsyncSessionStore,
-    CookiePolicy,
     Session,
-    SessionHandle,
     SessionInfo,
     SessionStore,
     SessionSummary,
     SummaryStats,
     TrackEvent,
-    WSGISessionMiddleware,
 )
 from .store import (
     AsyncKeyValueStore,

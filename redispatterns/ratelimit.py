@@ -1,6 +1,6 @@
 """Rate limiters: exact sliding log, token bucket (GCRA), clock-aligned fixed window, approximate
 sliding counter, and several policies at once — one EVALSHA per check, server time, sync and
-asyncio twins, a decorator, and WSGI/ASGI middlewares.
+asyncio twins and a decorator (the WSGI/ASGI middlewares are in ``redispatterns.http``).
 
 >>> limiter = rp.SlidingWindowLimiter(limit=100, window=60)
 >>> d = limiter.hit("user:42")          # Decision(allowed, remaining, retry_after, reset_after, limit)
@@ -32,13 +32,11 @@ from ._core.ratelimit import hit as _hit_flow
 from ._core.ratelimit import reset as _reset_flow
 from ._core.ratelimit import state_keys as _state_keys
 from ._core.ratelimit import wait as _wait_flow
-from ._ratelimit_http import ASGIRateLimitMiddleware, RequestInfo, WSGIRateLimitMiddleware, client_address
 from ._runner import run_async, run_sync
 from .errors import RateLimited
 from .mount import Namespace, resolve
 
 __all__ = [
-    "ASGIRateLimitMiddleware",
     "AsyncFixedWindowLimiter",
     "AsyncMultiLimiter",
     "AsyncSlidingCounterLimiter",
@@ -49,12 +47,9 @@ __all__ = [
     "MultiLimiter",
     "Policy",
     "PolicyState",
-    "RequestInfo",
     "SlidingCounterLimiter",
     "SlidingWindowLimiter",
     "TokenBucketLimiter",
-    "WSGIRateLimitMiddleware",
-    "client_address",
     "rate_limited",
 ]
 

@@ -29,19 +29,14 @@ from .errors import SessionConflict
 from .mount import Mount, Namespace, resolve
 
 __all__ = [
-    "ASGISessionMiddleware",
-    "AsyncSessionHandle",
     "AsyncSessionStore",
-    "CookiePolicy",
     "Session",
     "SessionConflict",
-    "SessionHandle",
     "SessionInfo",
     "SessionStore",
     "SessionSummary",
     "SummaryStats",
     "TrackEvent",
-    "WSGISessionMiddleware",
 ]
 
 log = logging.getLogger("redispatterns.session")
@@ -508,12 +503,3 @@ class AsyncSessionStore(_Base):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-from ._session_http import (  # noqa: E402  (the middlewares build on the stores above)
-    ASGISessionMiddleware,
-    AsyncSessionHandle,
-    CookiePolicy,
-    SessionHandle,
-    WSGISessionMiddleware,
-)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from redispatterns._core import ratelimit as core
 from redispatterns._core.keys import Keyspace
 from redispatterns._core.ops import Command, Compute, Now, Script, Sleep
-from redispatterns._ratelimit_http import client_address
 from redispatterns.errors import RateLimited
+from redispatterns.http import client_address
 from redispatterns.testing.replay import ReplayMismatch, replay
 
 SW = core.Policy.sliding(3, 10)

@@ -14,15 +14,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from redispatterns import RateLimited
+from redispatterns.http import ASGIRateLimitMiddleware, RequestInfo, WSGIRateLimitMiddleware
 from redispatterns.ratelimit import (
-    ASGIRateLimitMiddleware,
     AsyncSlidingWindowLimiter,
     AsyncTokenBucketLimiter,
     MultiLimiter,
     Policy,
-    RequestInfo,
     SlidingWindowLimiter,
-    WSGIRateLimitMiddleware,
     rate_limited,
 )
 

@@ -13,14 +13,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 import redispatterns as rp
-from redispatterns.session import (
-    ASGISessionMiddleware,
-    AsyncSessionStore,
-    CookiePolicy,
-    Session,
-    SessionStore,
-    WSGISessionMiddleware,
-)
+from redispatterns.http import ASGISessionMiddleware, CookiePolicy, WSGISessionMiddleware
+from redispatterns.session import AsyncSessionStore, Session, SessionStore
 from redispatterns.testing.plugin import Backend
 
 MOUNT = rp.Mount(prefix="web:")
@@ -69,12 +63,12 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def call_asgi(
-    app: Any, path: str, cookie: str | None = None
+    app: Any, path: str, cookie: str | None = None, scheme: str = "https"
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     path, _, qs = path.partition("?")
     headers = [(b"host", b"test")] + ([(b"cookie", f"other=1; session={cookie}".encode())] if cookie else [])
     scope = {"type": "http", "method": "GET", "path": path, "query_string": qs.encode(), "headers": headers,
-             "client": ("10.1.2.3", 5555)}  # fmt: skip
+             "client": ("10.1.2.3", 5555), "scheme": scheme}  # fmt: skip
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -165,9 +159,12 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [json.dumps(out).encode()]
 
 
-def call_wsgi(app: Any, path: str, cookie: str | None = None) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def call_wsgi(
+    app: Any, path: str, cookie: str | None = None, scheme: str = "http"
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     path, _, qs = path.partition("?")
-    environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": qs, "wsgi.input": io.BytesIO()}
+    environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": qs, "wsgi.input": io.BytesIO(),
+                               "wsgi.url_scheme": scheme}  # fmt: skip
     if cookie:
         environ["HTTP_COOKIE"] = f"session={cookie}"
     setup_testing_defaults(environ)
@@ -239,3 +236,73 @@ def test_handle_guards_and_policy_checks(backend: Backend) -> None:
     assert p.set_cookie("t") == "session=t; Path=/; Domain=example.com; Secure; HttpOnly; SameSite=Strict"
     assert p.read('x=1; session="' + "A" * 43 + '"') == "A" * 43
     assert p.read("session=short") is None and p.read(None) is None and p.read("nothing") is None
+
+
+# --------------------------------------------------------------------------- Secure, anonymous
+
+
+def test_secure_follows_the_request_scheme_unless_set() -> None:
+    auto, on, off = CookiePolicy(), CookiePolicy(secure=True), CookiePolicy(secure=False)
+    assert "Secure" in auto.set_cookie("t", https=True) and "Secure" not in auto.set_cookie("t", https=False)
+    assert "Secure" in on.set_cookie("t", https=False) and "Secure" not in off.set_cookie("t", https=True)
+    assert "Secure" in CookiePolicy(samesite="none").set_cookie("t", https=False)  # browsers demand it
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_middlewares_mark_cookies_secure_only_over_https(backend: Backend, scheme: str) -> None:
+    store = SessionStore(backend.sync_client(), mount=MOUNT)
+    hdrs, _ = call_wsgi(WSGISessionMiddleware(wsgi_app, store), "/login", scheme=scheme)
+    assert ("Secure" in (cookie_of(hdrs) or "")) is (scheme == "https")
+
+    async def body() -> None:
+        astore = AsyncSessionStore(backend.async_client(), mount=MOUNT)
+        hdrs, _ = await call_asgi(ASGISessionMiddleware(asgi_app, astore), "/login", scheme=scheme)
+        assert ("Secure" in (cookie_of(hdrs) or "")) is (scheme == "https")
+        always = ASGISessionMiddleware(asgi_app, astore, CookiePolicy(secure=True))
+        hdrs, _ = await call_asgi(always, "/login", scheme=scheme)
+        assert "Secure" in (cookie_of(hdrs) or "")
+
+    asyncio.run(body())
+
+
+def shop_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A preloaded session used as a plain mapping: a cart before login, kept across it."""
+    sess = environ["redispatterns.session"]
+    path, query = environ["PATH_INFO"], parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/add":
+        sess["cart"] = [*sess.get("cart", []), query["item"][0]]
+    elif path == "/login":
+        sess.login("carol", {"greeting": "hi"})
+    elif path == "/logout":
+        sess.logout()
+    out = {"cart": sess.get("cart", []), "user": sess.user_id, "anonymous": sess.anonymous, "n": len(sess)}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]
+
+
+def test_anonymous_sessions_become_authenticated_on_login(backend: Backend) -> None:
+    store = SessionStore(backend.sync_client(), mount=MOUNT)
+    app = WSGISessionMiddleware(shop_wsgi, store, anonymous=True, preload=True)
+    hdrs, out = call_wsgi(app, "/cart")  # a visitor who writes nothing gets no session
+    assert cookie_of(hdrs) is None and out == {"cart": [], "user": None, "anonymous": False, "n": 0}
+    hdrs, out = call_wsgi(app, "/add?item=tea")
+    anon = token_in(cookie_of(hdrs) or "")
+    assert "Secure" not in (cookie_of(hdrs) or "")  # plain http: the browser sends it back
+    assert out == {"cart": ["tea"], "user": None, "anonymous": True, "n": 1}
+    hdrs, out = call_wsgi(app, "/add?item=jam", anon)
+    assert cookie_of(hdrs) is None and out["cart"] == ["tea", "jam"] and out["anonymous"]
+    session = store.get(anon)
+    assert session is not None and session.user_id.startswith(rp.http.session.ANONYMOUS_PREFIX)
+    hdrs, out = call_wsgi(app, "/login", anon)
+    auth = token_in(cookie_of(hdrs) or "")
+    assert auth != anon and store.get(anon) is None  # the id is rotated: no fixation
+    assert out == {"cart": ["tea", "jam"], "user": "carol", "anonymous": False, "n": 2}
+    logged_in = store.get(auth)
+    assert logged_in is not None and logged_in.data == {"cart": ["tea", "jam"], "greeting": "hi"}
+    assert [s.id for s in store.sessions("carol")] == [logged_in.id]
+    hdrs, out = call_wsgi(app, "/logout", auth)
+    assert "Max-Age=0" in (cookie_of(hdrs) or "") and out["cart"] == [] and store.get(auth) is None
+    # without anonymous=True, nothing is created for a visitor
+    plain = WSGISessionMiddleware(shop_wsgi, store, preload=True)
+    with pytest.raises(RuntimeError, match="anonymous=True"):
+        call_wsgi(plain, "/add?item=tea")

@@ -12,11 +12,10 @@ import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._core.ratelimit import Decision
-    from .ratelimit import AsyncMultiLimiter, MultiLimiter
+from .._core.ratelimit import Decision
+from ..ratelimit import AsyncMultiLimiter, MultiLimiter
 
 __all__ = ["ASGIRateLimitMiddleware", "RequestInfo", "WSGIRateLimitMiddleware", "client_address"]
 
@@ -113,8 +112,6 @@ class ASGIRateLimitMiddleware(_Common):
     """ASGI middleware over an ``Async*Limiter``: ``app = ASGIRateLimitMiddleware(app, limiter)``."""
 
     def __init__(self, app: Any, limiter: AsyncMultiLimiter, **options: Any) -> None:
-        from .ratelimit import AsyncMultiLimiter
-
         if not isinstance(limiter, AsyncMultiLimiter):
             raise TypeError("the ASGI middleware needs an asyncio limiter (e.g. AsyncSlidingWindowLimiter)")
         super().__init__(app, limiter, **options)
@@ -164,8 +161,6 @@ class WSGIRateLimitMiddleware(_Common):
     """WSGI middleware over a sync limiter: ``app = WSGIRateLimitMiddleware(app, limiter)``."""
 
     def __init__(self, app: Any, limiter: MultiLimiter, **options: Any) -> None:
-        from .ratelimit import MultiLimiter
-
         if not isinstance(limiter, MultiLimiter):
             raise TypeError("the WSGI middleware needs a sync limiter (e.g. SlidingWindowLimiter)")
         super().__init__(app, limiter, **options)
