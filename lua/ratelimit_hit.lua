@@ -9,6 +9,10 @@
 -- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
 -- read-only: no
 --
+-- With a virtual now, every expiry is at least 60 s of real time: virtual time does not move the
+-- server's clock, so a TTL measured on it (1 ms at 1000/s) could lapse between two calls of a test.
+-- State never needs its TTL to be correct (each kind reads time from its own contents).
+--
 -- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
 -- string.format('%.0f') because tostring() keeps only 14 significant digits.
 
@@ -16,15 +20,17 @@ local cost = tonumber(ARGV[1])
 local mode = tonumber(ARGV[2])
 local nonce = ARGV[3]
 local now
+local min_ttl_ms = 0
 if ARGV[4] ~= '' then
   now = tonumber(ARGV[4])
+  min_ttl_ms = 60000
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 local function fmt(x) return string.format('%.0f', x) end
-local function ceil_ms(us) return math.floor((us + 999) / 1000) end
+local function ceil_ms(us) return math.max(math.floor((us + 999) / 1000), min_ttl_ms) end
 local function idiv(a, b) -- floor(a / b) for integers, exact
   local q = math.floor(a / b)
   if (q + 1) * b <= a then q = q + 1 elseif q * b > a then q = q - 1 end
