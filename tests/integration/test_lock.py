@@ -454,7 +454,7 @@ def test_threads_sharing_one_lock_never_lose_an_update(backend: Backend) -> None
 @pytest.mark.slow
 def test_without_the_lock_the_race_is_real(standalone_url: str) -> None:
     """The control experiment, on the first real server kind found."""
-    client = redis.Redis.from_url(standalone_url)
+    client: Any = redis.Redis.from_url(standalone_url)
     counter = "rp:test:{counter}:n"
 
     def worker() -> None:
