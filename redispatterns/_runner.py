@@ -30,6 +30,7 @@ from typing import Any, TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.cluster import RedisCluster as _SyncCluster
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,7 +38,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
 from ._core.server import ServerInfo, parse_info
 
-__all__ = ["READ_RETRIES", "ensure_ready", "run_async", "run_sync", "server_info", "server_info_async"]
+__all__ = [
+    "READ_RETRIES",
+    "ensure_ready",
+    "run_async",
+    "run_sync",
+    "server_info",
+    "server_info_async",
+    "socket_timeout",
+]
 
 T = TypeVar("T")
 
@@ -73,6 +82,26 @@ def _fake_info(client: Any) -> ServerInfo:
     server = client.connection_pool.connection_kwargs.get("server")
     version = (*tuple(getattr(server, "version", (7,))), 0, 0)
     return _info_from(client, {"redis_version": ".".join(map(str, version[:3]))})
+
+
+# what a connection applies when its client names no socket timeout (5 s in redis-py 8)
+_DEFAULT_SOCKET_TIMEOUT: float | None = (
+    inspect.signature(AbstractConnection.__init__).parameters["socket_timeout"].default
+)
+
+
+def socket_timeout(client: Any) -> float | None:
+    """The read timeout ``client``'s connections apply to each reply; ``None``: they wait forever.
+
+    Reads the connection settings of a plain client (its pool), a sync Cluster (its nodes
+    manager) or an asyncio Cluster (the client itself); unset means redis-py's default.
+    """
+    for holder in (getattr(client, "connection_pool", None), getattr(client, "nodes_manager", None), client):
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            value = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+            return float(value) if value else None
+    return _DEFAULT_SOCKET_TIMEOUT
 
 
 def server_info(client: Any) -> ServerInfo:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from ._core import cache as core
+from ._core import validate
 from ._core.breaker import OPEN, Breaker
 from ._core.cachekey import KeyPlan
 from ._core.mount import Mount
@@ -284,17 +285,6 @@ class _Handle:
         return self.keys(args, kwargs).value
 
 
-def _check_number(name: str, value: object, *, positive: bool = True, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} cannot be negative, got {value}")
-
-
 @overload
 def cached(fn: F, /) -> F: ...
 
@@ -380,18 +370,14 @@ def cached(
 def _validate(o: dict[str, Any]) -> None:
     ttl = o["ttl"]
     if ttl is not None and not callable(ttl):
-        _check_number("ttl", ttl)
-    _check_number("jitter", o["jitter"], positive=False)
-    if o["jitter"] >= 1:
-        raise ValueError(f"jitter is a fraction of the TTL below 1, got {o['jitter']}")
-    _check_number("stale_ttl", o["stale_ttl"], positive=False, allow_none=True)
-    _check_number("lock_ttl", o["lock_ttl"])
-    _check_number("lock_wait", o["lock_wait"], positive=False, allow_none=True)
-    _check_number("early_refresh", o["early_refresh"], positive=False)
-    if o["condition"] is not None and not callable(o["condition"]):
-        raise TypeError("condition= must be a callable taking the result")
-    if o["on_event"] is not None and not callable(o["on_event"]):
-        raise TypeError("on_event= must be a callable (outcome, key)")
+        validate.seconds(ttl, "ttl")
+    validate.fraction(o["jitter"], "jitter (a fraction of the TTL)", one_ok=False)
+    validate.optional_seconds(o["stale_ttl"], "stale_ttl", zero_ok=True)
+    validate.seconds(o["lock_ttl"], "lock_ttl")
+    validate.optional_seconds(o["lock_wait"], "lock_wait", zero_ok=True)
+    validate.seconds(o["early_refresh"], "early_refresh", zero_ok=True)
+    validate.callable_or_none(o["condition"], "condition=", "taking the result")
+    validate.callable_or_none(o["on_event"], "on_event=", "(outcome, key)")
     if o["breaker"] is not None and not isinstance(o["breaker"], Breaker):
         raise TypeError("breaker= must be a redispatterns.CircuitBreaker")
     v = o["version"]
@@ -527,9 +513,8 @@ def write_through(
         raise TypeError("write_through(target): target must be a function decorated with @cached")
     if mode not in ("update", "invalidate"):
         raise ValueError(f"mode must be 'update' or 'invalidate', got {mode!r}")
-    for nm, cb in (("value", value), ("version", version)):
-        if cb is not None and not callable(cb):
-            raise TypeError(f"{nm}= must be a callable of the write's result")
+    validate.callable_or_none(value, "value=", "of the write's result")
+    validate.callable_or_none(version, "version=", "of the write's result")
     if args is not None and not callable(args) and not isinstance(args, Mapping):
         raise TypeError("args= must be a mapping {cached parameter: write parameter} or a callable")
     h.ns.check_write("@write_through")

@@ -29,10 +29,11 @@ import redis.asyncio
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import lock as core
+from ._core import validate
 from ._core.keys import Keyspace
 from ._core.mount import DEFAULT_PREFIX, Mount
 from ._core.ops import Flow
-from ._runner import run_async, run_sync
+from ._runner import run_async, run_sync, socket_timeout
 from .errors import LockLost, LockNotOwned
 from .mount import Namespace, resolve
 
@@ -83,20 +84,6 @@ _waiters: weakref.WeakKeyDictionary[Any, tuple[Callable[[str, float], Any], floa
 _waiters_lock = threading.Lock()
 
 
-def _socket_timeout(client: Any) -> float | None:
-    """The client's socket timeout (plain, asyncio Cluster, sync Cluster), or None when it has none."""
-    for holder in (
-        getattr(client, "connection_pool", None),
-        client,
-        getattr(client, "nodes_manager", None),
-    ):
-        kwargs = getattr(holder, "connection_kwargs", None)
-        if isinstance(kwargs, dict) and "socket_timeout" in kwargs:
-            value = kwargs["socket_timeout"]
-            return float(value) if value else None
-    return None
-
-
 def _blocking_client(client: Any) -> tuple[Any, float]:
     """A client for BLPOP whose socket timeout exceeds the longest block (None: ``client``
     itself), and that longest block.
@@ -117,7 +104,7 @@ def _blocking_client(client: Any) -> tuple[Any, float]:
         )
         weakref.finalize(client, clone.connection_pool.disconnect)
         return clone, core.MAX_BLOCK
-    st = _socket_timeout(client)
+    st = socket_timeout(client)
     return None, core.MAX_BLOCK if st is None else max(core.MIN_BLOCK, min(core.MAX_BLOCK, st - 1.0))
 
 
@@ -458,8 +445,7 @@ class _LockBase:
         self.name = core.check_name(name)
         self.ttl = core.check_ttl(ttl)
         self.timeout = core.check_timeout(timeout)
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError("on_lost must be a callable taking the lost handle")
+        validate.callable_or_none(on_lost, "on_lost", "taking the lost handle")
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
         self._ns = resolve(mount, client, asyncio=self._asyncio)
@@ -691,9 +677,7 @@ class _RedlockBase(Generic[H]):
         self.node_timeout = core.check_ttl(node_timeout, "node_timeout")
         if self.node_timeout * 2 >= self.ttl:
             raise ValueError(f"node_timeout ({node_timeout} s) must be much smaller than ttl ({ttl} s)")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        self.retries = retries
+        self.retries = validate.count(retries, "retries", minimum=0)
         self.retry_delay = core.check_ttl(retry_delay, "retry_delay")
         self.timeout = core.check_timeout(timeout)
         self.key = Keyspace(prefix).tagged("redlock", self.name)

@@ -35,6 +35,7 @@ import redis.cluster
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import pubsub as core
+from ._core import validate
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.pubsub import (
@@ -220,12 +221,11 @@ class _SubscriberBase:
         if not isinstance(sharded, bool):
             raise TypeError("sharded= must be True or False")
         for name, fn in (("handler", handler), ("on_gap", on_gap), ("on_error", on_error)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable")
+            validate.callable_or_none(fn, name)
             if fn is not None and not self._is_async and inspect.iscoroutinefunction(fn):
                 raise TypeError(f"{name} is async: use AsyncSubscriber for async callbacks")
-        _positive("ping_timeout", ping_timeout)
-        _positive("ready_timeout", ready_timeout)
+        validate.seconds(ping_timeout, "ping_timeout")
+        validate.seconds(ready_timeout, "ready_timeout")
         if (
             isinstance(ping_interval, bool)
             or not isinstance(ping_interval, (int, float))
@@ -342,11 +342,6 @@ class _SubscriberBase:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
         return f"<{type(self).__name__} {list(self.channels) + list(self.patterns)} {state}>"
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def _shutdown_socket(conn: Any) -> None:

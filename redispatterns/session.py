@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ._core import session as core
+from ._core import validate
 from ._core.ops import Flow
 from ._core.session import Session, SessionInfo
 from ._core.writebehind import WriteBehind, prime
@@ -45,11 +46,7 @@ AppendHook = Callable[[str, Any], Any]
 
 
 def _seconds_ms(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return max(1, round(value * 1000))
+    return max(1, round(validate.seconds(value, name) * 1000))
 
 
 class _Base:
@@ -79,19 +76,14 @@ class _Base:
         ``write_behind``: N workers that persist events and state patches in the background."""
         self._ns = resolve(mount, client, asyncio=self._asyncio)
         idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
-        if isinstance(refresh_below, bool) or not isinstance(refresh_below, (int, float)):
-            raise TypeError("refresh_below must be a fraction between 0 and 1")
-        if not 0 < refresh_below <= 1:
-            raise ValueError(f"refresh_below must be in (0, 1], got {refresh_below}")
-        if isinstance(event_limit, bool) or not isinstance(event_limit, int) or event_limit <= 0:
-            raise ValueError(f"event_limit must be a positive int, got {event_limit!r}")
+        refresh_below = validate.fraction(refresh_below, "refresh_below", zero_ok=False)
+        validate.count(event_limit, "event_limit")
         if isinstance(secret, str):
             secret = secret.encode()
         if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
             raise ValueError("secret must be at least 16 bytes")
-        for name, hook in (("on_get", on_get), ("on_append", on_append)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable")
+        validate.callable_or_none(on_get, "on_get", "taking the session")
+        validate.callable_or_none(on_append, "on_append", "taking (session_id, event)")
         self._cfg = core.SessionConfig(
             keyspace=self._ns.keyspace,
             codec=self._ns.mount.codec,

@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .breaker import CLOSED, Breaker
 from .cachekey import KeyPlan, bucket_of
@@ -197,11 +200,13 @@ def tag_dir_key(keyspace: Keyspace, tag: str) -> str:
     return f"{keyspace.prefix}cachetag:{{{tag}}}"
 
 
+# socket-level failures (builtin ConnectionError / TimeoutError are OSErrors) and redis-py's own
+_OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
 def is_outage(exc: BaseException) -> bool:
     """True for errors that mean "Redis is unreachable" (they count against the breaker)."""
-    if isinstance(exc, OSError):
-        return True
-    return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
+    return isinstance(exc, _OUTAGES)
 
 
 def stale_ms_for(ttl_s: float, stale_ttl: float | None) -> int:
@@ -247,7 +252,7 @@ def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
 
 def is_backpressure(exc: BaseException) -> bool:
     """The client's pool is exhausted (a local queue, not an outage): wait and retry."""
-    return any(c.__name__ == "MaxConnectionsError" for c in type(exc).__mro__)
+    return isinstance(exc, MaxConnectionsError)
 
 
 _BACKPRESSURE_TRIES = 60  # ~2 s of waiting in all

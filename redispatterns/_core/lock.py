@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LockNotOwned, LockTimeout
+from . import validate
 from .codec import as_str
 from .keys import Keyspace, check_same_slot, hash_tag
 from .ops import Command, Compute, Flow, Now, Script, Sleep
@@ -98,33 +99,17 @@ class LockKeys:
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"lock name must be a str, not {type(name).__name__}")
-    if not name:
-        raise ValueError("lock name cannot be empty")
-    if "{" in name or "}" in name:
-        raise ValueError(f"lock name {name!r} cannot contain braces: the name is the hash tag")
-    return name
+    return validate.name(name, "lock name", braces=False)
 
 
 def check_ttl(ttl: object, what: str = "ttl") -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds (a lock always expires), got {ttl}")
-    if ttl < 0.01:
-        raise ValueError(f"{what} must be at least 0.01 s (10 ms), got {ttl}")
-    return float(ttl)
+    """A lease length (or another lock duration) in seconds, at least 10 ms."""
+    why = " (a lock always expires)" if what == "ttl" else ""
+    return validate.seconds(ttl, what, minimum=0.01, why=why)
 
 
 def check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None (wait forever), got {timeout}")
-    return float(timeout)
+    return validate.timeout(timeout)
 
 
 def to_ms(seconds: float) -> int:
@@ -494,11 +479,7 @@ def semaphore_keys(keyspace: Keyspace, name: str) -> SemaphoreKeys:
 
 
 def check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    return limit
+    return validate.count(limit, "limit")
 
 
 def semaphore_acquire(

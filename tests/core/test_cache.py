@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redispatterns._core import cache as core
 from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
@@ -229,7 +232,8 @@ def test_stale_window_and_outage_detection() -> None:
         pass
 
     TimeoutErrorLike.__name__ = "TimeoutError"
-    assert core.is_outage(TimeoutErrorLike())
+    assert not core.is_outage(TimeoutErrorLike())  # classified by class, never by name
+    assert core.is_outage(RedisTimeoutError()) and core.is_outage(RedisConnectionError())
 
 
 # --------------------------------------------------------------------------- get
@@ -269,7 +273,7 @@ def test_redis_error_falls_back_and_counts_against_the_breaker() -> None:
     assert replay(core.fallback(Compute(user, (1,)), core.BYPASS), [(Compute, 3)]) == (3, core.BYPASS)
 
 
-class MaxConnectionsError(ConnectionError):
+class MaxConnectionsError(RedisMaxConnectionsError):
     pass
 
 
