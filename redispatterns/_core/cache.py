@@ -518,8 +518,9 @@ def _store(
     )
     try:
         if tag_keys:
-            # register the bucket in each tag's directory first (Cluster pipelines cannot carry
-            # EVALSHA, and the directory must never miss a bucket that holds members)
+            # register the bucket in each tag's directory first, in its own round trip: a directory
+            # lives in its tag's slot (another node on a Cluster), and must never miss a bucket
+            # that holds members, so the store only follows a registration that succeeded
             regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
             yield regs[0] if len(regs) == 1 else Batch(regs, transaction=False)
         written = yield from _send(script, rand)

@@ -98,7 +98,8 @@ class Command:
 
 @dataclass(slots=True)
 class Script:
-    """Run a registered Lua script (``lua/<name>.lua``) with EVALSHA (loaded on NOSCRIPT)."""
+    """Run a registered Lua script (``lua/<name>.lua``): alone with EVALSHA (loaded on NOSCRIPT),
+    inside a ``Batch`` as EVAL (so a pipeline, on one node or a Cluster, never meets NOSCRIPT)."""
 
     script: LuaScript
     keys: tuple[KeyT, ...] = ()
