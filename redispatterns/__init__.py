@@ -41,21 +41,7 @@ from .errors import (
 )
 from .kv import KV, AsyncKV
 from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
-from .lock import (
-    AsyncHeld,
-    AsyncLease,
-    AsyncLock,
-    AsyncRedlock,
-    AsyncRedlockHeld,
-    AsyncSemaphore,
-    Held,
-    Lease,
-    Lock,
-    Redlock,
-    RedlockHeld,
-    Semaphore,
-    locked,
-)
+from .lock import AsyncHeld, AsyncLock, Held, Lock, locked
 from .mount import Namespace
 from .pubsub import (
     AsyncPublisher,
@@ -88,6 +74,8 @@ from .ratelimit import (
     client_address,
     rate_limited,
 )
+from .redlock import AsyncRedlock, AsyncRedlockHeld, Redlock, RedlockHeld
+from .semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
 from .session import (
     ASGISessionMiddleware,
     AsyncSessionHandle,

@@ -16,18 +16,32 @@ Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
 Compute    call the user's function (awaited when it returns an awaitable)
 Probe      the server's kind, version and capabilities, cached per client
+BlockingPop  BLPOP on a connection whose socket timeout outlives the block (a private
+           pool for a plain sync client; else the block is kept under the client's
+           socket timeout); ``None`` when the block ends empty
+FanOut     one flow per client in parallel (a shared thread pool / ``asyncio.gather``),
+           each bounded by the op's timeout; a failure or timeout is its exception
 =========  =====================================================================
+
+Background loops (lock renewal, ...) are flows too: :func:`start_loop` runs one on a daemon
+thread, :func:`start_loop_async` on a task; ``stop()`` ends it at its next operation (a sleep
+ends at once) without delivering a reply that raced the stop. Shells read the clock through
+:func:`monotonic`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import logging
 import random
+import threading
 import time
 import weakref
 from typing import Any, TypeVar, cast
 
+import redis
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.cluster import RedisCluster as _SyncCluster
 from redis.connection import AbstractConnection
@@ -35,20 +49,43 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
+from ._core.ops import (
+    MAX_BLOCK,
+    MIN_BLOCK,
+    Batch,
+    BlockingPop,
+    Command,
+    Compute,
+    FanOut,
+    Flow,
+    Now,
+    Op,
+    Probe,
+    Script,
+    Sleep,
+    WallClock,
+)
 from ._core.server import ServerInfo, parse_info
 
 __all__ = [
     "READ_RETRIES",
+    "AsyncLoop",
+    "SyncLoop",
     "ensure_ready",
+    "monotonic",
     "run_async",
     "run_sync",
     "server_info",
     "server_info_async",
     "socket_timeout",
+    "start_loop",
+    "start_loop_async",
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("redispatterns")
+monotonic = time.monotonic
+"""The clock of budgets and deadlines (what ``Now`` replies); shells read it only through here."""
 
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
@@ -102,6 +139,92 @@ def socket_timeout(client: Any) -> float | None:
             value = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
             return float(value) if value else None
     return _DEFAULT_SOCKET_TIMEOUT
+
+
+# --------------------------------------------------------------------------- blocking waits
+
+_blockers: weakref.WeakKeyDictionary[Any, tuple[Any, float]] = weakref.WeakKeyDictionary()
+_blockers_lock = threading.Lock()
+
+
+def _blocking_client(client: Any) -> tuple[Any, float]:
+    """A client for blocking commands whose socket timeout exceeds the longest block (None:
+    ``client`` itself), and that longest block.
+
+    A plain sync ``Redis`` gets a private pool (same connection settings, socket timeout
+    ``MAX_BLOCK + 5``, closed with its parent) so waiters neither time out nor take the
+    connections holders need. Other clients (asyncio, Cluster, fakeredis) are used as they are,
+    with blocks kept under their own socket timeout: an asyncio pool can't be closed from a
+    finalizer, and its connections would outlive their event loop.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and _kind_hint(client) is None and type(client) is redis.Redis:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = MAX_BLOCK + 5.0
+        clone: Any = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+        weakref.finalize(client, clone.connection_pool.disconnect)
+        return clone, MAX_BLOCK
+    st = socket_timeout(client)
+    return None, MAX_BLOCK if st is None else max(MIN_BLOCK, min(MAX_BLOCK, st - 1.0))
+
+
+def blocker(client: Any) -> tuple[Any, float]:
+    """``(client for blocking commands or None, longest block)``, built once per client; the
+    cache holds ``client`` weakly."""
+    found = _blockers.get(client)
+    if found is None:
+        with _blockers_lock:
+            found = _blockers.get(client)
+            if found is None:
+                found = _blockers[client] = _blocking_client(client)
+    return found
+
+
+def _blpop_args(client: Any, op: BlockingPop) -> tuple[Any, tuple[str, str, str]]:
+    clone, max_block = blocker(client)
+    seconds = max(MIN_BLOCK, min(op.seconds, max_block))
+    return (client if clone is None else clone), ("BLPOP", op.key, f"{seconds:.3f}")
+
+
+# --------------------------------------------------------------------------- fan-out
+
+_fanout_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_fanout_lock = threading.Lock()
+FANOUT_THREADS = 32
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _fanout_pool
+    if _fanout_pool is None:
+        with _fanout_lock:
+            if _fanout_pool is None:
+                _fanout_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=FANOUT_THREADS, thread_name_prefix="rp-fanout"
+                )
+    return _fanout_pool
+
+
+def _fanout_sync(op: FanOut) -> list[Any]:
+    futures = [_pool().submit(run_sync, c, op.make()) for c in op.clients]
+    concurrent.futures.wait(futures, timeout=op.timeout)
+    out: list[Any] = []
+    for f in futures:
+        if not f.done():
+            out.append(TimeoutError("node timeout"))
+        elif f.exception() is not None:
+            out.append(f.exception())
+        else:
+            out.append(f.result())
+    return out
+
+
+async def _fanout_async(op: FanOut) -> list[Any]:
+    async def one(c: Any) -> Any:
+        return await asyncio.wait_for(run_async(c, op.make()), op.timeout)
+
+    return list(await asyncio.gather(*(one(c) for c in op.clients), return_exceptions=True))
 
 
 def server_info(client: Any) -> ServerInfo:
@@ -199,6 +322,14 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return result
     if t is Probe:
         return server_info(client)
+    if t is BlockingPop:
+        target, args = _blpop_args(client, cast(BlockingPop, op))
+        try:
+            return target.execute_command(*args)
+        except RedisTimeoutError:  # the socket gave up first: an empty block
+            return None
+    if t is FanOut:
+        return _fanout_sync(cast(FanOut, op))
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -273,6 +404,14 @@ async def _exec_async(client: Any, op: Op) -> Any:
         return result
     if t is Probe:
         return await server_info_async(client)
+    if t is BlockingPop:
+        target, args = _blpop_args(client, cast(BlockingPop, op))
+        try:
+            return await target.execute_command(*args)
+        except RedisTimeoutError:
+            return None
+    if t is FanOut:
+        return await _fanout_async(cast(FanOut, op))
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -316,3 +455,94 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
         return cast(T, stop.value)
     finally:
         flow.close()
+
+
+# --------------------------------------------------------------------------- background loops
+
+
+class SyncLoop:
+    """A background flow on a daemon thread (see :func:`start_loop`)."""
+
+    def __init__(self, client: Any, flow: Flow[Any], name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, flow), name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """End the loop at its next operation; a reply that arrives after this is dropped."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self, client: Any, flow: Flow[Any]) -> None:
+        stop = self._stop
+        try:
+            op = next(flow)
+            while not stop.is_set():
+                if type(op) is Sleep:
+                    if stop.wait(op.seconds):
+                        break
+                    op = flow.send(time.monotonic())
+                    continue
+                try:
+                    reply = _exec_sync_retrying(client, op)
+                except Exception as exc:
+                    if stop.is_set():
+                        break
+                    op = flow.throw(exc)
+                else:
+                    if stop.is_set():
+                        break
+                    op = flow.send(reply)
+        except StopIteration:
+            pass
+        except Exception:  # a loop's own bug: report it, never kill the process
+            log.exception("background loop %s failed", self._thread.name)
+        finally:
+            flow.close()
+
+
+class AsyncLoop:
+    """A background flow on an asyncio task (see :func:`start_loop_async`)."""
+
+    def __init__(self, client: Any, flow: Flow[Any], name: str, cancel_caller: bool) -> None:
+        caller = asyncio.current_task() if cancel_caller else None
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._run(client, flow, caller), name=name
+        )
+
+    @property
+    def stopped(self) -> bool:
+        return self._task is None or self._task.done()
+
+    def stop(self) -> None:
+        """Cancel the loop's task (unless the loop itself asks, from a callback it runs)."""
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _run(self, client: Any, flow: Flow[Any], caller: asyncio.Task[Any] | None) -> None:
+        try:
+            result = await run_async(client, flow)
+        except Exception:  # a loop's own bug: report it, never kill the event loop
+            log.exception("background loop %s failed", asyncio.current_task())
+            return
+        if result and caller is not None and not caller.done():
+            caller.cancel(result)
+
+
+def start_loop(client: Any, flow: Flow[Any], *, name: str) -> SyncLoop:
+    """Run ``flow`` in the background on a daemon thread, with the sync runner's table."""
+    return SyncLoop(client, flow, name)
+
+
+def start_loop_async(client: Any, flow: Flow[Any], *, name: str, cancel_caller: bool = False) -> AsyncLoop:
+    """Run ``flow`` on a task of the running loop. ``cancel_caller``: when the flow returns a
+    message (a lock lost), cancel the task that started the loop with it."""
+    return AsyncLoop(client, flow, name, cancel_caller)

@@ -15,10 +15,14 @@ from .keys import check_same_slot
 from .scripts import LuaScript
 
 __all__ = [
+    "MAX_BLOCK",
+    "MIN_BLOCK",
     "Arg",
     "Batch",
+    "BlockingPop",
     "Command",
     "Compute",
+    "FanOut",
     "Flow",
     "Now",
     "Op",
@@ -30,6 +34,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+MAX_BLOCK = 10.0
+"""Longest single blocking wait a flow asks for; the runner may shorten it to what the client's
+connections allow (a longer wait is several blocks)."""
+MIN_BLOCK = 0.005
+"""Shortest block (``BLPOP 0`` would block forever)."""
 Arg = Union[str, bytes, int, float]
 KeyT = Union[str, bytes]
 
@@ -194,9 +203,37 @@ class Compute:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockingPop:
+    """Wait up to ``seconds`` for an element of the list ``key`` (BLPOP).
+
+    Reply: ``[key, element]``, or ``None`` when the block ended empty. The runner sends it on a
+    connection whose socket timeout outlives the block, and may block for less than ``seconds``
+    (never below :data:`MIN_BLOCK`) where the client's connections would time out first. Never
+    retried: a lost reply may have consumed the element.
+    """
+
+    key: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Run ``make()`` (a fresh flow) on each of ``clients`` in parallel, each bounded by ``timeout``.
+
+    Reply: one result per client, in order; a node that failed or ran out of time gives its
+    exception instance (a ``TimeoutError`` when it did not answer in time). The flows keep
+    running on their own clients; the flow that yields this never sees a client.
+    """
+
+    clients: tuple[Any, ...]
+    make: Callable[[], Generator[Any, Any, Any]]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     """Reply: the server's :class:`~redispatterns._core.server.ServerInfo`, cached per client."""
 
 
-Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe]
+Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe, BlockingPop, FanOut]
 Flow = Generator[Op, Any, T]
