@@ -23,7 +23,9 @@ FanOut     one flow per client in parallel (a shared thread pool / ``asyncio.gat
            each bounded by the op's timeout; a failure or timeout is its exception
 =========  =====================================================================
 
-Background loops (lock renewal, ...) are flows too: :func:`start_loop` runs one on a daemon
+Write-behind persistence is a set of ordered queues of flows, each drained by one worker
+(:class:`SyncQueues` threads / :class:`AsyncQueues` tasks). Background loops (lock renewal, ...)
+are flows too: :func:`start_loop` runs one on a daemon
 thread, :func:`start_loop_async` on a task; ``stop()`` ends it at its next operation (a sleep
 ends at once) without delivering a reply that raced the stop. Shells read the clock through
 :func:`monotonic`.
@@ -35,10 +37,12 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import queue
 import random
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import redis
@@ -70,7 +74,9 @@ from ._core.server import ServerInfo, parse_info
 __all__ = [
     "READ_RETRIES",
     "AsyncLoop",
+    "AsyncQueues",
     "SyncLoop",
+    "SyncQueues",
     "ensure_ready",
     "monotonic",
     "run_async",
@@ -546,3 +552,105 @@ def start_loop_async(client: Any, flow: Flow[Any], *, name: str, cancel_caller: 
     """Run ``flow`` on a task of the running loop. ``cancel_caller``: when the flow returns a
     message (a lock lost), cancel the task that started the loop with it."""
     return AsyncLoop(client, flow, name, cancel_caller)
+
+
+# --------------------------------------------------------------------------- write-behind queues
+
+
+class SyncQueues:
+    """``workers`` bounded queues of flows, each drained in order by its own daemon thread.
+
+    ``submit(i, flow)`` blocks while queue ``i`` is full (back-pressure, never a drop); a flow
+    that fails is logged (``"<what> failed (dropped)"``) and dropped. Threads start with the
+    first submit; ``name`` names them.
+    """
+
+    def __init__(self, client: Callable[[], Any], workers: int, capacity: int, name: str, what: str) -> None:
+        self._client, self._n, self._capacity, self._name, self._what = client, workers, capacity, name, what
+        self._queues: list[queue.Queue[Flow[Any] | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, i: int, flow: Flow[Any]) -> None:
+        if not self._queues:
+            self._start()
+        self._queues[i].put(flow)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._queues:
+                return
+            for i in range(self._n):
+                q: queue.Queue[Flow[Any] | None] = queue.Queue(self._capacity)
+                t = threading.Thread(target=self._drain, args=(q,), name=f"{self._name}-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
+                self._queues.append(q)
+
+    def _drain(self, q: queue.Queue[Flow[Any] | None]) -> None:
+        while True:
+            flow = q.get()
+            try:
+                if flow is None:
+                    return
+                run_sync(self._client(), flow)
+            except Exception:
+                log.exception("%s failed (dropped)", self._what)
+            finally:
+                q.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued flow has run."""
+        for q in list(self._queues):
+            q.join()
+
+    def close(self) -> None:
+        """Flush, then stop the workers (a later submit starts new ones)."""
+        self.flush()
+        queues, threads = self._queues, self._threads
+        for q in queues:
+            q.put(None)
+        for t in threads:
+            t.join()
+        self._queues, self._threads = [], []
+
+
+class AsyncQueues:
+    """The asyncio twin of :class:`SyncQueues`: tasks of the running loop drain the queues."""
+
+    def __init__(self, client: Callable[[], Any], workers: int, capacity: int, name: str, what: str) -> None:
+        self._client, self._n, self._capacity, self._name, self._what = client, workers, capacity, name, what
+        self._queues: list[asyncio.Queue[Flow[Any] | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def submit(self, i: int, flow: Flow[Any]) -> None:
+        if not self._queues:
+            for n in range(self._n):
+                q: asyncio.Queue[Flow[Any] | None] = asyncio.Queue(self._capacity)
+                self._queues.append(q)
+                self._tasks.append(asyncio.create_task(self._drain(q), name=f"{self._name}-{n}"))
+        await self._queues[i].put(flow)
+
+    async def _drain(self, q: asyncio.Queue[Flow[Any] | None]) -> None:
+        while True:
+            flow = await q.get()
+            try:
+                if flow is None:
+                    return
+                await run_async(self._client(), flow)
+            except Exception:
+                log.exception("%s failed (dropped)", self._what)
+            finally:
+                q.task_done()
+
+    async def flush(self) -> None:
+        for q in list(self._queues):
+            await q.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        for q in self._queues:
+            await q.put(None)
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._queues, self._tasks = [], []

@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core import pubsub as core
 from ._core import validate
 from ._core.mount import Mount
-from ._core.ops import Flow
+from ._core.ops import Flow, Probe
 from ._core.pubsub import (
     Gap,
     LinkBroken,
@@ -48,7 +48,7 @@ from ._core.pubsub import (
     Sub,
     SubscriberOverflow,
 )
-from ._runner import run_async, run_sync, server_info, server_info_async
+from ._runner import run_async, run_sync
 from .errors import ServerUnavailable, UnsupportedByServer
 from .mount import Namespace, resolve
 
@@ -325,9 +325,17 @@ class _SubscriberBase:
         link.subs = link.state.subs
         return new
 
-    def _check_caps(self, info: Any) -> None:
-        if self.sharded and not info.has("sharded_pubsub"):
-            raise UnsupportedByServer("sharded pub/sub (SSUBSCRIBE)", str(info))
+    def _caps_flow(self) -> Flow[None]:
+        """Check that the server can serve this subscriber; a subscriber that fails the check
+        (or cannot even ask) is closed, in both flavours."""
+        try:
+            if self.sharded:
+                info = yield Probe()
+                if not info.has("sharded_pubsub"):
+                    raise UnsupportedByServer("sharded pub/sub (SSUBSCRIBE)", str(info))
+        except BaseException:
+            self._closed = True
+            raise
 
     def _record_gap(self, gap: Gap) -> None:
         self._gap_count += 1
@@ -405,8 +413,7 @@ class Subscriber(_SubscriberBase):
                 return self
             client = self._ns.client
             self._client = client
-            if self.sharded:
-                self._check_caps(server_info(client))
+            run_sync(client, self._caps_flow())
             cluster = isinstance(client, redis.cluster.RedisCluster)
             self._plan_links(client, cluster)
             self._started = True
@@ -662,12 +669,7 @@ class AsyncSubscriber(_SubscriberBase):
         self._client = client
         self._changed = asyncio.Event()
         self._live = asyncio.Event()
-        if self.sharded:
-            try:
-                self._check_caps(await server_info_async(client))
-            except BaseException:
-                self._closed = True
-                raise
+        await run_async(client, self._caps_flow())
         cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         if cluster:
             await client.initialize()

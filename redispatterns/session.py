@@ -10,10 +10,7 @@ Redis holds only a hash of each token. See ``docs/session.md`` and ``_core/sessi
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,7 +19,7 @@ from ._core import validate
 from ._core.ops import Flow
 from ._core.session import Session, SessionInfo
 from ._core.writebehind import WriteBehind, prime
-from ._runner import run_async, run_sync
+from ._runner import AsyncQueues, SyncQueues, run_async, run_sync
 from .errors import SessionConflict
 from .mount import Mount, Namespace, resolve
 
@@ -99,9 +96,14 @@ class _Base:
             on_append=on_append,
         )
         self._wb = WriteBehind(write_behind, queue_size)
-        self._queues: list[Any] = []  # write-behind queues and their threads / tasks, started lazily
-        self._workers: list[Any] = []
-        self._start_lock = threading.Lock()
+        queues = AsyncQueues if self._asyncio else SyncQueues  # started by the first queued write
+        self._queues: Any = queues(
+            lambda: self._ns.client,
+            self._wb.workers,
+            self._wb.capacity,
+            "rp-session-wb",
+            "write-behind session write",
+        )
 
     @property
     def namespace(self) -> Namespace:
@@ -221,48 +223,16 @@ class SessionStore(_Base):
             return self._run(flow)  # type: ignore[no-any-return]
         primed = prime(flow)  # argument errors raise here, in the caller
         if primed is not None:
-            self._start()
-            self._queues[self._wb.shard(str(order_key))].put(primed)
+            self._queues.submit(self._wb.shard(str(order_key)), primed)
         return None
-
-    def _start(self) -> None:
-        if self._workers:
-            return
-        with self._start_lock:
-            if self._workers:
-                return
-            for i in range(self._wb.workers):
-                q: queue.Queue[Any] = queue.Queue(self._wb.capacity)
-                t = threading.Thread(target=self._worker, args=(q,), name=f"rp-session-wb-{i}", daemon=True)
-                self._queues.append(q)
-                self._workers.append(t)
-                t.start()
-
-    def _worker(self, q: queue.Queue[Any]) -> None:
-        while True:
-            flow = q.get()
-            try:
-                if flow is None:
-                    return
-                self._run(flow)
-            except Exception:
-                log.exception("write-behind session write failed (dropped)")
-            finally:
-                q.task_done()
 
     def flush(self) -> None:
         """Wait until every queued write has reached Redis."""
-        for q in list(self._queues):
-            q.join()
+        self._queues.flush()
 
     def close(self) -> None:
         """Flush, then stop the write-behind workers."""
-        self.flush()
-        for q in self._queues:
-            q.put(None)
-        for t in self._workers:
-            t.join()
-        self._queues, self._workers = [], []
+        self._queues.close()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -342,37 +312,14 @@ class AsyncSessionStore(_Base):
             return await self._run(flow)  # type: ignore[no-any-return]
         primed = prime(flow)
         if primed is not None:
-            if not self._workers:
-                for _ in range(self._wb.workers):
-                    q: asyncio.Queue[Any] = asyncio.Queue(self._wb.capacity)
-                    self._queues.append(q)
-                    self._workers.append(asyncio.create_task(self._worker(q)))
-            await self._queues[self._wb.shard(str(order_key))].put(primed)
+            await self._queues.submit(self._wb.shard(str(order_key)), primed)
         return None
 
-    async def _worker(self, q: asyncio.Queue[Any]) -> None:
-        while True:
-            flow = await q.get()
-            try:
-                if flow is None:
-                    return
-                await self._run(flow)
-            except Exception:
-                log.exception("write-behind session write failed (dropped)")
-            finally:
-                q.task_done()
-
     async def flush(self) -> None:
-        for q in list(self._queues):
-            await q.join()
+        await self._queues.flush()
 
     async def close(self) -> None:
-        await self.flush()
-        for q in self._queues:
-            await q.put(None)
-        if self._workers:
-            await asyncio.gather(*self._workers)
-        self._queues, self._workers = [], []
+        await self._queues.close()
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self
