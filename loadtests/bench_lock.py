@@ -22,8 +22,7 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
-from redispatterns.lock import AsyncLock, Lock
-from redispatterns.redlock import Redlock
+from redispatterns.lock import AsyncLock, Lock, Redlock
 
 FLOOR_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end

@@ -25,8 +25,24 @@ from ._core.ops import Flow
 from ._runner import AsyncLoop, SyncLoop, monotonic, run_async, run_sync, start_loop, start_loop_async
 from .errors import LockLost, LockNotOwned
 from .mount import Mount, Namespace, resolve
+from .redlock import AsyncRedlock, AsyncRedlockHeld, Redlock, RedlockHeld  # importable from here as before
+from .semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
 
-__all__ = ["AsyncHeld", "AsyncLock", "Held", "Lock", "locked"]
+__all__ = [
+    "AsyncHeld",
+    "AsyncLease",
+    "AsyncLock",
+    "AsyncRedlock",
+    "AsyncRedlockHeld",
+    "AsyncSemaphore",
+    "Held",
+    "Lease",
+    "Lock",
+    "Redlock",
+    "RedlockHeld",
+    "Semaphore",
+    "locked",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 OnLost = Callable[[Any], Any]

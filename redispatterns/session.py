@@ -5,7 +5,7 @@
 >>> store.get(token).data                                   # one round trip; slides the idle TTL
 {'cart': []}
 
-Redis holds only a hash of each token. See ``docs/session.md`` and ``_core/session.py``.
+Redis holds only a hash of each token. See the README's "Sessions" section and ``_core/session.py``.
 """
 
 from __future__ import annotations

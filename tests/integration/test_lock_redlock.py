@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redispatterns.errors import LockNotOwned, LockTimeout
-from redispatterns.redlock import AsyncRedlock, Redlock
+from redispatterns.lock import AsyncRedlock, Redlock
 from redispatterns.testing.plugin import ServerPool
 from redispatterns.testing.servers import StandaloneServer
 

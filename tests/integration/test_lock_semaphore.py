@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redispatterns.errors import LockLost, LockNotOwned, LockTimeout
-from redispatterns.semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
+from redispatterns.lock import AsyncLease, AsyncSemaphore, Lease, Semaphore
 from redispatterns.testing.plugin import Backend, Harness
 
 
