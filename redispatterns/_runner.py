@@ -86,12 +86,15 @@ __all__ = [
     "socket_timeout",
     "start_loop",
     "start_loop_async",
+    "wallclock",
 ]
 
 T = TypeVar("T")
 log = logging.getLogger("redispatterns")
 monotonic = time.monotonic
 """The clock of budgets and deadlines (what ``Now`` replies); shells read it only through here."""
+wallclock = time.time
+"""The wall clock (what ``WallClock`` replies): timestamps, never correctness."""
 
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)

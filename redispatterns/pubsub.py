@@ -21,26 +21,22 @@ import collections
 import contextlib
 import inspect
 import logging
-import random
-import socket
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _links
 from ._core import pubsub as core
 from ._core import validate
 from ._core.mount import Mount
 from ._core.ops import Flow, Probe
 from ._core.pubsub import (
     Gap,
-    LinkBroken,
     LinkState,
     Names,
     OverflowBuffer,
@@ -48,7 +44,7 @@ from ._core.pubsub import (
     Sub,
     SubscriberOverflow,
 )
-from ._runner import run_async, run_sync
+from ._runner import monotonic, run_async, run_sync, wallclock
 from .errors import ServerUnavailable, UnsupportedByServer
 from .mount import Namespace, resolve
 
@@ -174,28 +170,6 @@ class SubscriberStats:
     queued: int
 
 
-class _Link:
-    """One subscriber connection: its subscriptions, protocol state and current connection."""
-
-    __slots__ = ("conn", "ready", "state", "subs", "task", "thread")
-
-    def __init__(self, subs: tuple[Sub, ...], state: LinkState) -> None:
-        self.subs = subs
-        self.state = state
-        self.conn: Any = None
-        self.ready = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def sharded(self) -> bool:
-        return self.subs[0].kind == "shard"
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 class _SubscriberBase:
     """Configuration, validation and bookkeeping shared by both flavours (no I/O)."""
 
@@ -251,7 +225,7 @@ class _SubscriberBase:
         self._ping = (float(ping_interval), float(ping_timeout))
         self._backoff = (float(backoff[0]), float(backoff[1]))
         self._ready_timeout = float(ready_timeout)
-        self._links: list[_Link] = []
+        self._links: list[_links.Link] = []
         self._started = False
         self._closed = False
         self._received = 0
@@ -298,7 +272,7 @@ class _SubscriberBase:
         """Standalone: one connection. Cluster: one for classic channels and patterns (any node
         hears every PUBLISH), one per node for shard channels."""
         if not cluster:
-            self._links = [_Link(self._subs, self._state(self._subs))]
+            self._links = [_links.Link(self._subs, self._state(self._subs))]
             return
 
         def node_of(s: Sub) -> str:
@@ -307,9 +281,9 @@ class _SubscriberBase:
             return str(client.get_node_from_key(s.full).name)
 
         groups = core.shard_groups(self._subs, node_of)
-        self._links = [_Link(subs, self._state(subs)) for subs in groups.values()]
+        self._links = [_links.Link(subs, self._state(subs)) for subs in groups.values()]
 
-    def _resplit(self, link: _Link, client: Any) -> list[_Link]:
+    def _resplit(self, link: _links.Link, client: Any) -> list[_links.Link]:
         """After a slot moved, a connection's shard channels may live on several nodes: keep the
         first node's here, and return new links for the others (started by the caller)."""
         if not link.state.attempt or len(link.subs) < 2:
@@ -321,7 +295,7 @@ class _SubscriberBase:
             return []
         new = []
         for g in groups[1:]:
-            new.append(_Link(g, link.state.split([s for s in link.state.subs if s not in g])))
+            new.append(_links.Link(g, link.state.split([s for s in link.state.subs if s not in g])))
         link.subs = link.state.subs
         return new
 
@@ -350,14 +324,6 @@ class _SubscriberBase:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
         return f"<{type(self).__name__} {list(self.channels) + list(self.patterns)} {state}>"
-
-
-def _shutdown_socket(conn: Any) -> None:
-    """Wake a reader blocked on ``conn`` (another thread): the read sees EOF at once."""
-    sock = getattr(conn, "_sock", None)
-    if sock is not None:
-        with contextlib.suppress(Exception):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 # --------------------------------------------------------------------------- sync
@@ -418,19 +384,15 @@ class Subscriber(_SubscriberBase):
             self._plan_links(client, cluster)
             self._started = True
             for link in self._links:
-                link.thread = threading.Thread(
-                    target=self._read_loop, args=(link, cluster), name="rp-pubsub-reader", daemon=True
-                )
-                link.thread.start()
-        deadline = time.monotonic() + self._ready_timeout
+                _links.start_reader(self, link, cluster)
+        deadline = monotonic() + self._ready_timeout
         for link in self._links:
-            if not link.ready.wait(max(0.0, deadline - time.monotonic())):
+            if not link.ready.wait(max(0.0, deadline - monotonic())):
                 err = link.state.lost_reason
                 self.close()
                 raise ServerUnavailable(f"pub/sub subscription not confirmed in {self._ready_timeout}s {err}")
         if self._handler is not None:
-            self._worker = threading.Thread(target=self._work, name="rp-pubsub-handler", daemon=True)
-            self._worker.start()
+            self._worker = _links.spawn(self._work, "rp-pubsub-handler")
         return self
 
     def close(self) -> None:
@@ -442,7 +404,7 @@ class Subscriber(_SubscriberBase):
         with self._start_lock:  # readers add links (after a resharding) under this lock
             links = list(self._links)
         for link in links:
-            _shutdown_socket(link.conn)
+            _links.shutdown(link.conn)
         with self._cond:
             self._cond.notify_all()
         me = threading.current_thread()
@@ -462,13 +424,7 @@ class Subscriber(_SubscriberBase):
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """True when every connection is subscribed now (e.g. after a reconnect)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if all(link.state.live for link in self._links) and self._links:
-                return True
-            if self._closed or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            time.sleep(0.01)
+        return _links.wait_live(self._links, lambda: self._closed, timeout)
 
     # -- consuming
 
@@ -480,17 +436,17 @@ class Subscriber(_SubscriberBase):
         """
         if not self._started:
             self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else monotonic() + timeout
         while True:
             with self._cond:
                 while True:
-                    item = self._buffer.take(time.time())
+                    item = self._buffer.take(wallclock())
                     if item is not None:
                         self._cond.notify_all()
                         break
                     if self._closed:
                         return None
-                    left = None if deadline is None else deadline - time.monotonic()
+                    left = None if deadline is None else deadline - monotonic()
                     if left is not None and left <= 0:
                         return None
                     self._cond.wait(left)
@@ -540,7 +496,7 @@ class Subscriber(_SubscriberBase):
 
     def _put(self, item: PubSubMessage | Gap) -> None:
         with self._cond:
-            while not self._buffer.put(item, time.time()):
+            while not self._buffer.put(item, wallclock()):
                 if self._stopping.is_set():
                     return
                 self._cond.wait(0.1)
@@ -549,75 +505,6 @@ class Subscriber(_SubscriberBase):
             if self._buffer.failed:
                 self._stopping.set()
             self._cond.notify_all()
-
-    def _open(self, link: _Link, cluster: bool) -> tuple[Any, Callable[[], None]]:
-        client = self._client
-        if cluster:
-            if link.state.attempt:
-                with contextlib.suppress(Exception):
-                    client.nodes_manager.initialize()
-            if link.sharded:
-                for other in self._resplit(link, client):
-                    other.thread = threading.Thread(
-                        target=self._read_loop, args=(other, cluster), name="rp-pubsub-reader", daemon=True
-                    )
-                    with self._start_lock:
-                        if not self._stopping.is_set():
-                            self._links.append(other)
-                            other.thread.start()
-                node = client.get_node_from_key(link.subs[0].full)
-            else:
-                node = client.get_random_node() if link.state.attempt else client.get_default_node()
-            pool = node.redis_connection.connection_pool
-        else:
-            pool = client.connection_pool
-        conn = pool.get_connection()
-
-        def release() -> None:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
-            with contextlib.suppress(Exception):
-                pool.release(conn)
-
-        return conn, release
-
-    def _read_loop(self, link: _Link, cluster: bool) -> None:
-        st = link.state
-        mono = time.monotonic
-        while not self._stopping.is_set():
-            release: Callable[[], None] | None = None
-            try:
-                conn, release = self._open(link, cluster)
-                link.conn = conn
-                if self._stopping.is_set():
-                    break
-                for cmd in st.connecting(mono()):
-                    conn.send_command(*cmd, check_health=False)
-                while not self._stopping.is_set():
-                    act = st.tick(mono())
-                    if act == "dead":
-                        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                    if act == "ping":
-                        conn.send_command("PING", core.PING_TOKEN, check_health=False)
-                    if conn.can_read(timeout=st.wait_time(mono())):
-                        reply = conn.read_response(
-                            disable_decoding=True, disconnect_on_error=False, push_request=True
-                        )
-                        events = st.on_reply(reply, mono(), time.time())
-                        if st.live:
-                            link.ready.set()
-                        for ev in events:
-                            self._put(ev)
-            except Exception as exc:
-                if self._stopping.is_set():
-                    break
-                delay = st.on_lost(_describe(exc), mono(), time.time(), random.random())
-                log.info("pub/sub connection lost (%s); retrying in %.2fs", _describe(exc), delay)
-                self._stopping.wait(delay)
-            finally:
-                link.conn = None
-                if release is not None:
-                    release()
 
 
 # --------------------------------------------------------------------------- asyncio
@@ -675,7 +562,7 @@ class AsyncSubscriber(_SubscriberBase):
             await client.initialize()
         self._plan_links(client, cluster)
         for link in self._links:
-            link.task = asyncio.create_task(self._read_loop(link, cluster), name="rp-pubsub-reader")
+            _links.start_reader_async(self, link, cluster)
         try:
             await asyncio.wait_for(self._all_ready(), self._ready_timeout)
         except asyncio.TimeoutError:
@@ -685,7 +572,7 @@ class AsyncSubscriber(_SubscriberBase):
                 f"pub/sub subscription not confirmed in {self._ready_timeout}s {err}"
             ) from None
         if self._handler is not None:
-            self._worker_task = asyncio.create_task(self._work(), name="rp-pubsub-handler")
+            self._worker_task = _links.spawn_async(self._work(), "rp-pubsub-handler")
         return self
 
     async def _all_ready(self) -> None:
@@ -721,13 +608,7 @@ class AsyncSubscriber(_SubscriberBase):
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """True when every connection is subscribed now (e.g. after a reconnect)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._links and all(link.state.live for link in self._links):
-                return True
-            if self._closed or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            await asyncio.sleep(0.01)
+        return await _links.wait_live_async(self._links, lambda: self._closed, timeout)
 
     # -- consuming
 
@@ -737,13 +618,13 @@ class AsyncSubscriber(_SubscriberBase):
         if not self._started:
             await self.start()
         assert self._changed is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else monotonic() + timeout
         while True:
-            item = self._buffer.take(time.time())
+            item = self._buffer.take(wallclock())
             if item is None:
                 if self._closed:
                     return None
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
                     return None
                 self._changed.clear()
@@ -804,7 +685,7 @@ class AsyncSubscriber(_SubscriberBase):
 
     async def _put(self, item: PubSubMessage | Gap) -> None:
         assert self._changed is not None
-        while not self._buffer.put(item, time.time()):
+        while not self._buffer.put(item, wallclock()):
             if self._stopping:
                 return
             self._changed.clear()
@@ -815,93 +696,3 @@ class AsyncSubscriber(_SubscriberBase):
         if self._buffer.failed:
             self._stopping = True
         self._changed.set()
-
-    async def _open(self, link: _Link, cluster: bool) -> tuple[Any, Callable[[], Awaitable[None]]]:
-        client = self._client
-        if cluster:
-            if link.state.attempt:
-                with contextlib.suppress(Exception):
-                    await client.nodes_manager.initialize()
-            if link.sharded:
-                for other in self._resplit(link, client):
-                    if self._stopping:
-                        break
-                    self._links.append(other)
-                    other.task = asyncio.create_task(self._read_loop(other, cluster), name="rp-pubsub-reader")
-                node = client.get_node_from_key(link.subs[0].full)
-            else:
-                node = client.get_random_node() if link.state.attempt else client.get_default_node()
-            conn = node.acquire_connection()
-
-            async def release_node() -> None:
-                with contextlib.suppress(Exception):
-                    await conn.disconnect()
-                with contextlib.suppress(Exception):
-                    node.release(conn)
-
-            try:
-                await conn.connect()
-            except BaseException:
-                await release_node()
-                raise
-            return conn, release_node
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-
-        async def release() -> None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-            with contextlib.suppress(Exception):
-                await pool.release(conn)
-
-        return conn, release
-
-    def _is_stopping(self) -> bool:
-        return self._stopping
-
-    async def _read_loop(self, link: _Link, cluster: bool) -> None:
-        st = link.state
-        mono = time.monotonic
-        while not self._stopping:
-            release: Callable[[], Awaitable[None]] | None = None
-            try:
-                conn, release = await self._open(link, cluster)
-                link.conn = conn
-                for cmd in st.connecting(mono()):
-                    await conn.send_command(*cmd, check_health=False)
-                while not self._stopping:
-                    act = st.tick(mono())
-                    if act == "dead":
-                        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                    if act == "ping":
-                        await conn.send_command("PING", core.PING_TOKEN, check_health=False)
-                    try:
-                        reply = await conn.read_response(
-                            disable_decoding=True,
-                            timeout=max(0.001, st.wait_time(mono())),
-                            disconnect_on_error=False,
-                            push_request=True,
-                        )
-                    except (RedisTimeoutError, asyncio.TimeoutError):
-                        continue
-                    if reply is None:  # the read timed out
-                        continue
-                    events = st.on_reply(reply, mono(), time.time())
-                    if st.live and not link.ready.is_set():
-                        link.ready.set()
-                        if self._live is not None and all(x.ready.is_set() for x in self._links):
-                            self._live.set()
-                    for ev in events:
-                        await self._put(ev)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._is_stopping():
-                    break
-                delay = st.on_lost(_describe(exc), mono(), time.time(), random.random())
-                log.info("pub/sub connection lost (%s); retrying in %.2fs", _describe(exc), delay)
-                await asyncio.sleep(delay)
-            finally:
-                link.conn = None
-                if release is not None:
-                    await asyncio.shield(release())
