@@ -21,6 +21,8 @@ BlockingPop  BLPOP on a connection whose socket timeout outlives the block (a pr
            socket timeout); ``None`` when the block ends empty
 FanOut     one flow per client in parallel (a shared thread pool / ``asyncio.gather``),
            each bounded by the op's timeout; a failure or timeout is its exception
+Coalesce   single-flight: the op's flow runs once per key at a time in this process
+           (per event loop in asyncio); the others wait for its result
 =========  =====================================================================
 
 Write-behind persistence is a set of ordered queues of flows, each drained by one worker
@@ -58,6 +60,7 @@ from ._core.ops import (
     MIN_BLOCK,
     Batch,
     BlockingPop,
+    Coalesce,
     Command,
     Compute,
     FanOut,
@@ -78,6 +81,7 @@ __all__ = [
     "SyncLoop",
     "SyncQueues",
     "ensure_ready",
+    "flights",
     "monotonic",
     "run_async",
     "run_sync",
@@ -236,6 +240,101 @@ async def _fanout_async(op: FanOut) -> list[Any]:
     return list(await asyncio.gather(*(one(c) for c in op.clients), return_exceptions=True))
 
 
+# --------------------------------------------------------------------------- single-flight
+
+
+class _Flight:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None  # made only when a second caller arrives
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class SyncFlights:
+    """One flow per key at a time in this process; the others wait for its result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Flight] = {}
+
+    def do(self, client: Any, op: Coalesce) -> tuple[Any, bool]:
+        key = op.key
+        with self._lock:
+            flight = self._calls.get(key)
+            if flight is None:
+                flight = self._calls[key] = _Flight()
+                event = None
+            else:
+                event = flight.event
+                if event is None:
+                    event = flight.event = threading.Event()
+        if event is not None:  # a follower
+            event.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value, False
+        try:
+            flight.value = run_sync(client, op.make())
+            return flight.value, True
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+                event = flight.event
+            if event is not None:
+                event.set()
+
+
+class AsyncFlights:
+    """The asyncio twin of :class:`SyncFlights`: one future per key per event loop."""
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def do(self, client: Any, op: Coalesce) -> tuple[Any, bool]:
+        loop = asyncio.get_running_loop()
+        calls = self._loops.get(loop)
+        if calls is None:
+            calls = self._loops[loop] = {}
+        key = op.key
+        fut = calls.get(key)
+        if fut is not None:
+            try:
+                return await asyncio.shield(fut), False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                cancelling = getattr(task, "cancelling", lambda: 0)()
+                if fut.cancelled() and not cancelling:  # the leader was cancelled, not us
+                    return await self.do(client, op)
+                raise
+        fut = calls[key] = loop.create_future()
+        try:
+            result = await run_async(client, op.make())
+        except asyncio.CancelledError:
+            fut.cancel()  # followers take over rather than fail with the leader's cancellation
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        else:
+            fut.set_result(result)
+            return result, True
+        finally:
+            del calls[key]
+
+
+def flights(asyncio_: bool) -> SyncFlights | AsyncFlights:
+    """A single-flight table for ``Coalesce`` ops (one per cached function)."""
+    return AsyncFlights() if asyncio_ else SyncFlights()
+
+
 def server_info(client: Any) -> ServerInfo:
     """The server's kind, version, mode and capabilities (one INFO, then cached)."""
     info = _infos.get(client)
@@ -339,6 +438,9 @@ def _exec_sync(client: Any, op: Op) -> Any:
             return None
     if t is FanOut:
         return _fanout_sync(cast(FanOut, op))
+    if t is Coalesce:
+        co = cast(Coalesce, op)
+        return cast(SyncFlights, co.flights).do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -421,6 +523,9 @@ async def _exec_async(client: Any, op: Op) -> Any:
             return None
     if t is FanOut:
         return await _fanout_async(cast(FanOut, op))
+    if t is Coalesce:
+        co = cast(Coalesce, op)
+        return await cast(AsyncFlights, co.flights).do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -517,14 +622,18 @@ class SyncLoop:
             flow.close()
 
 
+_running: set[asyncio.Task[Any]] = set()
+
+
 class AsyncLoop:
     """A background flow on an asyncio task (see :func:`start_loop_async`)."""
 
     def __init__(self, client: Any, flow: Flow[Any], name: str, cancel_caller: bool) -> None:
         caller = asyncio.current_task() if cancel_caller else None
-        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
-            self._run(client, flow, caller), name=name
-        )
+        task = asyncio.get_running_loop().create_task(self._run(client, flow, caller), name=name)
+        _running.add(task)  # referenced until done, even when nobody keeps the loop object
+        task.add_done_callback(_running.discard)
+        self._task: asyncio.Task[None] | None = task
 
     @property
     def stopped(self) -> bool:

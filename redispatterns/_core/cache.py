@@ -27,6 +27,7 @@ function, ``condition``, a TTL callable, ``version``) runs only through ``Comput
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,7 @@ from .breaker import CLOSED, Breaker
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Now, Script, Sleep
+from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
 from .scripts import load
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
     "CacheSpec",
     "CallKeys",
     "Entry",
+    "call",
+    "coalesced",
     "decode_entry",
     "encode_envelope",
     "fallback",
@@ -319,6 +322,52 @@ def _release(keys: CallKeys, token: str) -> Flow[None]:
 # --------------------------------------------------------------------------- read path
 
 
+COALESCED = "coalesced"
+
+
+def coalesced(leader: str) -> str:
+    """The outcome of a caller that waited for another's result: "coalesced", unless Redis was
+    out (then the leader's ERROR / BYPASS)."""
+    return leader if leader in (ERROR, BYPASS) else COALESCED
+
+
+def call(
+    spec: CacheSpec,
+    keys: CallKeys,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    breaker: Breaker,
+    rand: Callable[[], float],
+    clock: Callable[[], float],
+    flights: Any,
+    leases: list[str] | None = None,
+) -> Flow[tuple[Any, str]]:
+    """One call of a cached function: ``(value, outcome)``.
+
+    The read path (:func:`get`); on a miss one :func:`fill` (``MISS`` / ``UNDECODABLE``) or
+    :func:`fallback` (``ERROR`` / ``BYPASS``) per key in this process, as a
+    :class:`~._core.ops.Coalesce` op: the others wait for its result. ``leases``: where a fill
+    notes its lease token (the asyncio shell passes a list, so a cancelled call, which a flow
+    cannot observe, can release the lease).
+    """
+    value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock)
+    if value is not NOT_FOUND:
+        return value, outcome
+    user = Compute(fn, args, kwargs)
+    if outcome is MISS or outcome is UNDECODABLE:
+        token = new_token()
+        if leases is not None:
+            leases.append(token)
+        make = functools.partial(
+            fill, spec, keys, user, breaker, rand, replace=outcome is UNDECODABLE, token=token
+        )
+    else:  # Redis failed or the breaker is open: coalesce, then compute
+        make = functools.partial(fallback, user, outcome)
+    (value, outcome), led = yield Coalesce(flights, keys.value, make)
+    return value, (outcome if led else coalesced(outcome))
+
+
 def get(
     spec: CacheSpec,
     keys: CallKeys,
@@ -329,7 +378,7 @@ def get(
     rand: Callable[[], float],
     clock: Callable[[], float],
 ) -> Flow[tuple[Any, str]]:
-    """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks the shell to run, under its
+    """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks :func:`call` to run, under the
     per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``) or
     :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker is open).
     ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a stale value.
@@ -340,7 +389,7 @@ def get(
     if breaker.state != CLOSED:
         now = yield Now()
         if not breaker.allow(now):
-            return NOT_FOUND, BYPASS  # the shell runs fallback() under its single-flight
+            return NOT_FOUND, BYPASS  # call() runs fallback() under the single-flight
     try:
         raw = yield keys.get
     except Exception as exc:

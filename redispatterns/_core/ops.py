@@ -20,6 +20,7 @@ __all__ = [
     "Arg",
     "Batch",
     "BlockingPop",
+    "Coalesce",
     "Command",
     "Compute",
     "FanOut",
@@ -230,10 +231,25 @@ class FanOut:
     timeout: float
 
 
+@dataclass(slots=True)  # not frozen: it is built on the miss and breaker-open paths (see above)
+class Coalesce:
+    """Single-flight: run the flow ``make()`` unless a call in this process is already running
+    one for ``key`` in ``flights`` (a table the runner made, see ``_runner.flights``); then
+    wait for that one instead.
+
+    Reply: ``(result, led)``; ``led`` is False for a caller that got another's result. A
+    follower gets the leader's exception raised at the ``yield``.
+    """
+
+    flights: Any
+    key: str
+    make: Callable[[], Generator[Any, Any, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     """Reply: the server's :class:`~redispatterns._core.server.ServerInfo`, cached per client."""
 
 
-Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe, BlockingPop, FanOut]
+Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe, BlockingPop, FanOut, Coalesce]
 Flow = Generator[Op, Any, T]
