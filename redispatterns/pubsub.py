@@ -365,7 +365,7 @@ class Subscriber(_SubscriberBase):
         )  # fmt: skip
         self._cond = threading.Condition()
         self._stopping = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: Any = None  # the handler thread, from _links.spawn
         self._start_lock = threading.Lock()
 
     # -- lifecycle
