@@ -10,8 +10,8 @@ op         effect
 Command    ``client.execute_command(*args)``; read-only commands are retried on
            connection errors with jittered backoff, writes are sent once
 Script     EVALSHA; on NOSCRIPT, SCRIPT LOAD (all primaries on a cluster) and once more
-Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as EVAL);
-           the list of replies
+Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as EVAL, or as
+           EVALSHA where a plain client already holds them); the list of replies
 Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
 Compute    call the user's function (awaited when it returns an awaitable)
@@ -363,21 +363,67 @@ async def server_info_async(client: Any) -> ServerInfo:
 # --------------------------------------------------------------------------- sync
 
 
-def _pipelined(sub: Command | Script) -> tuple[Any, ...]:
-    """A batch's op as pipeline arguments. Scripts go as EVAL with their source: no NOSCRIPT
-    can strike halfway through a batch (nothing to re-send), no SCRIPT EXISTS round trip first
-    (redis-py's way), and Cluster pipelines accept it (they refuse EVALSHA)."""
-    if type(sub) is Command:
-        return sub.args
-    s = cast(Script, sub)
-    return ("EVAL", s.script.source, len(s.keys), *s.keys, *s.args)
+# Scripts a batch has sent to a plain client (EVAL caches them on the server).
+_loaded: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]]:
+    """A batch's pipeline arguments, and the positions of the scripts sent as EVALSHA.
+
+    Scripts go as EVAL with their source (no SCRIPT EXISTS round trip first, redis-py's way),
+    except in a plain client's non-transactional batch, where a script this runner already
+    sent to that client goes as EVALSHA (the source of a large script costs more than its run);
+    a NOSCRIPT there (a SCRIPT FLUSH, a failover) re-sends that script alone. A transaction
+    stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
+    (each node caches scripts on its own).
+    """
+    loaded = None if op.transaction or isinstance(client, _CLUSTERS) else _loaded.get(client)
+    args: list[tuple[Any, ...]] = []
+    by_sha: list[int] = []
+    for i, sub in enumerate(op.ops):
+        if type(sub) is Command:
+            args.append(sub.args)
+            continue
+        s = cast(Script, sub)
+        if loaded is not None and s.script.sha in loaded:
+            args.append(("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args))
+            by_sha.append(i)
+        else:
+            args.append(("EVAL", s.script.source, len(s.keys), *s.keys, *s.args))
+    return args, by_sha
+
+
+def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
+    """Remember the scripts a plain client now holds; raise the first error if the batch should."""
+    if not isinstance(client, _CLUSTERS):
+        shas = [sub.script.sha for sub in op.ops if type(sub) is Script]
+        if shas:
+            known = _loaded.get(client)
+            if known is None:
+                known = _loaded[client] = set()
+            known.update(shas)
+    if op.raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+    return replies
 
 
 def _batch_sync(client: Any, op: Batch) -> Any:
+    args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for sub in op.ops:
-        pipe.execute_command(*_pipelined(sub))
-    return pipe.execute(raise_on_error=op.raise_on_error)
+    for a in args:
+        pipe.execute_command(*a)
+    if not by_sha:
+        return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
+    replies = pipe.execute(raise_on_error=False)
+    for i in by_sha:
+        if isinstance(replies[i], NoScriptError):  # flushed since: this one alone (it loads it)
+            try:
+                replies[i] = _exec_sync(client, op.ops[i])
+            except Exception as exc:
+                replies[i] = exc
+    return _sent(client, op, replies)
 
 
 # Commands whose keys redis-py's cluster client can only learn by asking the server
@@ -477,10 +523,20 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
 
 
 async def _batch_async(client: Any, op: Batch) -> Any:
+    args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for sub in op.ops:
-        pipe.execute_command(*_pipelined(sub))
-    return await pipe.execute(raise_on_error=op.raise_on_error)
+    for a in args:
+        pipe.execute_command(*a)
+    if not by_sha:
+        return _sent(client, op, await pipe.execute(raise_on_error=op.raise_on_error))
+    replies = await pipe.execute(raise_on_error=False)
+    for i in by_sha:
+        if isinstance(replies[i], NoScriptError):
+            try:
+                replies[i] = await _exec_async(client, op.ops[i])
+            except Exception as exc:
+                replies[i] = exc
+    return _sent(client, op, replies)
 
 
 async def _exec_async(client: Any, op: Op) -> Any:
