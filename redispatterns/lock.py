@@ -57,7 +57,7 @@ class _HeldBase:
         self.fence = grant.fence
         self._lock = lock
         self._client = client
-        self._lease = core.Lease.granted(lock.ttl, grant.sent_at)
+        self._lease = core.Lease.granted(lock.ttl, lock._ttl_ms, grant.sent_at)
         self._renewal: SyncLoop | AsyncLoop | None = None
 
     @property
@@ -88,12 +88,15 @@ class _HeldBase:
             raise LockNotOwned(f"cannot {action} lock {self.name!r}: this holder released it", name=self.name)
 
     def _release_flow(self) -> Flow[bool]:
+        """Check and stop the renewal now; the flow that releases (mark ``released`` after it)."""
         self._check_live("release")
         if self._renewal is not None:
             self._renewal.stop()
-        done = yield from core.release(self._lock._keys, self.token, self._lease.ttl_ms, name=self.name)
+        return core.release(self._lock._keys, self.token, self._lease.ttl_ms, name=self.name)
+
+    def _release_and_mark(self) -> Flow[None]:
+        yield from self._release_flow()
         self._lease.released = True
-        return done
 
     def _extend_flow(self, ttl: float | None) -> Flow[None]:
         self._check_live("extend")
@@ -117,7 +120,7 @@ class _HeldBase:
             )
 
     def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
-        return _handles.exit_flow("lock", self.name, self._release_flow(), et)
+        return _handles.exit_flow("lock", self.name, self._release_and_mark(), et)
 
     def _renewal_flow(self) -> Flow[str | None]:
         keys, lock = self._lock._keys, self._lock
@@ -138,6 +141,7 @@ class Held(_HeldBase):
         Safe to retry after a connection error: a retry that finds its own release done succeeds.
         """
         run_sync(self._client, self._release_flow())
+        self._lease.released = True
 
     def extend(self, ttl: float | None = None) -> None:
         """Reset the lease to ``ttl`` (default: the lock's); never recreates an expired lock."""
@@ -173,6 +177,7 @@ class AsyncHeld(_HeldBase):
     async def release(self) -> None:
         """Release; ``LockNotOwned`` if the lease had expired or another owner holds the lock."""
         await run_async(self._client, self._release_flow())
+        self._lease.released = True
 
     async def extend(self, ttl: float | None = None) -> None:
         """Reset the lease to ``ttl`` (default: the lock's); never recreates an expired lock."""

@@ -30,7 +30,7 @@ class _LeaseBase:
         self.token = token
         self._sem = owner
         self._client = client
-        self._lease = core.Lease.granted(owner.ttl, sent_at)
+        self._lease = core.Lease.granted(owner.ttl, owner._ttl_ms, sent_at)
 
     @property
     def ttl(self) -> float:

@@ -198,41 +198,36 @@ def wait_bound(
 
 
 def wait_loop(
-    attempt: Callable[[str, bool], Script],
+    attempt: Callable[[str], Script],
     signal: str,
+    wait_ms: int,
     *,
-    blocking: bool,
+    start: float,
     timeout: float | None,
     timed_out: Callable[[], BaseException],
     rand: Callable[[], float] = random.random,
-    started_at: float | None = None,
-) -> Flow[tuple[int, float] | None]:
-    """The wait of a lock and of a semaphore: try, and while refused block on ``signal``.
+) -> Flow[tuple[int, float]]:
+    """The wait of a lock and of a semaphore, after a refused first attempt: block on
+    ``signal``, try again, until an attempt wins or ``timeout`` (from ``start``) has passed.
 
-    ``attempt(nonce, waiting)`` is the acquire script (``nonce``: the hand-over popped from the
-    signal list, ``""`` if none; ``waiting``: mark "someone waits" so a release signals). Its reply
-    is ``(got, wait_ms)``: non-zero ``got`` wins, else ``wait_ms`` bounds the block. Returns
-    ``(got, sent_at)`` (the monotonic send time of the winning attempt), ``None`` when not
-    ``blocking``; raises ``timed_out()`` once ``timeout`` has passed. ``started_at``: the time of
-    the call when the caller already read it (saves an op on the uncontended path).
+    ``wait_ms`` (the refusal's answer: the holder's remaining lease) bounds each block.
+    ``attempt(nonce)`` is the acquire script marking "someone waits" (``nonce``: the hand-over
+    popped from the signal list, ``""`` if none); its reply is ``(got, wait_ms)``. Returns
+    ``(got, sent_at)``: the winner's answer and the monotonic time its attempt left. Raises
+    ``timed_out()``. The first attempt is the caller's own, so the uncontended path builds no
+    closure and passes through no second generator.
     """
-    start: float = (yield Now()) if started_at is None else started_at
     deadline = None if timeout is None else start + timeout
-    sent_at = start
-    nonce = ""
-    waiting = blocking and timeout != 0
     while True:
-        got, wait_ms = _pair((yield attempt(nonce, waiting)))
-        if got:
-            return got, sent_at
-        if not blocking:
-            return None
         now: float = yield Now()
         remaining = None if deadline is None else deadline - now
         if remaining is not None and remaining <= 0:
             raise timed_out()
         nonce = _nonce((yield BlockingPop(signal, wait_bound(wait_ms, remaining, rand()))))
-        sent_at = yield Now()
+        sent_at: float = yield Now()
+        got, wait_ms = _pair((yield attempt(nonce)))
+        if got:
+            return got, sent_at
 
 
 def acquire(
@@ -249,22 +244,29 @@ def acquire(
     """Acquire, waiting (without polling) when ``blocking``; ``None`` when non-blocking fails.
 
     Waiting blocks on the signal list (:class:`~._core.ops.BlockingPop`) for at most the
-    holder's remaining lease; a release hands the lock over with a nonce the waiter presents.
-    A blocking acquire that runs out of ``timeout`` raises ``LockTimeout``.
+    holder's remaining lease; a release hands the lock over with a nonce the waiter presents
+    (:func:`wait_loop`). A blocking acquire that runs out of ``timeout`` raises ``LockTimeout``.
+    ``started_at``: the monotonic time of the call when the caller already read it (saves an op
+    on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
+    start: float = (yield Now()) if started_at is None else started_at
+    fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", blocking and timeout != 0)))
+    if fence:
+        return Grant(fence, start)
+    if not blocking:
+        return None
 
-    def attempt(nonce: str, waiting: bool) -> Script:
-        return _acquire_op(keys, token, ttl_ms, nonce, waiting)
+    def attempt(nonce: str) -> Script:
+        return _acquire_op(keys, token, ttl_ms, nonce, True)
 
     def timed_out() -> LockTimeout:
         msg = f"lock {name!r} is held by another owner; gave up after {timeout} s"
         return LockTimeout(msg, name=name, timeout=timeout)
 
     won = yield from wait_loop(
-        attempt, keys.signal, blocking=blocking, timeout=timeout, timed_out=timed_out, rand=rand,
-        started_at=started_at,
-    )  # fmt: skip
-    return None if won is None else Grant(*won)
+        attempt, keys.signal, wait_ms, start=start, timeout=timeout, timed_out=timed_out, rand=rand
+    )
+    return Grant(*won)
 
 
 def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]:
@@ -364,17 +366,14 @@ class Lease:
     """
 
     ttl: float
+    ttl_ms: int
     deadline: float
     lost: BaseException | None = None
     released: bool = False
 
     @classmethod
-    def granted(cls, ttl: float, sent_at: float) -> Lease:
-        return cls(ttl, valid_until(sent_at, to_ms(ttl)))
-
-    @property
-    def ttl_ms(self) -> int:
-        return to_ms(self.ttl)
+    def granted(cls, ttl: float, ttl_ms: int, sent_at: float) -> Lease:
+        return cls(ttl, ttl_ms, valid_until(sent_at, ttl_ms))
 
     def valid_for(self, now: float) -> float:
         """Seconds the lease is surely still ours; 0 once lost or released."""
@@ -383,8 +382,8 @@ class Lease:
         return self.deadline - now
 
     def renewed(self, sent_at: float, ttl: float) -> None:
-        self.ttl = ttl
-        self.deadline = valid_until(sent_at, to_ms(ttl))
+        self.ttl, self.ttl_ms = ttl, to_ms(ttl)
+        self.deadline = valid_until(sent_at, self.ttl_ms)
 
     def mark_lost(self, exc: BaseException) -> bool:
         """Record the loss; True the first time (never after a release)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..errors import LockNotOwned, LockTimeout
 from . import validate
 from .keys import Keyspace
-from .lock import HANDOFF_MS, WAITERS_MARGIN_MS, _script, wait_loop
+from .lock import HANDOFF_MS, WAITERS_MARGIN_MS, _pair, _script, wait_loop
 from .ops import Command, Flow, Now, Script
 from .scripts import load
 
@@ -65,19 +65,29 @@ def semaphore_acquire(
     loop of the lock (:func:`~._core.lock.wait_loop`).
     """
 
-    def attempt(nonce: str, waiting: bool) -> Script:
-        margin = WAITERS_MARGIN_MS if waiting else 0
-        return _script("semaphore_acquire", (keys.leases, keys.waiters), (token, ttl_ms, limit, margin))
+    start: float = (yield Now()) if started_at is None else started_at
+    margin = WAITERS_MARGIN_MS if blocking and timeout != 0 else 0
+    ok, wait_ms = _pair((yield _attempt(keys, token, ttl_ms, limit, margin)))
+    if ok:
+        return start
+    if not blocking:
+        return None
+
+    def attempt(nonce: str) -> Script:
+        return _attempt(keys, token, ttl_ms, limit, WAITERS_MARGIN_MS)
 
     def timed_out() -> LockTimeout:
         msg = f"semaphore {name!r}: all {limit} leases are taken; gave up after {timeout} s"
         return LockTimeout(msg, name=name, timeout=timeout)
 
-    won = yield from wait_loop(
-        attempt, keys.signal, blocking=blocking, timeout=timeout, timed_out=timed_out, rand=rand,
-        started_at=started_at,
-    )  # fmt: skip
-    return None if won is None else won[1]
+    _, sent_at = yield from wait_loop(
+        attempt, keys.signal, wait_ms, start=start, timeout=timeout, timed_out=timed_out, rand=rand
+    )
+    return sent_at
+
+
+def _attempt(keys: SemaphoreKeys, token: str, ttl_ms: int, limit: int, margin: int) -> Script:
+    return _script("semaphore_acquire", (keys.leases, keys.waiters), (token, ttl_ms, limit, margin))
 
 
 def semaphore_release(keys: SemaphoreKeys, token: str, limit: int, *, name: str) -> Flow[None]:

@@ -205,7 +205,7 @@ def _ext(reply: Any) -> tuple[Any, Any]:
 
 
 def test_renewal_extends_at_a_third_and_records_each_renewal() -> None:
-    lease = core.Lease.granted(3.0, 0.0)
+    lease = core.Lease.granted(3.0, 3000, 0.0)
     flow = core.renewal(KEYS, "tok", lease, name="j", rand=lambda: 0.5)
     steps = [(Sleep(1.0), 1.0), (Now(), 1.0), _ext(1), (Sleep(1.0), 2.0), (Now(), 2.0), _ext(1)]
     with pytest.raises(ReplayMismatch):  # it runs until its driver stops it
@@ -215,7 +215,7 @@ def test_renewal_extends_at_a_third_and_records_each_renewal() -> None:
 
 def test_renewal_loss_is_recorded_once_and_reported_to_on_lost() -> None:
     seen: list[Any] = []
-    lease = core.Lease.granted(3.0, 0.0)
+    lease = core.Lease.granted(3.0, 3000, 0.0)
     holder = object()
     flow = core.renewal(KEYS, "tok", lease, name="j", on_lost=seen.append, holder=holder, rand=lambda: 0.5)
     steps = [(Sleep(1.0), 1.0), (Now(), 1.0), _ext(-1), (Compute(seen.append, (holder,)), None)]
@@ -227,7 +227,7 @@ def test_renewal_loss_is_recorded_once_and_reported_to_on_lost() -> None:
 
 
 def test_renewal_retries_transient_errors_while_the_lease_is_valid() -> None:
-    lease = core.Lease.granted(3.0, 0.0)  # valid until ~2.97
+    lease = core.Lease.granted(3.0, 3000, 0.0)  # valid until ~2.97
     flow = core.renewal(KEYS, "tok", lease, name="j", rand=lambda: 0.0)
     steps = [
         (Sleep(0.9), 0.9), (Now(), 0.9), _ext(ConnectionError()),
@@ -237,13 +237,13 @@ def test_renewal_retries_transient_errors_while_the_lease_is_valid() -> None:
     ]  # fmt: skip
     assert replay(flow, steps) == "lock 'j' lost"
     assert isinstance(lease.lost, ConnectionError)
-    released = core.Lease.granted(3.0, 0.0)
+    released = core.Lease.granted(3.0, 3000, 0.0)
     released.released = True
     assert not released.mark_lost(RuntimeError()) and released.valid_for(0.0) == 0.0
     with pytest.raises(LockLost, match="released by this holder"):
         released.check("lock", "j", 0.0)
     with pytest.raises(LockLost, match="ran out"):
-        core.Lease.granted(3.0, 0.0).check("semaphore", "s", 9.0)
+        core.Lease.granted(3.0, 3000, 0.0).check("semaphore", "s", 9.0)
     assert str(core.lost_in_block("semaphore", "s", RuntimeError("x"))) == (
         "semaphore 's' was lost before the block ended: x"
     )
