@@ -122,7 +122,7 @@ def _info_from(client: Any, raw: Any) -> ServerInfo:
     hint = _kind_hint(client)
     if hint:
         info = ServerInfo(hint, info.version, info.mode, info.capabilities)
-    if type(client).__name__ == "RedisCluster":
+    if isinstance(client, _CLUSTERS):
         info = ServerInfo(info.kind, info.version, "cluster", info.capabilities)
     return info
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -105,7 +106,7 @@ _PY_KINDS: tuple[tuple[Any, str], ...] = (
 def _kind_of(annotation: Any) -> tuple[str, bool]:
     """The kind of a type annotation, and whether it admits ``None``."""
     origin = typing.get_origin(annotation)
-    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         nullable = len(args) < len(typing.get_args(annotation))
         if len(args) == 1:
