@@ -8,13 +8,17 @@ handle; a lease already gone when the block ends is one error for every kind and
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from ._core import lock as core
 from ._core.ops import Flow
+from ._runner import run_async, run_sync
 from .errors import LockNotOwned
 
-__all__ = ["exit_flow", "pop", "push"]
+__all__ = ["AsyncHandle", "AsyncOwner", "SyncHandle", "SyncOwner", "exit_flow", "pop", "push"]
+
+H = TypeVar("H")
 
 # (id(lock), handle) pairs entered with ``with lock:``; per thread and per task, never shared.
 _ENTERED: contextvars.ContextVar[tuple[tuple[int, Any], ...]] = contextvars.ContextVar(
@@ -43,3 +47,55 @@ def exit_flow(kind: str, name: str, release: Flow[Any], error: type[BaseExceptio
     except LockNotOwned as exc:
         if error is None:
             raise core.lost_in_block(kind, name, exc) from exc
+
+
+class SyncHandle:
+    """A held lease (sync): ``with held:`` releases it on exit, through ``_exit_flow``."""
+
+    _client: Any
+
+    def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
+        raise NotImplementedError
+
+    def __enter__(self: H) -> H:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        run_sync(self._client, self._exit_flow(et))
+
+
+class AsyncHandle:
+    """A held lease (asyncio): ``async with held:`` releases it on exit."""
+
+    _client: Any
+
+    def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
+        raise NotImplementedError
+
+    async def __aenter__(self: H) -> H:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await run_async(self._client, self._exit_flow(et))
+
+
+class SyncOwner:
+    """``with lock:`` leaves through the handle its ``__enter__`` pushed (per thread)."""
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pop(self).__exit__(et, ev, tb)
+
+
+class AsyncOwner:
+    """``async with lock:`` leaves through the handle its ``__aenter__`` pushed (per task)."""
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await pop(self).__aexit__(et, ev, tb)

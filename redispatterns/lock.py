@@ -15,7 +15,6 @@ import functools
 import inspect
 import secrets
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from . import _handles
@@ -50,6 +49,8 @@ OnLost = Callable[[Any], Any]
 
 class _HeldBase:
     """What both handle types are: token, fence and the lease (deadline, loss, release)."""
+
+    _client: Any
 
     def __init__(self, lock: _LockBase, client: Any, token: str, grant: core.Grant) -> None:
         self.name = lock.name
@@ -132,7 +133,7 @@ class _HeldBase:
         return f"<{type(self).__name__} {self.name!r} fence={self.fence} {state}>"
 
 
-class Held(_HeldBase):
+class Held(_HeldBase, _handles.SyncHandle):
     """A held lock (sync). Owns its token; ``with held:`` releases on exit."""
 
     def release(self) -> None:
@@ -162,16 +163,8 @@ class Held(_HeldBase):
     def _start_renewal(self) -> None:
         self._renewal = start_loop(self._client, self._renewal_flow(), name=f"rp-lock-renew:{self.name}")
 
-    def __enter__(self) -> Held:
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        run_sync(self._client, self._exit_flow(et))
-
-
-class AsyncHeld(_HeldBase):
+class AsyncHeld(_HeldBase, _handles.AsyncHandle):
     """A held lock (asyncio). Owns its token; ``async with held:`` releases on exit."""
 
     async def release(self) -> None:
@@ -203,14 +196,6 @@ class AsyncHeld(_HeldBase):
             name=f"rp-lock-renew:{self.name}",
             cancel_caller=lock.cancel_on_lost,
         )
-
-    async def __aenter__(self) -> AsyncHeld:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await run_async(self._client, self._exit_flow(et))
 
 
 class _LockBase:
@@ -266,7 +251,7 @@ class _LockBase:
         return f"<{type(self).__name__} {self.name!r} ttl={self.ttl}s key={self._keys.lock!r}>"
 
 
-class Lock(_LockBase):
+class Lock(_LockBase, _handles.SyncOwner):
     """A lock on one Redis node or Cluster: ``with Lock("job:7", ttl=10) as held: ...``.
 
     ``ttl`` (seconds, default 30) is mandatory in effect: the lock always expires, so a crashed
@@ -309,14 +294,8 @@ class Lock(_LockBase):
         _handles.push(self, held)
         return held
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        held: Held = _handles.pop(self)
-        held.__exit__(et, ev, tb)
 
-
-class AsyncLock(_LockBase):
+class AsyncLock(_LockBase, _handles.AsyncOwner):
     """The asyncio twin of :class:`Lock`; ``cancel_on_lost=True`` also cancels the task that
     acquired the lock when auto-renewal finds it lost."""
 
@@ -357,12 +336,6 @@ class AsyncLock(_LockBase):
         held = await self.acquire()
         _handles.push(self, held)
         return held
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        held: AsyncHeld = _handles.pop(self)
-        await held.__aexit__(et, ev, tb)
 
 
 def locked(

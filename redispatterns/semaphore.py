@@ -8,7 +8,6 @@ lock's wait loop (:mod:`redispatterns._core.semaphore`).
 from __future__ import annotations
 
 import secrets
-from types import TracebackType
 from typing import Any, Literal, overload
 
 from . import _handles
@@ -24,6 +23,8 @@ __all__ = ["AsyncLease", "AsyncSemaphore", "Lease", "Semaphore"]
 
 class _LeaseBase:
     """One lease of a semaphore: owns its token; the deadline is monotonic."""
+
+    _client: Any
 
     def __init__(self, owner: _SemaphoreBase, client: Any, token: str, sent_at: float) -> None:
         self.name = owner.name
@@ -69,7 +70,7 @@ class _LeaseBase:
         return f"<{type(self).__name__} {self.name!r} valid {self.valid_for():.3f}s>"
 
 
-class Lease(_LeaseBase):
+class Lease(_LeaseBase, _handles.SyncHandle):
     """A held lease of a :class:`Semaphore`; ``with lease:`` releases it."""
 
     def release(self) -> None:
@@ -80,16 +81,8 @@ class Lease(_LeaseBase):
         """Push the expiry out by ``ttl`` (default: the semaphore's); never revives an expired lease."""
         run_sync(self._client, self._extend_flow(ttl))
 
-    def __enter__(self) -> Lease:
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        run_sync(self._client, self._exit_flow(et))
-
-
-class AsyncLease(_LeaseBase):
+class AsyncLease(_LeaseBase, _handles.AsyncHandle):
     """The asyncio twin of :class:`Lease`."""
 
     async def release(self) -> None:
@@ -97,14 +90,6 @@ class AsyncLease(_LeaseBase):
 
     async def extend(self, ttl: float | None = None) -> None:
         await run_async(self._client, self._extend_flow(ttl))
-
-    async def __aenter__(self) -> AsyncLease:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await run_async(self._client, self._exit_flow(et))
 
 
 class _SemaphoreBase:
@@ -148,7 +133,7 @@ class _SemaphoreBase:
         return f"<{type(self).__name__} {self.name!r} limit={self.limit} ttl={self.ttl}s>"
 
 
-class Semaphore(_SemaphoreBase):
+class Semaphore(_SemaphoreBase, _handles.SyncOwner):
     """At most ``limit`` holders at once, each with a lease that expires (crash-safe): leases live
     in a sorted set scored by expiry on the server's clock. ``with Semaphore("api", 3) as lease:``."""
 
@@ -172,14 +157,8 @@ class Semaphore(_SemaphoreBase):
         _handles.push(self, lease)
         return lease
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        lease: Lease = _handles.pop(self)
-        lease.__exit__(et, ev, tb)
 
-
-class AsyncSemaphore(_SemaphoreBase):
+class AsyncSemaphore(_SemaphoreBase, _handles.AsyncOwner):
     """The asyncio twin of :class:`Semaphore`."""
 
     _asyncio = True
@@ -201,9 +180,3 @@ class AsyncSemaphore(_SemaphoreBase):
         lease = await self.acquire()
         _handles.push(self, lease)
         return lease
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        lease: AsyncLease = _handles.pop(self)
-        await lease.__aexit__(et, ev, tb)
