@@ -27,7 +27,7 @@ from . import _links
 from ._core import pubsub as core
 from ._core import validate
 from ._core.mount import Mount
-from ._core.ops import Flow, Probe
+from ._core.ops import Compute, Flow, Probe
 from ._core.pubsub import Gap, LinkState, Names, OverflowBuffer, PubSubMessage, Sub, SubscriberOverflow
 from ._runner import monotonic, run_async, run_sync, wallclock
 from .errors import ServerUnavailable, UnsupportedByServer
@@ -201,15 +201,41 @@ class _SubscriberBase:
             self._closed = True
             raise
 
-    def _record_gap(self, gap: Gap) -> None:
+    # The callbacks, once for both flavours: user code goes through Compute (awaited when async).
+
+    def _gap_flow(self, gap: Gap) -> Flow[None]:
+        """Count and keep a gap; tell ``on_gap`` (or log it)."""
         self._gap_count += 1
         self.gaps.append(gap)
         if self._on_gap is None:
             log.warning("pub/sub gap on %s: %s", ",".join(gap.channels) or "(queue)", gap)
+            return
+        try:
+            yield Compute(self._on_gap, (gap,))
+        except Exception as exc:
+            yield from self._error_flow(exc, gap)
 
-    def _record_error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
+    def _error_flow(self, exc: BaseException, item: PubSubMessage | Gap | None) -> Flow[None]:
+        """Tell ``on_error`` (or log it); an ``on_error`` that fails is ignored."""
         if self._on_error is None:
             log.error("pub/sub callback failed on %r", item, exc_info=exc)
+            return
+        with contextlib.suppress(Exception):
+            yield Compute(self._on_error, (exc, item))
+
+    def _handle_flow(self, msg: PubSubMessage | None, overflow: SubscriberOverflow | None) -> Flow[bool]:
+        """One turn of the handler worker: False when it should stop (closed, or overflowed)."""
+        if overflow is not None:
+            yield from self._error_flow(overflow, None)
+            return False
+        if msg is None:
+            return False
+        assert self._handler is not None
+        try:
+            yield Compute(self._handler, (msg,))
+        except Exception as exc:
+            yield from self._error_flow(exc, msg)
+        return True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
@@ -320,7 +346,7 @@ class Subscriber(_SubscriberBase):
                         return None
                     self._cond.wait(left)
             if isinstance(item, Gap):
-                self._gap(item)
+                run_sync(None, self._gap_flow(item))
                 continue
             self._delivered += 1
             return item
@@ -332,34 +358,14 @@ class Subscriber(_SubscriberBase):
                 return
             yield msg
 
-    def _gap(self, gap: Gap) -> None:
-        self._record_gap(gap)
-        if self._on_gap is not None:
-            try:
-                self._on_gap(gap)
-            except Exception as exc:
-                self._error(exc, gap)
-
-    def _error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
-        self._record_error(exc, item)
-        if self._on_error is not None:
-            with contextlib.suppress(Exception):
-                self._on_error(exc, item)
-
     def _work(self) -> None:
-        assert self._handler is not None
         while True:
             try:
-                msg = self.get()
+                msg, overflow = self.get(), None
             except SubscriberOverflow as exc:
-                self._error(exc, None)
+                msg, overflow = None, exc
+            if not run_sync(None, self._handle_flow(msg, overflow)):
                 return
-            if msg is None:
-                return
-            try:
-                self._handler(msg)
-            except Exception as exc:
-                self._error(exc, msg)
 
     # -- reading
 
@@ -481,7 +487,7 @@ class AsyncSubscriber(_SubscriberBase):
                 continue
             self._changed.set()
             if isinstance(item, Gap):
-                await self._gap(item)
+                await run_async(None, self._gap_flow(item))
                 continue
             self._delivered += 1
             return item
@@ -495,39 +501,14 @@ class AsyncSubscriber(_SubscriberBase):
             raise StopAsyncIteration
         return msg
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-
-    async def _gap(self, gap: Gap) -> None:
-        self._record_gap(gap)
-        if self._on_gap is not None:
-            try:
-                await self._call(self._on_gap, gap)
-            except Exception as exc:
-                await self._error(exc, gap)
-
-    async def _error(self, exc: BaseException, item: PubSubMessage | Gap | None) -> None:
-        self._record_error(exc, item)
-        if self._on_error is not None:
-            with contextlib.suppress(Exception):
-                await self._call(self._on_error, exc, item)
-
     async def _work(self) -> None:
-        assert self._handler is not None
         while True:
             try:
-                msg = await self.get()
+                msg, overflow = await self.get(), None
             except SubscriberOverflow as exc:
-                await self._error(exc, None)
+                msg, overflow = None, exc
+            if not await run_async(None, self._handle_flow(msg, overflow)):
                 return
-            if msg is None:
-                return
-            try:
-                await self._call(self._handler, msg)
-            except Exception as exc:
-                await self._error(exc, msg)
 
     # -- reading
 
