@@ -12,11 +12,7 @@ from redispatterns._core import kv as core
 from redispatterns._core.codec import JsonCodec, PickleCodec
 from redispatterns._core.keys import slot
 from redispatterns._core.ops import Batch, Command, Script, Sleep
-from redispatterns._core.server import ServerInfo
 from redispatterns.testing.replay import ANY, ReplayMismatch, replay, trace
-
-STANDALONE = ServerInfo("redis", (7, 0, 0))
-CLUSTER = ServerInfo("redis", (7, 0, 0), "cluster")
 
 
 def store(policy: str = "immediate", max_store: int | None = 1000, **mounts: Mount) -> core.KVStore:
