@@ -53,21 +53,7 @@ from .http import (
 )
 from .kv import KV, AsyncKV
 from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
-from .lock import (
-    AsyncHeld,
-    AsyncLease,
-    AsyncLock,
-    AsyncRedlock,
-    AsyncRedlockHeld,
-    AsyncSemaphore,
-    Held,
-    Lease,
-    Lock,
-    Redlock,
-    RedlockHeld,
-    Semaphore,
-    locked,
-)
+from .lock import AsyncHeld, AsyncLock, Held, Lock, locked
 from .mount import Namespace
 from .pubsub import (
     AsyncPublisher,
@@ -96,6 +82,8 @@ from .ratelimit import (
     TokenBucketLimiter,
     rate_limited,
 )
+from .redlock import AsyncRedlock, AsyncRedlockHeld, Redlock, RedlockHeld
+from .semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
 from .session import (
     AsyncSessionStore,
     Session,

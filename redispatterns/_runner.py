@@ -10,36 +10,95 @@ op         effect
 Command    ``client.execute_command(*args)``; read-only commands are retried on
            connection errors with jittered backoff, writes are sent once
 Script     EVALSHA; on NOSCRIPT, SCRIPT LOAD (all primaries on a cluster) and once more
-Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as EVAL);
-           the list of replies
+Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as EVAL, or as
+           EVALSHA where a plain client already holds them); the list of replies
 Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
 Compute    call the user's function (awaited when it returns an awaitable)
 Probe      the server's kind, version and capabilities, cached per client
+BlockingPop  BLPOP on a connection whose socket timeout outlives the block (a private
+           pool for a plain sync client; else the block is kept under the client's
+           socket timeout); ``None`` when the block ends empty
+FanOut     one flow per client in parallel (a shared thread pool / ``asyncio.gather``),
+           each bounded by the op's timeout; a failure or timeout is its exception
+Coalesce   single-flight: the op's flow runs once per key at a time in this process
+           (per event loop in asyncio); the others wait for its result
 =========  =====================================================================
+
+Write-behind persistence is a set of ordered queues of flows, each drained by one worker
+(:class:`SyncQueues` threads / :class:`AsyncQueues` tasks). Background loops (lock renewal, ...)
+are flows too: :func:`start_loop` runs one on a daemon
+thread, :func:`start_loop_async` on a task; ``stop()`` ends it at its next operation (a sleep
+ends at once) without delivering a reply that raced the stop. Shells read the clock through
+:func:`monotonic`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import logging
+import queue
 import random
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import redis
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.cluster import RedisCluster as _SyncCluster
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._core.ops import Batch, Command, Compute, Flow, Now, Op, Probe, Script, Sleep, WallClock
+from ._core.ops import (
+    MAX_BLOCK,
+    MIN_BLOCK,
+    Batch,
+    BlockingPop,
+    Coalesce,
+    Command,
+    Compute,
+    FanOut,
+    Flow,
+    Now,
+    Op,
+    Probe,
+    Script,
+    Sleep,
+    WallClock,
+)
 from ._core.server import ServerInfo, parse_info
 
-__all__ = ["READ_RETRIES", "ensure_ready", "run_async", "run_sync", "server_info", "server_info_async"]
+__all__ = [
+    "READ_RETRIES",
+    "AsyncLoop",
+    "AsyncQueues",
+    "SyncLoop",
+    "SyncQueues",
+    "ensure_ready",
+    "flights",
+    "monotonic",
+    "run_async",
+    "run_sync",
+    "server_info",
+    "server_info_async",
+    "socket_timeout",
+    "start_loop",
+    "start_loop_async",
+    "wallclock",
+]
 
 T = TypeVar("T")
+log = logging.getLogger("redispatterns")
+monotonic = time.monotonic
+"""The clock of budgets and deadlines (what ``Now`` replies); shells read it only through here."""
+wallclock = time.time
+"""The wall clock (what ``WallClock`` replies): timestamps, never correctness."""
 
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
@@ -63,7 +122,7 @@ def _info_from(client: Any, raw: Any) -> ServerInfo:
     hint = _kind_hint(client)
     if hint:
         info = ServerInfo(hint, info.version, info.mode, info.capabilities)
-    if type(client).__name__ == "RedisCluster":
+    if isinstance(client, _CLUSTERS):
         info = ServerInfo(info.kind, info.version, "cluster", info.capabilities)
     return info
 
@@ -73,6 +132,207 @@ def _fake_info(client: Any) -> ServerInfo:
     server = client.connection_pool.connection_kwargs.get("server")
     version = (*tuple(getattr(server, "version", (7,))), 0, 0)
     return _info_from(client, {"redis_version": ".".join(map(str, version[:3]))})
+
+
+# what a connection applies when its client names no socket timeout (5 s in redis-py 8)
+_DEFAULT_SOCKET_TIMEOUT: float | None = (
+    inspect.signature(AbstractConnection.__init__).parameters["socket_timeout"].default
+)
+
+
+def socket_timeout(client: Any) -> float | None:
+    """The read timeout ``client``'s connections apply to each reply; ``None``: they wait forever.
+
+    Reads the connection settings of a plain client (its pool), a sync Cluster (its nodes
+    manager) or an asyncio Cluster (the client itself); unset means redis-py's default.
+    """
+    for holder in (getattr(client, "connection_pool", None), getattr(client, "nodes_manager", None), client):
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            value = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+            return float(value) if value else None
+    return _DEFAULT_SOCKET_TIMEOUT
+
+
+# --------------------------------------------------------------------------- blocking waits
+
+_blockers: weakref.WeakKeyDictionary[Any, tuple[Any, float]] = weakref.WeakKeyDictionary()
+_blockers_lock = threading.Lock()
+
+
+def _blocking_client(client: Any) -> tuple[Any, float]:
+    """A client for blocking commands whose socket timeout exceeds the longest block (None:
+    ``client`` itself), and that longest block.
+
+    A plain sync ``Redis`` gets a private pool (same connection settings, socket timeout
+    ``MAX_BLOCK + 5``, closed with its parent) so waiters neither time out nor take the
+    connections holders need. Other clients (asyncio, Cluster, fakeredis) are used as they are,
+    with blocks kept under their own socket timeout: an asyncio pool can't be closed from a
+    finalizer, and its connections would outlive their event loop.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and _kind_hint(client) is None and type(client) is redis.Redis:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = MAX_BLOCK + 5.0
+        clone: Any = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+        weakref.finalize(client, clone.connection_pool.disconnect)
+        return clone, MAX_BLOCK
+    st = socket_timeout(client)
+    return None, MAX_BLOCK if st is None else max(MIN_BLOCK, min(MAX_BLOCK, st - 1.0))
+
+
+def blocker(client: Any) -> tuple[Any, float]:
+    """``(client for blocking commands or None, longest block)``, built once per client; the
+    cache holds ``client`` weakly."""
+    found = _blockers.get(client)
+    if found is None:
+        with _blockers_lock:
+            found = _blockers.get(client)
+            if found is None:
+                found = _blockers[client] = _blocking_client(client)
+    return found
+
+
+def _blpop_args(client: Any, op: BlockingPop) -> tuple[Any, tuple[str, str, str]]:
+    clone, max_block = blocker(client)
+    seconds = max(MIN_BLOCK, min(op.seconds, max_block))
+    return (client if clone is None else clone), ("BLPOP", op.key, f"{seconds:.3f}")
+
+
+# --------------------------------------------------------------------------- fan-out
+
+_fanout_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_fanout_lock = threading.Lock()
+FANOUT_THREADS = 32
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _fanout_pool
+    if _fanout_pool is None:
+        with _fanout_lock:
+            if _fanout_pool is None:
+                _fanout_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=FANOUT_THREADS, thread_name_prefix="rp-fanout"
+                )
+    return _fanout_pool
+
+
+def _fanout_sync(op: FanOut) -> list[Any]:
+    futures = [_pool().submit(run_sync, c, op.make()) for c in op.clients]
+    concurrent.futures.wait(futures, timeout=op.timeout)
+    out: list[Any] = []
+    for f in futures:
+        if not f.done():
+            out.append(TimeoutError("node timeout"))
+        elif f.exception() is not None:
+            out.append(f.exception())
+        else:
+            out.append(f.result())
+    return out
+
+
+async def _fanout_async(op: FanOut) -> list[Any]:
+    async def one(c: Any) -> Any:
+        return await asyncio.wait_for(run_async(c, op.make()), op.timeout)
+
+    return list(await asyncio.gather(*(one(c) for c in op.clients), return_exceptions=True))
+
+
+# --------------------------------------------------------------------------- single-flight
+
+
+class _Flight:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None  # made only when a second caller arrives
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class SyncFlights:
+    """One flow per key at a time in this process; the others wait for its result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Flight] = {}
+
+    def do(self, client: Any, op: Coalesce) -> tuple[Any, bool]:
+        key = op.key
+        with self._lock:
+            flight = self._calls.get(key)
+            if flight is None:
+                flight = self._calls[key] = _Flight()
+                event = None
+            else:
+                event = flight.event
+                if event is None:
+                    event = flight.event = threading.Event()
+        if event is not None:  # a follower
+            event.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value, False
+        try:
+            flight.value = run_sync(client, op.make())
+            return flight.value, True
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+                event = flight.event
+            if event is not None:
+                event.set()
+
+
+class AsyncFlights:
+    """The asyncio twin of :class:`SyncFlights`: one future per key per event loop."""
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def do(self, client: Any, op: Coalesce) -> tuple[Any, bool]:
+        loop = asyncio.get_running_loop()
+        calls = self._loops.get(loop)
+        if calls is None:
+            calls = self._loops[loop] = {}
+        key = op.key
+        fut = calls.get(key)
+        if fut is not None:
+            try:
+                return await asyncio.shield(fut), False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                cancelling = getattr(task, "cancelling", lambda: 0)()
+                if fut.cancelled() and not cancelling:  # the leader was cancelled, not us
+                    return await self.do(client, op)
+                raise
+        fut = calls[key] = loop.create_future()
+        try:
+            result = await run_async(client, op.make())
+        except asyncio.CancelledError:
+            fut.cancel()  # followers take over rather than fail with the leader's cancellation
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        else:
+            fut.set_result(result)
+            return result, True
+        finally:
+            del calls[key]
+
+
+def flights(asyncio_: bool) -> SyncFlights | AsyncFlights:
+    """A single-flight table for ``Coalesce`` ops (one per cached function)."""
+    return AsyncFlights() if asyncio_ else SyncFlights()
 
 
 def server_info(client: Any) -> ServerInfo:
@@ -103,21 +363,67 @@ async def server_info_async(client: Any) -> ServerInfo:
 # --------------------------------------------------------------------------- sync
 
 
-def _pipelined(sub: Command | Script) -> tuple[Any, ...]:
-    """A batch's op as pipeline arguments. Scripts go as EVAL with their source: no NOSCRIPT
-    can strike halfway through a batch (nothing to re-send), no SCRIPT EXISTS round trip first
-    (redis-py's way), and Cluster pipelines accept it (they refuse EVALSHA)."""
-    if type(sub) is Command:
-        return sub.args
-    s = cast(Script, sub)
-    return ("EVAL", s.script.source, len(s.keys), *s.keys, *s.args)
+# Scripts a batch has sent to a plain client (EVAL caches them on the server).
+_loaded: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]]:
+    """A batch's pipeline arguments, and the positions of the scripts sent as EVALSHA.
+
+    Scripts go as EVAL with their source (no SCRIPT EXISTS round trip first, redis-py's way),
+    except in a plain client's non-transactional batch, where a script this runner already
+    sent to that client goes as EVALSHA (the source of a large script costs more than its run);
+    a NOSCRIPT there (a SCRIPT FLUSH, a failover) re-sends that script alone. A transaction
+    stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
+    (each node caches scripts on its own).
+    """
+    loaded = None if op.transaction or isinstance(client, _CLUSTERS) else _loaded.get(client)
+    args: list[tuple[Any, ...]] = []
+    by_sha: list[int] = []
+    for i, sub in enumerate(op.ops):
+        if type(sub) is Command:
+            args.append(sub.args)
+            continue
+        s = cast(Script, sub)
+        if loaded is not None and s.script.sha in loaded:
+            args.append(("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args))
+            by_sha.append(i)
+        else:
+            args.append(("EVAL", s.script.source, len(s.keys), *s.keys, *s.args))
+    return args, by_sha
+
+
+def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
+    """Remember the scripts a plain client now holds; raise the first error if the batch should."""
+    if not isinstance(client, _CLUSTERS):
+        shas = [sub.script.sha for sub in op.ops if type(sub) is Script]
+        if shas:
+            known = _loaded.get(client)
+            if known is None:
+                known = _loaded[client] = set()
+            known.update(shas)
+    if op.raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+    return replies
 
 
 def _batch_sync(client: Any, op: Batch) -> Any:
+    args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for sub in op.ops:
-        pipe.execute_command(*_pipelined(sub))
-    return pipe.execute(raise_on_error=op.raise_on_error)
+    for a in args:
+        pipe.execute_command(*a)
+    if not by_sha:
+        return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
+    replies = pipe.execute(raise_on_error=False)
+    for i in by_sha:
+        if isinstance(replies[i], NoScriptError):  # flushed since: this one alone (it loads it)
+            try:
+                replies[i] = _exec_sync(client, op.ops[i])
+            except Exception as exc:
+                replies[i] = exc
+    return _sent(client, op, replies)
 
 
 # Commands whose keys redis-py's cluster client can only learn by asking the server
@@ -161,6 +467,8 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return time.time()
     if t is Compute:
         c = cast(Compute, op)
+        if c.timeout is not None:
+            return _compute_with_timeout(c)
         result = c.fn(*c.args, **c.kwargs)
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)
@@ -170,6 +478,17 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return result
     if t is Probe:
         return server_info(client)
+    if t is BlockingPop:
+        target, args = _blpop_args(client, cast(BlockingPop, op))
+        try:
+            return target.execute_command(*args)
+        except RedisTimeoutError:  # the socket gave up first: an empty block
+            return None
+    if t is FanOut:
+        return _fanout_sync(cast(FanOut, op))
+    if t is Coalesce:
+        co = cast(Coalesce, op)
+        return cast(SyncFlights, co.flights).do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -206,10 +525,20 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
 
 
 async def _batch_async(client: Any, op: Batch) -> Any:
+    args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for sub in op.ops:
-        pipe.execute_command(*_pipelined(sub))
-    return await pipe.execute(raise_on_error=op.raise_on_error)
+    for a in args:
+        pipe.execute_command(*a)
+    if not by_sha:
+        return _sent(client, op, await pipe.execute(raise_on_error=op.raise_on_error))
+    replies = await pipe.execute(raise_on_error=False)
+    for i in by_sha:
+        if isinstance(replies[i], NoScriptError):
+            try:
+                replies[i] = await _exec_async(client, op.ops[i])
+            except Exception as exc:
+                replies[i] = exc
+    return _sent(client, op, replies)
 
 
 async def _exec_async(client: Any, op: Op) -> Any:
@@ -238,12 +567,31 @@ async def _exec_async(client: Any, op: Op) -> Any:
         return time.time()
     if t is Compute:
         c = cast(Compute, op)
+        if c.timeout is not None:
+            call = c.fn(*c.args, **c.kwargs) if inspect.iscoroutinefunction(c.fn) else None
+            try:
+                if call is not None:
+                    return await asyncio.wait_for(call, c.timeout)
+                return await asyncio.wait_for(asyncio.to_thread(c.fn, *c.args, **c.kwargs), c.timeout)
+            except asyncio.TimeoutError:  # distinct from the builtin before Python 3.11
+                raise TimeoutError(f"{getattr(c.fn, '__qualname__', c.fn)!s} ran past {c.timeout}s") from None
         result = c.fn(*c.args, **c.kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
     if t is Probe:
         return await server_info_async(client)
+    if t is BlockingPop:
+        target, args = _blpop_args(client, cast(BlockingPop, op))
+        try:
+            return await target.execute_command(*args)
+        except RedisTimeoutError:
+            return None
+    if t is FanOut:
+        return await _fanout_async(cast(FanOut, op))
+    if t is Coalesce:
+        co = cast(Coalesce, op)
+        return await cast(AsyncFlights, co.flights).do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -287,3 +635,247 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
         return cast(T, stop.value)
     finally:
         flow.close()
+
+
+# --------------------------------------------------------------------------- background loops
+
+
+class SyncLoop:
+    """A background flow on a daemon thread (see :func:`start_loop`)."""
+
+    def __init__(self, client: Any, flow: Flow[Any], name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, flow), name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """End the loop at its next operation; a reply that arrives after this is dropped."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self, client: Any, flow: Flow[Any]) -> None:
+        stop = self._stop
+        try:
+            op = next(flow)
+            while not stop.is_set():
+                if type(op) is Sleep:
+                    if stop.wait(op.seconds):
+                        break
+                    op = flow.send(time.monotonic())
+                    continue
+                try:
+                    reply = _exec_sync_retrying(client, op)
+                except Exception as exc:
+                    if stop.is_set():
+                        break
+                    op = flow.throw(exc)
+                else:
+                    if stop.is_set():
+                        break
+                    op = flow.send(reply)
+        except StopIteration:
+            pass
+        except Exception:  # a loop's own bug: report it, never kill the process
+            log.exception("background loop %s failed", self._thread.name)
+        finally:
+            flow.close()
+
+
+_running: set[asyncio.Task[Any]] = set()
+
+
+class AsyncLoop:
+    """A background flow on an asyncio task (see :func:`start_loop_async`)."""
+
+    def __init__(self, client: Any, flow: Flow[Any], name: str, cancel_caller: bool) -> None:
+        caller = asyncio.current_task() if cancel_caller else None
+        task = asyncio.get_running_loop().create_task(self._run(client, flow, caller), name=name)
+        _running.add(task)  # referenced until done, even when nobody keeps the loop object
+        task.add_done_callback(_running.discard)
+        self._task: asyncio.Task[None] | None = task
+
+    @property
+    def stopped(self) -> bool:
+        return self._task is None or self._task.done()
+
+    def stop(self) -> None:
+        """Cancel the loop's task (unless the loop itself asks, from a callback it runs)."""
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _run(self, client: Any, flow: Flow[Any], caller: asyncio.Task[Any] | None) -> None:
+        try:
+            result = await run_async(client, flow)
+        except Exception:  # a loop's own bug: report it, never kill the event loop
+            log.exception("background loop %s failed", asyncio.current_task())
+            return
+        if result and caller is not None and not caller.done():
+            caller.cancel(result)
+
+
+def start_loop(client: Any, flow: Flow[Any], *, name: str) -> SyncLoop:
+    """Run ``flow`` in the background on a daemon thread, with the sync runner's table."""
+    return SyncLoop(client, flow, name)
+
+
+def start_loop_async(client: Any, flow: Flow[Any], *, name: str, cancel_caller: bool = False) -> AsyncLoop:
+    """Run ``flow`` on a task of the running loop. ``cancel_caller``: when the flow returns a
+    message (a lock lost), cancel the task that started the loop with it."""
+    return AsyncLoop(client, flow, name, cancel_caller)
+
+
+# --------------------------------------------------------------------------- write-behind queues
+
+
+def _compute_with_timeout(c: Compute) -> Any:
+    """Run user code in a daemon thread and wait at most ``c.timeout``: a call that overruns keeps
+    running unobserved (a thread cannot be cancelled) but never holds up interpreter exit."""
+    if inspect.iscoroutinefunction(c.fn):
+        raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = c.fn(*c.args, **c.kwargs)
+        except BaseException as exc:  # handed to the flow below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="rp-compute", daemon=True)
+    worker.start()
+    worker.join(c.timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"{getattr(c.fn, '__qualname__', c.fn)!s} ran past {c.timeout}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class SyncQueues:
+    """``workers`` bounded queues of flows, each drained in order by its own daemon thread.
+
+    ``submit(i, flow)`` blocks while queue ``i`` is full (back-pressure, never a drop); a flow
+    that fails is logged (``"<what> failed (dropped)"``) and dropped. Threads start with the
+    first submit; ``name`` names them.
+    """
+
+    def __init__(self, client: Callable[[], Any], workers: int, capacity: int, name: str, what: str) -> None:
+        self._client, self._n, self._capacity, self._name, self._what = client, workers, capacity, name, what
+        self._queues: list[queue.Queue[Flow[Any] | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, i: int, flow: Flow[Any]) -> None:
+        if not self._queues:
+            self._start()
+        self._queues[i].put(flow)
+
+    def offer(self, i: int, flow: Flow[Any]) -> bool:
+        """Queue ``flow`` without waiting: False (and ``flow`` closed) when queue ``i`` is full."""
+        if not self._queues:
+            self._start()
+        try:
+            self._queues[i].put_nowait(flow)
+        except queue.Full:
+            flow.close()
+            return False
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._queues:
+                return
+            for i in range(self._n):
+                q: queue.Queue[Flow[Any] | None] = queue.Queue(self._capacity)
+                t = threading.Thread(target=self._drain, args=(q,), name=f"{self._name}-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
+                self._queues.append(q)
+
+    def _drain(self, q: queue.Queue[Flow[Any] | None]) -> None:
+        while True:
+            flow = q.get()
+            try:
+                if flow is None:
+                    return
+                run_sync(self._client(), flow)
+            except Exception:
+                log.exception("%s failed (dropped)", self._what)
+            finally:
+                q.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued flow has run."""
+        for q in list(self._queues):
+            q.join()
+
+    def close(self) -> None:
+        """Flush, then stop the workers (a later submit starts new ones)."""
+        self.flush()
+        queues, threads = self._queues, self._threads
+        for q in queues:
+            q.put(None)
+        for t in threads:
+            t.join()
+        self._queues, self._threads = [], []
+
+
+class AsyncQueues:
+    """The asyncio twin of :class:`SyncQueues`: tasks of the running loop drain the queues."""
+
+    def __init__(self, client: Callable[[], Any], workers: int, capacity: int, name: str, what: str) -> None:
+        self._client, self._n, self._capacity, self._name, self._what = client, workers, capacity, name, what
+        self._queues: list[asyncio.Queue[Flow[Any] | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _start(self) -> None:
+        if not self._queues:
+            for n in range(self._n):
+                q: asyncio.Queue[Flow[Any] | None] = asyncio.Queue(self._capacity)
+                self._queues.append(q)
+                self._tasks.append(asyncio.create_task(self._drain(q), name=f"{self._name}-{n}"))
+
+    async def submit(self, i: int, flow: Flow[Any]) -> None:
+        self._start()
+        await self._queues[i].put(flow)
+
+    def offer(self, i: int, flow: Flow[Any]) -> bool:
+        """Queue ``flow`` without waiting (in a running loop): False, ``flow`` closed, when full."""
+        self._start()
+        try:
+            self._queues[i].put_nowait(flow)
+        except asyncio.QueueFull:
+            flow.close()
+            return False
+        return True
+
+    async def _drain(self, q: asyncio.Queue[Flow[Any] | None]) -> None:
+        while True:
+            flow = await q.get()
+            try:
+                if flow is None:
+                    return
+                await run_async(self._client(), flow)
+            except Exception:
+                log.exception("%s failed (dropped)", self._what)
+            finally:
+                q.task_done()
+
+    async def flush(self) -> None:
+        for q in list(self._queues):
+            await q.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        for q in self._queues:
+            await q.put(None)
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._queues, self._tasks = [], []

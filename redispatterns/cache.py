@@ -6,8 +6,8 @@
 A hit is one ``GET``. Misses are stampede-proof: one computation per key per process
 (single-flight), one per key across processes (a short lease in Redis, others wait for the
 value), stale-while-revalidate after the soft TTL, and XFetch early refresh. Redis errors fail
-open behind a circuit breaker. The logic is in :mod:`redispatterns._core.cache`; this module
-only runs its flows and owns the per-process single-flight.
+open behind a circuit breaker. The logic is in :mod:`redispatterns._core.cache` (one flow per
+call, the single-flight a ``Coalesce`` op the runner executes); this module only runs its flows.
 """
 
 from __future__ import annotations
@@ -17,19 +17,17 @@ import functools
 import inspect
 import logging
 import random
-import threading
-import time
 import warnings
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from ._core import cache as core
+from ._core import validate
 from ._core.breaker import OPEN, Breaker
 from ._core.cachekey import KeyPlan
 from ._core.mount import Mount
 from ._core.ops import Compute, Flow
-from ._runner import run_async, run_sync
+from ._runner import flights, run_async, run_sync, start_loop_async, wallclock
 from .client import is_async_client
 from .mount import Namespace, resolve
 
@@ -87,110 +85,6 @@ class CacheStats:
         return f"<CacheStats {shown or 'empty'} breaker={self._breaker.state}>"
 
 
-# --------------------------------------------------------------------------- single-flight
-
-
-def _follower(leader: str) -> str:
-    """A caller that waited for another's result: "coalesced", unless Redis was out."""
-    return leader if leader in (core.ERROR, core.BYPASS) else "coalesced"
-
-
-class _Flight:
-    __slots__ = ("error", "event", "value")
-
-    def __init__(self) -> None:
-        self.event: threading.Event | None = None  # made only when a second caller arrives
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-
-class _SyncFlight:
-    """One call per key at a time in this process; the others wait for its result."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[str, _Flight] = {}
-
-    def do(self, key: str, fn: Callable[[], tuple[Any, str]]) -> tuple[Any, str]:
-        with self._lock:
-            flight = self._calls.get(key)
-            if flight is None:
-                flight = self._calls[key] = _Flight()
-                event = None
-            else:
-                event = flight.event
-                if event is None:
-                    event = flight.event = threading.Event()
-        if event is not None:  # a follower
-            event.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value[0], _follower(flight.value[1])
-        try:
-            flight.value = fn()
-            return cast("tuple[Any, str]", flight.value)
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._calls[key]
-                event = flight.event
-            if event is not None:
-                event.set()
-
-
-class _AsyncFlight:
-    """The asyncio twin: one future per key per event loop."""
-
-    def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    async def do(self, key: str, fn: Callable[[], Awaitable[tuple[Any, str]]]) -> tuple[Any, str]:
-        loop = asyncio.get_running_loop()
-        calls = self._loops.get(loop)
-        if calls is None:
-            calls = self._loops[loop] = {}
-        fut = calls.get(key)
-        if fut is not None:
-            try:
-                value, outcome = await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                cancelling = getattr(task, "cancelling", lambda: 0)()
-                if fut.cancelled() and not cancelling:  # the leader was cancelled, not us
-                    return await self.do(key, fn)
-                raise
-            return value, _follower(outcome)
-        fut = calls[key] = loop.create_future()
-        try:
-            result = await fn()
-        except asyncio.CancelledError:
-            fut.cancel()  # followers take over rather than fail with the leader's cancellation
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
-            raise
-        else:
-            fut.set_result(result)
-            return result
-        finally:
-            del calls[key]
-
-
-_tasks: set[asyncio.Task[Any]] = set()
-
-
-def _background(coro: Any) -> None:
-    """Run ``coro`` to completion in the background (kept referenced until done)."""
-    task = asyncio.ensure_future(coro)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
 # --------------------------------------------------------------------------- the handle
 
 
@@ -212,7 +106,7 @@ class _Handle:
         self.breaker = breaker
         self.stats = CacheStats(breaker)
         self.on_event = on_event
-        self.flight: Any = _AsyncFlight() if ns.asyncio else _SyncFlight()
+        self.flights = flights(ns.asyncio)
         self._trips = 0
 
     def run(self, flow: Flow[T]) -> Any:
@@ -282,17 +176,6 @@ class _Handle:
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return self.keys(args, kwargs).value
-
-
-def _check_number(name: str, value: object, *, positive: bool = True, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} cannot be negative, got {value}")
 
 
 @overload
@@ -380,18 +263,14 @@ def cached(
 def _validate(o: dict[str, Any]) -> None:
     ttl = o["ttl"]
     if ttl is not None and not callable(ttl):
-        _check_number("ttl", ttl)
-    _check_number("jitter", o["jitter"], positive=False)
-    if o["jitter"] >= 1:
-        raise ValueError(f"jitter is a fraction of the TTL below 1, got {o['jitter']}")
-    _check_number("stale_ttl", o["stale_ttl"], positive=False, allow_none=True)
-    _check_number("lock_ttl", o["lock_ttl"])
-    _check_number("lock_wait", o["lock_wait"], positive=False, allow_none=True)
-    _check_number("early_refresh", o["early_refresh"], positive=False)
-    if o["condition"] is not None and not callable(o["condition"]):
-        raise TypeError("condition= must be a callable taking the result")
-    if o["on_event"] is not None and not callable(o["on_event"]):
-        raise TypeError("on_event= must be a callable (outcome, key)")
+        validate.seconds(ttl, "ttl")
+    validate.fraction(o["jitter"], "jitter (a fraction of the TTL)", one_ok=False)
+    validate.optional_seconds(o["stale_ttl"], "stale_ttl", zero_ok=True)
+    validate.seconds(o["lock_ttl"], "lock_ttl")
+    validate.optional_seconds(o["lock_wait"], "lock_wait", zero_ok=True)
+    validate.seconds(o["early_refresh"], "early_refresh", zero_ok=True)
+    validate.callable_or_none(o["condition"], "condition=", "taking the result")
+    validate.callable_or_none(o["on_event"], "on_event=", "(outcome, key)")
     if o["breaker"] is not None and not isinstance(o["breaker"], Breaker):
         raise TypeError("breaker= must be a redispatterns.CircuitBreaker")
     v = o["version"]
@@ -430,11 +309,10 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     )
     breaker = o["breaker"] if o["breaker"] is not None else Breaker()
     h = _Handle(fn, spec, ns, breaker, o["on_event"])
-    keys_for, record, get, fill, flight = spec.keys_for, h.record, core.get, core.fill, h.flight
-    HIT, MISS, NOT_FOUND, UNDECODABLE = core.HIT, core.MISS, core.NOT_FOUND, core.UNDECODABLE
-    fallback, new_token = core.fallback, core.new_token
+    keys_for, record, call, flights_ = spec.keys_for, h.record, core.call, h.flights
+    HIT = core.HIT
     counts = h.stats.counts
-    rand, clock = _rand, time.time
+    rand, clock = _rand, wallclock
 
     if is_async:
 
@@ -442,19 +320,14 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
             client = ns.client
-            value, outcome = await run_async(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
-            if value is NOT_FOUND:
-                call = Compute(fn, args, kwargs)
-                token = new_token()
-                if outcome is MISS or outcome is UNDECODABLE:
-                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE, token=token)
-                else:  # Redis failed or the breaker is open: coalesce, then compute
-                    flow = fallback(call, outcome)
-                try:
-                    value, outcome = await flight.do(keys.value, lambda: run_async(client, flow))
-                except asyncio.CancelledError:  # don't leave others waiting out our lease
-                    _background(run_async(client, core.release(keys, token)))
-                    raise
+            leases: list[str] = []
+            flow = call(spec, keys, fn, args, kwargs, breaker, rand, clock, flights_, leases)
+            try:
+                value, outcome = await run_async(client, flow)
+            except asyncio.CancelledError:  # don't leave others waiting out our lease
+                for token in leases:
+                    start_loop_async(client, core.release(keys, token), name="rp-cache-release")
+                raise
             if outcome is HIT:
                 counts[HIT] += 1
                 if h.on_event is not None:
@@ -469,15 +342,9 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
         @functools.wraps(fn)
         def swrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
-            client = ns.client
-            value, outcome = run_sync(client, get(spec, keys, fn, args, kwargs, breaker, rand, clock))
-            if value is NOT_FOUND:
-                call = Compute(fn, args, kwargs)
-                if outcome is MISS or outcome is UNDECODABLE:
-                    flow = fill(spec, keys, call, breaker, rand, replace=outcome is UNDECODABLE)
-                else:  # Redis failed or the breaker is open: coalesce, then compute
-                    flow = fallback(call, outcome)
-                value, outcome = flight.do(keys.value, lambda: run_sync(client, flow))
+            value, outcome = run_sync(
+                ns.client, call(spec, keys, fn, args, kwargs, breaker, rand, clock, flights_)
+            )
             if outcome is HIT:
                 counts[HIT] += 1
                 if h.on_event is not None:
@@ -527,9 +394,8 @@ def write_through(
         raise TypeError("write_through(target): target must be a function decorated with @cached")
     if mode not in ("update", "invalidate"):
         raise ValueError(f"mode must be 'update' or 'invalidate', got {mode!r}")
-    for nm, cb in (("value", value), ("version", version)):
-        if cb is not None and not callable(cb):
-            raise TypeError(f"{nm}= must be a callable of the write's result")
+    validate.callable_or_none(value, "value=", "of the write's result")
+    validate.callable_or_none(version, "version=", "of the write's result")
     if args is not None and not callable(args) and not isinstance(args, Mapping):
         raise TypeError("args= must be a mapping {cached parameter: write parameter} or a callable")
     h.ns.check_write("@write_through")

@@ -6,7 +6,8 @@
 'Ada'
 
 Quotas (``max_entries``, ``max_value_size`` per mount, ``max_store_size`` for the store), the
-mount's TTL and the bookkeeping are applied by one Lua script per write. See ``docs/kv.md``.
+mount's TTL and the bookkeeping are applied by one Lua script per write. See the README's "KV mounts"
+section and :mod:`redispatterns._core.kv`.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def _flush_at_exit(kv: _Base) -> None:
 
 
 class KV(_Base):
-    """The kv facade on a sync client (see the module docstring and ``docs/kv.md``)."""
+    """The kv facade on a sync client (see the module docstring and the README's "KV mounts")."""
 
     def get(self, mount: str, key: str) -> Any:
         """The value, else the schema default, else ``None``."""

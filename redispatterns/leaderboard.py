@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._core import leaderboard as core
+from ._core import validate
 from ._core.leaderboard import Entry, LeaderboardError, ScoreOutOfRange
 from ._core.mount import Mount
 from ._core.ops import Flow
@@ -65,16 +66,11 @@ class _Board:
         if not isinstance(name, str):
             raise TypeError(f"a leaderboard name must be a str, not {type(name).__name__}")
         self._ns = resolve(mount, client, asyncio=self._asyncio)
-        if isinstance(tie_break_tick, bool) or not isinstance(tie_break_tick, (int, float)):
-            raise TypeError("tie_break_tick must be a number of seconds")
-        if not tie_break_tick >= 1e-6:
-            raise ValueError(f"tie_break_tick must be at least one microsecond, got {tie_break_tick}")
-        if not isinstance(rolling_ttl, (int, float)) or not rolling_ttl > 0:
-            raise ValueError(f"rolling_ttl must be a positive number of seconds, got {rolling_ttl!r}")
+        validate.seconds(tie_break_tick, "tie_break_tick", minimum=1e-6)
+        validate.seconds(rolling_ttl, "rolling_ttl")
         if isinstance(tie_break_epoch, bool) or not isinstance(tie_break_epoch, (int, float)):
             raise TypeError("tie_break_epoch must be seconds since the Unix epoch")
-        if clock is not None and not callable(clock):
-            raise TypeError("clock must be a callable returning seconds since the epoch")
+        validate.callable_or_none(clock, "clock", "returning seconds since the epoch")
         wins = tuple(windows or ())
         if isinstance(windows, str):
             raise TypeError("windows must be a tuple of window names, e.g. ('day', 'week')")
@@ -82,9 +78,7 @@ class _Board:
         for w, seconds in (retention or {}).items():
             if w not in core.WINDOWS:
                 raise ValueError(f"retention names unknown window {w!r}")
-            if not isinstance(seconds, (int, float)) or seconds <= 0:
-                raise ValueError(f"retention[{w!r}] must be a positive number of seconds")
-            keep[w] = int(seconds * 1000)
+            keep[w] = int(validate.seconds(seconds, f"retention[{w!r}]") * 1000)
         ttl = self._ns.mount.ttl_ms()
         self._clock = clock
         self._spec = core.BoardSpec(

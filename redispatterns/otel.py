@@ -45,7 +45,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _runner
 from . import cache as _cache
-from . import pubsub as _pubsub
+from . import subscriber as _subscriber
 from ._core.keys import Keyspace
 from ._core.ratelimit import Decision
 from ._core.streams import StreamMetrics
@@ -56,7 +56,7 @@ __all__ = ["instrument", "is_instrumented", "uninstrument"]
 SCOPE = "redispatterns"
 _CACHE_OUTCOMES = frozenset(
     {"hit", "miss", "stale", "refreshed", "stale_error", "bypass", "error", "uncached", "unencodable",
-     "undecodable"}
+     "undecodable", "coalesced"}
 )  # fmt: skip
 _ACQUIRE = frozenset({"acquire", "semaphore_acquire", "redlock_acquire"})
 _RELEASE = frozenset({"release", "semaphore_release", "redlock_release"})
@@ -79,9 +79,13 @@ def _op_of(code: types.CodeType, module: str) -> _Op:
         name = code.co_name.lstrip("_")
         if name.startswith("f_"):  # a shell's own flow method (``_f_submit``)
             name = name[2:]
+        if name.endswith("_flow"):  # a handle's flow method (``_release_flow``)
+            name = name[: -len("_flow")]
         for family in ("semaphore", "redlock"):  # lock.py holds three patterns today
             if name.startswith(family + "_"):
                 pattern = family
+        if pattern == "cache" and name == "call":  # one flow per @cached call: its lookup
+            name = "get"
         op = _ops[code] = _Op(pattern, name)
     return op
 
@@ -92,6 +96,12 @@ def _prefix(frame_locals: dict[str, Any]) -> str | None:
         if isinstance(ks, Keyspace):
             return ks.prefix
     return None
+
+
+def _token(frame_locals: dict[str, Any]) -> Any:
+    """The lock token of a flow: its own argument, or its handle's (``self.token``)."""
+    token = frame_locals.get("token")
+    return token if token is not None else getattr(frame_locals.get("self"), "token", None)
 
 
 def _outcome(op: _Op, result: Any) -> str:
@@ -158,6 +168,11 @@ class _Instruments:
             return None
         op = _op_of(flow.gi_code, frame.f_globals.get("__name__", ""))
         local = dict(frame.f_locals)
+        inner: Any = local.get("release")
+        if op.operation == "exit" and getattr(inner, "gi_frame", None) is not None:
+            # the end of a ``with`` block (``_handles.exit_flow``): report the release it wraps
+            op = _Op(str(local.get("kind")), "release")
+            local = {**local, **inner.gi_frame.f_locals}
         attrs: dict[str, Any] = {
             "db.system.name": "redis",
             "redispatterns.pattern": op.pattern,
@@ -184,13 +199,13 @@ class _Instruments:
             self.lock_wait.record(
                 now - t0, {"redispatterns.pattern": op.pattern, "redispatterns.outcome": outcome}
             )
-            token = local.get("token")
+            token = _token(local)
             if outcome == "acquired" and isinstance(token, str):
                 if len(self.held) >= _HELD_MAX:  # leases that expired unreleased: forget the oldest
                     self.held.pop(next(iter(self.held)), None)
                 self.held[token] = now
         elif op.operation in _RELEASE:
-            started = self.held.pop(str(local.get("token")), None)
+            started = self.held.pop(str(_token(local)), None)
             if started is not None:
                 self.lock_hold.record(now - started, {"redispatterns.pattern": op.pattern})
         elif isinstance(result, StreamMetrics):
@@ -299,14 +314,14 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> No
             if getattr(module, attr, None) is original:
                 setattr(module, attr, wrapped[attr])
                 patched.append((module, attr, original))
-    gap_original = _pubsub._SubscriberBase._record_gap
+    gap_original = _subscriber._SubscriberBase._gap_flow
 
-    def _record_gap(self: Any, gap: Any) -> None:
+    def _gap_flow(self: Any, gap: Any) -> Any:
         inst.gaps.add(1)
-        gap_original(self, gap)
+        return (yield from gap_original(self, gap))
 
-    _pubsub._SubscriberBase._record_gap = _record_gap  # type: ignore[method-assign]
-    patched.append((_pubsub._SubscriberBase, "_record_gap", gap_original))  # type: ignore[arg-type]
+    _subscriber._SubscriberBase._gap_flow = _gap_flow  # type: ignore[method-assign]
+    patched.append((_subscriber._SubscriberBase, "_gap_flow", gap_original))  # type: ignore[arg-type]
     notable_original = _cache._Handle._notable
 
     def _notable(self: Any, outcome: str, key: str) -> None:

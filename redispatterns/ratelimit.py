@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
+from ._core import validate
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.ratelimit import (
@@ -87,8 +88,7 @@ class _Base:
             raise ValueError("policy names must differ (they name violated policies and HTTP fields)")
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(_ON_ERROR)}, got {on_error!r}")
-        if on_decision is not None and not callable(on_decision):
-            raise TypeError("on_decision must be callable")
+        validate.callable_or_none(on_decision, "on_decision", "taking the decision")
         if not isinstance(name, str) or any(c in name for c in "{}\r\n"):
             raise ValueError(f"name must be text without braces or newlines, got {name!r}")
         self._ns = resolve(mount, client, asyncio=self._ASYNC)
@@ -137,12 +137,8 @@ class _Base:
 
     def _wait(self, key: str, cost: int, timeout: float | None, jitter: float) -> Flow[Decision]:
         self._ns.check_write("wait")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-        ):
-            raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
-            raise ValueError(f"jitter must be a fraction between 0 and 1, got {jitter!r}")
+        timeout = validate.timeout(timeout)
+        jitter = validate.fraction(jitter, "jitter")
         return _wait_flow(
             self.keys(key), self.policies, check_cost(cost), timeout=timeout, jitter=jitter,
             subject=key, now_us=self._clock, on_error=self.on_error, hook=self.on_decision,

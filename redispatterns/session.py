@@ -5,26 +5,24 @@
 >>> store.get(token).data                                   # one round trip; slides the idle TTL
 {'cart': []}
 
-Redis holds only a hash of each token. See ``docs/session.md`` and ``_core/session.py``.
+Redis holds only a hash of each token. See the README's "Sessions" section and ``_core/session.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ._core import session as core
 from ._core import session_tracks as tracks
+from ._core import validate
 from ._core.ops import Flow
 from ._core.session import Session, SessionInfo
 from ._core.session_tracks import SessionSummary, TrackEvent
 from ._core.writebehind import WriteBehind, prime
-from ._runner import run_async, run_sync
-from ._session_summary import AsyncSummaryWorkers, SummaryStats, SummaryWorkers
+from ._runner import AsyncQueues, SyncQueues, run_async, run_sync
+from ._session_summary import SummaryJobs, SummaryStats
 from .errors import SessionConflict
 from .mount import Mount, Namespace, resolve
 
@@ -46,30 +44,22 @@ AppendHook = Callable[[str, Any], Any]
 
 
 def _seconds_ms(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return max(1, round(value * 1000))
+    return max(1, round(validate.seconds(value, name) * 1000))
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
-def _summaries(store: _Base, summarizer: Any, workers: int, size: int, timeout: float) -> Any:
+def _summaries(store: _Base, summarizer: Any, workers: int, size: int, timeout: float) -> SummaryJobs | None:
     if summarizer is None:
         return None
-    if not callable(summarizer):
-        raise TypeError("summarizer must be callable: summarizer(events, filter_key) -> summary")
-    seconds = _seconds_ms("summary_timeout", timeout) / 1000
-    cls = AsyncSummaryWorkers if store._asyncio else SummaryWorkers
-    ws, qs = _positive_int("summary_workers", workers), _positive_int("summary_queue", size)
-    return cls(lambda: store._ns.client, store._cfg, summarizer, ws, qs, seconds)
+    validate.callable_or_none(summarizer, "summarizer", "called as summarizer(events, filter_key)")
+    return SummaryJobs(
+        lambda: store._ns.client,
+        store._cfg,
+        summarizer,
+        validate.count(workers, "summary_workers"),
+        validate.count(size, "summary_queue"),
+        validate.seconds(timeout, "summary_timeout"),
+        asyncio_=store._asyncio,
+    )
 
 
 class _Base:
@@ -109,19 +99,14 @@ class _Base:
         appended events."""
         self._ns = resolve(mount, client, asyncio=self._asyncio)
         idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
-        if isinstance(refresh_below, bool) or not isinstance(refresh_below, (int, float)):
-            raise TypeError("refresh_below must be a fraction between 0 and 1")
-        if not 0 < refresh_below <= 1:
-            raise ValueError(f"refresh_below must be in (0, 1], got {refresh_below}")
-        if isinstance(event_limit, bool) or not isinstance(event_limit, int) or event_limit <= 0:
-            raise ValueError(f"event_limit must be a positive int, got {event_limit!r}")
+        refresh_below = validate.fraction(refresh_below, "refresh_below", zero_ok=False)
+        validate.count(event_limit, "event_limit")
         if isinstance(secret, str):
             secret = secret.encode()
         if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
             raise ValueError("secret must be at least 16 bytes")
-        for name, hook in (("on_get", on_get), ("on_append", on_append)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable")
+        validate.callable_or_none(on_get, "on_get", "taking the session")
+        validate.callable_or_none(on_append, "on_append", "taking (session_id, event)")
         self._cfg = core.SessionConfig(
             keyspace=self._ns.keyspace,
             codec=self._ns.mount.codec,
@@ -138,20 +123,25 @@ class _Base:
             tracks=True,
         )
         self._track_limit = (
-            _positive_int("track_limit", track_limit) if track_limit is not None else event_limit
+            validate.count(track_limit, "track_limit") if track_limit is not None else event_limit
         )
         self._summaries = _summaries(self, summarizer, summary_workers, summary_queue, summary_timeout)
         self._summary_every = (
-            _positive_int("summary_every", summary_every) if summary_every is not None else None
+            validate.count(summary_every, "summary_every") if summary_every is not None else None
         )
         if self._summary_every is not None and summarizer is None:
             raise ValueError("summary_every needs a summarizer=")
         if self._summary_every is not None and write_behind:
             raise ValueError("summary_every counts appends as they are written: use it without write_behind")
         self._wb = WriteBehind(write_behind, queue_size)
-        self._queues: list[Any] = []  # write-behind queues and their threads / tasks, started lazily
-        self._workers: list[Any] = []
-        self._start_lock = threading.Lock()
+        queues = AsyncQueues if self._asyncio else SyncQueues  # started by the first queued write
+        self._queues: Any = queues(
+            lambda: self._ns.client,
+            self._wb.workers,
+            self._wb.capacity,
+            "rp-session-wb",
+            "write-behind session write",
+        )
 
     @property
     def namespace(self) -> Namespace:
@@ -194,12 +184,12 @@ class _Base:
             raise ValueError("this store has no summarizer: pass SessionStore(summarizer=...)")
         if core.check_token(token) is None:
             return False
-        return bool(self._summaries.submit(token, filter_key))
+        return bool(self._summaries.offer(token, filter_key))
 
     def _after_append(self, token: str, counted: tuple[int, int]) -> int:
         n, count = counted
-        if tracks.due(count, self._summary_every):
-            self._summaries.submit(token, "")
+        if self._summaries is not None and tracks.due(count, self._summary_every):
+            self._summaries.offer(token, "")
         return n
 
     @staticmethod
@@ -318,52 +308,20 @@ class SessionStore(_Base):
             return self._run(flow)  # type: ignore[no-any-return]
         primed = prime(flow)  # argument errors raise here, in the caller
         if primed is not None:
-            self._start()
-            self._queues[self._wb.shard(str(order_key))].put(primed)
+            self._queues.submit(self._wb.shard(str(order_key)), primed)
         return None
-
-    def _start(self) -> None:
-        if self._workers:
-            return
-        with self._start_lock:
-            if self._workers:
-                return
-            for i in range(self._wb.workers):
-                q: queue.Queue[Any] = queue.Queue(self._wb.capacity)
-                t = threading.Thread(target=self._worker, args=(q,), name=f"rp-session-wb-{i}", daemon=True)
-                self._queues.append(q)
-                self._workers.append(t)
-                t.start()
-
-    def _worker(self, q: queue.Queue[Any]) -> None:
-        while True:
-            flow = q.get()
-            try:
-                if flow is None:
-                    return
-                self._run(flow)
-            except Exception:
-                log.exception("write-behind session write failed (dropped)")
-            finally:
-                q.task_done()
 
     def flush(self) -> None:
         """Wait until every queued write (and summary job) has reached Redis."""
-        for q in list(self._queues):
-            q.join()
+        self._queues.flush()
         if self._summaries is not None:
-            self._summaries.flush()
+            self._summaries.queues.flush()
 
     def close(self) -> None:
-        """Flush, then stop the write-behind workers."""
-        self.flush()
-        for q in self._queues:
-            q.put(None)
-        for t in self._workers:
-            t.join()
-        self._queues, self._workers = [], []
+        """Flush, then stop the write-behind (and summary) workers."""
+        self._queues.close()
         if self._summaries is not None:
-            self._summaries.close()
+            self._summaries.queues.close()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -462,41 +420,18 @@ class AsyncSessionStore(_Base):
             return await self._run(flow)  # type: ignore[no-any-return]
         primed = prime(flow)
         if primed is not None:
-            if not self._workers:
-                for _ in range(self._wb.workers):
-                    q: asyncio.Queue[Any] = asyncio.Queue(self._wb.capacity)
-                    self._queues.append(q)
-                    self._workers.append(asyncio.create_task(self._worker(q)))
-            await self._queues[self._wb.shard(str(order_key))].put(primed)
+            await self._queues.submit(self._wb.shard(str(order_key)), primed)
         return None
 
-    async def _worker(self, q: asyncio.Queue[Any]) -> None:
-        while True:
-            flow = await q.get()
-            try:
-                if flow is None:
-                    return
-                await self._run(flow)
-            except Exception:
-                log.exception("write-behind session write failed (dropped)")
-            finally:
-                q.task_done()
-
     async def flush(self) -> None:
-        for q in list(self._queues):
-            await q.join()
+        await self._queues.flush()
         if self._summaries is not None:
-            await self._summaries.flush()
+            await self._summaries.queues.flush()
 
     async def close(self) -> None:
-        await self.flush()
-        for q in self._queues:
-            await q.put(None)
-        if self._workers:
-            await asyncio.gather(*self._workers)
-        self._queues, self._workers = [], []
+        await self._queues.close()
         if self._summaries is not None:
-            await self._summaries.close()
+            await self._summaries.queues.close()
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

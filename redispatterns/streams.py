@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import streams as core
+from ._core import validate
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.streams import (
@@ -41,7 +42,7 @@ from ._core.streams import (
     StreamMetrics,
     StreamSpec,
 )
-from ._runner import run_async, run_sync
+from ._runner import run_async, run_sync, socket_timeout
 from .errors import StreamError
 from .mount import Namespace, resolve
 
@@ -65,31 +66,18 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _DEFAULT_IDEMPOTENCY_TTL = 86400.0
-_REDIS_PY_SOCKET_TIMEOUT = 5.0  # redis-py 8's default when a client does not say
 
 
 def _check_name(what: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value or any(c in value for c in "\r\n"):
-        raise ValueError(f"{what} must be a non-empty single-line string, got {value!r}")
-    return value
+    return validate.name(value, what)
 
 
 def _positive(what: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-    return float(value)
+    return validate.seconds(value, what, zero_ok=allow_zero)
 
 
 def _count(what: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, got {value}")
-    return value
+    return validate.count(value, what, minimum=minimum)
 
 
 def _check_delay(delay: object, min_idle: float, what: str = "delay") -> float:
@@ -100,19 +88,6 @@ def _check_delay(delay: object, min_idle: float, what: str = "delay") -> float:
             "idle for min_idle, so the delay can be at most min_idle (raise min_idle)"
         )
     return d
-
-
-def socket_timeout_of(client: Any) -> float | None:
-    """The read timeout a client applies to each reply (``None``: it waits forever)."""
-    for attr in ("connection_pool", "nodes_manager"):
-        holder = getattr(client, attr, None)
-        kw = getattr(holder, "connection_kwargs", None)
-        if isinstance(kw, dict):
-            return kw.get("socket_timeout", _REDIS_PY_SOCKET_TIMEOUT)  # type: ignore[no-any-return]
-    kw = getattr(client, "connection_kwargs", None)
-    if isinstance(kw, dict):
-        return kw.get("socket_timeout", _REDIS_PY_SOCKET_TIMEOUT)  # type: ignore[no-any-return]
-    return _REDIS_PY_SOCKET_TIMEOUT
 
 
 def default_consumer_name() -> str:
@@ -365,7 +340,7 @@ class _ConsumerBase:
             dlq_maxlen=_count("dead_letter_maxlen", dead_letter_maxlen, minimum=0),
             delete_dead=bool(delete_dead),
             reclaim_count=_count("reclaim_batch", reclaim_batch),
-            block_cap=core.block_cap(socket_timeout_of(ns.client)),
+            block_cap=core.block_cap(socket_timeout(ns.client)),
             transient=_TRANSIENT,
         )
         self._state = ConsumerState()

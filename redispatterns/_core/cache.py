@@ -27,6 +27,7 @@ function, ``condition``, a TTL callable, ``version``) runs only through ``Comput
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -34,12 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .breaker import CLOSED, Breaker
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Now, Script, Sleep
+from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
 from .scripts import load
 
 __all__ = [
@@ -57,6 +61,8 @@ __all__ = [
     "CacheSpec",
     "CallKeys",
     "Entry",
+    "call",
+    "coalesced",
     "decode_entry",
     "encode_envelope",
     "fallback",
@@ -197,11 +203,13 @@ def tag_dir_key(keyspace: Keyspace, tag: str) -> str:
     return f"{keyspace.prefix}cachetag:{{{tag}}}"
 
 
+# socket-level failures (builtin ConnectionError / TimeoutError are OSErrors) and redis-py's own
+_OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
 def is_outage(exc: BaseException) -> bool:
     """True for errors that mean "Redis is unreachable" (they count against the breaker)."""
-    if isinstance(exc, OSError):
-        return True
-    return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
+    return isinstance(exc, _OUTAGES)
 
 
 def stale_ms_for(ttl_s: float, stale_ttl: float | None) -> int:
@@ -247,7 +255,7 @@ def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
 
 def is_backpressure(exc: BaseException) -> bool:
     """The client's pool is exhausted (a local queue, not an outage): wait and retry."""
-    return any(c.__name__ == "MaxConnectionsError" for c in type(exc).__mro__)
+    return isinstance(exc, MaxConnectionsError)
 
 
 _BACKPRESSURE_TRIES = 60  # ~2 s of waiting in all
@@ -314,6 +322,52 @@ def _release(keys: CallKeys, token: str) -> Flow[None]:
 # --------------------------------------------------------------------------- read path
 
 
+COALESCED = "coalesced"
+
+
+def coalesced(leader: str) -> str:
+    """The outcome of a caller that waited for another's result: "coalesced", unless Redis was
+    out (then the leader's ERROR / BYPASS)."""
+    return leader if leader in (ERROR, BYPASS) else COALESCED
+
+
+def call(
+    spec: CacheSpec,
+    keys: CallKeys,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    breaker: Breaker,
+    rand: Callable[[], float],
+    clock: Callable[[], float],
+    flights: Any,
+    leases: list[str] | None = None,
+) -> Flow[tuple[Any, str]]:
+    """One call of a cached function: ``(value, outcome)``.
+
+    The read path (:func:`get`); on a miss one :func:`fill` (``MISS`` / ``UNDECODABLE``) or
+    :func:`fallback` (``ERROR`` / ``BYPASS``) per key in this process, as a
+    :class:`~._core.ops.Coalesce` op: the others wait for its result. ``leases``: where a fill
+    notes its lease token (the asyncio shell passes a list, so a cancelled call, which a flow
+    cannot observe, can release the lease).
+    """
+    value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock)
+    if value is not NOT_FOUND:
+        return value, outcome
+    user = Compute(fn, args, kwargs)
+    if outcome is MISS or outcome is UNDECODABLE:
+        token = new_token()
+        if leases is not None:
+            leases.append(token)
+        make = functools.partial(
+            fill, spec, keys, user, breaker, rand, replace=outcome is UNDECODABLE, token=token
+        )
+    else:  # Redis failed or the breaker is open: coalesce, then compute
+        make = functools.partial(fallback, user, outcome)
+    (value, outcome), led = yield Coalesce(flights, keys.value, make)
+    return value, (outcome if led else coalesced(outcome))
+
+
 def get(
     spec: CacheSpec,
     keys: CallKeys,
@@ -324,7 +378,7 @@ def get(
     rand: Callable[[], float],
     clock: Callable[[], float],
 ) -> Flow[tuple[Any, str]]:
-    """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks the shell to run, under its
+    """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks :func:`call` to run, under the
     per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``) or
     :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker is open).
     ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a stale value.
@@ -335,7 +389,7 @@ def get(
     if breaker.state != CLOSED:
         now = yield Now()
         if not breaker.allow(now):
-            return NOT_FOUND, BYPASS  # the shell runs fallback() under its single-flight
+            return NOT_FOUND, BYPASS  # call() runs fallback() under the single-flight
     try:
         raw = yield keys.get
     except Exception as exc:
@@ -513,8 +567,9 @@ def _store(
     )
     try:
         if tag_keys:
-            # register the bucket in each tag's directory first (Cluster pipelines cannot carry
-            # EVALSHA, and the directory must never miss a bucket that holds members)
+            # register the bucket in each tag's directory first, in its own round trip: a directory
+            # lives in its tag's slot (another node on a Cluster), and must never miss a bucket
+            # that holds members, so the store only follows a registration that succeeded
             regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
             yield regs[0] if len(regs) == 1 else Batch(regs, transaction=False)
         written = yield from _send(script, rand)

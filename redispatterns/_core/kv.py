@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -28,7 +29,7 @@ from ..errors import MergeConflict, QuotaExceeded, SchemaError, SchemaTypeError
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
-from .ops import Batch, Command, Flow, Probe, Script, Sleep
+from .ops import Batch, Command, Flow, Script, Sleep
 from .scripts import load
 
 __all__ = [
@@ -105,7 +106,7 @@ _PY_KINDS: tuple[tuple[Any, str], ...] = (
 def _kind_of(annotation: Any) -> tuple[str, bool]:
     """The kind of a type annotation, and whether it admits ``None``."""
     origin = typing.get_origin(annotation)
-    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         nullable = len(args) < len(typing.get_args(annotation))
         if len(args) == 1:
@@ -620,18 +621,9 @@ class WriteBuffer:
         return [(m, k, p) for (m, k), p in entries.items()]
 
 
-def _evalsha(op: Script) -> Command:
-    return Command("EVALSHA", op.script.sha, len(op.keys), *op.keys, *op.args, keys=op.keys)
-
-
-def _is_noscript(exc: object) -> bool:
-    return isinstance(exc, Exception) and (
-        type(exc).__name__ == "NoScriptError" or str(exc).startswith("NOSCRIPT")
-    )
-
-
 def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[list[Exception]]:
-    """Send buffered writes: sets and deletes in one pipelined batch, then merges (CAS each).
+    """Send buffered writes: sets and deletes in one pipelined batch (one round trip, standalone
+    or Cluster), then merges (CAS each).
 
     Returns the errors (quota refusals) of the writes that were refused; the others are written.
     """
@@ -652,23 +644,9 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
             snapshot[spec.name] = yield from others_used(store, spec)
         op = set_script(store, spec, key, p.data, p.ctype, p.ttl_ms, snapshot[spec.name])
         direct.append((spec, key, p, op))
-    if direct:
-        server = yield Probe()
-        if server.mode == "cluster":  # cluster pipelines refuse EVALSHA: one round trip each
-            replies = []
-            for d in direct:
-                try:
-                    replies.append((yield d[3]))
-                except Exception as exc:
-                    replies.append(exc)
-        else:  # plain EVALSHA in one pipeline (no SCRIPT EXISTS round trip); NOSCRIPT resent below
-            replies = yield Batch(tuple(_evalsha(d[3]) for d in direct), raise_on_error=False)
-        for (spec, key, p, op), reply in zip(direct, replies, strict=True):
-            if _is_noscript(reply):  # a pipeline does not load scripts: send it alone
-                try:
-                    reply = yield op
-                except Exception as exc:
-                    reply = exc
+    if direct:  # one pipeline (scripts go as EVAL: nothing to load first, fine on a Cluster)
+        replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
+        for (spec, key, p, _), reply in zip(direct, replies, strict=True):
             if isinstance(reply, Exception):
                 errors.append(reply)
             elif p.kind == "set":

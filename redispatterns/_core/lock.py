@@ -17,33 +17,35 @@ barge in ahead of it. A release between a waiter's failed try and its block is n
 nonce stays in the list for the hand-over time. An unused hand-over simply expires. Without
 waiters a release just deletes the key (the uncontended path stays lean).
 
-Everything time-critical is decided by pure functions below (renewal delays, wait bounds,
-Redlock quorum and validity); the shells only run threads or tasks that follow them.
+Everything time-critical is decided here: wait bounds, the wait loop that the semaphore shares
+(:func:`wait_loop`), lease deadlines (:class:`Lease`) and auto-renewal (:func:`renewal`, a flow
+that the runners' background driver runs). Redlock is in :mod:`._core.redlock`, the semaphore in
+:mod:`._core.semaphore`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import LockNotOwned, LockTimeout
+from ..errors import LockLost, LockNotOwned, LockTimeout
+from . import validate
 from .codec import as_str
 from .keys import Keyspace, check_same_slot, hash_tag
-from .ops import Command, Compute, Flow, Now, Script, Sleep
+from .ops import MAX_BLOCK, MIN_BLOCK, BlockingPop, Command, Compute, Flow, Now, Script, Sleep
 from .scripts import load
 
 __all__ = [
     "DEFAULT_TTL",
     "MAX_BLOCK",
+    "MIN_BLOCK",
     "Grant",
+    "Lease",
     "LockKeys",
-    "RedlockVote",
-    "SemaphoreKeys",
     "acquire",
-    "check_limit",
     "check_name",
     "check_ttl",
     "drift_ms",
@@ -56,32 +58,22 @@ __all__ = [
     "lock_keys",
     "owned",
     "pttl",
-    "quorum",
-    "redlock_acquire",
-    "redlock_release",
-    "redlock_retry_delay",
-    "redlock_validity_ms",
+    "lost_in_block",
     "release",
     "renew_delay",
     "renew_retry_delay",
-    "semaphore_acquire",
-    "semaphore_count",
-    "semaphore_extend",
-    "semaphore_keys",
-    "semaphore_release",
+    "renewal",
     "to_ms",
     "try_acquire",
     "valid_until",
     "wait_bound",
+    "wait_loop",
 ]
 
 DEFAULT_TTL = 30.0
 """Seconds: a lock always expires (a crashed holder never deadlocks everyone)."""
-MAX_BLOCK = 10.0
-"""Longest single block on the signal list; a longer wait re-checks (one command per block)."""
 DRIFT_FACTOR = 0.01
 DRIFT_FIXED_MS = 2
-MIN_BLOCK = 0.005
 HANDOFF_MS = 250
 WAITERS_MARGIN_MS = 200
 
@@ -98,33 +90,17 @@ class LockKeys:
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"lock name must be a str, not {type(name).__name__}")
-    if not name:
-        raise ValueError("lock name cannot be empty")
-    if "{" in name or "}" in name:
-        raise ValueError(f"lock name {name!r} cannot contain braces: the name is the hash tag")
-    return name
+    return validate.name(name, "lock name", braces=False)
 
 
 def check_ttl(ttl: object, what: str = "ttl") -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds (a lock always expires), got {ttl}")
-    if ttl < 0.01:
-        raise ValueError(f"{what} must be at least 0.01 s (10 ms), got {ttl}")
-    return float(ttl)
+    """A lease length (or another lock duration) in seconds, at least 10 ms."""
+    why = " (a lock always expires)" if what == "ttl" else ""
+    return validate.seconds(ttl, what, minimum=0.01, why=why)
 
 
 def check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None (wait forever), got {timeout}")
-    return float(timeout)
+    return validate.timeout(timeout)
 
 
 def to_ms(seconds: float) -> int:
@@ -221,6 +197,39 @@ def wait_bound(
     return max(MIN_BLOCK, min(bound, max_block))
 
 
+def wait_loop(
+    attempt: Callable[[str], Script],
+    signal: str,
+    wait_ms: int,
+    *,
+    start: float,
+    timeout: float | None,
+    timed_out: Callable[[], BaseException],
+    rand: Callable[[], float] = random.random,
+) -> Flow[tuple[int, float]]:
+    """The wait of a lock and of a semaphore, after a refused first attempt: block on
+    ``signal``, try again, until an attempt wins or ``timeout`` (from ``start``) has passed.
+
+    ``wait_ms`` (the refusal's answer: the holder's remaining lease) bounds each block.
+    ``attempt(nonce)`` is the acquire script marking "someone waits" (``nonce``: the hand-over
+    popped from the signal list, ``""`` if none); its reply is ``(got, wait_ms)``. Returns
+    ``(got, sent_at)``: the winner's answer and the monotonic time its attempt left. Raises
+    ``timed_out()``. The first attempt is the caller's own, so the uncontended path builds no
+    closure and passes through no second generator.
+    """
+    deadline = None if timeout is None else start + timeout
+    while True:
+        now: float = yield Now()
+        remaining = None if deadline is None else deadline - now
+        if remaining is not None and remaining <= 0:
+            raise timed_out()
+        nonce = _nonce((yield BlockingPop(signal, wait_bound(wait_ms, remaining, rand()))))
+        sent_at: float = yield Now()
+        got, wait_ms = _pair((yield attempt(nonce)))
+        if got:
+            return got, sent_at
+
+
 def acquire(
     keys: LockKeys,
     token: str,
@@ -229,44 +238,35 @@ def acquire(
     name: str,
     blocking: bool = True,
     timeout: float | None = None,
-    wait: Callable[[str, float], Any] | None = None,
-    max_block: float = MAX_BLOCK,
     rand: Callable[[], float] = random.random,
     started_at: float | None = None,
 ) -> Flow[Grant | None]:
     """Acquire, waiting (without polling) when ``blocking``; ``None`` when non-blocking fails.
 
-    ``wait(signal_key, seconds)`` blocks until a release signal or the bound (the shell supplies
-    it: a BLPOP on a connection whose socket timeout exceeds the block). Without it the flow
-    sleeps for the bound. A blocking acquire that runs out of ``timeout`` raises ``LockTimeout``.
-    ``started_at`` is the monotonic time of the call when the caller already read it (saves an
-    op on the uncontended path); the lease deadline counts from the attempt that succeeded.
+    Waiting blocks on the signal list (:class:`~._core.ops.BlockingPop`) for at most the
+    holder's remaining lease; a release hands the lock over with a nonce the waiter presents
+    (:func:`wait_loop`). A blocking acquire that runs out of ``timeout`` raises ``LockTimeout``.
+    ``started_at``: the monotonic time of the call when the caller already read it (saves an op
+    on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
     start: float = (yield Now()) if started_at is None else started_at
-    deadline = None if timeout is None else start + timeout
-    sent_at = start
-    nonce = ""
-    waiting = blocking and timeout != 0  # marks "someone waits" so a release hands over
-    while True:
-        fence, holder_ms = _pair((yield _acquire_op(keys, token, ttl_ms, nonce, waiting)))
-        if fence:
-            return Grant(fence, sent_at)
-        if not blocking:
-            return None
-        now: float = yield Now()
-        remaining = None if deadline is None else deadline - now
-        if remaining is not None and remaining <= 0:
-            raise LockTimeout(
-                f"lock {name!r} is held by another owner; gave up after {timeout} s",
-                name=name,
-                timeout=timeout,
-            )
-        bound = wait_bound(holder_ms, remaining, rand(), max_block)
-        if wait is not None:
-            nonce = _nonce((yield Compute(wait, (keys.signal, bound))))
-        else:
-            yield Sleep(bound)
-        sent_at = yield Now()
+    fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", blocking and timeout != 0)))
+    if fence:
+        return Grant(fence, start)
+    if not blocking:
+        return None
+
+    def attempt(nonce: str) -> Script:
+        return _acquire_op(keys, token, ttl_ms, nonce, True)
+
+    def timed_out() -> LockTimeout:
+        msg = f"lock {name!r} is held by another owner; gave up after {timeout} s"
+        return LockTimeout(msg, name=name, timeout=timeout)
+
+    won = yield from wait_loop(
+        attempt, keys.signal, wait_ms, start=start, timeout=timeout, timed_out=timed_out, rand=rand
+    )
+    return Grant(*won)
 
 
 def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]:
@@ -358,218 +358,98 @@ def renew_retry_delay(valid_for: float, attempt: int, rand: float) -> float | No
     return min(backoff, max(valid_for / 4, 0.001))
 
 
-# --------------------------------------------------------------------------- Redlock
+@dataclass(slots=True)
+class Lease:
+    """The local view of one held lease: its length, monotonic deadline, loss and release.
+
+    Changed only after a reply (a grant, a renewal, a release); read with the runner's clock.
+    """
+
+    ttl: float
+    ttl_ms: int
+    deadline: float
+    lost: BaseException | None = None
+    released: bool = False
+
+    @classmethod
+    def granted(cls, ttl: float, ttl_ms: int, sent_at: float) -> Lease:
+        return cls(ttl, ttl_ms, valid_until(sent_at, ttl_ms))
+
+    def valid_for(self, now: float) -> float:
+        """Seconds the lease is surely still ours; 0 once lost or released."""
+        if self.lost is not None or self.released:
+            return 0.0
+        return self.deadline - now
+
+    def renewed(self, sent_at: float, ttl: float) -> None:
+        self.ttl, self.ttl_ms = ttl, to_ms(ttl)
+        self.deadline = valid_until(sent_at, self.ttl_ms)
+
+    def mark_lost(self, exc: BaseException) -> bool:
+        """Record the loss; True the first time (never after a release)."""
+        if self.lost is not None or self.released:
+            return False
+        self.lost = exc
+        return True
+
+    def check(self, kind: str, name: str, now: float) -> None:
+        """Raise ``LockLost`` unless the lease is still valid at ``now``."""
+        if self.released:
+            raise LockLost(f"{kind} {name!r} was released by this holder", name=name)
+        if self.lost is not None:
+            raise LockLost(f"{kind} {name!r} was lost: {self.lost}", name=name) from self.lost
+        if self.deadline - now <= 0:
+            raise LockLost(f"{kind} {name!r}: the lease ran out", name=name)
 
 
-def quorum(n: int) -> int:
-    """Votes needed out of ``n`` masters: a strict majority."""
-    return n // 2 + 1
+def lost_in_block(kind: str, name: str, exc: BaseException) -> LockLost:
+    """The error of a ``with`` block whose lease was gone when the block ended (both flavours)."""
+    return LockLost(f"{kind} {name!r} was lost before the block ended: {exc}", name=name)
 
 
-def redlock_validity_ms(ttl_ms: int, elapsed_s: float) -> int:
-    """validity = ttl - elapsed - drift (milliseconds; <= 0 means the lease is already unsafe)."""
-    return ttl_ms - math.ceil(elapsed_s * 1000) - drift_ms(ttl_ms)
-
-
-def redlock_retry_delay(base: float, rand: float) -> float:
-    """A random delay in [base/2, base·1.5): breaks symmetric split votes between clients."""
-    return base * (0.5 + rand)
-
-
-@dataclass(frozen=True, slots=True)
-class RedlockVote:
-    """The outcome of one Redlock round."""
-
-    votes: int
-    nodes: int
-    validity_ms: int
-    elapsed: float
-    ended_at: float = 0.0
-
-    @property
-    def deadline(self) -> float:
-        """Monotonic time the quorum lease stops being safe: round start + ttl - drift."""
-        return self.ended_at + self.validity_ms / 1000.0
-
-    @property
-    def acquired(self) -> bool:
-        return self.votes >= quorum(self.nodes) and self.validity_ms > 0
-
-
-def redlock_acquire(
-    fanout: Callable[[str, Sequence[Any]], Any],
+def renewal(
+    keys: LockKeys,
     token: str,
-    ttl_ms: int,
+    lease: Lease,
     *,
     name: str,
-    retries: int,
-    retry_delay: float,
-    timeout: float | None = None,
+    on_lost: Callable[..., Any] | None = None,
+    holder: object = None,
     rand: Callable[[], float] = random.random,
-) -> Flow[RedlockVote]:
-    """The Redlock round, retried: ``fanout(action, args)`` runs ``action`` on every master in
-    parallel with per-node timeouts and returns one result per node (True/False, or an
-    exception). On failure every node is released (the SET may have landed on an errored node),
-    then a random delay; after ``retries`` more rounds (or ``timeout``) ``LockTimeout``.
+) -> Flow[str | None]:
+    """Auto-renewal, as a background loop: extend at about ttl/3; after a transient error retry
+    soon while the lease is still valid; on loss record it and call ``on_lost(holder)``.
+
+    Returns a message once the lease is lost (``None`` never: the loop runs until its driver
+    stops it, which a release does). The driver drops the reply of a renewal that raced a
+    release, so a release is never reported as a loss.
     """
-    start: float = yield Now()
+    delay = renew_delay(lease.ttl, rand())
     attempt = 0
-    last: RedlockVote | None = None
     while True:
-        t0: float = yield Now()
-        results = yield Compute(fanout, ("acquire", (token, ttl_ms)))
-        t1: float = yield Now()
-        votes = sum(1 for r in results if r is True)
-        vote = RedlockVote(votes, len(results), redlock_validity_ms(ttl_ms, t1 - t0), t1 - t0, t1)
-        if vote.acquired:
-            return vote
-        last = vote
-        yield Compute(fanout, ("release", (token,)))
-        attempt += 1
-        delay = redlock_retry_delay(retry_delay, rand())
-        now: float = yield Now()
-        out_of_time = timeout is not None and now + delay - start > timeout
-        if attempt > retries or out_of_time:
-            raise LockTimeout(
-                f"Redlock {name!r}: {last.votes} of {last.nodes} masters agreed (need {quorum(last.nodes)}), "
-                f"validity {last.validity_ms} ms, after {attempt} round(s)",
-                name=name,
-                timeout=timeout,
-            )
         yield Sleep(delay)
+        try:
+            sent_at = yield from extend(keys, token, lease.ttl_ms, name=name)
+        except LockNotOwned as exc:
+            return (yield from _lose(lease, exc, name, on_lost, holder))
+        except Exception as exc:  # transient: retry while the lease is still valid
+            now: float = yield Now()
+            retry = renew_retry_delay(lease.valid_for(now), attempt, rand())
+            attempt += 1
+            if retry is None:
+                return (yield from _lose(lease, exc, name, on_lost, holder))
+            delay = retry
+            continue
+        lease.renewed(sent_at, lease.ttl)
+        attempt = 0
+        delay = renew_delay(lease.ttl, rand())
 
 
-def redlock_release(fanout: Callable[[str, Sequence[Any]], Any], token: str) -> Flow[int]:
-    """Release on every master; returns how many still held our token."""
-    results = yield Compute(fanout, ("release", (token,)))
-    return sum(1 for r in results if r is True)
-
-
-def redlock_extend(
-    fanout: Callable[[str, Sequence[Any]], Any], token: str, ttl_ms: int, *, name: str
-) -> Flow[RedlockVote]:
-    """Extend on every master; counts only when a majority extended within the new validity."""
-    t0: float = yield Now()
-    results = yield Compute(fanout, ("extend", (token, ttl_ms)))
-    t1: float = yield Now()
-    votes = sum(1 for r in results if r is True)
-    vote = RedlockVote(votes, len(results), redlock_validity_ms(ttl_ms, t1 - t0), t1 - t0, t1)
-    if not vote.acquired:
-        raise LockNotOwned(
-            f"Redlock {name!r}: {votes} of {len(results)} masters extended, "
-            f"need {quorum(len(results))} within the validity",
-            name=name,
-        )
-    return vote
-
-
-def node_acquire(key: str, token: str, ttl_ms: int) -> Flow[bool]:
-    """One Redlock master: plain SET NX PX (the spec's command)."""
-    return (yield Command("SET", key, token, "NX", "PX", ttl_ms)) is not None
-
-
-def node_release(key: str, token: str) -> Flow[bool]:
-    """One Redlock master: compare-and-delete."""
-    return int((yield Script(load("lock_delete_if"), keys=(key,), args=(token,)))) == 1
-
-
-def node_extend(key: str, token: str, ttl_ms: int) -> Flow[bool]:
-    return int((yield Script(load("lock_extend"), keys=(key,), args=(token, ttl_ms)))) == 1
-
-
-# --------------------------------------------------------------------------- semaphore
-
-
-@dataclass(frozen=True, slots=True)
-class SemaphoreKeys:
-    """The keys of one semaphore (one hash tag)."""
-
-    leases: str
-    signal: str
-    waiters: str
-
-
-def semaphore_keys(keyspace: Keyspace, name: str) -> SemaphoreKeys:
-    return SemaphoreKeys(*keyspace.family("semaphore", name, ("", "signal", "waiters")))
-
-
-def check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    return limit
-
-
-def semaphore_acquire(
-    keys: SemaphoreKeys,
-    token: str,
-    ttl_ms: int,
-    limit: int,
-    *,
-    name: str,
-    blocking: bool = True,
-    timeout: float | None = None,
-    wait: Callable[[str, float], Any] | None = None,
-    max_block: float = MAX_BLOCK,
-    rand: Callable[[], float] = random.random,
-    started_at: float | None = None,
-) -> Flow[float | None]:
-    """Take one of ``limit`` leases; the send time of the winning attempt, or None (non-blocking).
-
-    A full semaphore answers how long until its earliest lease expires; the waiter blocks on the
-    signal list (a release pushes one entry when someone waits) for at most that long.
-    """
-    start: float = (yield Now()) if started_at is None else started_at
-    deadline = None if timeout is None else start + timeout
-    sent_at = start
-    margin = WAITERS_MARGIN_MS if blocking and timeout != 0 else 0
-    while True:
-        reply = yield _script(
-            "semaphore_acquire", (keys.leases, keys.waiters), (token, ttl_ms, limit, margin)
-        )
-        ok, wait_ms = _pair(reply)
-        if ok:
-            return sent_at
-        if not blocking:
-            return None
-        now: float = yield Now()
-        remaining = None if deadline is None else deadline - now
-        if remaining is not None and remaining <= 0:
-            raise LockTimeout(
-                f"semaphore {name!r}: all {limit} leases are taken; gave up after {timeout} s",
-                name=name,
-                timeout=timeout,
-            )
-        bound = wait_bound(wait_ms, remaining, rand(), max_block)
-        if wait is not None:
-            yield Compute(wait, (keys.signal, bound))
-        else:
-            yield Sleep(bound)
-        sent_at = yield Now()
-
-
-def semaphore_release(keys: SemaphoreKeys, token: str, limit: int, *, name: str) -> Flow[None]:
-    """Give the lease back; ``LockNotOwned`` when it had expired (its slot may be someone else's)."""
-    code = yield _script(
-        "semaphore_release", (keys.leases, keys.signal, keys.waiters), (token, HANDOFF_MS * 4, limit)
-    )
-    if int(code) != 1:
-        raise LockNotOwned(f"semaphore {name!r}: our lease had expired before the release", name=name)
-
-
-def semaphore_extend(keys: SemaphoreKeys, token: str, ttl_ms: int, *, name: str) -> Flow[float]:
-    """Push the lease's expiry out (never revives an expired lease); returns the send time."""
-    sent_at: float = yield Now()
-    code = yield _script("semaphore_extend", (keys.leases,), (token, ttl_ms))
-    if int(code) != 1:
-        raise LockNotOwned(
-            f"cannot extend semaphore {name!r}: our lease expired (it is not revived)", name=name
-        )
-    return sent_at
-
-
-def semaphore_count(keys: SemaphoreKeys) -> Flow[int]:
-    """Live leases now (by the server's clock)."""
-    us = yield Script(load("core_time"))
-    return int((yield Command("ZCOUNT", keys.leases, f"({int(us) // 1000}", "+inf")))
+def _lose(
+    lease: Lease, exc: BaseException, name: str, on_lost: Callable[..., Any] | None, holder: object
+) -> Flow[str | None]:
+    if not lease.mark_lost(exc):
+        return None
+    if on_lost is not None:
+        yield Compute(on_lost, (holder,))
+    return f"lock {name!r} lost"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import validate
 from .codec import Codec, default_codec
 from .keys import Keyspace
 
@@ -90,10 +91,7 @@ class Mount:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    validate.seconds(value, name)
 
 
 def check_prefixes_disjoint(prefixes: Mapping[str, str]) -> None:

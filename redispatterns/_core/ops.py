@@ -15,10 +15,15 @@ from .keys import check_same_slot
 from .scripts import LuaScript
 
 __all__ = [
+    "MAX_BLOCK",
+    "MIN_BLOCK",
     "Arg",
     "Batch",
+    "BlockingPop",
+    "Coalesce",
     "Command",
     "Compute",
+    "FanOut",
     "Flow",
     "Now",
     "Op",
@@ -30,6 +35,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+MAX_BLOCK = 10.0
+"""Longest single blocking wait a flow asks for; the runner may shorten it to what the client's
+connections allow (a longer wait is several blocks)."""
+MIN_BLOCK = 0.005
+"""Shortest block (``BLPOP 0`` would block forever)."""
 Arg = Union[str, bytes, int, float]
 KeyT = Union[str, bytes]
 
@@ -98,7 +108,8 @@ class Command:
 
 @dataclass(slots=True)
 class Script:
-    """Run a registered Lua script (``lua/<name>.lua``) with EVALSHA (loaded on NOSCRIPT)."""
+    """Run a registered Lua script (``lua/<name>.lua``): alone with EVALSHA (loaded on NOSCRIPT),
+    inside a ``Batch`` as EVAL (so a pipeline, on one node or a Cluster, never meets NOSCRIPT)."""
 
     script: LuaScript
     keys: tuple[KeyT, ...] = ()
@@ -185,11 +196,60 @@ class WallClock:
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Call user code: the runner calls ``fn(*args, **kwargs)`` and awaits it if async."""
+    """Call user code: the runner calls ``fn(*args, **kwargs)`` and awaits it if async.
+
+    With ``timeout`` (seconds) the runner stops waiting after that long and throws
+    ``TimeoutError`` into the flow: the asyncio runner cancels a coroutine (a plain function runs
+    in a worker thread), the sync runner leaves the call running in a daemon thread.
+    """
 
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingPop:
+    """Wait up to ``seconds`` for an element of the list ``key`` (BLPOP).
+
+    Reply: ``[key, element]``, or ``None`` when the block ended empty. The runner sends it on a
+    connection whose socket timeout outlives the block, and may block for less than ``seconds``
+    (never below :data:`MIN_BLOCK`) where the client's connections would time out first. Never
+    retried: a lost reply may have consumed the element.
+    """
+
+    key: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Run ``make()`` (a fresh flow) on each of ``clients`` in parallel, each bounded by ``timeout``.
+
+    Reply: one result per client, in order; a node that failed or ran out of time gives its
+    exception instance (a ``TimeoutError`` when it did not answer in time). The flows keep
+    running on their own clients; the flow that yields this never sees a client.
+    """
+
+    clients: tuple[Any, ...]
+    make: Callable[[], Generator[Any, Any, Any]]
+    timeout: float
+
+
+@dataclass(slots=True)  # not frozen: it is built on the miss and breaker-open paths (see above)
+class Coalesce:
+    """Single-flight: run the flow ``make()`` unless a call in this process is already running
+    one for ``key`` in ``flights`` (a table the runner made, see ``_runner.flights``); then
+    wait for that one instead.
+
+    Reply: ``(result, led)``; ``led`` is False for a caller that got another's result. A
+    follower gets the leader's exception raised at the ``yield``.
+    """
+
+    flights: Any
+    key: str
+    make: Callable[[], Generator[Any, Any, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,5 +257,5 @@ class Probe:
     """Reply: the server's :class:`~redispatterns._core.server.ServerInfo`, cached per client."""
 
 
-Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe]
+Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe, BlockingPop, FanOut, Coalesce]
 Flow = Generator[Op, Any, T]

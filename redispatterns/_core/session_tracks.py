@@ -185,8 +185,11 @@ def append_counted(cfg: SessionConfig, token: object, event: Any) -> Flow[tuple[
     return int(reply[0]), int(reply[1])
 
 
-def summarize(cfg: SessionConfig, token: str, filter_key: str, call: Callable[..., Any]) -> Flow[bool]:
-    """One summary job: read the events, ``call(events, filter_key)``, store the result.
+def summarize(
+    cfg: SessionConfig, token: str, filter_key: str, call: Callable[..., Any], timeout: float | None = None
+) -> Flow[bool]:
+    """One summary job: read the events, ``call(events, filter_key)`` (at most ``timeout`` seconds:
+    the runner throws ``TimeoutError`` past it), store the result.
 
     False when there is no session (or no event), or when a job that read later events has
     stored its summary already (jobs may finish out of order); errors of ``call`` (a timeout
@@ -208,7 +211,7 @@ def summarize(cfg: SessionConfig, token: str, filter_key: str, call: Callable[..
     if not alive or not raw:
         return False
     evs = [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
-    result = yield Compute(call, (evs, filter_key))
+    result = yield Compute(call, (evs, filter_key), timeout=timeout)
     stored = yield Script(
         load("session_summary_set"),
         keys=(h,),

@@ -473,10 +473,21 @@ def claim(
         args=(cfg.group, cfg.name, mode, cfg.min_idle_ms, cursor, cfg.reclaim_count, cfg.max_deliveries,
               cfg.dlq_maxlen, 1 if cfg.delete_dead else 0),
     )  # fmt: skip
-    if st is not None and st.acks:
-        # first, on its own: redis-py's cluster pipelines refuse EVALSHA, so no Batch here
-        yield from flush(spec, cfg, st)
-    return _parse_claim((yield script))
+    if st is None:
+        return _parse_claim((yield script))
+    return _parse_claim((yield from _after_acks(spec, cfg, st, script)))
+
+
+def _after_acks(spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, op: Command | Script) -> Flow[Any]:
+    """``op``'s reply; the acks queued in ``st`` go first in the same round trip (one pipeline,
+    one slot). They stay queued until that round trip succeeds (a repeated XACK is harmless)."""
+    if not st.acks:
+        return (yield op)
+    acks = st.acks
+    replies = yield Batch((Command("XACK", spec.key, cfg.group, *acks, keys=(spec.key,)), op))
+    st.acks = []
+    st.stats.acked += len(acks)
+    return replies[1]
 
 
 def ack(spec: StreamSpec, group: str, ids: Sequence[Any]) -> Flow[int]:
@@ -577,14 +588,7 @@ def next_batch(
         block_ms = None if block <= 0 else max(1, round(wait * 1000))
         read = _read_op(spec, cfg, count, block_ms)
         try:
-            if st.acks:
-                acks = st.acks
-                replies = yield Batch((Command("XACK", spec.key, cfg.group, *acks, keys=(spec.key,)), read))
-                st.acks = []
-                st.stats.acked += len(acks)
-                reply = replies[1]
-            else:
-                reply = yield read
+            reply = yield from _after_acks(spec, cfg, st, read)
         except Exception as exc:
             _check_group(spec, cfg, st, exc)
             raise

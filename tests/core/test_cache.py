@@ -12,13 +12,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redispatterns._core import cache as core
 from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from redispatterns._core.cachekey import MAX_ARGS_LEN, KeyPlan, encode_arg, function_id
 from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
-from redispatterns._core.ops import Batch, Command, Compute, Now, Script, Sleep
+from redispatterns._core.ops import Batch, Coalesce, Command, Compute, Now, Script, Sleep
 from redispatterns.testing.replay import ANY, replay, trace
 
 
@@ -229,7 +232,8 @@ def test_stale_window_and_outage_detection() -> None:
         pass
 
     TimeoutErrorLike.__name__ = "TimeoutError"
-    assert core.is_outage(TimeoutErrorLike())
+    assert not core.is_outage(TimeoutErrorLike())  # classified by class, never by name
+    assert core.is_outage(RedisTimeoutError()) and core.is_outage(RedisConnectionError())
 
 
 # --------------------------------------------------------------------------- get
@@ -269,7 +273,7 @@ def test_redis_error_falls_back_and_counts_against_the_breaker() -> None:
     assert replay(core.fallback(Compute(user, (1,)), core.BYPASS), [(Compute, 3)]) == (3, core.BYPASS)
 
 
-class MaxConnectionsError(ConnectionError):
+class MaxConnectionsError(RedisMaxConnectionsError):
     pass
 
 
@@ -523,3 +527,49 @@ def test_release_and_tokens() -> None:
              (Now(), 1.0), store(1)]  # fmt: skip
     flow = core.fill(s, k, Compute(user, (1,)), Breaker(), lambda: 0.5, token="mine")
     assert replay(flow, steps) == (1, core.MISS)
+
+
+# --------------------------------------------------------------------------- one call
+
+
+def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
+    s = spec()
+    keys = s.keys_for((1,), {})
+    flights = object()  # the runner's table; opaque to the flow
+
+    def run_call(steps: list[Any], breaker: Breaker | None = None, leases: list[str] | None = None) -> Any:
+        flow = core.call(
+            s, keys, user, (1,), {}, breaker or Breaker(), lambda: 0.5, lambda: NOW, flights, leases
+        )
+        return replay(flow, steps)
+
+    # a hit never coalesces
+    assert run_call([(Command, env(b'{"id":1}', FRESH))]) == ({"id": 1}, core.HIT)
+
+    def fill_of(op: Any) -> bool:
+        make: Any = getattr(op, "make", None)
+        return (
+            isinstance(op, Coalesce)
+            and op.flights is flights
+            and op.key == keys.value
+            and make.func is core.fill
+        )
+
+    leases: list[str] = []
+    assert run_call([(Command, None), (fill_of, (({"id": 1}, core.MISS), True))], leases=leases) == (
+        {"id": 1},
+        core.MISS,
+    )
+    assert len(leases) == 1  # the fill's lease token, for the shell to release on cancellation
+    # a follower: "coalesced", unless the leader met an outage
+    assert run_call([(Command, None), (fill_of, (({"id": 1}, core.MISS), False))]) == ({"id": 1}, "coalesced")
+    assert core.coalesced(core.ERROR) == core.ERROR and core.coalesced(core.BYPASS) == core.BYPASS
+    # the breaker is open: the fallback is coalesced too
+    b = Breaker(threshold=1)
+    assert run_get(s, [(Command, Down()), (Now(), 5.0)], breaker=b) == (core.NOT_FOUND, core.ERROR)
+
+    def fallback_of(op: Any) -> bool:
+        make: Any = getattr(op, "make", None)
+        return isinstance(op, Coalesce) and make.func is core.fallback
+
+    assert run_call([(Now(), 5.0), (fallback_of, ((3, core.BYPASS), False))], breaker=b) == (3, core.BYPASS)

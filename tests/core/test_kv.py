@@ -11,13 +11,8 @@ from redispatterns import Mount, QuotaExceeded, SchemaError
 from redispatterns._core import kv as core
 from redispatterns._core.codec import JsonCodec, PickleCodec
 from redispatterns._core.keys import slot
-from redispatterns._core.ops import Batch, Command, Probe, Script, Sleep
-from redispatterns._core.scripts import load
-from redispatterns._core.server import ServerInfo
+from redispatterns._core.ops import Batch, Command, Script, Sleep
 from redispatterns.testing.replay import ANY, ReplayMismatch, replay, trace
-
-STANDALONE = ServerInfo("redis", (7, 0, 0))
-CLUSTER = ServerInfo("redis", (7, 0, 0), "cluster")
 
 
 def store(policy: str = "immediate", max_store: int | None = 1000, **mounts: Mount) -> core.KVStore:
@@ -408,12 +403,10 @@ def test_flush_pipelines_sets_and_deletes_then_merges() -> None:
     replay(core.op_delete(s, buf, "u", "b"), [(ANY, 0)])
     replay(core.op_merge(s, buf, "u", "c", {"x": 1}, None), [])
     steps = [
-        (Probe(), STANDALONE),
         (
             lambda op: (
                 isinstance(op, Batch)
-                and [o.args[1] for o in op.ops if isinstance(o, Command)]
-                == [load("kv_set").sha, load("kv_delete").sha]
+                and [o.script.name for o in op.ops if isinstance(o, Script)] == ["kv_set", "kv_delete"]
             ),
             [[1, 1], 0],
         ),
@@ -425,29 +418,25 @@ def test_flush_pipelines_sets_and_deletes_then_merges() -> None:
     assert replay(core.flush_buffer(s, buf), []) == 0
 
 
-def test_flush_on_a_cluster_sends_scripts_one_by_one_and_reports_refusals() -> None:
+def test_flush_is_one_batch_on_every_server_mode_and_reports_refusals() -> None:
+    """No Probe, no EVALSHA, no per-script sends on a Cluster: the batch carries the scripts."""
     s = store(policy="dispose")
     buf = core.WriteBuffer()
     for k in ("a", "b", "c"):
         replay(core.op_set(s, buf, "u", k, 1, None), [])
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
-    noscript = type("NoScriptError", (Exception,), {})("NOSCRIPT No matching script")
     steps = [
-        (Probe(), CLUSTER),
-        (is_script("kv_set"), [1, 1]),
-        (is_script("kv_set"), [-1, 3]),
-        (is_script("kv_set"), noscript),
-        (is_script("kv_set"), RuntimeError("boom")),  # resent alone after NOSCRIPT
+        (
+            lambda op: isinstance(op, Batch) and len(op.ops) == 3 and not op.raise_on_error,
+            [[1, 1], [-1, 3], RuntimeError("boom")],
+        ),
         (Command("GET", "app:u:{kv}:k:m"), None),
         (is_script("kv_set"), [-3, 1000]),
     ]
     with pytest.raises(QuotaExceeded) as err:
         replay(core.flush_buffer(s, buf), steps)
     assert err.value.quota == "max_entries"
-    errors = replay(
-        core.flush(s, [("u", "a", core.Pending("set", b"1", "t"))]),
-        [(Probe(), STANDALONE), (Batch, [noscript]), (is_script("kv_set"), [1, 1])],
-    )
+    errors = replay(core.flush(s, [("u", "a", core.Pending("set", b"1", "t"))]), [(Batch, [[1, 1]])])
     assert errors == []
 
 
@@ -455,13 +444,13 @@ def test_listing_flushes_the_buffer_first() -> None:
     s = store(policy="dispose")
     buf = core.WriteBuffer()
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Probe(), STANDALONE), (Batch, [[1, 1]]), (is_script("kv_keys"), [b"a"])]
+    steps = [(Batch, [[1, 1]]), (is_script("kv_keys"), [b"a"])]
     assert replay(core.op_keys(s, buf, "u", None, None), steps) == ["a"]
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Probe(), STANDALONE), (Batch, [[1, 1]]), (ANY, [b"a"]), (ANY, [b"1"])]
+    steps = [(Batch, [[1, 1]]), (ANY, [b"a"]), (ANY, [b"1"])]
     assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 1}
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Probe(), STANDALONE), (Batch, [[1, 1]]), (Batch, [b"1:1000:t", -1])]
+    steps = [(Batch, [[1, 1]]), (Batch, [b"1:1000:t", -1])]
     assert replay(core.op_info(s, buf, "u", "a"), steps) is not None
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     assert replay(core.op_clear(s, buf, "u"), [(is_script("kv_clear"), [])]) is True

@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 
 from redispatterns._core import lock as core
+from redispatterns._core import redlock as rl
+from redispatterns._core import semaphore as sem
 from redispatterns._core.keys import Keyspace, slot
-from redispatterns._core.ops import Command, Compute, Now, Script, Sleep
+from redispatterns._core.ops import BlockingPop, Command, Compute, FanOut, Now, Script, Sleep
 from redispatterns._core.scripts import load
-from redispatterns.errors import CrossSlotError, LockNotOwned, LockTimeout
+from redispatterns.errors import CrossSlotError, LockLost, LockNotOwned, LockTimeout
 from redispatterns.testing import replay, trace
+from redispatterns.testing.replay import ReplayMismatch
 
 KEYS = core.lock_keys(Keyspace("t:"), "job:7")
 
@@ -79,28 +82,25 @@ def test_non_blocking_acquire_returns_none() -> None:
 
 
 def test_blocking_acquire_waits_on_the_signal_bounded_by_the_holder_ttl() -> None:
-    def wait(key: str, seconds: float) -> None:
-        pass
-
-    flow = core.acquire(KEYS, "tok", 1000, name="j", wait=wait, rand=lambda: 0.0)
+    flow = core.acquire(KEYS, "tok", 1000, name="j", rand=lambda: 0.0)
     steps = [
         (Now(), 1.0),
         _acq([0, 400]),
         (Now(), 1.0),
-        (Compute(wait, (KEYS.signal, 0.4)), [b"sig", b"nonce-1"]),  # woken by a hand-over
+        (BlockingPop(KEYS.signal, 0.4), [b"sig", b"nonce-1"]),  # woken by a hand-over
         (Now(), 1.2),
         _acq([3, 0], nonce="nonce-1"),  # presents the nonce it was handed
     ]
     assert replay(flow, steps) == core.Grant(3, 1.2)
 
 
-def test_without_a_waiter_the_flow_sleeps_the_bound() -> None:
+def test_the_block_is_bounded_by_the_timeout_left() -> None:
     flow = core.acquire(KEYS, "tok", 1000, name="j", timeout=0.1, rand=lambda: 0.0)
 
-    def sleeps_the_timeout(op: Any) -> bool:
-        return isinstance(op, Sleep) and abs(op.seconds - 0.1) < 1e-9
+    def blocks_the_timeout(op: Any) -> bool:
+        return isinstance(op, BlockingPop) and abs(op.seconds - 0.1) < 1e-9
 
-    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (sleeps_the_timeout, 1.1), (Now(), 1.1),
+    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (blocks_the_timeout, None), (Now(), 1.1),
              _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
     with pytest.raises(LockTimeout) as info:
         replay(flow, steps)
@@ -108,14 +108,11 @@ def test_without_a_waiter_the_flow_sleeps_the_bound() -> None:
 
 
 def test_a_timed_out_block_retries_without_a_nonce() -> None:
-    def wait(key: str, seconds: float) -> None:
-        pass
-
-    flow = core.acquire(KEYS, "tok", 1000, name="j", wait=wait, rand=lambda: 0.0, started_at=7.0)
+    flow = core.acquire(KEYS, "tok", 1000, name="j", rand=lambda: 0.0, started_at=7.0)
     steps = [
         _acq([0, 100]),
         (Now(), 7.0),
-        (Compute(wait, (KEYS.signal, 0.1)), None),
+        (BlockingPop(KEYS.signal, 0.1), None),
         (Now(), 7.1),
         _acq([4, 0]),
     ]
@@ -203,34 +200,95 @@ def test_renewal_decisions() -> None:
     assert tight is not None and tight <= 0.004  # never sleep past the lease
 
 
+def _ext(reply: Any) -> tuple[Any, Any]:
+    return (Script(load("lock_extend"), keys=(KEYS.lock,), args=("tok", 3000)), reply)
+
+
+def test_renewal_extends_at_a_third_and_records_each_renewal() -> None:
+    lease = core.Lease.granted(3.0, 3000, 0.0)
+    flow = core.renewal(KEYS, "tok", lease, name="j", rand=lambda: 0.5)
+    steps = [(Sleep(1.0), 1.0), (Now(), 1.0), _ext(1), (Sleep(1.0), 2.0), (Now(), 2.0), _ext(1)]
+    with pytest.raises(ReplayMismatch):  # it runs until its driver stops it
+        replay(flow, steps)
+    assert lease.deadline == pytest.approx(core.valid_until(2.0, 3000)) and lease.lost is None
+
+
+def test_renewal_loss_is_recorded_once_and_reported_to_on_lost() -> None:
+    seen: list[Any] = []
+    lease = core.Lease.granted(3.0, 3000, 0.0)
+    holder = object()
+    flow = core.renewal(KEYS, "tok", lease, name="j", on_lost=seen.append, holder=holder, rand=lambda: 0.5)
+    steps = [(Sleep(1.0), 1.0), (Now(), 1.0), _ext(-1), (Compute(seen.append, (holder,)), None)]
+    assert replay(flow, steps) == "lock 'j' lost"
+    assert isinstance(lease.lost, LockNotOwned) and lease.valid_for(1.0) == 0.0
+    assert not lease.mark_lost(RuntimeError())  # once
+    with pytest.raises(LockLost, match="was lost"):
+        lease.check("lock", "j", 1.0)
+
+
+def test_renewal_retries_transient_errors_while_the_lease_is_valid() -> None:
+    lease = core.Lease.granted(3.0, 3000, 0.0)  # valid until ~2.97
+    flow = core.renewal(KEYS, "tok", lease, name="j", rand=lambda: 0.0)
+    steps = [
+        (Sleep(0.9), 0.9), (Now(), 0.9), _ext(ConnectionError()),
+        (Now(), 0.9), (lambda op: isinstance(op, Sleep) and op.seconds < 0.1, 1.0),
+        (Now(), 1.0), _ext(ConnectionError()),
+        (Now(), 3.5),  # the lease ran out meanwhile: lost, nobody to tell
+    ]  # fmt: skip
+    assert replay(flow, steps) == "lock 'j' lost"
+    assert isinstance(lease.lost, ConnectionError)
+    released = core.Lease.granted(3.0, 3000, 0.0)
+    released.released = True
+    assert not released.mark_lost(RuntimeError()) and released.valid_for(0.0) == 0.0
+    with pytest.raises(LockLost, match="released by this holder"):
+        released.check("lock", "j", 0.0)
+    with pytest.raises(LockLost, match="ran out"):
+        core.Lease.granted(3.0, 3000, 0.0).check("semaphore", "s", 9.0)
+    assert str(core.lost_in_block("semaphore", "s", RuntimeError("x"))) == (
+        "semaphore 's' was lost before the block ended: x"
+    )
+
+
 def test_quorum_and_validity() -> None:
-    assert [core.quorum(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
-    assert core.redlock_validity_ms(10_000, 0.0) == 10_000 - 102
-    assert core.redlock_validity_ms(10_000, 0.2501) == 10_000 - 251 - 102
-    assert core.redlock_retry_delay(0.2, 0.0) == 0.1
-    assert core.redlock_retry_delay(0.2, 0.999) < 0.3
-    v = core.RedlockVote(3, 5, 100, 0.01, 2.0)
+    assert [rl.quorum(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    assert rl.redlock_validity_ms(10_000, 0.0) == 10_000 - 102
+    assert rl.redlock_validity_ms(10_000, 0.2501) == 10_000 - 251 - 102
+    assert rl.redlock_retry_delay(0.2, 0.0) == 0.1
+    assert rl.redlock_retry_delay(0.2, 0.999) < 0.3
+    v = rl.RedlockVote(3, 5, 100, 0.01, 2.0)
     assert v.acquired and v.deadline == pytest.approx(2.1)
-    assert not core.RedlockVote(2, 5, 100, 0.01).acquired
-    assert not core.RedlockVote(5, 5, 0, 0.01).acquired
+    assert not rl.RedlockVote(2, 5, 100, 0.01).acquired
+    assert not rl.RedlockVote(5, 5, 0, 0.01).acquired
 
 
-def _fan(action: str, args: Any) -> None:  # the shell's fan-out, never called by replay
-    raise AssertionError
+MASTERS = rl.Masters((object(), object(), object()), "t:redlock:{r}", 0.05)
+
+
+def _fan(action: str, args: Any) -> Any:
+    """Matches the fan-out of ``action`` (acquire / release / extend) with ``args`` to every master."""
+    node = {"acquire": rl.node_acquire, "release": rl.node_release, "extend": rl.node_extend}[action]
+
+    def match(op: Any) -> bool:
+        if not isinstance(op, FanOut) or op.clients != MASTERS.clients or op.timeout != 0.05:
+            return False
+        make: Any = op.make
+        return make.func is node and make.args == (MASTERS.key, *args)
+
+    return match
 
 
 def test_redlock_round_acquires_on_a_majority() -> None:
-    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=0, retry_delay=0.1)
-    steps = [(Now(), 0.0), (Now(), 0.0), (Compute(_fan, ("acquire", ("tok", 1000))),
+    flow = rl.redlock_acquire(MASTERS, "tok", 1000, name="r", retries=0, retry_delay=0.1)
+    steps = [(Now(), 0.0), (Now(), 0.0), (_fan("acquire", ("tok", 1000)),
              [True, True, OSError(), False, True]), (Now(), 0.05)]  # fmt: skip
     vote = replay(flow, steps)
     assert vote.votes == 3 and vote.validity_ms == 1000 - 50 - 12
 
 
 def test_redlock_failure_releases_everywhere_then_retries_then_times_out() -> None:
-    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=1, retry_delay=0.1, rand=lambda: 0.5)
-    acquire = Compute(_fan, ("acquire", ("tok", 1000)))
-    release = Compute(_fan, ("release", ("tok",)))
+    flow = rl.redlock_acquire(MASTERS, "tok", 1000, name="r", retries=1, retry_delay=0.1, rand=lambda: 0.5)
+    acquire = _fan("acquire", ("tok", 1000))
+    release = _fan("release", ("tok",))
     steps = [
         (Now(), 0.0),
         (Now(), 0.0), (acquire, [True, True, False, False, False]), (Now(), 0.01),
@@ -244,36 +302,36 @@ def test_redlock_failure_releases_everywhere_then_retries_then_times_out() -> No
 
 
 def test_redlock_timeout_stops_retrying_early() -> None:
-    flow = core.redlock_acquire(_fan, "tok", 1000, name="r", retries=5, retry_delay=1.0, timeout=0.5)
-    steps = [(Now(), 0.0), (Now(), 0.0), (Compute(_fan, ("acquire", ("tok", 1000))), [False] * 3),
-             (Now(), 0.01), (Compute(_fan, ("release", ("tok",))), [False] * 3), (Now(), 0.01)]  # fmt: skip
+    flow = rl.redlock_acquire(MASTERS, "tok", 1000, name="r", retries=5, retry_delay=1.0, timeout=0.5)
+    steps = [(Now(), 0.0), (Now(), 0.0), (_fan("acquire", ("tok", 1000)), [False] * 3),
+             (Now(), 0.01), (_fan("release", ("tok",)), [False] * 3), (Now(), 0.01)]  # fmt: skip
     with pytest.raises(LockTimeout, match="0 of 3"):
         replay(flow, steps)
 
 
 def test_redlock_release_and_extend() -> None:
-    rel = Compute(_fan, ("release", ("tok",)))
-    assert replay(core.redlock_release(_fan, "tok"), [(rel, [True, False, TimeoutError()])]) == 1
-    ext = Compute(_fan, ("extend", ("tok", 1000)))
+    rel = _fan("release", ("tok",))
+    assert replay(rl.redlock_release(MASTERS, "tok"), [(rel, [True, False, TimeoutError()])]) == 1
+    ext = _fan("extend", ("tok", 1000))
     vote = replay(
-        core.redlock_extend(_fan, "tok", 1000, name="r"), [(Now(), 1.0), (ext, [True] * 3), (Now(), 1.01)]
+        rl.redlock_extend(MASTERS, "tok", 1000, name="r"), [(Now(), 1.0), (ext, [True] * 3), (Now(), 1.01)]
     )
     assert vote.votes == 3
     with pytest.raises(LockNotOwned, match="1 of 3"):
         replay(
-            core.redlock_extend(_fan, "tok", 1000, name="r"),
+            rl.redlock_extend(MASTERS, "tok", 1000, name="r"),
             [(Now(), 1.0), (ext, [True, False, False]), (Now(), 1.01)],
         )
 
 
 def test_node_flows() -> None:
     set_nx = Command("SET", "k", "tok", "NX", "PX", 100)
-    assert replay(core.node_acquire("k", "tok", 100), [(set_nx, b"OK")]) is True
-    assert replay(core.node_acquire("k", "tok", 100), [(set_nx, None)]) is False
+    assert replay(rl.node_acquire("k", "tok", 100), [(set_nx, b"OK")]) is True
+    assert replay(rl.node_acquire("k", "tok", 100), [(set_nx, None)]) is False
     delete = Script(load("lock_delete_if"), keys=("k",), args=("tok",))
-    assert replay(core.node_release("k", "tok"), [(delete, 1)]) is True
+    assert replay(rl.node_release("k", "tok"), [(delete, 1)]) is True
     ext = Script(load("lock_extend"), keys=("k",), args=("tok", 100))
-    assert replay(core.node_extend("k", "tok", 100), [(ext, 0)]) is False
+    assert replay(rl.node_extend("k", "tok", 100), [(ext, 0)]) is False
 
 
 def test_api_symmetry() -> None:
@@ -296,7 +354,7 @@ def test_api_symmetry() -> None:
 
 # --------------------------------------------------------------------------- semaphore
 
-SEM = core.semaphore_keys(Keyspace("t:"), "api")
+SEM = sem.semaphore_keys(Keyspace("t:"), "api")
 
 
 def _sacq(reply: Any, margin: int = core.WAITERS_MARGIN_MS) -> tuple[Any, Any]:
@@ -308,34 +366,30 @@ def _sacq(reply: Any, margin: int = core.WAITERS_MARGIN_MS) -> tuple[Any, Any]:
 
 def test_semaphore_keys_and_limit() -> None:
     assert SEM.leases == "t:semaphore:{api}" and slot(SEM.signal) == slot(SEM.leases) == slot(SEM.waiters)
-    assert core.check_limit(3) == 3
+    assert sem.check_limit(3) == 3
     for bad, exc in ((0, ValueError), (True, TypeError), (1.5, TypeError)):
         with pytest.raises(exc):
-            core.check_limit(bad)
+            sem.check_limit(bad)
 
 
 def test_semaphore_acquire_paths() -> None:
     assert (
-        replay(core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", started_at=2.0), [_sacq([1, 0])])
-        == 2.0
+        replay(sem.semaphore_acquire(SEM, "tok", 1000, 3, name="api", started_at=2.0), [_sacq([1, 0])]) == 2.0
     )
-    flow = core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", blocking=False, started_at=2.0)
+    flow = sem.semaphore_acquire(SEM, "tok", 1000, 3, name="api", blocking=False, started_at=2.0)
     assert replay(flow, [_sacq([0, 300], margin=0)]) is None
 
-    def wait(key: str, seconds: float) -> None:
-        pass
-
-    flow = core.semaphore_acquire(SEM, "tok", 1000, 3, name="api", wait=wait, rand=lambda: 0.0)
-    steps = [(Now(), 1.0), _sacq([0, 300]), (Now(), 1.0), (Compute(wait, (SEM.signal, 0.3)), [b"s", b"1"]),
+    flow = sem.semaphore_acquire(SEM, "tok", 1000, 3, name="api", rand=lambda: 0.0)
+    steps = [(Now(), 1.0), _sacq([0, 300]), (Now(), 1.0), (BlockingPop(SEM.signal, 0.3), [b"s", b"1"]),
              (Now(), 1.1), _sacq([1, 0])]  # fmt: skip
     assert replay(flow, steps) == 1.1
-    flow = core.semaphore_acquire(
+    flow = sem.semaphore_acquire(
         SEM, "tok", 1000, 3, name="api", timeout=0.05, rand=lambda: 0.0, started_at=1.0
     )
     steps = [
         _sacq([0, 300]),
         (Now(), 1.0),
-        (lambda op: isinstance(op, Sleep) and abs(op.seconds - 0.05) < 1e-9, 1.05),
+        (lambda op: isinstance(op, BlockingPop) and abs(op.seconds - 0.05) < 1e-9, None),
         (Now(), 1.05),
         _sacq([0, 250]),
         (Now(), 1.06),
@@ -346,15 +400,15 @@ def test_semaphore_acquire_paths() -> None:
 
 def test_semaphore_release_extend_count() -> None:
     rel = Script(load("semaphore_release"), keys=(SEM.leases, SEM.signal, SEM.waiters), args=("tok", 1000, 3))
-    assert replay(core.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 1)]) is None
+    assert replay(sem.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 1)]) is None
     with pytest.raises(LockNotOwned, match="expired"):
-        replay(core.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 0)])
+        replay(sem.semaphore_release(SEM, "tok", 3, name="api"), [(rel, 0)])
     ext = Script(load("semaphore_extend"), keys=(SEM.leases,), args=("tok", 500))
-    assert replay(core.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 1)]) == 4.0
+    assert replay(sem.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 1)]) == 4.0
     with pytest.raises(LockNotOwned, match="not revived"):
-        replay(core.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 0)])
+        replay(sem.semaphore_extend(SEM, "tok", 500, name="api"), [(Now(), 4.0), (ext, 0)])
     steps = [
         (Script(load("core_time")), 1_700_000_000_123_456),
         (Command("ZCOUNT", SEM.leases, "(1700000000123", "+inf"), 2),
     ]
-    assert replay(core.semaphore_count(SEM), steps) == 2
+    assert replay(sem.semaphore_count(SEM), steps) == 2

@@ -116,3 +116,47 @@ def test_every_io_class_has_an_async_twin() -> None:
         if "Async" + name not in rp.__all__:
             missing.append(name)
     assert not missing, f"public classes without an Async twin: {missing}"
+
+
+# The runner layer owns every socket, thread, task, sleep and clock read (ARCHITECTURE.md);
+# otel.py wraps the runners when instrumented and times their calls.
+RUNNER_LAYER = {"_runner.py", "_links.py", "client.py", "_compat.py", "otel.py"}
+SHELL_IO = {
+    ("threading", "Thread"), ("concurrent", "futures"), ("asyncio", "create_task"),
+    ("asyncio", "ensure_future"), ("asyncio", "sleep"), ("time", "sleep"), ("time", "monotonic"),
+    ("time", "time"), ("time", "perf_counter"),
+}  # fmt: skip
+SHELL_CALLS = {"execute_command", "pipeline", "ThreadPoolExecutor", "create_task", "get_connection"}
+
+
+def _io_in(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        base = node.value if isinstance(node, ast.Attribute) else None
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(base, ast.Name)
+            and (base.id, node.attr) in SHELL_IO
+        ):
+            found.append(f"{path.name}:{node.lineno}: {base.id}.{node.attr}")
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+            if name in SHELL_CALLS:
+                found.append(f"{path.name}:{node.lineno}: {name}()")
+    return found
+
+
+def test_shells_leave_all_io_to_the_runner_layer() -> None:
+    package = CORE.parent
+    shells = [p for p in sorted(package.glob("*.py")) if p.name not in RUNNER_LAYER]
+    assert len(shells) >= 12
+    found = [hit for p in shells for hit in _io_in(p)]
+    assert not found, "I/O outside the runner layer:\n" + "\n".join(found)
+
+
+def test_the_shell_io_check_can_fail(tmp_path: Path) -> None:
+    f = tmp_path / "x.py"
+    f.write_text("import time, threading\nthreading.Thread(target=print)\ntime.sleep(1)\nc.pipeline()\n")
+    assert sorted(_io_in(f)) == ["x.py:2: threading.Thread", "x.py:3: time.sleep", "x.py:4: pipeline()"]

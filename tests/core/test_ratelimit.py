@@ -16,6 +16,7 @@ from redispatterns._core.ops import Command, Compute, Now, Script, Sleep
 from redispatterns.errors import RateLimited
 from redispatterns.http import client_address
 from redispatterns.testing.replay import ReplayMismatch, replay
+from tests import ratelimit_oracles as oracles
 
 SW = core.Policy.sliding(3, 10)
 TB = core.Policy.token_bucket(2, 4, per=1)
@@ -234,13 +235,13 @@ def test_retry_delay() -> None:
 def test_sliding_oracle_never_exceeds_and_never_rejects_falsely(
     limit: int, window: int, steps: list[tuple[int, int]]
 ) -> None:
-    o = core.SlidingLogOracle(limit, window)
+    o = oracles.SlidingLogOracle(limit, window)
     now = 0
     admitted: list[int] = []
     for gap, cost in steps:
         now += gap
         live = [t for t in admitted if now < t + window]
-        out = core.oracle_hit([o], now, cost)
+        out = oracles.oracle_hit([o], now, cost)
         if out[1]:
             admitted += [now] * cost
         else:  # denied only when the window truly has no room
@@ -276,37 +277,37 @@ def _gcra_reference(capacity: int, interval: int, steps: list[tuple[int, int]]) 
     steps=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 9)), max_size=60),
 )
 def test_token_bucket_oracle_equals_gcra(capacity: int, interval: int, steps: list[tuple[int, int]]) -> None:
-    o = core.TokenBucketOracle(capacity, interval)
+    o = oracles.TokenBucketOracle(capacity, interval)
     now = 0
     got = []
     for gap, cost in steps:
         now += gap
-        got.append(bool(core.oracle_hit([o], now, cost)[1]))
+        got.append(bool(oracles.oracle_hit([o], now, cost)[1]))
     assert got == _gcra_reference(capacity, interval, steps)
 
 
 def test_fixed_oracle_counts_per_aligned_window() -> None:
-    o = core.FixedWindowOracle(2, 100)
-    assert [core.oracle_hit([o], t, 1)[1] for t in (0, 10, 99, 100, 150, 199)] == [1, 1, 0, 1, 1, 0]
-    assert core.oracle_hit([o], 150, 5) == [150, 0, 0, 0, -1, 50]
+    o = oracles.FixedWindowOracle(2, 100)
+    assert [oracles.oracle_hit([o], t, 1)[1] for t in (0, 10, 99, 100, 150, 199)] == [1, 1, 0, 1, 1, 0]
+    assert oracles.oracle_hit([o], 150, 5) == [150, 0, 0, 0, -1, 50]
 
 
 def test_oracle_multi_policy_is_all_or_nothing_and_penalty_charges() -> None:
-    a, b = core.SlidingLogOracle(1, 100), core.TokenBucketOracle(5, 10)
-    assert core.oracle_hit([a, b], 0, 1)[1] == 1
-    assert core.oracle_hit([a, b], 1, 1) == [1, 0, 0, 0, 99, 99, 1, 4, 0, 9]
+    a, b = oracles.SlidingLogOracle(1, 100), oracles.TokenBucketOracle(5, 10)
+    assert oracles.oracle_hit([a, b], 0, 1)[1] == 1
+    assert oracles.oracle_hit([a, b], 1, 1) == [1, 0, 0, 0, 99, 99, 1, 4, 0, 9]
     assert b.evaluate(1, 0)[1] == 4  # the denial left the bucket alone
-    assert core.oracle_hit([a, b], 2, 1, core.MODE_PENALTY)[1] == 0
+    assert oracles.oracle_hit([a, b], 2, 1, core.MODE_PENALTY)[1] == 0
     assert a.log == [2] and b.evaluate(2, 0)[1] == 3  # penalty: both charged, the log capped
-    assert core.oracle_hit([a, b], 3, 2, core.MODE_PEEK)[1] == 0
-    assert core.oracle_for(SW).__class__ is core.SlidingLogOracle
-    assert core.oracle_for(FW).__class__ is core.FixedWindowOracle
+    assert oracles.oracle_hit([a, b], 3, 2, core.MODE_PEEK)[1] == 0
+    assert oracles.oracle_for(SW).__class__ is oracles.SlidingLogOracle
+    assert oracles.oracle_for(FW).__class__ is oracles.FixedWindowOracle
 
 
 def test_token_bucket_penalty_empties_the_bucket() -> None:
-    o = core.TokenBucketOracle(3, 10)
-    core.oracle_hit([o], 0, 2)
-    assert core.oracle_hit([o], 0, 2, core.MODE_PENALTY)[1] == 0
+    o = oracles.TokenBucketOracle(3, 10)
+    oracles.oracle_hit([o], 0, 2)
+    assert oracles.oracle_hit([o], 0, 2, core.MODE_PENALTY)[1] == 0
     assert o.evaluate(0, 0)[1] == 0 and o.evaluate(10, 0)[1] == 1
 
 
@@ -349,12 +350,12 @@ def test_shadow_reports_denials_as_allowed() -> None:
 )
 def test_sliding_counter_oracle_bounds(limit: int, window: int, steps: list[tuple[int, int]]) -> None:
     """The approximation never admits 2x the limit in a trailing window, and its retry is exact."""
-    o = core.SlidingCounterOracle(limit, window)
+    o = oracles.SlidingCounterOracle(limit, window)
     now = 0
     admitted: list[int] = []
     for gap, cost in steps:
         now += gap
-        out = core.oracle_hit([o], now, cost)
+        out = oracles.oracle_hit([o], now, cost)
         if out[1]:
             admitted += [now] * cost
         elif out[4] > 0:
@@ -366,10 +367,10 @@ def test_sliding_counter_oracle_bounds(limit: int, window: int, steps: list[tupl
 def test_sliding_counter_policy() -> None:
     p = core.Policy.sliding_counter(100, 60)
     assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sc:100:60000000")
-    assert core.oracle_for(p).__class__ is core.SlidingCounterOracle
+    assert oracles.oracle_for(p).__class__ is oracles.SlidingCounterOracle
     with pytest.raises(ValueError, match="token bucket"):
         core.Policy.sliding_counter(10**9, 86400 * 365)
-    o = core.SlidingCounterOracle(2, 100)
-    assert core.oracle_hit([o], 50, 2)[1] == 1
-    assert core.oracle_hit([o], 150, 1) == [150, 1, 1, 0, 0, 150]  # prev weighs (100-50)/100*2 = 1
-    assert core.oracle_hit([o], 150, 1) == [150, 0, 0, 0, 50, 150]  # full until the next window
+    o = oracles.SlidingCounterOracle(2, 100)
+    assert oracles.oracle_hit([o], 50, 2)[1] == 1
+    assert oracles.oracle_hit([o], 150, 1) == [150, 1, 1, 0, 0, 150]  # prev weighs (100-50)/100*2 = 1
+    assert oracles.oracle_hit([o], 150, 1) == [150, 0, 0, 0, 50, 150]  # full until the next window

@@ -427,6 +427,15 @@ def test_trim_acked() -> None:
 
 def test_claims_send_the_queued_acks_first() -> None:
     st = ConsumerState(group_ready=True, acks=["1-0"])
-    steps: list[Any] = [(K("XACK", KEY, "g", "1-0"), 1), (script_named("stream_claim"), claim_reply())]
+
+    def acks_then_claim(op: Any) -> bool:  # one round trip: the XACK, then the claim script
+        return (
+            isinstance(op, Batch)
+            and op.ops[0] == K("XACK", KEY, "g", "1-0")
+            and isinstance(op.ops[1], Script)
+            and op.ops[1].script.name == "stream_claim"
+        )
+
+    steps: list[Any] = [(acks_then_claim, [1, claim_reply()])]
     res = replay(core.claim(SPEC, cfg(), "own", "0-0", st), steps)
     assert res.cursor == "0-0" and st.acks == [] and st.stats.acked == 1

@@ -33,3 +33,16 @@ def test_script_in_batch_after_script_flush(rp: Harness, backend: Backend) -> No
     backend.sync_client().script_flush()
     _, metrics, length = rp.run(_flow(True))
     assert metrics[0] == length == 2
+
+
+def test_a_known_script_goes_by_sha_in_a_plain_batch_and_survives_a_flush(
+    rp: Harness, backend: Backend
+) -> None:
+    """The runner sends a script it already sent to a plain client as EVALSHA inside a plain
+    pipeline; after a SCRIPT FLUSH that one NOSCRIPT is re-sent alone and the batch still answers."""
+    rp.run(_flow(False))  # EVAL: the server caches the script
+    _, metrics, length = rp.run(_flow(False))  # EVALSHA on a plain client
+    assert metrics[0] == length == 2
+    backend.sync_client().script_flush()
+    _, metrics, length = rp.run(_flow(False))
+    assert metrics[0] == length == 3

@@ -174,19 +174,31 @@ def test_a_release_between_a_failed_try_and_the_block_is_not_lost(rp: Harness, b
     """The injected hook releases the holder right after the waiter's failed attempt."""
     lock = Lock("handover", 5, client=backend.sync_client())
     holder = lock.acquire()
-    from redispatterns.lock import _waiter
+    from redispatterns._core.ops import BlockingPop
+    from redispatterns._runner import blocker
 
-    real_wait, max_block = _waiter(backend.sync_client(), False)
+    _, max_block = blocker(rp.client)
     calls: list[float] = []
 
-    def wait(key: str, seconds: float) -> Any:
-        if not calls:
-            holder.release()  # the release lands before the waiter blocks
-        calls.append(seconds)
-        return real_wait(key, seconds)
+    def wait(flow: Any) -> Any:  # the acquire flow, with the hook before its first block
+        op, reply = next(flow), None
+        while True:
+            if isinstance(op, BlockingPop):
+                if not calls:
+                    holder.release()  # the release lands before the waiter blocks
+                calls.append(min(op.seconds, max_block))
+            try:
+                reply = yield op
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                try:
+                    op = flow.send(reply)
+                except StopIteration as done:
+                    return done.value
 
     t0 = time.monotonic()
-    grant = rp.run(core.acquire(lock.keys, "waiter", 5000, name="handover", wait=wait, max_block=max_block))
+    grant = rp.run(wait(core.acquire(lock.keys, "waiter", 5000, name="handover")))
     assert grant is not None and grant.fence == 2
     assert calls and calls[0] >= min(4.0, max_block)  # it blocked with the holder's 5 s bound ...
     assert time.monotonic() - t0 < 2.5  # ... and the signal woke it at once
@@ -537,7 +549,7 @@ def test_the_waiter_cache_does_not_keep_clients_alive(backend: Backend, flavour:
     import gc
     import weakref
 
-    from redispatterns.lock import _waiter
+    from redispatterns._runner import blocker
 
     if backend.is_cluster:
         pytest.skip("the cache is the same for every client type; gc.collect() is slow")
@@ -546,7 +558,7 @@ def test_the_waiter_cache_does_not_keep_clients_alive(backend: Backend, flavour:
         return backend.async_client()
 
     client = backend.sync_client() if flavour == "sync" else asyncio.run(build_async())
-    _waiter(client, flavour == "async")
+    blocker(client)
     ref = weakref.ref(client)
     backend._sync.clear()  # the fixture's own references
     backend._async.clear()

@@ -86,6 +86,25 @@ def test_context_managers_and_validation(rp: Harness) -> None:
         rp.call(sem.acquire(blocking=None))
 
 
+def test_a_lease_lost_inside_the_block_reads_the_same_in_both_flavours(rp: Harness) -> None:
+    """Drift fixed: leaving a block whose lease expired said "lock 'x' was lost ..." in sync and
+    "semaphore 'x': lease lost ..." in asyncio; one message now, naming the semaphore."""
+    sem = make(rp, "drift", 1, ttl=0.05)
+
+    async def go() -> None:
+        async with sem:
+            await asyncio.sleep(0.2)
+
+    def run() -> None:
+        with sem:
+            time.sleep(0.2)
+
+    with pytest.raises(LockLost) as info:
+        rp.call(go()) if rp.is_async else run()
+    assert str(info.value).startswith("semaphore 'drift' was lost before the block ended: ")
+    assert isinstance(info.value.__cause__, LockNotOwned)
+
+
 def test_a_release_wakes_a_waiter(rp: Harness, backend: Backend) -> None:
     sem = make(rp, "wake", 1, ttl=5)
     held = rp.call(sem.acquire())

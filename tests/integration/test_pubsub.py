@@ -463,6 +463,25 @@ async def _async_handler(msg: PubSubMessage) -> None:
     return None
 
 
+def test_a_server_without_sharded_pubsub_closes_the_subscriber_in_both_flavours(rp: Harness) -> None:
+    """Drift fixed: after the capability check failed the async subscriber was closed, the sync
+    one was not (its start() could be called again)."""
+    from redispatterns._core.server import ServerInfo
+    from redispatterns._runner import _infos
+    from redispatterns.errors import UnsupportedByServer
+
+    _infos[rp.client] = ServerInfo("redis", (6, 2, 14))  # what Probe answers for this client
+    try:
+        sub: Any = rp.pick(Subscriber, AsyncSubscriber)(["a"], sharded=True, client=rp.client)
+        with pytest.raises(UnsupportedByServer, match="SSUBSCRIBE"):
+            rp.call(sub.start())
+        assert sub.closed and "closed" in repr(sub)
+        with pytest.raises(RuntimeError, match="closed"):
+            rp.call(sub.start())
+    finally:
+        del _infos[rp.client]
+
+
 # --------------------------------------------------------------------------- cluster resharding
 
 

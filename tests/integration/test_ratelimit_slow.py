@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redispatterns._core.ratelimit import Policy, oracle_for, oracle_hit
+from redispatterns._core.ratelimit import Policy
 from redispatterns.client import _build
 from redispatterns.ratelimit import MultiLimiter, SlidingWindowLimiter, TokenBucketLimiter
 from redispatterns.testing.plugin import Backend
+from tests.ratelimit_oracles import oracle_for, oracle_hit
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,101 @@
+"""What the lock, Redlock and semaphore shells share: ``with lock:`` bookkeeping and the exit.
+
+``with lock:`` returns a handle but ``__exit__`` receives none, so the entered handles sit on a
+context-local stack (per thread and per task, never shared). Leaving a block releases the
+handle; a lease already gone when the block ends is one error for every kind and flavour.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._core import lock as core
+from ._core.ops import Flow
+from ._runner import run_async, run_sync
+from .errors import LockNotOwned
+
+__all__ = ["AsyncHandle", "AsyncOwner", "SyncHandle", "SyncOwner", "exit_flow", "pop", "push"]
+
+H = TypeVar("H")
+
+# (id(lock), handle) pairs entered with ``with lock:``; per thread and per task, never shared.
+_ENTERED: contextvars.ContextVar[tuple[tuple[int, Any], ...]] = contextvars.ContextVar(
+    "rp_lock_entered", default=()
+)
+
+
+def push(lock: object, held: object) -> None:
+    _ENTERED.set((*_ENTERED.get(), (id(lock), held)))
+
+
+def pop(lock: object) -> Any:
+    stack = _ENTERED.get()
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i][0] == id(lock):
+            _ENTERED.set(stack[:i] + stack[i + 1 :])
+            return stack[i][1]
+    raise RuntimeError("this lock was not entered with 'with' in this thread or task")
+
+
+def exit_flow(kind: str, name: str, release: Flow[Any], error: type[BaseException] | None) -> Flow[None]:
+    """Release at the end of a ``with`` block; when the lease was already gone, raise
+    ``LockLost`` (unless the block is already raising its own error)."""
+    try:
+        yield from release
+    except LockNotOwned as exc:
+        if error is None:
+            raise core.lost_in_block(kind, name, exc) from exc
+
+
+class SyncHandle:
+    """A held lease (sync): ``with held:`` releases it on exit, through ``_exit_flow``."""
+
+    _client: Any
+
+    def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
+        raise NotImplementedError
+
+    def __enter__(self: H) -> H:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        run_sync(self._client, self._exit_flow(et))
+
+
+class AsyncHandle:
+    """A held lease (asyncio): ``async with held:`` releases it on exit."""
+
+    _client: Any
+
+    def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
+        raise NotImplementedError
+
+    async def __aenter__(self: H) -> H:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await run_async(self._client, self._exit_flow(et))
+
+
+class SyncOwner:
+    """``with lock:`` leaves through the handle its ``__enter__`` pushed (per thread)."""
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pop(self).__exit__(et, ev, tb)
+
+
+class AsyncOwner:
+    """``async with lock:`` leaves through the handle its ``__aenter__`` pushed (per task)."""
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await pop(self).__aexit__(et, ev, tb)
