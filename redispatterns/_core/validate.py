@@ -11,7 +11,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["callable_or_none", "count", "fraction", "name", "optional_seconds", "seconds", "timeout"]
+__all__ = [
+    "MAX_SECONDS",
+    "callable_or_none",
+    "count",
+    "fraction",
+    "name",
+    "optional_seconds",
+    "seconds",
+    "timeout",
+]
 
 
 def _number(value: object, what: str, unit: str) -> float:
@@ -20,8 +29,14 @@ def _number(value: object, what: str, unit: str) -> float:
     return float(value)
 
 
+MAX_SECONDS = 10 * 365 * 86400.0
+"""The longest duration accepted (ten years): beyond it Redis refuses the expiry, or the
+millisecond arithmetic leaves the integers it can represent."""
+
+
 def seconds(value: object, what: str, *, zero_ok: bool = False, minimum: float = 0.0, why: str = "") -> float:
-    """A finite duration in seconds: ``> 0`` (``>= 0`` with ``zero_ok``) and ``>= minimum``.
+    """A finite duration in seconds: ``> 0`` (``>= 0`` with ``zero_ok``), ``>= minimum`` and at
+    most :data:`MAX_SECONDS`.
 
     ``why`` is appended to the range message (``" (a lock always expires)"``).
     """
@@ -29,6 +44,8 @@ def seconds(value: object, what: str, *, zero_ok: bool = False, minimum: float =
     if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "a positive number of"
         raise ValueError(f"{what} must be {bound} seconds{why}, got {value!r}")
+    if v > MAX_SECONDS:
+        raise ValueError(f"{what} must be at most ten years ({MAX_SECONDS:.0f} s), got {value!r}")
     if v < minimum:
         raise ValueError(f"{what} must be at least {minimum:g} s ({minimum * 1000:g} ms), got {value!r}")
     return v
