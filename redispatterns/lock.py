@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import secrets
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, overload
 
@@ -125,7 +126,9 @@ class _HeldBase:
 
     def _renewal_flow(self) -> Flow[str | None]:
         keys, lock = self._lock._keys, self._lock
-        return core.renewal(keys, self.token, self._lease, name=self.name, on_lost=lock.on_lost, holder=self)
+        return core.renewal(
+            keys, self.token, self._lease, name=self.name, on_lost=lock.on_lost, holder=weakref.ref(self)
+        )
 
     def __repr__(self) -> str:
         released = self._lease.released

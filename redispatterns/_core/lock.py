@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -414,20 +415,30 @@ def renewal(
     *,
     name: str,
     on_lost: Callable[..., Any] | None = None,
-    holder: object = None,
+    holder: Callable[[], object] | None = None,
     rand: Callable[[], float] = random.random,
 ) -> Flow[str | None]:
     """Auto-renewal, as a background loop: extend at about ttl/3; after a transient error retry
-    soon while the lease is still valid; on loss record it and call ``on_lost(holder)``.
+    soon while the lease is still valid; on loss record it and call ``on_lost(holder())``.
 
-    Returns a message once the lease is lost (``None`` never: the loop runs until its driver
-    stops it, which a release does). The driver drops the reply of a renewal that raced a
-    release, so a release is never reported as a loss.
+    ``holder`` is a weak reference to the handle: once the handle has been collected without a
+    release, renewal stops with a ``ResourceWarning`` and the lock expires within its TTL (a
+    dropped handle is never renewed forever). Returns a message once the lease is lost, ``None``
+    when abandoned; otherwise the loop runs until its driver stops it, which a release does. The
+    driver drops the reply of a renewal that raced a release, so a release is never a loss.
     """
     delay = renew_delay(lease.ttl, rand())
     attempt = 0
     while True:
         yield Sleep(delay)
+        if holder is not None and holder() is None:
+            warnings.warn(
+                f"lock {name!r}: its auto-renewed handle was dropped without release(); renewal "
+                "stopped and the lock expires within its TTL (release it, or use `with`)",
+                ResourceWarning,
+                stacklevel=1,
+            )
+            return None
         try:
             sent_at = yield from extend(keys, token, lease.ttl_ms, name=name)
         except LockNotOwned as exc:
@@ -446,10 +457,14 @@ def renewal(
 
 
 def _lose(
-    lease: Lease, exc: BaseException, name: str, on_lost: Callable[..., Any] | None, holder: object
+    lease: Lease,
+    exc: BaseException,
+    name: str,
+    on_lost: Callable[..., Any] | None,
+    holder: Callable[[], object] | None,
 ) -> Flow[str | None]:
     if not lease.mark_lost(exc):
         return None
     if on_lost is not None:
-        yield Compute(on_lost, (holder,))
+        yield Compute(on_lost, (holder() if holder is not None else None,))
     return f"lock {name!r} lost"

@@ -217,7 +217,9 @@ def test_renewal_loss_is_recorded_once_and_reported_to_on_lost() -> None:
     seen: list[Any] = []
     lease = core.Lease.granted(3.0, 3000, 0.0)
     holder = object()
-    flow = core.renewal(KEYS, "tok", lease, name="j", on_lost=seen.append, holder=holder, rand=lambda: 0.5)
+    flow = core.renewal(
+        KEYS, "tok", lease, name="j", on_lost=seen.append, holder=lambda: holder, rand=lambda: 0.5
+    )
     steps = [(Sleep(1.0), 1.0), (Now(), 1.0), _ext(-1), (Compute(seen.append, (holder,)), None)]
     assert replay(flow, steps) == "lock 'j' lost"
     assert isinstance(lease.lost, LockNotOwned) and lease.valid_for(1.0) == 0.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import itertools
 import threading
 import time
@@ -293,6 +294,21 @@ def test_auto_renew_keeps_the_lock_through_five_ttls(rp: Harness, backend: Backe
     assert rp.call(held.owned()) is True
     rp.call(held.release())
     assert not rp.call(lock.locked())
+
+
+def test_a_dropped_auto_renewed_handle_is_not_renewed_forever(rp: Harness) -> None:
+    if rp.backend.is_fake and not rp.is_async:
+        pytest.skip("fakeredis's Lua runtime keeps the caller's frame (and so the handle) alive")
+    lock = make(rp, "dropped", ttl=0.4, auto_renew=True)
+    held = rp.call(lock.acquire())
+    assert held is not None and rp.call(lock.locked())
+    del held  # never released
+    gc.collect()
+    free, deadline = False, time.monotonic() + 5
+    while not free and time.monotonic() < deadline:
+        rp.call(asyncio.sleep(0.05)) if rp.is_async else time.sleep(0.05)
+        free = not rp.call(lock.locked())
+    assert free, "the renewal of a collected handle kept the lock forever"
 
 
 def test_renewal_reports_a_lost_lease(rp: Harness, backend: Backend) -> None:
