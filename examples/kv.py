@@ -27,7 +27,7 @@ MOUNTS = {
 
 
 def main() -> None:
-    kv = KV(URL, MOUNTS, write_policy="immediate")
+    kv = KV(URL, MOUNTS)  # write_policy="immediate", the default: every set() is on the server
     kv.set("user", "profile", {"name": "Ada", "langs": ["en"]})
     kv.merge("user", "profile", {"city": "London"})  # atomic, keeps the other fields
     print("profile:", kv.get("user", "profile"))
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"info: {info.size} bytes, {info.content_type}, ttl {info.ttl:.0f}s")
     print("keys:", kv.keys("user"), "mounts:", [m["name"] for m in kv.mounts()])
 
-    with KV(URL, MOUNTS) as buffered:  # write_policy="dispose": one pipeline at exit
+    with KV(URL, MOUNTS, write_policy="dispose") as buffered:  # one pipeline when the block ends
         for i in range(10):
             buffered.set("user", f"visit:{i}", i)
         print(

@@ -1,7 +1,6 @@
 """The kv mount facade: ``KV`` / ``AsyncKV``, eleven functions over named mounts.
 
->>> kv = rp.KV("redis://localhost:6379/0", mounts={"user": rp.Mount("read-write", "app:user:")},
-...            write_policy="immediate")
+>>> kv = rp.KV("redis://localhost:6379/0", mounts={"user": rp.Mount("read-write", "app:user:")})
 >>> kv.set("user", "name", "Ada"); kv.get("user", "name")
 'Ada'
 
@@ -12,7 +11,6 @@ section and :mod:`redispatterns._core.kv`.
 
 from __future__ import annotations
 
-import atexit
 import threading
 import warnings
 import weakref
@@ -43,7 +41,7 @@ class _Base:
         mounts: Mapping[str, Mount] | None = None,
         *,
         max_store_size: int | None = _MAX_STORE,
-        write_policy: str = "dispose",
+        write_policy: str = "immediate",
         tag: str = "kv",
         client: Any = None,
     ) -> None:
@@ -62,8 +60,10 @@ class _Base:
         else:
             check_client(url_or_client, asyncio_=self._asyncio)
             self._client = url_or_client
-        if self._store.write_policy == "dispose":
-            _LIVE.add(self)
+        if self._store.write_policy == "dispose":  # never lose a buffer silently
+            weakref.finalize(
+                self, _flush_left, self._store, self._buffer, self._asyncio, self._url, self._client
+            )
 
     @property
     def client(self) -> Any:
@@ -94,32 +94,34 @@ class _Base:
         return self._store.schema(mount)
 
 
-_LIVE: weakref.WeakSet[_Base] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_all_at_exit() -> None:
-    for kv in list(_LIVE):
-        try:
-            _flush_at_exit(kv)
-        except Exception as exc:  # one store's failure must not keep the others' writes
-            warnings.warn(f"kv: buffered writes lost at exit: {exc!r}", RuntimeWarning, stacklevel=1)
-
-
-def _flush_at_exit(kv: _Base) -> None:
-    if not len(kv._buffer):
+def _flush_left(
+    store: core.KVStore, buffer: core.WriteBuffer, asyncio_: bool, url: str | None, client: Any
+) -> None:
+    """A ``dispose`` KV collected, or still alive at interpreter exit, with buffered writes: send
+    them (an ``AsyncKV`` through a sync client of its URL), with a ``ResourceWarning``: ``close()``
+    or a ``with`` block is where that belongs. A crash (kill -9) loses the buffer."""
+    n = len(buffer)
+    if not n:
         return
-    if not kv._asyncio:
-        run_sync(kv.client, core.flush_buffer(kv._store, kv._buffer))
-    elif kv._url is not None or kv._client is None:
-        run_sync(connect(kv._url), core.flush_buffer(kv._store, kv._buffer))
-    else:
+    if asyncio_ and client is not None:
         warnings.warn(
-            f"AsyncKV exits with {len(kv._buffer)} buffered writes that were never flushed: "
-            "use 'async with', close() or flush()",
+            f"AsyncKV dropped with {n} buffered writes that were never flushed (it was built on a "
+            "client object, which cannot be used from here): use 'async with', close() or flush()",
             RuntimeWarning,
             stacklevel=1,
         )
+        return
+    try:
+        run_sync(connect(url) if client is None or asyncio_ else client, core.flush_buffer(store, buffer))
+    except Exception as exc:
+        warnings.warn(f"kv: {n} buffered writes lost: {exc!r}", RuntimeWarning, stacklevel=1)
+        return
+    warnings.warn(
+        f"a write_policy='dispose' KV was left with {n} buffered writes: flushed them now; "
+        "call close() or use a 'with' block",
+        ResourceWarning,
+        stacklevel=1,
+    )
 
 
 class KV(_Base):

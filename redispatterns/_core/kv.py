@@ -290,7 +290,7 @@ class KVStore:
         mounts: Mapping[str, Mount],
         *,
         max_store_size: int | None = 10485760,
-        write_policy: str = "dispose",
+        write_policy: str = "immediate",
         tag: str = "kv",
     ) -> None:
         if not isinstance(mounts, Mapping) or not mounts:

@@ -42,9 +42,9 @@ def tour(url: str, say: Callable[[str], None]) -> None:
     info = kv.info("user", "profile")
     if info is not None:
         say(f"  info(): {info.size} bytes, {info.content_type}, expires in {info.ttl:.0f}s")
-    with KV(url, mounts) as buffered:
+    with KV(url, mounts, write_policy="dispose") as buffered:
         buffered.set("prefs", "theme", "dark")
-        say(f"  write_policy='dispose' buffers ({buffered.pending} pending) and flushes at exit")
+        say(f"  write_policy='dispose' buffers ({buffered.pending} pending) and flushes when the block ends")
     say(f"  after the flush, theme={kv.get('prefs', 'theme')!r}; keys(user)={kv.keys('user')}")
     kv.clear("user")
     kv.clear("prefs")

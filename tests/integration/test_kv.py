@@ -400,9 +400,9 @@ from redispatterns import Mount
 from redispatterns.kv import KV, AsyncKV
 url = sys.argv[1]
 mounts = {"user": Mount(prefix="app:user:")}
-kv = KV(url, mounts)                       # dispose: nothing sent until exit
+kv = KV(url, mounts, write_policy="dispose")  # nothing sent until exit
 kv.set("user", "sync", 1)
-akv = AsyncKV(url, mounts)
+akv = AsyncKV(url, mounts, write_policy="dispose")
 asyncio.run(akv.set("user", "async", 2))
 assert kv.pending == 1 and akv.pending == 1
 """
@@ -418,6 +418,26 @@ def test_buffered_writes_are_flushed_at_interpreter_exit(standalone_url: str) ->
     assert proc.returncode == 0, proc.stderr
     c = redis.Redis.from_url(standalone_url)
     assert c.mget(BASE + "k:sync", BASE + "k:async") == [b"1", b"2"]
+    c.close()
+
+
+def test_the_default_policy_puts_every_acknowledged_write_on_the_server(rp: Harness) -> None:
+    kv: Any = rp.pick(KV, AsyncKV)(rp.client, {"user": rp_mount(USER)})
+    assert kv.write_policy == "immediate"
+    assert rp.call(kv.set("user", "a", 1)) is True
+    assert kv.pending == 0
+    assert rp.backend.sync_client().get(BASE + "k:a") == b"1"  # seen by anyone, at once
+
+
+def test_a_dropped_dispose_kv_flushes_its_buffer_with_a_resource_warning(standalone_url: str) -> None:
+    kv = KV(standalone_url, {"user": rp_mount(USER)}, write_policy="dispose")
+    for i in range(50):
+        kv.set("user", f"d{i}", i)
+    assert kv.pending == 50
+    with pytest.warns(ResourceWarning, match="50 buffered writes: flushed them now"):
+        del kv  # collected right here: nothing else refers to it
+    c = redis.Redis.from_url(standalone_url)
+    assert c.mget([f"{BASE}k:d{i}" for i in range(50)]) == [str(i).encode() for i in range(50)]
     c.close()
 
 
