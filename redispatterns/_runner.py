@@ -52,7 +52,7 @@ from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.cluster import RedisCluster as _SyncCluster
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core.ops import (
@@ -101,6 +101,7 @@ wallclock = time.time
 """The wall clock (what ``WallClock`` replies): timestamps, never correctness."""
 
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
+POOL_WAIT = 10.0  # how long a call waits for a free pooled connection (as client.py's pools do)
 _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
@@ -108,6 +109,19 @@ _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
 
 def _backoff(attempt: int) -> float:
     return random.uniform(0, min(0.2, 0.01 * (2**attempt)))
+
+
+def _pool_full_wait(started: float | None) -> tuple[float, float]:
+    """``(started, pause)`` for one more wait on a full connection pool, or raise when the pool
+    has been full for ``POOL_WAIT`` seconds. A full pool refuses before anything is sent, so any
+    op, a write included, may wait and try again: the wait a blocking pool would do, for clients
+    whose pools raise instead (redis-py's asyncio cluster nodes)."""
+    now = time.monotonic()
+    if started is None:
+        started = now
+    if now - started >= POOL_WAIT:
+        raise MaxConnectionsError(f"every pooled connection stayed busy for {POOL_WAIT:g} s")
+    return started, random.uniform(0.001, 0.005)
 
 
 def _kind_hint(client: Any) -> str | None:
@@ -494,9 +508,13 @@ def _exec_sync(client: Any, op: Op) -> Any:
 
 def _exec_sync_retrying(client: Any, op: Op) -> Any:
     attempt = 0
+    full_since: float | None = None
     while True:
         try:
             return _exec_sync(client, op)
+        except MaxConnectionsError:
+            full_since, pause = _pool_full_wait(full_since)
+            time.sleep(pause)
         except _RETRY_ON:
             if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
                 raise
@@ -597,9 +615,13 @@ async def _exec_async(client: Any, op: Op) -> Any:
 
 async def _exec_async_retrying(client: Any, op: Op) -> Any:
     attempt = 0
+    full_since: float | None = None
     while True:
         try:
             return await _exec_async(client, op)
+        except MaxConnectionsError:
+            full_since, pause = _pool_full_wait(full_since)
+            await asyncio.sleep(pause)
         except _RETRY_ON:
             if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import redispatterns as rp
 from redispatterns._core.clock import server_time_us
 from redispatterns._core.ops import Batch, Command, Flow, Script
 from redispatterns._core.scripts import load
+from redispatterns._runner import run_async
 from redispatterns.testing.plugin import Backend, Harness
 
 
@@ -129,3 +131,24 @@ def test_connect_keeps_a_bounded_number_of_clients(backend: Backend) -> None:
     assert len(client_module._sync) <= client_module._MAX_CLIENTS
     assert first.ping() is True  # a forgotten client its holder still uses keeps working
     first.close()
+
+
+def test_a_burst_on_a_small_asyncio_cluster_pool_queues_instead_of_failing(backend: Backend) -> None:
+    """redis-py's asyncio cluster nodes raise MaxConnectionsError when their pool is full; the
+    runner waits for a free connection as a blocking pool would, writes included (nothing was
+    sent), so a burst loses and repeats nothing."""
+    if not backend.is_cluster:
+        pytest.skip("the sync clients and standalone asyncio pools of connect() already block")
+
+    def incr() -> Flow[Any]:
+        return (yield Command("INCR", "t:{burst}:n"))
+
+    async def burst() -> list[Any]:
+        client = backend.async_client(max_connections=2)
+        try:
+            return await asyncio.gather(*(run_async(client, incr()) for _ in range(300)))
+        finally:
+            await client.aclose()
+
+    replies = asyncio.run(burst())
+    assert sorted(replies) == list(range(1, 301))  # every write once, none refused
