@@ -180,7 +180,7 @@ def test_store_validation() -> None:
     with pytest.raises(ValueError, match="overlap"):
         core.KVStore({"a": Mount(prefix="app:"), "b": Mount(prefix="app:x:")})
     s = core.KVStore(m)
-    assert s.write_policy == "dispose" and s.max_store_size == 10485760
+    assert s.write_policy == "immediate" and s.max_store_size == 10485760
     assert s.schema("a") == []
     typed = core.KVStore({"a": Mount(prefix="app:", schema={"t": {"type": "list", "default": [1]}})})
     assert typed.schema("a") == [{"key": "t", "type": "list", "default": [1]}]
