@@ -102,7 +102,9 @@ wallclock = time.time
 
 READ_RETRIES = 2  # extra attempts for read-only operations after a connection error
 POOL_WAIT = 10.0  # how long a call waits for a free pooled connection (as client.py's pools do)
-_RETRY_ON = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+# A read is tried again after a connection error (the connection died: a new one may work), never
+# after a timeout: the server may be hung, and each retry would cost another full timeout.
+_RETRY_ON = (RedisConnectionError, ConnectionError)
 
 _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
 

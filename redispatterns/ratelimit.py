@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from ._core import validate
+from ._core.breaker import Breaker
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.ratelimit import (
@@ -96,6 +97,8 @@ class _Base:
         self.policies: tuple[Policy, ...] = pols
         self.name = name
         self.on_error: OnError = on_error
+        # failing open/closed: after 5 consecutive outages Redis is skipped for 1 s at a time
+        self.breaker: Breaker | None = None if on_error == "raise" else Breaker()
         self.on_decision = on_decision
         if penalty and shadow:
             raise ValueError("penalty=True charges denials and shadow=True lets them through: pick one")
@@ -128,7 +131,7 @@ class _Base:
         return _hit_flow(
             self.keys(key), self.policies, check_cost(cost), mode=mode, subject=key,
             now_us=None if self._clock is None else self._clock(), on_error=self.on_error,
-            hook=self.on_decision, shadow=self.shadow and mode != MODE_PEEK,
+            hook=self.on_decision, shadow=self.shadow and mode != MODE_PEEK, breaker=self.breaker,
         )  # fmt: skip
 
     def _reset(self, key: str) -> Flow[int]:
@@ -142,7 +145,7 @@ class _Base:
         return _wait_flow(
             self.keys(key), self.policies, check_cost(cost), timeout=timeout, jitter=jitter,
             subject=key, now_us=self._clock, on_error=self.on_error, hook=self.on_decision,
-            shadow=self.shadow,
+            shadow=self.shadow, breaker=self.breaker,
         )  # fmt: skip
 
     def __repr__(self) -> str:

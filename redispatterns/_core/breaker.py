@@ -11,7 +11,28 @@ through; it never wedges.
 
 from __future__ import annotations
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker"]
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import ServerUnavailable
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "is_outage", "open_error"]
+
+# socket-level failures (builtin ConnectionError / TimeoutError are OSErrors) and redis-py's own
+_OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for errors that mean "Redis is unreachable" (they count against the breaker)."""
+    return isinstance(exc, _OUTAGES)
+
+
+def open_error(breaker: Breaker) -> ServerUnavailable:
+    """What a call skipped by an open breaker reports (the outage that opened it as the cause)."""
+    err = ServerUnavailable(f"Redis skipped: the circuit breaker is open after {breaker.failures} failures")
+    err.__cause__ = breaker.last_error
+    return err
+
 
 CLOSED = "closed"
 OPEN = "open"

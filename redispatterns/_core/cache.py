@@ -35,11 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .breaker import CLOSED, Breaker
+from .breaker import CLOSED, Breaker, is_outage
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
@@ -201,15 +199,6 @@ def tag_set_key(keyspace: Keyspace, bucket: int, tag: str) -> str:
 
 def tag_dir_key(keyspace: Keyspace, tag: str) -> str:
     return f"{keyspace.prefix}cachetag:{{{tag}}}"
-
-
-# socket-level failures (builtin ConnectionError / TimeoutError are OSErrors) and redis-py's own
-_OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True for errors that mean "Redis is unreachable" (they count against the breaker)."""
-    return isinstance(exc, _OUTAGES)
 
 
 def stale_ms_for(ttl_s: float, stale_ttl: float | None) -> int:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .breaker import Breaker, is_outage, open_error
 from .keys import Keyspace
 from .ops import Compute, Flow, Now, Script, Sleep
 from .scripts import load
@@ -363,6 +364,7 @@ def hit(
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
     shadow: bool = False,
+    breaker: Breaker | None = None,
 ) -> Flow[Decision]:
     """Check ``subject`` against ``policies`` (one key each) and consume ``cost`` if all admit.
 
@@ -370,18 +372,33 @@ def hit(
     :data:`MODE_PEEK` (evaluate ``cost`` without writing). ``now_us`` is a virtual clock for tests.
     ``shadow``: a denial is reported as allowed with ``shadowed=True`` (and, as any denial in
     hit mode, charges nothing): launch a limit dark, watch the hook, then enforce it.
+    ``breaker`` (with ``on_error`` "open"/"closed"): while it is open, Redis is skipped and the
+    degraded decision given at once, so a down or hung server costs microseconds, not a timeout.
     """
     tail, sliding = _policy_args(policies)
     # sliding-log members: 48 random bits per call (the random module reseeds after a fork)
     nonce = f"{random.getrandbits(48):012x}" if sliding else ""
     args = (cost, mode, nonce, "" if now_us is None else now_us, *tail)
+    now = 0.0
+    if breaker is not None and on_error != "raise":
+        now = yield Now()
+        if not breaker.allow(now):
+            decision = degraded(subject, cost, policies, on_error == "open", open_error(breaker))
+            if hook is not None:
+                yield Compute(hook, (decision,))
+            return decision
     try:
         reply = yield Script(_SCRIPT, keys=keys, args=args)
     except Exception as exc:
         if on_error == "raise":
             raise
+        if breaker is not None and is_outage(exc):
+            breaker.last_error = exc
+            breaker.failure(now)
         decision = degraded(subject, cost, policies, on_error == "open", exc)
     else:
+        if breaker is not None:
+            breaker.success()
         decision = decide(subject, cost, policies, reply)
         if shadow and not decision.allowed:
             decision.allowed = decision.shadowed = True
@@ -418,6 +435,7 @@ def wait(
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
     shadow: bool = False,
+    breaker: Breaker | None = None,
 ) -> Flow[Decision]:
     """Hit until admitted, sleeping each denial's ``retry_after`` (plus jitter) in between.
 
@@ -430,7 +448,7 @@ def wait(
     while True:
         d = yield from hit(
             keys, policies, cost, subject=subject, now_us=None if now_us is None else now_us(),
-            on_error=on_error, hook=hook, shadow=shadow,
+            on_error=on_error, hook=hook, shadow=shadow, breaker=breaker,
         )  # fmt: skip
         if d.allowed:
             return d

@@ -435,6 +435,38 @@ def test_on_error_policy(rp: Harness, on_error: str) -> None:
         dead.close()
 
 
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_failing_open_or_closed_stops_asking_a_dead_server(rp: Harness, on_error: str) -> None:
+    """After a few outages the breaker opens: calls get the degraded decision without touching
+    Redis (a hung server would otherwise cost a socket timeout on every call)."""
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    import redispatterns as rpm
+    from loadtests.harness import count_round_trips
+    from redispatterns.testing.servers import free_port
+
+    retry = AsyncRetry(NoBackoff(), 0) if rp.is_async else Retry(NoBackoff(), 0)
+    opts: dict[str, Any] = {"port": free_port(), "socket_connect_timeout": 0.2, "retry": retry}
+    dead: Any = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts)) if rp.is_async else redis.Redis(**opts)
+    lim = make(rp, "sliding", 5, 60, client=dead, on_error=on_error)
+    first = [rp.call(lim.hit("x")) for _ in range(5)]
+    assert all(d.degraded and not isinstance(d.error, rpm.ServerUnavailable) for d in first)
+    assert lim.breaker is not None and lim.breaker.state == "open"
+    with count_round_trips() as sent:
+        later = [rp.call(lim.hit("x")) for _ in range(20)]
+    assert sent.n == 0  # Redis skipped while the breaker is open
+    assert all(d.degraded and d.allowed is (on_error == "open") for d in later)
+    assert all(isinstance(d.error, rpm.ServerUnavailable) for d in later)
+    if rp.is_async:
+        rp.call(dead.aclose())
+    else:
+        dead.close()
+
+
 def test_hook_sees_every_decision(rp: Harness) -> None:
     seen: list[Any] = []
     if rp.is_async:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -37,9 +39,24 @@ def test_write_whose_reply_is_lost_is_not_sent_again(
     assert admin.get("counter") is None
 
 
-def test_read_whose_reply_is_lost_is_retried(backend: Backend, fast_timeout_client: redis.Redis) -> None:
+def test_read_after_a_dropped_connection_is_retried(
+    backend: Backend, fast_timeout_client: redis.Redis
+) -> None:
     admin = backend.sync_client()
     admin.set("k", "v")
     fast_timeout_client.ping()
-    admin.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    admin.client_kill_filter(_type="normal", skipme=True)  # the pooled connection is now dead
     assert run_sync(fast_timeout_client, _one(Command("GET", "k"))) == b"v"
+
+
+def test_a_read_that_times_out_costs_one_timeout(backend: Backend, fast_timeout_client: redis.Redis) -> None:
+    """A timeout means the server may be hung: retrying it would multiply the wait (D2)."""
+    admin = backend.sync_client()
+    admin.set("k", "v")
+    fast_timeout_client.ping()
+    admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        run_sync(fast_timeout_client, _one(Command("GET", "k")))
+    took = time.monotonic() - started
+    assert took < 0.5, f"one 0.2 s timeout took {took:.2f} s: the read was retried"
