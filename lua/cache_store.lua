@@ -12,6 +12,11 @@
 -- read-only: no
 local mode = ARGV[6]
 local token = ARGV[7]
+local function current(k)  -- the stored string; a value of another type (planted, corrupted) is absent
+  local ok, v = pcall(redis.call, 'GET', k)
+  if ok then return v end
+  return false
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if mode == 'fill' then
@@ -20,7 +25,7 @@ if mode == 'fill' then
     if token ~= '' and holder then
       return 0  -- our lease expired and another caller holds a new one: theirs is newer
     end
-    local cur = redis.call('GET', KEYS[1])
+    local cur = current(KEYS[1])
     if cur then
       local soft = tonumber(string.match(cur, '^\1(%d+):') or '0')
       if soft > now_ms then
@@ -31,7 +36,7 @@ if mode == 'fill' then
 end
 local version = tonumber(ARGV[5])
 if version > 0 then
-  local cur = redis.call('GET', KEYS[1])
+  local cur = current(KEYS[1])
   if cur then
     local old = string.match(cur, '^\1%d+:%d+:(%d+)|')
     if old and tonumber(old) > version then

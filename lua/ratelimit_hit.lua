@@ -9,6 +9,9 @@
 -- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
 -- read-only: no
 --
+-- State of the wrong type or shape under a key (planted, or corrupted) counts as absent, and a
+-- committing call replaces it: a subject is never denied forever by garbage.
+--
 -- With a virtual now, every expiry is at least 60 s of real time: virtual time does not move the
 -- server's clock, so a TTL measured on it (1 ms at 1000/s) could lapse between two calls of a test.
 -- State never needs its TTL to be correct (each kind reads time from its own contents).
@@ -37,6 +40,12 @@ local function idiv(a, b) -- floor(a / b) for integers, exact
   return q
 end
 
+local function read(...)  -- the reply, or nil when the key holds another type
+  local ok, v = pcall(redis.call, ...)
+  if ok then return v end
+  return nil
+end
+
 local n = #KEYS
 local res = {now, 1}
 local plan = {}   -- per policy: the state to commit
@@ -55,7 +64,8 @@ for i = 1, n do
   if kind == 1 then
     -- exact sliding log: an entry scored t counts while now < t + period
     local lo = '(' .. fmt(now - period)
-    local live = redis.call('ZCOUNT', k, lo, '+inf')
+    local live = read('ZCOUNT', k, lo, '+inf')
+    if live == nil then live, p.corrupt = 0, true end
     p.lo = now - period
     p.live = live
     if cost > limit then
@@ -70,9 +80,10 @@ for i = 1, n do
   elseif kind == 2 then
     -- GCRA: tat is the theoretical arrival time; the bucket is full when tat <= now
     local tau = limit * period
-    local stored = redis.call('GET', k)
+    local stored = read('GET', k)
     local tat = now
-    if stored then tat = math.max(tonumber(stored), now) end
+    local at = stored and tonumber(stored)
+    if at then tat = math.max(at, now) elseif stored ~= false then p.corrupt = true end
     local avail = idiv(now + tau - tat, period)
     local new = tat + cost * period
     p.tat = tat
@@ -91,7 +102,8 @@ for i = 1, n do
     local idx = idiv(now, period)
     local e = now - idx * period
     local cur, prev = 0, 0
-    local stored = redis.call('GET', k)
+    local stored = read('GET', k)
+    if stored == nil then p.corrupt = true end
     if stored then
       local sidx, scur, sprev = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
       if sidx then
@@ -124,7 +136,8 @@ for i = 1, n do
     -- fixed window aligned to the epoch: state "<window index>:<count>"
     local idx = idiv(now, period)
     local count = 0
-    local stored = redis.call('GET', k)
+    local stored = read('GET', k)
+    if stored == nil then p.corrupt = true end
     if stored then
       local sidx, scount = string.match(stored, '^(%-?%d+):(%d+)$')
       if sidx and tonumber(sidx) == idx then count = tonumber(scount) end
@@ -167,6 +180,7 @@ end
 
 for i = 1, n do
   local k, p = KEYS[i], plan[i]
+  if p.corrupt then redis.call('DEL', k) end
   -- a policy that denies on its own stays as it was unless penalty mode charges it;
   -- a policy that admits is charged only when the whole request is admitted (or on penalty)
   if p.kind == 1 then

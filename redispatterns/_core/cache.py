@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, ResponseError
 
 from .breaker import CLOSED, Breaker, is_outage
 from .cachekey import KeyPlan, bucket_of
@@ -381,6 +381,10 @@ def get(
             return NOT_FOUND, BYPASS  # call() runs fallback() under the single-flight
     try:
         raw = yield keys.get
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        return NOT_FOUND, UNDECODABLE  # another type planted under the key: replace it
     except Exception as exc:
         try:
             raw = yield from _retry_backpressure(keys.get, exc, rand)

@@ -384,6 +384,16 @@ def test_non_finite_result_returned_uncached_not_read_back_as_none(rp: Harness) 
     assert rp.call(f.peek(1)) is NOT_CACHED
 
 
+def test_a_value_of_another_type_under_the_key_is_a_miss_and_replaced(rp: Harness) -> None:
+    calls, body = counter()
+    f = make(rp, body)
+    c = rp.backend.sync_client()
+    c.rpush(f.key(1), "planted")
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    assert rp.call(f(1)) == {"x": 1, "n": 1}  # repaired: the second call is a hit
+    assert len(calls) == 1 and c.type(f.key(1)) == b"string"
+
+
 def test_undecodable_value_is_a_miss_and_replaced(rp: Harness) -> None:
     calls, body = counter()
     f = make(rp, body)

@@ -467,6 +467,29 @@ def test_failing_open_or_closed_stops_asking_a_dead_server(rp: Harness, on_error
         dead.close()
 
 
+@pytest.mark.parametrize("algorithm", ["sliding", "token_bucket", "fixed", "sliding_counter"])
+@pytest.mark.parametrize("planted", ["list", "garbage"])
+def test_corrupted_state_counts_as_absent_and_is_replaced(rp: Harness, algorithm: str, planted: str) -> None:
+    """Garbage under a subject's key (another type, or an unreadable string) must not deny that
+    subject forever: it is treated as no state, and the first charged hit replaces it (D13)."""
+    lim = limiter_of(rp, algorithm, 5)
+    (key,) = lim.keys("victim")
+    raw = rp.backend.sync_client()
+    if planted == "list":
+        raw.rpush(key, "junk")
+    else:
+        raw.set(key, "not-a-limiter-state")
+    peek = rp.call(lim.peek("victim"))
+    assert peek.allowed and peek.remaining == 5  # read-only: treated as empty, left as it was
+    first = rp.call(lim.hit("victim"))
+    second = rp.call(lim.hit("victim"))
+    assert (first.allowed, first.remaining) == (True, 4)
+    assert (second.allowed, second.remaining) == (True, 3)  # the state now counts
+    kind = raw.type(key)
+    assert kind == (b"zset" if algorithm == "sliding" else b"string")
+    assert kind == b"zset" or raw.get(key) != b"not-a-limiter-state"
+
+
 def test_hook_sees_every_decision(rp: Harness) -> None:
     seen: list[Any] = []
     if rp.is_async:
