@@ -46,7 +46,9 @@ def test_failures_are_reported_and_the_rest_still_run(
     assert "FAILED bench_bad (setting up its cases)" in printed and "FAILED demo/broken case" in printed
     data = json.loads(out.read_text())
     assert [r["case"] for r in data["results"]] == ["PING"]
-    assert data["results"][0]["round_trips"] == 1.0 and data["results"][0]["ratio"] > 0  # no timing claims here
+    assert (
+        data["results"][0]["round_trips"] == 1.0 and data["results"][0]["ratio"] > 0
+    )  # no timing claims here
     assert {f["case"] for f in data["failures"]} == {"bench_bad (setting up its cases)", "demo/broken case"}
     assert data["server"]["version"] and data["versions"]["redis"]
 
