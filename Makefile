@@ -8,6 +8,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.locked
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -27,7 +28,7 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 ## test: lint, types, then the whole suite on every server kind found (standalone + cluster)
 test: check
 	@echo "make: pytest, every backend (fakeredis, standalone and cluster of each server kind)"
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## test-fast: the day-to-day loop: pure core, fakeredis and one standalone server (no cluster)
 test-fast: $(STAMP)
