@@ -674,7 +674,8 @@ class SyncLoop:
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        """True once stopped, or once its flow has returned."""
+        return self._stop.is_set() or not self._thread.is_alive()
 
     def stop(self) -> None:
         """End the loop at its next operation; a reply that arrives after this is dropped."""

@@ -27,7 +27,7 @@ from ._core.breaker import OPEN, Breaker
 from ._core.cachekey import KeyPlan
 from ._core.mount import Mount
 from ._core.ops import Compute, Flow
-from ._runner import flights, run_async, run_sync, start_loop_async, wallclock
+from ._runner import flights, run_async, run_sync, start_loop, start_loop_async, wallclock
 from .client import is_async_client
 from .mount import Namespace, resolve
 
@@ -108,6 +108,20 @@ class _Handle:
         self.on_event = on_event
         self.flights = flights(ns.asyncio)
         self._trips = 0
+        self.repairs: dict[str, core.CallKeys] = {}  # entries a failed write-through left stale
+        self._repairer: Any = None
+
+    def remember_stale(self, keys: core.CallKeys) -> None:
+        """A write-through failed after its write succeeded: the entry may be older than the
+        database. A background loop invalidates it as soon as Redis answers again."""
+        if keys.value not in self.repairs and len(self.repairs) >= core.MAX_REPAIRS:
+            self.repairs.pop(next(iter(self.repairs)), None)
+        self.repairs[keys.value] = keys
+        if self._repairer is None or self._repairer.stopped:
+            flow = core.repair(self.spec, self.repairs)
+            name = f"rp-cache-repair:{self.spec.plan.fn_id}"
+            start = start_loop_async if self.is_async else start_loop
+            self._repairer = start(self.ns.client, flow, name=name)
 
     def run(self, flow: Flow[T]) -> Any:
         """Run a flow: its result (sync) or an awaitable of it (asyncio)."""
@@ -445,11 +459,13 @@ def write_through(
         def report(status: str, keys: core.CallKeys) -> None:
             if status == core.ERROR or status == "error":
                 log.error(
-                    "write_through: the cache of %s was not updated (%r)",
+                    "write_through: the cache of %s was not updated (%r); it is invalidated as "
+                    "soon as Redis answers again",
                     keys.value,
                     handle.breaker.last_error,
                 )
                 handle.record(core.ERROR, keys.value)
+                handle.remember_stale(keys)
             elif status == "codec":
                 handle.record(core.UNENCODABLE, keys.value)
 

@@ -610,6 +610,27 @@ def write_back(
     return (yield from put(spec, keys, new, ver, breaker, rand))
 
 
+REPAIR_EVERY = 0.25  # seconds between attempts to drop entries a failed write-through left stale
+MAX_REPAIRS = 10_000  # entries remembered per cached function; past it the oldest is forgotten
+
+
+def repair(spec: CacheSpec, pending: dict[str, CallKeys]) -> Flow[int]:
+    """A background loop: invalidate the entries whose write-through failed (the database has a
+    newer value than the cache), every :data:`REPAIR_EVERY` seconds until none is left or
+    Redis answers again; the number repaired. ``pending`` is shared with the shell, which adds."""
+    done = 0
+    while pending:
+        yield Sleep(REPAIR_EVERY)
+        for value_key, keys in list(pending.items()):
+            try:
+                yield from invalidate(spec, keys)
+            except Exception:
+                break  # still unreachable: the next round tries again
+            pending.pop(value_key, None)
+            done += 1
+    return done
+
+
 def invalidate(spec: CacheSpec, keys: CallKeys) -> Flow[int]:
     """Delete the entry; a tombstone on its lease stops a fill in flight from storing its
     (older) result, while a new fill may start at once."""

@@ -3,6 +3,7 @@ stale-while-revalidate, XFetch, tags, write-through, codecs and mounts."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -301,6 +302,31 @@ def test_write_through_updates_invalidates_and_leaves_failures_alone(rp: Harness
     rp.call(drop(1, "newer"))
     assert rp.call(f.peek(1)) is NOT_CACHED
     assert rp.call(f(1)) == "newer"
+
+
+def test_a_write_through_lost_to_an_outage_is_repaired_when_redis_is_back(rp: Harness) -> None:
+    """The database took the write but Redis did not: the stale entry is invalidated as soon as
+    Redis answers again (here: within a second), not left for the rest of its TTL (D8)."""
+    if rp.backend.is_fake or rp.backend.is_cluster:
+        pytest.skip("CLIENT PAUSE on one real standalone server")
+    db: dict[Any, Any] = {1: "old"}
+    fast: Any = (
+        rp.call_in_loop(lambda: rp.backend.async_client(socket_timeout=0.2))
+        if rp.is_async
+        else rp.backend.sync_client(socket_timeout=0.2)
+    )
+    f = make(rp, lambda x, y: db[x], client=fast)
+    save = _writer(rp, lambda x, v: db.__setitem__(x, v), f, value=lambda _: db[1])
+    assert rp.call(f(1)) == "old"
+    admin = rp.backend.sync_client()
+    admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")  # the cache update times out
+    rp.call(save(1, "new"))
+    assert db[1] == "new" and admin.exists(f.key(1)) == 1  # stale for now
+    deadline = time.monotonic() + 5
+    while admin.exists(f.key(1)) and time.monotonic() < deadline:
+        rp.call(asyncio.sleep(0.05)) if rp.is_async else time.sleep(0.05)
+    assert admin.exists(f.key(1)) == 0, "the stale entry outlived the outage"
+    assert rp.call(f(1)) == "new"
 
 
 def test_write_through_versions_keep_the_newest(rp: Harness) -> None:
