@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from ._core import lock as core
 from ._core.ops import Flow
-from ._runner import run_async, run_sync
+from ._runner import monotonic, run_async, run_sync
 from .errors import LockNotOwned
 
-__all__ = ["AsyncHandle", "AsyncOwner", "SyncHandle", "SyncOwner", "exit_flow", "pop", "push"]
+__all__ = ["AsyncHandle", "AsyncOwner", "LeaseView", "SyncHandle", "SyncOwner", "exit_flow", "pop", "push"]
 
 H = TypeVar("H")
 
@@ -24,6 +24,25 @@ H = TypeVar("H")
 _ENTERED: contextvars.ContextVar[tuple[tuple[int, Any], ...]] = contextvars.ContextVar(
     "rp_lock_entered", default=()
 )
+
+
+class LeaseView:
+    """What every lock or semaphore handle reads off its lease (``_lease``, a core ``Lease``)."""
+
+    _lease: core.Lease
+
+    @property
+    def ttl(self) -> float:
+        """The lease length in seconds (changed by ``extend(ttl)``)."""
+        return self._lease.ttl
+
+    @property
+    def released(self) -> bool:
+        return self._lease.released
+
+    def valid_for(self) -> float:
+        """Seconds the lease is surely still ours (monotonic: ttl - elapsed - drift); <= 0 when not."""
+        return self._lease.valid_for(monotonic())
 
 
 def push(lock: object, held: object) -> None:

@@ -48,7 +48,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 OnLost = Callable[[Any], Any]
 
 
-class _HeldBase:
+class _HeldBase(_handles.LeaseView):
     """What both handle types are: token, fence and the lease (deadline, loss, release)."""
 
     _client: Any
@@ -63,23 +63,10 @@ class _HeldBase:
         self._renewal: SyncLoop | AsyncLoop | None = None
 
     @property
-    def ttl(self) -> float:
-        """The lease length in seconds (changed by ``extend(ttl)``)."""
-        return self._lease.ttl
-
-    @property
     def lost(self) -> bool:
         """True once the lease is known lost (renewal failed) or its budget ran out."""
         lease = self._lease
         return lease.lost is not None or (not lease.released and self.valid_for() <= 0)
-
-    @property
-    def released(self) -> bool:
-        return self._lease.released
-
-    def valid_for(self) -> float:
-        """Seconds the lease is surely still ours (monotonic: ttl - elapsed - drift); <= 0 when not."""
-        return self._lease.valid_for(monotonic())
 
     def ensure_held(self) -> None:
         """Raise ``LockLost`` unless the lease is still valid: call before an irreversible step."""

@@ -21,7 +21,7 @@ from .mount import Mount, Namespace, resolve
 __all__ = ["AsyncLease", "AsyncSemaphore", "Lease", "Semaphore"]
 
 
-class _LeaseBase:
+class _LeaseBase(_handles.LeaseView):
     """One lease of a semaphore: owns its token; the deadline is monotonic."""
 
     _client: Any
@@ -32,18 +32,6 @@ class _LeaseBase:
         self._sem = owner
         self._client = client
         self._lease = core.Lease.granted(owner.ttl, owner._ttl_ms, sent_at)
-
-    @property
-    def ttl(self) -> float:
-        return self._lease.ttl
-
-    @property
-    def released(self) -> bool:
-        return self._lease.released
-
-    def valid_for(self) -> float:
-        """Seconds the lease is surely still ours (monotonic); <= 0 when not."""
-        return self._lease.valid_for(monotonic())
 
     def ensure_held(self) -> None:
         """Raise ``LockLost`` unless the lease is still valid."""
