@@ -55,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._core import validate
 from ._core.ops import (
     MAX_BLOCK,
     MIN_BLOCK,
@@ -588,7 +589,7 @@ async def _exec_async(client: Any, op: Op) -> Any:
     if t is Compute:
         c = cast(Compute, op)
         if c.timeout is not None:
-            call = c.fn(*c.args, **c.kwargs) if inspect.iscoroutinefunction(c.fn) else None
+            call = c.fn(*c.args, **c.kwargs) if validate.is_async_callable(c.fn) else None
             try:
                 if call is not None:
                     return await asyncio.wait_for(call, c.timeout)
@@ -763,7 +764,7 @@ def start_loop_async(client: Any, flow: Flow[Any], *, name: str, cancel_caller: 
 def _compute_with_timeout(c: Compute) -> Any:
     """Run user code in a daemon thread and wait at most ``c.timeout``: a call that overruns keeps
     running unobserved (a thread cannot be cancelled) but never holds up interpreter exit."""
-    if inspect.iscoroutinefunction(c.fn):
+    if validate.is_async_callable(c.fn):
         raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
     box: dict[str, Any] = {}
 

@@ -11,7 +11,6 @@ is counted and logged, never raised into a request. Jobs of one session run in o
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import zlib
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core import session_tracks as core
+from ._core import validate
 from ._core.ops import Flow
 from ._core.session import SessionConfig
 from ._runner import AsyncQueues, SyncQueues
@@ -55,7 +55,7 @@ class SummaryJobs:
         *,
         asyncio_: bool,
     ) -> None:
-        if not asyncio_ and inspect.iscoroutinefunction(summarizer):
+        if not asyncio_ and validate.is_async_callable(summarizer):
             raise TypeError("an async summarizer needs AsyncSessionStore; pass a plain function here")
         self._cfg, self._summarizer, self._timeout = cfg, summarizer, timeout
         self._n, self._capacity = workers, capacity

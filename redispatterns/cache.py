@@ -297,7 +297,7 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
         raise TypeError(f"@cached decorates a function, not {type(fn).__name__}")
     if isinstance(fn, (staticmethod, classmethod)):
         raise TypeError("put @cached below @staticmethod/@classmethod, on the plain function")
-    is_async = inspect.iscoroutinefunction(fn)
+    is_async = validate.is_async_callable(fn)
     ns = resolve(o["mount"], o["client"], asyncio=is_async)
     ns.check_read("@cached")
     ttl = o["ttl"] if o["ttl"] is not None else ns.ttl
@@ -416,7 +416,7 @@ def write_through(
     handle = h
 
     def decorate(write: F) -> F:
-        is_async = inspect.iscoroutinefunction(write)
+        is_async = validate.is_async_callable(write)
         if is_async != handle.is_async:
             raise TypeError(
                 f"{write.__qualname__} and {handle.spec.plan.fn_id} must both be async def or both def"

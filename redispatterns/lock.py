@@ -362,7 +362,7 @@ def locked(
 
         opts: dict[str, Any] = {"ttl": ttl, "timeout": timeout, "mount": mount, "client": client}
         opts["auto_renew"] = auto_renew
-        if inspect.iscoroutinefunction(fn):
+        if validate.is_async_callable(fn):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,6 @@ See ``redispatterns._core.ratelimit`` for the algorithms and their exact semanti
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -314,7 +313,7 @@ def rate_limited(
     check_cost(cost)
 
     def decorate(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
+        if validate.is_async_callable(fn):
             if not isinstance(limiter, AsyncMultiLimiter):
                 raise TypeError(f"{fn.__qualname__} is async: give @rate_limited an Async*Limiter")
             alim = limiter

@@ -472,7 +472,7 @@ class Consumer(_ConsumerBase):
         A handler that returns acks the entry (acks ride with the next read); one that raises
         retries it, up to ``max_deliveries``, then dead-letters it with the error.
         """
-        if not callable(handler) or inspect.iscoroutinefunction(handler):
+        if not callable(handler) or validate.is_async_callable(handler):
             raise TypeError("run() takes a plain function; use AsyncConsumer for async handlers")
         return run_sync(
             self._client, self._run(lambda d: self._call_batch(handler, d), until_idle, max_messages)

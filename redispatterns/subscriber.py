@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -82,7 +81,7 @@ class _SubscriberBase:
             raise TypeError("sharded= must be True or False")
         for name, fn in (("handler", handler), ("on_gap", on_gap), ("on_error", on_error)):
             validate.callable_or_none(fn, name)
-            if fn is not None and not self._is_async and inspect.iscoroutinefunction(fn):
+            if fn is not None and not self._is_async and validate.is_async_callable(fn):
                 raise TypeError(f"{name} is async: use AsyncSubscriber for async callbacks")
         validate.seconds(ping_timeout, "ping_timeout")
         validate.seconds(ready_timeout, "ready_timeout")

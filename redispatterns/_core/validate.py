@@ -7,6 +7,8 @@ range, naming the argument and what it accepts. ``bool`` is never a number here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ __all__ = [
     "callable_or_none",
     "count",
     "fraction",
+    "is_async_callable",
     "name",
     "optional_seconds",
     "seconds",
@@ -107,3 +110,15 @@ def callable_or_none(value: Any, what: str, hint: str = "") -> Callable[..., Any
     if value is not None and not callable(value):
         raise TypeError(f"{what} must be a callable{' ' + hint if hint else ''}")
     return value  # type: ignore[no-any-return]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True when calling ``fn`` returns an awaitable: ``async def`` functions and methods, a
+    ``functools.partial`` of one (nested too), and objects whose ``__call__`` is ``async def``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isroutine(fn) or isinstance(fn, type) or not callable(fn):
+        return False
+    return inspect.iscoroutinefunction(type(fn).__call__)

@@ -39,3 +39,32 @@ EDGES: dict[str, Callable[[Any, Any], Any]] = {
 def test_no_public_duration_accepts_what_redis_cannot_hold(where: str, bad: float) -> None:
     with pytest.raises(ValueError):
         EDGES[where](fake_client(), bad)
+
+
+def test_is_async_callable_sees_partials_and_async_call_methods() -> None:
+    import functools
+
+    async def coro(x: int) -> int:
+        return x
+
+    def plain(x: int) -> int:
+        return x
+
+    class AsyncCall:
+        async def __call__(self) -> None: ...
+
+    class SyncCall:
+        def __call__(self) -> None: ...
+
+        async def method(self) -> None: ...
+
+    assert validate.is_async_callable(coro)
+    assert validate.is_async_callable(functools.partial(coro, 1))
+    assert validate.is_async_callable(functools.partial(functools.partial(coro), 1))
+    assert validate.is_async_callable(AsyncCall())
+    assert validate.is_async_callable(SyncCall().method)
+    assert not validate.is_async_callable(SyncCall())
+    assert not validate.is_async_callable(plain)
+    assert not validate.is_async_callable(functools.partial(plain, 1))
+    assert not validate.is_async_callable(AsyncCall)
+    assert not validate.is_async_callable(42)
