@@ -9,15 +9,16 @@ Every pattern lives under a :class:`Mount` (prefix, mode, default TTL), takes ``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from . import http as http  # the web adapters: redispatterns.http
 from ._core.codec import Codec, JsonCodec, PickleCodec
-from ._core.keys import Keyspace, glob_escape
 from ._core.mount import Mount
 from ._core.server import ServerInfo
 from ._runner import server_info, server_info_async
 from .cache import NOT_CACHED, CacheStats, CircuitBreaker, cached, invalidate_tags, write_through
 from .client import configure, connect, connect_async
 from .errors import (
-    CacheError,
     ConfigurationError,
     CrossSlotError,
     DecodeError,
@@ -40,20 +41,9 @@ from .errors import (
     SubscriberOverflow,
     UnsupportedByServer,
 )
-from .http import (
-    ASGIRateLimitMiddleware,
-    ASGISessionMiddleware,
-    AsyncSessionHandle,
-    CookiePolicy,
-    RequestInfo,
-    SessionHandle,
-    WSGIRateLimitMiddleware,
-    WSGISessionMiddleware,
-    client_address,
-)
 from .kv import KV, AsyncKV
-from .leaderboard import AsyncLeaderboard, Entry, Leaderboard
-from .lock import AsyncHeld, AsyncLock, Held, Lock, locked
+from .leaderboard import AsyncLeaderboard, Leaderboard, LeaderboardEntry
+from .lock import AsyncLock, AsyncLockHandle, Lock, LockHandle, locked
 from .mount import Namespace
 from .pubsub import (
     AsyncPublisher,
@@ -82,8 +72,8 @@ from .ratelimit import (
     TokenBucketLimiter,
     rate_limited,
 )
-from .redlock import AsyncRedlock, AsyncRedlockHeld, Redlock, RedlockHeld
-from .semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
+from .redlock import AsyncRedlock, AsyncRedlockHandle, Redlock, RedlockHandle
+from .semaphore import AsyncSemaphore, AsyncSemaphoreLease, Semaphore, SemaphoreLease
 from .session import (
     AsyncSessionStore,
     Session,
@@ -109,28 +99,50 @@ from .streams import (
     DeadLetter,
     Stream,
     StreamMessage,
-    StreamMetrics,
+    StreamStats,
 )
 
 __version__ = "0.1.0"
 
+# Old names, importable for one more release with a DeprecationWarning: (module, new name).
+_DEPRECATED: dict[str, tuple[str, str]] = {
+    "Held": ("lock", "LockHandle"),
+    "AsyncHeld": ("lock", "AsyncLockHandle"),
+    "RedlockHeld": ("redlock", "RedlockHandle"),
+    "AsyncRedlockHeld": ("redlock", "AsyncRedlockHandle"),
+    "Lease": ("semaphore", "SemaphoreLease"),
+    "AsyncLease": ("semaphore", "AsyncSemaphoreLease"),
+    "Entry": ("leaderboard", "LeaderboardEntry"),
+    "StreamMetrics": ("streams", "StreamStats"),
+    **{
+        n: ("http", n)
+        for n in (
+            "ASGIRateLimitMiddleware",
+            "ASGISessionMiddleware",
+            "AsyncSessionHandle",
+            "CookiePolicy",
+            "SessionHandle",
+            "WSGIRateLimitMiddleware",
+            "WSGISessionMiddleware",
+        )
+    },
+}
+
+
 __all__ = [
-    "ASGIRateLimitMiddleware",
-    "ASGISessionMiddleware",
     "AsyncConsumer",
     "AsyncFixedWindowLimiter",
-    "AsyncHeld",
     "AsyncKV",
     "AsyncKeyValueStore",
     "AsyncLeaderboard",
-    "AsyncLease",
     "AsyncLock",
+    "AsyncLockHandle",
     "AsyncMultiLimiter",
     "AsyncPublisher",
     "AsyncRedlock",
-    "AsyncRedlockHeld",
+    "AsyncRedlockHandle",
     "AsyncSemaphore",
-    "AsyncSessionHandle",
+    "AsyncSemaphoreLease",
     "AsyncSessionStore",
     "AsyncSlidingCounterLimiter",
     "AsyncSlidingWindowLimiter",
@@ -138,34 +150,30 @@ __all__ = [
     "AsyncStreamMessage",
     "AsyncSubscriber",
     "AsyncTokenBucketLimiter",
-    "CacheError",
     "CacheStats",
     "CircuitBreaker",
     "Codec",
     "ConfigurationError",
     "Consumer",
     "ConsumerStats",
-    "CookiePolicy",
     "CrossSlotError",
     "DeadLetter",
     "Decision",
     "DecodeError",
-    "Entry",
     "FixedWindowLimiter",
     "Gap",
-    "Held",
     "JsonCodec",
     "KV",
     "KeyValueStore",
     "KeyValueStoreMetadata",
     "KeyValueStoreRecord",
     "KeyValueStoreRecordMetadata",
-    "Keyspace",
     "Leaderboard",
+    "LeaderboardEntry",
     "LeaderboardError",
-    "Lease",
     "Lock",
     "LockError",
+    "LockHandle",
     "LockLost",
     "LockNotOwned",
     "LockTimeout",
@@ -183,17 +191,16 @@ __all__ = [
     "RateLimited",
     "RedisPatternsError",
     "Redlock",
-    "RedlockHeld",
-    "RequestInfo",
+    "RedlockHandle",
     "SchemaError",
     "SchemaTypeError",
     "ScoreOutOfRange",
     "Semaphore",
+    "SemaphoreLease",
     "ServerInfo",
     "ServerUnavailable",
     "Session",
     "SessionConflict",
-    "SessionHandle",
     "SessionInfo",
     "SessionStore",
     "SessionSummary",
@@ -203,7 +210,7 @@ __all__ = [
     "Stream",
     "StreamError",
     "StreamMessage",
-    "StreamMetrics",
+    "StreamStats",
     "Subscriber",
     "SubscriberOverflow",
     "SubscriberStats",
@@ -211,15 +218,11 @@ __all__ = [
     "TokenBucketLimiter",
     "TrackEvent",
     "UnsupportedByServer",
-    "WSGIRateLimitMiddleware",
-    "WSGISessionMiddleware",
     "__version__",
     "cached",
-    "client_address",
     "configure",
     "connect",
     "connect_async",
-    "glob_escape",
     "invalidate_tags",
     "locked",
     "publish",
@@ -229,3 +232,22 @@ __all__ = [
     "server_info_async",
     "write_through",
 ]
+
+
+if not TYPE_CHECKING:  # type checkers see only the current names
+
+    def __getattr__(name: str) -> object:
+        """Resolve a deprecated name with a warning that says where it went."""
+        if name not in _DEPRECATED:
+            raise AttributeError(f"module 'redispatterns' has no attribute {name!r}")
+        import importlib
+        import warnings
+
+        module, new = _DEPRECATED[name]
+        where = f"redispatterns.http.{new}" if module == "http" else f"redispatterns.{new}"
+        warnings.warn(
+            f"redispatterns.{name} is deprecated and goes in the next release: use {where}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(f"redispatterns.{module}"), new)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast, overload
 
 from ._core import cache as core
 from ._core import validate
-from ._core.breaker import OPEN, Breaker
+from ._core.breaker import OPEN, CircuitBreaker
 from ._core.cachekey import KeyPlan
 from ._core.mount import Mount
 from ._core.ops import Compute, Flow
@@ -45,7 +45,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("redispatterns.cache")
 
-CircuitBreaker = Breaker
 NOT_CACHED: Any = core.NOT_FOUND
 """What ``fn.peek(...)`` returns when nothing (decodable) is cached for those arguments."""
 
@@ -58,7 +57,7 @@ class CacheStats:
 
     __slots__ = ("_breaker", "counts")
 
-    def __init__(self, breaker: Breaker) -> None:
+    def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self.counts: dict[str, int] = dict.fromkeys(
             (core.HIT, core.MISS, core.STALE, core.REFRESHED, core.STALE_ERROR, core.BYPASS,
@@ -96,7 +95,7 @@ class _Handle:
         fn: Callable[..., Any],
         spec: core.CacheSpec,
         ns: Namespace,
-        breaker: Breaker,
+        breaker: CircuitBreaker,
         on_event: EventHook | None,
     ) -> None:
         self.fn = fn
@@ -216,7 +215,7 @@ def cached(
     stale_if_error: bool = True,
     mount: Mount | Namespace | None = None,
     client: Any = None,
-    breaker: Breaker | None = None,
+    breaker: CircuitBreaker | None = None,
     on_event: EventHook | None = None,
 ) -> Callable[[F], F]: ...
 
@@ -240,7 +239,7 @@ def cached(
     stale_if_error: bool = True,
     mount: Mount | Namespace | None = None,
     client: Any = None,
-    breaker: Breaker | None = None,
+    breaker: CircuitBreaker | None = None,
     on_event: EventHook | None = None,
 ) -> Any:
     """Cache a function's results in Redis (``def`` or ``async def``; one decorator).
@@ -285,7 +284,7 @@ def _validate(o: dict[str, Any]) -> None:
     validate.seconds(o["early_refresh"], "early_refresh", zero_ok=True)
     validate.callable_or_none(o["condition"], "condition=", "taking the result")
     validate.callable_or_none(o["on_event"], "on_event=", "(outcome, key)")
-    if o["breaker"] is not None and not isinstance(o["breaker"], Breaker):
+    if o["breaker"] is not None and not isinstance(o["breaker"], CircuitBreaker):
         raise TypeError("breaker= must be a redispatterns.CircuitBreaker")
     v = o["version"]
     if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v):
@@ -321,7 +320,7 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
         condition=o["condition"],
         can_write=ns.mount.can_write,
     )
-    breaker = o["breaker"] if o["breaker"] is not None else Breaker()
+    breaker = o["breaker"] if o["breaker"] is not None else CircuitBreaker()
     h = _Handle(fn, spec, ns, breaker, o["on_event"])
     keys_for, record, call, flights_ = spec.keys_for, h.record, core.call, h.flights
     HIT = core.HIT

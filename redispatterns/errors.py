@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
-    "CacheError",
     "ConfigurationError",
     "CrossSlotError",
     "DecodeError",
@@ -79,10 +78,6 @@ class CrossSlotError(RedisPatternsError, ValueError):
 
 class DecodeError(RedisPatternsError, ValueError):
     """A stored value could not be decoded by the codec."""
-
-
-class CacheError(RedisPatternsError):
-    """A cache operation failed in a way the caller asked to see."""
 
 
 class LockError(RedisPatternsError):

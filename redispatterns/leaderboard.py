@@ -2,7 +2,7 @@
 
 >>> board = Leaderboard("arena", rank_mode="competition", windows=("day", "week"))  # doctest: +SKIP
 >>> board.submit("ada", 120, data={"country": "UK"})                                # doctest: +SKIP
->>> board.top(10)        # [Entry(rank=1, member='ada', score=120.0, data={...}), ...]  # doctest: +SKIP
+>>> board.top(10)        # [LeaderboardEntry(rank=1, member="ada", ...), ...]  # doctest: +SKIP
 
 The logic lives in :mod:`redispatterns._core.leaderboard` and the two Lua scripts; these classes
 only validate arguments and run the flows.
@@ -15,13 +15,13 @@ from typing import Any
 
 from ._core import leaderboard as core
 from ._core import validate
-from ._core.leaderboard import Entry, LeaderboardError, ScoreOutOfRange
+from ._core.leaderboard import LeaderboardEntry, LeaderboardError, ScoreOutOfRange
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._runner import run_async, run_sync
 from .mount import Namespace, resolve
 
-__all__ = ["AsyncLeaderboard", "Entry", "Leaderboard", "LeaderboardError", "ScoreOutOfRange"]
+__all__ = ["AsyncLeaderboard", "LeaderboardEntry", "Leaderboard", "LeaderboardError", "ScoreOutOfRange"]
 
 _NO_DATA: Any = object()
 
@@ -148,11 +148,13 @@ class _Board:
         self._ns.check_read(f"Leaderboard.{what}")
         return self._now()
 
-    def _f_top(self, n: int, window: str | None, with_data: bool) -> Flow[list[Entry]]:
+    def _f_top(self, n: int, window: str | None, with_data: bool) -> Flow[list[LeaderboardEntry]]:
         n = core.check_count(n, "n")
         return core.entries(self._spec, self._window(window), self._read("top"), 0, n - 1, with_data)
 
-    def _f_page(self, number: int, size: int, window: str | None, with_data: bool) -> Flow[list[Entry]]:
+    def _f_page(
+        self, number: int, size: int, window: str | None, with_data: bool
+    ) -> Flow[list[LeaderboardEntry]]:
         number = core.check_count(number, "page number", hi=2**40)
         size = core.check_count(size, "page size")
         start = (number - 1) * size
@@ -160,12 +162,14 @@ class _Board:
             self._spec, self._window(window), self._read("page"), start, start + size - 1, with_data
         )
 
-    def _f_around(self, member: str, n: int, window: str | None, with_data: bool) -> Flow[list[Entry]]:
+    def _f_around(
+        self, member: str, n: int, window: str | None, with_data: bool
+    ) -> Flow[list[LeaderboardEntry]]:
         m = core.check_member(member)
         n = core.check_count(n, "n")
         return core.around(self._spec, self._window(window), self._read("around"), m, n, with_data)
 
-    def _f_entry(self, member: str, window: str | None) -> Flow[Entry | None]:
+    def _f_entry(self, member: str, window: str | None) -> Flow[LeaderboardEntry | None]:
         m = core.check_member(member)
         return core.entry(self._spec, self._window(window), self._read("entry"), m)
 
@@ -222,22 +226,24 @@ class Leaderboard(_Board):
         """1-based rank per ``rank_mode``; ``None`` when absent."""
         return run_sync(self._ns.client, self._f_rank(member, window))
 
-    def entry(self, member: str, *, window: str | None = None) -> Entry | None:
-        """The member's ``Entry`` (rank, score, data) in one round trip; ``None`` when absent."""
+    def entry(self, member: str, *, window: str | None = None) -> LeaderboardEntry | None:
+        """The member's ``LeaderboardEntry`` (rank, score, data) in one round trip; ``None`` when absent."""
         return run_sync(self._ns.client, self._f_entry(member, window))
 
-    def top(self, n: int = 10, *, window: str | None = None, with_data: bool = True) -> list[Entry]:
+    def top(
+        self, n: int = 10, *, window: str | None = None, with_data: bool = True
+    ) -> list[LeaderboardEntry]:
         return run_sync(self._ns.client, self._f_top(n, window, with_data))
 
     def page(
         self, number: int, size: int = 10, *, window: str | None = None, with_data: bool = True
-    ) -> list[Entry]:
+    ) -> list[LeaderboardEntry]:
         """Page ``number`` (1-based) of ``size`` entries."""
         return run_sync(self._ns.client, self._f_page(number, size, window, with_data))
 
     def around(
         self, member: str, n: int = 10, *, window: str | None = None, with_data: bool = True
-    ) -> list[Entry]:
+    ) -> list[LeaderboardEntry]:
         """``n`` entries around ``member``, clamped at both ends; ``[]`` when absent."""
         return run_sync(self._ns.client, self._f_around(member, n, window, with_data))
 
@@ -278,20 +284,22 @@ class AsyncLeaderboard(_Board):
     async def rank(self, member: str, *, window: str | None = None) -> int | None:
         return await run_async(self._ns.client, self._f_rank(member, window))
 
-    async def entry(self, member: str, *, window: str | None = None) -> Entry | None:
+    async def entry(self, member: str, *, window: str | None = None) -> LeaderboardEntry | None:
         return await run_async(self._ns.client, self._f_entry(member, window))
 
-    async def top(self, n: int = 10, *, window: str | None = None, with_data: bool = True) -> list[Entry]:
+    async def top(
+        self, n: int = 10, *, window: str | None = None, with_data: bool = True
+    ) -> list[LeaderboardEntry]:
         return await run_async(self._ns.client, self._f_top(n, window, with_data))
 
     async def page(
         self, number: int, size: int = 10, *, window: str | None = None, with_data: bool = True
-    ) -> list[Entry]:
+    ) -> list[LeaderboardEntry]:
         return await run_async(self._ns.client, self._f_page(number, size, window, with_data))
 
     async def around(
         self, member: str, n: int = 10, *, window: str | None = None, with_data: bool = True
-    ) -> list[Entry]:
+    ) -> list[LeaderboardEntry]:
         return await run_async(self._ns.client, self._f_around(member, n, window, with_data))
 
     async def percentile(self, member: str, *, window: str | None = None) -> float | None:

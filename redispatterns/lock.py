@@ -1,6 +1,6 @@
 """Distributed locks: ``Lock`` / ``AsyncLock`` and ``@locked``.
 
-``acquire()`` returns a *handle* (``Held`` / ``AsyncHeld``) that owns the random token, so one
+``acquire()`` returns a *handle* (``LockHandle`` / ``AsyncLockHandle``) that owns the random token, so one
 ``Lock`` object may be shared by any number of threads or tasks: a holder can only release or
 extend its own lease. Each acquire also returns a fencing token (``held.fence``) that only grows;
 give it to the resource you protect so it can refuse a stale holder (``held.fenced_set`` does
@@ -25,21 +25,26 @@ from ._core.ops import Flow
 from ._runner import AsyncLoop, SyncLoop, monotonic, run_async, run_sync, start_loop, start_loop_async
 from .errors import LockLost, LockNotOwned
 from .mount import Mount, Namespace, resolve
-from .redlock import AsyncRedlock, AsyncRedlockHeld, Redlock, RedlockHeld  # importable from here as before
-from .semaphore import AsyncLease, AsyncSemaphore, Lease, Semaphore
+from .redlock import (  # importable from here as before
+    AsyncRedlock,
+    AsyncRedlockHandle,
+    Redlock,
+    RedlockHandle,
+)
+from .semaphore import AsyncSemaphore, AsyncSemaphoreLease, Semaphore, SemaphoreLease
 
 __all__ = [
-    "AsyncHeld",
-    "AsyncLease",
+    "AsyncLockHandle",
+    "AsyncSemaphoreLease",
     "AsyncLock",
     "AsyncRedlock",
-    "AsyncRedlockHeld",
+    "AsyncRedlockHandle",
     "AsyncSemaphore",
-    "Held",
-    "Lease",
+    "LockHandle",
+    "SemaphoreLease",
     "Lock",
     "Redlock",
-    "RedlockHeld",
+    "RedlockHandle",
     "Semaphore",
     "locked",
 ]
@@ -123,7 +128,7 @@ class _HeldBase(_handles.LeaseView):
         return f"<{type(self).__name__} {self.name!r} fence={self.fence} {state}>"
 
 
-class Held(_HeldBase, _handles.SyncHandle):
+class LockHandle(_HeldBase, _handles.SyncHandle):
     """A held lock (sync). Owns its token; ``with held:`` releases on exit."""
 
     def release(self) -> None:
@@ -154,7 +159,7 @@ class Held(_HeldBase, _handles.SyncHandle):
         self._renewal = start_loop(self._client, self._renewal_flow(), name=f"rp-lock-renew:{self.name}")
 
 
-class AsyncHeld(_HeldBase, _handles.AsyncHandle):
+class AsyncLockHandle(_HeldBase, _handles.AsyncHandle):
     """A held lock (asyncio). Owns its token; ``async with held:`` releases on exit."""
 
     async def release(self) -> None:
@@ -251,18 +256,18 @@ class Lock(_LockBase, _handles.SyncOwner):
     """
 
     @overload
-    def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> Held: ...
+    def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> LockHandle: ...
     @overload
-    def acquire(self, blocking: bool, timeout: float | None = ...) -> Held | None: ...
+    def acquire(self, blocking: bool, timeout: float | None = ...) -> LockHandle | None: ...
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Held | None:
-        """Take the lock: a ``Held`` handle; ``None`` when ``blocking=False`` and it is taken;
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> LockHandle | None:
+        """Take the lock: a ``LockHandle`` handle; ``None`` when ``blocking=False`` and it is taken;
         ``LockTimeout`` when ``timeout`` seconds pass first. Waiting blocks on a release signal."""
         client, token, flow = self._acquire_flow(blocking, timeout)
         grant = run_sync(client, flow)
         if grant is None:
             return None
-        held = Held(self, client, token, grant)
+        held = LockHandle(self, client, token, grant)
         if self.auto_renew:
             held._start_renewal()
         return held
@@ -279,7 +284,7 @@ class Lock(_LockBase, _handles.SyncOwner):
         """The value last written with ``held.fenced_set(resource, ...)`` (None when absent)."""
         return run_sync(self._ns.client, self._fenced_get_flow(resource))
 
-    def __enter__(self) -> Held:
+    def __enter__(self) -> LockHandle:
         held = self.acquire()
         _handles.push(self, held)
         return held
@@ -298,17 +303,19 @@ class AsyncLock(_LockBase, _handles.AsyncOwner):
         self.cancel_on_lost = bool(cancel_on_lost)
 
     @overload
-    async def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> AsyncHeld: ...
+    async def acquire(
+        self, blocking: Literal[True] = ..., timeout: float | None = ...
+    ) -> AsyncLockHandle: ...
     @overload
-    async def acquire(self, blocking: bool, timeout: float | None = ...) -> AsyncHeld | None: ...
+    async def acquire(self, blocking: bool, timeout: float | None = ...) -> AsyncLockHandle | None: ...
 
-    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> AsyncHeld | None:
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> AsyncLockHandle | None:
         """See :meth:`Lock.acquire`."""
         client, token, flow = self._acquire_flow(blocking, timeout)
         grant = await run_async(client, flow)
         if grant is None:
             return None
-        held = AsyncHeld(self, client, token, grant)
+        held = AsyncLockHandle(self, client, token, grant)
         if self.auto_renew:
             held._start_renewal()
         return held
@@ -322,7 +329,7 @@ class AsyncLock(_LockBase, _handles.AsyncOwner):
     async def fenced_get(self, resource: str) -> Any:
         return await run_async(self._ns.client, self._fenced_get_flow(resource))
 
-    async def __aenter__(self) -> AsyncHeld:
+    async def __aenter__(self) -> AsyncLockHandle:
         held = await self.acquire()
         _handles.push(self, held)
         return held

@@ -48,7 +48,7 @@ from . import cache as _cache
 from . import subscriber as _subscriber
 from ._core.keys import Keyspace
 from ._core.ratelimit import Decision
-from ._core.streams import StreamMetrics
+from ._core.streams import StreamStats
 from .errors import LockTimeout, RateLimited
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -208,7 +208,7 @@ class _Instruments:
             started = self.held.pop(str(_token(local)), None)
             if started is not None:
                 self.lock_hold.record(now - started, {"redispatterns.pattern": op.pattern})
-        elif isinstance(result, StreamMetrics):
+        elif isinstance(result, StreamStats):
             spec = local.get("spec")
             where = {
                 "redispatterns.stream": str(getattr(spec, "name", "")),

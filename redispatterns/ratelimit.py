@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from ._core import validate
-from ._core.breaker import Breaker
+from ._core.breaker import CircuitBreaker
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.ratelimit import (
@@ -97,7 +97,7 @@ class _Base:
         self.name = name
         self.on_error: OnError = on_error
         # failing open/closed: after 5 consecutive outages Redis is skipped for 1 s at a time
-        self.breaker: Breaker | None = None if on_error == "raise" else Breaker()
+        self.breaker: CircuitBreaker | None = None if on_error == "raise" else CircuitBreaker()
         self.on_decision = on_decision
         if penalty and shadow:
             raise ValueError("penalty=True charges denials and shadow=True lets them through: pick one")

@@ -21,7 +21,7 @@ from ._core.ops import Flow
 from ._runner import monotonic, run_async, run_sync
 from .errors import LockLost
 
-__all__ = ["AsyncRedlock", "AsyncRedlockHeld", "Redlock", "RedlockHeld"]
+__all__ = ["AsyncRedlock", "AsyncRedlockHandle", "Redlock", "RedlockHandle"]
 
 H = TypeVar("H")
 
@@ -99,7 +99,7 @@ class _RedlockHeldBase:
         self._released = True
 
 
-class RedlockHeld(_RedlockHeldBase):
+class RedlockHandle(_RedlockHeldBase):
     """A Redlock held by a majority; ``valid_for()`` is the remaining safe budget."""
 
     def release(self) -> None:
@@ -109,15 +109,15 @@ class RedlockHeld(_RedlockHeldBase):
         """Extend on every master; ``LockNotOwned`` unless a majority still held it."""
         run_sync(None, self._extend_flow())
 
-    def __enter__(self) -> RedlockHeld:
+    def __enter__(self) -> RedlockHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-class AsyncRedlockHeld(_RedlockHeldBase):
-    """The asyncio twin of :class:`RedlockHeld`."""
+class AsyncRedlockHandle(_RedlockHeldBase):
+    """The asyncio twin of :class:`RedlockHandle`."""
 
     async def release(self) -> None:
         await run_async(None, self._release_flow())
@@ -125,14 +125,14 @@ class AsyncRedlockHeld(_RedlockHeldBase):
     async def extend(self) -> None:
         await run_async(None, self._extend_flow())
 
-    async def __aenter__(self) -> AsyncRedlockHeld:
+    async def __aenter__(self) -> AsyncRedlockHandle:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
 
-class Redlock(_RedlockBase[RedlockHeld]):
+class Redlock(_RedlockBase[RedlockHandle]):
     """Redlock over N independent masters (sync clients): a majority within the validity.
 
     Requests go to every master in parallel, each bounded by ``node_timeout``; the lease is
@@ -140,12 +140,12 @@ class Redlock(_RedlockBase[RedlockHeld]):
     and retried after a random delay. Not a substitute for fencing (see the README's Lock section).
     """
 
-    def acquire(self) -> RedlockHeld:
+    def acquire(self) -> RedlockHandle:
         """Acquire on a majority; ``LockTimeout`` after the retries."""
         token, flow = self._acquire_flow()
-        return RedlockHeld(self, token, run_sync(None, flow))
+        return RedlockHandle(self, token, run_sync(None, flow))
 
-    def __enter__(self) -> RedlockHeld:
+    def __enter__(self) -> RedlockHandle:
         held = self.acquire()
         _handles.push(self, held)
         return held
@@ -157,14 +157,14 @@ class Redlock(_RedlockBase[RedlockHeld]):
         """Nothing to free: the fan-out threads are the runner's, the clients are the caller's."""
 
 
-class AsyncRedlock(_RedlockBase[AsyncRedlockHeld]):
+class AsyncRedlock(_RedlockBase[AsyncRedlockHandle]):
     """The asyncio twin of :class:`Redlock` (asyncio clients; requests gathered)."""
 
-    async def acquire(self) -> AsyncRedlockHeld:
+    async def acquire(self) -> AsyncRedlockHandle:
         token, flow = self._acquire_flow()
-        return AsyncRedlockHeld(self, token, await run_async(None, flow))
+        return AsyncRedlockHandle(self, token, await run_async(None, flow))
 
-    async def __aenter__(self) -> AsyncRedlockHeld:
+    async def __aenter__(self) -> AsyncRedlockHandle:
         held = await self.acquire()
         _handles.push(self, held)
         return held

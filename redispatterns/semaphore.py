@@ -18,7 +18,7 @@ from ._runner import monotonic, run_async, run_sync
 from .errors import LockLost, LockNotOwned
 from .mount import Mount, Namespace, resolve
 
-__all__ = ["AsyncLease", "AsyncSemaphore", "Lease", "Semaphore"]
+__all__ = ["AsyncSemaphoreLease", "AsyncSemaphore", "SemaphoreLease", "Semaphore"]
 
 
 class _LeaseBase(_handles.LeaseView):
@@ -58,7 +58,7 @@ class _LeaseBase(_handles.LeaseView):
         return f"<{type(self).__name__} {self.name!r} valid {self.valid_for():.3f}s>"
 
 
-class Lease(_LeaseBase, _handles.SyncHandle):
+class SemaphoreLease(_LeaseBase, _handles.SyncHandle):
     """A held lease of a :class:`Semaphore`; ``with lease:`` releases it."""
 
     def release(self) -> None:
@@ -70,8 +70,8 @@ class Lease(_LeaseBase, _handles.SyncHandle):
         run_sync(self._client, self._extend_flow(ttl))
 
 
-class AsyncLease(_LeaseBase, _handles.AsyncHandle):
-    """The asyncio twin of :class:`Lease`."""
+class AsyncSemaphoreLease(_LeaseBase, _handles.AsyncHandle):
+    """The asyncio twin of :class:`SemaphoreLease`."""
 
     async def release(self) -> None:
         await run_async(self._client, self._release_flow())
@@ -126,21 +126,22 @@ class Semaphore(_SemaphoreBase, _handles.SyncOwner):
     in a sorted set scored by expiry on the server's clock. ``with Semaphore("api", 3) as lease:``."""
 
     @overload
-    def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> Lease: ...
+    def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> SemaphoreLease: ...
     @overload
-    def acquire(self, blocking: bool, timeout: float | None = ...) -> Lease | None: ...
+    def acquire(self, blocking: bool, timeout: float | None = ...) -> SemaphoreLease | None: ...
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
-        """A ``Lease``; ``None`` when ``blocking=False`` and all are taken; ``LockTimeout`` on timeout."""
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> SemaphoreLease | None:
+        """A ``SemaphoreLease``; ``None`` when ``blocking=False`` and all are taken; ``LockTimeout``
+        on timeout."""
         client, token, flow = self._acquire_flow(blocking, timeout)
         sent_at = run_sync(client, flow)
-        return None if sent_at is None else Lease(self, client, token, sent_at)
+        return None if sent_at is None else SemaphoreLease(self, client, token, sent_at)
 
     def count(self) -> int:
         """How many leases are live now."""
         return run_sync(self._ns.client, sem.semaphore_count(self._keys))
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> SemaphoreLease:
         lease = self.acquire()
         _handles.push(self, lease)
         return lease
@@ -152,19 +153,23 @@ class AsyncSemaphore(_SemaphoreBase, _handles.AsyncOwner):
     _asyncio = True
 
     @overload
-    async def acquire(self, blocking: Literal[True] = ..., timeout: float | None = ...) -> AsyncLease: ...
+    async def acquire(
+        self, blocking: Literal[True] = ..., timeout: float | None = ...
+    ) -> AsyncSemaphoreLease: ...
     @overload
-    async def acquire(self, blocking: bool, timeout: float | None = ...) -> AsyncLease | None: ...
+    async def acquire(self, blocking: bool, timeout: float | None = ...) -> AsyncSemaphoreLease | None: ...
 
-    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> AsyncLease | None:
+    async def acquire(
+        self, blocking: bool = True, timeout: float | None = None
+    ) -> AsyncSemaphoreLease | None:
         client, token, flow = self._acquire_flow(blocking, timeout)
         sent_at = await run_async(client, flow)
-        return None if sent_at is None else AsyncLease(self, client, token, sent_at)
+        return None if sent_at is None else AsyncSemaphoreLease(self, client, token, sent_at)
 
     async def count(self) -> int:
         return await run_async(self._ns.client, sem.semaphore_count(self._keys))
 
-    async def __aenter__(self) -> AsyncLease:
+    async def __aenter__(self) -> AsyncSemaphoreLease:
         lease = await self.acquire()
         _handles.push(self, lease)
         return lease

@@ -39,8 +39,8 @@ from ._core.streams import (
     ConsumerStats,
     DeadLetter,
     Delivery,
-    StreamMetrics,
     StreamSpec,
+    StreamStats,
 )
 from ._runner import run_async, run_sync, socket_timeout
 from .errors import StreamError
@@ -56,7 +56,7 @@ __all__ = [
     "StreamMessage",
     "Stream",
     "StreamError",
-    "StreamMetrics",
+    "StreamStats",
 ]
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -199,7 +199,7 @@ class _StreamBase:
         self._ns.check_read("Stream.dead_letters")
         return core.dead_letters(self.spec, self.codec, _count("count", count), _check_name("start", start))
 
-    def _metrics(self, group: str) -> Flow[StreamMetrics]:
+    def _metrics(self, group: str) -> Flow[StreamStats]:
         self._ns.check_read("Stream.metrics")
         return core.metrics(self.spec, _check_name("group", group))
 
@@ -236,7 +236,7 @@ class Stream(_StreamBase):
     def length(self) -> int:
         return run_sync(self._ns.client, core.length(self.spec))
 
-    def metrics(self, group: str) -> StreamMetrics:
+    def metrics(self, group: str) -> StreamStats:
         """Length, group lag, pending count, oldest pending age, dead letters (one round trip)."""
         return run_sync(self._ns.client, self._metrics(group))
 
@@ -270,7 +270,7 @@ class AsyncStream(_StreamBase):
     async def length(self) -> int:
         return await run_async(self._ns.client, core.length(self.spec))
 
-    async def metrics(self, group: str) -> StreamMetrics:
+    async def metrics(self, group: str) -> StreamStats:
         return await run_async(self._ns.client, self._metrics(group))
 
     async def dead_letters(self, count: int = 100, start: str = "-") -> list[DeadLetter]:
@@ -452,7 +452,7 @@ class Consumer(_ConsumerBase):
         """Move one pending entry to the dead-letter stream and ack it, atomically."""
         return bool(run_sync(self._client, self._dead(message, error)))
 
-    def metrics(self) -> StreamMetrics:
+    def metrics(self) -> StreamStats:
         return self.stream.metrics(self.group)  # type: ignore[no-any-return, attr-defined]
 
     def prune_consumers(self, idle: float = 3600.0) -> list[str]:
@@ -522,7 +522,7 @@ class AsyncConsumer(_ConsumerBase):
     ) -> bool:
         return bool(await run_async(self._client, self._dead(message, error)))
 
-    async def metrics(self) -> StreamMetrics:
+    async def metrics(self) -> StreamStats:
         return await self.stream.metrics(self.group)  # type: ignore[no-any-return, attr-defined]
 
     async def prune_consumers(self, idle: float = 3600.0) -> list[str]:

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ServerUnavailable
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "is_outage", "open_error"]
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "is_outage", "open_error"]
 
 # socket-level failures (builtin ConnectionError / TimeoutError are OSErrors) and redis-py's own
 _OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
@@ -27,7 +27,7 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGES)
 
 
-def open_error(breaker: Breaker) -> ServerUnavailable:
+def open_error(breaker: CircuitBreaker) -> ServerUnavailable:
     """What a call skipped by an open breaker reports (the outage that opened it as the cause)."""
     err = ServerUnavailable(f"Redis skipped: the circuit breaker is open after {breaker.failures} failures")
     err.__cause__ = breaker.last_error
@@ -39,7 +39,7 @@ OPEN = "open"
 HALF_OPEN = "half-open"
 
 
-class Breaker:
+class CircuitBreaker:
     """Counts consecutive failures; decides whether a call may use Redis."""
 
     __slots__ = (
@@ -112,4 +112,4 @@ class Breaker:
         self.failures = 0
 
     def __repr__(self) -> str:
-        return f"<Breaker {self.state} failures={self.failures} trips={self.trips}>"
+        return f"<CircuitBreaker {self.state} failures={self.failures} trips={self.trips}>"

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from redis.exceptions import MaxConnectionsError, ResponseError
 
-from .breaker import CLOSED, Breaker, is_outage
+from .breaker import CLOSED, CircuitBreaker, is_outage
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
@@ -90,7 +90,7 @@ ERROR = "error"  # Redis failed: the function ran, its result returned uncached
 UNCACHED = "uncached"  # the function ran; its result was not stored (condition, lease lost, mount)
 UNENCODABLE = "unencodable"  # the function ran; the codec could not encode its result
 UNDECODABLE = "undecodable"  # from get(): the stored value no longer decodes (a miss)
-NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "NOT_CACHED"})()
+NOT_FOUND: Any = type("NotCached", (), {"__repr__": lambda self: "NOT_CACHED"})()
 
 ENVELOPE = b"\x01"
 _WAIT_FIRST = 0.005
@@ -277,7 +277,7 @@ def fallback(call: Compute, outcome: str) -> Flow[tuple[Any, str]]:
     return (yield call), outcome
 
 
-def _note_failure(breaker: Breaker, exc: BaseException) -> Flow[None]:
+def _note_failure(breaker: CircuitBreaker, exc: BaseException) -> Flow[None]:
     breaker.last_error = exc
     if is_outage(exc):
         now = yield Now()
@@ -326,7 +326,7 @@ def call(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
     clock: Callable[[], float],
     flights: Any,
@@ -363,7 +363,7 @@ def get(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
     clock: Callable[[], float],
 ) -> Flow[tuple[Any, str]]:
@@ -419,7 +419,7 @@ def _refresh(
     spec: CacheSpec,
     keys: CallKeys,
     call: Compute,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     entry: Entry,
     early: bool,
     rand: Callable[[], float],
@@ -451,7 +451,7 @@ def fill(
     spec: CacheSpec,
     keys: CallKeys,
     call: Compute,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
     *,
     replace: bool = False,
@@ -525,7 +525,7 @@ def _store(
     mode: str,
     token: str,
     version: int,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
 ) -> Flow[str]:
     """Encode and write ``value`` (``cache_store.lua``): "ok", "skip" (condition, TTL, lease
@@ -577,7 +577,7 @@ def put(
     keys: CallKeys,
     value: Any,
     version: int,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
 ) -> Flow[str]:
     """Write-through: replace the entry with ``value`` (unless a newer ``version`` is stored),
@@ -593,7 +593,7 @@ def write_back(
     value: Callable[[Any], Any] | None,
     version: Callable[[Any], int] | None,
     mode: str,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     rand: Callable[[], float],
 ) -> Flow[str]:
     """After a successful write: put the new value (``mode="update"``) or drop the entry
@@ -648,7 +648,7 @@ def peek(spec: CacheSpec, keys: CallKeys) -> Flow[Any]:
 
 
 def refresh(
-    spec: CacheSpec, keys: CallKeys, call: Compute, breaker: Breaker, rand: Callable[[], float]
+    spec: CacheSpec, keys: CallKeys, call: Compute, breaker: CircuitBreaker, rand: Callable[[], float]
 ) -> Flow[Any]:
     """Run the function now and store its result (replacing the entry); the result."""
     value, compute_ms = yield from _compute(call)

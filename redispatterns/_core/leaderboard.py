@@ -38,7 +38,7 @@ __all__ = [
     "SUBMIT_MODES",
     "WINDOWS",
     "BoardSpec",
-    "Entry",
+    "LeaderboardEntry",
     "LeaderboardError",
     "ScoreOutOfRange",
     "bucket_end_us",
@@ -64,7 +64,7 @@ DEFAULT_TIEBREAK_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
 _MAX_BUCKET_RETRIES = 3
 
 
-class Entry(NamedTuple):
+class LeaderboardEntry(NamedTuple):
     """One row of a board: ``rank`` is 1-based per the board's rank mode."""
 
     rank: int
@@ -481,11 +481,11 @@ def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool)
     return list(reply)
 
 
-def _entries(spec: BoardSpec, reply: list[Any]) -> list[Entry]:
+def _entries(spec: BoardSpec, reply: list[Any]) -> list[LeaderboardEntry]:
     """Rows ``rank, member, score text, data`` of a read script's reply (a hot path: kept lean)."""
     bits = spec.bits
     decode = spec.codec.decode
-    make = Entry._make
+    make = LeaderboardEntry._make
     out = []
     for i in range(1, len(reply), 4):
         member, text, raw = reply[i + 1], reply[i + 2], reply[i + 3]
@@ -504,7 +504,7 @@ def _entries(spec: BoardSpec, reply: list[Any]) -> list[Entry]:
 
 def entries(
     spec: BoardSpec, window: str | None, now: int | None, start: int, stop: int, with_data: bool = True
-) -> Flow[list[Entry]]:
+) -> Flow[list[LeaderboardEntry]]:
     """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run.
 
     Standard ranks without data need no script: one ZREVRANGE (ZRANGE) ... WITHSCORES.
@@ -520,14 +520,14 @@ def entries(
     return _entries(spec, reply)
 
 
-def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[Entry]:
+def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[LeaderboardEntry]:
     """A WITHSCORES reply (flat RESP2 pairs, or ``[member, score]`` pairs) as ranked entries."""
     if rows and isinstance(rows[0], (list, tuple)):
         pairs = [(m, s) for m, s in rows]
     else:
         pairs = list(zip(rows[::2], rows[1::2], strict=True))
     bits = spec.bits
-    make = Entry._make
+    make = LeaderboardEntry._make
     return [
         make(
             (
@@ -543,7 +543,7 @@ def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[Entry]:
 
 def around(
     spec: BoardSpec, window: str | None, now: int | None, member: str, size: int, with_data: bool = True
-) -> Flow[list[Entry]]:
+) -> Flow[list[LeaderboardEntry]]:
     """A page of ``size`` around ``member`` (clamped at both ends: a full page where possible)."""
     reply = yield from _read(
         spec,
@@ -558,7 +558,7 @@ def around(
 
 def entry(
     spec: BoardSpec, window: str | None, now: int | None, member: str, with_data: bool = True
-) -> Flow[Entry | None]:
+) -> Flow[LeaderboardEntry | None]:
     reply = yield from _read(
         spec,
         (yield from _at(spec, window, now)),

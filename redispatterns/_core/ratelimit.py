@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .breaker import Breaker, is_outage, open_error
+from .breaker import CircuitBreaker, is_outage, open_error
 from .keys import Keyspace
 from .ops import Compute, Flow, Now, Script, Sleep
 from .scripts import load
@@ -364,7 +364,7 @@ def hit(
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
     shadow: bool = False,
-    breaker: Breaker | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> Flow[Decision]:
     """Check ``subject`` against ``policies`` (one key each) and consume ``cost`` if all admit.
 
@@ -435,7 +435,7 @@ def wait(
     on_error: OnError = "raise",
     hook: Callable[[Decision], Any] | None = None,
     shadow: bool = False,
-    breaker: Breaker | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> Flow[Decision]:
     """Hit until admitted, sleeping each denial's ``retry_after`` (plus jitter) in between.
 

@@ -33,7 +33,7 @@ __all__ = [
     "ConsumerStats",
     "DeadLetter",
     "Delivery",
-    "StreamMetrics",
+    "StreamStats",
     "StreamSpec",
     "ack",
     "add",
@@ -229,7 +229,7 @@ class ClaimResult:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamMetrics:
+class StreamStats:
     """A snapshot of one stream and group (one round trip, one consistent view)."""
 
     length: int
@@ -409,7 +409,7 @@ def dead_letters(spec: StreamSpec, codec: Codec, count: int, start: str = "-") -
     return out
 
 
-def metrics(spec: StreamSpec, group: str) -> Flow[StreamMetrics]:
+def metrics(spec: StreamSpec, group: str) -> Flow[StreamStats]:
     """Length, lag, pending, oldest pending age, dead letters: one read-only script."""
     r = yield Script(load("stream_metrics"), keys=(spec.key, spec.dlq), args=(group,))
     length_, exists, pending, lag, oldest, idle, now_ms, dead, consumers, last = r
@@ -417,7 +417,7 @@ def metrics(spec: StreamSpec, group: str) -> Flow[StreamMetrics]:
     age = 0.0
     if oldest_s:
         age = max(0.0, (int(now_ms) - int(oldest_s.split("-", 1)[0])) / 1000)
-    return StreamMetrics(
+    return StreamStats(
         length=int(length_),
         group_exists=bool(int(exists)),
         pending=int(pending),

@@ -17,7 +17,7 @@ from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redispatterns._core import cache as core
-from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from redispatterns._core.cachekey import MAX_ARGS_LEN, KeyPlan, encode_arg, function_id
 from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
@@ -53,9 +53,11 @@ FRESH = int(NOW * 1000) + 60_000
 STALE = int(NOW * 1000) - 1
 
 
-def run_get(s: core.CacheSpec, steps: list[Any], *, breaker: Breaker | None = None, rand: float = 0.5) -> Any:
+def run_get(
+    s: core.CacheSpec, steps: list[Any], *, breaker: CircuitBreaker | None = None, rand: float = 0.5
+) -> Any:
     keys = s.keys_for((1,), {})
-    flow = core.get(s, keys, user, (1,), {}, breaker or Breaker(), lambda: rand, lambda: NOW)
+    flow = core.get(s, keys, user, (1,), {}, breaker or CircuitBreaker(), lambda: rand, lambda: NOW)
     return replay(flow, steps)
 
 
@@ -256,7 +258,7 @@ def test_miss_and_undecodable_ask_for_a_fill() -> None:
 
 def test_redis_error_falls_back_and_counts_against_the_breaker() -> None:
     s = spec()
-    b = Breaker(threshold=1)
+    b = CircuitBreaker(threshold=1)
     got = run_get(s, [(Command, Down()), (Now(), 5.0)], breaker=b)
     assert got == (core.NOT_FOUND, core.ERROR)
     assert b.state == OPEN and isinstance(b.last_error, Down)
@@ -266,7 +268,7 @@ def test_redis_error_falls_back_and_counts_against_the_breaker() -> None:
     assert run_get(s, [(Now(), 7.0), (Command, None)], breaker=b) == (core.NOT_FOUND, core.MISS)
     assert b.state == CLOSED
     # a non-outage error falls back but does not count
-    b2 = Breaker(threshold=1)
+    b2 = CircuitBreaker(threshold=1)
     assert run_get(s, [(Command, ResponseError())], breaker=b2) == (core.NOT_FOUND, core.ERROR)
     assert b2.state == CLOSED
     # the shell's fallback just runs the function
@@ -287,7 +289,7 @@ def test_pool_exhaustion_waits_and_retries() -> None:
     many: list[Any] = [(Command, MaxConnectionsError())]
     for _ in range(core._BACKPRESSURE_TRIES):
         many += [(Sleep, 0.0), (Command, MaxConnectionsError())]
-    b = Breaker(threshold=1)
+    b = CircuitBreaker(threshold=1)
     assert run_get(s, [*many, (Now(), 1.0)], breaker=b) == (core.NOT_FOUND, core.ERROR)
     assert b.state == OPEN
     # the fill's lease retries the same way
@@ -353,7 +355,7 @@ def test_xfetch_refreshes_near_expiry_in_proportion_to_compute_time() -> None:
 
 def run_fill(s: core.CacheSpec, steps: list[Any], **kw: Any) -> Any:
     keys = s.keys_for((1,), {})
-    flow = core.fill(s, keys, Compute(user, (1,)), kw.pop("breaker", Breaker()), lambda: 0.5, **kw)
+    flow = core.fill(s, keys, Compute(user, (1,)), kw.pop("breaker", CircuitBreaker()), lambda: 0.5, **kw)
     return replay(flow, steps)
 
 
@@ -401,7 +403,7 @@ def test_fill_replaces_an_undecodable_value_and_handles_failures() -> None:
     steps = [lease(b"junk"), lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), store(1)]
     assert run_fill(s, steps) == (1, core.MISS)
     # Redis fails: compute, uncached
-    b = Breaker(threshold=1)
+    b = CircuitBreaker(threshold=1)
     assert run_fill(s, [lease(Down()), (Now(), 1.0), (Compute, 1)], breaker=b) == (1, core.ERROR)
     assert b.state == OPEN
     # the function raises: the lease is released, the error propagates
@@ -422,7 +424,7 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     assert run_fill(spec(), steps) == ({1, 2}, core.UNENCODABLE)
     tagged = spec(tags=["user:{user_id}", "all"])
     ops, result = trace(
-        core.fill(tagged, tagged.keys_for((1,), {}), Compute(user, (1,)), Breaker(), lambda: 0.0),
+        core.fill(tagged, tagged.keys_for((1,), {}), Compute(user, (1,)), CircuitBreaker(), lambda: 0.0),
         lambda op: (
             1
             if isinstance(op, Script)
@@ -446,7 +448,7 @@ def test_store_condition_ttl_codec_and_tags() -> None:
 def test_put_invalidate_peek_refresh_write_back() -> None:
     s = spec()
     k = s.keys_for((1,), {})
-    b = Breaker()
+    b = CircuitBreaker()
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(1)]) == "ok"
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(0)]) == "skip"
     inv = (lambda op: isinstance(op, Script) and op.keys == (k.value, k.lock) and op.args == (10_000,), 1)
@@ -484,7 +486,7 @@ def test_invalidate_tags_pops_each_bucket() -> None:
 
 
 def test_breaker_state_machine() -> None:
-    b = Breaker(threshold=2, reset_after=1.0)
+    b = CircuitBreaker(threshold=2, reset_after=1.0)
     assert b.allow(0.0)
     assert not b.failure(0.0) and b.state == CLOSED
     b.success()
@@ -505,9 +507,9 @@ def test_breaker_state_machine() -> None:
     assert "closed" in repr(b)
     for bad in ({"threshold": 0}, {"threshold": True}, {"reset_after": 0}):
         with pytest.raises(ValueError):
-            Breaker(**bad)
+            CircuitBreaker(**bad)
     with pytest.raises(TypeError):
-        Breaker(reset_after="1")  # type: ignore[arg-type]
+        CircuitBreaker(reset_after="1")  # type: ignore[arg-type]
 
 
 def test_replay_sanity_any() -> None:
@@ -525,7 +527,7 @@ def test_release_and_tokens() -> None:
     assert len(core.new_token()) == 16 and core.new_token() != core.new_token()
     steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", 1), (Now(), 1.0), (Compute, 1),
              (Now(), 1.0), store(1)]  # fmt: skip
-    flow = core.fill(s, k, Compute(user, (1,)), Breaker(), lambda: 0.5, token="mine")
+    flow = core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5, token="mine")
     assert replay(flow, steps) == (1, core.MISS)
 
 
@@ -537,9 +539,11 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
     keys = s.keys_for((1,), {})
     flights = object()  # the runner's table; opaque to the flow
 
-    def run_call(steps: list[Any], breaker: Breaker | None = None, leases: list[str] | None = None) -> Any:
+    def run_call(
+        steps: list[Any], breaker: CircuitBreaker | None = None, leases: list[str] | None = None
+    ) -> Any:
         flow = core.call(
-            s, keys, user, (1,), {}, breaker or Breaker(), lambda: 0.5, lambda: NOW, flights, leases
+            s, keys, user, (1,), {}, breaker or CircuitBreaker(), lambda: 0.5, lambda: NOW, flights, leases
         )
         return replay(flow, steps)
 
@@ -565,7 +569,7 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
     assert run_call([(Command, None), (fill_of, (({"id": 1}, core.MISS), False))]) == ({"id": 1}, "coalesced")
     assert core.coalesced(core.ERROR) == core.ERROR and core.coalesced(core.BYPASS) == core.BYPASS
     # the breaker is open: the fallback is coalesced too
-    b = Breaker(threshold=1)
+    b = CircuitBreaker(threshold=1)
     assert run_get(s, [(Command, Down()), (Now(), 5.0)], breaker=b) == (core.NOT_FOUND, core.ERROR)
 
     def fallback_of(op: Any) -> bool:

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from redispatterns._core import leaderboard as core
 from redispatterns._core.leaderboard import (
     BoardSpec,
-    Entry,
+    LeaderboardEntry,
     LeaderboardError,
     ScoreOutOfRange,
     bucket_end_us,
@@ -279,20 +279,20 @@ def test_read_flows_pick_one_command_or_one_script() -> None:
     assert replay(core.entries(s, None, None, 5, 4), []) == []
     plain = [(Command("ZRANGE", "t:lb:{b}:z", 3, 4, "WITHSCORES"), [b"a", b"1", b"b", b"2"])]
     assert replay(core.entries(asc, None, None, 3, 4, False), plain) == [
-        Entry(4, "a", 1.0, None),
-        Entry(5, "b", 2.0, None),
+        LeaderboardEntry(4, "a", 1.0, None),
+        LeaderboardEntry(5, "b", 2.0, None),
     ]
     pairs = [(Command("ZREVRANGE", "t:lb:{b}:z", 0, 0, "WITHSCORES"), [["a", 3.0]])]
-    assert replay(core.entries(s, None, None, 0, 0, False), pairs) == [Entry(1, "a", 3.0, None)]
+    assert replay(core.entries(s, None, None, 0, 0, False), pairs) == [LeaderboardEntry(1, "a", 3.0, None)]
     tb = spec(tie_break="earliest")
     stored = str(float(core.encode_tiebreak(-3, 5, order="desc", time_bits=31)))
     tbr = [(Command, [b"a", stored.encode()])]
-    assert replay(core.entries(tb, None, None, 0, 0, False), tbr) == [Entry(1, "a", -3, None)]
+    assert replay(core.entries(tb, None, None, 0, 0, False), tbr) == [LeaderboardEntry(1, "a", -3, None)]
     assert replay(core.around(s, None, None, "a", 3), [(Script, [10])]) == []
     got = replay(
         core.entries(s, None, None, 0, 1), [(Script, [2, 1, b"a", b"2", b'{"k":1}', 2, b"b", b"1", None])]
     )
-    assert got == [Entry(1, "a", 2.0, {"k": 1}), Entry(2, "b", 1.0, None)]
+    assert got == [LeaderboardEntry(1, "a", 2.0, {"k": 1}), LeaderboardEntry(2, "b", 1.0, None)]
     with pytest.raises(ReplayMismatch):
         replay(core.rank(s, None, None, "a"), [(Script, reply)])
 

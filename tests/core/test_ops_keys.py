@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redispatterns import CrossSlotError, Keyspace, glob_escape
-from redispatterns._core.keys import check_same_slot, hash_tag, slot
+from redispatterns import CrossSlotError
+from redispatterns._core.keys import Keyspace, check_same_slot, glob_escape, hash_tag, slot
 from redispatterns._core.ops import Batch, Command, Compute, Script, Sleep
 from redispatterns._core.scripts import load
 

@@ -6,6 +6,8 @@ import ast
 import inspect
 from pathlib import Path
 
+import pytest
+
 import redispatterns as rp
 
 CORE = Path(rp.__file__).resolve().parent / "_core"
@@ -52,6 +54,26 @@ def test_all_is_sorted_and_resolvable() -> None:
         assert getattr(rp, name) is not None, name
 
 
+def test_all_is_exactly_the_public_names_each_under_its_real_name() -> None:
+    import types
+
+    public = {n for n, v in vars(rp).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public - {"annotations", "TYPE_CHECKING"} == set(rp.__all__) - {"__version__"}
+    for name in rp.__all__:
+        value = getattr(rp, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__name__ == name, f"rp.{name} is really {value.__name__}"
+
+
+def test_old_names_still_resolve_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="use redispatterns.LockHandle"):
+        assert rp.Held is rp.LockHandle  # type: ignore[attr-defined]
+    with pytest.warns(DeprecationWarning, match="use redispatterns.http.CookiePolicy"):
+        assert rp.CookiePolicy is rp.http.CookiePolicy  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        rp.Nope  # type: ignore[attr-defined]  # noqa: B018
+
+
 def _public_methods(cls: type) -> dict[str, list[str]]:
     out = {}
     for name, member in inspect.getmembers(cls):
@@ -90,10 +112,10 @@ def test_every_async_class_mirrors_its_sync_twin() -> None:
 # Classes that hold values or configuration, not a client: they need no Async twin.
 VALUE_TYPES = {
     "CacheStats", "CircuitBreaker", "Codec", "ConsumerStats", "CookiePolicy", "DeadLetter",
-    "Decision", "Entry", "Gap", "JsonCodec", "KeyValueStoreMetadata", "KeyValueStoreRecord",
+    "Decision", "LeaderboardEntry", "Gap", "JsonCodec", "KeyValueStoreMetadata", "KeyValueStoreRecord",
     "KeyValueStoreRecordMetadata", "Keyspace", "Mount", "Namespace", "PickleCodec",
     "Policy", "PolicyState", "PubSubMessage", "RequestInfo", "ServerInfo", "Session",
-    "SessionInfo", "SessionSummary", "SummaryStats", "TrackEvent", "StreamMetrics", "SubscriberStats",
+    "SessionInfo", "SessionSummary", "SummaryStats", "TrackEvent", "StreamStats", "SubscriberStats",
 }  # fmt: skip
 # Middlewares speak two different protocols (WSGI, ASGI): a pair by protocol, not by prefix.
 PROTOCOL_PAIRS = {

@@ -117,4 +117,4 @@ def test_guards() -> None:
         return ""
 
     assert app.test_client().get("/").status_code == 500  # no Redis sessions configured
-    assert issubclass(FlaskSession, rp.SessionHandle)
+    assert issubclass(FlaskSession, rp.http.SessionHandle)

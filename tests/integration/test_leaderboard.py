@@ -18,7 +18,7 @@ from redispatterns import Mount
 from redispatterns._core import leaderboard as core
 from redispatterns._core.ops import Op, Script, WallClock
 from redispatterns._core.scripts import load
-from redispatterns.leaderboard import AsyncLeaderboard, Entry, Leaderboard, ScoreOutOfRange
+from redispatterns.leaderboard import AsyncLeaderboard, Leaderboard, LeaderboardEntry, ScoreOutOfRange
 from redispatterns.testing.plugin import Harness
 
 _names = itertools.count()
@@ -76,7 +76,7 @@ def test_rank_modes_match_the_oracle(
     got = rp.call(b.top(len(scores) + 3))
     assert [(e.rank, e.member, e.score) for e in got] == want
     # pages concatenated give the same rows, and a rank agrees with the rank shown in pages
-    pages: list[Entry] = []
+    pages: list[LeaderboardEntry] = []
     for n in range(1, len(scores) // size + 3):
         pages += rp.call(b.page(n, size))
     assert pages == got
@@ -84,7 +84,7 @@ def test_rank_modes_match_the_oracle(
     assert rp.call(b.page(2, size, with_data=False)) == got[size : 2 * size]
     r, m, s = random.choice(want)
     assert rp.call(b.rank(m)) == r
-    assert rp.call(b.entry(m)) == Entry(r, m, s, None)
+    assert rp.call(b.entry(m)) == LeaderboardEntry(r, m, s, None)
     worse = sum((o < s) if order == "desc" else (o > s) for _, _, o in want)
     assert rp.call(b.percentile(m)) == pytest.approx(100.0 * worse / len(want))
     assert rp.call(b.count()) == len(want)
@@ -225,7 +225,10 @@ def test_member_data_comes_back_with_entries(rp: Harness) -> None:
     rp.call(b.submit("bob", 7))
     rp.call(b.set_data("bob", ["x", 1]))
     rp.call(b.set_data("cyd", "not on the board"))
-    assert rp.call(b.top(5)) == [Entry(1, "ada", 10.0, {"country": "UK"}), Entry(2, "bob", 7.0, ["x", 1])]
+    assert rp.call(b.top(5)) == [
+        LeaderboardEntry(1, "ada", 10.0, {"country": "UK"}),
+        LeaderboardEntry(2, "bob", 7.0, ["x", 1]),
+    ]
     assert rp.call(b.top(5, with_data=False))[0].data is None
     assert rp.call(b.data("cyd")) == "not on the board"
     assert rp.call(b.remove("ada", "ada", "zed")) == 1
@@ -327,7 +330,7 @@ def test_windows_cross_midnight_week_and_month_on_a_virtual_clock(rp: Harness) -
         now[0] = _ts(2026, 3 if day > 1 else 4, day, 10)
         rp.call(sums.submit("a", v, "incr"))
     assert rp.call(sums.score("a", window="3d")) == 14.0
-    assert rp.call(sums.top(1, window="7d")) == [Entry(1, "a", 15.0, None)]
+    assert rp.call(sums.top(1, window="7d")) == [LeaderboardEntry(1, "a", 15.0, None)]
     keys = (
         {k.decode() for k in rp.sync_client.keys("*") if sums.name in k.decode()}
         if not rp.backend.is_cluster
@@ -425,7 +428,7 @@ def test_mount_prefix_ttl_and_read_only(rp: Harness) -> None:
     for k in b._spec.board_keys:
         assert 0 < rp.sync_client.pttl(k) <= 30_000
     ro = cls("arena", mount=Mount(prefix="game:", mode="read"), client=rp.client)
-    assert rp.call(ro.top(1)) == [Entry(1, "a", 1.0, {"k": 1})]
+    assert rp.call(ro.top(1)) == [LeaderboardEntry(1, "a", 1.0, {"k": 1})]
     with pytest.raises(PermissionError):
         rp.call(ro.submit("a", 2))
     wo = cls("arena", mount=Mount(prefix="game:", mode="write"), client=rp.client)

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import count_round_trips
-from redispatterns.leaderboard import AsyncLeaderboard, Entry, Leaderboard
+from redispatterns.leaderboard import AsyncLeaderboard, Leaderboard, LeaderboardEntry
 
 N = 1_000_000
 DISTINCT = 1000  # member i scores i % 1000: a thousand members share each score
@@ -51,7 +51,7 @@ def _check(calls: dict[str, Any]) -> None:
     around = calls["around"]
     assert len(around) == 25 and "m500123" in [e.member for e in around]
     assert calls["rank"] == _competition_rank(123)
-    assert calls["entry"] == Entry(_competition_rank(123), "m500123", 123.0, None)
+    assert calls["entry"] == LeaderboardEntry(_competition_rank(123), "m500123", 123.0, None)
     assert [e.rank for e in calls["deep"]] == [_competition_rank(e.score) for e in calls["deep"]]
     assert calls["percentile"] == pytest.approx(100.0 * 123 * 1000 / N)
 
@@ -119,7 +119,7 @@ def test_pages_of_a_100k_board_concatenate_to_the_full_order(standalone_url: str
         c.zadd(b._spec.board_keys[2], {v: float(v) for v in values})
         per_score = [len(range(s, n, distinct)) for s in range(distinct)]
         c.hset(b._spec.board_keys[3], mapping=dict(zip(values, per_score, strict=True)))
-        rows: list[Entry] = []
+        rows: list[LeaderboardEntry] = []
         page = 1
         while True:
             got = b.page(page, 1000, with_data=False)

@@ -20,7 +20,7 @@ from redispatterns._core import lock as core
 from redispatterns._core.keys import slot
 from redispatterns._core.mount import Mount
 from redispatterns.errors import LockLost, LockNotOwned, LockTimeout
-from redispatterns.lock import AsyncHeld, AsyncLock, Held, Lock, locked
+from redispatterns.lock import AsyncLock, AsyncLockHandle, Lock, LockHandle, locked
 from redispatterns.testing.plugin import Backend, Harness
 
 
@@ -33,7 +33,7 @@ def test_acquire_release_fence_and_state(rp: Harness) -> None:
     assert rp.call(lock.locked()) is False
     assert rp.call(lock.remaining()) is None
     held = rp.call(lock.acquire())
-    assert isinstance(held, rp.pick(Held, AsyncHeld))
+    assert isinstance(held, rp.pick(LockHandle, AsyncLockHandle))
     assert held.fence == 1
     assert rp.call(lock.locked()) is True
     assert rp.call(held.owned()) is True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redispatterns.errors import LockLost, LockNotOwned, LockTimeout
-from redispatterns.lock import AsyncLease, AsyncSemaphore, Lease, Semaphore
+from redispatterns.lock import AsyncSemaphore, AsyncSemaphoreLease, Semaphore, SemaphoreLease
 from redispatterns.testing.plugin import Backend, Harness
 
 
@@ -22,7 +22,7 @@ def test_at_most_limit_leases(rp: Harness) -> None:
     sem = make(rp, "api", 2)
     a = rp.call(sem.acquire())
     b = rp.call(sem.acquire())
-    assert isinstance(a, rp.pick(Lease, AsyncLease))
+    assert isinstance(a, rp.pick(SemaphoreLease, AsyncSemaphoreLease))
     assert rp.call(sem.count()) == 2
     assert rp.call(sem.acquire(blocking=False)) is None
     with pytest.raises(LockTimeout, match="all 2 leases"):
@@ -66,7 +66,7 @@ def test_context_managers_and_validation(rp: Harness) -> None:
             async with sem:
                 assert await sem.count() == 1
             async with await sem.acquire() as lease:
-                assert isinstance(lease, AsyncLease)
+                assert isinstance(lease, AsyncSemaphoreLease)
             return int(await sem.count())
 
         assert rp.call(go()) == 0
@@ -74,7 +74,7 @@ def test_context_managers_and_validation(rp: Harness) -> None:
         with sem:
             assert sem.count() == 1
         with sem.acquire() as lease:
-            assert isinstance(lease, Lease)
+            assert isinstance(lease, SemaphoreLease)
         assert sem.count() == 0
     cls = rp.pick(Semaphore, AsyncSemaphore)
     with pytest.raises(ValueError, match="at least 1"):

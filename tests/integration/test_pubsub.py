@@ -13,7 +13,8 @@ import pytest
 
 import redispatterns as rp
 import redispatterns.pubsub
-from redispatterns import Keyspace, Mount, Namespace, ServerUnavailable
+from redispatterns import Mount, Namespace, ServerUnavailable
+from redispatterns._core.keys import Keyspace
 from redispatterns._core.pubsub import Names
 from redispatterns.pubsub import (
     AsyncPublisher,
