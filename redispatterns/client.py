@@ -30,7 +30,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from . import _compat
+from . import _compat, _pools
 from .errors import ConfigurationError
 
 __all__ = [
@@ -166,7 +166,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
     if scheme in _SCHEMES:
         if scheme.startswith("valkey"):
             url = "redis" + url[len("valkey") :]
-        pool_cls = redis.asyncio.BlockingConnectionPool if asyncio_ else redis.BlockingConnectionPool
+        pool_cls = _pools.AsyncQueuingPool if asyncio_ else _pools.QueuingPool
         kw.setdefault("max_connections", _POOL_SIZE)
         kw.setdefault("timeout", _POOL_WAIT)
         if scheme == "unix":  # no TCP options on a unix socket
@@ -191,7 +191,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
         # node pools that wait rather than raise MaxConnectionsError; redis-py applies
         # connection_pool_class only on its from-URL path, so name the first node by URL too
-        kw.setdefault("connection_pool_class", redis.BlockingConnectionPool)
+        kw.setdefault("connection_pool_class", _pools.QueuingPool)
         first = f"{'rediss' if kw.get('ssl') else 'redis'}://{hosts[0][0]}:{hosts[0][1]}"
         return redis.cluster.RedisCluster(startup_nodes=nodes, url=first, **kw)
     # redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]
