@@ -16,7 +16,7 @@ from ._core import semaphore as sem
 from ._core.ops import Flow
 from ._runner import monotonic, run_async, run_sync
 from .errors import LockLost, LockNotOwned
-from .mount import Mount, Namespace, resolve
+from .mount import Mount, Namespace
 
 __all__ = ["AsyncSemaphoreLease", "AsyncSemaphore", "SemaphoreLease", "Semaphore"]
 
@@ -97,7 +97,7 @@ class _SemaphoreBase:
         self.limit = sem.check_limit(limit)
         self.ttl = core.check_ttl(ttl)
         self.timeout = core.check_timeout(timeout)
-        self._ns = resolve(mount, client, asyncio=self._asyncio)
+        self._ns = _handles.namespace(mount, client, asyncio=self._asyncio)
         self._keys = sem.semaphore_keys(self._ns.keyspace, self.name)
         self._ttl_ms = core.to_ms(self.ttl)
 

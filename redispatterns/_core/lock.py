@@ -25,11 +25,12 @@ that the runners' background driver runs). Redlock is in :mod:`._core.redlock`, 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LockLost, LockNotOwned, LockTimeout
@@ -81,13 +82,19 @@ WAITERS_MARGIN_MS = 200
 
 @dataclass(frozen=True, slots=True)
 class LockKeys:
-    """The keys of one lock (one hash tag)."""
+    """The keys of one lock (one hash tag), and the key vectors of its two hot scripts."""
 
     lock: str
     fence: str
     signal: str
     released: str
     waiters: str
+    for_acquire: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_release: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "for_acquire", (self.lock, self.fence, self.signal, self.waiters))
+        object.__setattr__(self, "for_release", (self.lock, self.signal, self.released, self.waiters))
 
 
 def check_name(name: object) -> str:
@@ -109,8 +116,15 @@ def to_ms(seconds: float) -> int:
 
 
 def lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
-    keys = keyspace.family("lock", name, ("", "fence", "signal", "released", "waiters"))
-    return LockKeys(*keys)
+    """The five keys of lock ``name``: one tagged key and suffixes after its tag, so they share
+    a slot by construction. Cached per (prefix, name): a lock built per use costs no key work."""
+    return _lock_keys(keyspace, name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
+    lock = keyspace.tagged("lock", name)
+    return LockKeys(lock, lock + ":fence", lock + ":signal", lock + ":released", lock + ":waiters")
 
 
 def handoff_ms(ttl_ms: int) -> int:
@@ -133,16 +147,19 @@ def valid_until(sent_at: float, ttl_ms: int) -> float:
 
 
 def _script(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
-    """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it once).
-
-    The hot path builds two of these per acquire + release; skipping the per-call slot check
-    saves six CRC16s per cycle. ``Script(...)`` is still used wherever keys come from callers.
-    """
-    op = object.__new__(Script)
-    object.__setattr__(op, "script", load(name))
-    object.__setattr__(op, "keys", keys)
-    object.__setattr__(op, "args", args)
+    """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it by
+    construction), built without ``Script.__post_init__``: the hot path builds two per acquire +
+    release, and skips six CRC16s per cycle. ``Script(...)`` is used wherever keys come from
+    callers."""
+    op = _new_script(Script)
+    op.script = _LOADED[name] if name in _LOADED else load(name)
+    op.keys = keys
+    op.args = args
     return op
+
+
+_new_script = object.__new__
+_LOADED = {n: load(n) for n in ("lock_acquire", "lock_release")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +177,7 @@ def _pair(reply: Any) -> tuple[int, int]:
 
 def _acquire_op(keys: LockKeys, token: str, ttl_ms: int, nonce: str, waiting: bool) -> Script:
     margin = WAITERS_MARGIN_MS if waiting else 0
-    return _script(
-        "lock_acquire", (keys.lock, keys.fence, keys.signal, keys.waiters), (token, ttl_ms, nonce, margin)
-    )
+    return _script("lock_acquire", keys.for_acquire, (token, ttl_ms, nonce, margin))
 
 
 def try_acquire(keys: LockKeys, token: str, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
@@ -275,11 +290,7 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    code = yield _script(
-        "lock_release",
-        (keys.lock, keys.signal, keys.released, keys.waiters),
-        (token, max(ttl_ms, 1000), handoff_ms(ttl_ms)),
-    )
+    code = yield _script("lock_release", keys.for_release, (token, max(ttl_ms, 1000), handoff_ms(ttl_ms)))
     code = int(code)
     if code == 1:
         return True
@@ -374,7 +385,7 @@ class Lease:
 
     @classmethod
     def granted(cls, ttl: float, ttl_ms: int, sent_at: float) -> Lease:
-        return cls(ttl, ttl_ms, valid_until(sent_at, ttl_ms))
+        return cls(ttl, ttl_ms, sent_at + (ttl_ms - int(ttl_ms * DRIFT_FACTOR) - DRIFT_FIXED_MS) / 1000.0)
 
     def valid_for(self, now: float) -> float:
         """Seconds the lease is surely still ours; 0 once lost or released."""

@@ -178,7 +178,7 @@ def test_a_burst_on_a_small_pool_waits_for_a_free_connection(backend: Backend) -
     url = _url(backend)
     if backend.is_cluster:
         pytest.skip("cluster node pools: see the asyncio cluster burst test")
-    sync = rp.connect(url, max_connections=2)
+    sync: Any = rp.connect(url, max_connections=2)
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -214,7 +214,7 @@ def test_a_pool_full_for_its_whole_wait_raises_a_connection_error(backend: Backe
         pytest.skip("standalone pools")
 
     async def go() -> None:
-        client = rp.connect_async(url, max_connections=1, timeout=0.2)
+        client: Any = rp.connect_async(url, max_connections=1, timeout=0.2)
         held = await client.connection_pool.get_connection()
         try:
             with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
@@ -224,7 +224,7 @@ def test_a_pool_full_for_its_whole_wait_raises_a_connection_error(backend: Backe
         assert await client.ping() is True  # the released connection serves the next caller
 
     asyncio.run(go())
-    sync = rp.connect(url, max_connections=1, timeout=0.2)
+    sync: Any = rp.connect(url, max_connections=1, timeout=0.2)
     held = sync.connection_pool.get_connection()
     try:
         with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
