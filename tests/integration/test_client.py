@@ -290,7 +290,7 @@ def test_a_client_from_another_loop_gets_a_clear_error(backend: Backend) -> None
             return held.fence
 
     assert asyncio.run(take("other-loop")) == 1
-    with pytest.raises(RuntimeError, match="another event loop, which has been closed.*aclose"):
+    with pytest.raises(RuntimeError, match=r"another event loop, which has been closed.*aclose"):
         asyncio.run(take("other-loop"))
 
     async def take_and_close() -> int:
@@ -318,8 +318,7 @@ def test_a_client_used_by_another_running_loop_is_refused(backend: Backend) -> N
     async def hold() -> None:
         async with rp.AsyncLock("running-loop", ttl=5, client=client):
             first_in.set()
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(release.wait, 30)
         await client.aclose()
 
     t = threading.Thread(target=asyncio.run, args=(hold(),))
