@@ -105,8 +105,9 @@ def exit_flow(
     try:
         yield from release
     except LockNotOwned as exc:
+        lost = core.lost_in_block(kind, name, exc, lease)  # logged once per lease
         if error is None:
-            raise core.lost_in_block(kind, name, exc) from exc
+            raise lost from exc
     else:
         if lease is not None:
             lease.released = True

@@ -52,7 +52,7 @@ class _LeaseBase(_handles.LeaseView):
         self._lease.renewed(sent_at, ttl)
 
     def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
-        return _handles.exit_flow("semaphore", self.name, self._release_flow(), et)
+        return _handles.exit_flow("semaphore", self.name, self._release_flow(), et, self._lease)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} valid {self.valid_for():.3f}s>"

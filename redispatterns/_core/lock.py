@@ -26,6 +26,7 @@ that the runners' background driver runs). Redlock is in :mod:`._core.redlock`, 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 import warnings
@@ -72,6 +73,9 @@ __all__ = [
     "wait_loop",
 ]
 
+log = logging.getLogger("redispatterns.lock")
+"""Lease losses, once per lease (WARNING). The library never configures it."""
+
 DEFAULT_TTL = 30.0
 """Seconds: a lock always expires (a crashed holder never deadlocks everyone)."""
 DRIFT_FACTOR = 0.01
@@ -89,11 +93,15 @@ class LockKeys:
     signal: str
     released: str
     waiters: str
+    for_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
     for_acquire: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_release_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
     for_release: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "for_try", (self.lock, self.fence))
         object.__setattr__(self, "for_acquire", (self.lock, self.fence, self.signal, self.waiters))
+        object.__setattr__(self, "for_release_try", (self.lock, self.waiters, self.released))
         object.__setattr__(self, "for_release", (self.lock, self.signal, self.released, self.waiters))
 
 
@@ -159,7 +167,7 @@ def _script(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
 
 
 _new_script = object.__new__
-_LOADED = {n: load(n) for n in ("lock_acquire", "lock_release")}
+_LOADED = {n: load(n) for n in ("lock_try", "lock_acquire", "lock_release_try", "lock_release")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +191,14 @@ def _acquire_op(keys: LockKeys, token: str, ttl_ms: int, nonce: str, waiting: bo
 def try_acquire(keys: LockKeys, token: str, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
     """One attempt that will not wait: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when
     held or reserved (it does not mark itself as a waiter)."""
+    if not nonce:
+        return _pair((yield _try_op(keys, token, ttl_ms)))
     return _pair((yield _acquire_op(keys, token, ttl_ms, nonce, False)))
+
+
+def _try_op(keys: LockKeys, token: str, ttl_ms: int) -> Script:
+    """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR."""
+    return _script("lock_try", keys.for_try, (token, ttl_ms))
 
 
 def _nonce(reply: Any) -> str:
@@ -266,11 +281,15 @@ def acquire(
     on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
     start: float = (yield Now()) if started_at is None else started_at
-    fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", blocking and timeout != 0)))
+    fence, wait_ms = _pair((yield _try_op(keys, token, ttl_ms)))
     if fence:
         return Grant(fence, start)
     if not blocking:
         return None
+    if timeout != 0:  # refused: try again as a waiter, so the holder's release hands over to us
+        fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", True)))
+        if fence:
+            return Grant(fence, start)
 
     def attempt(nonce: str) -> Script:
         return _acquire_op(keys, token, ttl_ms, nonce, True)
@@ -290,7 +309,10 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    code = yield _script("lock_release", keys.for_release, (token, max(ttl_ms, 1000), handoff_ms(ttl_ms)))
+    latch_ms = max(ttl_ms, 1000)
+    code = int((yield _script("lock_release_try", keys.for_release_try, (token, latch_ms))))
+    if code == 3:  # waiters are marked: hand the lock over to the longest-blocked one
+        code = yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))
     code = int(code)
     if code == 1:
         return True
@@ -414,8 +436,11 @@ class Lease:
             raise LockLost(f"{kind} {name!r}: the lease ran out", name=name)
 
 
-def lost_in_block(kind: str, name: str, exc: BaseException) -> LockLost:
-    """The error of a ``with`` block whose lease was gone when the block ended (both flavours)."""
+def lost_in_block(kind: str, name: str, exc: BaseException, lease: Lease | None = None) -> LockLost:
+    """The error of a ``with`` block whose lease was gone when the block ended (both flavours);
+    logged unless the loss was already recorded (and logged) by auto-renewal."""
+    if lease is None or lease.mark_lost(exc):
+        log.warning("%s %r lost before its block ended: %s", kind, name, exc)
     return LockLost(f"{kind} {name!r} was lost before the block ended: {exc}", name=name)
 
 
@@ -476,6 +501,7 @@ def _lose(
 ) -> Flow[str | None]:
     if not lease.mark_lost(exc):
         return None
+    log.warning("lock %r lost: auto-renewal found %s", name, exc)
     if on_lost is not None:
         yield Compute(on_lost, (holder() if holder is not None else None,))
     return f"lock {name!r} lost"
