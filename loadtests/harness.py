@@ -42,6 +42,7 @@ class BenchCase:
     is_async: bool = False
     note: str = ""
     setup: Callable[[], Any] | None = None
+    calls: int | None = None  # timed calls for a heavy case (a burst of tasks), instead of --calls
 
 
 @dataclass
@@ -117,6 +118,8 @@ def measure(case: BenchCase, *, calls: int = 3000, block: int = 250) -> Result:
     """Measure ``case`` and its floor, interleaved in blocks; count round trips per call."""
     if case.setup is not None:
         case.setup()
+    if case.calls is not None:
+        calls, block = case.calls, max(1, min(block, case.calls // 4))
     times: list[float] = []
     ftimes: list[float] = []
     if case.is_async:
