@@ -70,12 +70,15 @@ class QueuingPool(redis.ConnectionPool):
 
 
 class AsyncQueuingPool(redis.asyncio.ConnectionPool):
-    """The asyncio twin of :class:`QueuingPool` (waiters are futures, served in arrival order)."""
+    """The asyncio twin of :class:`QueuingPool`: waiters are futures served in arrival order, and
+    a release wakes one only while there are more free slots than waiters already woken (no
+    herd, no waiter losing its turn)."""
 
     def __init__(self, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._woken = 0  # waiters woken that have not taken their connection yet
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if not self._waiters and self.can_get_connection():
@@ -85,45 +88,57 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
                 pass
         return await self._wait()
 
-    async def _wait(self) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = None if self.timeout is None else loop.time() + self.timeout
-        while True:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(fut)
-            try:
-                if self.can_get_connection() and self._waiters[0] is fut:
-                    fut.set_result(None)  # nothing busy after all (a release raced our check)
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    raise RedisConnectionError(_NONE_FREE)
-                try:
-                    await asyncio.wait_for(fut, left)
-                except asyncio.TimeoutError:
-                    raise RedisConnectionError(_NONE_FREE) from None
-                try:
-                    conn = await super().get_connection()  # type: ignore[no-untyped-call]
-                except MaxConnectionsError:
-                    continue
-                if len(self._waiters) > 1 and self.can_get_connection():
-                    self._wake()  # room for the next one too
-                return conn
-            except BaseException:
-                if fut.done() and not fut.cancelled():
-                    self._wake()  # we were served but leave: pass the turn on
-                raise
-            finally:
-                self._waiters.remove(fut)
+    def _free(self) -> int:
+        return self.max_connections - len(self._in_use_connections)
 
-    def _wake(self) -> None:
+    def _wake_next(self) -> None:
+        """Wake the first waiter not woken yet, while free slots outnumber the woken."""
+        if self._free() <= self._woken:
+            return
         for fut in self._waiters:
             if not fut.done():
                 fut.set_result(None)
+                self._woken += 1
                 return
+
+    async def _wait(self) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        front = False
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+            if front:  # woken but beaten to the slot: keep our turn
+                self._waiters.appendleft(fut)
+            else:
+                self._waiters.append(fut)
+            served = False
+            try:
+                self._wake_next()
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise RedisConnectionError(_NONE_FREE)
+                await asyncio.wait_for(fut, left)
+                served = True
+            except asyncio.TimeoutError:
+                raise RedisConnectionError(_NONE_FREE) from None
+            finally:
+                self._waiters.remove(fut)
+                if not served and fut.done() and not fut.cancelled():
+                    self._woken -= 1  # woken, but leaving (cancelled, timed out): pass the turn on
+                    self._wake_next()
+            try:
+                conn = await super().get_connection()  # type: ignore[no-untyped-call]
+            except MaxConnectionsError:
+                front = True
+                continue
+            finally:
+                self._woken -= 1
+                self._wake_next()
+            return conn
 
     async def release(self, connection: Any) -> None:
         try:
             await super().release(connection)
         finally:
             if self._waiters:
-                self._wake()
+                self._wake_next()
