@@ -21,7 +21,17 @@ import weakref
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
-__all__ = ["LoopClients", "aclose_all", "check_loop", "close_client", "for_loop", "loops", "pop_loop"]
+__all__ = [
+    "LoopClients",
+    "aclose_all",
+    "bound_loop",
+    "check_loop",
+    "close_client",
+    "current",
+    "for_loop",
+    "loops",
+    "pop_loop",
+]
 
 log = logging.getLogger("redispatterns")
 _lock = threading.Lock()
@@ -77,6 +87,11 @@ def loops() -> list[LoopClients]:
 def pop_loop(loop: asyncio.AbstractEventLoop) -> LoopClients | None:
     with _lock:
         return _loops.pop(loop, None)
+
+
+def current(loop: asyncio.AbstractEventLoop) -> LoopClients | None:
+    """The client set of ``loop`` if it has one (no registration)."""
+    return _loops.get(loop)
 
 
 def for_loop(loop: asyncio.AbstractEventLoop) -> LoopClients:

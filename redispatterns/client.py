@@ -361,7 +361,19 @@ def default_client() -> SyncClient:
 
 def default_async_client() -> AsyncClient:
     """The process default asyncio client for the running loop."""
-    return _default_async if _default_async is not None else connect_async(_default_url)
+    if _default_async is not None:
+        return _default_async
+    try:
+        entry = _loops.current(asyncio.get_running_loop())
+    except RuntimeError:
+        entry = None
+    if entry is not None:  # the usual case: this loop's client, without building the key again
+        client: AsyncClient | None = entry.clients.get(
+            (_default_url or os.environ.get("REDIS_URL") or DEFAULT_URL, ())
+        )
+        if client is not None:
+            return client
+    return connect_async(_default_url)
 
 
 def is_async_client(client: object) -> bool:
