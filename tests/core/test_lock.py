@@ -113,8 +113,8 @@ def test_the_block_is_bounded_by_the_timeout_left() -> None:
     def blocks_the_timeout(op: Any) -> bool:
         return isinstance(op, BlockingPop) and abs(op.seconds - 0.1) < 1e-9
 
-    steps = [(Now(), 1.0), _try([0, 400]), _acq([0, 400]), (Now(), 1.0), (blocks_the_timeout, None), (Now(), 1.1),
-             _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
+    steps = [(Now(), 1.0), _try([0, 400]), _acq([0, 400]), (Now(), 1.0), (blocks_the_timeout, None),
+             (Now(), 1.1), _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
     with pytest.raises(LockTimeout) as info:
         replay(flow, steps)
     assert info.value.name == "j" and info.value.timeout == 0.1
@@ -439,3 +439,17 @@ def test_semaphore_release_extend_count() -> None:
         (Command("ZCOUNT", SEM.leases, "(1700000000123", "+inf"), 2),
     ]
     assert replay(sem.semaphore_count(SEM), steps) == 2
+
+
+def test_lock_keys_are_built_once_per_prefix_and_name() -> None:
+    """Built from one tagged key, so every script's keys share a slot; a Lock built per use
+    gets the same (cached) object back."""
+    for prefix, name in (("rp:", "job:7"), ("{app}:", "x"), ("t:", "#looks-like-a-digest"), ("t:", "ü")):
+        keys = core.lock_keys(Keyspace(prefix), name)
+        all_keys = (keys.lock, keys.fence, keys.signal, keys.released, keys.waiters)
+        assert len({slot(k) for k in all_keys}) == 1
+        assert keys.for_try == (keys.lock, keys.fence)
+        assert keys.for_release_try == (keys.lock, keys.waiters, keys.released)
+        assert core.lock_keys(Keyspace(prefix), name) is keys
+    assert core.lock_keys(Keyspace("rp:"), "#x").lock.startswith("rp:lock:{#")  # digested, never forged
+    assert core.lock_keys(Keyspace("rp:"), "#x").lock != "rp:lock:{#x}"
