@@ -76,7 +76,7 @@ class _HeldBase(_handles.LeaseView):
         self.fence = grant.fence
         self._lock = lock
         self._client = client
-        self._lease = core.Lease.granted(lock.ttl, lock._ttl_ms, grant.sent_at)
+        self._lease = core.Lease(lock.ttl, lock._ttl_ms, grant.sent_at + lock._valid_s)
         self._renewal: SyncLoop | AsyncLoop | None = None
 
     @property
@@ -225,6 +225,7 @@ class _LockBase:
         self._keys = core.lock_keys(self._ns.keyspace, self.name)
         self._ttl_ms = core.to_ms(self.ttl)
         self._writable = self._ns.mount.can_write  # a Mount is immutable: checked once
+        self._valid_s = core.valid_until(0.0, self._ttl_ms)  # a lease's validity from its send time
 
     @property
     def keys(self) -> core.LockKeys:

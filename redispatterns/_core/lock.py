@@ -111,6 +111,9 @@ def check_name(name: object) -> str:
 
 def check_ttl(ttl: object, what: str = "ttl") -> float:
     """A lease length (or another lock duration) in seconds, at least 10 ms."""
+    t = type(ttl)
+    if (t is float or t is int) and 0.01 <= ttl <= validate.MAX_SECONDS:  # type: ignore[operator]
+        return float(ttl)  # type: ignore[arg-type]  # the usual case, without the full check
     why = " (a lock always expires)" if what == "ttl" else ""
     return validate.seconds(ttl, what, minimum=0.01, why=why)
 
@@ -126,12 +129,12 @@ def to_ms(seconds: float) -> int:
 def lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
     """The five keys of lock ``name``: one tagged key and suffixes after its tag, so they share
     a slot by construction. Cached per (prefix, name): a lock built per use costs no key work."""
-    return _lock_keys(keyspace, name)
+    return _lock_keys(keyspace.prefix, name)
 
 
 @functools.lru_cache(maxsize=4096)
-def _lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
-    lock = keyspace.tagged("lock", name)
+def _lock_keys(prefix: str, name: str) -> LockKeys:
+    lock = Keyspace(prefix).tagged("lock", name)
     return LockKeys(lock, lock + ":fence", lock + ":signal", lock + ":released", lock + ":waiters")
 
 
