@@ -14,6 +14,7 @@ the fix, instead of failing deep in asyncio with "attached to a different loop".
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import threading
@@ -77,6 +78,18 @@ def _abandon(entry: LoopClients) -> None:
         with contextlib.suppress(BaseException):
             gen.aclose().send(None)
     entry.clients.clear()
+
+
+@atexit.register
+def _forget_closed_loops() -> None:
+    """At exit, finish the guards of loops closed without shutting down their async generators
+    (so none is finalized on a dead loop, with an "Exception ignored" line)."""
+    with _lock:
+        dead = [(lp, e) for lp, e in _loops.items() if lp.is_closed()]
+        for lp, _ in dead:
+            del _loops[lp]
+    for _, e in dead:
+        _abandon(e)
 
 
 def loops() -> list[LoopClients]:
