@@ -58,3 +58,35 @@ def test_failures_are_reported_and_the_rest_still_run(
     (tmp_path / "head.json").write_text(json.dumps(head))
     table = compare(str(out), str(tmp_path / "head.json"))
     assert "demo: PING (sync)" in table and "+10.0%" in table
+
+
+def test_profile_charges_time_to_layers_and_reads_server_cpu(
+    standalone_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loadtests.profile import layer_of
+
+    assert layer_of("/x/redispatterns/_core/validate.py", "seconds") == "validation"
+    assert layer_of("/x/redispatterns/_core/lock.py", "acquire") == "flow"
+    assert layer_of("/x/redispatterns/_runner.py", "run_sync") == "runner"
+    assert layer_of("/x/redispatterns/lock.py", "acquire") == "shell"
+    assert layer_of("/x/site-packages/redis/_parsers/hiredis.py", "read_response") == "parser"
+    assert layer_of("/x/site-packages/redis/client.py", "execute_command") == "redis-py"
+    assert layer_of("~", "<method 'sendall' of '_socket.socket' objects>") == "socket"
+    monkeypatch.setenv("REDIS_URL", standalone_url)
+
+    def cases(url: str) -> list[BenchCase]:
+        import redispatterns as rp
+
+        c = rp.connect(url)
+        raw = redis.Redis.from_url(url)
+        lock = rp.Lock("bench:profile", ttl=5, client=c)
+        return [BenchCase("demo", "lock", lambda: lock.acquire().release(), lambda: raw.set("k", 1))]
+
+    out = tmp_path / "run.json"
+    assert main([_module("bench_p", cases)], ["--calls", "100", "--profile", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "call  µs/call:" in printed and "floor µs/call:" in printed
+    row = json.loads(out.read_text())["results"][0]
+    call, floor = row["profile"], row["floor_profile"]
+    assert {"flow", "runner", "shell", "redis-py"} <= set(call) and "flow" not in floor
+    assert call["server"] > 0 and floor["server"] > 0  # INFO commandstats moved
