@@ -350,10 +350,14 @@ def main(modules: list[Any] | None = None, argv: list[str] | None = None) -> int
             json.dump(data, fh, indent=1)
         print(f"\nwrote {args.json}")
     if args.chart:
-        from loadtests.chart import draw
+        from loadtests.chart import draw, draw_growth
 
         draw(data, args.chart)
         print(f"wrote {args.chart}")
+        stem, dot, ext = args.chart.rpartition(".")
+        growth = f"{stem}-growth.{ext}" if dot else f"{args.chart}-growth"
+        if draw_growth(data, growth):
+            print(f"wrote {growth}")
     if failures:
         print(f"\n{len(failures)} failed: " + ", ".join(f["case"] for f in failures))
     return 1 if failures else 0

@@ -90,3 +90,22 @@ def test_profile_charges_time_to_layers_and_reads_server_cpu(
     call, floor = row["profile"], row["floor_profile"]
     assert {"flow", "runner", "shell", "redis-py"} <= set(call) and "flow" not in floor
     assert call["server"] > 0 and floor["server"] > 0  # INFO commandstats moved
+
+
+def test_cases_measured_at_several_sizes_make_a_growth_series(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from loadtests.chart import draw_growth, growth_series
+
+    rows = [
+        {"pattern": "leaderboard", "case": "top N=10 with data", "flavour": "sync", "ratio": 0.7},
+        {"pattern": "leaderboard", "case": "top N=1_000 with data", "flavour": "sync", "ratio": 1.1},
+        {"pattern": "kv", "case": "get_all N=10", "flavour": "async", "ratio": 1.2},  # one size: no line
+        {"pattern": "kv", "case": "set", "flavour": "sync", "ratio": 1.1},
+    ]
+    assert growth_series({"results": rows}) == {
+        "leaderboard: top N with data (sync)": [(10, 0.7), (1000, 1.1)]
+    }
+    assert draw_growth({"results": rows}, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert not draw_growth({"results": rows[2:]}, str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
