@@ -69,6 +69,15 @@ class QueuingPool(redis.ConnectionPool):
                 self._free.notify()
 
 
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(RedisConnectionError(_NONE_FREE))
+
+
+def _woken(fut: asyncio.Future[None]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
+
+
 class AsyncQueuingPool(redis.asyncio.ConnectionPool):
     """The asyncio twin of :class:`QueuingPool`: waiters are futures served in arrival order, and
     a release wakes one only while there are more free slots than waiters already woken (no
@@ -112,19 +121,22 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
             else:
                 self._waiters.append(fut)
             served = False
+            timer = None
             try:
                 self._wake_next()
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise RedisConnectionError(_NONE_FREE)
-                await asyncio.wait_for(fut, left)
+                if left is not None:
+                    timer = loop.call_later(left, _expire, fut)
+                await fut  # a plain await: a cancellation after the wake-up is never swallowed
                 served = True
-            except asyncio.TimeoutError:
-                raise RedisConnectionError(_NONE_FREE) from None
             finally:
+                if timer is not None:
+                    timer.cancel()
                 self._waiters.remove(fut)
-                if not served and fut.done() and not fut.cancelled():
-                    self._woken -= 1  # woken, but leaving (cancelled, timed out): pass the turn on
+                if not served and _woken(fut):
+                    self._woken -= 1  # woken, but leaving (cancelled): pass the turn on
                     self._wake_next()
             try:
                 conn = await super().get_connection()  # type: ignore[no-untyped-call]

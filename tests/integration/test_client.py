@@ -371,3 +371,37 @@ def test_the_client_cache_closes_what_it_evicts(backend: Backend) -> None:
         assert _connected(first) == 0  # evicted and closed
     assert first.ping() is True  # a holder that still uses it reconnects
     first.close()
+
+
+def test_a_waiter_that_leaves_passes_its_turn_on(backend: Backend) -> None:
+    """asyncio pool of one: a queued caller cancelled (or timed out) after its wake-up does not
+    strand the others, and callers are served in arrival order."""
+    url = _url(backend)
+    if backend.is_cluster:
+        pytest.skip("standalone pools")
+
+    async def go() -> list[str]:
+        client: Any = rp.connect_async(url, max_connections=1, timeout=5)
+        pool = client.connection_pool
+        held = await pool.get_connection()
+        order: list[str] = []
+
+        async def call(name: str) -> None:
+            await client.ping()
+            order.append(name)
+
+        first = asyncio.create_task(call("first"))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(call(n)) for n in ("second", "third")]
+        await asyncio.sleep(0.01)
+        # what release() does, without yielding in between: the slot frees and "first" is woken...
+        pool._in_use_connections.remove(held)
+        pool._available_connections.append(held)
+        pool._wake_next()
+        first.cancel()  # ...and leaves before it runs: its turn goes to "second"
+        await asyncio.wait_for(asyncio.gather(*rest), 5)
+        assert first.cancelled()
+        assert pool._woken == 0 and not pool._waiters
+        return order
+
+    assert asyncio.run(go()) == ["second", "third"]
