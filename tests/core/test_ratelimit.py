@@ -21,6 +21,7 @@ from tests import ratelimit_oracles as oracles
 SW = core.Policy.sliding(3, 10)
 TB = core.Policy.token_bucket(2, 4, per=1)
 FW = core.Policy.fixed(5, 60)
+SC = core.Policy.sliding_counter(4, 2)
 KEYS = core.state_keys(Keyspace("t:"), "rl", "user:1", (SW, TB))
 
 
@@ -82,12 +83,9 @@ def test_state_keys_share_the_subject_tag() -> None:
 
 def test_hit_sends_one_script_with_every_policy() -> None:
     def expected(op: Any) -> bool:
-        assert isinstance(op, Script) and op.script.name == "ratelimit_hit"
+        assert isinstance(op, Script) and op.script.name == "ratelimit_multi"
         assert op.keys == KEYS
-        cost, mode, nonce, now, *rest = op.args
-        assert (cost, mode, now) == (2, core.MODE_HIT, "")
-        assert isinstance(nonce, str) and len(nonce) == 12  # sliding-log members are unique per call
-        assert rest == [1, 3, 10_000_000, 2, 4, 500_000]
+        assert op.args == (2, core.MODE_HIT, "", 1, 3, 10_000_000, 2, 4, 500_000)
         return True
 
     d = replay(
@@ -99,14 +97,46 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     assert d.policy is SW and bool(d)
 
 
-def test_hit_without_sliding_policies_sends_no_nonce_and_passes_the_virtual_clock() -> None:
+def test_one_policy_sends_its_own_script_with_four_arguments_and_the_virtual_clock() -> None:
     def expected(op: Any) -> bool:
-        return bool(op.args[:4] == (0, core.MODE_PEEK, "", 123))
+        return bool(op.script.name == "ratelimit_bucket" and op.args == (0, core.MODE_PEEK, 4, 500_000, 123))
 
-    d = replay(
-        core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 1, 1, 4, 0, 0])]
-    )
+    d = replay(core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 4, 0, 0])])
     assert d.allowed and d.remaining == 4 and d.now_us == 123
+    names = {p.algorithm: core.script_op(KEYS[:1], (p,), 1).script.name for p in (SW, TB, FW, SC)}
+    assert names == {"sliding": "ratelimit_log", "token_bucket": "ratelimit_bucket",
+                     "fixed": "ratelimit_fixed", "sliding_counter": "ratelimit_counter"}  # fmt: skip
+    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 2, 3, 10_000_000)
+
+
+def test_the_plain_check_flow_reads_one_reply() -> None:
+    op = core.script_op(KEYS[:1], (SW,), 1)
+    d = replay(core.check(op, (SW,), 1, "user:1", core.MODE_HIT), [(op, [7, 2, 0, 10_000_000])])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.now_us) == (
+        True,
+        2,
+        0,
+        10_000_000,
+        7,
+    )
+    denied = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, [7, 0, 2_500_000, 9_000_000])])
+    assert not denied.allowed and denied.retry_after == 2.5 and denied.violated == (SW.name,)
+    never = replay(core.check(op, (SW,), 4, "u", core.MODE_HIT), [(op, [7, 3, -1, 0])])
+    assert not never.allowed and never.retry_after is None
+
+
+def test_garbage_is_logged_once_until_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    keys = core.state_keys(Keyspace("t:"), "rl", "garbled", (SW,))
+    peek = core.script_op(keys, (SW,), 1, core.MODE_PEEK)
+    hit = core.script_op(keys, (SW,), 1)
+    with caplog.at_level("WARNING", logger="redispatterns.ratelimit"):
+        for _ in range(3):  # peeks leave it in place: one line
+            replay(core.check(peek, (SW,), 1, "garbled", core.MODE_PEEK), [(peek, [1, 3, 0, 0, 1])])
+        assert len(caplog.records) == 1 and "garbled" in caplog.text and "treated as absent" in caplog.text
+        replay(core.check(hit, (SW,), 1, "garbled", core.MODE_HIT), [(hit, [1, 2, 0, 10, 1])])  # replaced
+        assert len(caplog.records) == 1
+        replay(core.check(hit, (SW,), 1, "garbled", core.MODE_HIT), [(hit, [1, 2, 0, 10, 1])])  # again later
+        assert len(caplog.records) == 2 and "and replaced" in caplog.records[1].getMessage()
 
 
 def test_denial_names_every_violated_policy_and_waits_for_the_slowest() -> None:
@@ -129,9 +159,9 @@ def test_never_admissible_cost() -> None:
 
 
 def test_retry_after_header_rounds_up_and_is_at_least_one() -> None:
-    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1, 5])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 1, 5])])
     assert d.headers()["Retry-After"] == "1"
-    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1_000_001, 5])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 1_000_001, 5])])
     assert d.headers()["Retry-After"] == "2"
     legacy = d.headers(legacy=True)
     assert (legacy["X-RateLimit-Limit"], legacy["X-RateLimit-Remaining"], legacy["X-RateLimit-Reset"]) == (
@@ -145,7 +175,7 @@ def test_hook_is_called_through_compute() -> None:
     seen: list[Any] = []
     d = replay(
         core.hit(KEYS[:1], (SW,), 1, hook=seen.append),
-        [(Script, [1, 1, 1, 2, 0, 10]), (lambda op: isinstance(op, Compute) and op.fn == seen.append, None)],
+        [(Script, [1, 2, 0, 10]), (lambda op: isinstance(op, Compute) and op.fn == seen.append, None)],
     )
     assert d.allowed
 
@@ -176,25 +206,25 @@ def test_wait_sleeps_retry_after_with_jitter_then_admits() -> None:
         flow,
         [
             (Now(), 0.0),
-            (Script, [1, 0, 0, 0, 2_000_000, 5]),
+            (Script, [1, 0, 2_000_000, 5]),
             (Now(), 0.0),
             (Sleep(2.5), 2.5),
-            (Script, [1, 1, 1, 2, 0, 10]),
+            (Script, [1, 2, 0, 10]),
         ],
     )
     assert d.allowed
 
 
 def test_wait_retries_soon_after_a_zero_retry_after() -> None:
-    flow = core.wait(KEYS[:1], (SW,), 1, timeout=1.0, now_us=lambda: 5)
+    flow = core.wait(KEYS, (SW, TB), 1, timeout=1.0, now_us=lambda: 5)
     d = replay(
         flow,
         [
             (Now(), 0.0),
-            (Script, [5, 0, 0, 0, 0, 5]),
+            (Script, reply_for((0, 0, 0, 5), (1, 2, 0, 5), now=5)),
             (Now(), 0.0),
             (Sleep(0.001), 0.0),
-            (Script, [5, 1, 1, 2, 0, 5]),
+            (Script, reply_for((1, 1, 0, 5), (1, 1, 0, 5), now=5)),
         ],
     )
     assert d.allowed
@@ -204,18 +234,18 @@ def test_wait_gives_up_past_the_timeout_or_when_never() -> None:
     with pytest.raises(RateLimited) as info:
         replay(
             core.wait(KEYS[:1], (SW,), 1, timeout=1.0, subject="s"),
-            [(Now(), 10.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 10.0)],
+            [(Now(), 10.0), (Script, [1, 0, 2_000_000, 5]), (Now(), 10.0)],
         )
     assert info.value.retry_after == 2.0 and info.value.key == "s"
     with pytest.raises(RateLimited) as never:
-        replay(core.wait(KEYS[:1], (SW,), 9, timeout=None), [(Now(), 0.0), (Script, [1, 0, 0, 3, -1, 0])])
+        replay(core.wait(KEYS[:1], (SW,), 9, timeout=None), [(Now(), 0.0), (Script, [1, 3, -1, 0])])
     assert never.value.retry_after is None
 
 
 def test_wait_caps_the_last_sleep_at_the_timeout() -> None:
     flow = core.wait(KEYS[:1], (SW,), 1, timeout=3.0, jitter=1.0, rand=lambda: 0.99)
     with pytest.raises(ReplayMismatch):  # the script ends after the capped sleep
-        replay(flow, [(Now(), 0.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 0.5), (Sleep(2.5), 3.0)])
+        replay(flow, [(Now(), 0.0), (Script, [1, 0, 2_000_000, 5]), (Now(), 0.5), (Sleep(2.5), 3.0)])
 
 
 def test_retry_delay() -> None:
@@ -336,9 +366,9 @@ def test_client_address(peer: str | None, xff: str | None, trusted: Any, expecte
 
 
 def test_shadow_reports_denials_as_allowed() -> None:
-    d = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 0, 0, 0, 5_000_000, 9])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 0, 5_000_000, 9])])
     assert d.allowed and d.shadowed and d.retry_after_us == 5_000_000 and d.violated == (SW.name,)
-    ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 1, 1, 2, 0, 9])])
+    ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 2, 0, 9])])
     assert ok.allowed and not ok.shadowed
 
 

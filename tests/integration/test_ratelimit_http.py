@@ -70,11 +70,13 @@ def test_rate_limited_checks_flavours(client: Any) -> None:
     alim = AsyncSlidingWindowLimiter(2, 60)
     with pytest.raises(TypeError, match="sync"):
 
-        @rate_limited(alim)
+        @rate_limited(alim)  # type: ignore[arg-type]
         def plain() -> None: ...
 
     with pytest.raises(TypeError):
-        rate_limited("not a limiter")  # type: ignore[arg-type]
+        rate_limited(42)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="second, minute, hour, day"):
+        rate_limited("not a limiter")  # a bad rate string fails at decoration
 
     @rate_limited(lim, key=lambda: 42)  # type: ignore[arg-type,return-value]
     def bad_key() -> None: ...
