@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from ._core import validate
 from ._core.breaker import CircuitBreaker
@@ -58,12 +58,15 @@ __all__ = [
     "PolicyState",
     "SlidingCounterLimiter",
     "SlidingWindowLimiter",
+    "AsyncRateLimitedFunction",
+    "RateLimitedFunction",
     "TokenBucketLimiter",
     "rate_limited",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 _ON_ERROR = ("raise", "open", "closed")
 
 
@@ -403,17 +406,50 @@ def _subject(fn: Callable[..., Any], key: str | Callable[..., str] | None, args:
     return subject
 
 
+class RateLimitedFunction(Protocol[P, R_co]):
+    """What ``@rate_limited`` makes of a ``def``: the same signature, and its ``limiter``."""
+
+    limiter: MultiLimiter
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+
+class AsyncRateLimitedFunction(Protocol[P, R_co]):
+    """What ``@rate_limited`` makes of an ``async def``: the same signature, and its ``limiter``."""
+
+    limiter: AsyncMultiLimiter
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+
+class _EitherFlavour(Protocol):
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # a coroutine function is the async flavour
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncRateLimitedFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> RateLimitedFunction[P, R]: ...
+
+
 @overload
 def rate_limited(
     limiter: AsyncMultiLimiter, *, key: str | Callable[..., str] | None = None, cost: int = 1
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
+) -> Callable[[Callable[P, Awaitable[R]]], AsyncRateLimitedFunction[P, R]]: ...
 @overload
 def rate_limited(
-    limiter: MultiLimiter | str, *, key: str | Callable[..., str] | None = None, cost: int = 1
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    limiter: MultiLimiter, *, key: str | Callable[..., str] | None = None, cost: int = 1
+) -> Callable[[Callable[P, R]], RateLimitedFunction[P, R]]: ...
+@overload
+def rate_limited(
+    limiter: str, *, key: str | Callable[..., str] | None = None, cost: int = 1
+) -> _EitherFlavour: ...
 def rate_limited(
     limiter: Limiter | str, *, key: str | Callable[..., str] | None = None, cost: int = 1
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+) -> Any:
     """Guard a ``def`` or ``async def``: each call hits ``limiter``; a denial raises ``RateLimited``.
 
     ``limiter`` is a limiter, or a rate string (``"10/minute"``, ``"5/second;1000/hour"``): then

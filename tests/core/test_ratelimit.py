@@ -404,3 +404,84 @@ def test_sliding_counter_policy() -> None:
     assert oracles.oracle_hit([o], 50, 2)[1] == 1
     assert oracles.oracle_hit([o], 150, 1) == [150, 1, 1, 0, 0, 150]  # prev weighs (100-50)/100*2 = 1
     assert oracles.oracle_hit([o], 150, 1) == [150, 0, 0, 0, 50, 150]  # full until the next window
+
+
+# --------------------------------------------------------------------------- rate strings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10/minute", ((10, 60.0),)),
+        ("100/second", ((100, 1.0),)),
+        ("5/second;1000/hour", ((5, 1.0), (1000, 3600.0))),
+        (" 5 / seconds ; 1000/hours ", ((5, 1.0), (1000, 3600.0))),
+        ("10 per 2 minutes", ((10, 120.0),)),
+        ("3/2 days", ((3, 172800.0),)),
+        ("1 per day", ((1, 86400.0),)),
+    ],
+)
+def test_rate_strings(text: str, expected: tuple[tuple[int, float], ...]) -> None:
+    assert core.parse_rates(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "10", "10/min", "10/s", "ten/minute", "1.5/second", "-1/second", "0/second", "10/0 minutes",
+     "10/minute;", "10/minute,5/second", "10/Minute", "10 minute", "10/minute;20/minute", "10/fortnight"],
+)  # fmt: skip
+def test_bad_rate_strings_name_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match=r"second, minute, hour, day|same window|count must be"):
+        core.parse_rates(text)
+
+
+def test_rate_strings_build_policies() -> None:
+    assert core.Policy.parse("5/second;1000/hour") == (
+        core.Policy.sliding(5, 1),
+        core.Policy.sliding(1000, 3600),
+    )
+    bucket = core.Policy.parse("100/minute", algorithm="token_bucket")[0]
+    assert (bucket.limit, bucket.period_us) == (100, 600_000)
+    assert core.Policy.parse("7/day", algorithm="fixed")[0] == core.Policy.fixed(7, 86400)
+    with pytest.raises(ValueError, match="algorithm"):
+        core.Policy.parse("7/day", algorithm="leaky")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        core.parse_rates(10)
+    with pytest.raises(ValueError, match="MultiLimiter"):
+        core.parse_rate("5/second;1000/hour", "SlidingWindowLimiter")
+
+
+# --------------------------------------------------------------------------- the breaker's log
+
+
+def test_breaker_logs_open_and_close_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    from redispatterns._core.breaker import CircuitBreaker
+
+    b = CircuitBreaker(threshold=2, reset_after=1.0, name="limiter x")
+    with caplog.at_level("INFO", logger="redispatterns.breaker"):
+        b.failure(0.0, ConnectionError("down"))
+        assert caplog.records == []
+        assert b.failure(0.1, ConnectionError("down")) and b.state == "open"
+        for t in (0.2, 0.3, 0.4):  # rejected calls: no line each
+            assert not b.allow(t)
+        assert b.allow(1.2) and b.state == "half-open"  # the probe fails: open again, no new line
+        b.failure(1.2, TimeoutError("hung"))
+        assert b.allow(2.3)
+        b.success()
+        b.success()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0][0] == "WARNING" and "circuit breaker of limiter x opened after 2" in lines[0][1]
+    assert "ConnectionError('down')" in lines[0][1]
+    assert lines[1] == ("INFO", "circuit breaker of limiter x closed: Redis answers again")
+
+
+def test_breaker_logs_on_its_owners_logger(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from redispatterns._core.breaker import CircuitBreaker
+
+    b = CircuitBreaker(threshold=1, log=logging.getLogger("redispatterns.ratelimit"))
+    with caplog.at_level("INFO"):
+        b.failure(0.0, OSError("refused"))
+    assert [r.name for r in caplog.records] == ["redispatterns.ratelimit"]

@@ -25,6 +25,7 @@ from redispatterns.ratelimit import (
     SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
+    rate_limited,
 )
 from redispatterns.testing.plugin import Backend, Harness
 
@@ -566,3 +567,72 @@ def test_bad_arguments(rp: Harness) -> None:
     assert multi.limit == 3 and "5-per-1s, bucket-3-2-per-1s" in repr(multi)
     d = rp.call(multi.hit("k"))
     assert d.reset_after == d.reset_after_us / 1e6 and d.policies[1].reset_after > 0
+
+
+# --------------------------------------------------------------------------- rate strings
+
+
+def test_rate_strings_build_the_same_limiters(rp: Harness) -> None:
+    same = [
+        (make(rp, "sliding", "10/minute"), make(rp, "sliding", 10, 60)),
+        (make(rp, "token_bucket", "100/second"), make(rp, "token_bucket", 100)),
+        (make(rp, "token_bucket", "6/minute", 2), make(rp, "token_bucket", 6, 2, per=60)),
+        (make(rp, "fixed", "1000/day"), make(rp, "fixed", 1000, 86400)),
+        (make(rp, "sliding_counter", "100 per 2 minutes"), make(rp, "sliding_counter", 100, 120)),
+        (make(rp, "multi", "5/second;1000/hour"),
+         make(rp, "multi", [Policy.sliding(5, 1), Policy.sliding(1000, 3600)])),
+    ]  # fmt: skip
+    for by_text, by_number in same:
+        assert by_text.policies == by_number.policies and by_text.keys("u") == by_number.keys("u")
+    lim: Any = rp.pick(MultiLimiter, AsyncMultiLimiter)(
+        "2/second;3/hour", algorithm="fixed", client=rp.client
+    )
+    assert [p.algorithm for p in lim.policies] == ["fixed", "fixed"]
+    assert [bool(rp.call(lim.hit("t"))) for _ in range(3)] == [True, True, False]
+    with pytest.raises(TypeError, match="not both"):
+        make(rp, "sliding", "10/minute", 60)
+    with pytest.raises(TypeError, match="window"):
+        make(rp, "fixed", 10)
+    with pytest.raises(ValueError, match="MultiLimiter"):
+        make(rp, "sliding", "5/second;1000/hour")
+    with pytest.raises(ValueError, match="second, minute, hour, day"):
+        make(rp, "token_bucket", "100/sec")
+    with pytest.raises(TypeError, match="not both"):
+        make(rp, "token_bucket", "100/second", per=2.0)
+    with pytest.raises(ValueError, match="algorithm"):
+        rp.pick(MultiLimiter, AsyncMultiLimiter)([Policy.sliding(1, 1)], algorithm="fixed", client=rp.client)
+
+
+def test_rate_limited_takes_a_rate_string(rp: Harness, backend: Backend) -> None:
+    import redispatterns as rpm
+
+    if rp.is_async:
+        rpm.configure(async_client=rp.client)
+    else:
+        rpm.configure(client=backend.sync_client())
+    try:
+        if rp.is_async:
+
+            @rate_limited("2/minute;100/day", key=lambda n: f"n:{n}")
+            async def work(n: int) -> int:
+                return n * 2
+
+        else:
+
+            @rate_limited("2/minute;100/day", key=lambda n: f"n:{n}")
+            def work(n: int) -> int:
+                return n * 2
+
+        limiter = work.limiter
+        assert isinstance(limiter, rp.pick(MultiLimiter, AsyncMultiLimiter))
+        assert [p.name for p in limiter.policies] == ["2-per-60s", "100-per-86400s"]
+        rp.call(limiter.reset("n:1"))
+        assert [rp.call(work(1)), rp.call(work(1))] == [2, 2]
+        with pytest.raises(RateLimited) as info:
+            rp.call(work(1))
+        decision: Any = info.value.decision
+        assert decision is not None and decision.violated == ("2-per-60s",)
+        assert rp.call(work(2)) == 4  # another subject
+        assert work.__name__ == "work"
+    finally:
+        rpm.configure()
