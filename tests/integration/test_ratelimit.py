@@ -468,22 +468,98 @@ def test_failing_open_or_closed_stops_asking_a_dead_server(rp: Harness, on_error
         dead.close()
 
 
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_a_hung_server_costs_one_timeout_per_call_then_microseconds(
+    rp: Harness, backend: Backend, on_error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that accepts and never answers (SIGSTOP, a stalled VM): each of the first checks
+    costs one socket timeout (counted at once, never retried), then the breaker opens, says so
+    once, and every check costs microseconds."""
+    if backend.is_fake or backend.is_cluster:
+        pytest.skip("the hung server is this test's own socket: once per flavour is enough")
+    import socket
+
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from loadtests.harness import count_round_trips
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accept and hold every connection, never reply
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = listener.getsockname()[1]
+    retry = AsyncRetry(NoBackoff(), 0) if rp.is_async else Retry(NoBackoff(), 0)
+    opts: dict[str, Any] = {
+        "port": port,
+        "socket_timeout": 0.2,
+        "socket_connect_timeout": 0.2,
+        "retry": retry,
+    }
+    hung: Any = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts)) if rp.is_async else redis.Redis(**opts)
+    lim = make(rp, "token_bucket", 5, client=hung, on_error=on_error, name="hung")
+    try:
+        with caplog.at_level("INFO", logger="redispatterns.ratelimit"):
+            started = time.monotonic()
+            first = [rp.call(lim.hit("x")) for _ in range(5)]
+            slow = time.monotonic() - started
+            with count_round_trips() as sent:
+                later = [rp.call(lim.hit("x")) for _ in range(50)]
+        assert 5 * 0.2 * 0.9 <= slow < 5 * 0.2 * 3  # one timeout each, no retry
+        assert sent.n == 0  # then the open breaker skips Redis: no timeout to wait for
+        assert all(d.degraded and d.allowed is (on_error == "open") for d in first + later)
+        assert lim.breaker is not None and lim.breaker.state == "open" and lim.breaker.trips == 1
+        opened = [r for r in caplog.records if "opened after 5" in r.getMessage()]
+        assert len(opened) == 1 and opened[0].levelname == "WARNING" and "hung" in opened[0].getMessage()
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+        if rp.is_async:
+            rp.call(hung.aclose())
+        else:
+            hung.close()
+
+
 @pytest.mark.parametrize("algorithm", ["sliding", "token_bucket", "fixed", "sliding_counter"])
 @pytest.mark.parametrize("planted", ["list", "garbage"])
-def test_corrupted_state_counts_as_absent_and_is_replaced(rp: Harness, algorithm: str, planted: str) -> None:
+def test_corrupted_state_counts_as_absent_and_is_replaced(
+    rp: Harness, algorithm: str, planted: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Garbage under a subject's key (another type, or an unreadable string) must not deny that
-    subject forever: it is treated as no state, and the first charged hit replaces it (D13)."""
-    lim = limiter_of(rp, algorithm, 5)
+    subject forever: it is treated as no state, the first charged hit replaces it, and one log
+    line says so (D13)."""
+    lim = limiter_of(rp, algorithm, 5, name=f"d13-{planted}")
     (key,) = lim.keys("victim")
     raw = rp.backend.sync_client()
+    raw.delete(key)
     if planted == "list":
         raw.rpush(key, "junk")
     else:
         raw.set(key, "not-a-limiter-state")
-    peek = rp.call(lim.peek("victim"))
-    assert peek.allowed and peek.remaining == 5  # read-only: treated as empty, left as it was
-    first = rp.call(lim.hit("victim"))
-    second = rp.call(lim.hit("victim"))
+    with caplog.at_level("WARNING", logger="redispatterns.ratelimit"):
+        peek = rp.call(lim.peek("victim"))
+        assert peek.allowed and peek.remaining == 5  # read-only: treated as empty, left as it was
+        assert rp.call(lim.peek("victim")).remaining == 5
+        first = rp.call(lim.hit("victim"))
+        second = rp.call(lim.hit("victim"))
+    logged = [r.getMessage() for r in caplog.records if r.name == "redispatterns.ratelimit"]
+    assert len(logged) == 1 and "'victim'" in logged[0] and key in logged[0], logged
     assert (first.allowed, first.remaining) == (True, 4)
     assert (second.allowed, second.remaining) == (True, 3)  # the state now counts
     kind = raw.type(key)
