@@ -6,7 +6,7 @@
 -- ARGV[3]: capacity (the burst), in tokens
 -- ARGV[4]: emission interval: integer microseconds per token
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- returns: mostly one integer x: tat - now (µs) after the call when admitted (x >= 0), -(tat - now) - 1 when denied (x < 0); a penalty charged on a denial, or garbage under the key, gives the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- The bucket is full when tat <= now; a request of cost c fits when now >= tat + c*interval - tau
@@ -49,12 +49,26 @@ local function store(x)
   end
 end
 
+local new = tat + cost * interval
+if not bad then
+  -- the common replies, one integer each: tat - now after this call when admitted (>= 0), or
+  -- -(tat - now) - 1 when denied; the caller knows cost, capacity and interval, and derives
+  -- remaining (floor((tau - x) / interval)), retry_after (x + cost*interval - tau) and reset (x)
+  if cost <= cap and now >= new - tau then
+    if mode ~= '0' and cost > 0 then
+      store(new)
+      return new - now
+    end
+    return tat - now
+  elseif mode ~= '2' or cost == 0 or cost > cap then
+    return now - tat - 1
+  end
+end
 -- tokens available now: floor((now + tau - tat) / interval), exactly
 local span = now + tau - tat
 local avail = math.floor(span / interval)
 if (avail + 1) * interval <= span then avail = avail + 1 elseif avail * interval > span then avail = avail - 1 end
 
-local new = tat + cost * interval
 local res
 if cost > cap then
   res = {now, avail, -1, tat - now}

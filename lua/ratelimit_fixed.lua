@@ -6,7 +6,7 @@
 -- ARGV[3]: limit, in units per window
 -- ARGV[4]: window in integer microseconds
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us (to the window's end)[, 1 when the key held garbage]}
+-- returns: one integer when (limit + 1) * window < 2^53: count * window + reset_after_us - 1 when admitted (count after the call), -(that) - 1 when denied (count as of now); else, or with garbage under the key, the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us (to the window's end)[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- Garbage under the key (another type, unreadable text) counts as an empty window and the next
@@ -46,21 +46,21 @@ local function store(c)  -- the key expires at the window's end: set once per wi
     redis.call('SET', k, string.format('%d:%d', idx, c), 'PX', math.max(math.floor((reset + 999) / 1000), min_ms))
   end
 end
-local res
-if cost > limit then
-  res = {now, math.max(limit - count, 0), -1, reset}
-elseif count + cost <= limit then
+local ok = cost <= limit and count + cost <= limit
+local shown = count  -- the count the reply reports: after this call when it is charged
+if ok then
   if mode ~= '0' and cost > 0 then
-    store(count + cost)
-    res = {now, limit - count - cost, 0, reset}
-  else
-    res = {now, limit - count, 0, reset}
+    shown = count + cost
+    store(shown)
   end
-else
-  if mode == '2' and cost > 0 then
-    store(limit)
-  end
-  res = {now, math.max(limit - count, 0), reset, reset}
+elseif mode == '2' and cost > 0 and cost <= limit then
+  store(limit)
 end
-if bad then res[5] = 1 end
-return res
+if not bad and count <= limit and (limit + 1) * period < 9007199254740992 then
+  local x = shown * period + reset - 1
+  if ok then return x end
+  return -x - 1
+end
+if cost > limit then return {now, math.max(limit - count, 0), -1, reset, bad and 1 or nil} end
+if ok then return {now, limit - shown, 0, reset, bad and 1 or nil} end
+return {now, math.max(limit - count, 0), reset, reset, bad and 1 or nil}

@@ -167,13 +167,45 @@ def _tightest(states: Sequence[PolicyState]) -> PolicyState:
     return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_after_us))
 
 
-def decide(key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int]) -> Decision:
+def _bucket(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the token bucket's integer reply: x = tat - now (>= 0 admitted, -x - 1 denied)."""
+    interval = p.period_us
+    tau = p.limit * interval
+    if x >= 0:
+        t = PolicyState(p, True, (tau - x) // interval, 0, x)
+        return Decision(True, t.remaining, 0, x, p.limit, key, cost, (t,), now_us)
+    x = -x - 1
+    retry = None if cost > p.limit else x + cost * interval - tau
+    t = PolicyState(p, False, (tau - x) // interval, retry, x)
+    return Decision(False, t.remaining, retry, x, p.limit, key, cost, (t,), now_us)
+
+
+def _fixed(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the fixed window's integer reply: count * window + reset - 1 (negated - 1: denied)."""
+    allowed = x >= 0
+    count, r = divmod(x if allowed else -x - 1, p.period_us)
+    remaining = max(p.limit - count, 0)
+    retry = 0 if allowed else (None if cost > p.limit else r + 1)
+    t = PolicyState(p, allowed, remaining, retry, r + 1)
+    return Decision(allowed, remaining, retry, r + 1, p.limit, key, cost, (t,), now_us)
+
+
+_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed}
+
+
+def decide(
+    key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int] | int, now_us: int = 0
+) -> Decision:
     """Build a :class:`Decision` from a script's reply (a list of integers).
 
     One policy: ``[now, remaining, retry_after_us, reset_after_us]`` (admitted iff the retry is
-    0); several: ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per
-    policy]``; a trailing ``1`` past those says some key held garbage.
+    0), or the token bucket's or fixed window's single integer (``now_us``: the virtual clock, if
+    any); several:
+    ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
+    trailing ``1`` past those says some key held garbage.
     """
+    if isinstance(reply, int):  # the bucket's and fixed window's one-integer replies (see their scripts)
+        return _INT_REPLIES[policies[0].algorithm](key, cost, policies[0], reply, now_us)
     if len(policies) == 1:  # the common case, kept short: this runs on every check
         r = reply[2]
         allowed = r == 0
@@ -296,6 +328,9 @@ def _note_garbage(keys: tuple[str, ...], d: Decision, mode: int) -> None:
 def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mode: int) -> Flow[Decision]:
     """The plain check: one prebuilt script op, its reply as a :class:`Decision`."""
     reply = yield op
+    if type(reply) is int:
+        p = policies[0]
+        return _INT_REPLIES[p.algorithm](subject, cost, p, reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
     d = decide(subject, cost, policies, reply)
     if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
         _note_garbage(op.keys, d, mode)  # type: ignore[arg-type]

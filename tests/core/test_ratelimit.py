@@ -485,3 +485,28 @@ def test_breaker_logs_on_its_owners_logger(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level("INFO"):
         b.failure(0.0, OSError("refused"))
     assert [r.name for r in caplog.records] == ["redispatterns.ratelimit"]
+
+
+def test_token_bucket_one_integer_reply() -> None:
+    """tat - now after the call (admitted) or -(tat - now) - 1 (denied): the rest is derived."""
+    op = core.script_op(KEYS[1:], (TB,), 1)  # capacity 4, one token per 500 ms: tau = 2 s
+    d = replay(core.check(op, (TB,), 1, "u", core.MODE_HIT), [(op, 500_000)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.now_us) == (True, 3, 0, 500_000, 0)
+    d = replay(core.check(op, (TB,), 1, "u", core.MODE_HIT), [(op, -1_800_000 - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (False, 0, 300_000, 1_800_000)
+    assert d.headers()["Retry-After"] == "1" and d.violated == (TB.name,)
+    big = core.script_op(KEYS[1:], (TB,), 5, now_us=77)
+    d = replay(core.check(big, (TB,), 5, "u", core.MODE_HIT), [(big, -1)])  # a full bucket, cost 5 > 4
+    assert (d.allowed, d.remaining, d.retry_after, d.now_us) == (False, 4, None, 77)
+
+
+def test_fixed_window_one_integer_reply() -> None:
+    """count * window + reset - 1 (admitted: the count after the call), negated minus one when denied."""
+    op = core.script_op(KEYS[:1], (FW,), 2)  # 5 per 60 s
+    d = replay(core.check(op, (FW,), 2, "u", core.MODE_HIT), [(op, 3 * 60_000_000 + 9_999_999)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 2, 0, 10_000_000)
+    d = replay(core.check(op, (FW,), 2, "u", core.MODE_HIT), [(op, -(4 * 60_000_000 + 4_999_999) - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (False, 1, 5_000_000, 5_000_000)
+    never = core.script_op(KEYS[:1], (FW,), 6)
+    d = replay(core.check(never, (FW,), 6, "u", core.MODE_HIT), [(never, -(0 * 60_000_000 + 59_999_999) - 1)])
+    assert (d.allowed, d.remaining, d.retry_after) == (False, 5, None)
