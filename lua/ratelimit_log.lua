@@ -6,7 +6,7 @@
 -- ARGV[3]: limit, in units per trailing window
 -- ARGV[4]: window in integer microseconds
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
@@ -64,7 +64,8 @@ if cost > limit then
 elseif live + cost <= limit then
   if charge then
     record()
-    return {now, limit - live - cost, 0, period, bad and 1 or nil}
+    if bad then return {now, limit - live - cost, 0, period, 1} end
+    return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
   end
   return {now, limit - live, 0, newest(), bad and 1 or nil}
 end

@@ -190,7 +190,13 @@ def _fixed(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
     return Decision(allowed, remaining, retry, r + 1, p.limit, key, cost, (t,), now_us)
 
 
-_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed}
+def _log(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the sliding log's integer reply: admitted and recorded, ``x`` units remain."""
+    t = PolicyState(p, True, x, 0, p.period_us)
+    return Decision(True, x, 0, p.period_us, p.limit, key, cost, (t,), now_us)
+
+
+_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log}
 
 
 def decide(
@@ -199,12 +205,12 @@ def decide(
     """Build a :class:`Decision` from a script's reply (a list of integers).
 
     One policy: ``[now, remaining, retry_after_us, reset_after_us]`` (admitted iff the retry is
-    0), or the token bucket's or fixed window's single integer (``now_us``: the virtual clock, if
-    any); several:
+    0), or the single integer of the bucket, the fixed window or an admitted log entry (``now_us``:
+    the virtual clock, if any); several:
     ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
     trailing ``1`` past those says some key held garbage.
     """
-    if isinstance(reply, int):  # the bucket's and fixed window's one-integer replies (see their scripts)
+    if isinstance(reply, int):  # one-integer replies (see the scripts)
         return _INT_REPLIES[policies[0].algorithm](key, cost, policies[0], reply, now_us)
     if len(policies) == 1:  # the common case, kept short: this runs on every check
         r = reply[2]
