@@ -515,4 +515,5 @@ def test_fixed_window_one_integer_reply() -> None:
 def test_sliding_log_admitted_reply_is_the_remaining_count() -> None:
     op = core.script_op(KEYS[:1], (SW,), 1)
     d = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, 2)])
-    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.limit) == (True, 2, 0, 10_000_000, 3)
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 2, 0, 10_000_000)
+    assert d.limit == 3
