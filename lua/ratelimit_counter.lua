@@ -6,7 +6,7 @@
 -- ARGV[3]: limit, in units per trailing window
 -- ARGV[4]: window in integer microseconds
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- returns: when admitted and counted (and (limit + 1) * 2 * window < 2^53), the integer remaining * 2 * window + reset_after_us - 1; otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- estimate = prev * (window - elapsed) / window + cur, compared scaled by the window (integers,
@@ -75,6 +75,9 @@ if cost > 0 and retry ~= -1 and (mode == '2' or (mode == '1' and ok)) then
     redis.call('SET', k, state, 'KEEPTTL')
   else
     redis.call('SET', k, state, 'PX', math.max(math.floor((ttl + 999) / 1000), min_ms))
+  end
+  if ok and not bad and (limit + 1) * 2 * period < 9007199254740992 then
+    return (avail - cost) * 2 * period + ttl - 1  -- admitted and counted: one integer
   end
   if ok then res = {now, avail - cost, 0, ttl} else res = {now, avail, retry, ttl} end
 elseif ok then

@@ -196,7 +196,14 @@ def _log(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
     return Decision(True, x, 0, p.period_us, p.limit, key, cost, (t,), now_us)
 
 
-_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log}
+def _counter(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the sliding counter's integer reply: admitted, remaining * 2 * window + reset - 1."""
+    remaining, r = divmod(x, 2 * p.period_us)
+    t = PolicyState(p, True, remaining, 0, r + 1)
+    return Decision(True, remaining, 0, r + 1, p.limit, key, cost, (t,), now_us)
+
+
+_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log, "sliding_counter": _counter}
 
 
 def decide(
@@ -205,8 +212,8 @@ def decide(
     """Build a :class:`Decision` from a script's reply (a list of integers).
 
     One policy: ``[now, remaining, retry_after_us, reset_after_us]`` (admitted iff the retry is
-    0), or the single integer of the bucket, the fixed window or an admitted log entry (``now_us``:
-    the virtual clock, if any); several:
+    0), or one integer (the bucket, the fixed window, an admitted log or counter check: see
+    their scripts; ``now_us`` is then the virtual clock, if any); several:
     ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
     trailing ``1`` past those says some key held garbage.
     """

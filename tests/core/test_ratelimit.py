@@ -517,3 +517,9 @@ def test_sliding_log_admitted_reply_is_the_remaining_count() -> None:
     d = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, 2)])
     assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 2, 0, 10_000_000)
     assert d.limit == 3
+
+
+def test_sliding_counter_admitted_reply_packs_remaining_and_reset() -> None:
+    op = core.script_op(KEYS[:1], (SC,), 1)  # about 4 per 2 s
+    d = replay(core.check(op, (SC,), 1, "u", core.MODE_HIT), [(op, 3 * 4_000_000 + 2_500_000 - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 3, 0, 2_500_000)
