@@ -88,7 +88,8 @@ for i = 1, n do
     if at and at < 9007199254740992 then tat = math.max(at, now) elseif stored ~= false then p.corrupt = true end
     local avail = idiv(now + tau - tat, period)
     local new = tat + cost * period
-    p.tat = tat
+    p.tat, p.tau = tat, tau
+    if not p.corrupt then p.at = at end
     if cost > limit then
       ok, remaining, retry, reset = false, avail, -1, tat - now
     elseif now >= new - tau then
@@ -190,7 +191,9 @@ for i = 1, n do
   -- a policy that denies on its own stays as it was unless penalty mode charges it;
   -- a policy that admits is charged only when the whole request is admitted (or on penalty)
   if p.kind == 1 then
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo))
+    -- entries that left the window are dropped by about one commit in eight (they never count,
+    -- and a penalty cap removes the oldest first); the key goes a window after the last entry
+    if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo)) end
     local m = fmt(now)
     local j, left = 0, cost
     if cost == 1 then
@@ -213,7 +216,14 @@ for i = 1, n do
     res[2 + 4 * i] = p.period  -- reset_after: the newest entry is now
   elseif p.kind == 2 then
     if p.new and p.new > now then
-      redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(p.new - now))
+      -- expires at the second multiple of tau after the state, as lua/ratelimit_bucket.lua does
+      -- (the two share keys): a write in the same multiple keeps the TTL set before
+      local g = (math.floor(p.new / p.tau) + 2) * p.tau
+      if p.at and min_ttl_ms == 0 and g == (math.floor(p.at / p.tau) + 2) * p.tau then
+        redis.call('SET', k, fmt(p.new), 'KEEPTTL')
+      else
+        redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(g - now))
+      end
       res[2 + 4 * i] = p.new - now
     end
   elseif p.kind == 4 then
