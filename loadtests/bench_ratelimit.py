@@ -136,6 +136,24 @@ def _by_hand(raw: redis.Redis, lim: Any, subjects: Callable[[], str]) -> Callabl
     return call
 
 
+def _async_by_hand(url: str, raw: redis.Redis, lim: Any, subjects: Callable[[], str]) -> Callable[[], Any]:
+    """:func:`_by_hand` on a plain ``redis.asyncio`` client (one per event loop)."""
+    op = next(lim._flow("by-hand", 1, MODE_HIT))
+    raw.script_load(op.script.source)
+    sha, args, n = op.script.sha, op.args, len(op.keys)
+    parts = [k.split("{by-hand}") for k in op.keys]
+    clients: dict[int, Any] = {}
+
+    async def call() -> Any:
+        loop = id(asyncio.get_running_loop())
+        if loop not in clients:
+            clients[loop] = redis.asyncio.Redis.from_url(url)
+        s = "{byhand:" + subjects() + "}"
+        return await clients[loop].evalsha(sha, n, *(a + s + b for a, b in parts), *args)
+
+    return call
+
+
 def cases(url: str) -> list[BenchCase]:
     c = connect(url)
     raw = redis.Redis.from_url(url)
@@ -215,6 +233,16 @@ def cases(url: str) -> list[BenchCase]:
         out.append(BenchCase("ratelimit", f"{k} hit vs its EVALSHA by hand",
                              _hits(sync_lims[k], subj[k]), hand,
                              note="floor: the same script and ARGV sent with redis-py"))  # fmt: skip
+    for k in ("sliding", "bucket"):  # our Python alone: the limiter on a plain redis.Redis too
+        b = builders[k]
+        plain_lim = b[0](*b[2], client=raw, name="bench", **b[3])
+        out.append(BenchCase("ratelimit", f"{k} hit on a plain client vs by hand",
+                             _hits(plain_lim, subj[k]), _by_hand(raw, plain_lim, _subjects(f"p{k}:")),
+                             note="both on one plain redis.Redis: no connect() pool"))  # fmt: skip
+    for k in ("sliding", "bucket"):  # asyncio: both on plain redis.asyncio clients
+        out.append(BenchCase("ratelimit", f"async {k} hit vs its EVALSHA by hand", async_call(k),
+                             _async_by_hand(url, raw, sync_lims[k], _subjects(f"ah{k}:")), is_async=True,
+                             note="floor: the same script and ARGV sent with redis.asyncio"))  # fmt: skip
 
     _sliding_log_scaling(raw, c, floor, add)
     _peers(url, raw, floor, add)
