@@ -9,12 +9,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import redispatterns as rpm
-from redispatterns.cache import NOT_CACHED, cached, invalidate_tags, write_through
+from redispatterns.cache import NOT_CACHED, cached, invalidate_tags, invalidate_tags_async, write_through
 from redispatterns.testing.plugin import Harness
 
 
@@ -131,6 +131,11 @@ def test_distinct_calls_never_share_a_key(rp: Harness) -> None:
     assert len(calls) == 6
 
 
+def _tags(rp: Harness, *tags: str, client: Any) -> Any:
+    """invalidate_tags / invalidate_tags_async, as the flavour asks."""
+    return (invalidate_tags_async if rp.is_async else invalidate_tags)(*tags, client=client)
+
+
 class A:
     @staticmethod
     @cached(ttl=60)
@@ -233,15 +238,15 @@ def test_invalidate_and_tags(rp: Harness) -> None:
     assert len(calls) == 10
     assert rp.call(f.invalidate(1)) == 1
     assert rp.call(f.peek(1)) is NOT_CACHED and rp.call(g.peek(1)) is not NOT_CACHED
-    deleted = rp.call(invalidate_tags("user:2", client=rp.client))
+    deleted = rp.call(_tags(rp, "user:2", client=rp.client))
     assert deleted == 2
     assert rp.call(f.peek(2)) is NOT_CACHED and rp.call(g.peek(2)) is NOT_CACHED
     assert rp.call(f.peek(3)) is not NOT_CACHED
-    deleted = rp.call(invalidate_tags("all", client=rp.client))
+    deleted = rp.call(_tags(rp, "all", client=rp.client))
     assert deleted == 3  # f(3), f(4), f(5) (f(1) was invalidated, f(2) by its tag)
     assert all(rp.call(f.peek(x)) is NOT_CACHED for x in range(1, 6))
     assert all(rp.call(g.peek(x)) is not NOT_CACHED for x in range(3, 6))
-    assert rp.call(invalidate_tags("nobody", client=rp.client)) == 0
+    assert rp.call(_tags(rp, "nobody", client=rp.client)) == 0
 
 
 def test_tags_span_many_buckets_on_cluster(rp: Harness) -> None:
@@ -249,7 +254,7 @@ def test_tags_span_many_buckets_on_cluster(rp: Harness) -> None:
     f = make(rp, body, tags=["t"], name="many")
     for x in range(60):
         rp.call(f(x))
-    assert rp.call(invalidate_tags("t", client=rp.client)) == 60
+    assert rp.call(_tags(rp, "t", client=rp.client)) == 60
     assert all(rp.call(f.peek(x)) is NOT_CACHED for x in range(60))
 
 
@@ -472,7 +477,7 @@ def test_decoration_time_checks(rp: Harness) -> None:
     with pytest.raises(TypeError, match="stable cache key"):
         h(1, db=object())
     with pytest.raises(TypeError, match="target must be"):
-        write_through(f)
+        write_through(cast(Any, f))
 
 
 def test_a_dead_lease_holder_delays_callers_by_lock_wait_only(rp: Harness) -> None:
