@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
+import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
 from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "BYPASS",
@@ -337,8 +339,22 @@ def _compute(call: Compute) -> Flow[tuple[Any, int]]:
     return value, max(0, round((t1 - t0) * 1000))
 
 
+_token_prefix = secrets.token_hex(6)
+_token_seq = itertools.count()
+
+
+def _new_process() -> None:  # a forked child must never reuse its parent's tokens
+    global _token_prefix, _token_seq
+    _token_prefix, _token_seq = secrets.token_hex(6), itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
+
+
 def new_token() -> str:
-    return secrets.token_hex(8)
+    """A lease token unique among processes (48 random bits per process, then a counter)."""
+    return f"{_token_prefix}{next(_token_seq):x}"
 
 
 def release(keys: CallKeys, token: str) -> Flow[None]:
@@ -348,7 +364,7 @@ def release(keys: CallKeys, token: str) -> Flow[None]:
 
 def _release(keys: CallKeys, token: str) -> Flow[None]:
     try:
-        yield Script(load("cache_unlock"), keys=(keys.lock,), args=(token,))
+        yield _script(_UNLOCK, (keys.lock,), (token,))
     except Exception:  # best effort: the lease expires by itself
         return
 
@@ -379,20 +395,36 @@ def call(
 ) -> Flow[tuple[Any, str]]:
     """One call of a cached function: ``(value, outcome)``.
 
-    The read path (:func:`get`): a ``GET`` when this process saw the value fresh, else the
-    ``cache_lease`` script, which returns the value or grants the fill lease in the same round
-    trip (so a cold miss is that script and one store). On a miss one :func:`fill` (``MISS`` /
-    ``UNDECODABLE``) or :func:`fallback` (``ERROR`` / ``BYPASS``) per key in this process, as a
-    :class:`~._core.ops.Coalesce` op: the others wait for its result. ``leases``: where a call
-    notes its lease token (the asyncio shell passes a list, so a cancelled call, which a flow
-    cannot observe, can release the lease).
+    The read (:func:`get`, inlined here so a hit runs one generator): a ``GET`` when this
+    process saw the value fresh, else the ``cache_lease`` script, which returns the value or
+    grants the fill lease in the same round trip (so a cold miss is that script and one store).
+    On a miss one :func:`fill` (``MISS`` / ``UNDECODABLE`` / ``LEASED``) or :func:`fallback`
+    (``ERROR`` / ``BYPASS``) per key in this process, as a :class:`~._core.ops.Coalesce` op: the
+    others wait for its result. ``leases``: where a call notes its lease token (the asyncio
+    shell passes a list, so a cancelled call, which a flow cannot observe, can release it).
     """
     token = None
     if spec.can_write:
         until = spec.present.get(keys.value)
         if until is None or clock() >= until:
             token = new_token()
-    value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock, token)
+    if breaker.state == CLOSED:
+        op = keys.get if token is None else lease_op(spec, keys, token)
+        failed = None
+        try:
+            raw = yield op
+        except Exception as exc:
+            raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
+        if failed is None or failed is _RAW:
+            value, outcome = _classify(spec, keys, raw, clock, rand)
+            if outcome is STALE or outcome is _EARLY:
+                value, outcome = yield from _stale(
+                    spec, keys, fn, args, kwargs, breaker, rand, value, outcome
+                )
+        else:
+            value, outcome = raw, failed
+    else:
+        value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock, token)
     if value is not NOT_FOUND:
         return value, outcome
     user = Compute(fn, args, kwargs)
@@ -402,7 +434,7 @@ def call(
         held[keys.value] = token  # a leader polling for this lease in this process adopts it
         if leases is not None:
             leases.append(token)
-        make = functools.partial(fill, spec, keys, user, breaker, rand, token=token, leased=True)
+        make = functools.partial(fill, spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
         try:
             (value, outcome), led = yield Coalesce(flights, keys.value, make)
         finally:
@@ -425,11 +457,99 @@ def call(
 _PRESENT_MAX = 65_536  # keys remembered per cached function (past it the table starts over)
 
 
+def _script(script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A ``Script`` op over keys built in one hash-tag bucket (``CallKeys``): the same slot by
+    construction, so the per-op slot check (two CRC16s a key) is skipped on the hot path."""
+    op = object.__new__(Script)
+    op.script, op.keys, op.args = script, keys, args
+    return op
+
+
+_LEASE = load("cache_lease")
+_STORE = load("cache_store")
+_UNLOCK = load("cache_unlock")
+
+
 def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
     """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
-    return Script(
-        load("cache_lease"), keys=(keys.value, keys.lock), args=(token, spec.lock_ms, "1" if replace else "0")
-    )
+    return _script(_LEASE, (keys.value, keys.lock), (token, spec.lock_ms, "1" if replace else "0"))
+
+
+def _read_failed(
+    spec: CacheSpec, op: Any, exc: Exception, breaker: CircuitBreaker, rand: Callable[[], float]
+) -> Flow[tuple[Any, str]]:
+    """The read raised: a planted value of another type is a miss to replace; an exhausted
+    pool is waited out; anything else is an outage (the breaker counts it)."""
+    if isinstance(exc, ResponseError):
+        if not str(exc).startswith("WRONGTYPE"):
+            if type(op) is Script:  # the lease refused (OOM, a read-only replica): run uncached
+                yield from _note_failure(breaker, exc)
+                return NOT_FOUND, ERROR
+            raise exc
+        spec.corrupt += 1
+        return NOT_FOUND, UNDECODABLE  # another type planted under the key: replace it
+    try:
+        raw = yield from _retry_backpressure(op, exc, rand)
+    except Exception as final:
+        yield from _note_failure(breaker, final)
+        return NOT_FOUND, ERROR
+    return raw, _RAW
+
+
+_RAW = "raw"  # internal: _read_failed got the reply after waiting out a full pool
+_EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
+
+
+def _classify(
+    spec: CacheSpec, keys: CallKeys, raw: Any, clock: Callable[[], float], rand: Callable[[], float]
+) -> tuple[Any, str]:
+    """What a read's reply means: ``(value, HIT)``; ``(value, STALE)`` for a stale or
+    early-refresh value (the caller decides, see :func:`_stale`); or ``NOT_FOUND`` with
+    ``MISS`` / ``LEASED`` / ``UNDECODABLE``."""
+    if raw is None:
+        spec.present.pop(keys.value, None)
+        return NOT_FOUND, MISS
+    if type(raw) is int:  # the lease script: 1 ours, 0 another caller's, 2 ours over a foreign value
+        if raw == 0:
+            return NOT_FOUND, MISS
+        if raw == 2:
+            spec.corrupt += 1
+        return NOT_FOUND, LEASED
+    got = _read(raw, spec.codec)
+    if got is None:
+        spec.corrupt += 1
+        return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
+    value, soft, compute_ms = got
+    present = spec.present
+    if len(present) >= _PRESENT_MAX:
+        present.clear()
+    present[keys.value] = soft / 1000.0
+    now_ms = clock() * 1000.0
+    if now_ms < soft:
+        if spec.beta <= 0 or compute_ms <= 0:
+            return value, HIT
+        # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
+        gap = compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
+        if now_ms + gap < soft:
+            return value, HIT
+        return Entry(value, soft, compute_ms, 0), _EARLY
+    return Entry(value, soft, compute_ms, 0), STALE
+
+
+def _stale(
+    spec: CacheSpec,
+    keys: CallKeys,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    breaker: CircuitBreaker,
+    rand: Callable[[], float],
+    entry: Entry,
+    why: str,
+) -> Flow[tuple[Any, str]]:
+    """A stale value (or an early refresh): one caller refreshes it, the others are served it."""
+    call = Compute(fn, args, kwargs)
+    return (yield from _refresh(spec, keys, call, breaker, entry, why is _EARLY, rand))
 
 
 def get(
@@ -460,51 +580,16 @@ def get(
     op = keys.get if token is None else lease_op(spec, keys, token)
     try:
         raw = yield op
-    except ResponseError as exc:
-        if not str(exc).startswith("WRONGTYPE"):
-            raise
-        spec.corrupt += 1
-        return NOT_FOUND, UNDECODABLE  # another type planted under the key: replace it
     except Exception as exc:
-        try:
-            raw = yield from _retry_backpressure(op, exc, rand)
-        except Exception as final:
-            yield from _note_failure(breaker, final)
-            return NOT_FOUND, ERROR
+        raw, outcome = yield from _read_failed(spec, op, exc, breaker, rand)
+        if outcome is not _RAW:
+            return raw, outcome
     if breaker.state != CLOSED:
         breaker.success()
-    if raw is None:
-        spec.present.pop(keys.value, None)
-        return NOT_FOUND, MISS
-    if type(raw) is int:  # the lease script: 1 ours, 0 another caller's, 2 ours over a foreign value
-        if raw == 0:
-            return NOT_FOUND, MISS
-        if raw == 2:
-            spec.corrupt += 1
-        return NOT_FOUND, LEASED
-    got = _read(raw, spec.codec)
-    if got is None:
-        spec.corrupt += 1
-        return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
-    value, soft, compute_ms = got
-    present = spec.present
-    if len(present) >= _PRESENT_MAX:
-        present.clear()
-    present[keys.value] = soft / 1000.0
-    now_ms = clock() * 1000.0
-    if now_ms < soft:
-        if spec.beta <= 0 or compute_ms <= 0:
-            return value, HIT
-        # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
-        gap = compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
-        if now_ms + gap < soft:
-            return value, HIT
-        early = True
-    else:
-        early = False
-    entry = Entry(value, soft, compute_ms, 0)
-    call = Compute(fn, args, kwargs)
-    return (yield from _refresh(spec, keys, call, breaker, entry, early, rand))
+    value, outcome = _classify(spec, keys, raw, clock, rand)
+    if outcome is STALE or outcome is _EARLY:
+        return (yield from _stale(spec, keys, fn, args, kwargs, breaker, rand, value, outcome))
+    return value, outcome
 
 
 def _refresh(
@@ -549,13 +634,15 @@ def fill(
     replace: bool = False,
     token: str | None = None,
     leased: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Flow[tuple[Any, str]]:
     """A cold miss: take the lease and compute, or wait (backoff with jitter) for the holder's
     value; after ``lock_wait`` compute anyway. ``replace``: the present value is undecodable.
     ``token``: the lease token (the shell passes one so it can :func:`release` the lease if the
     call is cancelled, which a flow cannot observe); ``leased``: the read already took the
     lease with it. A lease another call of this process holds (it follows this flow in the
-    single-flight) is adopted rather than waited out."""
+    single-flight) is adopted rather than waited out. ``clock``: the wall clock that times the
+    computation (for early refresh; default: the runner's monotonic clock, one op each read)."""
     if not spec.can_write:
         return (yield call), UNCACHED
     token = token or new_token()
@@ -592,7 +679,12 @@ def fill(
             yield Sleep(delay * (0.5 + rand()))
             delay = min(delay * 1.6, _WAIT_MAX)
     try:
-        value, compute_ms = yield from _compute(call)
+        if clock is None:
+            value, compute_ms = yield from _compute(call)
+        else:
+            t0 = clock()
+            value = yield call
+            compute_ms = max(0, round((clock() - t0) * 1000))
     except Exception:
         yield from _release(keys, token)
         raise
@@ -648,11 +740,8 @@ def _store(
         return status
     soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
     hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
-    script = Script(
-        load("cache_store"),
-        keys=(keys.value, keys.lock, *(tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags)),
-        args=(payload, soft_ms, hard_ms, compute_ms, version, mode, token),
-    )
+    store_keys = (keys.value, keys.lock, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
+    script = _script(_STORE, store_keys, (payload, soft_ms, hard_ms, compute_ms, version, mode, token))
     try:
         if keys.tags:
             written = yield from _store_tagged(spec, keys, script, rand)

@@ -533,7 +533,10 @@ def test_release_and_tokens() -> None:
         replay(core.release(k, "t"), [(lambda op: isinstance(op, Script) and op.args == ("t",), 1)]) is None
     )
     assert replay(core.release(k, "t"), [(Script, Down())]) is None  # quiet
-    assert len(core.new_token()) == 16 and core.new_token() != core.new_token()
+    a, b = core.new_token(), core.new_token()
+    assert a != b and a[:12] == b[:12] and len(a) >= 13  # one random prefix per process, then a counter
+    core._new_process()  # what a forked child runs first: a new prefix
+    assert core.new_token()[:12] != a[:12]
     steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", 1), (Now(), 1.0), (Compute, 1),
              (Now(), 1.0), store(1)]  # fmt: skip
     flow = core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5, token="mine")
