@@ -4,6 +4,7 @@ stale-while-revalidate, XFetch, tags, write-through, codecs and mounts."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -434,6 +435,85 @@ def test_undecodable_value_is_a_miss_and_replaced(rp: Harness) -> None:
     assert rp.call(f(1)) == {"x": 1, "n": 1}
     assert rp.call(f(1)) == {"x": 1, "n": 1}
     assert len(calls) == 1
+
+
+def test_corrupted_values_are_overwritten_and_logged_once(
+    rp: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls, body = counter()
+    f = make(rp, body, name="corrupt")
+    c = rp.backend.sync_client()
+    caplog.set_level(logging.WARNING, logger="redispatterns.cache")
+    c.set(f.key(1), b"not ours")  # a foreign string
+    c.rpush(f.key(2), "planted")  # another type
+    c.set(f.key(3), b"\x01123:0:0|{broken json")  # our header, a payload that no longer decodes
+    for x in (1, 2, 3):
+        assert rp.call(f(x))["x"] == x  # treated as absent: computed...
+        assert rp.call(f(x))["x"] == x  # ...and overwritten: now a hit
+        assert c.type(f.key(x)) == b"string" and rp.call(f.peek(x)) == {"x": x, "n": x}
+    assert calls == [1, 2, 3]
+    lines = [
+        r for r in caplog.records if r.name == "redispatterns.cache" and "not a cache entry" in r.getMessage()
+    ]
+    assert len(lines) == 1 and "logged once" in lines[0].getMessage()
+    assert f.stats.corrupt == 3
+    assert logging.getLogger("redispatterns.cache").handlers == []  # never configured by the library
+
+
+def test_a_cold_miss_is_two_round_trips_and_the_next_read_one_get(rp: Harness) -> None:
+    if rp.backend.is_fake:
+        pytest.skip("round trips are counted on real connections")
+    from loadtests.harness import count_round_trips
+
+    _, body = counter()
+    f = make(rp, body, tags=["t:{x}"], name="rt")
+    rp.call(f(0))  # scripts loaded, connections open
+    with count_round_trips() as n:
+        rp.call(f(1))
+    # the lease script (value or lease), then the store with its tag in one batch (on a Cluster
+    # the tag's directory may live on another node: the batch then writes to both at once)
+    expected = 2
+    if rp.backend.is_cluster:
+        from redispatterns._core.cache import tag_dir_key
+
+        node = rp.sync_client.get_node_from_key
+        ks = f._rp_cache.spec.keyspace
+        expected += node(f.key(1)) != node(tag_dir_key(ks, "t:1"))
+    assert n.n == expected
+    with count_round_trips() as n:
+        assert rp.call(f(1)) == {"x": 1, "n": 2}  # the second computation (f(0) was the first)
+    assert n.n == 1
+
+
+def test_callers_in_one_process_never_wait_out_their_own_lease(rp: Harness) -> None:
+    # many callers of one cold key: whichever got the lease may end up following another's
+    # single-flight; that leader adopts the lease instead of waiting lock_wait for it
+    calls, body = counter()
+    f = make(rp, body, sleep=0.05, lock_wait=120, name="adopt")
+    for round_ in range(5):
+        if rp.is_async:
+
+            async def burst(x: int) -> list[Any]:
+                return list(await asyncio.gather(*(f(x) for _ in range(20))))
+
+            results = rp.call(asyncio.wait_for(burst(round_), 20))
+        else:
+            results = []
+            lock = threading.Lock()
+
+            def one(x: int = round_, out: list[Any] = results, lock: threading.Lock = lock) -> None:
+                r = f(x)
+                with lock:
+                    out.append(r)
+
+            threads = [threading.Thread(target=one, daemon=True) for _ in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+            assert not any(t.is_alive() for t in threads), "a caller waited out its own lease"
+        assert len(results) == 20 and all(r["x"] == round_ for r in results)
+    assert sorted(calls) == [0, 1, 2, 3, 4]  # one computation per key
 
 
 def test_mount_prefix_ttl_and_modes(rp: Harness) -> None:
