@@ -9,8 +9,8 @@
 -- read-only: no
 local foreign = false
 if ARGV[3] ~= '1' then
-  local ok, v = pcall(redis.call, 'GET', KEYS[1])
-  if not ok then
+  local v = redis.pcall('GET', KEYS[1])
+  if type(v) == 'table' and v.err then
     foreign = true  -- another type under the key: absent, the store replaces it
   elseif v then
     return v
