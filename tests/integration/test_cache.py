@@ -137,6 +137,16 @@ def _tags(rp: Harness, *tags: str, client: Any) -> Any:
     return (invalidate_tags_async if rp.is_async else invalidate_tags)(*tags, client=client)
 
 
+def test_invalidate_tags_asyncio_keyword_still_works_with_a_deprecation_warning(rp: Harness) -> None:
+    _, body = counter()
+    f = make(rp, body, tags=["dep"], name="dep")
+    rp.call(f(1))
+    with pytest.warns(DeprecationWarning, match="invalidate_tags_async"):
+        got = invalidate_tags("dep", client=rp.client, asyncio=rp.is_async)
+    assert rp.call(got) == 1  # an awaitable for an asyncio client, as before; the count for a sync one
+    assert rp.call(f.peek(1)) is NOT_CACHED
+
+
 class A:
     @staticmethod
     @cached(ttl=60)
