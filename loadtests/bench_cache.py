@@ -99,6 +99,18 @@ def cases(url: str) -> list[BenchCase]:
 
     tagged_args = itertools.count(2 * 10**9)
 
+    @cached(ttl=3600, client=c, name="bench.near", near=True)
+    def near_user(user_id: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    def anear_of(ac: Any) -> Any:
+        @cached(ttl=3600, client=ac, name="bench.near", near=True)
+        async def anear(user_id: int) -> dict[str, Any]:
+            return PAYLOAD
+
+        return anear
+
+    _warm_near(near_user)
     out = [
         BenchCase("cache", "hit: @cached (GET + envelope + decode)", lambda: user(42),
                   lambda: _floor_sync(c), note="floor: GET + orjson.loads by hand, same client"),
@@ -112,6 +124,9 @@ def cases(url: str) -> list[BenchCase]:
               note="floor: GET (nil) + SET EX on a plain redis.asyncio client"),
         BenchCase("cache", "cold miss, tagged: lease + store with its tag", lambda: tagged(next(tagged_args)),
                   cold_floor, note="floor: GET + SET EX; ours also records the tag (one batch)"),
+        BenchCase("cache", "near hit: @cached(near=True), no I/O", lambda: near_user(42),
+                  lambda: _floor_sync(c), note="floor: the GET + orjson.loads round trip a Redis hit costs"),
+        acase("near hit async: @cached(near=True), no I/O", anear_of, plain=True),
         BenchCase("cache", "write-through: store script", lambda: save_user(42),
                   lambda: c.set("bench:cache:wt", orjson.dumps(PAYLOAD), ex=3600)),
         BenchCase("cache", "Redis down, breaker open", lambda: down(1), lambda: plain(1),
@@ -119,6 +134,44 @@ def cases(url: str) -> list[BenchCase]:
     ]  # fmt: skip
     out.extend(_peers(url, c))
     return out
+
+
+def _warm_near(f: Any) -> None:
+    """Call ``f(42)`` until it is served locally (its invalidation link is up)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while f.stats.near.hits == 0 and time.monotonic() < deadline:
+        f(42)
+        time.sleep(0.005)
+
+
+def near_delay(url: str, n: int = 300) -> tuple[float, float]:
+    """p50 / p99 ms from a write by another client to the first read that misses locally."""
+    import statistics
+    import time
+
+    c, other = connect(url), connect(url)
+
+    @cached(ttl=3600, client=c, name="bench.delay", near=True)
+    def f(x: int) -> int:
+        return 0
+
+    @cached(ttl=3600, client=other, name="bench.delay")
+    def w(x: int) -> int:
+        return 0
+
+    _warm_near(f)
+    delays = []
+    for i in range(1, n + 1):
+        f(42)
+        w.set(i, 42)
+        t0 = time.perf_counter()
+        while f(42) != i:
+            pass
+        delays.append((time.perf_counter() - t0) * 1000)
+    delays.sort()
+    return statistics.median(delays), delays[int(0.99 * (len(delays) - 1))]
 
 
 def _cold_floor(c: Any) -> Any:
@@ -380,9 +433,12 @@ def profile(url: str) -> None:
         st = stats.get(f"cmdstat_{cmd}")
         if st:
             rows[f"server: {cmd.upper()} usec_per_call (INFO commandstats)"] = float(st["usec_per_call"])
+    p50, p99 = near_delay(url)
+    rows["near: invalidation delay p50 (ms, write elsewhere -> local miss)"] = p50
+    rows["near: invalidation delay p99 (ms)"] = p99
     width = max(map(len, rows))
     for name, us in rows.items():
-        print(f"{name:<{width}}  {us:8.2f} µs")
+        print(f"{name:<{width}}  {us:8.2f} {'ms' if '(ms' in name else 'µs'}")
 
 
 if __name__ == "__main__":

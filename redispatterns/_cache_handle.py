@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from ._core import cache as core
 from ._core.breaker import OPEN, CircuitBreaker
+from ._core.near import NearStats, NearStore
 from ._core.ops import Compute, Flow
 from ._runner import flights, run_async, run_sync, start_loop, start_loop_async
 from .mount import Namespace
@@ -26,10 +27,12 @@ EventHook = Callable[[str, str], None]
 class CacheStats:
     """Counters of one cached function: outcomes of calls, plus the breaker's state."""
 
-    __slots__ = ("_breaker", "counts")
+    __slots__ = ("_breaker", "counts", "near")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
+        self.near: NearStats | None = None
+        """The near tier's counters (``near=``): hits served with no I/O, invalidations, ..."""
         self.counts: dict[str, int] = dict.fromkeys(
             (core.HIT, core.MISS, core.STALE, core.REFRESHED, core.STALE_ERROR, core.BYPASS,
              core.ERROR, core.UNCACHED, core.UNENCODABLE, core.UNDECODABLE, "coalesced"),
@@ -54,7 +57,8 @@ class CacheStats:
 
     def __repr__(self) -> str:
         shown = " ".join(f"{k}={v}" for k, v in self.counts.items() if v)
-        return f"<CacheStats {shown or 'empty'} breaker={self._breaker.state}>"
+        near = "" if self.near is None else f" near_hits={self.near.hits} near_entries={self.near.entries}"
+        return f"<CacheStats {shown or 'empty'} breaker={self._breaker.state}{near}>"
 
 
 class Handle:
@@ -80,6 +84,7 @@ class Handle:
         self._trips = 0
         self._corrupt = 0  # spec.corrupt already counted in stats (and logged once)
         self.repairs: dict[str, core.CallKeys] = {}  # entries a failed write-through left stale
+        self.near: NearStore | None = None  # the process-local tier (near=)
         self._repairer: Any = None
 
     def remember_stale(self, keys: core.CallKeys) -> None:
@@ -155,7 +160,10 @@ class Handle:
 
     def invalidate(self, *args: Any, **kwargs: Any) -> Any:
         self.ns.check_write("invalidate")
-        return self.run(core.invalidate(self.spec, self.keys(args, kwargs)))
+        keys = self.keys(args, kwargs)
+        if self.near is not None:  # at once here; other processes hear it from the server
+            self.near.drop([keys.value])
+        return self.run(core.invalidate(self.spec, keys))
 
     def peek(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(core.peek(self.spec, self.keys(args, kwargs)))

@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar, cast, overload
 from typing_extensions import ParamSpec
 
 from ._cache_handle import CacheStats, EventHook, Handle, rand
+from ._cache_near import NEAR_ENTRIES, decorate_near
 from ._cache_types import AsyncCached, AsyncWriteThrough, Cached, CacheDecorator, WriteThrough
 from ._cache_write import write_through
 from ._core import cache as core
@@ -88,6 +89,7 @@ def cached(
     client: Any = None,
     breaker: CircuitBreaker | None = None,
     on_event: EventHook | None = None,
+    near: bool | int = False,
 ) -> CacheDecorator: ...
 
 
@@ -112,6 +114,7 @@ def cached(
     client: Any = None,
     breaker: CircuitBreaker | None = None,
     on_event: EventHook | None = None,
+    near: bool | int = False,
 ) -> Any:
     """Cache a function's results in Redis (``def`` or ``async def``; one decorator).
 
@@ -127,6 +130,9 @@ def cached(
     ``early_refresh``: XFetch's beta (0 turns it off). ``stale_if_error``: serve the stale
     value when a refresh raises. ``breaker``: share a :class:`CircuitBreaker` between functions.
     ``on_event(outcome, key)``: a hook for metrics (hit, miss, stale, refreshed, error, ...).
+    ``near=True`` (or a number of entries, default 10,000): a process-local tier in front of
+    Redis, kept coherent by the server's invalidation messages (``CLIENT TRACKING``): a repeated
+    fresh read is a dictionary lookup and a decode, with no I/O (``stats.near`` counts).
 
     Returns a :class:`Cached` (``def``) or :class:`AsyncCached` (``async def``): the function
     with ``.invalidate(*a, **kw)``, ``.refresh(...)``, ``.peek(...)`` (the value or
@@ -137,7 +143,7 @@ def cached(
         "ttl": ttl, "key": key, "ignore": ignore, "tags": tags, "name": name, "version": version,
         "condition": condition, "jitter": jitter, "stale_ttl": stale_ttl, "lock_ttl": lock_ttl,
         "lock_wait": lock_wait, "early_refresh": early_refresh, "stale_if_error": stale_if_error,
-        "mount": mount, "client": client, "breaker": breaker, "on_event": on_event,
+        "mount": mount, "client": client, "breaker": breaker, "on_event": on_event, "near": near,
     }  # fmt: skip
     _validate(options)
     if fn is None:
@@ -158,6 +164,9 @@ def _validate(o: dict[str, Any]) -> None:
     validate.callable_or_none(o["on_event"], "on_event=", "(outcome, key)")
     if o["breaker"] is not None and not isinstance(o["breaker"], CircuitBreaker):
         raise TypeError("breaker= must be a redispatterns.CircuitBreaker")
+    n = o["near"]
+    if not isinstance(n, bool) and (not isinstance(n, int) or n < 1):
+        raise TypeError("near= must be True/False or a number of entries >= 1")
     v = o["version"]
     if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v):
         raise TypeError("version= must be an int or a non-empty str")
@@ -198,7 +207,15 @@ def _handle(fn: Callable[..., Any], o: dict[str, Any]) -> Handle:
 
 def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
     h = _handle(fn, o)
-    spec, ns, breaker = h.spec, h.ns, h.breaker
+    near = o["near"]
+    if near is not False:
+        return _attach(h, decorate_near(h, NEAR_ENTRIES if near is True else int(near), _decorate_plain))
+    return _attach(h, _decorate_plain(h))
+
+
+def _decorate_plain(h: Handle) -> Any:
+    """The wrapper: one flow per call, the hit counted inline."""
+    fn, spec, ns, breaker = h.fn, h.spec, h.ns, h.breaker
     keys_for, record, call, flights_ = spec.keys_for, h.record, core.call, h.flights
     HIT = core.HIT
     counts = h.stats.counts
@@ -244,15 +261,19 @@ def _decorate(fn: Callable[..., Any], o: dict[str, Any]) -> Any:
             return value
 
         wrapper = swrapper
+    return wrapper
 
+
+def _attach(h: Handle, wrapper: Any) -> Any:
+    """The handle's methods and state, on the wrapper."""
     wrapper.invalidate = h.invalidate
     wrapper.peek = h.peek
     wrapper.refresh = h.refresh
     wrapper.set = h.set
     wrapper.key = h.key
     wrapper.stats = h.stats
-    wrapper.breaker = breaker
-    wrapper.original = fn
+    wrapper.breaker = h.breaker
+    wrapper.original = h.fn
     wrapper._rp_cache = h
     return wrapper
 
