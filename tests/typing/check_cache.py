@@ -26,6 +26,11 @@ async def total(order_id: str) -> float:
     return 9.5
 
 
+@rp.cached(ttl=60, near=1_000)
+def near_user(user_id: int) -> dict[str, Any]:
+    return {"id": user_id}
+
+
 class Repo:
     @rp.cached(ttl=60)
     def find(self, key: str) -> bytes:
@@ -51,6 +56,7 @@ def sync_use() -> None:
     cached_fn: rp.Cached[[int], dict[str, Any]] = get_user  # a named type for user annotations
     assert cached_fn is get_user
     assert_type(rp.invalidate_tags("user:42"), int)
+    assert_type(near_user(1), dict[str, Any])
 
 
 async def async_use() -> None:
