@@ -170,7 +170,8 @@ def test_same_name_in_two_classes_two_keys() -> None:
 
 def test_stale_served_while_one_caller_refreshes(rp: Harness) -> None:
     calls, body = counter()
-    f = make(rp, body, ttl=0.2, stale_ttl=30, jitter=0, early_refresh=0, sleep=0.3)
+    # the refresh takes 0.8 s: on a busy machine every other caller still arrives while it runs
+    f = make(rp, body, ttl=0.2, stale_ttl=30, jitter=0, early_refresh=0, sleep=0.8)
     first = rp.call(f(1))
     time.sleep(0.3)  # now stale, still present
     if rp.is_async:
@@ -183,8 +184,10 @@ def test_stale_served_while_one_caller_refreshes(rp: Harness) -> None:
     else:
         results = []
         lock = threading.Lock()
+        start = threading.Barrier(10)
 
         def call() -> None:
+            start.wait()
             r = f(1)
             with lock:
                 results.append(r)
