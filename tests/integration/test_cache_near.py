@@ -111,3 +111,69 @@ def test_invalidate_drops_the_local_entry_at_once(rp: Harness) -> None:
     rp.call(f.invalidate(1))
     assert rp.call(f(1)) == {"x": 1, "n": 2}  # no window: the local entry went first
     assert calls == [1, 1]
+
+
+def _coherent(x: Any, y: Any = None) -> Any:
+    return 0
+
+
+def _writer_main(url: str, n: int, out: Any) -> None:
+    """Another process: writes 1..n under the reader's key, reporting when each was acknowledged."""
+    import redispatterns as rpm
+
+    rpm.configure(url)
+    w = cached(ttl=60, name="near.coherence")(_coherent)
+    for i in range(1, n + 1):
+        w.set(i, 1)
+        out.put((i, time.monotonic()))  # CLOCK_MONOTONIC: one clock for every process
+        time.sleep(0.003)
+    out.put(None)
+
+
+def test_coherence_checker_no_read_older_than_the_last_acknowledged_write(rp: Harness) -> None:
+    # readers here with a near tier, a writer in another process, the invalidation link killed
+    # halfway: no read may return a value older than the last write acknowledged before the read
+    # began, give or take the invalidation delay (bound: 50 ms; measured p99 is a few ms)
+    import multiprocessing
+
+    assert rp.backend.url is not None
+    f = make(rp, lambda x, y: 0, near=True, name="near.coherence")
+    rp.call(f(1))
+    _local_hit(rp, f, 1)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    writer = ctx.Process(target=_writer_main, args=(rp.backend.url, 400, out))
+    writer.start()
+    writes: list[tuple[int, float]] = []
+    reads: list[tuple[float, int]] = []
+    killed = False
+    done = False
+    deadline = time.monotonic() + 120
+    while not done and time.monotonic() < deadline:
+        while True:
+            try:
+                item = out.get_nowait()
+            except Exception:
+                break
+            if item is None:
+                done = True
+                break
+            writes.append(item)
+        if not killed and len(writes) >= 200:
+            c = rp.backend.sync_client()
+            kw = {"target_nodes": "all"} if rp.backend.is_cluster else {}
+            c.client_kill_filter(_type="pubsub", **kw)
+            killed = True
+        began = time.monotonic()
+        reads.append((began, rp.call(f(1))))
+    writer.join(timeout=30)
+    assert writer.exitcode == 0 and done and killed
+    bound = 0.05
+    stale = []
+    for began, value in reads:
+        floor = max((i for i, acked in writes if acked < began - bound), default=0)
+        if value < floor:
+            stale.append((began, value, floor))
+    assert not stale, f"{len(stale)} stale reads, first: {stale[0]}"
+    assert len(reads) > 400 and f.stats.near.hits > 0 and f.stats.near.invalidations > 0
+    assert rp.call(f(1)) == 400
