@@ -132,8 +132,11 @@ def _writer_main(url: str, n: int, out: Any) -> None:
 
 def test_coherence_checker_no_read_older_than_the_last_acknowledged_write(rp: Harness) -> None:
     # readers here with a near tier, a writer in another process, the invalidation link killed
-    # halfway: no read may return a value older than the last write acknowledged before the read
-    # began, give or take the invalidation delay (bound: 50 ms; measured p99 is a few ms)
+    # halfway: reads never go back in time, and no read returns a value older than the last
+    # write acknowledged before it began, give or take the invalidation delay. That delay is a
+    # few ms at p99 on a quiet machine (loadtests.bench_cache --profile) but a starved thread on
+    # a busy one can take far longer: the bound here (1 s) is what a missed invalidation (stale
+    # until the 60 s TTL) could never meet
     import multiprocessing
 
     assert rp.backend.url is not None
@@ -168,9 +171,12 @@ def test_coherence_checker_no_read_older_than_the_last_acknowledged_write(rp: Ha
         reads.append((began, rp.call(f(1))))
     writer.join(timeout=30)
     assert writer.exitcode == 0 and done and killed
-    bound = 0.05
+    bound = 1.0
     stale = []
+    last = 0
     for began, value in reads:
+        assert value >= last, f"a read went back in time: {value} after {last}"
+        last = value
         floor = max((i for i, acked in writes if acked < began - bound), default=0)
         if value < floor:
             stale.append((began, value, floor))
