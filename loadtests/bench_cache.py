@@ -273,6 +273,19 @@ def _peers(url: str, c: Any) -> list[BenchCase]:
                              lambda: w_cold(next(w_args)), _cold_floor(c)))  # fmt: skip
     except Exception as exc:
         print(f"  walrus skipped: {exc!r}")
+    try:
+        from redis.cache import CacheConfig
+
+        csc = redis.Redis.from_url(url, protocol=3, cache_config=CacheConfig())
+        csc.get(FLOOR_KEY)
+
+        def csc_hit() -> Any:
+            return orjson.loads(cast(bytes, csc.get(FLOOR_KEY)))
+
+        csc_hit()
+        out.append(BenchCase("cache", "peer redis-py CacheConfig hit (RESP3, sync only)", csc_hit, floor))
+    except Exception as exc:
+        print(f"  redis-py CacheConfig skipped: {exc!r}")
     state: dict[str, Any] = {}
 
     try:
