@@ -16,7 +16,19 @@ from ._core.codec import Codec, JsonCodec, PickleCodec
 from ._core.mount import Mount
 from ._core.server import ServerInfo
 from ._runner import server_info, server_info_async
-from .cache import NOT_CACHED, CacheStats, CircuitBreaker, cached, invalidate_tags, write_through
+from .cache import (
+    NOT_CACHED,
+    AsyncCached,
+    AsyncWriteThrough,
+    Cached,
+    CacheStats,
+    CircuitBreaker,
+    WriteThrough,
+    cached,
+    invalidate_tags,
+    invalidate_tags_async,
+    write_through,
+)
 from .client import aclose, close, configure, connect, connect_async
 from .errors import (
     ConfigurationError,
@@ -130,6 +142,7 @@ _DEPRECATED: dict[str, tuple[str, str]] = {
 
 
 __all__ = [
+    "AsyncCached",
     "AsyncConsumer",
     "AsyncFixedWindowLimiter",
     "AsyncKV",
@@ -150,7 +163,9 @@ __all__ = [
     "AsyncStreamMessage",
     "AsyncSubscriber",
     "AsyncTokenBucketLimiter",
+    "AsyncWriteThrough",
     "CacheStats",
+    "Cached",
     "CircuitBreaker",
     "Codec",
     "ConfigurationError",
@@ -218,6 +233,7 @@ __all__ = [
     "TokenBucketLimiter",
     "TrackEvent",
     "UnsupportedByServer",
+    "WriteThrough",
     "__version__",
     "aclose",
     "cached",
@@ -226,6 +242,7 @@ __all__ = [
     "connect",
     "connect_async",
     "invalidate_tags",
+    "invalidate_tags_async",
     "locked",
     "publish",
     "publish_async",
