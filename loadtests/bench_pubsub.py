@@ -15,7 +15,6 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
-from redispatterns._core.pubsub import ENVELOPE
 from redispatterns._core.scripts import load
 from redispatterns.client import connect, connect_async
 from redispatterns.pubsub import AsyncPublisher, AsyncSubscriber, Publisher, Subscriber
@@ -64,6 +63,29 @@ def cases(url: str) -> list[BenchCase]:
             st["raw"] = redis.asyncio.Redis.from_url(url)
         return await st["raw"].publish(chan, orjson.dumps(_PAYLOAD))
 
+    plain: dict[str, Any] = {}  # ours on a plain redis.asyncio client, per case (each has its loop)
+
+    def _plain(case: str) -> tuple[Any, Any]:
+        if case not in plain:
+            raw_async = redis.asyncio.Redis.from_url(url)
+            plain[case] = (AsyncPublisher(client=redis.asyncio.Redis.from_url(url)), raw_async)
+        return plain[case]  # type: ignore[no-any-return]
+
+    async def apublish_plain_script() -> Any:
+        return await _plain("script")[0].publish("bench", _PAYLOAD)
+
+    async def apublish_script_floor() -> Any:
+        raw_async = _plain("script")[1]
+        if "script_fn" not in plain:
+            plain["script_fn"] = raw_async.register_script(load("pubsub_publish").source)
+        return await plain["script_fn"](keys=("rp:pubsub:{bench}:seq",), args=(chan, orjson.dumps(_PAYLOAD)))
+
+    async def apublish_plain() -> Any:
+        return await _plain("publish")[0].publish("bench", _PAYLOAD)
+
+    async def apublish_plain_floor() -> Any:
+        return await _plain("publish")[1].publish(chan, orjson.dumps(_PAYLOAD))
+
     rs: dict[str, Any] = {}
 
     async def art() -> Any:
@@ -86,7 +108,7 @@ def cases(url: str) -> list[BenchCase]:
                 return orjson.loads(m["data"])
 
     def script_floor(sharded: int) -> Any:
-        args = (chan, orjson.dumps(_PAYLOAD), sharded, 0, ENVELOPE)
+        args = (chan, orjson.dumps(_PAYLOAD), 0, 1) if sharded else (chan, orjson.dumps(_PAYLOAD))
         return script(keys=("rp:pubsub:{bench}:seq",), args=args)
 
     return [
@@ -101,6 +123,11 @@ def cases(url: str) -> list[BenchCase]:
         BenchCase("pubsub", "publish sharded vs raw script", lambda: pub_shard.publish("bench", _PAYLOAD),
                   lambda: script_floor(1)),
         BenchCase("pubsub", "publish numbered vs raw PUBLISH", apublish, apublish_floor, is_async=True),
+        BenchCase("pubsub", "publish numbered vs raw script", apublish_plain_script, apublish_script_floor,
+                  is_async=True, note="both on a plain redis.asyncio client: our Python cost alone"),
+        BenchCase("pubsub", "publish numbered vs raw PUBLISH (plain client)", apublish_plain,
+                  apublish_plain_floor,
+                  is_async=True, note="ours on a plain redis.asyncio client (no connect_async pool)"),
         BenchCase("pubsub", "publish -> delivered (Subscriber.get)", rt, rt_floor,
                   note="floor: redis-py PubSub.get_message on the caller's thread"),
         BenchCase("pubsub", "publish -> delivered (AsyncSubscriber.get)", art, art_floor, is_async=True),

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .codec import Codec, as_bytes, as_str, json_dumps
+from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
 from .ops import Batch, Command, Compute, Flow, Script
 from .scripts import load
@@ -71,6 +71,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SID = re.compile(r"[0-9a-f]{64}")
 _DATA = "d:"
 _MAX_FIELD = 1024
+_loads = orjson.loads
+_GET = load("session_get")
+_UPDATE = load("session_update")
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 # --------------------------------------------------------------------------- tokens
@@ -147,6 +151,10 @@ class SessionConfig:
         # the result equals keyspace.tagged("sess", sid[, "ev" | "x"]).
         base = f"{self.keyspace.prefix}sess:{{{sid}}}"
         return base, base + ":ev", base + ":x"
+
+    def hash_key(self, sid: str) -> str:
+        """The session hash alone (``session_keys(sid)[0]``): the hot paths' one key."""
+        return f"{self.keyspace.prefix}sess:{{{sid}}}"
 
     def track_key(self, sid: str) -> str:
         return f"{self.keyspace.prefix}sess:{{{sid}}}:tr"
@@ -230,16 +238,21 @@ def encode_fields(codec: Codec, data: Mapping[str, Any] | None, prefix: str = _D
     """Flat ``field, value`` arguments for HSET (data fields get the ``d:`` prefix)."""
     if data is None:
         return []
-    if not isinstance(data, Mapping):
+    if data.__class__ is not dict and not isinstance(data, Mapping):
         raise TypeError(f"session data must be a mapping of str to values, not {type(data).__name__}")
+    encode = codec.encode
     out: list[bytes | str] = []
     for k, v in data.items():
-        out.append(prefix + _check_field(k))
-        out.append(codec.encode(v))
+        if k.__class__ is not str or not k or len(k) > _MAX_FIELD:
+            _check_field(k)
+        out.append(prefix + k)
+        out.append(encode(v))
     return out
 
 
 def _field_names(names: Iterable[str], prefix: str = _DATA) -> list[str]:
+    if names == ():
+        return []
     if isinstance(names, (str, bytes)):
         raise TypeError("remove= takes an iterable of field names, not a single string")
     return [prefix + _check_field(n) for n in names]
@@ -260,23 +273,39 @@ def _ms(raw: bytes | str | None) -> int:
     return int(raw) if raw else 0
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+
+
+def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, Any]:
+    """Data fields from parallel name / value lists. With the default JSON codec the values go
+    straight to orjson, and only when one is not JSON (a ``bytes`` value, a foreign writer) to
+    the codec: the result is the codec's either way, without its per-value checks."""
+    if codec.__class__ is JsonCodec:
+        try:
+            decoded = list(map(_loads, values))
+        except _JSONDecodeError:
+            decoded = list(map(codec.decode, values))
+    else:
+        decoded = list(map(codec.decode, values))
+    return dict(zip(map(_text, names), decoded, strict=True))
+
+
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``):
     seven metadata values by position, then data field/value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
-    decode = cfg.codec.decode
-    data = {as_str(reply[i]): decode(reply[i + 1]) for i in range(7, len(reply), 2)}
     return Session(
-        token=token,
-        id=sid,
-        user_id=as_str(user),
-        data=data,
-        created=_ms(created) / 1000,
-        last_seen=_ms(seen) / 1000,
-        expires_at=_ms(deadline) / 1000,
-        idle_ttl=_ms(idle) / 1000,
-        version=int(version or 0),
-        meta=orjson.loads(meta) if meta else {},
+        token,
+        sid,
+        _text(user),
+        decode_data(cfg.codec, reply[7::2], reply[8::2]),
+        int(created) / 1000 if created else 0.0,
+        int(seen) / 1000 if seen else 0.0,
+        int(deadline) / 1000 if deadline else 0.0,
+        int(idle) / 1000 if idle else 0.0,
+        int(version) if version else 0,
+        _loads(meta) if meta else {},
     )
 
 
@@ -343,7 +372,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:1], args=(cfg.refresh_permille,))
+    reply = yield Script(_GET, keys=(cfg.hash_key(sid),), args=(cfg.refresh_permille,))
     if not isinstance(reply, list):
         return None
     session: Session | None = decode_session(cfg, tok, sid, reply)
@@ -372,11 +401,7 @@ def update(
         return None
     sid = cfg.id_of(tok)
     expect = "" if expect_version is None else str(expect_version)
-    reply = yield Script(
-        load("session_update"),
-        keys=cfg.session_keys(sid)[:1],
-        args=(expect, len(fields) // 2, *fields, *dels),
-    )
+    reply = yield Script(_UPDATE, keys=(cfg.hash_key(sid),), args=(expect, len(fields) // 2, *fields, *dels))
     v = int(reply)
     return None if v == 0 else v
 

@@ -13,6 +13,7 @@ from redispatterns._core.ops import Command, Probe, Script
 from redispatterns._core.pubsub import (
     ENVELOPE,
     Gap,
+    LinkAction,
     LinkBroken,
     LinkState,
     Names,
@@ -23,6 +24,7 @@ from redispatterns._core.pubsub import (
     backoff_delay,
     split_envelope,
 )
+from redispatterns._core.scripts import load
 from redispatterns._core.server import ServerInfo
 from redispatterns.errors import UnsupportedByServer
 from redispatterns.testing.replay import replay
@@ -80,17 +82,27 @@ def test_publish_numbered_is_one_script() -> None:
             isinstance(op, Script)
             and op.script.name == "pubsub_publish"
             and op.keys == ("app:pubsub:{o}:seq",)
-            and op.args == ("app:pubsub:{o}", b"1", 0, 0, ENVELOPE)
+            and op.args == ("app:pubsub:{o}", b"1")  # the shortest vector: no TTL, PUBLISH
         )
 
-    assert replay(flow, [(step, [7, 3])]) == 3
+    assert replay(flow, [(step, 3)]) == 3
+
+
+def test_publish_ttl_is_passed_only_when_set() -> None:
+    flow = core.publish("c", "c:seq", b"1", sharded=False, sequence=True, ttl_ms=5000)
+    assert replay(flow, [(lambda op: isinstance(op, Script) and op.args == ("c", b"1", 5000), 2)]) == 2
+
+
+def test_the_script_writes_the_envelope_the_reader_parses() -> None:
+    source = load("pubsub_publish").source
+    assert b"'" + ENVELOPE + b"' .. seq .. ':'" in source
 
 
 def test_publish_sharded_checks_the_server_first() -> None:
     ok = ServerInfo("redis", (7, 0, 15), capabilities=frozenset({"sharded_pubsub"}))
     flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=5000)
-    step = lambda op: isinstance(op, Script) and op.args[2:4] == (1, 5000)  # noqa: E731
-    assert replay(flow, [(Probe(), ok), (step, [1, 2])]) == 2
+    step = lambda op: isinstance(op, Script) and op.args[2:4] == (5000, 1)  # noqa: E731
+    assert replay(flow, [(Probe(), ok), (step, 2)]) == 2
     old = ServerInfo("redis", (6, 2, 0))
     with pytest.raises(UnsupportedByServer):
         replay(core.publish("c", "c:seq", b"1", sharded=True, sequence=False, ttl_ms=None), [(Probe(), old)])
@@ -249,7 +261,8 @@ def test_ping_deadline_declares_half_open_connections_dead() -> None:
     st.connecting(0.0)
     assert st.tick(0.5) is None
     assert st.wait_time(0.5) == pytest.approx(0.5)
-    assert st.tick(1.0) == "ping"
+    assert st.tick(1.0) is LinkAction.PING and LinkAction.PING == "ping"
+    assert repr(LinkAction.DEAD) == "LinkAction.DEAD" and str(LinkAction.DEAD) == "dead"
     assert st.wait_time(1.2) == pytest.approx(0.3)
     assert st.tick(1.2) is None
     assert st.on_reply([b"pong", core.PING_TOKEN], 1.3, 0) == []
