@@ -723,3 +723,42 @@ def test_start_against_a_dead_server_raises_and_leaks_nothing(server_pool: Any) 
         assert all(link.task is not None and link.task.done() for link in sub._links)
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- collection (D14)
+
+
+def test_a_dropped_subscriber_is_closed_when_collected(rp: Harness) -> None:
+    """Nothing but its readers (and handler worker) held it: collected, it stops them, returns
+    its connections and says so with a ResourceWarning."""
+    real_only(rp.backend)
+    import gc
+    import warnings
+
+    before = client_count(rp.backend, "TYPE", "pubsub")
+    seen: list[Any] = []
+    handler: Any = seen.append
+    if rp.is_async:
+
+        async def handler(m: Any) -> None:
+            seen.append(m)
+
+    sub = _sub(rp, ["dropped"], handler=handler)
+    ctl = sub._ctl
+    links = list(ctl.links)
+    _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before + len(links))
+    rp.call(_pub(rp).publish("dropped", 1))
+    _wait(rp, lambda: len(seen) == 1)  # the handler worker runs, holding the subscriber weakly
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del sub
+        _wait(rp, lambda: gc.collect() >= 0 and ctl.stopped.is_set())
+    assert any(issubclass(w.category, ResourceWarning) and "unclosed" in str(w.message) for w in caught)
+    if rp.is_async:
+        _wait(rp, lambda: all(link.task is not None and link.task.done() for link in links))
+    else:
+        for link in links:
+            assert link.thread is not None
+            link.thread.join(10)
+            assert not link.thread.is_alive()
+    _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before)
