@@ -47,6 +47,7 @@ __all__ = [
     "Control",
     "Inbox",
     "Link",
+    "Worker",
     "next_message",
     "next_message_async",
     "resplit",
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("redispatterns.pubsub")
+Worker = threading.Thread  # a handler worker (sync)
 _WORKER_POLL = 0.25  # how often an idle handler worker lets go of its subscriber
 
 

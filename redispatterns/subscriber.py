@@ -239,8 +239,8 @@ class _SubscriberBase:
         if ctl is None or not self._started or self._closed:
             return
         self._closed = True
-        driver.stop(ctl)
         warnings.warn(f"unclosed {self!r}: closed when collected", ResourceWarning, stacklevel=1)
+        driver.stop(ctl)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
@@ -260,7 +260,7 @@ class Subscriber(_SubscriberBase):
     Close it (``close()`` or ``with``); one dropped unclosed is closed when collected.
     """
 
-    _worker: threading.Thread | None = None
+    _worker: driver.Worker | None = None
 
     def _setup(self) -> None:
         self._start_lock = threading.Lock()

@@ -27,13 +27,15 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
+from uuid import UUID
 
 import orjson
 
+from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
 from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Script
+from .ops import Batch, Command, Compute, Flow, Now, Op, Script
 from .scripts import load
 
 __all__ = [
@@ -43,11 +45,13 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SessionInfo",
+    "UserId",
     "append_event",
     "check_token",
     "create",
     "destroy",
     "destroy_all",
+    "decode_events",
     "event_blob",
     "events",
     "get",
@@ -56,7 +60,9 @@ __all__ = [
     "refresh_due",
     "rotate",
     "sessions",
+    "guarded",
     "sliding_ttl_ms",
+    "split_event",
     "state",
     "token_id",
     "update",
@@ -142,6 +148,8 @@ class SessionConfig:
     on_get: Callable[..., Any] | None = None
     on_append: Callable[..., Any] | None = None
     tracks: bool = False  # keep each session's track key in step on rotate / destroy
+    breaker: CircuitBreaker | None = None  # guards the reads (see ``guarded``)
+    fail_closed: bool = False  # reads during an outage find nothing instead of raising
 
     def id_of(self, token: str) -> str:
         return token_id(token, self.secret)
@@ -216,9 +224,18 @@ class SessionInfo:
         return v if isinstance(v, str) else None
 
 
+UserId = Union[str, int, UUID]
+"""A user id: a ``str``, or an ``int`` / ``UUID`` (a database key), stored as its ``str``."""
+
+
 def check_user(user_id: object) -> str:
-    if not isinstance(user_id, str):
-        raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
+    """The user id as stored: ``str`` as is, ``int`` and ``UUID`` as their ``str`` (so ``7``
+    and ``"7"`` name the same user)."""
+    if user_id.__class__ is not str:
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, UUID)):
+            raise TypeError(f"user_id must be a str, int or UUID, not {type(user_id).__name__}")
+        user_id = str(user_id)
+    assert isinstance(user_id, str)
     if not user_id:
         raise ValueError("user_id cannot be empty")
     if len(user_id) > _MAX_FIELD:
@@ -309,12 +326,63 @@ def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -
     )
 
 
+# --------------------------------------------------------------------------- reads behind the breaker
+
+DOWN: Any = object()
+"""What :func:`guarded` returns for a read skipped or failed during an outage (``fail_closed``)."""
+
+
+def _gate(cfg: SessionConfig) -> Flow[Any]:
+    """Only when the breaker is not closed: may this read try Redis? Raises when it may not and
+    the store fails loudly; returns ``DOWN`` when it fails closed."""
+    breaker = cfg.breaker
+    assert breaker is not None
+    now = yield Now()
+    if breaker.allow(now):
+        return None
+    if cfg.fail_closed:
+        return DOWN
+    raise open_error(breaker)
+
+
+def _tripped(cfg: SessionConfig, exc: Exception) -> Flow[None]:
+    """Count an outage against the breaker; raise it unless the store fails closed."""
+    breaker = cfg.breaker
+    assert breaker is not None
+    breaker.last_error = exc
+    breaker.failure((yield Now()))
+    if not cfg.fail_closed:
+        raise exc
+
+
+def guarded(cfg: SessionConfig, op: Op) -> Flow[Any]:
+    """``op``'s reply, behind the store's circuit breaker (issue D2): a hung or dead server
+    costs one timeout per read until ``threshold`` of them open the breaker; then reads skip
+    Redis (µs) until a probe gets through. Skipped or failed reads raise, or give ``DOWN``
+    under ``fail_closed``. A closed breaker costs one attribute read."""
+    breaker = cfg.breaker
+    if breaker is None:
+        return (yield op)
+    if breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
+        return DOWN
+    try:
+        reply = yield op
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        yield from _tripped(cfg, exc)
+        return DOWN
+    if breaker.failures:
+        breaker.success()
+    return reply
+
+
 # --------------------------------------------------------------------------- flows
 
 
 def create(
     cfg: SessionConfig,
-    user_id: str,
+    user_id: UserId,
     data: Mapping[str, Any] | None,
     meta: Mapping[str, Any],
     *,
@@ -326,7 +394,7 @@ def create(
     Three single-slot steps. If ``destroy_all`` drains the index in between, the session is
     refused (revocation marker) or revoked at the confirmation: the token comes back dead.
     """
-    check_user(user_id)
+    user_id = check_user(user_id)
     fields = encode_fields(cfg.codec, data)
     meta_blob = _encode_meta(meta)
     token = new_token()
@@ -367,12 +435,25 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
 
 
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
-    """One round trip: read the session and slide its idle TTL (capped by the deadline)."""
+    """One round trip: read the session and slide its idle TTL (capped by the deadline).
+
+    Behind the store's breaker (:func:`guarded`, inlined: this is the hottest read)."""
     tok = check_token(token)
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    reply = yield Script(_GET, keys=(cfg.hash_key(sid),), args=(cfg.refresh_permille,))
+    breaker = cfg.breaker
+    if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
+        return None
+    try:
+        reply = yield Script(_GET, keys=(cfg.hash_key(sid),), args=(cfg.refresh_permille,))
+    except Exception as exc:
+        if breaker is None or not is_outage(exc):
+            raise
+        yield from _tripped(cfg, exc)
+        return None
+    if breaker is not None and breaker.failures:
+        breaker.success()
     if not isinstance(reply, list):
         return None
     session: Session | None = decode_session(cfg, tok, sid, reply)
@@ -431,7 +512,7 @@ def destroy_id(cfg: SessionConfig, sid: str, user_id: str) -> Flow[bool]:
     return True
 
 
-def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[int]:
+def destroy_all(cfg: SessionConfig, user_id: UserId, max_passes: int = 8) -> Flow[int]:
     """Log out everywhere: drain the index, revoke each id; repeat until the index stays empty.
 
     Creates and rotations index their new id *before* writing the session, so any of them still
@@ -464,14 +545,19 @@ def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[i
 _INFO_FIELDS = ("_c", "_s", "_abs", "_m")
 
 
-def sessions(cfg: SessionConfig, user_id: str) -> Flow[list[SessionInfo]]:
+def sessions(cfg: SessionConfig, user_id: UserId) -> Flow[list[SessionInfo]]:
     """The user's live sessions (oldest first); index entries of dead sessions are removed."""
-    index = cfg.index_key(check_user(user_id))
-    flat = yield Script(load("session_index_list"), keys=(index,), args=("",))
-    sids = [as_str(flat[i]) for i in range(0, len(flat), 2)]
+    user_id = check_user(user_id)
+    index = cfg.index_key(user_id)
+    flat = yield from guarded(cfg, Script(load("session_index_list"), keys=(index,), args=("",)))
+    sids = [] if flat is DOWN else [as_str(flat[i]) for i in range(0, len(flat), 2)]
     if not sids:
         return []
-    rows = yield Batch(tuple(Command("HMGET", cfg.session_keys(s)[0], *_INFO_FIELDS) for s in sids))
+    rows = yield from guarded(
+        cfg, Batch(tuple(Command("HMGET", cfg.hash_key(s), *_INFO_FIELDS) for s in sids))
+    )
+    if rows is DOWN:
+        return []
     live: list[SessionInfo] = []
     dead: list[str] = []
     for sid, row in zip(sids, rows, strict=True):
@@ -578,31 +664,71 @@ def event_blob(cfg: SessionConfig, token: object, event: Any) -> Flow[tuple[str,
     return sid, cfg.codec.encode(event)
 
 
-def events(cfg: SessionConfig, token: object, limit: int | None = None) -> Flow[list[Any]]:
-    """The newest ``limit`` events (default: all kept), oldest first."""
+def split_event(raw: bytes) -> tuple[float | None, bytes]:
+    """``(server time in seconds, encoded event)`` of one stored log entry; the time is ``None``
+    for an entry written before entries carried one."""
+    if raw[16:17] == b"\x00" and raw[:16].isdigit():
+        return int(raw[:16]) / 1_000_000, raw[17:]
+    return None, raw
+
+
+def decode_events(
+    cfg: SessionConfig, raw: list[Any], since_us: int | None = None, until_us: int | None = None
+) -> list[Any]:
+    """The log's entries (newest first, as stored) decoded oldest first, kept when their time
+    is in ``[since, until]`` (an entry without a time is kept only when no bound is given)."""
+    decode = cfg.codec.decode
+    bounded = since_us is not None or until_us is not None
+    lo = -1.0 if since_us is None else since_us / 1_000_000
+    hi = float("inf") if until_us is None else until_us / 1_000_000
+    out = []
+    for entry in reversed(raw):
+        at, blob = split_event(as_bytes(entry))
+        if bounded and (at is None or not lo <= at <= hi):
+            continue
+        out.append(decode(blob))
+    return out
+
+
+def events(
+    cfg: SessionConfig,
+    token: object,
+    limit: int | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> Flow[list[Any]]:
+    """The newest ``limit`` events (default: all kept) appended in ``[since, until]`` (server
+    time, microseconds; inclusive), oldest first."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise TypeError("limit must be an int or None")
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
+    if since_us is not None and until_us is not None and until_us < since_us:
+        raise ValueError("until must not be before since")
     tok = check_token(token)
     if tok is None:
         return []
     h, key, _ = cfg.session_keys(cfg.id_of(tok))
+    bounded = since_us is not None or until_us is not None
+    last = cfg.event_limit - 1 if bounded or limit is None else limit - 1  # a range reads the whole log
     # the log outlives an idle-expired session until the deadline: read it only if the hash lives
-    alive, raw = yield Batch(
-        (
-            Command("EXISTS", h, keys=(h,)),
-            Command("LRANGE", key, 0, (limit or cfg.event_limit) - 1, keys=(key,)),
-        ),
-        transaction=True,
+    read = Batch(
+        (Command("EXISTS", h, keys=(h,)), Command("LRANGE", key, 0, last, keys=(key,))), transaction=True
     )
-    if not alive:
+    reply = yield from guarded(cfg, read)
+    if reply is DOWN or not reply[0]:
         return []
-    return [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
+    raw = reply[1]
+    out = decode_events(cfg, raw, since_us, until_us)
+    return out[-limit:] if limit is not None else out
 
 
 def patch_state(
-    cfg: SessionConfig, scope: str, name: str, changes: Mapping[str, Any] | None, remove: Iterable[str] = ()
+    cfg: SessionConfig,
+    scope: str,
+    name: UserId,
+    changes: Mapping[str, Any] | None,
+    remove: Iterable[str] = (),
 ) -> Flow[int]:
     """Merge ``changes`` into the app or user state hash, delete ``remove``; refresh its TTL."""
     key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
@@ -615,10 +741,12 @@ def patch_state(
     return int(n)
 
 
-def state(cfg: SessionConfig, scope: str, name: str) -> Flow[dict[str, Any]]:
+def state(cfg: SessionConfig, scope: str, name: UserId) -> Flow[dict[str, Any]]:
     """The whole app or user state hash, decoded."""
     key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
-    flat = yield Command("HGETALL", key, keys=(key,))
+    flat = yield from guarded(cfg, Command("HGETALL", key, keys=(key,)))
+    if flat is DOWN:
+        return {}
     if isinstance(flat, dict):
         items = list(flat.items())
     else:

@@ -261,7 +261,8 @@ def test_ping_deadline_declares_half_open_connections_dead() -> None:
     st.connecting(0.0)
     assert st.tick(0.5) is None
     assert st.wait_time(0.5) == pytest.approx(0.5)
-    assert st.tick(1.0) is LinkAction.PING and LinkAction.PING == "ping"
+    assert st.tick(1.0) is LinkAction.PING and LinkAction("ping") is LinkAction.PING
+    assert isinstance(LinkAction.PING, str) and f"{LinkAction.PING}" == "ping"
     assert repr(LinkAction.DEAD) == "LinkAction.DEAD" and str(LinkAction.DEAD) == "dead"
     assert st.wait_time(1.2) == pytest.approx(0.3)
     assert st.tick(1.2) is None

@@ -4,6 +4,7 @@ overflow, sharded channels (cluster included), and no leaked threads or connecti
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -762,3 +763,40 @@ def test_a_dropped_subscriber_is_closed_when_collected(rp: Harness) -> None:
             link.thread.join(10)
             assert not link.thread.is_alive()
     _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before)
+
+
+def test_each_reconnect_is_logged_once(rp: Harness, backend: Backend) -> None:
+    """A killed connection: one warning when it is lost, one info line when it is resubscribed
+    (a retry that fails in between is logged at debug level only)."""
+    real_only(backend)
+
+    log = logging.getLogger("redispatterns.pubsub")
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records, logging.INFO)
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    sub = _sub(rp, ["logged"], backoff=(0.05, 0.1), on_gap=lambda g: None)
+    try:
+        links = len(sub._links)
+        kill_pubsub(backend)
+        _wait(rp, lambda: rp_live(sub) and sub.stats.reconnects >= links)
+        lost = [r for r in records if "connection lost" in r.getMessage()]
+        back = [r for r in records if "resubscribed" in r.getMessage()]
+        assert len(lost) == links and all(r.levelno == logging.WARNING for r in lost)
+        assert len(back) == links and all(r.levelno == logging.INFO for r in back)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        rp.call(sub.close())
+
+
+class _Collect(logging.Handler):
+    """Keeps the records it gets."""
+
+    def __init__(self, into: list[logging.LogRecord], level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record)
