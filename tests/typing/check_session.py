@@ -20,7 +20,8 @@ def log_in(store: rp.SessionStore, user: int) -> str | None:
         return None
     assert_type(session.user_id, str)
     assert_type(store.update(token, {"cart": [1]}, expect_version=session.version), int | None)
-    assert_type(store.events(token, 10, since=datetime(2026, 1, 1, tzinfo=timezone.utc), until=1.8e9), list[Any])
+    since = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert_type(store.events(token, 10, since=since, until=1.8e9), list[Any])
     assert_type(store.sessions(uuid.uuid4()), list[rp.SessionInfo])
     return store.rotate(token)
 
