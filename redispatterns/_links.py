@@ -211,11 +211,24 @@ class _InboxBase:
             self.received += 1
         return True
 
-    def _take(self) -> Event | None:
+    def _step(self, deadline: float | None) -> tuple[Event | None, bool, float | None]:
+        """``(event, True, _)`` when one is queued; ``(None, True, _)`` once closed or past
+        ``deadline``; else ``(None, False, seconds left)`` (``None``: no deadline): wait."""
         item = self.buffer.take(time.time())
-        if item.__class__ is PubSubMessage:
-            self.delivered += 1
-        return item
+        if item is not None:
+            if item.__class__ is PubSubMessage:
+                self.delivered += 1
+            self._made_room()
+            return item, True, None
+        if self.closed:
+            return None, True, None
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None, True, None
+        return None, False, left
+
+    def _made_room(self) -> None:
+        """A take freed a slot: wake a reader waiting under ``overflow="block"``."""
 
 
 class Inbox(_InboxBase):
@@ -252,16 +265,9 @@ class Inbox(_InboxBase):
         """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
         while True:
             with self._lock:
-                item = self._take()
-                if item is not None:
-                    if self.buffer.policy == "block":
-                        self._room.set()
+                item, done, left = self._step(deadline)
+                if done:
                     return item
-                if self.closed:
-                    return None
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
                 self._waiting += 1
             try:
                 self._wake.get(timeout=left)
@@ -271,6 +277,10 @@ class Inbox(_InboxBase):
                         self._wake.get_nowait()
                     except queue.Empty:
                         self._waiting -= 1
+
+    def _made_room(self) -> None:
+        if self.buffer.policy == "block":
+            self._room.set()
 
     def close(self) -> None:
         with self._lock:
@@ -322,17 +332,14 @@ class AsyncInbox(_InboxBase):
     async def take(self, deadline: float | None) -> Event | None:
         """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
         while True:
-            item = self._take()
-            if item is not None:
-                if self._room:
-                    self._wake(self._room)
+            item, done, left = self._step(deadline)
+            if done:
                 return item
-            if self.closed:
-                return None
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return None
             await self._wait(self._waiters, left)
+
+    def _made_room(self) -> None:
+        if self._room:
+            self._wake(self._room)
 
     def close(self) -> None:
         self.closed = True

@@ -765,38 +765,22 @@ def test_a_dropped_subscriber_is_closed_when_collected(rp: Harness) -> None:
     _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before)
 
 
-def test_each_reconnect_is_logged_once(rp: Harness, backend: Backend) -> None:
+def test_each_reconnect_is_logged_once(
+    rp: Harness, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     """A killed connection: one warning when it is lost, one info line when it is resubscribed
     (a retry that fails in between is logged at debug level only)."""
     real_only(backend)
 
-    log = logging.getLogger("redispatterns.pubsub")
-    records: list[logging.LogRecord] = []
-    handler = _Collect(records, logging.INFO)
-    level = log.level
-    log.setLevel(logging.DEBUG)
-    log.addHandler(handler)
+    caplog.set_level(logging.INFO, logger="redispatterns.pubsub")
     sub = _sub(rp, ["logged"], backoff=(0.05, 0.1), on_gap=lambda g: None)
     try:
         links = len(sub._links)
         kill_pubsub(backend)
         _wait(rp, lambda: rp_live(sub) and sub.stats.reconnects >= links)
-        lost = [r for r in records if "connection lost" in r.getMessage()]
-        back = [r for r in records if "resubscribed" in r.getMessage()]
+        lost = [r for r in caplog.records if "connection lost" in r.getMessage()]
+        back = [r for r in caplog.records if "resubscribed" in r.getMessage()]
         assert len(lost) == links and all(r.levelno == logging.WARNING for r in lost)
         assert len(back) == links and all(r.levelno == logging.INFO for r in back)
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
         rp.call(sub.close())
-
-
-class _Collect(logging.Handler):
-    """Keeps the records it gets."""
-
-    def __init__(self, into: list[logging.LogRecord], level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record)

@@ -535,7 +535,7 @@ def test_events_by_time_range_and_count(rp: Harness) -> None:
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("on_error", ["raise", "closed"])
 def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
-    server_pool: Any, flavour: str, on_error: Any
+    server_pool: Any, flavour: str, on_error: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGSTOP: each read waits one socket timeout until five of them open the breaker; then
     reads skip Redis (no round trip): they raise ServerUnavailable, or find nothing under
@@ -548,12 +548,7 @@ def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
 
     kind = next(iter(server_pool.kinds.values()))
     server = StandaloneServer(kind)
-    log = logging.getLogger("redispatterns.session")
-    records: list[logging.LogRecord] = []
-    handler = _Collect(records)
-    log.addHandler(handler)
-    level = log.level
-    log.setLevel(logging.INFO)
+    caplog.set_level(logging.INFO, logger="redispatterns.session")
     try:
         breaker = rp_pkg.CircuitBreaker(threshold=5, reset_after=0.5)
 
@@ -600,21 +595,8 @@ def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
             asyncio.run(scenario(st, False))
         else:
             asyncio.run(scenario_async())
-        opened = [r for r in records if "circuit breaker open" in r.getMessage()]
-        closed = [r for r in records if "circuit breaker closed" in r.getMessage()]
+        opened = [r for r in caplog.records if "circuit breaker open" in r.getMessage()]
+        closed = [r for r in caplog.records if "circuit breaker closed" in r.getMessage()]
         assert len(opened) == 1 and len(closed) == 1  # logged once each
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
         server.stop()
-
-
-class _Collect(logging.Handler):
-    """Keeps the records it gets."""
-
-    def __init__(self, into: list[logging.LogRecord], level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record)
