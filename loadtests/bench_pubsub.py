@@ -50,6 +50,17 @@ def cases(url: str) -> list[BenchCase]:
             if m is not None:
                 return orjson.loads(m["data"])
 
+    ps_seq = raw.pubsub(ignore_subscribe_messages=True)
+    ps_seq.subscribe("rp:pubsub:{rt-seq}")
+    _open.append(ps_seq)
+
+    def rt_floor_numbered() -> Any:
+        script(keys=("rp:pubsub:{rt-seq}:seq",), args=("rp:pubsub:{rt-seq}", orjson.dumps(_PAYLOAD)))
+        while True:
+            m = ps_seq.get_message(timeout=5)
+            if m is not None:
+                return orjson.loads(m["data"].split(b":", 2)[2])
+
     # asyncio: clients (and the subscriber) are made lazily inside each case's own loop
     st: dict[str, Any] = {}
 
@@ -130,6 +141,8 @@ def cases(url: str) -> list[BenchCase]:
                   is_async=True, note="ours on a plain redis.asyncio client (no connect_async pool)"),
         BenchCase("pubsub", "publish -> delivered (Subscriber.get)", rt, rt_floor,
                   note="floor: redis-py PubSub.get_message on the caller's thread"),
+        BenchCase("pubsub", "publish -> delivered, numbered on both sides", rt, rt_floor_numbered,
+                  note="floor: the numbering script by hand + PubSub.get_message: the delivery alone"),
         BenchCase("pubsub", "publish -> delivered (AsyncSubscriber.get)", art, art_floor, is_async=True),
     ]  # fmt: skip
 
