@@ -74,6 +74,7 @@ class StoreBase:
         while it is open they skip Redis, and raise ``ServerUnavailable`` at once
         (``on_error="raise"``) or find nothing (``on_error="closed"``: no session, no events)."""
         self._ns = resolve(mount, client, asyncio=self._asyncio)
+        self._mode = self._ns.mode
         idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
         refresh_below = validate.fraction(refresh_below, "refresh_below", zero_ok=False)
         validate.count(event_limit, "event_limit")
@@ -168,11 +169,13 @@ class StoreBase:
         )  # fmt: skip
 
     def _read(self, what: str) -> core.SessionConfig:
-        self._ns.check_read(f"SessionStore.{what}")
+        if self._mode == "write":  # a mount's mode never changes: build the message only to raise
+            self._ns.check_read(f"SessionStore.{what}")
         return self._cfg
 
     def _write(self, what: str) -> core.SessionConfig:
-        self._ns.check_write(f"SessionStore.{what}")
+        if self._mode == "read":
+            self._ns.check_write(f"SessionStore.{what}")
         return self._cfg
 
     def _breaker_moved(self) -> None:

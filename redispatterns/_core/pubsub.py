@@ -186,7 +186,7 @@ def publish(
             args = (channel, payload, ttl_ms)
         else:
             args = (channel, payload)
-        return int((yield Script(_PUBLISH, keys=(counter,), args=args)))
+        return int((yield Script(_PUBLISH, (counter,), args)))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:

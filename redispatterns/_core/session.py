@@ -446,7 +446,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
         return None
     try:
-        reply = yield Script(_GET, keys=(cfg.hash_key(sid),), args=(cfg.refresh_permille,))
+        reply = yield Script(_GET, (cfg.hash_key(sid),), (cfg.refresh_permille,))
     except Exception as exc:
         if breaker is None or not is_outage(exc):
             raise
@@ -482,7 +482,7 @@ def update(
         return None
     sid = cfg.id_of(tok)
     expect = "" if expect_version is None else str(expect_version)
-    reply = yield Script(_UPDATE, keys=(cfg.hash_key(sid),), args=(expect, len(fields) // 2, *fields, *dels))
+    reply = yield Script(_UPDATE, (cfg.hash_key(sid),), (expect, len(fields) // 2, *fields, *dels))
     v = int(reply)
     return None if v == 0 else v
 
