@@ -55,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._compat import CLUSTER_PIPELINE_ASKS_KEYS
 from ._core import validate
 from ._core.ops import (
     MAX_BLOCK,
@@ -429,8 +430,17 @@ def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
 def _batch_sync(client: Any, op: Batch) -> Any:
     args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for a in args:
-        pipe.execute_command(*a)
+    if CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster):
+        cluster: Any = client
+        for a, sub in zip(args, op.ops, strict=True):
+            keys = sub.keys if type(sub) is Script or a[0] in _MOVABLE_KEYS else ()
+            if keys:
+                pipe.execute_command(*a, target_nodes=cluster.get_node_from_key(keys[0]))
+            else:
+                pipe.execute_command(*a)
+    else:
+        for a in args:
+            pipe.execute_command(*a)
     if not by_sha:
         return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
     replies = pipe.execute(raise_on_error=False)
