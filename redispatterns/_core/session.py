@@ -305,23 +305,27 @@ def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, 
             decoded = list(map(codec.decode, values))
     else:
         decoded = list(map(codec.decode, values))
-    return dict(zip(map(_text, names), decoded, strict=True))
+    try:
+        keys = list(map(bytes.decode, names))  # UTF-8: what redis-py wrote for our str names
+    except (TypeError, UnicodeDecodeError):  # a decoding client's str, or a foreign writer's bytes
+        keys = list(map(_text, names))
+    return dict(zip(keys, decoded, strict=True))
 
 
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
-    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``):
-    seven metadata values by position, then data field/value pairs."""
+    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
+    metadata values by position (times and version as integers), then field/value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
     return Session(
         token,
         sid,
         _text(user),
         decode_data(cfg.codec, reply[7::2], reply[8::2]),
-        int(created) / 1000 if created else 0.0,
-        int(seen) / 1000 if seen else 0.0,
-        int(deadline) / 1000 if deadline else 0.0,
-        int(idle) / 1000 if idle else 0.0,
-        int(version) if version else 0,
+        created / 1000,
+        seen / 1000,
+        deadline / 1000,
+        idle / 1000,
+        version,
         _loads(meta) if meta else {},
     )
 

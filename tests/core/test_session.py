@@ -124,14 +124,14 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 # --------------------------------------------------------------------------- flows
 
 
-def get_reply() -> list[bytes]:
-    return [
+def get_reply() -> list[Any]:
+    return [  # times and version come back as integer replies
         b"u",
-        b"1000",
-        b"1500",
-        b"9000",
-        b"1000",
-        b"3",
+        1000,
+        1500,
+        9000,
+        1000,
+        3,
         orjson.dumps({"ip": "1.1.1.1"}),
         b"name",
         b'"Ann"',
