@@ -29,6 +29,7 @@ def cases(url: str) -> list[BenchCase]:
     c = connect(url)
     store = SessionStore(c, mount=MOUNT, ttl=1800)
     lazy = SessionStore(c, mount=MOUNT, ttl=1800, refresh_below=0.5)
+    plain = SessionStore(redis.Redis.from_url(url), mount=MOUNT, ttl=1800)  # no connect() policy
     token = store.create("user:42", DATA, ip="127.0.0.1")
     raw = redis.Redis.from_url(url)
     blob = orjson.dumps(DATA)
@@ -112,6 +113,8 @@ def cases(url: str) -> list[BenchCase]:
                   note="floor: GET blob + EXPIRE pipelined"),
         BenchCase("session", "get vs its own script by hand", lambda: store.get(token), floor_script,
                   note="floor: EVALSHA session_get, undecoded: our Python cost alone"),
+        BenchCase("session", "get, plain client, vs its own script", lambda: plain.get(token), floor_script,
+                  note="both on redis.Redis.from_url: our Python cost without connect()'s client policy"),
         BenchCase("session", "get async (slides every read)", aget, afloor_get, is_async=True,
                   note="floor: GET blob + EXPIRE pipelined"),
         BenchCase("session", "get async vs its own script by hand", aget_own, afloor_script, is_async=True,

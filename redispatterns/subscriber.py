@@ -239,8 +239,9 @@ class _SubscriberBase:
         if ctl is None or not self._started or self._closed:
             return
         self._closed = True
-        warnings.warn(f"unclosed {self!r}: closed when collected", ResourceWarning, stacklevel=1)
-        driver.stop(ctl)
+        with contextlib.suppress(Exception):  # at interpreter exit modules may be half gone
+            warnings.warn(f"unclosed {self!r}: closed when collected", ResourceWarning, stacklevel=1)
+            driver.stop(ctl)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
