@@ -239,9 +239,11 @@ class _SubscriberBase:
         if ctl is None or not self._started or self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):  # at interpreter exit modules may be half gone
+        try:
             warnings.warn(f"unclosed {self!r}: closed when collected", ResourceWarning, stacklevel=1)
-            driver.stop(ctl)
+        finally:  # even when warnings are errors; at interpreter exit modules may be half gone
+            with contextlib.suppress(Exception):
+                driver.stop(ctl)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "new")
