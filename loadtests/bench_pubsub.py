@@ -118,6 +118,29 @@ def cases(url: str) -> list[BenchCase]:
             if m is not None:
                 return orjson.loads(m["data"])
 
+    async def art_floor_numbered() -> Any:
+        if "ps_seq" not in rs:
+            rs["raw_seq"] = redis.asyncio.Redis.from_url(url)
+            rs["script_seq"] = rs["raw_seq"].register_script(load("pubsub_publish").source)
+            rs["ps_seq"] = rs["raw_seq"].pubsub(ignore_subscribe_messages=True)
+            await rs["ps_seq"].subscribe("rp:pubsub:{art-seq}")
+        args = ("rp:pubsub:{art-seq}", orjson.dumps(_PAYLOAD))
+        await rs["script_seq"](keys=("rp:pubsub:{art-seq}:seq",), args=args)
+        while True:
+            m = await rs["ps_seq"].get_message(timeout=5)
+            if m is not None:
+                return orjson.loads(m["data"].split(b":", 2)[2])
+
+    rs2: dict[str, Any] = {}
+
+    async def art_plain() -> Any:  # ours on a plain redis.asyncio client (no connect_async pool)
+        if "sub" not in rs2:
+            ac = redis.asyncio.Redis.from_url(url)
+            rs2["pub"] = AsyncPublisher(client=ac)
+            rs2["sub"] = await AsyncSubscriber(["art2"], client=ac).start()
+        await rs2["pub"].publish("art2", _PAYLOAD)
+        return await rs2["sub"].get(timeout=5)
+
     def script_floor(sharded: int) -> Any:
         args = (chan, orjson.dumps(_PAYLOAD), 0, 1) if sharded else (chan, orjson.dumps(_PAYLOAD))
         return script(keys=("rp:pubsub:{bench}:seq",), args=args)
@@ -144,6 +167,8 @@ def cases(url: str) -> list[BenchCase]:
         BenchCase("pubsub", "publish -> delivered, numbered on both sides", rt, rt_floor_numbered,
                   note="floor: the numbering script by hand + PubSub.get_message: the delivery alone"),
         BenchCase("pubsub", "publish -> delivered (AsyncSubscriber.get)", art, art_floor, is_async=True),
+        BenchCase("pubsub", "publish -> delivered, numbered on both sides", art_plain, art_floor_numbered,
+                  is_async=True, note="plain redis.asyncio clients; floor: the script + get_message"),
     ]  # fmt: skip
 
 
