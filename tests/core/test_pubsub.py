@@ -391,3 +391,92 @@ def test_split_hands_moved_channels_their_loss_and_numbers() -> None:
         st.split(st.subs)
     with pytest.raises(ValueError):
         st.split([subs[1]])
+
+
+# --------------------------------------------------------------------------- the driver's local queue
+
+
+def _queued(i: int) -> PubSubMessage:
+    return PubSubMessage("c", i, i)
+
+
+def test_inbox_hands_each_message_to_exactly_one_waiting_thread() -> None:
+    import threading
+    import time
+
+    from redispatterns._links import Inbox
+
+    inbox = Inbox(OverflowBuffer(10_000, "block"))
+    stopped = threading.Event()
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def consume() -> None:
+        while (item := inbox.take(time.monotonic() + 5)) is not None:
+            assert isinstance(item, PubSubMessage)
+            with lock:
+                got.append(item.data)
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for t in consumers:
+        t.start()
+    for i in range(2000):
+        assert inbox.put(_queued(i), stopped)
+    deadline = time.monotonic() + 10
+    while len(got) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    inbox.close()  # wakes the consumers still waiting: take() returns None
+    for t in consumers:
+        t.join(5)
+        assert not t.is_alive()
+    assert sorted(got) == list(range(2000))
+    assert (inbox.received, inbox.delivered) == (2000, 2000)
+    assert inbox.take(None) is None  # closed: never blocks
+
+
+def test_inbox_block_policy_waits_for_room_and_timeouts_return_none() -> None:
+    import threading
+    import time
+
+    from redispatterns._links import Inbox
+
+    inbox = Inbox(OverflowBuffer(1, "block"))
+    stopped = threading.Event()
+    assert inbox.take(time.monotonic() + 0.05) is None  # empty: the deadline passes
+    inbox.put(_queued(1), stopped)
+    done = threading.Event()
+
+    def second_put() -> None:
+        inbox.put(_queued(2), stopped)
+        done.set()
+
+    threading.Thread(target=second_put).start()
+    assert not done.wait(0.2)  # full: the second put waits for room
+    first = inbox.take(None)
+    assert isinstance(first, PubSubMessage) and first.data == 1
+    assert done.wait(5)
+    second = inbox.take(None)
+    assert isinstance(second, PubSubMessage) and second.data == 2
+
+
+def test_async_inbox_wakes_a_waiting_task_and_times_out() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from redispatterns._links import AsyncInbox
+
+    async def main() -> None:
+        inbox = AsyncInbox(OverflowBuffer(10, "drop_oldest"))
+        assert await inbox.take(time.monotonic() + 0.05) is None
+        waiter = asyncio.ensure_future(inbox.take(time.monotonic() + 5))
+        await asyncio.sleep(0.01)
+        assert await inbox.put(_queued(7), threading.Event())
+        item = await waiter
+        assert isinstance(item, PubSubMessage) and item.data == 7
+        late = asyncio.ensure_future(inbox.take(None))
+        await asyncio.sleep(0.01)
+        inbox.close()
+        assert await asyncio.wait_for(late, 5) is None
+
+    asyncio.run(main())
