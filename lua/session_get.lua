@@ -18,7 +18,7 @@ for i = 1, #h, 2 do
   local at = slot[f]
   if at then
     out[at] = h[i + 1]
-  elseif string.sub(f, 1, 2) == 'd:' then
+  elseif string.byte(f, 1) == 100 and string.byte(f, 2) == 58 then  -- 'd:' without a new string
     out[#out + 1] = string.sub(f, 3)
     out[#out + 1] = h[i + 1]
   end
