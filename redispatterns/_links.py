@@ -319,6 +319,8 @@ class AsyncInbox(_InboxBase):
         finally:
             if timer is not None:
                 timer.cancel()
+            with contextlib.suppress(ValueError):  # timed out or cancelled: never left behind
+                waiters.remove(fut)
 
     async def put(self, item: Event, stopped: threading.Event) -> bool:
         """Queue ``item`` (waiting for room under ``block``); False when the buffer failed."""
