@@ -322,13 +322,21 @@ class AsyncInbox(_InboxBase):
             with contextlib.suppress(ValueError):  # timed out or cancelled: never left behind
                 waiters.remove(fut)
 
+    def offer(self, item: Event) -> bool:
+        """Queue ``item`` now (no coroutine: the reader's common case); False when the buffer
+        is full under ``block`` (then ``await put``)."""
+        if not self._offer(item):
+            return False
+        if self._waiters:
+            self._wake(self._waiters)
+        return True
+
     async def put(self, item: Event, stopped: threading.Event) -> bool:
         """Queue ``item`` (waiting for room under ``block``); False when the buffer failed."""
-        while not self._offer(item):
+        while not self.offer(item):
             if stopped.is_set() or self.closed:
                 return True
             await self._wait(self._room, 0.1)
-        self._wake(self._waiters)
         return not self.buffer.failed
 
     async def take(self, deadline: float | None) -> Event | None:
@@ -580,7 +588,9 @@ async def _read_async(ctl: Control, link: Link) -> None:
                     if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
                         ctl.live.set()
                 for ev in events:
-                    if not await inbox.put(ev, stopped):
+                    if not inbox.offer(ev):  # full under overflow="block": wait for room
+                        await inbox.put(ev, stopped)
+                    if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
                         stopped.set()
         except asyncio.CancelledError:
             raise
