@@ -42,6 +42,7 @@ class BenchCase:
     is_async: bool = False
     note: str = ""
     setup: Callable[[], Any] | None = None
+    calls: int | None = None  # timed calls for a heavy case (a burst of tasks), instead of --calls
 
 
 @dataclass
@@ -123,6 +124,8 @@ def measure(
     extra: dict[str, Any] = {}
     if case.setup is not None:
         case.setup()
+    if case.calls is not None:
+        calls, block = case.calls, max(1, min(block, case.calls // 4))
     times: list[float] = []
     ftimes: list[float] = []
     if case.is_async:

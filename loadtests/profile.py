@@ -33,6 +33,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     ("redispatterns/_links", "runner"),
     ("redispatterns/client", "runner"),
     ("redispatterns/_compat", "runner"),
+    ("redispatterns/_pools", "runner"),
+    ("redispatterns/_loops", "runner"),
     ("redispatterns/", "shell"),
     ("redis/_parsers", "parser"),
     ("redis/", "redis-py"),

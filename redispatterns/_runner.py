@@ -75,6 +75,7 @@ from ._core.ops import (
     WallClock,
 )
 from ._core.server import ServerInfo, parse_info
+from ._loops import check_loop
 
 __all__ = [
     "READ_RETRIES",
@@ -655,6 +656,7 @@ async def ensure_ready(client: Any) -> None:
 
 async def run_async(client: Any, flow: Flow[T]) -> T:
     """Drive ``flow`` to completion on an asyncio client and return its result."""
+    check_loop(client)  # a client whose connections belong to another loop: a clear error
     if getattr(client, "_initialize", False) is True:
         await ensure_ready(client)
     try:
