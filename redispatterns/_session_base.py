@@ -10,7 +10,7 @@ from typing import Any, Literal
 from ._core import session as core
 from ._core import session_tracks as tracks
 from ._core import validate
-from ._core.breaker import CLOSED, CircuitBreaker
+from ._core.breaker import CircuitBreaker
 from ._core.ops import Flow
 from ._core.session import Session, UserId
 from ._core.writebehind import WriteBehind
@@ -72,7 +72,8 @@ class StoreBase:
         ``summary_timeout`` seconds each, on demand (``summarize``) and every ``summary_every``
         appended events. Reads go through ``breaker`` (default: 5 outages open it for 1 s):
         while it is open they skip Redis, and raise ``ServerUnavailable`` at once
-        (``on_error="raise"``) or find nothing (``on_error="closed"``: no session, no events)."""
+        (``on_error="raise"``) or find nothing (``on_error="closed"``: no session, no events).
+        The default breaker logs its opening and closing on ``redispatterns.session``."""
         self._ns = resolve(mount, client, asyncio=self._asyncio)
         self._mode = self._ns.mode
         idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
@@ -88,8 +89,8 @@ class StoreBase:
             raise ValueError(f"on_error must be 'raise' or 'closed' (reads find nothing), got {on_error!r}")
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a redispatterns.CircuitBreaker, not {type(breaker).__name__}")
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._breaker_seen = self.breaker.state
+        # the breaker logs its opening and closing once each (ours on redispatterns.session)
+        self.breaker = breaker if breaker is not None else CircuitBreaker(name="session reads", log=log)
         self._cfg = core.SessionConfig(
             keyspace=self._ns.keyspace,
             codec=self._ns.mount.codec,
@@ -177,18 +178,6 @@ class StoreBase:
         if self._mode == "read":
             self._ns.check_write(f"SessionStore.{what}")
         return self._cfg
-
-    def _breaker_moved(self) -> None:
-        """Log the read breaker's opening and closing, once each."""
-        b = self.breaker
-        was, self._breaker_seen = self._breaker_seen, b.state
-        if b.state == CLOSED:
-            log.info("session reads reach Redis again (circuit breaker closed)")
-        elif was == CLOSED:
-            log.warning(
-                "session reads skip Redis for %.1fs: circuit breaker open after %d failures (%s)",
-                b.reset_after, b.failures, b.last_error,
-            )  # fmt: skip
 
     def _events_args(
         self, token: str, limit: int | None, since: Any, until: Any

@@ -40,11 +40,7 @@ class SessionStore(StoreBase):
     """Sliding sessions (sync). Every method has the same-named coroutine on the async twin."""
 
     def _run(self, flow: Flow[Any]) -> Any:
-        try:
-            return run_sync(self._ns.client, flow)
-        finally:
-            if self.breaker.state != self._breaker_seen:
-                self._breaker_moved()
+        return run_sync(self._ns.client, flow)
 
     def create(
         self,
@@ -184,11 +180,7 @@ class AsyncSessionStore(StoreBase):
     _asyncio = True
 
     async def _run(self, flow: Flow[Any]) -> Any:
-        try:
-            return await run_async(self._ns.client, flow)
-        finally:
-            if self.breaker.state != self._breaker_seen:
-                self._breaker_moved()
+        return await run_async(self._ns.client, flow)
 
     async def create(
         self,

@@ -353,8 +353,7 @@ def _tripped(cfg: SessionConfig, exc: Exception) -> Flow[None]:
     """Count an outage against the breaker; raise it unless the store fails closed."""
     breaker = cfg.breaker
     assert breaker is not None
-    breaker.last_error = exc
-    breaker.failure((yield Now()))
+    breaker.failure((yield Now()), exc)
     if not cfg.fail_closed:
         raise exc
 

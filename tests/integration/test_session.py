@@ -548,9 +548,9 @@ def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
 
     kind = next(iter(server_pool.kinds.values()))
     server = StandaloneServer(kind)
-    caplog.set_level(logging.INFO, logger="redispatterns.session")
+    caplog.set_level(logging.INFO, logger="redispatterns")
     try:
-        breaker = rp_pkg.CircuitBreaker(threshold=5, reset_after=0.5)
+        breaker = rp_pkg.CircuitBreaker(threshold=5, reset_after=0.5, name="session reads")
 
         async def scenario_async() -> None:
             c = rp_pkg.connect_async(server.url, socket_timeout=0.2)
@@ -595,8 +595,22 @@ def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
             asyncio.run(scenario(st, False))
         else:
             asyncio.run(scenario_async())
-        opened = [r for r in caplog.records if "circuit breaker open" in r.getMessage()]
-        closed = [r for r in caplog.records if "circuit breaker closed" in r.getMessage()]
+        opened = [r for r in caplog.records if "session reads opened" in r.getMessage()]
+        closed = [r for r in caplog.records if "session reads closed" in r.getMessage()]
         assert len(opened) == 1 and len(closed) == 1  # logged once each
     finally:
         server.stop()
+
+
+def test_the_default_read_breaker_logs_on_the_session_logger(caplog: pytest.LogCaptureFixture) -> None:
+    from redispatterns.testing.servers import free_port
+
+    caplog.set_level(logging.INFO, logger="redispatterns")
+    nowhere = rp_pkg.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    st = SessionStore(nowhere, on_error="closed")
+    token = "A" * 43
+    assert [st.get(token) for _ in range(8)] == [None] * 8
+    assert st.breaker.state == "open"
+    opened = [r for r in caplog.records if "opened after" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in opened] == [("redispatterns.session", "WARNING")]
+    assert "session reads" in opened[0].getMessage()
