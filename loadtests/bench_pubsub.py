@@ -15,7 +15,6 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
-from redispatterns._core.pubsub import ENVELOPE
 from redispatterns._core.scripts import load
 from redispatterns.client import connect, connect_async
 from redispatterns.pubsub import AsyncPublisher, AsyncSubscriber, Publisher, Subscriber
@@ -51,6 +50,17 @@ def cases(url: str) -> list[BenchCase]:
             if m is not None:
                 return orjson.loads(m["data"])
 
+    ps_seq = raw.pubsub(ignore_subscribe_messages=True)
+    ps_seq.subscribe("rp:pubsub:{rt-seq}")
+    _open.append(ps_seq)
+
+    def rt_floor_numbered() -> Any:
+        script(keys=("rp:pubsub:{rt-seq}:seq",), args=("rp:pubsub:{rt-seq}", orjson.dumps(_PAYLOAD)))
+        while True:
+            m = ps_seq.get_message(timeout=5)
+            if m is not None:
+                return orjson.loads(m["data"].split(b":", 2)[2])
+
     # asyncio: clients (and the subscriber) are made lazily inside each case's own loop
     st: dict[str, Any] = {}
 
@@ -63,6 +73,29 @@ def cases(url: str) -> list[BenchCase]:
         if "raw" not in st:
             st["raw"] = redis.asyncio.Redis.from_url(url)
         return await st["raw"].publish(chan, orjson.dumps(_PAYLOAD))
+
+    plain: dict[str, Any] = {}  # ours on a plain redis.asyncio client, per case (each has its loop)
+
+    def _plain(case: str) -> tuple[Any, Any]:
+        if case not in plain:
+            raw_async = redis.asyncio.Redis.from_url(url)
+            plain[case] = (AsyncPublisher(client=redis.asyncio.Redis.from_url(url)), raw_async)
+        return plain[case]  # type: ignore[no-any-return]
+
+    async def apublish_plain_script() -> Any:
+        return await _plain("script")[0].publish("bench", _PAYLOAD)
+
+    async def apublish_script_floor() -> Any:
+        raw_async = _plain("script")[1]
+        if "script_fn" not in plain:
+            plain["script_fn"] = raw_async.register_script(load("pubsub_publish").source)
+        return await plain["script_fn"](keys=("rp:pubsub:{bench}:seq",), args=(chan, orjson.dumps(_PAYLOAD)))
+
+    async def apublish_plain() -> Any:
+        return await _plain("publish")[0].publish("bench", _PAYLOAD)
+
+    async def apublish_plain_floor() -> Any:
+        return await _plain("publish")[1].publish(chan, orjson.dumps(_PAYLOAD))
 
     rs: dict[str, Any] = {}
 
@@ -85,8 +118,31 @@ def cases(url: str) -> list[BenchCase]:
             if m is not None:
                 return orjson.loads(m["data"])
 
+    async def art_floor_numbered() -> Any:
+        if "ps_seq" not in rs:
+            rs["raw_seq"] = redis.asyncio.Redis.from_url(url)
+            rs["script_seq"] = rs["raw_seq"].register_script(load("pubsub_publish").source)
+            rs["ps_seq"] = rs["raw_seq"].pubsub(ignore_subscribe_messages=True)
+            await rs["ps_seq"].subscribe("rp:pubsub:{art-seq}")
+        args = ("rp:pubsub:{art-seq}", orjson.dumps(_PAYLOAD))
+        await rs["script_seq"](keys=("rp:pubsub:{art-seq}:seq",), args=args)
+        while True:
+            m = await rs["ps_seq"].get_message(timeout=5)
+            if m is not None:
+                return orjson.loads(m["data"].split(b":", 2)[2])
+
+    rs2: dict[str, Any] = {}
+
+    async def art_plain() -> Any:  # ours on a plain redis.asyncio client (no connect_async pool)
+        if "sub" not in rs2:
+            ac = redis.asyncio.Redis.from_url(url)
+            rs2["pub"] = AsyncPublisher(client=ac)
+            rs2["sub"] = await AsyncSubscriber(["art2"], client=ac).start()
+        await rs2["pub"].publish("art2", _PAYLOAD)
+        return await rs2["sub"].get(timeout=5)
+
     def script_floor(sharded: int) -> Any:
-        args = (chan, orjson.dumps(_PAYLOAD), sharded, 0, ENVELOPE)
+        args = (chan, orjson.dumps(_PAYLOAD), 0, 1) if sharded else (chan, orjson.dumps(_PAYLOAD))
         return script(keys=("rp:pubsub:{bench}:seq",), args=args)
 
     return [
@@ -101,9 +157,18 @@ def cases(url: str) -> list[BenchCase]:
         BenchCase("pubsub", "publish sharded vs raw script", lambda: pub_shard.publish("bench", _PAYLOAD),
                   lambda: script_floor(1)),
         BenchCase("pubsub", "publish numbered vs raw PUBLISH", apublish, apublish_floor, is_async=True),
+        BenchCase("pubsub", "publish numbered vs raw script", apublish_plain_script, apublish_script_floor,
+                  is_async=True, note="both on a plain redis.asyncio client: our Python cost alone"),
+        BenchCase("pubsub", "publish numbered vs raw PUBLISH (plain client)", apublish_plain,
+                  apublish_plain_floor,
+                  is_async=True, note="ours on a plain redis.asyncio client (no connect_async pool)"),
         BenchCase("pubsub", "publish -> delivered (Subscriber.get)", rt, rt_floor,
                   note="floor: redis-py PubSub.get_message on the caller's thread"),
+        BenchCase("pubsub", "publish -> delivered, numbered on both sides", rt, rt_floor_numbered,
+                  note="floor: the numbering script by hand + PubSub.get_message: the delivery alone"),
         BenchCase("pubsub", "publish -> delivered (AsyncSubscriber.get)", art, art_floor, is_async=True),
+        BenchCase("pubsub", "publish -> delivered, numbered on both sides", art_plain, art_floor_numbered,
+                  is_async=True, note="plain redis.asyncio clients; floor: the script + get_message"),
     ]  # fmt: skip
 
 

@@ -29,6 +29,7 @@ def cases(url: str) -> list[BenchCase]:
     c = connect(url)
     store = SessionStore(c, mount=MOUNT, ttl=1800)
     lazy = SessionStore(c, mount=MOUNT, ttl=1800, refresh_below=0.5)
+    plain = SessionStore(redis.Redis.from_url(url), mount=MOUNT, ttl=1800)  # no connect() policy
     token = store.create("user:42", DATA, ip="127.0.0.1")
     raw = redis.Redis.from_url(url)
     blob = orjson.dumps(DATA)
@@ -62,6 +63,34 @@ def cases(url: str) -> list[BenchCase]:
     def floor_script() -> Any:
         return get_script(keys=keys, args=[1000])
 
+    update_script = raw.register_script(load("session_update").source)
+
+    def floor_update_script() -> Any:
+        return update_script(keys=keys, args=["", 1, "d:theme", b'"light"'])
+
+    own: dict[str, Any] = {}  # the "vs its own script" async cases: their own clients (own loop)
+
+    def _own(kind: str) -> tuple[Any, Any]:
+        if kind not in own:
+            raw_async = redis.asyncio.Redis.from_url(url)
+            own[kind] = (
+                AsyncSessionStore(redis.asyncio.Redis.from_url(url), mount=MOUNT, ttl=1800),
+                raw_async.register_script(load(f"session_{kind}").source),
+            )
+        return own[kind]  # type: ignore[no-any-return]
+
+    async def aget_own() -> Any:
+        return await _own("get")[0].get(token)
+
+    async def afloor_script() -> Any:
+        return await _own("get")[1](keys=keys, args=[1000])
+
+    async def aupdate() -> Any:
+        return await _own("update")[0].update(token, {"theme": "light"})
+
+    async def afloor_update_script() -> Any:
+        return await _own("update")[1](keys=keys, args=["", 1, "d:theme", b'"light"'])
+
     counter = iter(range(10**9))
 
     def floor_create() -> Any:
@@ -84,12 +113,21 @@ def cases(url: str) -> list[BenchCase]:
                   note="floor: GET blob + EXPIRE pipelined"),
         BenchCase("session", "get vs its own script by hand", lambda: store.get(token), floor_script,
                   note="floor: EVALSHA session_get, undecoded: our Python cost alone"),
+        BenchCase("session", "get, plain client, vs its own script", lambda: plain.get(token), floor_script,
+                  note="both on redis.Redis.from_url: our Python cost without connect()'s client policy"),
         BenchCase("session", "get async (slides every read)", aget, afloor_get, is_async=True,
                   note="floor: GET blob + EXPIRE pipelined"),
+        BenchCase("session", "get async vs its own script by hand", aget_own, afloor_script, is_async=True,
+                  note="floor: EVALSHA session_get on a plain redis.asyncio client"),
         BenchCase("session", "get, refresh_below=0.5", lambda: lazy.get(token), floor_get,
                   note="no write while >50% of the idle TTL is left"),
         BenchCase("session", "update one field", lambda: store.update(token, {"theme": "light"}),
                   lambda: raw.hset("bench:naive:h", "theme", b'"light"'), note="floor: one HSET"),
+        BenchCase("session", "update vs its own script by hand",
+                  lambda: store.update(token, {"theme": "light"}), floor_update_script,
+                  note="floor: EVALSHA session_update: our Python cost alone"),
+        BenchCase("session", "update async vs its own script by hand", aupdate, afloor_update_script,
+                  is_async=True, note="floor: EVALSHA session_update on a plain redis.asyncio client"),
         BenchCase("session", "append_event (capped at 100)", lambda: store.append_event(token, EVENT),
                   floor_event, note="floor: LPUSH + LTRIM pipelined"),
         BenchCase("session", "create (indexed, 3 round trips)", lambda: store.create("user:42", DATA),

@@ -3,21 +3,15 @@
 -- KEYS[1]: the channel's sequence counter (shares the channel's hash tag)
 -- ARGV[1]: the channel name (same hash tag as KEYS[1])
 -- ARGV[2]: the encoded payload
--- ARGV[3]: 1 to SPUBLISH (sharded pub/sub), 0 to PUBLISH
--- ARGV[4]: counter TTL in milliseconds, 0 for none (the TTL is refreshed on every publish)
--- ARGV[5]: the envelope marker put before the sequence number
--- returns: {sequence number, receivers}; receivers counts subscribers on this node only
+-- ARGV[3]: optional: the counter's TTL in milliseconds, refreshed on every publish ('0': none)
+-- ARGV[4]: optional: '1' to SPUBLISH (sharded pub/sub) instead of PUBLISH
+-- returns: the number of receivers (subscribers on this node only); the message sent is '#rp1:<seq>:<payload>'
 -- read-only: no
 local seq = redis.call('INCR', KEYS[1])
-local ttl = tonumber(ARGV[4])
-if ttl and ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+if ARGV[3] and ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-local body = ARGV[5] .. seq .. ':' .. ARGV[2]
-local n
-if ARGV[3] == '1' then
-  n = redis.call('SPUBLISH', ARGV[1], body)
-else
-  n = redis.call('PUBLISH', ARGV[1], body)
+if ARGV[4] == '1' then
+  return redis.call('SPUBLISH', ARGV[1], '#rp1:' .. seq .. ':' .. ARGV[2])
 end
-return {seq, n}
+return redis.call('PUBLISH', ARGV[1], '#rp1:' .. seq .. ':' .. ARGV[2])

@@ -1,49 +1,68 @@
-"""The runners' pub/sub driver: the connections of a subscriber, read under the core ``LinkState``.
+"""The runners' pub/sub driver: a subscriber's connections, readers and local queue.
 
-Part of the runner layer (with ``_runner.py``): every socket, thread, task, sleep and clock read
-of pub/sub is here. The protocol decisions (what to send on connect, when to PING, when a
-connection is dead, what a reply means, how long to back off) are ``_core/pubsub.LinkState``'s;
-the subscriber shells plan links, consume events and call user code. Per runtime:
+Part of the runner layer (with ``_runner.py``): every socket, thread, task, sleep, clock read
+and wait of pub/sub is here. The protocol decisions (what to send on connect, when to PING, when
+a connection is dead, what a reply means, how long to back off) are ``_core/pubsub.LinkState``'s;
+the subscriber shells plan links and call user code. Per runtime:
 
 - :func:`start_reader` / :func:`start_reader_async`: one reader thread / task per link, which
   opens a dedicated connection (a Cluster: the shard channel's node, or any node for classic
-  channels and patterns), sends what the state asks, reads with the state's deadline and hands
-  every event to the subscriber; a lost connection is retried after the state's backoff.
-- :func:`spawn` / :func:`spawn_async`: the handler worker; :func:`shutdown` wakes a blocked read.
+  channels and patterns), sends what the state asks, reads with the state's deadline and queues
+  every event in the :class:`Inbox` / :class:`AsyncInbox`; a lost connection is retried after
+  the state's backoff.
+- :class:`Inbox` / :class:`AsyncInbox`: the bounded local queue (the core ``OverflowBuffer``)
+  and its waits; :func:`next_message` / :func:`next_message_async` take the next message for a
+  consumer, running the subscriber's gap flow on the way.
+- :func:`spawn_worker` / :func:`spawn_worker_async`: the handler worker.
 
-The two readers follow the same steps in the same order; only ``await`` and the way a read
-waits (``can_read`` / a read timeout) differ.
+Readers and workers hold their subscriber only through a :class:`Control` (and a weak
+reference), so a subscriber nobody references is collected: its ``__del__`` calls :func:`stop`,
+which ends the readers and returns their connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import queue
 import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import pubsub as core
-from ._core.pubsub import Event, LinkBroken, LinkState, Sub
+from ._core.ops import Flow
+from ._core.pubsub import Event, Gap, LinkAction, LinkBroken, LinkState, OverflowBuffer, PubSubMessage
+from ._runner import run_async, run_sync
 
 __all__ = [
+    "AsyncInbox",
+    "Control",
+    "Inbox",
     "Link",
-    "shutdown",
-    "spawn",
-    "spawn_async",
+    "Worker",
+    "next_message",
+    "next_message_async",
+    "resplit",
+    "spawn_worker",
+    "spawn_worker_async",
     "start_reader",
     "start_reader_async",
+    "stop",
     "wait_live",
     "wait_live_async",
 ]
 
 log = logging.getLogger("redispatterns.pubsub")
+Worker = threading.Thread  # a handler worker (sync)
+_WORKER_POLL = 0.25  # how often an idle handler worker lets go of its subscriber
 
 
 class Link:
@@ -51,7 +70,7 @@ class Link:
 
     __slots__ = ("conn", "ready", "state", "subs", "task", "thread")
 
-    def __init__(self, subs: tuple[Sub, ...], state: LinkState) -> None:
+    def __init__(self, subs: tuple[core.Sub, ...], state: LinkState) -> None:
         self.subs = subs
         self.state = state
         self.conn: Any = None
@@ -64,13 +83,33 @@ class Link:
         return self.subs[0].kind == "shard"
 
 
-class Owner(Protocol):
-    """What a reader needs from its subscriber (the shell)."""
+class Control:
+    """What readers share with their subscriber (never the subscriber itself): the client, the
+    links, the local queue and the stop signal."""
 
-    _client: Any
-    _links: list[Link]
+    __slots__ = ("client", "cluster", "inbox", "links", "live", "lock", "stopped")
 
-    def _resplit(self, link: Link, client: Any) -> list[Link]: ...
+    def __init__(self, inbox: Inbox | AsyncInbox) -> None:
+        self.client: Any = None
+        self.cluster = False
+        self.inbox = inbox
+        self.links: list[Link] = []
+        self.lock = threading.Lock()  # readers add links (after a resharding) under it
+        self.stopped = threading.Event()  # set once: sync readers wait on it, async ones poll it
+        self.live: asyncio.Event | None = None  # async: set when every link is subscribed
+
+
+def resplit(link: Link, client: Any) -> list[Link]:
+    """After a slot moved, a connection's shard channels may live on several nodes: keep the
+    first node's here, and return new links for the others (started by the caller)."""
+    if not link.state.attempt or len(link.subs) < 2:
+        return []
+    groups = list(core.shard_groups(link.subs, lambda s: str(client.get_node_from_key(s.full).name)).values())
+    if len(groups) < 2:
+        return []
+    new = [Link(g, link.state.split([s for s in link.state.subs if s not in g])) for g in groups[1:]]
+    link.subs = link.state.subs
+    return new
 
 
 def _describe(exc: BaseException) -> str:
@@ -78,10 +117,21 @@ def _describe(exc: BaseException) -> str:
 
 
 def _lost(st: LinkState, exc: BaseException) -> float:
-    """The backoff after a lost connection (the state decides), logged the same in both runtimes."""
+    """The backoff after a lost connection (the state decides). Logged once per outage: the
+    first failure as a warning, the retries that follow at debug level."""
     delay = st.on_lost(_describe(exc), time.monotonic(), time.time(), random.random())
-    log.info("pub/sub connection lost (%s); retrying in %.2fs", _describe(exc), delay)
+    if st.attempt == 1:
+        log.warning("pub/sub connection lost (%s); reconnecting", _describe(exc))
+    else:
+        log.debug(
+            "pub/sub reconnect attempt %d failed (%s); next in %.2fs", st.attempt, _describe(exc), delay
+        )
     return delay
+
+
+def _became_live(st: LinkState, reconnects: int) -> None:
+    if st.reconnects > reconnects:
+        log.info("pub/sub resubscribed to %s", ", ".join(s.name for s in st.subs))
 
 
 def _node(client: Any, link: Link) -> Any:
@@ -91,7 +141,7 @@ def _node(client: Any, link: Link) -> Any:
     return client.get_random_node() if link.state.attempt else client.get_default_node()
 
 
-def shutdown(conn: Any) -> None:
+def _shutdown(conn: Any) -> None:
     """Wake a reader blocked on ``conn`` (another thread): the read sees EOF at once."""
     sock = getattr(conn, "_sock", None)
     if sock is not None:
@@ -99,58 +149,306 @@ def shutdown(conn: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _settled(links: list[Link], closed: Callable[[], bool], deadline: float | None) -> bool | None:
-    """True: every link is subscribed; False: closed or out of time; None: keep waiting."""
+def stop(ctl: Control) -> list[Link]:
+    """Tell every reader and worker to end, wake the blocked ones; the links (to join)."""
+    ctl.stopped.set()
+    with ctl.lock:
+        links = list(ctl.links)
+    for link in links:
+        if link.thread is not None:
+            _shutdown(link.conn)
+        elif link.task is not None and not link.task.done():
+            with contextlib.suppress(RuntimeError):  # a closed loop: the task is gone with it
+                link.task.get_loop().call_soon_threadsafe(link.task.cancel)
+    ctl.inbox.close()
+    return links
+
+
+def _settled(links: list[Link], ctl: Control, deadline: float | None) -> bool | None:
+    """True: every link is subscribed; False: stopped or out of time; None: keep waiting."""
     if links and all(link.state.live for link in links):
         return True
-    if closed() or (deadline is not None and time.monotonic() >= deadline):
+    if ctl.stopped.is_set() or (deadline is not None and time.monotonic() >= deadline):
         return False
     return None
 
 
-def wait_live(links: list[Link], closed: Callable[[], bool], timeout: float | None) -> bool:
-    """Poll until every link is subscribed (True), the owner closed or ``timeout`` passed."""
+def wait_live(ctl: Control, timeout: float | None) -> bool:
+    """Poll until every link is subscribed (True), the subscriber stopped or ``timeout`` passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (done := _settled(ctl.links, ctl, deadline)) is None:
+        time.sleep(0.01)
+    return done
+
+
+async def wait_live_async(ctl: Control, timeout: float | None) -> bool:
+    """The asyncio twin of :func:`wait_live`."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        done = _settled(links, closed, deadline)
+        done = _settled(ctl.links, ctl, deadline)
         if done is not None:
             return done
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- the local queue
+
+
+class _InboxBase:
+    """The core ``OverflowBuffer`` with its counters; the flavours add the waits."""
+
+    def __init__(self, buffer: OverflowBuffer) -> None:
+        self.buffer = buffer
+        self.received = 0
+        self.delivered = 0
+        self.closed = False
+
+    def _offer(self, item: Event) -> bool:
+        """Queue ``item`` (False: full under ``block``); counts a queued message."""
+        if not self.buffer.put(item, time.time()):
+            return False
+        if item.__class__ is PubSubMessage:
+            self.received += 1
+        return True
+
+    def _step(self, deadline: float | None) -> tuple[Event | None, bool, float | None]:
+        """``(event, True, _)`` when one is queued; ``(None, True, _)`` once closed or past
+        ``deadline``; else ``(None, False, seconds left)`` (``None``: no deadline): wait."""
+        item = self.buffer.take(time.time())
+        if item is not None:
+            if item.__class__ is PubSubMessage:
+                self.delivered += 1
+            self._made_room()
+            return item, True, None
+        if self.closed:
+            return None, True, None
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None, True, None
+        return None, False, left
+
+    def _made_room(self) -> None:
+        """A take freed a slot: wake a reader waiting under ``overflow="block"``."""
+
+
+class Inbox(_InboxBase):
+    """The local queue for threads. A consumer finding it empty waits on a C-level queue of
+    wake-ups (no ``Condition``: one futex wake per message, taken outside the buffer's lock)."""
+
+    def __init__(self, buffer: OverflowBuffer) -> None:
+        super().__init__(buffer)
+        self._lock = threading.Lock()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._waiting = 0  # consumers waiting without a wake-up token yet
+        self._room = threading.Event()
+
+    def put(self, item: Event, stopped: threading.Event) -> bool:
+        """Queue ``item`` (waiting for room under ``block``); False when the buffer failed."""
+        while True:
+            with self._lock:
+                queued = self._offer(item)
+                wake = queued and self._waiting > 0
+                if wake:
+                    self._waiting -= 1
+                if not queued:
+                    self._room.clear()
+            if queued:
+                break
+            if stopped.is_set() or self.closed:
+                return True
+            self._room.wait(0.1)
+        if wake:
+            self._wake.put(None)
+        return not self.buffer.failed
+
+    def take(self, deadline: float | None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+        while True:
+            with self._lock:
+                item, done, left = self._step(deadline)
+                if done:
+                    return item
+                self._waiting += 1
+            try:
+                self._wake.get(timeout=left)
+            except queue.Empty:
+                with self._lock:
+                    try:  # a wake-up raced the timeout: it was ours, the count is settled
+                        self._wake.get_nowait()
+                    except queue.Empty:
+                        self._waiting -= 1
+
+    def _made_room(self) -> None:
+        if self.buffer.policy == "block":
+            self._room.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            waiting, self._waiting = self._waiting, 0
+            self.buffer.clear()
+        for _ in range(waiting):
+            self._wake.put(None)
+        self._room.set()
+
+
+class AsyncInbox(_InboxBase):
+    """The local queue for tasks of one event loop: consumers wait on futures (no extra task
+    per wait, unlike ``asyncio.wait_for``)."""
+
+    def __init__(self, buffer: OverflowBuffer) -> None:
+        super().__init__(buffer)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._room: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @staticmethod
+    def _wake(waiters: collections.deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    @staticmethod
+    async def _wait(waiters: collections.deque[asyncio.Future[None]], timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with contextlib.suppress(ValueError):  # timed out or cancelled: never left behind
+                waiters.remove(fut)
+
+    def offer(self, item: Event) -> bool:
+        """Queue ``item`` now (no coroutine: the reader's common case); False when the buffer
+        is full under ``block`` (then ``await put``)."""
+        if not self._offer(item):
+            return False
+        if self._waiters:
+            self._wake(self._waiters)
+        return True
+
+    async def put(self, item: Event, stopped: threading.Event) -> bool:
+        """Queue ``item`` (waiting for room under ``block``); False when the buffer failed."""
+        while not self.offer(item):
+            if stopped.is_set() or self.closed:
+                return True
+            await self._wait(self._room, 0.1)
+        return not self.buffer.failed
+
+    async def take(self, deadline: float | None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+        while True:
+            item, done, left = self._step(deadline)
+            if done:
+                return item
+            await self._wait(self._waiters, left)
+
+    def _made_room(self) -> None:
+        if self._room:
+            self._wake(self._room)
+
+    def close(self) -> None:
+        self.closed = True
+        self.buffer.clear()
+        for waiters in (self._waiters, self._room):
+            for fut in waiters:  # maybe from another thread (a collected subscriber)
+                with contextlib.suppress(RuntimeError):
+                    fut.get_loop().call_soon_threadsafe(_expire, fut)
+            waiters.clear()
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+GapFlow = Callable[[Gap], Flow[None]]
+
+
+def next_message(inbox: Inbox, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
+    """The next message for a consumer thread; gaps met on the way go through ``gap_flow``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        item = inbox.take(deadline)
+        if item is None or isinstance(item, PubSubMessage):
+            return item
+        run_sync(None, gap_flow(item))
+
+
+async def next_message_async(
+    inbox: AsyncInbox, gap_flow: GapFlow, timeout: float | None
+) -> PubSubMessage | None:
+    """The asyncio twin of :func:`next_message`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        item = await inbox.take(deadline)
+        if item is None or isinstance(item, PubSubMessage):
+            return item
+        await run_async(None, gap_flow(item))
+
+
+# --------------------------------------------------------------------------- handler workers
+
+# A worker holds its subscriber weakly between messages: ``turn(owner)`` does one wait (at most
+# _WORKER_POLL seconds) and one handler call, and says whether to go on.
+
+
+def spawn_worker(owner: Any, turn: Callable[[Any, float], bool], name: str) -> threading.Thread:
+    """Run ``turn(owner, poll)`` on a daemon thread until it returns False or ``owner`` is gone."""
+    ref = weakref.ref(owner)
+
+    def work() -> None:
+        while True:
+            target = ref()
+            if target is None or not turn(target, _WORKER_POLL):
+                return
+            del target
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def spawn_worker_async(
+    owner: Any, turn: Callable[[Any, float], Awaitable[bool]], name: str
+) -> asyncio.Task[None]:
+    """The asyncio twin of :func:`spawn_worker`: a task of the running loop."""
+    ref = weakref.ref(owner)
+
+    async def work() -> None:
+        while True:
+            target = ref()
+            if target is None or not await turn(target, _WORKER_POLL):
+                return
+            del target
+
+    return asyncio.create_task(work(), name=name)
 
 
 # --------------------------------------------------------------------------- threads
 
 
-class SyncOwner(Owner, Protocol):
-    _stopping: threading.Event
-    _start_lock: threading.Lock
-
-    def _put(self, item: Event) -> None: ...
+def start_reader(ctl: Control, link: Link) -> None:
+    link.thread = threading.Thread(target=_read, args=(ctl, link), name="rp-pubsub-reader", daemon=True)
+    link.thread.start()
 
 
-def spawn(target: Callable[[], None], name: str) -> threading.Thread:
-    """Start ``target`` on a daemon thread."""
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def start_reader(owner: SyncOwner, link: Link, cluster: bool) -> None:
-    link.thread = spawn(lambda: _read(owner, link, cluster), "rp-pubsub-reader")
-
-
-def _open(owner: SyncOwner, link: Link, cluster: bool) -> tuple[Any, Callable[[], None]]:
-    client = owner._client
-    if cluster:
+def _open(ctl: Control, link: Link) -> tuple[Any, Callable[[], None]]:
+    client = ctl.client
+    if ctl.cluster:
         if link.state.attempt:
             with contextlib.suppress(Exception):
                 client.nodes_manager.initialize()
         if link.sharded:
-            for other in owner._resplit(link, client):
-                with owner._start_lock:
-                    if not owner._stopping.is_set():
-                        owner._links.append(other)
-                        start_reader(owner, other, cluster)
+            for other in resplit(link, client):
+                with ctl.lock:
+                    if not ctl.stopped.is_set():
+                        ctl.links.append(other)
+                        start_reader(ctl, other)
         pool = _node(client, link).redis_connection.connection_pool
     else:
         pool = client.connection_pool
@@ -165,22 +463,24 @@ def _open(owner: SyncOwner, link: Link, cluster: bool) -> tuple[Any, Callable[[]
     return conn, release
 
 
-def _read(owner: SyncOwner, link: Link, cluster: bool) -> None:
-    st, stopping, mono = link.state, owner._stopping, time.monotonic
-    while not stopping.is_set():
+def _read(ctl: Control, link: Link) -> None:
+    st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
+    assert isinstance(inbox, Inbox)
+    while not stopped.is_set():
         release: Callable[[], None] | None = None
         try:
-            conn, release = _open(owner, link, cluster)
+            conn, release = _open(ctl, link)
             link.conn = conn
-            if stopping.is_set():
+            if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 conn.send_command(*cmd, check_health=False)
-            while not stopping.is_set():
+            reconnects = st.reconnects
+            while not stopped.is_set():
                 act = st.tick(mono())
-                if act == "dead":
+                if act is LinkAction.DEAD:
                     raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act == "ping":
+                if act is LinkAction.PING:
                     conn.send_command("PING", core.PING_TOKEN, check_health=False)
                 if not conn.can_read(timeout=st.wait_time(mono())):
                     continue
@@ -188,14 +488,17 @@ def _read(owner: SyncOwner, link: Link, cluster: bool) -> None:
                     disable_decoding=True, disconnect_on_error=False, push_request=True
                 )
                 events = st.on_reply(reply, mono(), time.time())
-                if st.live:
+                if st.live and not link.ready.is_set():
                     link.ready.set()
+                    _became_live(st, reconnects)
                 for ev in events:
-                    owner._put(ev)
+                    if not inbox.put(ev, stopped):
+                        stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
         except Exception as exc:
-            if stopping.is_set():
+            if stopped.is_set():
                 break
-            stopping.wait(_lost(st, exc))
+            link.ready.clear()
+            stopped.wait(_lost(st, exc))
         finally:
             link.conn = None
             if release is not None:
@@ -205,46 +508,22 @@ def _read(owner: SyncOwner, link: Link, cluster: bool) -> None:
 # --------------------------------------------------------------------------- tasks
 
 
-class AsyncOwner(Owner, Protocol):
-    _stopping: bool
-    _live: asyncio.Event | None
-
-    async def _put(self, item: Event) -> None: ...
+def start_reader_async(ctl: Control, link: Link) -> None:
+    link.task = asyncio.create_task(_read_async(ctl, link), name="rp-pubsub-reader")
 
 
-def spawn_async(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """Start ``coro`` as a task of the running loop."""
-    return asyncio.create_task(coro, name=name)
-
-
-async def wait_live_async(links: list[Link], closed: Callable[[], bool], timeout: float | None) -> bool:
-    """The asyncio twin of :func:`wait_live`."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        done = _settled(links, closed, deadline)
-        if done is not None:
-            return done
-        await asyncio.sleep(0.01)
-
-
-def start_reader_async(owner: AsyncOwner, link: Link, cluster: bool) -> None:
-    link.task = spawn_async(_read_async(owner, link, cluster), "rp-pubsub-reader")
-
-
-async def _open_async(
-    owner: AsyncOwner, link: Link, cluster: bool
-) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    client = owner._client
-    if cluster:
+async def _open_async(ctl: Control, link: Link) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    client = ctl.client
+    if ctl.cluster:
         if link.state.attempt:
             with contextlib.suppress(Exception):
                 await client.nodes_manager.initialize()
         if link.sharded:
-            for other in owner._resplit(link, client):
-                if owner._stopping:
+            for other in resplit(link, client):
+                if ctl.stopped.is_set():
                     break
-                owner._links.append(other)
-                start_reader_async(owner, other, cluster)
+                ctl.links.append(other)
+                start_reader_async(ctl, other)
         node = _node(client, link)
         conn = node.acquire_connection()
 
@@ -272,26 +551,24 @@ async def _open_async(
     return conn, release
 
 
-def _stopped(owner: AsyncOwner) -> bool:
-    return owner._stopping  # read anew each time (a task may set it between two awaits)
-
-
-async def _read_async(owner: AsyncOwner, link: Link, cluster: bool) -> None:
-    st, mono = link.state, time.monotonic
-    while not _stopped(owner):
+async def _read_async(ctl: Control, link: Link) -> None:
+    st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
+    assert isinstance(inbox, AsyncInbox)
+    while not stopped.is_set():
         release: Callable[[], Awaitable[None]] | None = None
         try:
-            conn, release = await _open_async(owner, link, cluster)
+            conn, release = await _open_async(ctl, link)
             link.conn = conn
-            if _stopped(owner):
+            if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 await conn.send_command(*cmd, check_health=False)
-            while not _stopped(owner):
+            reconnects = st.reconnects
+            while not stopped.is_set():
                 act = st.tick(mono())
-                if act == "dead":
+                if act is LinkAction.DEAD:
                     raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act == "ping":
+                if act is LinkAction.PING:
                     await conn.send_command("PING", core.PING_TOKEN, check_health=False)
                 try:
                     reply = await conn.read_response(
@@ -307,15 +584,20 @@ async def _read_async(owner: AsyncOwner, link: Link, cluster: bool) -> None:
                 events = st.on_reply(reply, mono(), time.time())
                 if st.live and not link.ready.is_set():
                     link.ready.set()
-                    if owner._live is not None and all(x.ready.is_set() for x in owner._links):
-                        owner._live.set()
+                    _became_live(st, reconnects)
+                    if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
+                        ctl.live.set()
                 for ev in events:
-                    await owner._put(ev)
+                    if not inbox.offer(ev):  # full under overflow="block": wait for room
+                        await inbox.put(ev, stopped)
+                    if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
+                        stopped.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if _stopped(owner):
+            if stopped.is_set():
                 break
+            link.ready.clear()
             await asyncio.sleep(_lost(st, exc))
         finally:
             link.conn = None

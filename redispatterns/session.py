@@ -10,21 +10,19 @@ Redis holds only a hash of each token. See the README's "Sessions" section and `
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._core import session as core
 from ._core import session_tracks as tracks
-from ._core import validate
 from ._core.ops import Flow
-from ._core.session import Session, SessionInfo
+from ._core.session import Session, SessionInfo, UserId
 from ._core.session_tracks import SessionSummary, TrackEvent
-from ._core.writebehind import WriteBehind, prime
-from ._runner import AsyncQueues, SyncQueues, run_async, run_sync
-from ._session_summary import SummaryJobs, SummaryStats
+from ._core.writebehind import prime
+from ._runner import run_async, run_sync
+from ._session_base import StoreBase
+from ._session_summary import SummaryStats
 from .errors import SessionConflict
-from .mount import Mount, Namespace, resolve
 
 __all__ = [
     "AsyncSessionStore",
@@ -37,170 +35,8 @@ __all__ = [
     "TrackEvent",
 ]
 
-log = logging.getLogger("redispatterns.session")
 
-GetHook = Callable[[Session], "Session | Awaitable[Session | None] | None"]
-AppendHook = Callable[[str, Any], Any]
-
-
-def _seconds_ms(name: str, value: object) -> int:
-    return max(1, round(validate.seconds(value, name) * 1000))
-
-
-def _summaries(store: _Base, summarizer: Any, workers: int, size: int, timeout: float) -> SummaryJobs | None:
-    if summarizer is None:
-        return None
-    validate.callable_or_none(summarizer, "summarizer", "called as summarizer(events, filter_key)")
-    return SummaryJobs(
-        lambda: store._ns.client,
-        store._cfg,
-        summarizer,
-        validate.count(workers, "summary_workers"),
-        validate.count(size, "summary_queue"),
-        validate.seconds(timeout, "summary_timeout"),
-        asyncio_=store._asyncio,
-    )
-
-
-class _Base:
-    _asyncio = False
-
-    def __init__(
-        self,
-        client: Any = None,
-        *,
-        mount: Mount | Namespace | None = None,
-        ttl: float | None = None,
-        lifetime: float = core.DEFAULT_LIFETIME,
-        refresh_below: float = 1.0,
-        event_limit: int = core.DEFAULT_EVENT_LIMIT,
-        revoked_ttl: float = 60.0,
-        secret: bytes | str | None = None,
-        app_state_ttl: float | None = None,
-        user_state_ttl: float | None = None,
-        on_get: GetHook | None = None,
-        on_append: AppendHook | None = None,
-        write_behind: int = 0,
-        queue_size: int = 1000,
-        track_limit: int | None = None,
-        summarizer: Callable[..., Any] | None = None,
-        summary_workers: int = 3,
-        summary_queue: int = 100,
-        summary_timeout: float = 60.0,
-        summary_every: int | None = None,
-    ) -> None:
-        """``ttl``: idle seconds (default: the mount's TTL, else 1800); ``lifetime``: absolute
-        seconds that sliding never extends; ``refresh_below``: slide only when less than this
-        fraction of the idle TTL is left (1.0: every read); ``secret``: HMAC key for token ids;
-        ``write_behind``: N workers that persist events and state patches in the background.
-        ``track_limit``: events kept per track (default ``event_limit``). ``summarizer(events,
-        filter_key)``: run by ``summary_workers`` from a queue of ``summary_queue`` jobs with
-        ``summary_timeout`` seconds each, on demand (``summarize``) and every ``summary_every``
-        appended events."""
-        self._ns = resolve(mount, client, asyncio=self._asyncio)
-        idle = ttl if ttl is not None else (self._ns.ttl or core.DEFAULT_IDLE)
-        refresh_below = validate.fraction(refresh_below, "refresh_below", zero_ok=False)
-        validate.count(event_limit, "event_limit")
-        if isinstance(secret, str):
-            secret = secret.encode()
-        if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
-            raise ValueError("secret must be at least 16 bytes")
-        validate.callable_or_none(on_get, "on_get", "taking the session")
-        validate.callable_or_none(on_append, "on_append", "taking (session_id, event)")
-        self._cfg = core.SessionConfig(
-            keyspace=self._ns.keyspace,
-            codec=self._ns.mount.codec,
-            idle_ms=_seconds_ms("ttl", idle),
-            lifetime_ms=_seconds_ms("lifetime", lifetime),
-            refresh_permille=round(refresh_below * 1000),
-            event_limit=event_limit,
-            tombstone_ms=_seconds_ms("revoked_ttl", revoked_ttl),
-            secret=secret,
-            app_state_ms=_seconds_ms("app_state_ttl", app_state_ttl) if app_state_ttl else 0,
-            user_state_ms=_seconds_ms("user_state_ttl", user_state_ttl) if user_state_ttl else 0,
-            on_get=on_get,
-            on_append=on_append,
-            tracks=True,
-        )
-        self._track_limit = (
-            validate.count(track_limit, "track_limit") if track_limit is not None else event_limit
-        )
-        self._summaries = _summaries(self, summarizer, summary_workers, summary_queue, summary_timeout)
-        self._summary_every = (
-            validate.count(summary_every, "summary_every") if summary_every is not None else None
-        )
-        if self._summary_every is not None and summarizer is None:
-            raise ValueError("summary_every needs a summarizer=")
-        if self._summary_every is not None and write_behind:
-            raise ValueError("summary_every counts appends as they are written: use it without write_behind")
-        self._wb = WriteBehind(write_behind, queue_size)
-        queues = AsyncQueues if self._asyncio else SyncQueues  # started by the first queued write
-        self._queues: Any = queues(
-            lambda: self._ns.client,
-            self._wb.workers,
-            self._wb.capacity,
-            "rp-session-wb",
-            "write-behind session write",
-        )
-
-    @property
-    def namespace(self) -> Namespace:
-        return self._ns
-
-    def _create(
-        self,
-        user_id: str,
-        data: Mapping[str, Any] | None,
-        meta: Mapping[str, Any],
-        ttl: float | None,
-        lifetime: float | None,
-    ) -> Flow[str]:
-        self._ns.check_write("SessionStore.create")
-        return core.create(
-            self._cfg, user_id, data, meta,
-            idle_ms=_seconds_ms("ttl", ttl) if ttl is not None else None,
-            lifetime_ms=_seconds_ms("lifetime", lifetime) if lifetime is not None else None,
-        )  # fmt: skip
-
-    def _read(self, what: str) -> core.SessionConfig:
-        self._ns.check_read(f"SessionStore.{what}")
-        return self._cfg
-
-    def _write(self, what: str) -> core.SessionConfig:
-        self._ns.check_write(f"SessionStore.{what}")
-        return self._cfg
-
-    @property
-    def summary_stats(self) -> SummaryStats:
-        """Counters of the summary workers (all zero without a summarizer)."""
-        return self._summaries.stats if self._summaries is not None else SummaryStats()
-
-    def _track_args(self, since: Any, until: Any) -> tuple[int | None, int | None]:
-        return tracks.time_us("since", since), tracks.time_us("until", until)
-
-    def _enqueue(self, token: str, filter_key: str) -> bool:
-        tracks.check_filter(filter_key)
-        if self._summaries is None:
-            raise ValueError("this store has no summarizer: pass SessionStore(summarizer=...)")
-        if core.check_token(token) is None:
-            return False
-        return bool(self._summaries.offer(token, filter_key))
-
-    def _after_append(self, token: str, counted: tuple[int, int]) -> int:
-        n, count = counted
-        if self._summaries is not None and tracks.due(count, self._summary_every):
-            self._summaries.offer(token, "")
-        return n
-
-    @staticmethod
-    def _version(v: int | None, expect: int | None) -> int | None:
-        if v == -1:
-            assert expect is not None
-            raise SessionConflict(expect)
-        return v
-
-
-class SessionStore(_Base):
+class SessionStore(StoreBase):
     """Sliding sessions (sync). Every method has the same-named coroutine on the async twin."""
 
     def _run(self, flow: Flow[Any]) -> Any:
@@ -208,7 +44,7 @@ class SessionStore(_Base):
 
     def create(
         self,
-        user_id: str,
+        user_id: UserId,
         data: Mapping[str, Any] | None = None,
         *,
         ttl: float | None = None,
@@ -239,16 +75,16 @@ class SessionStore(_Base):
         """Log this token out; an in-flight request can't bring it back."""
         return self._run(core.destroy(self._write("destroy"), token))  # type: ignore[no-any-return]
 
-    def revoke(self, user_id: str, session_id: str) -> bool:
+    def revoke(self, user_id: UserId, session_id: str) -> bool:
         """Log out one of ``user_id``'s sessions by its id (``SessionInfo.id``)."""
-        core.check_user(user_id)
-        return self._run(core.destroy_id(self._write("revoke"), str(session_id), user_id))  # type: ignore[no-any-return]
+        user = core.check_user(user_id)
+        return self._run(core.destroy_id(self._write("revoke"), str(session_id), user))  # type: ignore[no-any-return]
 
-    def destroy_all(self, user_id: str) -> int:
+    def destroy_all(self, user_id: UserId) -> int:
         """Log ``user_id`` out everywhere; the number of sessions revoked."""
         return self._run(core.destroy_all(self._write("destroy_all"), user_id))  # type: ignore[no-any-return]
 
-    def sessions(self, user_id: str) -> list[SessionInfo]:
+    def sessions(self, user_id: UserId) -> list[SessionInfo]:
         """``user_id``'s live sessions, oldest first (stale index entries are removed)."""
         return self._run(core.sessions(self._read("sessions"), user_id))  # type: ignore[no-any-return]
 
@@ -285,19 +121,27 @@ class SessionStore(_Base):
         """The session's stored summary for ``filter_key``, or ``None``."""
         return self._run(tracks.summary(self._read("summary"), token, filter_key))  # type: ignore[no-any-return]
 
-    def events(self, token: str, limit: int | None = None) -> list[Any]:
-        """The newest ``limit`` events, oldest first."""
-        return self._run(core.events(self._read("events"), token, limit))  # type: ignore[no-any-return]
+    def events(
+        self, token: str, limit: int | None = None, *, since: Any = None, until: Any = None
+    ) -> list[Any]:
+        """The newest ``limit`` events (default: all kept) appended in ``[since, until]`` (epoch
+        seconds or aware datetimes, server time), oldest first."""
+        return self._run(core.events(*self._events_args(token, limit, since, until)))  # type: ignore[no-any-return]
 
     def patch_state(
-        self, scope: str, name: str, changes: Mapping[str, Any] | None = None, *, remove: Iterable[str] = ()
+        self,
+        scope: str,
+        name: UserId,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        remove: Iterable[str] = (),
     ) -> int | None:
         """Merge into ``"app"`` or ``"user"`` state: fields held (``None``: queued)."""
         return self._submit(
             f"{scope}\0{name}", core.patch_state(self._write("patch_state"), scope, name, changes, remove)
         )
 
-    def state(self, scope: str, name: str) -> dict[str, Any]:
+    def state(self, scope: str, name: UserId) -> dict[str, Any]:
         """The ``"app"`` or ``"user"`` state hash."""
         return self._run(core.state(self._read("state"), scope, name))  # type: ignore[no-any-return]
 
@@ -330,7 +174,7 @@ class SessionStore(_Base):
         self.close()
 
 
-class AsyncSessionStore(_Base):
+class AsyncSessionStore(StoreBase):
     """Sliding sessions (asyncio): the methods of :class:`SessionStore`, as coroutines."""
 
     _asyncio = True
@@ -340,7 +184,7 @@ class AsyncSessionStore(_Base):
 
     async def create(
         self,
-        user_id: str,
+        user_id: UserId,
         data: Mapping[str, Any] | None = None,
         *,
         ttl: float | None = None,
@@ -366,14 +210,14 @@ class AsyncSessionStore(_Base):
     async def destroy(self, token: str) -> bool:
         return await self._run(core.destroy(self._write("destroy"), token))  # type: ignore[no-any-return]
 
-    async def revoke(self, user_id: str, session_id: str) -> bool:
-        core.check_user(user_id)
-        return await self._run(core.destroy_id(self._write("revoke"), str(session_id), user_id))  # type: ignore[no-any-return]
+    async def revoke(self, user_id: UserId, session_id: str) -> bool:
+        user = core.check_user(user_id)
+        return await self._run(core.destroy_id(self._write("revoke"), str(session_id), user))  # type: ignore[no-any-return]
 
-    async def destroy_all(self, user_id: str) -> int:
+    async def destroy_all(self, user_id: UserId) -> int:
         return await self._run(core.destroy_all(self._write("destroy_all"), user_id))  # type: ignore[no-any-return]
 
-    async def sessions(self, user_id: str) -> list[SessionInfo]:
+    async def sessions(self, user_id: UserId) -> list[SessionInfo]:
         return await self._run(core.sessions(self._read("sessions"), user_id))  # type: ignore[no-any-return]
 
     async def rotate(self, token: str) -> str | None:
@@ -401,16 +245,23 @@ class AsyncSessionStore(_Base):
     async def summary(self, token: str, filter_key: str = "") -> SessionSummary | None:
         return await self._run(tracks.summary(self._read("summary"), token, filter_key))  # type: ignore[no-any-return]
 
-    async def events(self, token: str, limit: int | None = None) -> list[Any]:
-        return await self._run(core.events(self._read("events"), token, limit))  # type: ignore[no-any-return]
+    async def events(
+        self, token: str, limit: int | None = None, *, since: Any = None, until: Any = None
+    ) -> list[Any]:
+        return await self._run(core.events(*self._events_args(token, limit, since, until)))  # type: ignore[no-any-return]
 
     async def patch_state(
-        self, scope: str, name: str, changes: Mapping[str, Any] | None = None, *, remove: Iterable[str] = ()
+        self,
+        scope: str,
+        name: UserId,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        remove: Iterable[str] = (),
     ) -> int | None:
         flow = core.patch_state(self._write("patch_state"), scope, name, changes, remove)
         return await self._submit(f"{scope}\0{name}", flow)
 
-    async def state(self, scope: str, name: str) -> dict[str, Any]:
+    async def state(self, scope: str, name: UserId) -> dict[str, Any]:
         return await self._run(core.state(self._read("state"), scope, name))  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ write-behind

@@ -1,7 +1,7 @@
 """Pub/sub, pure: names, the message envelope, the publish flow, and the subscriber's decisions.
 
-Nothing here touches a socket or a clock; the shells in ``redispatterns/pubsub.py`` own the
-threads, tasks and connections and ask this module what to do next.
+Nothing here touches a socket or a clock; the runners' pub/sub driver (``redispatterns/_links.py``)
+owns the threads, tasks and connections and asks this module what to do next.
 
 * **Names.** A channel ``orders`` of a mount with prefix ``app:`` is ``app:pubsub:{orders}``; its
   sequence counter is ``app:pubsub:{orders}:seq`` (same hash tag, so one script may INCR the counter
@@ -21,6 +21,7 @@ threads, tasks and connections and ask this module what to do next.
 from __future__ import annotations
 
 import collections
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -35,6 +36,7 @@ __all__ = [
     "ENVELOPE",
     "OVERFLOW_POLICIES",
     "Gap",
+    "LinkAction",
     "LinkBroken",
     "LinkState",
     "PubSubMessage",
@@ -52,10 +54,25 @@ __all__ = [
 ]
 
 ENVELOPE = b"#rp1:"
+_PUBLISH = load("pubsub_publish")  # its source writes ENVELOPE (a test checks they agree)
 KIND = "pubsub"
 Overflow = Literal["drop_oldest", "drop_newest", "block", "error"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block", "error")
 GapReason = Literal["disconnect", "sequence", "overflow"]
+
+
+class LinkAction(str, enum.Enum):
+    """What :meth:`LinkState.tick` asks of the driver (a ``str``: ``LinkAction.PING == "ping"``)."""
+
+    PING = "ping"
+    """send ``PING PING_TOKEN``: the connection has been silent for ``ping_interval``"""
+    DEAD = "dead"
+    """drop the connection: its PONG is overdue (a half-open connection)"""
+
+    def __repr__(self) -> str:
+        return f"LinkAction.{self.name}"
+
+    __str__ = str.__str__
 
 
 class LinkBroken(RedisPatternsError):
@@ -162,12 +179,14 @@ def publish(
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))
     if sequence:
-        reply = yield Script(
-            load("pubsub_publish"),
-            keys=(counter,),
-            args=(channel, payload, 1 if sharded else 0, ttl_ms or 0, ENVELOPE),
-        )
-        return int(reply[1])
+        # the shortest argument vector for the common case: no TTL, PUBLISH (ENVELOPE is in the script)
+        if sharded:
+            args: tuple[Any, ...] = (channel, payload, ttl_ms or 0, 1)
+        elif ttl_ms:
+            args = (channel, payload, ttl_ms)
+        else:
+            args = (channel, payload)
+        return int((yield Script(_PUBLISH, (counter,), args)))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:
@@ -279,13 +298,13 @@ PING_TOKEN = b"rp-pubsub-ping"
 
 
 class LinkState:
-    """The decisions of one subscriber connection (a *link*); the shell does the I/O.
+    """The decisions of one subscriber connection (a *link*); the driver does the I/O.
 
-    Shell loop: ``commands = st.connecting(now)`` after connecting, send them; then repeatedly
-    ``act = st.tick(now)`` (``"ping"``: send ``PING PING_TOKEN``; ``"dead"``: drop the
-    connection), read a reply for at most ``st.wait_time(now)`` seconds and pass it to
-    ``st.on_reply(reply, now, wall)``, which returns the events to queue. On any connection
-    error: ``delay = st.on_lost(error, now, wall, rand)``, wait, reconnect.
+    Driver loop (``_links.py``): ``commands = st.connecting(now)`` after connecting, send them;
+    then repeatedly ``act = st.tick(now)`` (``LinkAction.PING``: send ``PING PING_TOKEN``;
+    ``LinkAction.DEAD``: drop the connection), read a reply for at most ``st.wait_time(now)``
+    seconds and pass it to ``st.on_reply(reply, now, wall)``, which returns the events to queue.
+    On any connection error: ``delay = st.on_lost(error, now, wall, rand)``, wait, reconnect.
     """
 
     def __init__(
@@ -378,15 +397,16 @@ class LinkState:
 
     # -- timing
 
-    def tick(self, now: float) -> Literal["ping", "dead"] | None:
-        """``"ping"`` after ``ping_interval`` of silence; ``"dead"`` when its PONG is overdue."""
+    def tick(self, now: float) -> LinkAction | None:
+        """``LinkAction.PING`` after ``ping_interval`` of silence; ``LinkAction.DEAD`` when its
+        PONG is overdue; ``None``: nothing to do."""
         if self.ping_sent_at is not None:
             if now - self.ping_sent_at >= self.ping_timeout:
-                return "dead"
+                return LinkAction.DEAD
             return None
         if self.ping_interval > 0 and now - self.last_rx >= self.ping_interval:
             self.ping_sent_at = now
-            return "ping"
+            return LinkAction.PING
         return None
 
     def wait_time(self, now: float) -> float:

@@ -27,13 +27,15 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
+from uuid import UUID
 
 import orjson
 
-from .codec import Codec, as_bytes, as_str, json_dumps
+from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
+from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Script
+from .ops import Batch, Command, Compute, Flow, Now, Op, Script
 from .scripts import load
 
 __all__ = [
@@ -43,11 +45,13 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SessionInfo",
+    "UserId",
     "append_event",
     "check_token",
     "create",
     "destroy",
     "destroy_all",
+    "decode_events",
     "event_blob",
     "events",
     "get",
@@ -56,7 +60,9 @@ __all__ = [
     "refresh_due",
     "rotate",
     "sessions",
+    "guarded",
     "sliding_ttl_ms",
+    "split_event",
     "state",
     "token_id",
     "update",
@@ -71,6 +77,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SID = re.compile(r"[0-9a-f]{64}")
 _DATA = "d:"
 _MAX_FIELD = 1024
+_loads = orjson.loads
+_GET = load("session_get")
+_UPDATE = load("session_update")
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 # --------------------------------------------------------------------------- tokens
@@ -138,6 +148,8 @@ class SessionConfig:
     on_get: Callable[..., Any] | None = None
     on_append: Callable[..., Any] | None = None
     tracks: bool = False  # keep each session's track key in step on rotate / destroy
+    breaker: CircuitBreaker | None = None  # guards the reads (see ``guarded``)
+    fail_closed: bool = False  # reads during an outage find nothing instead of raising
 
     def id_of(self, token: str) -> str:
         return token_id(token, self.secret)
@@ -147,6 +159,10 @@ class SessionConfig:
         # the result equals keyspace.tagged("sess", sid[, "ev" | "x"]).
         base = f"{self.keyspace.prefix}sess:{{{sid}}}"
         return base, base + ":ev", base + ":x"
+
+    def hash_key(self, sid: str) -> str:
+        """The session hash alone (``session_keys(sid)[0]``): the hot paths' one key."""
+        return f"{self.keyspace.prefix}sess:{{{sid}}}"
 
     def track_key(self, sid: str) -> str:
         return f"{self.keyspace.prefix}sess:{{{sid}}}:tr"
@@ -208,9 +224,18 @@ class SessionInfo:
         return v if isinstance(v, str) else None
 
 
+UserId = Union[str, int, UUID]
+"""A user id: a ``str``, or an ``int`` / ``UUID`` (a database key), stored as its ``str``."""
+
+
 def check_user(user_id: object) -> str:
-    if not isinstance(user_id, str):
-        raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
+    """The user id as stored: ``str`` as is, ``int`` and ``UUID`` as their ``str`` (so ``7``
+    and ``"7"`` name the same user)."""
+    if user_id.__class__ is not str:
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, UUID)):
+            raise TypeError(f"user_id must be a str, int or UUID, not {type(user_id).__name__}")
+        user_id = str(user_id)
+    assert isinstance(user_id, str)
     if not user_id:
         raise ValueError("user_id cannot be empty")
     if len(user_id) > _MAX_FIELD:
@@ -230,16 +255,21 @@ def encode_fields(codec: Codec, data: Mapping[str, Any] | None, prefix: str = _D
     """Flat ``field, value`` arguments for HSET (data fields get the ``d:`` prefix)."""
     if data is None:
         return []
-    if not isinstance(data, Mapping):
+    if data.__class__ is not dict and not isinstance(data, Mapping):
         raise TypeError(f"session data must be a mapping of str to values, not {type(data).__name__}")
+    encode = codec.encode
     out: list[bytes | str] = []
     for k, v in data.items():
-        out.append(prefix + _check_field(k))
-        out.append(codec.encode(v))
+        if k.__class__ is not str or not k or len(k) > _MAX_FIELD:
+            _check_field(k)
+        out.append(prefix + k)
+        out.append(encode(v))
     return out
 
 
 def _field_names(names: Iterable[str], prefix: str = _DATA) -> list[str]:
+    if names == ():
+        return []
     if isinstance(names, (str, bytes)):
         raise TypeError("remove= takes an iterable of field names, not a single string")
     return [prefix + _check_field(n) for n in names]
@@ -260,24 +290,94 @@ def _ms(raw: bytes | str | None) -> int:
     return int(raw) if raw else 0
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+
+
+def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, Any]:
+    """Data fields from parallel name / value lists. With the default JSON codec the values go
+    straight to orjson, and only when one is not JSON (a ``bytes`` value, a foreign writer) to
+    the codec: the result is the codec's either way, without its per-value checks."""
+    if codec.__class__ is JsonCodec:
+        try:
+            decoded = list(map(_loads, values))
+        except _JSONDecodeError:
+            decoded = list(map(codec.decode, values))
+    else:
+        decoded = list(map(codec.decode, values))
+    try:
+        keys = list(map(bytes.decode, names))  # UTF-8: what redis-py wrote for our str names
+    except (TypeError, UnicodeDecodeError):  # a decoding client's str, or a foreign writer's bytes
+        keys = list(map(_text, names))
+    return dict(zip(keys, decoded, strict=True))
+
+
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
-    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``):
-    seven metadata values by position, then data field/value pairs."""
+    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
+    metadata values by position (times and version as integers), then field/value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
-    decode = cfg.codec.decode
-    data = {as_str(reply[i]): decode(reply[i + 1]) for i in range(7, len(reply), 2)}
     return Session(
-        token=token,
-        id=sid,
-        user_id=as_str(user),
-        data=data,
-        created=_ms(created) / 1000,
-        last_seen=_ms(seen) / 1000,
-        expires_at=_ms(deadline) / 1000,
-        idle_ttl=_ms(idle) / 1000,
-        version=int(version or 0),
-        meta=orjson.loads(meta) if meta else {},
+        token,
+        sid,
+        _text(user),
+        decode_data(cfg.codec, reply[7::2], reply[8::2]),
+        created / 1000,
+        seen / 1000,
+        deadline / 1000,
+        idle / 1000,
+        version,
+        _loads(meta) if meta else {},
     )
+
+
+# --------------------------------------------------------------------------- reads behind the breaker
+
+DOWN: Any = object()
+"""What :func:`guarded` returns for a read skipped or failed during an outage (``fail_closed``)."""
+
+
+def _gate(cfg: SessionConfig) -> Flow[Any]:
+    """Only when the breaker is not closed: may this read try Redis? Raises when it may not and
+    the store fails loudly; returns ``DOWN`` when it fails closed."""
+    breaker = cfg.breaker
+    assert breaker is not None
+    now = yield Now()
+    if breaker.allow(now):
+        return None
+    if cfg.fail_closed:
+        return DOWN
+    raise open_error(breaker)
+
+
+def _tripped(cfg: SessionConfig, exc: Exception) -> Flow[None]:
+    """Count an outage against the breaker; raise it unless the store fails closed."""
+    breaker = cfg.breaker
+    assert breaker is not None
+    breaker.failure((yield Now()), exc)
+    if not cfg.fail_closed:
+        raise exc
+
+
+def guarded(cfg: SessionConfig, op: Op) -> Flow[Any]:
+    """``op``'s reply, behind the store's circuit breaker (issue D2): a hung or dead server
+    costs one timeout per read until ``threshold`` of them open the breaker; then reads skip
+    Redis (µs) until a probe gets through. Skipped or failed reads raise, or give ``DOWN``
+    under ``fail_closed``. A closed breaker costs one attribute read."""
+    breaker = cfg.breaker
+    if breaker is None:
+        return (yield op)
+    if breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
+        return DOWN
+    try:
+        reply = yield op
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        yield from _tripped(cfg, exc)
+        return DOWN
+    if breaker.failures:
+        breaker.success()
+    return reply
 
 
 # --------------------------------------------------------------------------- flows
@@ -285,7 +385,7 @@ def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -
 
 def create(
     cfg: SessionConfig,
-    user_id: str,
+    user_id: UserId,
     data: Mapping[str, Any] | None,
     meta: Mapping[str, Any],
     *,
@@ -297,7 +397,7 @@ def create(
     Three single-slot steps. If ``destroy_all`` drains the index in between, the session is
     refused (revocation marker) or revoked at the confirmation: the token comes back dead.
     """
-    check_user(user_id)
+    user_id = check_user(user_id)
     fields = encode_fields(cfg.codec, data)
     meta_blob = _encode_meta(meta)
     token = new_token()
@@ -338,12 +438,25 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
 
 
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
-    """One round trip: read the session and slide its idle TTL (capped by the deadline)."""
+    """One round trip: read the session and slide its idle TTL (capped by the deadline).
+
+    Behind the store's breaker (:func:`guarded`, inlined: this is the hottest read)."""
     tok = check_token(token)
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    reply = yield Script(load("session_get"), keys=cfg.session_keys(sid)[:1], args=(cfg.refresh_permille,))
+    breaker = cfg.breaker
+    if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
+        return None
+    try:
+        reply = yield Script(_GET, (cfg.hash_key(sid),), (cfg.refresh_permille,))
+    except Exception as exc:
+        if breaker is None or not is_outage(exc):
+            raise
+        yield from _tripped(cfg, exc)
+        return None
+    if breaker is not None and breaker.failures:
+        breaker.success()
     if not isinstance(reply, list):
         return None
     session: Session | None = decode_session(cfg, tok, sid, reply)
@@ -372,11 +485,7 @@ def update(
         return None
     sid = cfg.id_of(tok)
     expect = "" if expect_version is None else str(expect_version)
-    reply = yield Script(
-        load("session_update"),
-        keys=cfg.session_keys(sid)[:1],
-        args=(expect, len(fields) // 2, *fields, *dels),
-    )
+    reply = yield Script(_UPDATE, (cfg.hash_key(sid),), (expect, len(fields) // 2, *fields, *dels))
     v = int(reply)
     return None if v == 0 else v
 
@@ -406,7 +515,7 @@ def destroy_id(cfg: SessionConfig, sid: str, user_id: str) -> Flow[bool]:
     return True
 
 
-def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[int]:
+def destroy_all(cfg: SessionConfig, user_id: UserId, max_passes: int = 8) -> Flow[int]:
     """Log out everywhere: drain the index, revoke each id; repeat until the index stays empty.
 
     Creates and rotations index their new id *before* writing the session, so any of them still
@@ -439,14 +548,19 @@ def destroy_all(cfg: SessionConfig, user_id: str, max_passes: int = 8) -> Flow[i
 _INFO_FIELDS = ("_c", "_s", "_abs", "_m")
 
 
-def sessions(cfg: SessionConfig, user_id: str) -> Flow[list[SessionInfo]]:
+def sessions(cfg: SessionConfig, user_id: UserId) -> Flow[list[SessionInfo]]:
     """The user's live sessions (oldest first); index entries of dead sessions are removed."""
-    index = cfg.index_key(check_user(user_id))
-    flat = yield Script(load("session_index_list"), keys=(index,), args=("",))
-    sids = [as_str(flat[i]) for i in range(0, len(flat), 2)]
+    user_id = check_user(user_id)
+    index = cfg.index_key(user_id)
+    flat = yield from guarded(cfg, Script(load("session_index_list"), keys=(index,), args=("",)))
+    sids = [] if flat is DOWN else [as_str(flat[i]) for i in range(0, len(flat), 2)]
     if not sids:
         return []
-    rows = yield Batch(tuple(Command("HMGET", cfg.session_keys(s)[0], *_INFO_FIELDS) for s in sids))
+    rows = yield from guarded(
+        cfg, Batch(tuple(Command("HMGET", cfg.hash_key(s), *_INFO_FIELDS) for s in sids))
+    )
+    if rows is DOWN:
+        return []
     live: list[SessionInfo] = []
     dead: list[str] = []
     for sid, row in zip(sids, rows, strict=True):
@@ -553,31 +667,71 @@ def event_blob(cfg: SessionConfig, token: object, event: Any) -> Flow[tuple[str,
     return sid, cfg.codec.encode(event)
 
 
-def events(cfg: SessionConfig, token: object, limit: int | None = None) -> Flow[list[Any]]:
-    """The newest ``limit`` events (default: all kept), oldest first."""
+def split_event(raw: bytes) -> tuple[float | None, bytes]:
+    """``(server time in seconds, encoded event)`` of one stored log entry; the time is ``None``
+    for an entry written before entries carried one."""
+    if raw[16:17] == b"\x00" and raw[:16].isdigit():
+        return int(raw[:16]) / 1_000_000, raw[17:]
+    return None, raw
+
+
+def decode_events(
+    cfg: SessionConfig, raw: list[Any], since_us: int | None = None, until_us: int | None = None
+) -> list[Any]:
+    """The log's entries (newest first, as stored) decoded oldest first, kept when their time
+    is in ``[since, until]`` (an entry without a time is kept only when no bound is given)."""
+    decode = cfg.codec.decode
+    bounded = since_us is not None or until_us is not None
+    lo = -1.0 if since_us is None else since_us / 1_000_000
+    hi = float("inf") if until_us is None else until_us / 1_000_000
+    out = []
+    for entry in reversed(raw):
+        at, blob = split_event(as_bytes(entry))
+        if bounded and (at is None or not lo <= at <= hi):
+            continue
+        out.append(decode(blob))
+    return out
+
+
+def events(
+    cfg: SessionConfig,
+    token: object,
+    limit: int | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> Flow[list[Any]]:
+    """The newest ``limit`` events (default: all kept) appended in ``[since, until]`` (server
+    time, microseconds; inclusive), oldest first."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise TypeError("limit must be an int or None")
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
+    if since_us is not None and until_us is not None and until_us < since_us:
+        raise ValueError("until must not be before since")
     tok = check_token(token)
     if tok is None:
         return []
     h, key, _ = cfg.session_keys(cfg.id_of(tok))
+    bounded = since_us is not None or until_us is not None
+    last = cfg.event_limit - 1 if bounded or limit is None else limit - 1  # a range reads the whole log
     # the log outlives an idle-expired session until the deadline: read it only if the hash lives
-    alive, raw = yield Batch(
-        (
-            Command("EXISTS", h, keys=(h,)),
-            Command("LRANGE", key, 0, (limit or cfg.event_limit) - 1, keys=(key,)),
-        ),
-        transaction=True,
+    read = Batch(
+        (Command("EXISTS", h, keys=(h,)), Command("LRANGE", key, 0, last, keys=(key,))), transaction=True
     )
-    if not alive:
+    reply = yield from guarded(cfg, read)
+    if reply is DOWN or not reply[0]:
         return []
-    return [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
+    raw = reply[1]
+    out = decode_events(cfg, raw, since_us, until_us)
+    return out[-limit:] if limit is not None else out
 
 
 def patch_state(
-    cfg: SessionConfig, scope: str, name: str, changes: Mapping[str, Any] | None, remove: Iterable[str] = ()
+    cfg: SessionConfig,
+    scope: str,
+    name: UserId,
+    changes: Mapping[str, Any] | None,
+    remove: Iterable[str] = (),
 ) -> Flow[int]:
     """Merge ``changes`` into the app or user state hash, delete ``remove``; refresh its TTL."""
     key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
@@ -590,10 +744,12 @@ def patch_state(
     return int(n)
 
 
-def state(cfg: SessionConfig, scope: str, name: str) -> Flow[dict[str, Any]]:
+def state(cfg: SessionConfig, scope: str, name: UserId) -> Flow[dict[str, Any]]:
     """The whole app or user state hash, decoded."""
     key = cfg.state_key(scope, check_user(name) if scope == "user" else _check_field(name, "app"))
-    flat = yield Command("HGETALL", key, keys=(key,))
+    flat = yield from guarded(cfg, Command("HGETALL", key, keys=(key,)))
+    if flat is DOWN:
+        return {}
     if isinstance(flat, dict):
         items = list(flat.items())
     else:

@@ -30,7 +30,7 @@ from typing import Any
 from .codec import as_bytes, as_str
 from .ops import Batch, Command, Compute, Flow, Script
 from .scripts import load
-from .session import SessionConfig, check_token, event_blob
+from .session import DOWN, SessionConfig, check_token, decode_events, event_blob, guarded
 
 __all__ = [
     "MAX_TRACK",
@@ -151,9 +151,10 @@ def track(
         read = Command("ZRANGEBYLEX", tr, lo, hi, keys=(tr,))
     else:
         read = Command("ZREVRANGEBYLEX", tr, hi, lo, "LIMIT", 0, limit, keys=(tr,))
-    alive, raw = yield Batch((Command("EXISTS", h, keys=(h,)), read), transaction=True)
-    if not alive:
+    reply = yield from guarded(cfg, Batch((Command("EXISTS", h, keys=(h,)), read), transaction=True))
+    if reply is DOWN or not reply[0]:
         return []
+    raw = reply[1]
     members = list(raw) if limit is None else list(reversed(raw))
     out = []
     for m in members:
@@ -210,7 +211,7 @@ def summarize(
     )
     if not alive or not raw:
         return False
-    evs = [cfg.codec.decode(as_bytes(e)) for e in reversed(raw)]
+    evs = decode_events(cfg, raw)
     result = yield Compute(call, (evs, filter_key), timeout=timeout)
     stored = yield Script(
         load("session_summary_set"),
@@ -227,7 +228,10 @@ def summary(cfg: SessionConfig, token: object, filter_key: str) -> Flow[SessionS
     if tok is None:
         return None
     h = cfg.session_keys(cfg.id_of(tok))[0]
-    value, stamp = yield Command("HMGET", h, "s:" + filter_key, "st:" + filter_key, keys=(h,))
+    reply = yield from guarded(cfg, Command("HMGET", h, "s:" + filter_key, "st:" + filter_key, keys=(h,)))
+    if reply is DOWN:
+        return None
+    value, stamp = reply
     if value is None:
         return None
     at, n, *_ = [*as_str(stamp or b"0:0").split(":"), "0"]

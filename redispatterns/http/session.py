@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.session import Session, check_token
+from .._core.session import Session, UserId, check_token
 from ..session import AsyncSessionStore, SessionStore
 
 __all__ = [
@@ -226,7 +226,7 @@ class _HandleState(MutableMapping[str, Any]):
             self._loaded((yield _Call("get", (self.token,))) if self.token else None)
         return self.session
 
-    def _login_plan(self, user_id: str, data: dict[str, Any] | None, meta: dict[str, Any]) -> Plan:
+    def _login_plan(self, user_id: UserId, data: dict[str, Any] | None, meta: dict[str, Any]) -> Plan:
         carried: dict[str, Any] = {}
         if self.allow_anonymous:
             yield from self._load_plan()
@@ -293,7 +293,7 @@ class SessionHandle(_HandleState):
         """The live session (``None`` when there is none); the handle is a mapping afterwards."""
         return _drive(self._store, self._load_plan())  # type: ignore[no-any-return]
 
-    def login(self, user_id: str, data: dict[str, Any] | None = None, **meta: Any) -> str:
+    def login(self, user_id: UserId, data: dict[str, Any] | None = None, **meta: Any) -> str:
         """A new session for ``user_id`` (the browser's previous one is revoked); its token."""
         return _drive(self._store, self._login_plan(user_id, data, meta))  # type: ignore[no-any-return]
 
@@ -322,7 +322,7 @@ class AsyncSessionHandle(_HandleState):
     async def load(self) -> Session | None:
         return await _drive_async(self._store, self._load_plan())  # type: ignore[no-any-return]
 
-    async def login(self, user_id: str, data: dict[str, Any] | None = None, **meta: Any) -> str:
+    async def login(self, user_id: UserId, data: dict[str, Any] | None = None, **meta: Any) -> str:
         return await _drive_async(self._store, self._login_plan(user_id, data, meta))  # type: ignore[no-any-return]
 
     async def logout(self) -> None:

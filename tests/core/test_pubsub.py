@@ -13,6 +13,7 @@ from redispatterns._core.ops import Command, Probe, Script
 from redispatterns._core.pubsub import (
     ENVELOPE,
     Gap,
+    LinkAction,
     LinkBroken,
     LinkState,
     Names,
@@ -23,6 +24,7 @@ from redispatterns._core.pubsub import (
     backoff_delay,
     split_envelope,
 )
+from redispatterns._core.scripts import load
 from redispatterns._core.server import ServerInfo
 from redispatterns.errors import UnsupportedByServer
 from redispatterns.testing.replay import replay
@@ -80,17 +82,27 @@ def test_publish_numbered_is_one_script() -> None:
             isinstance(op, Script)
             and op.script.name == "pubsub_publish"
             and op.keys == ("app:pubsub:{o}:seq",)
-            and op.args == ("app:pubsub:{o}", b"1", 0, 0, ENVELOPE)
+            and op.args == ("app:pubsub:{o}", b"1")  # the shortest vector: no TTL, PUBLISH
         )
 
-    assert replay(flow, [(step, [7, 3])]) == 3
+    assert replay(flow, [(step, 3)]) == 3
+
+
+def test_publish_ttl_is_passed_only_when_set() -> None:
+    flow = core.publish("c", "c:seq", b"1", sharded=False, sequence=True, ttl_ms=5000)
+    assert replay(flow, [(lambda op: isinstance(op, Script) and op.args == ("c", b"1", 5000), 2)]) == 2
+
+
+def test_the_script_writes_the_envelope_the_reader_parses() -> None:
+    source = load("pubsub_publish").source
+    assert b"'" + ENVELOPE + b"' .. seq .. ':'" in source
 
 
 def test_publish_sharded_checks_the_server_first() -> None:
     ok = ServerInfo("redis", (7, 0, 15), capabilities=frozenset({"sharded_pubsub"}))
     flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=5000)
-    step = lambda op: isinstance(op, Script) and op.args[2:4] == (1, 5000)  # noqa: E731
-    assert replay(flow, [(Probe(), ok), (step, [1, 2])]) == 2
+    step = lambda op: isinstance(op, Script) and op.args[2:4] == (5000, 1)  # noqa: E731
+    assert replay(flow, [(Probe(), ok), (step, 2)]) == 2
     old = ServerInfo("redis", (6, 2, 0))
     with pytest.raises(UnsupportedByServer):
         replay(core.publish("c", "c:seq", b"1", sharded=True, sequence=False, ttl_ms=None), [(Probe(), old)])
@@ -249,7 +261,9 @@ def test_ping_deadline_declares_half_open_connections_dead() -> None:
     st.connecting(0.0)
     assert st.tick(0.5) is None
     assert st.wait_time(0.5) == pytest.approx(0.5)
-    assert st.tick(1.0) == "ping"
+    assert st.tick(1.0) is LinkAction.PING and LinkAction("ping") is LinkAction.PING
+    assert isinstance(LinkAction.PING, str) and f"{LinkAction.PING}" == "ping"
+    assert repr(LinkAction.DEAD) == "LinkAction.DEAD" and str(LinkAction.DEAD) == "dead"
     assert st.wait_time(1.2) == pytest.approx(0.3)
     assert st.tick(1.2) is None
     assert st.on_reply([b"pong", core.PING_TOKEN], 1.3, 0) == []
@@ -377,3 +391,94 @@ def test_split_hands_moved_channels_their_loss_and_numbers() -> None:
         st.split(st.subs)
     with pytest.raises(ValueError):
         st.split([subs[1]])
+
+
+# --------------------------------------------------------------------------- the driver's local queue
+
+
+def _queued(i: int) -> PubSubMessage:
+    return PubSubMessage("c", i, i)
+
+
+def test_inbox_hands_each_message_to_exactly_one_waiting_thread() -> None:
+    import threading
+    import time
+
+    from redispatterns._links import Inbox
+
+    inbox = Inbox(OverflowBuffer(10_000, "block"))
+    stopped = threading.Event()
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def consume() -> None:
+        while (item := inbox.take(time.monotonic() + 5)) is not None:
+            assert isinstance(item, PubSubMessage)
+            with lock:
+                got.append(item.data)
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for t in consumers:
+        t.start()
+    for i in range(2000):
+        assert inbox.put(_queued(i), stopped)
+    deadline = time.monotonic() + 10
+    while len(got) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    inbox.close()  # wakes the consumers still waiting: take() returns None
+    for t in consumers:
+        t.join(5)
+        assert not t.is_alive()
+    assert sorted(got) == list(range(2000))
+    assert (inbox.received, inbox.delivered) == (2000, 2000)
+    assert inbox.take(None) is None  # closed: never blocks
+
+
+def test_inbox_block_policy_waits_for_room_and_timeouts_return_none() -> None:
+    import threading
+    import time
+
+    from redispatterns._links import Inbox
+
+    inbox = Inbox(OverflowBuffer(1, "block"))
+    stopped = threading.Event()
+    assert inbox.take(time.monotonic() + 0.05) is None  # empty: the deadline passes
+    inbox.put(_queued(1), stopped)
+    done = threading.Event()
+
+    def second_put() -> None:
+        inbox.put(_queued(2), stopped)
+        done.set()
+
+    threading.Thread(target=second_put).start()
+    assert not done.wait(0.2)  # full: the second put waits for room
+    first = inbox.take(None)
+    assert isinstance(first, PubSubMessage) and first.data == 1
+    assert done.wait(5)
+    second = inbox.take(None)
+    assert isinstance(second, PubSubMessage) and second.data == 2
+
+
+def test_async_inbox_wakes_a_waiting_task_and_times_out() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from redispatterns._links import AsyncInbox
+
+    async def main() -> None:
+        inbox = AsyncInbox(OverflowBuffer(10, "drop_oldest"))
+        for _ in range(3):  # an idle poll (the handler worker's) leaves no waiter behind
+            assert await inbox.take(time.monotonic() + 0.02) is None
+        assert not inbox._waiters
+        waiter = asyncio.ensure_future(inbox.take(time.monotonic() + 5))
+        await asyncio.sleep(0.01)
+        assert await inbox.put(_queued(7), threading.Event())
+        item = await waiter
+        assert isinstance(item, PubSubMessage) and item.data == 7
+        late = asyncio.ensure_future(inbox.take(None))
+        await asyncio.sleep(0.01)
+        inbox.close()
+        assert await asyncio.wait_for(late, 5) is None
+
+    asyncio.run(main())

@@ -124,14 +124,14 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 # --------------------------------------------------------------------------- flows
 
 
-def get_reply() -> list[bytes]:
-    return [
+def get_reply() -> list[Any]:
+    return [  # times and version come back as integer replies
         b"u",
-        b"1000",
-        b"1500",
-        b"9000",
-        b"1000",
-        b"3",
+        1000,
+        1500,
+        9000,
+        1000,
+        3,
         orjson.dumps({"ip": "1.1.1.1"}),
         b"name",
         b'"Ann"',
@@ -369,3 +369,56 @@ def test_prime_checks_eagerly_and_resumes() -> None:
     assert caught is not None
     with pytest.raises(ReplayMismatch):
         replay(caught, [(Batch, None)])
+
+
+# --------------------------------------------------------------------------- event times, user ids, breaker
+
+
+def test_event_entries_carry_their_server_time() -> None:
+    assert core.split_event(b"1733500000123456\x00" + b'{"a":1}') == (1733500000.123456, b'{"a":1}')
+    assert core.split_event(b'{"a":1}') == (None, b'{"a":1}')  # written before entries had times
+    c = cfg()
+    raw = [b"0000000000000003\x00" + b"3", b"0000000000000002\x00" + b"2", b"1"]  # newest first
+    assert core.decode_events(c, raw) == [1, 2, 3]
+    assert core.decode_events(c, raw, since_us=3) == [3]
+    assert core.decode_events(c, raw, until_us=2) == [2]  # an entry without a time is out of any range
+
+
+def test_user_ids_are_str_int_or_uuid() -> None:
+    import uuid
+
+    u = uuid.UUID(int=7)
+    assert core.check_user(42) == "42" and core.check_user(u) == str(u) and core.check_user("x") == "x"
+    with pytest.raises(TypeError, match="str, int or UUID, not bool"):
+        core.check_user(True)
+    with pytest.raises(TypeError, match="not bytes"):
+        core.check_user(b"x")
+
+
+def test_reads_go_through_the_breaker() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from redispatterns._core.breaker import CircuitBreaker
+    from redispatterns._core.ops import Now
+    from redispatterns.errors import ServerUnavailable
+
+    breaker = CircuitBreaker(threshold=2, reset_after=1.0)
+    loud, quiet = cfg(breaker=breaker), cfg(breaker=breaker, fail_closed=True)
+    tok = core.new_token()
+    down = RedisTimeoutError("Timeout reading")
+    with pytest.raises(RedisTimeoutError):  # a closed breaker costs no clock read
+        replay(core.get(loud, tok), [(Script, down), (Now(), 10.0)])
+    assert breaker.failures == 1 and breaker.state == "closed"
+    assert replay(core.events(quiet, tok), [(Batch, RedisConnectionError("refused")), (Now(), 10.5)]) == []
+    assert breaker.state == "open"
+    with pytest.raises(ServerUnavailable, match="circuit breaker is open"):
+        replay(core.get(loud, tok), [(Now(), 10.6)])  # skipped: no Redis op at all
+    assert replay(core.get(quiet, tok), [(Now(), 10.7)]) is None
+    assert replay(core.state(quiet, "app", "a"), [(Now(), 10.8)]) == {}
+    # past reset_after one read probes; its reply closes the breaker
+    assert replay(core.get(loud, tok), [(Now(), 11.6), (Script, 0)]) is None
+    assert breaker.state == "closed" and breaker.failures == 0
+    with pytest.raises(ValueError, match="bad"):  # not an outage: raised, not counted
+        replay(core.get(loud, tok), [(Script, ValueError("bad"))])
+    assert breaker.failures == 0

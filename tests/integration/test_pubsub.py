@@ -4,6 +4,7 @@ overflow, sharded channels (cluster included), and no leaked threads or connecti
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -723,3 +724,68 @@ def test_start_against_a_dead_server_raises_and_leaks_nothing(server_pool: Any) 
         assert all(link.task is not None and link.task.done() for link in sub._links)
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- collection (D14)
+
+
+def test_a_dropped_subscriber_is_closed_when_collected(rp: Harness) -> None:
+    """Nothing but its readers (and handler worker) held it: collected, it stops them, returns
+    its connections and says so with a ResourceWarning."""
+    real_only(rp.backend)
+    import gc
+    import warnings
+
+    before = client_count(rp.backend, "TYPE", "pubsub")
+    seen: list[Any] = []
+    handler: Any = seen.append
+    if rp.is_async:
+
+        async def handler(m: Any) -> None:
+            seen.append(m)
+
+    sub = _sub(rp, ["dropped"], handler=handler)
+    ctl = sub._ctl
+    links = list(ctl.links)
+    _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before + len(links))
+    rp.call(_pub(rp).publish("dropped", 1))
+    _wait(rp, lambda: len(seen) == 1)  # the handler worker runs, holding the subscriber weakly
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del sub
+        _wait(rp, lambda: gc.collect() >= 0 and ctl.stopped.is_set())
+    assert any(issubclass(w.category, ResourceWarning) and "unclosed" in str(w.message) for w in caught)
+    if rp.is_async:
+        _wait(rp, lambda: all(link.task is not None and link.task.done() for link in links))
+    else:
+        for link in links:
+            assert link.thread is not None
+            link.thread.join(10)
+            assert not link.thread.is_alive()
+    _wait(rp, lambda: client_count(rp.backend, "TYPE", "pubsub") == before)
+
+
+def test_each_reconnect_is_logged_once(
+    rp: Harness, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed connection: one warning when it is lost, one info line when it is resubscribed
+    (a retry that fails in between is logged at debug level only)."""
+    real_only(backend)
+
+    caplog.set_level(logging.INFO, logger="redispatterns.pubsub")
+    sub = _sub(rp, ["logged"], backoff=(0.05, 0.1), on_gap=lambda g: None)
+    try:
+        links = len(sub._links)
+        kill_pubsub(backend)
+
+        def logged(text: str) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if text in r.getMessage()]
+
+        # one of each per reconnect (on a Cluster a link may land on a node killed after it)
+        _wait(rp, lambda: rp_live(sub) and len(logged("resubscribed")) == sub.stats.reconnects >= links)
+        lost, back = logged("connection lost"), logged("resubscribed")
+        assert len(lost) == len(back)
+        assert all(r.levelno == logging.WARNING for r in lost)
+        assert all(r.levelno == logging.INFO for r in back)
+    finally:
+        rp.call(sub.close())

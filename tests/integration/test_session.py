@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,8 +88,10 @@ def test_bad_tokens_never_reach_redis(rp: Harness) -> None:
 
 def test_argument_errors(rp: Harness) -> None:
     st = store(rp)
-    with pytest.raises(TypeError, match="user_id must be a str"):
-        rp.call(st.create(7))
+    with pytest.raises(TypeError, match="user_id must be a str, int or UUID, not float"):
+        rp.call(st.create(7.5))
+    with pytest.raises(TypeError, match="not bool"):
+        rp.call(st.sessions(True))
     with pytest.raises(ValueError, match="user_id cannot be empty"):
         rp.call(st.create(""))
     with pytest.raises(TypeError, match="mapping"):
@@ -102,6 +107,25 @@ def test_argument_errors(rp: Harness) -> None:
     with pytest.raises(ValueError, match="secret"):
         store(rp, secret="short")
     assert all_keys(rp) == []
+
+
+def test_int_and_uuid_user_ids_are_stored_as_their_str(rp: Harness) -> None:
+    st = store(rp)
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    by_int = rp.call(st.create(1234, {"n": 1}))
+    by_str = rp.call(st.create("1234", {"n": 2}))
+    by_uuid = rp.call(st.create(uid))
+    assert rp.call(st.get(by_int)).user_id == "1234"
+    assert rp.call(st.get(by_uuid)).user_id == str(uid)
+    listed = rp.call(st.sessions(1234))
+    assert {i.user_id for i in listed} == {"1234"} and len(listed) == 2
+    assert [i.id for i in rp.call(st.sessions(uid))] == [rp.call(st.get(by_uuid)).id]
+    assert rp.call(st.revoke(1234, listed[0].id)) is True
+    assert rp.call(st.patch_state("user", uid, {"theme": "dark"})) == 1
+    assert rp.call(st.state("user", str(uid))) == {"theme": "dark"}
+    assert rp.call(st.destroy_all(1234)) == 1
+    assert rp.call(st.get(by_int)) is None and rp.call(st.get(by_str)) is None
+    assert rp.call(st.destroy_all(uid)) == 1
 
 
 def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
@@ -473,3 +497,120 @@ def test_write_behind_failure_is_logged_and_dropped(rp: Harness, caplog: pytest.
                 st.append_event(tok, e)
     assert rp.call(st.events(tok)) == ["a", "b"]
     assert "write-behind session write failed" in caplog.text and "hook failed" in caplog.text
+
+
+# --------------------------------------------------------------------------- event log queries
+
+
+def test_events_by_time_range_and_count(rp: Harness) -> None:
+    st = store(rp)
+    token = rp.call(st.create("u"))
+    for i in range(3):
+        rp.call(st.append_event(token, {"i": i}))
+    server_now = rp.sync_client.time()
+    middle = server_now[0] + server_now[1] / 1e6
+    time.sleep(0.02)
+    for i in range(3, 6):
+        rp.call(st.append_event(token, {"i": i}))
+    every = [{"i": i} for i in range(6)]
+    assert rp.call(st.events(token)) == every
+    assert rp.call(st.events(token, 2)) == every[-2:]
+    assert rp.call(st.events(token, since=middle)) == every[3:]
+    assert rp.call(st.events(token, until=middle)) == every[:3]
+    assert rp.call(st.events(token, 2, until=middle)) == every[1:3]
+    aware = datetime.datetime.fromtimestamp(middle, tz=datetime.timezone.utc)
+    assert rp.call(st.events(token, since=aware, until=aware.timestamp() + 3600)) == every[3:]
+    assert rp.call(st.events(token, since=middle + 3600)) == []
+    with pytest.raises(ValueError, match="until must not be before since"):
+        rp.call(st.events(token, since=middle, until=middle - 1))
+    with pytest.raises(ValueError, match="aware datetime"):
+        rp.call(st.events(token, since=datetime.datetime(2020, 1, 1)))
+    rotated = rp.call(st.rotate(token))  # the times travel with the events
+    assert rp.call(st.events(rotated, since=middle)) == every[3:]
+
+
+# --------------------------------------------------------------------------- outages (D2)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("on_error", ["raise", "closed"])
+def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
+    server_pool: Any, flavour: str, on_error: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP: each read waits one socket timeout until five of them open the breaker; then
+    reads skip Redis (no round trip): they raise ServerUnavailable, or find nothing under
+    on_error="closed". After SIGCONT a probe gets through and reads work again."""
+
+    import redis.exceptions
+
+    from loadtests.harness import count_round_trips
+    from redispatterns.testing.servers import StandaloneServer
+
+    kind = next(iter(server_pool.kinds.values()))
+    server = StandaloneServer(kind)
+    caplog.set_level(logging.INFO, logger="redispatterns")
+    try:
+        breaker = rp_pkg.CircuitBreaker(threshold=5, reset_after=0.5, name="session reads")
+
+        async def scenario_async() -> None:
+            c = rp_pkg.connect_async(server.url, socket_timeout=0.2)
+            await scenario(AsyncSessionStore(c, on_error=on_error, breaker=breaker), True)
+
+        async def scenario(st: Any, is_async: bool) -> None:
+            async def call(aw: Any) -> Any:
+                return await aw if is_async else aw
+
+            token = await call(st.create("u", {"k": 1}))
+            events_token = token
+            server.node.pause()
+            try:
+                for _ in range(5):
+                    t0 = time.monotonic()
+                    if on_error == "raise":
+                        with pytest.raises((redis.exceptions.TimeoutError, rp_pkg.ServerUnavailable)):
+                            await call(st.get(token))
+                    else:
+                        assert await call(st.get(token)) is None
+                    assert time.monotonic() - t0 < 2.0  # one timeout (0.2 s), never several
+                assert breaker.state == "open"
+                with count_round_trips() as sent:
+                    for _ in range(20):
+                        if on_error == "raise":
+                            with pytest.raises(rp_pkg.ServerUnavailable, match="circuit breaker is open"):
+                                await call(st.get(token))
+                        else:
+                            assert await call(st.get(token)) is None
+                            assert await call(st.events(events_token)) == []
+                            assert await call(st.sessions("u")) == []
+                assert sent.n == 0
+            finally:
+                server.node.resume()
+            await asyncio.sleep(0.6)  # past reset_after: the next read is the probe
+            assert (await call(st.get(token))).data == {"k": 1}
+            assert breaker.state == "closed"
+
+        if flavour == "sync":
+            c = rp_pkg.connect(server.url, socket_timeout=0.2)
+            st = SessionStore(c, on_error=on_error, breaker=breaker)
+            asyncio.run(scenario(st, False))
+        else:
+            asyncio.run(scenario_async())
+        opened = [r for r in caplog.records if "session reads opened" in r.getMessage()]
+        closed = [r for r in caplog.records if "session reads closed" in r.getMessage()]
+        assert len(opened) == 1 and len(closed) == 1  # logged once each
+    finally:
+        server.stop()
+
+
+def test_the_default_read_breaker_logs_on_the_session_logger(caplog: pytest.LogCaptureFixture) -> None:
+    from redispatterns.testing.servers import free_port
+
+    caplog.set_level(logging.INFO, logger="redispatterns")
+    nowhere = rp_pkg.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    st = SessionStore(nowhere, on_error="closed")
+    token = "A" * 43
+    assert [st.get(token) for _ in range(8)] == [None] * 8
+    assert st.breaker.state == "open"
+    opened = [r for r in caplog.records if "opened after" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in opened] == [("redispatterns.session", "WARNING")]
+    assert "session reads" in opened[0].getMessage()
