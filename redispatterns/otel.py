@@ -46,7 +46,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import _cache_handle, _runner
 from . import subscriber as _subscriber
 from ._core.keys import Keyspace
-from ._core.ratelimit import Decision
+from ._core.ratelimit import MODE_PEEK, Decision
 from ._core.streams import StreamStats
 from .errors import LockTimeout, RateLimited
 
@@ -71,10 +71,19 @@ class _Op:
 _ops: dict[types.CodeType, _Op] = {}
 
 
-def _op_of(code: types.CodeType, module: str) -> _Op:
+# private modules a pattern's flows live in, by the pattern they belong to
+_MODULE_PATTERN = {"_limiters": "ratelimit", "_rate_limited": "ratelimit", "_cache_handle": "cache",
+                   "_cache_write": "cache", "_session_base": "session", "_subscriber_base": "subscriber",
+                   "ratelimit_policy": "ratelimit"}  # fmt: skip
+
+
+def _op_of(code: types.CodeType, module: str, local: dict[str, Any]) -> _Op:
+    if code.co_name == "check" and module.endswith("ratelimit"):  # one flow for hit and peek
+        return _Op("ratelimit", "peek" if local.get("mode") == MODE_PEEK else "hit")
     op = _ops.get(code)
     if op is None:
         pattern = module.rpartition(".")[2]
+        pattern = _MODULE_PATTERN.get(pattern, pattern)
         name = code.co_name.lstrip("_")
         if name.startswith("f_"):  # a shell's own flow method (``_f_submit``)
             name = name[2:]
@@ -165,8 +174,8 @@ class _Instruments:
         frame = getattr(flow, "gi_frame", None)
         if frame is None:
             return None
-        op = _op_of(flow.gi_code, frame.f_globals.get("__name__", ""))
         local = dict(frame.f_locals)
+        op = _op_of(flow.gi_code, frame.f_globals.get("__name__", ""), local)
         inner: Any = local.get("release")
         if op.operation == "exit" and getattr(inner, "gi_frame", None) is not None:
             # the end of a ``with`` block (``_handles.exit_flow``): report the release it wraps
