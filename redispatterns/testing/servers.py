@@ -437,6 +437,24 @@ class ClusterServer(_Managed):
         for port in [target_port, *(p for p in self.master_ports() if p != target_port)]:
             self._cli(port, "cluster", "setslot", str(slot), "node", dst_id)
 
+    def kill(self, port: int | None = None) -> None:
+        """SIGKILL node ``port`` (default: every node), keeping its folder and ``nodes.conf``."""
+        for n in self.nodes:
+            if port is None or n.port == port:
+                n.kill()
+
+    def restart(self, port: int | None = None, *, timeout: float = 30.0) -> None:
+        """Start node ``port`` (default: every node) again on its port, with its ``nodes.conf``
+        (it rejoins with the roles and slots it had), and wait for ``cluster_state:ok``."""
+        assert self._workdir is not None
+        deadline = time.monotonic() + timeout
+        for i, n in enumerate(self.nodes):
+            if port is None or n.port == port:
+                n.stop()
+                self.nodes[i] = _Node(self.kind, self._workdir, n.port, n.args)
+                _wait_ping(n.port, deadline, self.nodes[i].proc, self.nodes[i].log)
+        self._wait_ok(deadline)
+
     @property
     def ports(self) -> list[int]:
         return [n.port for n in self.nodes]

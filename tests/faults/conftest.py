@@ -1,0 +1,73 @@
+"""Private servers for fault tests: they are paused, killed and failed over, so never shared
+with the rest of the suite (the plugin's servers stay healthy for other tests)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from redispatterns.testing.servers import ClusterServer, ServerKind, StandaloneServer
+
+TIMEOUT = 0.25  # socket timeout of the clients under test: a hung server costs this per call
+OPTS: dict[str, Any] = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT}
+
+
+class FaultServers:
+    """Per server kind, started on first use in this worker and stopped at the end."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str], Any] = {}
+
+    def _get(self, what: str, kind: ServerKind, make: Any) -> Any:
+        key = (what, kind.name)
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def standalone(self, kind: ServerKind) -> StandaloneServer:
+        server: StandaloneServer = self._get("standalone", kind, lambda: StandaloneServer(kind))
+        if server.node.proc.poll() is not None:  # a test killed it and failed before restarting
+            server.restart()
+        return server
+
+    def cluster(self, kind: ServerKind) -> ClusterServer:
+        server: ClusterServer = self._get("cluster", kind, lambda: ClusterServer(kind))
+        if any(n.proc.poll() is not None for n in server.nodes):
+            server.restart()
+        return server
+
+    def replicated(self, kind: ServerKind) -> ClusterServer:
+        """3 masters + 3 replicas."""
+        server: ClusterServer = self._get("replicated", kind, lambda: ClusterServer(kind, replicas=1))
+        if any(n.proc.poll() is not None for n in server.nodes):
+            server.restart()
+        return server
+
+    def stop(self) -> None:
+        for s in self._made.values():
+            with contextlib.suppress(Exception):
+                s.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_servers() -> Iterator[FaultServers]:
+    servers = FaultServers()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@contextlib.contextmanager
+def paused(*nodes: Any) -> Iterator[None]:
+    """SIGSTOP ``nodes`` for the block (a hung server), SIGCONT after, whatever happens."""
+    for n in nodes:
+        n.pause()
+    try:
+        yield
+    finally:
+        for n in nodes:
+            n.resume()
