@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from redispatterns.testing.servers import ClusterServer, ServerKind, StandaloneServer
 
@@ -31,25 +32,33 @@ class FaultServers:
         server: StandaloneServer = self._get("standalone", kind, lambda: StandaloneServer(kind))
         if server.node.proc.poll() is not None:  # a test killed it and failed before restarting
             server.restart()
+        with redis.Redis(port=server.port) as admin:
+            admin.flushall()
         return server
 
     def cluster(self, kind: ServerKind) -> ClusterServer:
         server: ClusterServer = self._get("cluster", kind, lambda: ClusterServer(kind))
-        if any(n.proc.poll() is not None for n in server.nodes):
-            server.restart()
-        return server
+        return _fresh(server)
 
     def replicated(self, kind: ServerKind) -> ClusterServer:
         """3 masters + 3 replicas."""
         server: ClusterServer = self._get("replicated", kind, lambda: ClusterServer(kind, replicas=1))
-        if any(n.proc.poll() is not None for n in server.nodes):
-            server.restart()
-        return server
+        return _fresh(server)
 
     def stop(self) -> None:
         for s in self._made.values():
             with contextlib.suppress(Exception):
                 s.stop()
+
+
+def _fresh(cluster: ClusterServer) -> ClusterServer:
+    """Every node up (restarted if a failed test left it down), every master flushed."""
+    if any(n.proc.poll() is not None for n in cluster.nodes):
+        cluster.restart()
+    for port in cluster.master_ports():
+        with redis.Redis(port=port) as admin:
+            admin.flushall()
+    return cluster
 
 
 @pytest.fixture(scope="session")
