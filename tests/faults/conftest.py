@@ -19,10 +19,14 @@ OPTS: dict[str, Any] = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIM
 class FaultServers:
     """Per server kind, started on first use in this worker and stopped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, backends: set[str]) -> None:
         self._made: dict[tuple[str, str], Any] = {}
+        self._backends = backends
 
     def _get(self, what: str, kind: ServerKind, make: Any) -> Any:
+        mode = "redis" if what == "standalone" else "cluster"
+        if mode not in self._backends:  # --backends narrows fault tests too (make test-fast)
+            pytest.skip(f"--backends leaves out {mode}")
         key = (what, kind.name)
         if key not in self._made:
             self._made[key] = make()
@@ -62,8 +66,9 @@ def _fresh(cluster: ClusterServer) -> ClusterServer:
 
 
 @pytest.fixture(scope="session")
-def fault_servers() -> Iterator[FaultServers]:
-    servers = FaultServers()
+def fault_servers(request: pytest.FixtureRequest) -> Iterator[FaultServers]:
+    backends = {b.strip() for b in str(request.config.getoption("--backends")).split(",")}
+    servers = FaultServers(backends)
     try:
         yield servers
     finally:

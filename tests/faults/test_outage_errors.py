@@ -160,7 +160,7 @@ def test_fakeredis_disconnected(run: Runner) -> None:
     _check_all(run, client, bound=1.0)
 
 
-def test_standalone_refused(run: Runner, server_kind: ServerKind) -> None:
+def test_standalone_refused(run: Runner) -> None:
     """Nothing listens on the port: every call fails at once (connect refused), password masked."""
     client = _client(run, f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0")
     try:
