@@ -210,3 +210,14 @@ def test_cluster_hung(run: Runner, server_kind: ServerKind, fault_servers: Fault
         run(lambda: client.ping())
     finally:
         _close(run, client)
+
+
+def test_connect_to_an_unreachable_cluster() -> None:
+    """The sync cluster client reads the topology when built: ``rp.connect`` to a cluster with
+    no reachable node raises ServerUnavailable at once, its password masked."""
+    url = f"redis+cluster://:{PASSWORD}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with pytest.raises(rp.ServerUnavailable) as caught:
+        rp.connect(url, socket_connect_timeout=TIMEOUT)
+    assert isinstance(caught.value, RedisConnectionError)
+    assert PASSWORD not in f"{caught.value} {caught.value.url}"
+    assert caught.value.__cause__ is not None
