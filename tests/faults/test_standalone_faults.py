@@ -326,3 +326,51 @@ def test_pool_exhaustion_waits_then_server_unavailable(
         assert run(lambda: limiter.hit("k")).allowed
     finally:
         _close(run, client)
+
+
+def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
+    """maxmemory reached under ``noeviction``. Must hold: writes that need memory raise
+    ``ServerError`` (also redis-py's ``OutOfMemoryError``, the server's words in the message),
+    never ``ServerUnavailable`` (the server is up); reads and deletes still work; a cached
+    function still answers (computed, not stored); limiters keep counting (their scripts may
+    run under OOM, so a full server never lets a flood through)."""
+    server = StandaloneServer(server_kind, args=["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"])
+    client = _build(server.url, OPTS, asyncio_=False)
+    admin: Any = redis.Redis.from_url(server.url)
+    try:
+        kv = rp.KV(client, {"m": rp.Mount(prefix="oom:")})
+        kv.set("m", "before", 1)
+        _fill(admin)
+        writes = {
+            "lock": lambda: rp.Lock("l", client=client).acquire(timeout=1),
+            "session": lambda: rp.SessionStore(client).create("u", {"a": 1}),
+            "kv": lambda: kv.set("m", "k", 1),
+            "stream": lambda: rp.Stream("s", client=client).add({"a": "1"}),
+            "leaderboard": lambda: rp.Leaderboard("b", client=client).submit("m", 1),
+        }
+        for name, call in writes.items():
+            _fill(admin)
+            with pytest.raises(rp.ServerError, match="maxmemory") as caught:
+                call()
+            assert isinstance(caught.value, redis.exceptions.OutOfMemoryError), name
+            assert not isinstance(caught.value, rp.ServerUnavailable), name
+        assert kv.get("m", "before") == 1
+        assert kv.delete("m", "before")
+        fn: Any = rp.cached(client=client, ttl=60)(_double)
+        assert fn(21) == 42
+        limiter = rp.SlidingWindowLimiter(3, 60, client=client, on_error="raise")
+        assert [limiter.hit("x").allowed for _ in range(5)] == [True, True, True, False, False]
+    finally:
+        admin.close()
+        client.close()
+        server.stop()
+
+
+def _fill(admin: Any) -> None:
+    """Write until the server refuses with OOM (used memory stays above maxmemory after)."""
+    for i in range(100_000):
+        try:
+            admin.set(f"fill:{i}:{time.monotonic_ns()}", "x" * 2_000)
+        except redis.exceptions.OutOfMemoryError:
+            return
+    raise AssertionError("maxmemory never reached")
