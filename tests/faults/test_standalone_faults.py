@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -341,7 +341,7 @@ def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
         kv = rp.KV(client, {"m": rp.Mount(prefix="oom:")})
         kv.set("m", "before", 1)
         _fill(admin)
-        writes = {
+        writes: dict[str, Callable[[], Any]] = {
             "lock": lambda: rp.Lock("l", client=client).acquire(timeout=1),
             "session": lambda: rp.SessionStore(client).create("u", {"a": 1}),
             "kv": lambda: kv.set("m", "k", 1),
