@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ClusterServer",
@@ -175,10 +175,13 @@ class _Node:
             self.proc.wait(timeout=5)
 
 
+_M = TypeVar("_M", bound="_Managed")
+
+
 class _Managed:
     _workdir: Path | None = None
 
-    def __enter__(self) -> _Managed:
+    def __enter__(self: _M) -> _M:
         return self
 
     def __exit__(
