@@ -75,9 +75,8 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, float]:
         )
     except Exception as exc:
         shown = type(exc).__name__
-        base = next((b.__name__ for b in type(exc).__mro__[1:] if b.__module__.startswith("redis.")), "")
-        if base and type(exc).__module__.startswith("redispatterns"):
-            shown += f" ({base})"
+        if exc.__cause__ is not None and type(exc).__module__.startswith("redispatterns"):
+            shown += f" ({type(exc.__cause__).__name__})"  # the redis-py error it replaced
     return shown, time.perf_counter() - started
 
 
