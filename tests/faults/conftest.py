@@ -12,7 +12,7 @@ import redis
 
 from redispatterns.testing.servers import ClusterServer, ServerKind, StandaloneServer
 
-TIMEOUT = 0.25  # socket timeout of the clients under test: a hung server costs this per call
+TIMEOUT = 0.2  # socket timeout of the clients under test: a hung server costs this per call
 OPTS: dict[str, Any] = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT}
 
 
@@ -41,12 +41,8 @@ class FaultServers:
         return server
 
     def cluster(self, kind: ServerKind) -> ClusterServer:
-        server: ClusterServer = self._get("cluster", kind, lambda: ClusterServer(kind))
-        return _fresh(server)
-
-    def replicated(self, kind: ServerKind) -> ClusterServer:
-        """3 masters + 3 replicas."""
-        server: ClusterServer = self._get("replicated", kind, lambda: ClusterServer(kind, replicas=1))
+        """3 masters + 3 replicas (one cluster per kind and worker serves every fault test)."""
+        server: ClusterServer = self._get("cluster", kind, lambda: ClusterServer(kind, replicas=1))
         return _fresh(server)
 
     def stop(self) -> None:
