@@ -171,13 +171,13 @@ def test_standalone_refused(run: Runner) -> None:
 
 def test_standalone_hung(run: Runner, server_kind: ServerKind, fault_servers: FaultServers) -> None:
     """SIGSTOP: connections open, nothing answers. A call costs about one socket timeout (a
-    timeout is never retried), so each family answers within a few timeouts."""
+    timeout is never retried): each family answers within 2 x timeout (+ slack for a loaded machine)."""
     server = fault_servers.standalone(server_kind)
     client = _client(run, server.url)
     try:
         run(lambda: client.ping())  # a pooled connection exists before the hang
         with paused(server.node):
-            _check_all(run, client, bound=4 * TIMEOUT + 0.5)
+            _check_all(run, client, bound=2 * TIMEOUT + 0.3)
         assert run(lambda: client.ping()) is True  # the same client works once resumed
     finally:
         _close(run, client)
