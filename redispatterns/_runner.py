@@ -188,6 +188,8 @@ def socket_timeout(client: Any) -> float | None:
 # (a failover in progress), TryAgainError a multi-key command during a slot migration
 _OUTAGE_TYPES = (RedisConnectionError, RedisTimeoutError, ClusterError, ReadOnlyError, TryAgainError)
 _variants: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+# errors raised by user code (Compute): a redis error from the user's own client is not ours to rename
+_user_errors: weakref.WeakSet[BaseException] = weakref.WeakSet()
 
 
 def _variant(base: type[RedisPatternsError], original: type[BaseException]) -> type[BaseException]:
@@ -226,9 +228,12 @@ def public_error(client: Any, exc: BaseException) -> BaseException | None:
 
     Outages become :class:`ServerUnavailable`, error replies :class:`ServerError`; either is also
     an instance of ``exc``'s redis-py class, carries ``exc``'s attributes, and never repeats the
-    client's password. Errors of our own (and of user code) are ``None``: they leave as they are.
+    client's password. Errors of our own, and whatever user code raised (a ``Compute`` op: the
+    user's own Redis client may fail too), are ``None``: they leave as they are.
     """
     if isinstance(exc, RedisPatternsError) or not isinstance(exc, (RedisError, RedisClusterException)):
+        return None
+    if exc in _user_errors:
         return None
     text = str(exc) or type(exc).__name__
     base: type[RedisPatternsError] = ServerError
@@ -633,6 +638,8 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
             try:
                 reply = _exec_sync_retrying(client, op)
             except Exception as exc:  # thrown into the flow, which may handle it
+                if type(op) is Compute:
+                    _user_errors.add(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)
@@ -761,6 +768,8 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
             try:
                 reply = await _exec_async_retrying(client, op)
             except Exception as exc:
+                if type(op) is Compute:
+                    _user_errors.add(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)

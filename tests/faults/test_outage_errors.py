@@ -221,3 +221,25 @@ def test_connect_to_an_unreachable_cluster() -> None:
     assert isinstance(caught.value, RedisConnectionError)
     assert PASSWORD not in f"{caught.value} {caught.value.url}"
     assert caught.value.__cause__ is not None
+
+
+def test_a_redis_error_from_user_code_is_left_alone(run: Runner) -> None:
+    """A cached function that fails with a redis error of its own (its own client, another
+    server): the caller gets that very exception, not a ServerUnavailable naming our server."""
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeAsyncRedis(server=server) if run.loop else fakeredis.FakeRedis(server=server)
+    theirs = RedisConnectionError("their database is down")
+
+    def fail(x: int) -> int:
+        raise theirs
+
+    async def afail(x: int) -> int:
+        raise theirs
+
+    fn: Any = rp.cached(client=client, ttl=60)(afail if run.loop else fail)
+    with pytest.raises(RedisConnectionError) as caught:
+        run(lambda: fn(1))
+    assert caught.value is theirs
+    assert not isinstance(caught.value, rp.RedisPatternsError)
