@@ -223,6 +223,13 @@ def _address(client: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _from_user(exc: BaseException) -> None:
+    """Remember that user code raised ``exc`` (only redis errors matter, and they can be
+    weakly referenced; builtin exceptions cannot)."""
+    if isinstance(exc, (RedisError, RedisClusterException)):
+        _user_errors.add(exc)
+
+
 def public_error(client: Any, exc: BaseException) -> BaseException | None:
     """What a Redis-side failure leaves the library as, or ``None`` when ``exc`` is not one.
 
@@ -639,7 +646,7 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
                 reply = _exec_sync_retrying(client, op)
             except Exception as exc:  # thrown into the flow, which may handle it
                 if type(op) is Compute:
-                    _user_errors.add(exc)
+                    _from_user(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)
@@ -769,7 +776,7 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
                 reply = await _exec_async_retrying(client, op)
             except Exception as exc:
                 if type(op) is Compute:
-                    _user_errors.add(exc)
+                    _from_user(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)
