@@ -191,7 +191,7 @@ def test_cluster_down(run: Runner, server_kind: ServerKind, fault_servers: Fault
         run(lambda: client.ping())
         cluster.kill()
         try:
-            _check_all(run, client, bound=2.0)
+            _check_all(run, client, bound=3.0)
         finally:
             cluster.restart()
     finally:
