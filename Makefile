@@ -12,7 +12,7 @@ TEST_WORKERS ?= 3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest loadtest-patterns webapp doctor lock clean
+.PHONY: docs test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest loadtest-patterns webapp doctor lock clean
 
 # uv itself, pinned, in a venv of its own (the only thing installed outside the lock)
 $(UV):
@@ -55,6 +55,12 @@ types: $(STAMP)
 ## lock: re-resolve uv.lock to the newest versions pyproject.toml allows (commit the result)
 lock: | $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
+
+## docs: the API reference from the docstrings, README and ARCHITECTURE, into .site/ (strict:
+## a broken link or reference fails); open .site/index.html, no server needed
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet
+	@echo "make: docs built: .site/index.html"
 
 ## demo: a narrated tour of every pattern (embedded server unless REDIS_URL is set)
 demo: $(STAMP)

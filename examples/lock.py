@@ -5,12 +5,14 @@ REDIS_URL=redis://localhost:6379/0 python examples/lock.py
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 
 import redispatterns as rp
 from redispatterns.errors import LockTimeout
-from redispatterns.lock import Lock, locked
+from redispatterns.lock import AsyncLock, Lock, locked
 
 
 def main() -> None:
@@ -54,7 +56,23 @@ def main() -> None:
     def pay(invoice_id: int) -> str:
         return f"invoice {invoice_id} paid under its own lock"
 
-    print(pay(7))
+    print(pay(7))  # type checkers see pay(invoice_id: int) -> str
+
+    # a lost lease is logged once on "redispatterns.lock" (the library never configures logging)
+    logging.basicConfig(level=logging.WARNING, format="  log: %(name)s %(levelname)s %(message)s")
+    try:
+        with Lock("short-lease", ttl=0.05, mount=mount, client=client):
+            time.sleep(0.1)  # outlives its lease
+    except rp.LockLost as exc:
+        print("the block outlived its lease:", type(exc).__name__)
+
+    # asyncio: any number of event loops, each with its own pooled client, closed with its loop
+    async def in_a_loop() -> int:
+        async with AsyncLock("nightly-report", ttl=5, mount=mount) as held:
+            return held.fence
+
+    print("fences from two asyncio.run() calls:", asyncio.run(in_a_loop()), asyncio.run(in_a_loop()))
+    rp.close()  # close every client the library made
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Locks: uncontended acquire + release against the floor, peers side by side, and contention.
 
 Floor: the same work by hand with redis-py: one EVALSHA that does SET NX PX and INCRs the fence
-counter (one round trip, like ours), then one EVALSHA compare-and-delete. Peers (optional):
+counter (one round trip, like ours), then one EVALSHA compare-and-delete; asyncio cases against
+the same on a plain redis.asyncio client. Ours: a ``Lock`` built per use on the default client
+(``connect()`` / ``connect_async()``) and a prebuilt one. Peers (optional):
 redis-py ``Lock``, python-redis-lock, walrus ``Lock`` (against that floor); our ``Redlock`` and
 pottery ``Redlock`` on one master against SET NX PX + EVALSHA compare-and-delete.
 
@@ -11,6 +13,7 @@ for ours and redis-py's Lock: throughput, lost updates, median and longest wait 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import statistics
 import threading
@@ -21,6 +24,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+import redispatterns as rp
 from loadtests.harness import BenchCase, main
 from redispatterns.lock import AsyncLock, Lock, Redlock
 
@@ -48,10 +52,12 @@ def _floor(raw: redis.Redis) -> Callable[[], Any]:
 
 
 def _async_floor(url: str) -> Callable[[], Any]:
-    state: dict[str, Any] = {}
+    state: dict[Any, Any] = {}
 
     async def floor() -> Any:
-        if "c" not in state:
+        loop = asyncio.get_running_loop()
+        if state.get("loop") is not loop:  # the harness runs each case in its own loop
+            state["loop"] = loop
             state["c"] = c = redis.asyncio.Redis.from_url(url)
             state["acq"] = await c.script_load(FLOOR_ACQUIRE)
             state["rel"] = await c.script_load(FLOOR_RELEASE)
@@ -107,26 +113,37 @@ def contention(make_cycle: Callable[[], Callable[[Callable[[], None]], None]], r
 
 def cases(url: str) -> list[BenchCase]:
     raw = redis.Redis.from_url(url)
-    client = redis.Redis.from_url(url)
+    rp.configure(url)  # the per-use cases run on the default client: connect()'s / connect_async()'s
+    client = rp.connect(url)
     lock = Lock("bench", 30, client=client)
 
     def ours() -> Any:
-        held = lock.acquire()
-        held.release()
-        return held.fence
+        with lock as held:
+            return held.fence
 
-    astate: dict[str, Any] = {}
+    def per_use() -> Any:
+        with Lock("bench:per-use", 30) as held:
+            return held.fence
 
     async def aours() -> Any:
-        if "lock" not in astate:
-            astate["lock"] = AsyncLock("bench", 30, client=redis.asyncio.Redis.from_url(url))
-        held = await astate["lock"].acquire()
-        await held.release()
-        return held.fence
+        async with AsyncLock("bench:async", 30) as held:
+            return held.fence
+
+    astate: dict[Any, Any] = {}
+
+    async def aprebuilt() -> Any:
+        loop = asyncio.get_running_loop()
+        lk = astate.get(loop)
+        if lk is None:
+            lk = astate[loop] = AsyncLock("bench:async-prebuilt", 30)
+        async with lk as held:
+            return held.fence
 
     out = [
-        BenchCase("lock", "acquire + release (fenced)", ours, _floor(raw)),
-        BenchCase("lock", "acquire + release (fenced)", aours, _async_floor(url), is_async=True),
+        BenchCase("lock", "with Lock(name): built per use (fenced)", per_use, _floor(raw)),
+        BenchCase("lock", "with lock: prebuilt Lock (fenced)", ours, _floor(raw)),
+        BenchCase("lock", "async with AsyncLock(name): per use", aours, _async_floor(url), is_async=True),
+        BenchCase("lock", "async with lock: prebuilt AsyncLock", aprebuilt, _async_floor(url), is_async=True),
     ]
 
     # Redlock on one master: the per-node work is SET NX PX + compare-and-delete, sent in parallel
@@ -220,6 +237,10 @@ def cases(url: str) -> list[BenchCase]:
     print(f"  redispatterns Lock : {contention(ours_cycle, raw)}", flush=True)
     print(f"  redis-py Lock      : {contention(redis_py_cycle, raw)}", flush=True)
     return out
+
+
+def teardown() -> None:
+    rp.configure()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class BenchCase:
     is_async: bool = False
     note: str = ""
     setup: Callable[[], Any] | None = None
+    calls: int | None = None  # timed calls for a heavy case (a burst of tasks), instead of --calls
 
 
 @dataclass
@@ -113,10 +114,18 @@ def _p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1e6
 
 
-def measure(case: BenchCase, *, calls: int = 3000, block: int = 250) -> Result:
-    """Measure ``case`` and its floor, interleaved in blocks; count round trips per call."""
+def measure(
+    case: BenchCase, *, calls: int = 3000, block: int = 250, profile_url: str | None = None
+) -> Result:
+    """Measure ``case`` and its floor, interleaved in blocks; count round trips per call. With
+    ``profile_url``, also profile both by layer (``loadtests/profile.py``) into ``extra``."""
+    from loadtests import profile as prof
+
+    extra: dict[str, Any] = {}
     if case.setup is not None:
         case.setup()
+    if case.calls is not None:
+        calls, block = case.calls, max(1, min(block, case.calls // 4))
     times: list[float] = []
     ftimes: list[float] = []
     if case.is_async:
@@ -133,6 +142,13 @@ def measure(case: BenchCase, *, calls: int = 3000, block: int = 250) -> Result:
             with count_round_trips() as c:
                 for _ in range(50):
                     await case.call()
+            if profile_url:
+                extra["profile"] = await prof.aprofile_case(
+                    case.call, statistics.median(times) * 1e6, profile_url
+                )
+                if case.floor is not None:
+                    fmed = statistics.median(ftimes) * 1e6
+                    extra["floor_profile"] = await prof.aprofile_case(case.floor, fmed, profile_url)
             return c.n / 50
 
         rt = asyncio.run(go())
@@ -149,12 +165,18 @@ def measure(case: BenchCase, *, calls: int = 3000, block: int = 250) -> Result:
             for _ in range(50):
                 case.call()
         rt = c.n / 50
+        if profile_url:
+            extra["profile"] = prof.profile_case(case.call, statistics.median(times) * 1e6, profile_url)
+            if case.floor is not None:
+                fmed = statistics.median(ftimes) * 1e6
+                extra["floor_profile"] = prof.profile_case(case.floor, fmed, profile_url)
     return Result(
         case=case,
         median_us=statistics.median(times) * 1e6,
         p99_us=_p(times, 0.99),
         floor_median_us=statistics.median(ftimes) * 1e6 if ftimes else None,
         round_trips=rt,
+        extra=extra,
     )
 
 
@@ -253,6 +275,7 @@ def to_json(results: list[Result], failures: list[dict[str, str]], env: dict[str
             "ratio": None if r.ratio is None else round(r.ratio, 4),
             "round_trips": r.round_trips,
             "note": r.case.note,
+            **{k: v for k, v in r.extra.items() if k in ("profile", "floor_profile")},
         }
         for r in results
     ]
@@ -268,6 +291,9 @@ def _parse(argv: list[str]) -> Any:
     parser.add_argument("--calls", type=int, default=int(os.environ.get("BENCH_CALLS", "3000")))
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--chart", metavar="PATH", help="draw the ratios to the floor as a PNG (matplotlib)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile each case by layer (loadtests/profile.py)"
+    )
     return parser.parse_args(argv)
 
 
@@ -295,7 +321,7 @@ def main(modules: list[Any] | None = None, argv: list[str] | None = None) -> int
                 continue
             for n, case in enumerate(cases, 1):
                 try:
-                    r = measure(case, calls=args.calls)
+                    r = measure(case, calls=args.calls, profile_url=url if args.profile else None)
                 except Exception as exc:  # a peer or a case that fails is reported, not fatal
                     failed(f"{case.pattern}/{case.name}", exc)
                     continue
@@ -306,6 +332,11 @@ def main(modules: list[Any] | None = None, argv: list[str] | None = None) -> int
                     f"  [{short} {n}/{len(cases)}] {case.name}{flavour}: {r.median_us:.1f} µs, {ratio}",
                     flush=True,
                 )
+                for key, label in (("profile", "call "), ("floor_profile", "floor")):
+                    if key in r.extra:
+                        from loadtests.profile import format_profile
+
+                        print(f"      {label} {format_profile(r.extra[key])}", flush=True)
             teardown = getattr(mod, "teardown", None)
             if teardown is not None:
                 try:
@@ -322,10 +353,14 @@ def main(modules: list[Any] | None = None, argv: list[str] | None = None) -> int
             json.dump(data, fh, indent=1)
         print(f"\nwrote {args.json}")
     if args.chart:
-        from loadtests.chart import draw
+        from loadtests.chart import draw, draw_growth
 
         draw(data, args.chart)
         print(f"wrote {args.chart}")
+        stem, dot, ext = args.chart.rpartition(".")
+        growth = f"{stem}-growth.{ext}" if dot else f"{args.chart}-growth"
+        if draw_growth(data, growth):
+            print(f"wrote {growth}")
     if failures:
         print(f"\n{len(failures)} failed: " + ", ".join(f["case"] for f in failures))
     return 1 if failures else 0

@@ -17,7 +17,7 @@ from ._core.mount import Mount
 from ._core.server import ServerInfo
 from ._runner import server_info, server_info_async
 from .cache import NOT_CACHED, CacheStats, CircuitBreaker, cached, invalidate_tags, write_through
-from .client import configure, connect, connect_async
+from .client import aclose, close, configure, connect, connect_async
 from .errors import (
     ConfigurationError,
     CrossSlotError,
@@ -221,7 +221,9 @@ __all__ = [
     "TrackEvent",
     "UnsupportedByServer",
     "__version__",
+    "aclose",
     "cached",
+    "close",
     "configure",
     "connect",
     "connect_async",

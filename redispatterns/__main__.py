@@ -27,6 +27,29 @@ def _describe_error(exc: BaseException, url: str) -> str:
     return f"cannot reach {shown}: {text}"
 
 
+def version_line() -> str:
+    """The package's version and what it runs on, for bug reports."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "absent"
+
+    deps = ", ".join(f"{d} {of(d)}" for d in ("redis", "hiredis", "orjson"))
+    return f"redispatterns {__version__} ({deps}; Python {platform.python_version()})"
+
+
+NO_SERVER_HINT = (
+    "no URL given (--url or $REDIS_URL) and nothing answers on localhost:6379; "
+    "`python -m redispatterns demo` (or `make demo`) starts a private embedded server"
+)
+
+
 def doctor(url: str | None, uses: str | None = None, strict: bool = False) -> int:
     """Connect and check the server for the patterns in ``uses`` (see ``_core/doctor.py``)."""
     import redis
@@ -46,7 +69,8 @@ def doctor(url: str | None, uses: str | None = None, strict: bool = False) -> in
     except (ConfigurationError, ValueError) as exc:
         return _fail(str(exc))
     except (redis.RedisError, OSError) as exc:
-        return _fail(_describe_error(exc, target))
+        hint = "" if url or os.environ.get("REDIS_URL") else f"\n{NO_SERVER_HINT}"
+        return _fail(_describe_error(exc, target) + hint)
 
 
 def demo(url: str | None) -> int:
@@ -89,6 +113,7 @@ def demo(url: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m redispatterns")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("doctor", "check a server"), ("demo", "a narrated tour of every pattern")):
         p = sub.add_parser(name, help=text)
@@ -102,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "checked but only the server's own health blocks",
             )
             p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+            p.add_argument("--version", action="version", version=version_line())
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(args.url, args.uses, args.strict)

@@ -18,9 +18,14 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["REDIS_PY_VERSION", "cluster_node", "no_retry", "sentinel"]
+__all__ = ["CLUSTER_PIPELINE_ASKS_KEYS", "REDIS_PY_VERSION", "cluster_node", "no_retry", "sentinel"]
 
 REDIS_PY_VERSION: tuple[int, ...] = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigit())
+
+# redis-py 8.0's sync ClusterPipeline routes a command its policy table lacks (EVAL among them) by
+# asking the server: COMMAND GETKEYS with the whole script, one round trip per queued script. The
+# runner passes the target node itself there; 8.1 reads EVAL's keys locally again.
+CLUSTER_PIPELINE_ASKS_KEYS: bool = REDIS_PY_VERSION < (8, 1)
 
 _SENTINEL: dict[bool, Any] = {False: redis.sentinel.Sentinel, True: redis.asyncio.sentinel.Sentinel}
 _CLUSTER_NODE: dict[bool, Any] = {False: redis.cluster.ClusterNode, True: redis.asyncio.cluster.ClusterNode}

@@ -12,11 +12,23 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._core import lock as core
+from ._core.mount import DEFAULT_PREFIX, Mount
 from ._core.ops import Flow
 from ._runner import monotonic, run_async, run_sync
 from .errors import LockNotOwned
+from .mount import Namespace, resolve
 
-__all__ = ["AsyncHandle", "AsyncOwner", "LeaseView", "SyncHandle", "SyncOwner", "exit_flow", "pop", "push"]
+__all__ = [
+    "AsyncHandle",
+    "AsyncOwner",
+    "LeaseView",
+    "SyncHandle",
+    "SyncOwner",
+    "exit_flow",
+    "namespace",
+    "pop",
+    "push",
+]
 
 H = TypeVar("H")
 
@@ -24,6 +36,24 @@ H = TypeVar("H")
 _ENTERED: contextvars.ContextVar[tuple[tuple[int, Any], ...]] = contextvars.ContextVar(
     "rp_lock_entered", default=()
 )
+
+
+_DEFAULT_MOUNT = Mount(prefix=DEFAULT_PREFIX)
+_DEFAULT_NS: dict[bool, Namespace] = {}
+
+
+def namespace(mount: Mount | Namespace | None, client: Any, *, asyncio: bool) -> Namespace:
+    """``mount.resolve`` for locks built per use (``with Lock(name):``): the default mount is
+    built once, and with no client either the whole binding is shared (it looks the process
+    default client up at each call, so ``configure()`` still applies)."""
+    if mount is None:
+        if client is None:
+            ns = _DEFAULT_NS.get(asyncio)
+            if ns is None:
+                ns = _DEFAULT_NS[asyncio] = resolve(_DEFAULT_MOUNT, None, asyncio=asyncio)
+            return ns
+        mount = _DEFAULT_MOUNT
+    return resolve(mount, client, asyncio=asyncio)
 
 
 class LeaseView:
@@ -51,21 +81,36 @@ def push(lock: object, held: object) -> None:
 
 def pop(lock: object) -> Any:
     stack = _ENTERED.get()
-    for i in range(len(stack) - 1, -1, -1):
-        if stack[i][0] == id(lock):
+    key = id(lock)
+    if stack and stack[-1][0] == key:  # the innermost block: the usual case
+        _ENTERED.set(stack[:-1])
+        return stack[-1][1]
+    for i in range(len(stack) - 2, -1, -1):
+        if stack[i][0] == key:
             _ENTERED.set(stack[:i] + stack[i + 1 :])
             return stack[i][1]
     raise RuntimeError("this lock was not entered with 'with' in this thread or task")
 
 
-def exit_flow(kind: str, name: str, release: Flow[Any], error: type[BaseException] | None) -> Flow[None]:
-    """Release at the end of a ``with`` block; when the lease was already gone, raise
-    ``LockLost`` (unless the block is already raising its own error)."""
+def exit_flow(
+    kind: str,
+    name: str,
+    release: Flow[Any],
+    error: type[BaseException] | None,
+    lease: core.Lease | None = None,
+) -> Flow[None]:
+    """Release at the end of a ``with`` block (and mark ``lease`` released after the reply);
+    when the lease was already gone, raise ``LockLost`` (unless the block is already raising
+    its own error)."""
     try:
         yield from release
     except LockNotOwned as exc:
+        lost = core.lost_in_block(kind, name, exc, lease)  # logged once per lease
         if error is None:
-            raise core.lost_in_block(kind, name, exc) from exc
+            raise lost from exc
+    else:
+        if lease is not None:
+            lease.released = True
 
 
 class SyncHandle:

@@ -64,6 +64,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._compat import CLUSTER_PIPELINE_ASKS_KEYS
 from ._core import validate
 from ._core.ops import (
     MAX_BLOCK,
@@ -83,6 +84,7 @@ from ._core.ops import (
     WallClock,
 )
 from ._core.server import ServerInfo, parse_info
+from ._loops import check_loop
 from .errors import RedisPatternsError, ServerError, ServerUnavailable
 
 __all__ = [
@@ -535,8 +537,17 @@ def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
 def _batch_sync(client: Any, op: Batch) -> Any:
     args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for a in args:
-        pipe.execute_command(*a)
+    if CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster):
+        cluster: Any = client
+        for a, sub in zip(args, op.ops, strict=True):
+            keys = sub.keys if type(sub) is Script or a[0] in _MOVABLE_KEYS else ()
+            if keys:
+                pipe.execute_command(*a, target_nodes=cluster.get_node_from_key(keys[0]))
+            else:
+                pipe.execute_command(*a)
+    else:
+        for a in args:
+            pipe.execute_command(*a)
     if not by_sha:
         return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
     replies = pipe.execute(raise_on_error=False)
@@ -767,6 +778,7 @@ async def ensure_ready(client: Any) -> None:
 async def run_async(client: Any, flow: Flow[T]) -> T:
     """Drive ``flow`` to completion on an asyncio client and return its result (errors as
     :func:`run_sync`'s)."""
+    check_loop(client)  # a client whose connections belong to another loop: a clear error
     try:
         if getattr(client, "_initialize", False) is True:
             await ensure_ready(client)

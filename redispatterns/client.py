@@ -19,6 +19,7 @@ URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``, ``valkey://`` / ``valkeys:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from . import _compat
+from . import _compat, _loops, _pools
 from .errors import ConfigurationError, ServerUnavailable
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "DEFAULT_URL",
     "PINNED",
     "SyncClient",
+    "aclose",
     "check_client",
+    "close",
     "configure",
     "connect",
     "connect_async",
@@ -61,13 +64,14 @@ PINNED: Mapping[str, Any] = {
     "client_name": "redispatterns",
 }
 _POOL_SIZE = 100
-_MAX_CLIENTS = 64  # per flavour: past it the oldest client is forgotten (closed when collected)
+_MAX_CLIENTS = 64  # per flavour (asyncio: per loop): past it the oldest client is closed
 _POOL_WAIT = 10.0
 _SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
 _lock = threading.Lock()
 _sync: dict[tuple[Any, ...], SyncClient] = {}
-_async: dict[tuple[Any, ...], AsyncClient] = {}
+_unbound: dict[tuple[Any, ...], AsyncClient] = {}  # connect_async() outside a running loop
+_log = logging.getLogger("redispatterns")
 _default_url: str | None = None
 _default_client: SyncClient | None = None
 _default_async: AsyncClient | None = None
@@ -82,6 +86,8 @@ def _url(url: str | None) -> str:
 
 
 def _key(url: str, opts: Mapping[str, Any]) -> tuple[Any, ...]:
+    if not opts:
+        return (url, ())
     return (url, tuple(sorted((k, repr(v)) for k, v in opts.items())))
 
 
@@ -166,7 +172,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
     if scheme in _SCHEMES:
         if scheme.startswith("valkey"):
             url = "redis" + url[len("valkey") :]
-        pool_cls = redis.asyncio.BlockingConnectionPool if asyncio_ else redis.BlockingConnectionPool
+        pool_cls = _pools.AsyncQueuingPool if asyncio_ else _pools.QueuingPool
         kw.setdefault("max_connections", _POOL_SIZE)
         kw.setdefault("timeout", _POOL_WAIT)
         if scheme == "unix":  # no TCP options on a unix socket
@@ -191,7 +197,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
         # node pools that wait rather than raise MaxConnectionsError; redis-py applies
         # connection_pool_class only on its from-URL path, so name the first node by URL too
-        kw.setdefault("connection_pool_class", redis.BlockingConnectionPool)
+        kw.setdefault("connection_pool_class", _pools.QueuingPool)
         first = f"{'rediss' if kw.get('ssl') else 'redis'}://{hosts[0][0]}:{hosts[0][1]}"
         try:  # the sync cluster client reads the topology now: no node answering is an outage
             return redis.cluster.RedisCluster(startup_nodes=nodes, url=first, **kw)
@@ -239,39 +245,96 @@ def connect(url: str | None = None, **opts: Any) -> SyncClient:
         with _lock:
             client = _sync.get(k)
             if client is None:
-                client = _remember(_sync, k, _build(u, opts, asyncio_=False))
+                client = _remember(_sync, k, _build(u, opts, asyncio_=False), None)
     return client
 
 
-def _remember(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], client: Any) -> Any:
-    """Keep ``client`` under ``key``, forgetting the oldest entry past ``_MAX_CLIENTS``: callers
-    that still hold a forgotten client keep using it; it closes when the last reference goes."""
+def _remember(
+    cache: dict[tuple[Any, ...], Any],
+    key: tuple[Any, ...],
+    client: Any,
+    loop: asyncio.AbstractEventLoop | None,
+) -> Any:
+    """Keep ``client`` under ``key``; past ``_MAX_CLIENTS`` the oldest entry is forgotten and
+    closed (a holder that still uses it reconnects on its next call)."""
     while len(cache) >= _MAX_CLIENTS:
-        del cache[next(iter(cache))]
+        old = cache.pop(next(iter(cache)))
+        if isinstance(old, redis.cluster.RedisCluster):
+            pass  # a closed sync Cluster client cannot reconnect: forgotten, closed when collected
+        elif not is_async_client(old):
+            old.close()
+        elif loop is not None:  # the running loop: closed by a task (we hold the lock)
+            _loops.close_client(old, loop)
+        # an asyncio client made outside any loop is only forgotten
     cache[key] = client
     return client
 
 
-def _loop_id() -> int:
-    try:
-        return id(asyncio.get_running_loop())
-    except RuntimeError:
-        return 0
-
-
 def connect_async(url: str | None = None, **opts: Any) -> AsyncClient:
-    """The shared asyncio client for ``url`` in the running event loop (see :func:`connect`)."""
+    """The shared asyncio client for ``url`` in the running event loop (see :func:`connect`).
+
+    Each event loop gets its own client (a connection only works in the loop that opened it),
+    closed when that loop shuts down (``asyncio.run`` and friends). Called outside a running
+    loop, it returns a client that binds to the first loop that uses it.
+    """
     if url is None and not opts and _default_async is not None:
         return _default_async
     u = _url(url)
-    k = (*_key(u, opts), _loop_id())
-    client = _async.get(k)
+    k = _key(u, opts)
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    cache = _unbound if loop is None else _loops.for_loop(loop).clients
+    client = cache.get(k)
     if client is None:
         with _lock:
-            client = _async.get(k)
-            if client is None:  # clients of loops that are gone age out first
-                client = _remember(_async, k, _build(u, opts, asyncio_=True))
+            client = cache.get(k)
+            if client is None:
+                client = _remember(cache, k, _build(u, opts, asyncio_=True), loop)
     return client
+
+
+def close() -> None:
+    """Close every pooled client the library created (``connect()``, ``connect_async()``,
+    ``configure(url)``); later calls make new ones. Clients passed in are the caller's to close.
+
+    Asyncio clients of a loop running in this thread are closed by a task (use ``await
+    rp.aclose()`` there to wait for it); those of a loop in another thread are closed in it.
+    """
+    with _lock:
+        sync = list(_sync.values())
+        _sync.clear()
+        unbound = list(_unbound.values())
+        _unbound.clear()
+    for c in sync:
+        try:
+            c.close()
+        except Exception:  # best effort: one dead server must not keep the rest open
+            _log.debug("closing %r failed", c, exc_info=True)
+    for a in unbound:
+        _loops.close_client(a, _loops.bound_loop(a))
+    for entry in _loops.loops():
+        loop = entry.loop()
+        with _lock:
+            clients = list(entry.clients.values())
+            entry.clients.clear()
+        for c in clients:
+            _loops.close_client(c, loop)
+
+
+async def aclose() -> None:
+    """``close()``, waiting for the running loop's clients to close."""
+    loop = asyncio.get_running_loop()
+    entry = _loops.for_loop(loop)
+    with _lock:
+        mine = list(entry.clients.values())
+        entry.clients.clear()
+        unbound = [c for k, c in _unbound.items() if _loops.bound_loop(c) is loop]
+        for k in [k for k, c in _unbound.items() if c in unbound]:
+            del _unbound[k]
+    close()
+    await _loops.aclose_all([*mine, *unbound])
 
 
 def configure(
@@ -298,12 +361,27 @@ def configure(
 
 def default_client() -> SyncClient:
     """The process default sync client (``configure()``, else ``$REDIS_URL``)."""
-    return _default_client if _default_client is not None else connect(_default_url)
+    if _default_client is not None:
+        return _default_client
+    client = _sync.get((_default_url or os.environ.get("REDIS_URL") or DEFAULT_URL, ()))
+    return client if client is not None else connect(_default_url)
 
 
 def default_async_client() -> AsyncClient:
     """The process default asyncio client for the running loop."""
-    return _default_async if _default_async is not None else connect_async(_default_url)
+    if _default_async is not None:
+        return _default_async
+    try:
+        entry = _loops.current(asyncio.get_running_loop())
+    except RuntimeError:
+        entry = None
+    if entry is not None:  # the usual case: this loop's client, without building the key again
+        client: AsyncClient | None = entry.clients.get(
+            (_default_url or os.environ.get("REDIS_URL") or DEFAULT_URL, ())
+        )
+        if client is not None:
+            return client
+    return connect_async(_default_url)
 
 
 def is_async_client(client: object) -> bool:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import secrets
+import os
 import weakref
-from collections.abc import Callable
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from . import _handles
 from ._core import lock as core
@@ -24,7 +24,7 @@ from ._core import validate
 from ._core.ops import Flow
 from ._runner import AsyncLoop, SyncLoop, monotonic, run_async, run_sync, start_loop, start_loop_async
 from .errors import LockLost, LockNotOwned
-from .mount import Mount, Namespace, resolve
+from .mount import Mount, Namespace
 from .redlock import (  # importable from here as before
     AsyncRedlock,
     AsyncRedlockHandle,
@@ -49,8 +49,20 @@ __all__ = [
     "locked",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
+_urandom = os.urandom
+P = ParamSpec("P")
+R = TypeVar("R")
 OnLost = Callable[[Any], Any]
+
+
+class LockedDecorator(Protocol):
+    """What ``locked(...)`` returns: keeps the decorated function's signature, ``def`` or
+    ``async def``."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
 
 
 class _HeldBase(_handles.LeaseView):
@@ -64,7 +76,7 @@ class _HeldBase(_handles.LeaseView):
         self.fence = grant.fence
         self._lock = lock
         self._client = client
-        self._lease = core.Lease.granted(lock.ttl, lock._ttl_ms, grant.sent_at)
+        self._lease = core.Lease(lock.ttl, lock._ttl_ms, grant.sent_at + lock._valid_s)
         self._renewal: SyncLoop | AsyncLoop | None = None
 
     @property
@@ -88,10 +100,6 @@ class _HeldBase(_handles.LeaseView):
             self._renewal.stop()
         return core.release(self._lock._keys, self.token, self._lease.ttl_ms, name=self.name)
 
-    def _release_and_mark(self) -> Flow[None]:
-        yield from self._release_flow()
-        self._lease.released = True
-
     def _extend_flow(self, ttl: float | None) -> Flow[None]:
         self._check_live("extend")
         ttl = self._lease.ttl if ttl is None else core.check_ttl(ttl)
@@ -114,7 +122,7 @@ class _HeldBase(_handles.LeaseView):
             )
 
     def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
-        return _handles.exit_flow("lock", self.name, self._release_and_mark(), et)
+        return _handles.exit_flow("lock", self.name, self._release_flow(), et, self._lease)
 
     def _renewal_flow(self) -> Flow[str | None]:
         keys, lock = self._lock._keys, self._lock
@@ -213,9 +221,11 @@ class _LockBase:
         validate.callable_or_none(on_lost, "on_lost", "taking the lost handle")
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
-        self._ns = resolve(mount, client, asyncio=self._asyncio)
+        self._ns = _handles.namespace(mount, client, asyncio=self._asyncio)
         self._keys = core.lock_keys(self._ns.keyspace, self.name)
         self._ttl_ms = core.to_ms(self.ttl)
+        self._writable = self._ns.mount.can_write  # a Mount is immutable: checked once
+        self._valid_s = core.valid_until(0.0, self._ttl_ms)  # a lease's validity from its send time
 
     @property
     def keys(self) -> core.LockKeys:
@@ -226,11 +236,12 @@ class _LockBase:
         self, blocking: bool, timeout: float | None
     ) -> tuple[Any, str, Flow[core.Grant | None]]:
         """``(client, token, flow)`` of one acquire (the shells only run the flow)."""
-        self._ns.check_write("lock acquire")
+        if not self._writable:
+            self._ns.check_write("lock acquire")
         if blocking is not True and blocking is not False:
             raise TypeError("blocking must be True or False")
         timeout = self.timeout if timeout is None else core.check_timeout(timeout)
-        token = secrets.token_hex(16)
+        token = _urandom(16).hex()  # 128 random bits, as secrets.token_hex(16), with less overhead
         flow = core.acquire(
             self._keys, token, self._ttl_ms, name=self.name, blocking=blocking, timeout=timeout,
             started_at=monotonic(),
@@ -343,15 +354,16 @@ def locked(
     mount: Mount | Namespace | None = None,
     client: Any = None,
     auto_renew: bool = False,
-) -> Callable[[F], F]:
+) -> LockedDecorator:
     """Run the function under a lock; ``name`` may be a template of its arguments
-    (``"invoice:{invoice_id}"``). Works on ``def`` and ``async def`` alike."""
+    (``"invoice:{invoice_id}"``). Works on ``def`` and ``async def`` alike, and keeps the
+    function's signature for type checkers."""
     core.check_ttl(ttl)
     core.check_timeout(timeout)
     if not isinstance(name, str) or not name:
         raise TypeError("locked() needs a lock name or a template such as 'invoice:{invoice_id}'")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn)
         templated = "{" in name
 
@@ -376,13 +388,13 @@ def locked(
                 async with AsyncLock(lock_name(args, kwargs), **opts):
                     return await fn(*args, **kwargs)
 
-            return awrapper  # type: ignore[return-value]
+            return awrapper
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with Lock(lock_name(args, kwargs), **opts):
                 return fn(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate

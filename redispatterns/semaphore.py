@@ -16,7 +16,7 @@ from ._core import semaphore as sem
 from ._core.ops import Flow
 from ._runner import monotonic, run_async, run_sync
 from .errors import LockLost, LockNotOwned
-from .mount import Mount, Namespace, resolve
+from .mount import Mount, Namespace
 
 __all__ = ["AsyncSemaphoreLease", "AsyncSemaphore", "SemaphoreLease", "Semaphore"]
 
@@ -52,7 +52,7 @@ class _LeaseBase(_handles.LeaseView):
         self._lease.renewed(sent_at, ttl)
 
     def _exit_flow(self, et: type[BaseException] | None) -> Flow[None]:
-        return _handles.exit_flow("semaphore", self.name, self._release_flow(), et)
+        return _handles.exit_flow("semaphore", self.name, self._release_flow(), et, self._lease)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} valid {self.valid_for():.3f}s>"
@@ -97,7 +97,7 @@ class _SemaphoreBase:
         self.limit = sem.check_limit(limit)
         self.ttl = core.check_ttl(ttl)
         self.timeout = core.check_timeout(timeout)
-        self._ns = resolve(mount, client, asyncio=self._asyncio)
+        self._ns = _handles.namespace(mount, client, asyncio=self._asyncio)
         self._keys = sem.semaphore_keys(self._ns.keyspace, self.name)
         self._ttl_ms = core.to_ms(self.ttl)
 

@@ -58,3 +58,54 @@ def test_failures_are_reported_and_the_rest_still_run(
     (tmp_path / "head.json").write_text(json.dumps(head))
     table = compare(str(out), str(tmp_path / "head.json"))
     assert "demo: PING (sync)" in table and "+10.0%" in table
+
+
+def test_profile_charges_time_to_layers_and_reads_server_cpu(
+    standalone_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loadtests.profile import layer_of
+
+    assert layer_of("/x/redispatterns/_core/validate.py", "seconds") == "validation"
+    assert layer_of("/x/redispatterns/_core/lock.py", "acquire") == "flow"
+    assert layer_of("/x/redispatterns/_runner.py", "run_sync") == "runner"
+    assert layer_of("/x/redispatterns/lock.py", "acquire") == "shell"
+    assert layer_of("/x/site-packages/redis/_parsers/hiredis.py", "read_response") == "parser"
+    assert layer_of("/x/site-packages/redis/client.py", "execute_command") == "redis-py"
+    assert layer_of("~", "<method 'sendall' of '_socket.socket' objects>") == "socket"
+    monkeypatch.setenv("REDIS_URL", standalone_url)
+
+    def cases(url: str) -> list[BenchCase]:
+        import redispatterns as rp
+
+        c = rp.connect(url)
+        raw = redis.Redis.from_url(url)
+        lock = rp.Lock("bench:profile", ttl=5, client=c)
+        return [BenchCase("demo", "lock", lambda: lock.acquire().release(), lambda: raw.set("k", 1))]
+
+    out = tmp_path / "run.json"
+    assert main([_module("bench_p", cases)], ["--calls", "100", "--profile", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "call  µs/call:" in printed and "floor µs/call:" in printed
+    row = json.loads(out.read_text())["results"][0]
+    call, floor = row["profile"], row["floor_profile"]
+    assert {"flow", "runner", "shell", "redis-py"} <= set(call) and "flow" not in floor
+    assert call["server"] > 0 and floor["server"] > 0  # INFO commandstats moved
+
+
+def test_cases_measured_at_several_sizes_make_a_growth_series(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from loadtests.chart import draw_growth, growth_series
+
+    rows = [
+        {"pattern": "leaderboard", "case": "top N=10 with data", "flavour": "sync", "ratio": 0.7},
+        {"pattern": "leaderboard", "case": "top N=1_000 with data", "flavour": "sync", "ratio": 1.1},
+        {"pattern": "kv", "case": "get_all N=10", "flavour": "async", "ratio": 1.2},  # one size: no line
+        {"pattern": "kv", "case": "set", "flavour": "sync", "ratio": 1.1},
+    ]
+    assert growth_series({"results": rows}) == {
+        "leaderboard: top N with data (sync)": [(10, 0.7), (1000, 1.1)]
+    }
+    assert draw_growth({"results": rows}, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert not draw_growth({"results": rows[2:]}, str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()

@@ -25,11 +25,13 @@ that the runners' background driver runs). Redlock is in :mod:`._core.redlock`, 
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import random
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LockLost, LockNotOwned, LockTimeout
@@ -71,6 +73,9 @@ __all__ = [
     "wait_loop",
 ]
 
+log = logging.getLogger("redispatterns.lock")
+"""Lease losses, once per lease (WARNING). The library never configures it."""
+
 DEFAULT_TTL = 30.0
 """Seconds: a lock always expires (a crashed holder never deadlocks everyone)."""
 DRIFT_FACTOR = 0.01
@@ -81,13 +86,23 @@ WAITERS_MARGIN_MS = 200
 
 @dataclass(frozen=True, slots=True)
 class LockKeys:
-    """The keys of one lock (one hash tag)."""
+    """The keys of one lock (one hash tag), and the key vectors of its two hot scripts."""
 
     lock: str
     fence: str
     signal: str
     released: str
     waiters: str
+    for_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_acquire: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_release_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_release: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "for_try", (self.lock, self.fence))
+        object.__setattr__(self, "for_acquire", (self.lock, self.fence, self.signal, self.waiters))
+        object.__setattr__(self, "for_release_try", (self.lock, self.waiters, self.released))
+        object.__setattr__(self, "for_release", (self.lock, self.signal, self.released, self.waiters))
 
 
 def check_name(name: object) -> str:
@@ -96,6 +111,9 @@ def check_name(name: object) -> str:
 
 def check_ttl(ttl: object, what: str = "ttl") -> float:
     """A lease length (or another lock duration) in seconds, at least 10 ms."""
+    t = type(ttl)
+    if (t is float or t is int) and 0.01 <= ttl <= validate.MAX_SECONDS:  # type: ignore[operator]
+        return float(ttl)  # type: ignore[arg-type]  # the usual case, without the full check
     why = " (a lock always expires)" if what == "ttl" else ""
     return validate.seconds(ttl, what, minimum=0.01, why=why)
 
@@ -109,8 +127,15 @@ def to_ms(seconds: float) -> int:
 
 
 def lock_keys(keyspace: Keyspace, name: str) -> LockKeys:
-    keys = keyspace.family("lock", name, ("", "fence", "signal", "released", "waiters"))
-    return LockKeys(*keys)
+    """The five keys of lock ``name``: one tagged key and suffixes after its tag, so they share
+    a slot by construction. Cached per (prefix, name): a lock built per use costs no key work."""
+    return _lock_keys(keyspace.prefix, name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lock_keys(prefix: str, name: str) -> LockKeys:
+    lock = Keyspace(prefix).tagged("lock", name)
+    return LockKeys(lock, lock + ":fence", lock + ":signal", lock + ":released", lock + ":waiters")
 
 
 def handoff_ms(ttl_ms: int) -> int:
@@ -133,16 +158,19 @@ def valid_until(sent_at: float, ttl_ms: int) -> float:
 
 
 def _script(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
-    """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it once).
-
-    The hot path builds two of these per acquire + release; skipping the per-call slot check
-    saves six CRC16s per cycle. ``Script(...)`` is still used wherever keys come from callers.
-    """
-    op = object.__new__(Script)
-    object.__setattr__(op, "script", load(name))
-    object.__setattr__(op, "keys", keys)
-    object.__setattr__(op, "args", args)
+    """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it by
+    construction), built without ``Script.__post_init__``: the hot path builds two per acquire +
+    release, and skips six CRC16s per cycle. ``Script(...)`` is used wherever keys come from
+    callers."""
+    op = _new_script(Script)
+    op.script = _LOADED[name] if name in _LOADED else load(name)
+    op.keys = keys
+    op.args = args
     return op
+
+
+_new_script = object.__new__
+_LOADED = {n: load(n) for n in ("lock_try", "lock_acquire", "lock_release_try", "lock_release")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +188,20 @@ def _pair(reply: Any) -> tuple[int, int]:
 
 def _acquire_op(keys: LockKeys, token: str, ttl_ms: int, nonce: str, waiting: bool) -> Script:
     margin = WAITERS_MARGIN_MS if waiting else 0
-    return _script(
-        "lock_acquire", (keys.lock, keys.fence, keys.signal, keys.waiters), (token, ttl_ms, nonce, margin)
-    )
+    return _script("lock_acquire", keys.for_acquire, (token, ttl_ms, nonce, margin))
 
 
 def try_acquire(keys: LockKeys, token: str, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
     """One attempt that will not wait: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when
     held or reserved (it does not mark itself as a waiter)."""
+    if not nonce:
+        return _pair((yield _try_op(keys, token, ttl_ms)))
     return _pair((yield _acquire_op(keys, token, ttl_ms, nonce, False)))
+
+
+def _try_op(keys: LockKeys, token: str, ttl_ms: int) -> Script:
+    """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR."""
+    return _script("lock_try", keys.for_try, (token, ttl_ms))
 
 
 def _nonce(reply: Any) -> str:
@@ -251,11 +284,15 @@ def acquire(
     on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
     start: float = (yield Now()) if started_at is None else started_at
-    fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", blocking and timeout != 0)))
+    fence, wait_ms = _pair((yield _try_op(keys, token, ttl_ms)))
     if fence:
         return Grant(fence, start)
     if not blocking:
         return None
+    if timeout != 0:  # refused: try again as a waiter, so the holder's release hands over to us
+        fence, wait_ms = _pair((yield _acquire_op(keys, token, ttl_ms, "", True)))
+        if fence:
+            return Grant(fence, start)
 
     def attempt(nonce: str) -> Script:
         return _acquire_op(keys, token, ttl_ms, nonce, True)
@@ -275,11 +312,10 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    code = yield _script(
-        "lock_release",
-        (keys.lock, keys.signal, keys.released, keys.waiters),
-        (token, max(ttl_ms, 1000), handoff_ms(ttl_ms)),
-    )
+    latch_ms = max(ttl_ms, 1000)
+    code = int((yield _script("lock_release_try", keys.for_release_try, (token, latch_ms))))
+    if code == 3:  # waiters are marked: hand the lock over to the longest-blocked one
+        code = yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))
     code = int(code)
     if code == 1:
         return True
@@ -374,7 +410,7 @@ class Lease:
 
     @classmethod
     def granted(cls, ttl: float, ttl_ms: int, sent_at: float) -> Lease:
-        return cls(ttl, ttl_ms, valid_until(sent_at, ttl_ms))
+        return cls(ttl, ttl_ms, sent_at + (ttl_ms - int(ttl_ms * DRIFT_FACTOR) - DRIFT_FIXED_MS) / 1000.0)
 
     def valid_for(self, now: float) -> float:
         """Seconds the lease is surely still ours; 0 once lost or released."""
@@ -403,8 +439,11 @@ class Lease:
             raise LockLost(f"{kind} {name!r}: the lease ran out", name=name)
 
 
-def lost_in_block(kind: str, name: str, exc: BaseException) -> LockLost:
-    """The error of a ``with`` block whose lease was gone when the block ended (both flavours)."""
+def lost_in_block(kind: str, name: str, exc: BaseException, lease: Lease | None = None) -> LockLost:
+    """The error of a ``with`` block whose lease was gone when the block ended (both flavours);
+    logged unless the loss was already recorded (and logged) by auto-renewal."""
+    if lease is None or lease.mark_lost(exc):
+        log.warning("%s %r lost before its block ended: %s", kind, name, exc)
     return LockLost(f"{kind} {name!r} was lost before the block ended: {exc}", name=name)
 
 
@@ -465,6 +504,7 @@ def _lose(
 ) -> Flow[str | None]:
     if not lease.mark_lost(exc):
         return None
+    log.warning("lock %r lost: auto-renewal found %s", name, exc)
     if on_lost is not None:
         yield Compute(on_lost, (holder() if holder is not None else None,))
     return f"lock {name!r} lost"

@@ -70,21 +70,34 @@ def _acq(reply: Any, nonce: str = "", waiting: bool = True) -> tuple[Any, Any]:
     return (Script(load("lock_acquire"), keys=keys, args=("tok", 1000, nonce, margin)), reply)
 
 
+def _try(reply: Any) -> tuple[Any, Any]:
+    """The uncontended attempt: the two keys and two arguments of SET NX PX + INCR."""
+    return (Script(load("lock_try"), keys=(KEYS.lock, KEYS.fence), args=("tok", 1000)), reply)
+
+
 def test_uncontended_acquire_is_one_script() -> None:
-    grant = replay(core.acquire(KEYS, "tok", 1000, name="job:7"), [(Now(), 5.0), _acq([7, 0])])
+    grant = replay(core.acquire(KEYS, "tok", 1000, name="job:7"), [(Now(), 5.0), _try([7, 0])])
     assert grant == core.Grant(7, 5.0)
 
 
 def test_non_blocking_acquire_returns_none() -> None:
-    steps = [(Now(), 5.0), _acq([0, 400], waiting=False)]  # a single try does not count as a waiter
+    steps = [(Now(), 5.0), _try([0, 400])]  # a single try does not count as a waiter
     assert replay(core.acquire(KEYS, "tok", 1000, name="j", blocking=False), steps) is None
-    assert replay(core.try_acquire(KEYS, "tok", 1000), [_acq([0, 400], waiting=False)]) == (0, 400)
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_try([0, 400])]) == (0, 400)
+    assert replay(core.try_acquire(KEYS, "tok", 1000, "n"), [_acq([0, 400], "n", waiting=False)]) == (0, 400)
+
+
+def test_a_refused_try_retries_as_a_waiter_before_blocking() -> None:
+    """The second attempt marks "someone waits", so a release between the two hands over."""
+    steps = [_try([0, 400]), _acq([5, 0])]
+    assert replay(core.acquire(KEYS, "tok", 1000, name="j", started_at=2.0), steps) == core.Grant(5, 2.0)
 
 
 def test_blocking_acquire_waits_on_the_signal_bounded_by_the_holder_ttl() -> None:
     flow = core.acquire(KEYS, "tok", 1000, name="j", rand=lambda: 0.0)
     steps = [
         (Now(), 1.0),
+        _try([0, 400]),
         _acq([0, 400]),
         (Now(), 1.0),
         (BlockingPop(KEYS.signal, 0.4), [b"sig", b"nonce-1"]),  # woken by a hand-over
@@ -100,8 +113,8 @@ def test_the_block_is_bounded_by_the_timeout_left() -> None:
     def blocks_the_timeout(op: Any) -> bool:
         return isinstance(op, BlockingPop) and abs(op.seconds - 0.1) < 1e-9
 
-    steps = [(Now(), 1.0), _acq([0, 400]), (Now(), 1.0), (blocks_the_timeout, None), (Now(), 1.1),
-             _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
+    steps = [(Now(), 1.0), _try([0, 400]), _acq([0, 400]), (Now(), 1.0), (blocks_the_timeout, None),
+             (Now(), 1.1), _acq([0, 300]), (Now(), 1.1)]  # fmt: skip
     with pytest.raises(LockTimeout) as info:
         replay(flow, steps)
     assert info.value.name == "j" and info.value.timeout == 0.1
@@ -110,6 +123,7 @@ def test_the_block_is_bounded_by_the_timeout_left() -> None:
 def test_a_timed_out_block_retries_without_a_nonce() -> None:
     flow = core.acquire(KEYS, "tok", 1000, name="j", rand=lambda: 0.0, started_at=7.0)
     steps = [
+        _try([0, 100]),
         _acq([0, 100]),
         (Now(), 7.0),
         (BlockingPop(KEYS.signal, 0.1), None),
@@ -139,13 +153,24 @@ def _rel(reply: Any) -> tuple[Any, Any]:
     return (Script(load("lock_release"), keys=keys, args=("tok", 1000, 250)), reply)
 
 
+def _rel_try(reply: Any) -> tuple[Any, Any]:
+    keys = (KEYS.lock, KEYS.waiters, KEYS.released)
+    return (Script(load("lock_release_try"), keys=keys, args=("tok", 1000)), reply)
+
+
 def test_release_codes() -> None:
-    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel(1)]) is True
-    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel(2)]) is False
+    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(1)]) is True
+    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(2)]) is False
     with pytest.raises(LockNotOwned, match="another owner"):
-        replay(core.release(KEYS, "tok", 500, name="j"), [_rel(-1)])
+        replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(-1)])
     with pytest.raises(LockNotOwned, match="expired"):
-        replay(core.release(KEYS, "tok", 500, name="j"), [_rel(0)])
+        replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(0)])
+
+
+def test_a_release_with_waiters_hands_over_in_a_second_script() -> None:
+    assert replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(3), _rel(1)]) is True
+    with pytest.raises(LockNotOwned, match="another owner"):  # the lease ran out in between
+        replay(core.release(KEYS, "tok", 500, name="j"), [_rel_try(3), _rel(-1)])
 
 
 def test_extend_codes() -> None:
@@ -414,3 +439,17 @@ def test_semaphore_release_extend_count() -> None:
         (Command("ZCOUNT", SEM.leases, "(1700000000123", "+inf"), 2),
     ]
     assert replay(sem.semaphore_count(SEM), steps) == 2
+
+
+def test_lock_keys_are_built_once_per_prefix_and_name() -> None:
+    """Built from one tagged key, so every script's keys share a slot; a Lock built per use
+    gets the same (cached) object back."""
+    for prefix, name in (("rp:", "job:7"), ("{app}:", "x"), ("t:", "#looks-like-a-digest"), ("t:", "ü")):
+        keys = core.lock_keys(Keyspace(prefix), name)
+        all_keys = (keys.lock, keys.fence, keys.signal, keys.released, keys.waiters)
+        assert len({slot(k) for k in all_keys}) == 1
+        assert keys.for_try == (keys.lock, keys.fence)
+        assert keys.for_release_try == (keys.lock, keys.waiters, keys.released)
+        assert core.lock_keys(Keyspace(prefix), name) is keys
+    assert core.lock_keys(Keyspace("rp:"), "#x").lock.startswith("rp:lock:{#")  # digested, never forged
+    assert core.lock_keys(Keyspace("rp:"), "#x").lock != "rp:lock:{#x}"

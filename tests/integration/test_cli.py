@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from redispatterns.testing import free_port
 from redispatterns.testing.plugin import Backend
 
@@ -60,3 +62,32 @@ def test_demo_down_server_is_one_line() -> None:
     out = _cli("demo", env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert out.returncode == 2
     assert "cannot reach" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_version_names_the_package_and_what_it_runs_on() -> None:
+    import redispatterns
+
+    for args in (("--version",), ("doctor", "--version")):
+        out = _cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"redispatterns {redispatterns.__version__} (redis "), out.stdout
+        assert "hiredis" in out.stdout and "Python" in out.stdout
+
+
+def test_doctor_without_a_url_hints_at_the_embedded_server() -> None:
+    import socket
+
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 6379)) == 0:
+            pytest.skip("something listens on localhost:6379")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    out = subprocess.run(
+        [sys.executable, "-m", "redispatterns", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert "cannot reach" in out.stderr and "redispatterns demo" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

@@ -152,3 +152,256 @@ def test_a_burst_on_a_small_asyncio_cluster_pool_queues_instead_of_failing(backe
 
     replies = asyncio.run(burst())
     assert sorted(replies) == list(range(1, 301))  # every write once, none refused
+
+
+# --------------------------------------------------------------------------- pools and lifecycle
+
+
+def _url(backend: Backend) -> str:
+    if backend.is_fake or backend.url is None:
+        pytest.skip("connect() builds real clients from a URL")
+    return backend.url
+
+
+def _connected(client: Any) -> int:
+    """How many of ``client``'s pooled connections are open."""
+    from redispatterns import _loops
+
+    return sum(1 for c in _loops._connections(client) if c.is_connected)
+
+
+def test_a_burst_on_a_small_pool_waits_for_a_free_connection(backend: Backend) -> None:
+    """connect()'s pools queue a burst (writes included) instead of raising MaxConnectionsError,
+    sync threads and asyncio tasks alike, and never open more than max_connections."""
+    import threading
+
+    url = _url(backend)
+    if backend.is_cluster:
+        pytest.skip("cluster node pools: see the asyncio cluster burst test")
+    sync: Any = rp.connect(url, max_connections=2)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                sync.incr("t:burst:sync")
+        except BaseException as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert int(sync.get("t:burst:sync")) == 400
+    assert _connected(sync) <= 2
+
+    async def burst() -> list[Any]:
+        client = rp.connect_async(url, max_connections=2)
+        replies = await asyncio.gather(*(client.incr("t:burst:async") for _ in range(300)))
+        assert _connected(client) <= 2
+        return replies
+
+    assert sorted(asyncio.run(burst())) == list(range(1, 301))
+
+
+def test_a_pool_full_for_its_whole_wait_raises_a_connection_error(backend: Backend) -> None:
+    import redis.exceptions
+
+    url = _url(backend)
+    if backend.is_cluster:
+        pytest.skip("standalone pools")
+
+    async def go() -> None:
+        client: Any = rp.connect_async(url, max_connections=1, timeout=0.2)
+        held = await client.connection_pool.get_connection()
+        try:
+            with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
+                await client.ping()
+        finally:
+            await client.connection_pool.release(held)
+        assert await client.ping() is True  # the released connection serves the next caller
+
+    asyncio.run(go())
+    sync: Any = rp.connect(url, max_connections=1, timeout=0.2)
+    held = sync.connection_pool.get_connection()
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
+            sync.ping()
+    finally:
+        sync.connection_pool.release(held)
+    assert sync.ping() is True
+
+
+def test_asyncio_clients_work_in_any_number_of_loops(backend: Backend) -> None:
+    """asyncio.run twice, and two loops at once in two threads (two TestClients): the library's
+    own clients are per loop, and each loop's clients are closed when that loop shuts down."""
+    import threading
+
+    url = _url(backend)
+    seen: list[Any] = []
+
+    async def use(name: str) -> int:
+        client = rp.connect_async(url)
+        seen.append(client)
+        lock = rp.AsyncLock(name, ttl=5, client=client)
+        async with lock as held:
+            return held.fence
+
+    assert asyncio.run(use("loops:a")) == 1
+    assert asyncio.run(use("loops:a")) == 2
+    assert seen[0] is not seen[1]
+    assert _connected(seen[0]) == 0  # closed when its loop shut down
+
+    rp.configure(url)
+    try:
+        fences: list[int] = []
+
+        def in_thread() -> None:
+            async def go() -> None:
+                for _ in range(20):
+                    async with rp.AsyncLock("loops:b", ttl=5) as held:
+                        fences.append(held.fence)
+
+            asyncio.run(go())
+
+        threads = [threading.Thread(target=in_thread) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(fences) == list(range(1, 41))
+    finally:
+        rp.configure()
+
+
+def test_a_client_from_another_loop_gets_a_clear_error(backend: Backend) -> None:
+    """One client created outside both loops: fine in the first; in the second, while it still
+    holds the first loop's connections, a RuntimeError naming the fix (not "attached to a
+    different loop"); once closed in its loop, it moves on to the next."""
+    url = _url(backend)
+    from redispatterns.client import _build
+
+    client = _build(url, {}, asyncio_=True)
+
+    async def take(name: str) -> int:
+        async with rp.AsyncLock(name, ttl=5, client=client) as held:
+            return held.fence
+
+    assert asyncio.run(take("other-loop")) == 1
+    with pytest.raises(RuntimeError, match=r"another event loop, which has been closed.*aclose"):
+        asyncio.run(take("other-loop"))
+
+    async def take_and_close() -> int:
+        try:
+            return await take("other-loop")
+        finally:
+            await client.aclose()
+
+    fresh = _build(url, {}, asyncio_=True)
+    client = fresh
+    assert asyncio.run(take_and_close()) == 2
+    assert asyncio.run(take_and_close()) == 3  # closed in its loop: usable in the next one
+
+
+def test_a_client_used_by_another_running_loop_is_refused(backend: Backend) -> None:
+    import threading
+
+    url = _url(backend)
+    from redispatterns.client import _build
+
+    client = _build(url, {}, asyncio_=True)
+    first_in = threading.Event()
+    release = threading.Event()
+
+    async def hold() -> None:
+        async with rp.AsyncLock("running-loop", ttl=5, client=client):
+            first_in.set()
+            await asyncio.to_thread(release.wait, 30)
+        await client.aclose()
+
+    t = threading.Thread(target=asyncio.run, args=(hold(),))
+    t.start()
+    try:
+        assert first_in.wait(10)
+
+        async def second() -> None:
+            await rp.AsyncLock("running-loop-2", ttl=5, client=client).acquire()
+
+        with pytest.raises(RuntimeError, match="another running loop"):
+            asyncio.run(second())
+    finally:
+        release.set()
+        t.join()
+
+
+def test_close_and_aclose_close_every_client_the_library_made(backend: Backend) -> None:
+    url = _url(backend)
+    sync = rp.connect(url, socket_timeout=4.5)
+    assert sync.ping() is True
+    assert _connected(sync) >= 1
+
+    async def go() -> None:
+        a = rp.connect_async(url, socket_timeout=4.5)
+        assert await a.ping() is True
+        assert _connected(a) >= 1
+        await rp.aclose()
+        assert _connected(a) == 0
+        assert rp.connect_async(url, socket_timeout=4.5) is not a  # a new one after aclose()
+
+    asyncio.run(go())
+    assert _connected(sync) == 0
+    assert rp.connect(url, socket_timeout=4.5) is not sync
+    again = rp.connect(url, socket_timeout=4.5)
+    assert again.ping() is True
+    rp.close()
+    assert _connected(again) == 0
+
+
+def test_the_client_cache_closes_what_it_evicts(backend: Backend) -> None:
+    url = _url(backend)
+    from redispatterns import client as client_module
+
+    first = rp.connect(url, socket_timeout=3.5001)
+    assert first.ping() is True
+    for i in range(client_module._MAX_CLIENTS + 1):
+        rp.connect(url, socket_timeout=3.6 + i / 1000)
+    if not backend.is_cluster:  # a closed sync Cluster client cannot reconnect: only forgotten
+        assert _connected(first) == 0  # evicted and closed
+    assert first.ping() is True  # a holder that still uses it reconnects
+    first.close()
+
+
+def test_a_waiter_that_leaves_passes_its_turn_on(backend: Backend) -> None:
+    """asyncio pool of one: a queued caller cancelled (or timed out) after its wake-up does not
+    strand the others, and callers are served in arrival order."""
+    url = _url(backend)
+    if backend.is_cluster:
+        pytest.skip("standalone pools")
+
+    async def go() -> list[str]:
+        client: Any = rp.connect_async(url, max_connections=1, timeout=5)
+        pool = client.connection_pool
+        held = await pool.get_connection()
+        order: list[str] = []
+
+        async def call(name: str) -> None:
+            await client.ping()
+            order.append(name)
+
+        first = asyncio.create_task(call("first"))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(call(n)) for n in ("second", "third")]
+        await asyncio.sleep(0.01)
+        # what release() does, without yielding in between: the slot frees and "first" is woken...
+        pool._in_use_connections.remove(held)
+        pool._available_connections.append(held)
+        pool._wake_next()
+        first.cancel()  # ...and leaves before it runs: its turn goes to "second"
+        await asyncio.wait_for(asyncio.gather(*rest), 5)
+        assert first.cancelled()
+        assert pool._woken == 0 and not pool._waiters
+        return order
+
+    assert asyncio.run(go()) == ["second", "third"]

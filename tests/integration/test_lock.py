@@ -581,3 +581,54 @@ def test_the_waiter_cache_does_not_keep_clients_alive(backend: Backend, flavour:
     del client
     gc.collect()
     assert ref() is None
+
+
+def test_a_lease_loss_is_logged_once_on_the_lock_logger(
+    rp: Harness, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Auto-renewal finding the lease gone logs one WARNING on ``redispatterns.lock``; the block
+    that then ends raises LockLost without logging the same loss again. A block that outlived a
+    lease it never renewed logs once too."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="redispatterns.lock")
+    lost: list[Any] = []
+    lock = make(rp, "logged", ttl=0.3, auto_renew=True, on_lost=lost.append)
+
+    async def renewed_async() -> None:
+        async with lock:
+            backend.sync_client().set(lock.keys.lock, "intruder", px=5000)
+            for _ in range(150):  # the renewal task runs while this one sleeps
+                if lost:
+                    break
+                await asyncio.sleep(0.02)
+
+    def renewed_sync() -> None:
+        with lock:
+            backend.sync_client().set(lock.keys.lock, "intruder", px=5000)
+            deadline = time.monotonic() + 3
+            while not lost and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+    with pytest.raises(LockLost):
+        rp.call(renewed_async()) if rp.is_async else renewed_sync()
+    records = [r for r in caplog.records if r.name == "redispatterns.lock"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert "'logged' lost" in records[0].getMessage()
+    assert records[0].levelno == logging.WARNING
+
+    caplog.clear()
+    short = make(rp, "logged-short", ttl=0.05)
+
+    async def outlived_async() -> None:
+        async with short:
+            await asyncio.sleep(0.12)
+
+    def outlived_sync() -> None:
+        with short:
+            time.sleep(0.12)
+
+    with pytest.raises(LockLost):
+        rp.call(outlived_async()) if rp.is_async else outlived_sync()
+    messages = [r.getMessage() for r in caplog.records if r.name == "redispatterns.lock"]
+    assert messages == ["lock 'logged-short' lost before its block ended: " + messages[0].split(": ", 1)[1]]
