@@ -98,11 +98,12 @@ def measure(calls: dict[str, Callable[[], Any]], n: int) -> dict[str, str]:
 
 
 def fill(admin: Any) -> None:
-    for i in range(200_000):
-        try:
-            admin.set(f"fill:{i}:{time.monotonic_ns()}", "x" * 2000)
-        except redis.exceptions.OutOfMemoryError:
-            return
+    """~2 MB stored, then maxmemory set 1 MB below the memory used: writes are refused (OOM)."""
+    if int(admin.config_get("maxmemory")["maxmemory"]):
+        return
+    for i in range(1000):
+        admin.set(f"fill:{i}", "x" * 2000)
+    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 1_000_000)
 
 
 def failover_figures(kind: Any, timeout: float) -> list[str]:
@@ -212,7 +213,7 @@ def main() -> None:
         results["after kill -9 + restart (same objects)"] = measure(calls, args.calls)
         client.close()
 
-    with StandaloneServer(kind, args=["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]) as server:
+    with StandaloneServer(kind, args=["--maxmemory-policy", "noeviction"]) as server:
         client = _build(server.url, opts, asyncio_=False)
         calls = families(client)
         admin = redis.Redis.from_url(server.url)

@@ -344,7 +344,7 @@ def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
     never ``ServerUnavailable`` (the server is up); reads and deletes still work; a cached
     function still answers (computed, not stored); limiters keep counting (their scripts may
     run under OOM, so a full server never lets a flood through)."""
-    server = StandaloneServer(server_kind, args=["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"])
+    server = StandaloneServer(server_kind, args=["--maxmemory-policy", "noeviction"])
     client = _build(server.url, OPTS, asyncio_=False)
     admin: Any = redis.Redis.from_url(server.url)
     try:
@@ -377,13 +377,14 @@ def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
 
 
 def _fill(admin: Any) -> None:
-    """Write until the server refuses with OOM (used memory stays above maxmemory after)."""
-    for i in range(100_000):
-        try:
-            admin.set(f"fill:{i}:{time.monotonic_ns()}", "x" * 2_000)
-        except redis.exceptions.OutOfMemoryError:
-            return
-    raise AssertionError("maxmemory never reached")
+    """Store ~2 MB, then set maxmemory 1 MB below what is used: every write that needs memory is
+    refused with OOM, with a margin no connection or buffer can blur."""
+    if int(admin.config_get("maxmemory")["maxmemory"]):
+        return
+    for i in range(1000):
+        admin.set(f"fill:{i}", "x" * 2_000)
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory", used - 1_000_000)
 
 
 SHORT_RESET = 0.1  # a breaker reset_after shorter than the socket timeout (the defaults: 1 s < 5 s)
