@@ -135,6 +135,23 @@ def _wait_ping(port: int, deadline: float, proc: subprocess.Popen[bytes], log: P
     raise ServerStartError(f"server on port {port} did not answer PING in time")
 
 
+def _start_again(kind: ServerKind, workdir: Path, port: int, args: list[str], deadline: float) -> _Node:
+    """A node started on ``port`` again; while something else briefly holds the port (another
+    test's client socket may have been given it as its ephemeral port), try again until
+    ``deadline``."""
+    while True:
+        node = _Node(kind, workdir, port, args)
+        try:
+            _wait_ping(port, deadline, node.proc, node.log)
+            return node
+        except ServerStartError:
+            node.stop()
+            in_use = "Address already in use" in node.log.read_text(errors="replace")
+            if not in_use or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class _Node:
     def __init__(self, kind: ServerKind, workdir: Path, port: int, args: list[str]) -> None:
         self.port = port
@@ -176,6 +193,7 @@ class _Node:
 
 
 _M = TypeVar("_M", bound="_Managed")
+_FAILING = {"fail", "fail?", "handshake", "noaddr"}  # CLUSTER NODES flags of a node not (yet) usable
 
 
 class _Managed:
@@ -248,8 +266,7 @@ class StandaloneServer(_Managed):
         self.node.stop()
         if not keep_data:
             shutil.rmtree(self.node.dir, ignore_errors=True)
-        self.node = _Node(self.kind, self._workdir, self.port, self._args)
-        _wait_ping(self.port, time.monotonic() + 15, self.node.proc, self.node.log)
+        self.node = _start_again(self.kind, self._workdir, self.port, self._args, time.monotonic() + 15)
 
 
 class ClusterServer(_Managed):
@@ -365,7 +382,7 @@ class ClusterServer(_Managed):
             slots = [p for p in parts[8:] if not p.startswith("[")]
             by_id[parts[0]] = {
                 "id": parts[0], "port": port, "role": "master" if "master" in flags else "replica",
-                "master_id": parts[3], "slots": sorted(slots), "failed": "fail" in flags,
+                "master_id": parts[3], "slots": sorted(slots), "failed": bool(_FAILING & set(flags)),
             }  # fmt: skip
         out: dict[int, dict[str, Any]] = {}
         for node in by_id.values():
@@ -454,9 +471,18 @@ class ClusterServer(_Managed):
         for i, n in enumerate(self.nodes):
             if port is None or n.port == port:
                 n.stop()
-                self.nodes[i] = _Node(self.kind, self._workdir, n.port, n.args)
-                _wait_ping(n.port, deadline, self.nodes[i].proc, self.nodes[i].log)
+                self.nodes[i] = _start_again(self.kind, self._workdir, n.port, n.args, deadline)
         self._wait_ok(deadline)
+        self._wait_no_failures(deadline)
+
+    def _wait_no_failures(self, deadline: float) -> None:
+        """Until every node sees every node, none flagged as failing (a restarted node rejoined)."""
+        while time.monotonic() < deadline:
+            views = [self.topology(n.port) for n in self.nodes]
+            if all(len(v) == len(self.nodes) and not any(x["failed"] for x in v.values()) for v in views):
+                return
+            time.sleep(0.05)
+        raise ServerStartError("restarted nodes never rejoined the cluster cleanly")
 
     @property
     def ports(self) -> list[int]:
