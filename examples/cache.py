@@ -28,13 +28,13 @@ def main() -> None:
         return DB.get(user_id)
 
     for uid in (42, 7):  # start cold, so a second run prints the same
-        get_user.invalidate(uid)  # type: ignore[attr-defined]
+        get_user.invalidate(uid)
     threads = [threading.Thread(target=get_user, args=(42,)) for _ in range(50)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    print(f"50 concurrent callers, {len(QUERIES)} database query; stats: {get_user.stats}")  # type: ignore[attr-defined]
+    print(f"50 concurrent callers, {len(QUERIES)} database query; stats: {get_user.stats}")
     print("a missing user is cached as None too:", get_user(7), get_user(7), f"({len(QUERIES)} queries)")
 
     @write_through(get_user, version=lambda u: u["version"])
@@ -43,9 +43,9 @@ def main() -> None:
         return DB[user_id]
 
     rename(42, "Ada Lovelace")
-    print("after the write, the cache holds:", get_user.peek(42))  # type: ignore[attr-defined]
+    print("after the write, the cache holds:", get_user.peek(42))
     print("invalidate_tags('user:42') deleted", invalidate_tags("user:42", mount=mount, client=client), "key")
-    print("peek now:", get_user.peek(42) is rp.NOT_CACHED and "nothing cached")  # type: ignore[attr-defined]
+    print("peek now:", get_user.peek(42) is rp.NOT_CACHED and "nothing cached")
 
     # a Redis that is not there: results still flow; the breaker opens after 2 failures
     from redispatterns.testing.servers import free_port
@@ -56,7 +56,7 @@ def main() -> None:
     def square(x: int) -> int:
         return x * x
 
-    print("Redis down:", [square(i) for i in range(5)], "breaker:", square.stats.breaker_state)  # type: ignore[attr-defined]
+    print("Redis down:", [square(i) for i in range(5)], "breaker:", square.stats.breaker_state)
 
     async def async_part() -> None:
         aclient = rp.connect_async()
@@ -67,7 +67,7 @@ def main() -> None:
             await asyncio.sleep(0.1)
             return 99.5
 
-        await total.invalidate("A-1")  # type: ignore[attr-defined]
+        await total.invalidate("A-1")
         before = len(QUERIES)
         results = await asyncio.gather(*(total("A-1") for _ in range(100)))
         print(f"async: 100 tasks got {set(results)} from {len(QUERIES) - before} computation")

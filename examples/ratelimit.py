@@ -27,40 +27,48 @@ MOUNT = rp.Mount(prefix="example:")
 
 
 def sliding_window() -> None:
-    limiter = SlidingWindowLimiter(limit=3, window=60, mount=MOUNT)  # never more than 3 in any 60 s
+    limiter = SlidingWindowLimiter("3/minute", mount=MOUNT)  # never more than 3 in any 60 s
     limiter.reset("user:42")
     for i in range(4):
         d = limiter.hit("user:42")
-        print(f"hit {i + 1}: allowed={d.allowed} remaining={d.remaining} retry_after={d.retry_after}")
+        outcome = f"admitted, {d.remaining} left" if d else f"denied, retry in {d.retry_after:.0f}s"
+        print(f"hit {i + 1}: {outcome}")
     print("headers of the denial:", d.headers())
     print("peek changes nothing:", limiter.peek("user:42").remaining, "left")
-    print("a cost above the limit is never admitted:", limiter.hit("user:42", cost=5).retry_after)
+    too_big = limiter.peek("user:43", cost=5)  # more than the limit: no wait would ever admit it
+    print(f"a cost of 5 against a limit of 3: allowed={too_big.allowed}, "
+          f"{'never admissible' if too_big.retry_after is None else 'admissible later'}, "
+          f"Retry-After header present: {'Retry-After' in too_big.headers()}")  # fmt: skip
 
 
 def token_bucket() -> None:
-    bucket = TokenBucketLimiter(rate=5, capacity=10, mount=MOUNT)  # bursts of 10, then 5 per second
+    bucket = TokenBucketLimiter("5/second", capacity=10, mount=MOUNT)  # bursts of 10, then 5 per second
     bucket.reset("api-key:abc")
     admitted = sum(bool(bucket.hit("api-key:abc")) for _ in range(15))
     print(f"token bucket: {admitted} of 15 admitted at once (the burst)")
 
 
 def several_limits() -> None:
-    limiter = MultiLimiter([Policy.sliding(2, 1, name="per-second"), Policy.fixed(1000, 86400, name="daily")],
-                           mount=MOUNT)  # fmt: skip
+    limiter = MultiLimiter("2/second;1000/day", mount=MOUNT, name="tenants")  # both must admit
     limiter.reset("tenant:7")
     decisions = [limiter.hit("tenant:7") for _ in range(3)]
     print("multi-limit:", [d.allowed for d in decisions], "violated:", decisions[-1].violated)
     print("  the denial cost nothing daily:", limiter.peek("tenant:7").policies[1].remaining, "left today")
+    named = MultiLimiter([Policy.sliding(2, 1, name="per-second"), Policy.fixed(1000, 86400, name="daily")],
+                         mount=MOUNT)  # fmt: skip
+    print(
+        "  or named policies, for the HTTP fields:",
+        named.policies[0].header_item(),
+        named.policies[1].header_item(),
+    )
 
 
 def decorator() -> None:
-    limiter = SlidingWindowLimiter(1, 60, mount=MOUNT, name="report")
-    limiter.reset("user:1")
-
-    @rate_limited(limiter, key=lambda user: f"user:{user}")
+    @rate_limited("1/minute", key=lambda user: f"user:{user}")  # a sync limiter of its own, per user
     def build_report(user: int) -> str:
         return f"report for {user}"
 
+    build_report.limiter.reset("user:1")  # the limiter the rate string built
     print(build_report(1))
     try:
         build_report(1)

@@ -1,26 +1,36 @@
 """Rate-limit checks vs the floor: a trivial one-key EVALSHA sent by hand with redis-py.
 
 Each case spreads its calls over 1,000 subjects (as real traffic does), so the admitted path is
-measured; one case measures a hot subject that is always denied. Peers, when installed:
-``limits`` (moving window, fixed window, sliding-window counter) and the naive 4-command
-pipeline limiter (ZREMRANGEBYSCORE, ZADD, ZCARD, EXPIRE in MULTI). Memory per subject comes
-from ``MEMORY USAGE ... SAMPLES 0`` and is printed in the notes.
+measured; one case measures a hot subject that is always denied. Sync limiters run on the client
+``connect()`` gives; async ones on a plain ``redis.asyncio`` client, against a floor on another
+plain ``redis.asyncio`` client. Peers in the same run: ``limits`` (moving window, fixed window,
+sliding-window counter), walrus's Lua limiter and the naive 4-command MULTI limiter.
+
+Beside the ratio, each limiter case notes its **server CPU per check** (``INFO commandstats``:
+``usec_per_call`` of EVALSHA, or of EXEC for a MULTI) and the checks per second one Redis core
+sustains at that cost (``1e6 / usec``). The sliding log is measured at limit 10, 1 000 and
+100 000 (a subject holding that many entries: admitted and denied checks, memory per subject).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
+from redispatterns._core.ratelimit import MODE_HIT
 from redispatterns.client import connect
 from redispatterns.ratelimit import (
+    AsyncFixedWindowLimiter,
+    AsyncMultiLimiter,
+    AsyncSlidingCounterLimiter,
     AsyncSlidingWindowLimiter,
     AsyncTokenBucketLimiter,
     FixedWindowLimiter,
@@ -33,10 +43,13 @@ from redispatterns.ratelimit import (
 
 TRIVIAL = "return 1"
 SUBJECTS = 1000
+CPU_CALLS = 2000
+CPU_ROUNDS = 3
+LOG_LIMITS = (10, 1_000, 100_000)
 
 
-def _subjects(prefix: str) -> Callable[[], str]:
-    it = itertools.cycle([f"{prefix}{i}" for i in range(SUBJECTS)])
+def _subjects(prefix: str, n: int = SUBJECTS) -> Callable[[], str]:
+    it = itertools.cycle([f"{prefix}{i}" for i in range(n)])
     return lambda: next(it)
 
 
@@ -45,7 +58,7 @@ def _memory(client: Any, keys: tuple[str, ...]) -> int:
 
 
 def _memory_notes(url: str) -> dict[str, str]:
-    """Bytes per subject after 100 admitted hits (sliding log: per entry too)."""
+    """Bytes per subject after 10 and 100 admitted hits."""
     c = connect(url)
     out = {}
     cases: list[tuple[str, Any]] = [
@@ -69,6 +82,78 @@ def _memory_notes(url: str) -> dict[str, str]:
     return out
 
 
+def _server_usec(raw: redis.Redis, run: Callable[[int], Any]) -> float | None:
+    """Server CPU per check: reset the command stats, make ``CPU_CALLS`` checks, read them back."""
+    raw.config_resetstat()
+    run(CPU_CALLS)
+    stats = raw.info("commandstats")
+    for name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_exec"):
+        if name in stats and stats[name]["calls"] >= CPU_CALLS:
+            return float(stats[name]["usec"]) / CPU_CALLS
+    return None
+
+
+def _cpu_note(usec: float | None) -> str:
+    if usec is None:
+        return "server CPU: n/a"
+    return f"server CPU {usec:.2f} µs/check = {1e6 / usec / 1000:.0f}k checks/s per core"
+
+
+def _sync_runner(fn: Callable[[], Any]) -> Callable[[int], Any]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
+def _async_runner(fn: Callable[[], Awaitable[Any]]) -> Callable[[int], Any]:
+    def run(n: int) -> None:
+        async def go() -> None:
+            for _ in range(n):
+                await fn()
+
+        asyncio.run(go())
+
+    return run
+
+
+def _hits(lim: Any, subjects: Callable[[], str]) -> Callable[[], Any]:
+    return lambda: lim.hit(subjects())
+
+
+def _by_hand(raw: redis.Redis, lim: Any, subjects: Callable[[], str]) -> Callable[[], Any]:
+    """The exact EVALSHA the limiter sends (same script, same ARGV shape), sent with redis-py."""
+    op = next(lim._flow("by-hand", 1, MODE_HIT))
+    raw.script_load(op.script.source)
+    sha, args, n = op.script.sha, op.args, len(op.keys)
+    parts = [k.split("{by-hand}") for k in op.keys]
+
+    def call() -> Any:
+        s = "{byhand:" + subjects() + "}"
+        return raw.evalsha(sha, n, *(a + s + b for a, b in parts), *args)
+
+    return call
+
+
+def _async_by_hand(url: str, raw: redis.Redis, lim: Any, subjects: Callable[[], str]) -> Callable[[], Any]:
+    """:func:`_by_hand` on a plain ``redis.asyncio`` client (one per event loop)."""
+    op = next(lim._flow("by-hand", 1, MODE_HIT))
+    raw.script_load(op.script.source)
+    sha, args, n = op.script.sha, op.args, len(op.keys)
+    parts = [k.split("{by-hand}") for k in op.keys]
+    clients: dict[int, Any] = {}
+
+    async def call() -> Any:
+        loop = id(asyncio.get_running_loop())
+        if loop not in clients:
+            clients[loop] = redis.asyncio.Redis.from_url(url)
+        s = "{byhand:" + subjects() + "}"
+        return await clients[loop].evalsha(sha, n, *(a + s + b for a, b in parts), *args)
+
+    return call
+
+
 def cases(url: str) -> list[BenchCase]:
     c = connect(url)
     raw = redis.Redis.from_url(url)
@@ -80,78 +165,128 @@ def cases(url: str) -> list[BenchCase]:
     def floor() -> Any:
         return raw.evalsha(sha, 1, floor_key() + "}")
 
-    sliding = SlidingWindowLimiter(100, 60, client=c, name="bench")
-    bucket = TokenBucketLimiter(100, 100, per=60, client=c, name="bench")
-    fixed = FixedWindowLimiter(100, 60, client=c, name="bench")
-    counter = SlidingCounterLimiter(100, 60, client=c, name="bench")
-    multi = MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)], client=c, name="bench")
-    hot = SlidingWindowLimiter(5, 3600, client=c, name="hot")
-    subj = {name: _subjects(f"{name}:") for name in ("sw", "tb", "fw", "sc", "mu", "pk")}
-
     araw: dict[int, Any] = {}
 
     async def afloor() -> Any:  # one raw client per event loop (each case runs its own)
-        import asyncio
-
         loop = id(asyncio.get_running_loop())
         if loop not in araw:
             araw[loop] = redis.asyncio.Redis.from_url(url)
         return await araw[loop].evalsha(sha, 1, floor_key() + "}")
 
-    alims: dict[str, Any] = {}
+    builders: dict[str, tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] = {
+        "sliding": (SlidingWindowLimiter, AsyncSlidingWindowLimiter, (100, 60), {}),
+        "bucket": (TokenBucketLimiter, AsyncTokenBucketLimiter, (100, 100), {"per": 60}),
+        "fixed": (FixedWindowLimiter, AsyncFixedWindowLimiter, (100, 60), {}),
+        "counter": (SlidingCounterLimiter, AsyncSlidingCounterLimiter, (100, 60), {}),
+        "multi": (MultiLimiter, AsyncMultiLimiter,
+                  ([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)],), {}),
+    }  # fmt: skip
+    labels = {
+        "sliding": "SlidingWindowLimiter.hit",
+        "bucket": "TokenBucketLimiter.hit (GCRA)",
+        "fixed": "FixedWindowLimiter.hit",
+        "counter": "SlidingCounterLimiter.hit",
+        "multi": "MultiLimiter.hit (10/s + 1000/h)",
+    }
+    sync_lims = {k: b[0](*b[2], client=c, name="bench", **b[3]) for k, b in builders.items()}
+    subj = {k: _subjects(f"{k}:") for k in builders}
+    out: list[BenchCase] = []
 
-    def alimiter(name: str) -> Any:
-        if name not in alims:
-            ac = redis.asyncio.Redis.from_url(url)  # one per case: each case runs in its own loop
-            alims[name] = (
-                AsyncSlidingWindowLimiter(100, 60, client=ac, name="bench")
-                if name == "sw"
-                else AsyncTokenBucketLimiter(100, 100, per=60, client=ac, name="bench")
-            )
-        return alims[name]
+    cpu: list[tuple[BenchCase, Callable[[int], Any], str]] = []  # measured together below
 
-    async def asliding() -> Any:
-        return await alimiter("sw").hit(subj["sw"]())
+    def add(name: str, call: Any, fl: Any, *, is_async: bool = False, extra: str = "") -> None:
+        case = BenchCase("ratelimit", name, call, fl, is_async=is_async)
+        cpu.append((case, (_async_runner if is_async else _sync_runner)(call), extra))
+        out.append(case)
 
-    async def abucket() -> Any:
-        return await alimiter("tb").hit(subj["tb"]())
-
-    out = [
-        BenchCase("ratelimit", "SlidingWindowLimiter.hit", lambda: sliding.hit(subj["sw"]()), floor,
-                  note=note),
-        BenchCase("ratelimit", "TokenBucketLimiter.hit (GCRA)", lambda: bucket.hit(subj["tb"]()), floor),
-        BenchCase("ratelimit", "FixedWindowLimiter.hit", lambda: fixed.hit(subj["fw"]()), floor),
-        BenchCase("ratelimit", "SlidingCounterLimiter.hit", lambda: counter.hit(subj["sc"]()), floor),
-        BenchCase("ratelimit", "MultiLimiter.hit (10/s + 1000/h)", lambda: multi.hit(subj["mu"]()), floor),
-        BenchCase("ratelimit", "SlidingWindowLimiter.peek", lambda: sliding.peek(subj["pk"]()), floor),
-        BenchCase("ratelimit", "hot subject, always denied", lambda: hot.hit("hot"), floor),
-        BenchCase("ratelimit", "AsyncSlidingWindowLimiter.hit", asliding, afloor, is_async=True),
-        BenchCase("ratelimit", "AsyncTokenBucketLimiter.hit", abucket, afloor, is_async=True),
-    ]  # fmt: skip
+    for k, lim in sync_lims.items():
+        add(labels[k], _hits(lim, subj[k]), floor, extra=note if k == "sliding" else "")
+    pk = _subjects("pk:")
+    add("SlidingWindowLimiter.peek", lambda: sync_lims["sliding"].peek(pk()), floor)
+    hot = SlidingWindowLimiter(5, 3600, client=c, name="hot")
     for _ in range(5):
         hot.hit("hot")
+    add("hot subject, always denied", lambda: hot.hit("hot"), floor)
 
-    # the same script sent by hand: what is left is our Python (flow, keys, decision) and the pool
-    from redispatterns._core.scripts import load
+    # asyncio: each case runs in its own event loop, so each builds its client on first use
+    def async_call(k: str) -> Callable[[], Awaitable[Any]]:
+        made: dict[int, Any] = {}
+        b = builders[k]
+        s = _subjects(f"a{k}:")
 
-    hit_sha = raw.script_load(load("ratelimit_hit").source)
-    by_hand_keys = {"sliding": _subjects("byhand:sw:{"), "bucket": _subjects("byhand:tb:{")}
-    sliding_args = (1, 1, "0123456789ab", "", 1, 100, 60_000_000)
-    bucket_args = (1, 1, "", "", 2, 100, 600_000)
+        async def call() -> Any:
+            loop = id(asyncio.get_running_loop())
+            lim = made.get(loop)
+            if lim is None:
+                ac = redis.asyncio.Redis.from_url(url)
+                lim = made[loop] = b[1](*b[2], client=ac, name="bench", **b[3])
+            return await lim.hit(s())
 
-    def by_hand(kind: str, args: tuple[Any, ...]) -> Callable[[], Any]:
-        keys = by_hand_keys[kind]
-        return lambda: raw.evalsha(hit_sha, 1, keys() + "}", *args)
+        return call
 
-    out += [
-        BenchCase("ratelimit", "sliding hit vs its EVALSHA by hand", lambda: sliding.hit(subj["sw"]()),
-                  by_hand("sliding", sliding_args), note="floor: same script, same ARGV"),
-        BenchCase("ratelimit", "bucket hit vs its EVALSHA by hand", lambda: bucket.hit(subj["tb"]()),
-                  by_hand("bucket", bucket_args)),
-        BenchCase("ratelimit", "ratelimit_hit by hand vs trivial EVALSHA", by_hand("sliding", sliding_args),
-                  floor, note="the Lua's own cost on the server"),
-    ]  # fmt: skip
+    for k in builders:
+        add("Async" + labels[k], async_call(k), afloor, is_async=True)
 
+    # the same scripts sent by hand: what is left is our Python (flow, keys, decision) and the pool
+    for k in ("sliding", "bucket", "fixed", "counter", "multi"):
+        hand = _by_hand(raw, sync_lims[k], _subjects(f"h{k}:"))
+        out.append(BenchCase("ratelimit", f"{k} hit vs its EVALSHA by hand",
+                             _hits(sync_lims[k], subj[k]), hand,
+                             note="floor: the same script and ARGV sent with redis-py"))  # fmt: skip
+    for k in ("sliding", "bucket"):  # our Python alone: the limiter on a plain redis.Redis too
+        b = builders[k]
+        plain_lim = b[0](*b[2], client=raw, name="bench", **b[3])
+        out.append(BenchCase("ratelimit", f"{k} hit on a plain client vs by hand",
+                             _hits(plain_lim, subj[k]), _by_hand(raw, plain_lim, _subjects(f"p{k}:")),
+                             note="both on one plain redis.Redis: no connect() pool"))  # fmt: skip
+    for k in ("sliding", "bucket"):  # asyncio: both on plain redis.asyncio clients
+        out.append(BenchCase("ratelimit", f"async {k} hit vs its EVALSHA by hand", async_call(k),
+                             _async_by_hand(url, raw, sync_lims[k], _subjects(f"ah{k}:")), is_async=True,
+                             note="floor: the same script and ARGV sent with redis.asyncio"))  # fmt: skip
+
+    _sliding_log_scaling(raw, c, floor, add)
+    _peers(url, raw, floor, add)
+    add("trivial EVALSHA (the floor itself)", floor, floor)
+    # server CPU per check: every case in turn, CPU_ROUNDS times, the least of each (a shared
+    # machine only ever adds time), so a burst of load elsewhere does not land on one case
+    best: dict[int, float] = {}
+    for _ in range(CPU_ROUNDS):
+        for i, (_case, run, _extra) in enumerate(cpu):
+            usec = _server_usec(raw, run)
+            if usec is not None:
+                best[i] = min(best.get(i, usec), usec)
+    for i, (case, _run, extra) in enumerate(cpu):
+        case.note = "; ".join(x for x in (_cpu_note(best.get(i)), extra) if x)
+    return out
+
+
+def _sliding_log_scaling(
+    raw: redis.Redis, c: Any, floor: Callable[[], Any], add: Callable[..., None]
+) -> None:
+    """The sliding log holding ~L entries per subject: admitted and denied checks, memory."""
+    for limit in LOG_LIMITS:
+        n_subj = max(2, min(SUBJECTS, 200_000 // limit))
+        room = 8000 * (CPU_ROUNDS + 2) // n_subj + 10  # admitted checks never run out of room
+        roomy = SlidingWindowLimiter(limit + room, 3600, client=c, name=f"log{limit}r")
+        full = SlidingWindowLimiter(limit, 3600, client=c, name=f"log{limit}f")
+        for i in range(n_subj):
+            roomy.reset(f"s{i}")
+            roomy.hit(f"s{i}", limit)
+        for i in range(min(n_subj, 50)):
+            full.reset(f"s{i}")
+            full.hit(f"s{i}", limit)
+        size = _memory(raw, full.keys("s0"))
+        mem = f"log of {limit} entries: {size} B per subject ({size / limit:.0f} B/entry)"
+        add(f"sliding log, limit {limit}: admitted", _hits(roomy, _subjects("s", n_subj)), floor, extra=mem)
+        add(
+            f"sliding log, limit {limit}: denied",
+            _hits(full, _subjects("s", min(n_subj, 50))),
+            floor,
+            extra=mem,
+        )
+
+
+def _peers(url: str, raw: redis.Redis, floor: Callable[[], Any], add: Callable[..., None]) -> None:
     # the naive limiter: insert first, count after, in one MULTI (charges denials, ms members)
     naive_key = _subjects("naive:{s")
 
@@ -165,24 +300,30 @@ def cases(url: str) -> list[BenchCase]:
         pipe.expire(k, 60)
         return bool(pipe.execute()[2] <= 100)
 
-    out.append(BenchCase("ratelimit", "peer: naive 4-command MULTI pipeline", naive, floor))
+    add("peer naive 4-command MULTI pipeline", naive, floor)
     try:
         from limits import parse, storage, strategies
     except ImportError:  # pragma: no cover - optional peer
-        return out
-    store = storage.RedisStorage(url)
-    item = parse("100/minute")
-    for label, cls in (
-        ("moving window", strategies.MovingWindowRateLimiter),
-        ("fixed window", strategies.FixedWindowRateLimiter),
-        ("sliding counter", strategies.SlidingWindowCounterRateLimiter),
-    ):
-        strategy = cls(store)
-        lk = _subjects(f"limits:{label}:")
-        out.append(
-            BenchCase("ratelimit", f"peer: limits {label}", lambda s=strategy, k=lk: s.hit(item, k()), floor)  # type: ignore[misc]
-        )
-    return out
+        pass
+    else:
+        store = storage.RedisStorage(url)
+        item = parse("100/minute")
+        for label, cls in (
+            ("moving window", strategies.MovingWindowRateLimiter),
+            ("fixed window", strategies.FixedWindowRateLimiter),
+            ("sliding counter", strategies.SlidingWindowCounterRateLimiter),
+        ):
+            strategy = cls(store)
+            lk = _subjects(f"limits:{label}:")
+            add(f"peer limits {label}", lambda s=strategy, k=lk: s.hit(item, k()), floor)
+    try:
+        from walrus import Database
+    except ImportError:  # pragma: no cover - optional peer
+        return
+    db = Database.from_url(url)
+    wl = db.rate_limit_lua("walrus", limit=100, per=60)
+    wk = _subjects("w:")
+    add("peer walrus rate_limit_lua", lambda: wl.limit(wk()), floor)
 
 
 if __name__ == "__main__":

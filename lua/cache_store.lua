@@ -19,8 +19,9 @@ local function current(k)  -- the stored string; a value of another type (plante
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = false
 if mode == 'fill' then
-  local holder = redis.call('GET', KEYS[2])
+  holder = redis.call('GET', KEYS[2])
   if token == '' or holder ~= token then
     if token ~= '' and holder then
       return 0  -- our lease expired and another caller holds a new one: theirs is newer
@@ -51,7 +52,7 @@ local soft = now_ms + tonumber(ARGV[2])
 local hard = tonumber(ARGV[3])
 local env = '\1' .. string.format('%.0f', soft) .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. '|' .. ARGV[1]
 redis.call('SET', KEYS[1], env, 'PX', hard)
-if mode == 'put' or (token ~= '' and redis.call('GET', KEYS[2]) == token) then
+if mode == 'put' or (token ~= '' and holder == token) then
   redis.call('DEL', KEYS[2])  -- ours, or any fill's lease on a put
 end
 for i = 3, #KEYS do

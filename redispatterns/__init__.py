@@ -16,7 +16,19 @@ from ._core.codec import Codec, JsonCodec, PickleCodec
 from ._core.mount import Mount
 from ._core.server import ServerInfo
 from ._runner import server_info, server_info_async
-from .cache import NOT_CACHED, CacheStats, CircuitBreaker, cached, invalidate_tags, write_through
+from .cache import (
+    NOT_CACHED,
+    AsyncCached,
+    AsyncWriteThrough,
+    Cached,
+    CacheStats,
+    CircuitBreaker,
+    WriteThrough,
+    cached,
+    invalidate_tags,
+    invalidate_tags_async,
+    write_through,
+)
 from .client import aclose, close, configure, connect, connect_async
 from .errors import (
     ConfigurationError,
@@ -131,6 +143,7 @@ _DEPRECATED: dict[str, tuple[str, str]] = {
 
 
 __all__ = [
+    "AsyncCached",
     "AsyncConsumer",
     "AsyncFixedWindowLimiter",
     "AsyncKV",
@@ -151,7 +164,9 @@ __all__ = [
     "AsyncStreamMessage",
     "AsyncSubscriber",
     "AsyncTokenBucketLimiter",
+    "AsyncWriteThrough",
     "CacheStats",
+    "Cached",
     "CircuitBreaker",
     "Codec",
     "ConfigurationError",
@@ -220,6 +235,7 @@ __all__ = [
     "TokenBucketLimiter",
     "TrackEvent",
     "UnsupportedByServer",
+    "WriteThrough",
     "__version__",
     "aclose",
     "cached",
@@ -228,6 +244,7 @@ __all__ = [
     "connect",
     "connect_async",
     "invalidate_tags",
+    "invalidate_tags_async",
     "locked",
     "publish",
     "publish_async",

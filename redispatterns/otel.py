@@ -43,8 +43,7 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import _runner
-from . import cache as _cache
+from . import _cache_handle, _runner
 from . import subscriber as _subscriber
 from ._core.keys import Keyspace
 from ._core.ratelimit import Decision
@@ -322,14 +321,14 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> No
 
     _subscriber._SubscriberBase._gap_flow = _gap_flow  # type: ignore[method-assign]
     patched.append((_subscriber._SubscriberBase, "_gap_flow", gap_original))  # type: ignore[arg-type]
-    notable_original = _cache._Handle._notable
+    notable_original = _cache_handle.Handle._notable
 
     def _notable(self: Any, outcome: str, key: str) -> None:
         inst.caches.add(self)  # a breaker only leaves "closed" after failures, which come here
         notable_original(self, outcome, key)
 
-    _cache._Handle._notable = _notable  # type: ignore[method-assign]
-    patched.append((_cache._Handle, "_notable", notable_original))  # type: ignore[arg-type]
+    _cache_handle.Handle._notable = _notable  # type: ignore[method-assign]
+    patched.append((_cache_handle.Handle, "_notable", notable_original))  # type: ignore[arg-type]
     _state.update(patched=patched, instruments=inst)
 
 

@@ -2,7 +2,7 @@
 sliding counter, and several policies at once — one EVALSHA per check, server time, sync and
 asyncio twins and a decorator (the WSGI/ASGI middlewares are in ``redispatterns.http``).
 
->>> limiter = rp.SlidingWindowLimiter(limit=100, window=60)
+>>> limiter = rp.SlidingWindowLimiter("100/minute")   # or SlidingWindowLimiter(100, 60)
 >>> d = limiter.hit("user:42")          # Decision(allowed, remaining, retry_after, reset_after, limit)
 >>> if not d: return 429, d.headers()
 
@@ -11,35 +11,20 @@ See ``redispatterns._core.ratelimit`` for the algorithms and their exact semanti
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, overload
 
-from ._core import validate
-from ._core.breaker import CircuitBreaker
-from ._core.mount import Mount
-from ._core.ops import Flow
-from ._core.ratelimit import (
-    MODE_HIT,
-    MODE_PEEK,
-    MODE_PENALTY,
-    Decision,
-    OnError,
-    Policy,
-    PolicyState,
-    check_cost,
-)
-from ._core.ratelimit import hit as _hit_flow
-from ._core.ratelimit import reset as _reset_flow
-from ._core.ratelimit import state_keys as _state_keys
-from ._core.ratelimit import wait as _wait_flow
-from ._runner import run_async, run_sync
-from .errors import RateLimited
-from .mount import Namespace, resolve
+from ._core.ratelimit import Decision, Policy, PolicyState, parse_rate
+from ._limiters import AsyncMultiLimiter, LimiterBase, LimiterOptions, MultiLimiter
+from ._rate_limited import AsyncRateLimitedFunction, RateLimitedFunction, rate_limited
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "AsyncFixedWindowLimiter",
     "AsyncMultiLimiter",
+    "AsyncRateLimitedFunction",
     "AsyncSlidingCounterLimiter",
     "AsyncSlidingWindowLimiter",
     "AsyncTokenBucketLimiter",
@@ -48,205 +33,88 @@ __all__ = [
     "MultiLimiter",
     "Policy",
     "PolicyState",
+    "RateLimitedFunction",
     "SlidingCounterLimiter",
     "SlidingWindowLimiter",
     "TokenBucketLimiter",
     "rate_limited",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
-_ON_ERROR = ("raise", "open", "closed")
+
+def _window_policy(
+    build: Callable[[int, float], Policy], what: str, limit: int | str, window: float | None
+) -> Policy:
+    """``(limit, window)`` or one rate string (``"10/minute"``, window left out)."""
+    if isinstance(limit, str):
+        if window is not None:
+            raise TypeError(f"{what}: give a rate string ({limit!r}) or a limit and a window, not both")
+        limit, window = parse_rate(limit, what)
+    elif window is None:
+        raise TypeError(f"{what} needs a window in seconds, or a rate string such as '10/minute'")
+    return build(limit, window)
 
 
-class _Base:
-    """Configuration shared by every limiter: policies, keys, error policy, hooks."""
+class _Sliding(LimiterBase):
+    @overload
+    def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
+    @overload
+    def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
+    def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
+        LimiterBase.__init__(
+            self, [_window_policy(Policy.sliding, type(self).__name__, limit, window)], **options
+        )
 
-    _ASYNC = False
 
+class _Fixed(LimiterBase):
+    @overload
+    def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
+    @overload
+    def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
+    def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
+        LimiterBase.__init__(
+            self, [_window_policy(Policy.fixed, type(self).__name__, limit, window)], **options
+        )
+
+
+class _Counter(LimiterBase):
+    @overload
+    def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
+    @overload
+    def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
+    def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
+        pol = _window_policy(Policy.sliding_counter, type(self).__name__, limit, window)
+        LimiterBase.__init__(self, [pol], **options)
+
+
+class _Bucket(LimiterBase):
+    @overload
     def __init__(
-        self,
-        policies: Sequence[Policy],
-        *,
-        name: str = "",
-        mount: Mount | Namespace | None = None,
-        client: Any = None,
-        on_error: OnError = "raise",
-        on_decision: Callable[[Decision], Any] | None = None,
-        penalty: bool = False,
-        shadow: bool = False,
-        _test_clock: Callable[[], int] | None = None,
+        self, rate: str, /, capacity: int | None = None, **options: Unpack[LimiterOptions]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self, rate: float, capacity: int | None = None, *, per: float = 1.0, **options: Unpack[LimiterOptions]
+    ) -> None: ...
+    def __init__(
+        self, rate: float | str, capacity: int | None = None, *, per: float | None = None, **options: Any
     ) -> None:
-        pols = tuple(policies)
-        if not pols:
-            raise ValueError("a limiter needs at least one Policy")
-        for p in pols:
-            if not isinstance(p, Policy):
-                raise TypeError(f"policies must be redispatterns.Policy objects, not {type(p).__name__}")
-        if len({p.key_suffix for p in pols}) != len(pols):
-            raise ValueError("two policies with the same algorithm, limit and window: drop the duplicate")
-        if len({p.name for p in pols}) != len(pols):
-            raise ValueError("policy names must differ (they name violated policies and HTTP fields)")
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {', '.join(_ON_ERROR)}, got {on_error!r}")
-        validate.callable_or_none(on_decision, "on_decision", "taking the decision")
-        if not isinstance(name, str) or any(c in name for c in "{}\r\n"):
-            raise ValueError(f"name must be text without braces or newlines, got {name!r}")
-        self._ns = resolve(mount, client, asyncio=self._ASYNC)
-        self._kind = f"rl:{name}" if name else "rl"
-        self.policies: tuple[Policy, ...] = pols
-        self.name = name
-        self.on_error: OnError = on_error
-        # failing open/closed: after 5 consecutive outages Redis is skipped for 1 s at a time
-        self.breaker: CircuitBreaker | None = None if on_error == "raise" else CircuitBreaker()
-        self.on_decision = on_decision
-        if penalty and shadow:
-            raise ValueError("penalty=True charges denials and shadow=True lets them through: pick one")
-        self._mode = MODE_PENALTY if penalty else MODE_HIT
-        self.shadow = bool(shadow)
-        self._clock = _test_clock  # virtual µs clock: tests only, never set by the public API
-        self._cached_keys = functools.lru_cache(maxsize=4096)(self._make_keys)
-
-    @property
-    def limit(self) -> int:
-        """The smallest limit among the policies."""
-        return min(p.limit for p in self.policies)
-
-    def keys(self, key: str) -> tuple[str, ...]:
-        """The Redis keys holding ``key``'s state (one per policy, one hash tag)."""
-        if type(key) is not str:
-            raise TypeError(f"the rate-limit key must be a str, not {type(key).__name__}")
-        return self._cached_keys(key)
-
-    def _make_keys(self, key: str) -> tuple[str, ...]:
-        if not key:
-            raise ValueError("the rate-limit key cannot be empty (e.g. 'user:42' or 'ip:10.0.0.1')")
-        return _state_keys(self._ns.keyspace, self._kind, key, self.policies)
-
-    def _flow(self, key: str, cost: int, mode: int) -> Flow[Decision]:
-        if mode == MODE_PEEK:
-            self._ns.check_read("peek")
-        else:
-            self._ns.check_write("hit")
-        return _hit_flow(
-            self.keys(key), self.policies, check_cost(cost), mode=mode, subject=key,
-            now_us=None if self._clock is None else self._clock(), on_error=self.on_error,
-            hook=self.on_decision, shadow=self.shadow and mode != MODE_PEEK, breaker=self.breaker,
-        )  # fmt: skip
-
-    def _reset(self, key: str) -> Flow[int]:
-        self._ns.check_write("reset")
-        return _reset_flow(self.keys(key))
-
-    def _wait(self, key: str, cost: int, timeout: float | None, jitter: float) -> Flow[Decision]:
-        self._ns.check_write("wait")
-        timeout = validate.timeout(timeout)
-        jitter = validate.fraction(jitter, "jitter")
-        return _wait_flow(
-            self.keys(key), self.policies, check_cost(cost), timeout=timeout, jitter=jitter,
-            subject=key, now_us=self._clock, on_error=self.on_error, hook=self.on_decision,
-            shadow=self.shadow, breaker=self.breaker,
-        )  # fmt: skip
-
-    def __repr__(self) -> str:
-        pols = ", ".join(p.name for p in self.policies)
-        return f"<{type(self).__name__} {pols} prefix={self._ns.prefix!r}>"
-
-
-def _denied(d: Decision) -> RateLimited:
-    when = "never" if d.retry_after is None else f"retry in {d.retry_after:.3f}s"
-    return RateLimited(
-        f"rate limited: {d.key!r} exceeds {', '.join(d.violated) or 'its limit'} ({when})",
-        retry_after=d.retry_after,
-        key=d.key,
-        decision=d,
-    )
-
-
-def _enforce(d: Decision) -> Decision:
-    if not d.allowed:
-        raise _denied(d)
-    return d
-
-
-class MultiLimiter(_Base):
-    """Several policies on one subject, checked atomically; a denial consumes nothing.
-
-    ``MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)])``.
-    ``penalty=True`` charges denied requests too (an abusive caller stays blocked);
-    ``shadow=True`` never denies: a denial comes back allowed with ``shadowed=True`` (dark launch).
-    ``on_error``: ``"raise"`` (default), ``"open"`` (admit) or ``"closed"`` (deny) when Redis fails;
-    the decision then has ``degraded=True``. ``on_decision(decision)`` is called after each check.
-    """
-
-    def hit(self, key: str, cost: int = 1) -> Decision:
-        """Check ``key`` and consume ``cost`` units when every policy admits (cost 0 only checks)."""
-        return run_sync(self._ns.client, self._flow(key, cost, self._mode))
-
-    def peek(self, key: str, cost: int = 1) -> Decision:
-        """What ``hit(key, cost)`` would decide now, without consuming anything."""
-        return run_sync(self._ns.client, self._flow(key, cost, MODE_PEEK))
-
-    def enforce(self, key: str, cost: int = 1) -> Decision:
-        """``hit``, raising :class:`~redispatterns.RateLimited` when denied."""
-        return _enforce(self.hit(key, cost))
-
-    def reset(self, key: str) -> bool:
-        """Forget ``key``'s state; True when there was some."""
-        return run_sync(self._ns.client, self._reset(key)) > 0
-
-    def wait(self, key: str, cost: int = 1, *, timeout: float | None = None, jitter: float = 0.1) -> Decision:
-        """Block until admitted (sleeping ``retry_after`` plus jitter); ``RateLimited`` past ``timeout``."""
-        return run_sync(self._ns.client, self._wait(key, cost, timeout, jitter))
-
-
-class AsyncMultiLimiter(_Base):
-    """The asyncio twin of :class:`MultiLimiter` (same methods, awaited)."""
-
-    _ASYNC = True
-
-    async def hit(self, key: str, cost: int = 1) -> Decision:
-        return await run_async(self._ns.client, self._flow(key, cost, self._mode))
-
-    async def peek(self, key: str, cost: int = 1) -> Decision:
-        return await run_async(self._ns.client, self._flow(key, cost, MODE_PEEK))
-
-    async def enforce(self, key: str, cost: int = 1) -> Decision:
-        return _enforce(await self.hit(key, cost))
-
-    async def reset(self, key: str) -> bool:
-        return await run_async(self._ns.client, self._reset(key)) > 0
-
-    async def wait(
-        self, key: str, cost: int = 1, *, timeout: float | None = None, jitter: float = 0.1
-    ) -> Decision:
-        return await run_async(self._ns.client, self._wait(key, cost, timeout, jitter))
-
-
-class _Sliding(_Base):
-    def __init__(self, limit: int, window: float, **options: Any) -> None:
-        _Base.__init__(self, [Policy.sliding(limit, window)], **options)
-
-
-class _Bucket(_Base):
-    def __init__(self, rate: float, capacity: int | None = None, *, per: float = 1.0, **options: Any) -> None:
-        _Base.__init__(self, [Policy.token_bucket(rate, capacity, per=per)], **options)
-
-
-class _Fixed(_Base):
-    def __init__(self, limit: int, window: float, **options: Any) -> None:
-        _Base.__init__(self, [Policy.fixed(limit, window)], **options)
-
-
-class _Counter(_Base):
-    def __init__(self, limit: int, window: float, **options: Any) -> None:
-        _Base.__init__(self, [Policy.sliding_counter(limit, window)], **options)
+        if isinstance(rate, str):
+            if per is not None:
+                raise TypeError(
+                    f"{type(self).__name__}: give a rate string ({rate!r}) or rate and per=, not both"
+                )
+            count, window = parse_rate(rate, type(self).__name__)
+            rate, per = float(count), window
+        pol = Policy.token_bucket(rate, capacity, per=1.0 if per is None else per)
+        LimiterBase.__init__(self, [pol], **options)
 
 
 class SlidingWindowLimiter(_Sliding, MultiLimiter):
     """Exact: never more than ``limit`` units in any trailing ``window`` seconds (a sorted-set log).
 
-    Memory grows with the limit (~50 B per admitted unit up to 128 entries, ~130 B beyond);
-    prefer :class:`TokenBucketLimiter` for large limits.
+    ``SlidingWindowLimiter("10/minute")`` or ``SlidingWindowLimiter(10, 60)``. Memory grows with
+    the limit (~40 B per admitted unit up to 128 entries, ~120 B beyond); prefer
+    :class:`TokenBucketLimiter` for large limits.
     """
 
 
@@ -257,8 +125,9 @@ class AsyncSlidingWindowLimiter(_Sliding, AsyncMultiLimiter):
 class TokenBucketLimiter(_Bucket, MultiLimiter):
     """A token bucket of ``capacity`` tokens refilled at ``rate`` per ``per`` seconds (GCRA, one integer).
 
-    A full bucket lets ``capacity`` through at once, so up to ``capacity + rate*window`` pass in
-    a window; ``capacity=1`` paces evenly.
+    ``TokenBucketLimiter("100/second")`` or ``TokenBucketLimiter(100, capacity=20)``. A full
+    bucket lets ``capacity`` (default: the rate, rounded up) through at once, so up to
+    ``capacity + rate*window`` pass in a window; ``capacity=1`` paces evenly.
     """
 
 
@@ -267,7 +136,10 @@ class AsyncTokenBucketLimiter(_Bucket, AsyncMultiLimiter):
 
 
 class FixedWindowLimiter(_Fixed, MultiLimiter):
-    """``limit`` units per clock-aligned window (quotas: per minute on the minute, per day at 00:00 UTC)."""
+    """``limit`` units per clock-aligned window (quotas: per minute on the minute, per day at 00:00 UTC).
+
+    ``FixedWindowLimiter("1000/day")`` or ``FixedWindowLimiter(1000, 86400)``.
+    """
 
 
 class AsyncFixedWindowLimiter(_Fixed, AsyncMultiLimiter):
@@ -277,62 +149,11 @@ class AsyncFixedWindowLimiter(_Fixed, AsyncMultiLimiter):
 class SlidingCounterLimiter(_Counter, MultiLimiter):
     """About ``limit`` per trailing ``window``: two counters per subject (Cloudflare's estimate).
 
-    Constant memory whatever the limit; approximate: under adversarial timing up to ~2x the limit
-    can pass in a trailing window, and early traffic in the previous window can cause early denials.
+    ``SlidingCounterLimiter("100/minute")`` or ``SlidingCounterLimiter(100, 60)``. Constant memory
+    whatever the limit; approximate: under adversarial timing up to ~2x the limit can pass in a
+    trailing window, and early traffic in the previous window can cause early denials.
     """
 
 
 class AsyncSlidingCounterLimiter(_Counter, AsyncMultiLimiter):
     """The asyncio twin of :class:`SlidingCounterLimiter`."""
-
-
-Limiter = MultiLimiter | AsyncMultiLimiter
-
-
-def _subject(fn: Callable[..., Any], key: str | Callable[..., str] | None, args: Any, kwargs: Any) -> str:
-    if key is None:
-        return f"fn:{fn.__module__}.{fn.__qualname__}"
-    if isinstance(key, str):
-        return key
-    subject = key(*args, **kwargs)
-    if not isinstance(subject, str):
-        raise TypeError(f"the key function of @rate_limited returned {type(subject).__name__}, not str")
-    return subject
-
-
-def rate_limited(
-    limiter: Limiter, *, key: str | Callable[..., str] | None = None, cost: int = 1
-) -> Callable[[F], F]:
-    """Guard a ``def`` or ``async def``: each call hits ``limiter``; a denial raises ``RateLimited``.
-
-    ``key`` is a fixed subject or a function of the call's arguments (default: one subject for
-    the function). ``async def`` needs an asyncio limiter, ``def`` a sync one.
-    """
-    if not isinstance(limiter, (MultiLimiter, AsyncMultiLimiter)):
-        raise TypeError("rate_limited needs a limiter, e.g. rp.SlidingWindowLimiter(100, 60)")
-    check_cost(cost)
-
-    def decorate(fn: F) -> F:
-        if validate.is_async_callable(fn):
-            if not isinstance(limiter, AsyncMultiLimiter):
-                raise TypeError(f"{fn.__qualname__} is async: give @rate_limited an Async*Limiter")
-            alim = limiter
-
-            @functools.wraps(fn)
-            async def aguarded(*args: Any, **kwargs: Any) -> Any:
-                await alim.enforce(_subject(fn, key, args, kwargs), cost)
-                return await cast(Callable[..., Awaitable[Any]], fn)(*args, **kwargs)
-
-            return cast(F, aguarded)
-        if not isinstance(limiter, MultiLimiter):
-            raise TypeError(f"{fn.__qualname__} is sync: give @rate_limited a sync limiter")
-        slim = limiter
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            slim.enforce(_subject(fn, key, args, kwargs), cost)
-            return fn(*args, **kwargs)
-
-        return cast(F, guarded)
-
-    return decorate

@@ -7,9 +7,16 @@ through as a probe (``half-open``); its success closes the breaker, its failure 
 The breaker never sleeps or reads a clock itself. Its fields are plain attributes updated
 with single assignments, so sharing one between threads may at worst let one extra probe
 through; it never wedges.
+
+It logs twice per outage, never per call: a WARNING when it opens (with the failure that opened
+it) and an INFO when a call reaches Redis again and closes it. A probe that fails and re-opens it
+logs nothing more. The logger is ``redispatterns.breaker`` unless the owner passes its own
+(a limiter passes ``redispatterns.ratelimit``); ``name`` says whose breaker it is.
 """
 
 from __future__ import annotations
+
+import logging
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -43,8 +50,11 @@ class CircuitBreaker:
     """Counts consecutive failures; decides whether a call may use Redis."""
 
     __slots__ = (
+        "_log",
+        "_outage",
         "failures",
         "last_error",
+        "name",
         "opened_at",
         "probe_at",
         "reset_after",
@@ -53,7 +63,14 @@ class CircuitBreaker:
         "trips",
     )
 
-    def __init__(self, *, threshold: int = 5, reset_after: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        reset_after: float = 1.0,
+        name: str = "",
+        log: logging.Logger | None = None,
+    ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise ValueError(f"breaker threshold must be an int >= 1, got {threshold!r}")
         if isinstance(reset_after, bool) or not isinstance(reset_after, (int, float)):
@@ -68,6 +85,9 @@ class CircuitBreaker:
         self.probe_at = 0.0
         self.trips = 0  # how many times it opened
         self.last_error: BaseException | None = None  # the latest Redis error seen (any kind)
+        self.name = name
+        self._log = log if log is not None else logging.getLogger("redispatterns.breaker")
+        self._outage = False  # opened and not closed since: the open was logged, the close will be
 
     def allow(self, now: float) -> bool:
         """May a call use Redis at monotonic time ``now``? (Open -> half-open after the wait.)"""
@@ -91,10 +111,16 @@ class CircuitBreaker:
         self.failures = 0
         if self.state != CLOSED:
             self.state = CLOSED
+            if self._outage:
+                self._outage = False
+                self._log.info("%s closed: Redis answers again", self._label())
 
-    def failure(self, now: float) -> bool:
-        """A call failed to reach Redis; returns True when this failure opened the breaker."""
-        if self.state == HALF_OPEN:
+    def failure(self, now: float, error: BaseException | None = None) -> bool:
+        """A call failed to reach Redis (``error``, if given, becomes ``last_error``); returns
+        True when this failure opened the breaker."""
+        if error is not None:
+            self.last_error = error
+        if self.state == HALF_OPEN:  # the probe failed: open again, the outage goes on (no log)
             self.state = OPEN
             self.opened_at = now
             self.trips += 1
@@ -104,12 +130,22 @@ class CircuitBreaker:
             self.state = OPEN
             self.opened_at = now
             self.trips += 1
+            if not self._outage:
+                self._outage = True
+                self._log.warning(
+                    "%s opened after %d consecutive failures (last: %r): Redis is skipped for %gs at a time",
+                    self._label(), self.failures, self.last_error, self.reset_after,
+                )  # fmt: skip
             return True
         return False
 
     def reset(self) -> None:
         self.state = CLOSED
         self.failures = 0
+        self._outage = False
+
+    def _label(self) -> str:
+        return f"circuit breaker of {self.name}" if self.name else "circuit breaker"
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.state} failures={self.failures} trips={self.trips}>"

@@ -27,12 +27,15 @@ function, ``condition``, a TTL callable, ``version``) runs only through ``Comput
 
 from __future__ import annotations
 
+import enum
 import functools
+import itertools
 import math
+import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from redis.exceptions import MaxConnectionsError, ResponseError
@@ -42,12 +45,13 @@ from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
 from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "BYPASS",
     "ERROR",
     "HIT",
+    "LEASED",
     "MISS",
     "NOT_FOUND",
     "REFRESHED",
@@ -59,6 +63,8 @@ __all__ = [
     "CacheSpec",
     "CallKeys",
     "Entry",
+    "NotCached",
+    "StoreStatus",
     "call",
     "coalesced",
     "decode_entry",
@@ -70,6 +76,7 @@ __all__ = [
     "invalidate_tags",
     "is_backpressure",
     "is_outage",
+    "lease_op",
     "peek",
     "put",
     "new_token",
@@ -90,7 +97,36 @@ ERROR = "error"  # Redis failed: the function ran, its result returned uncached
 UNCACHED = "uncached"  # the function ran; its result was not stored (condition, lease lost, mount)
 UNENCODABLE = "unencodable"  # the function ran; the codec could not encode its result
 UNDECODABLE = "undecodable"  # from get(): the stored value no longer decodes (a miss)
-NOT_FOUND: Any = type("NotCached", (), {"__repr__": lambda self: "NOT_CACHED"})()
+LEASED = "leased"  # from get(): a miss, and this call now holds the fill lease (internal)
+
+
+class NotCached(enum.Enum):
+    """The type of ``NOT_CACHED``, what ``peek`` returns when nothing (decodable) is cached: a
+    one-member enum, so ``value is NOT_CACHED`` narrows the type for a checker."""
+
+    NOT_CACHED = "NOT_CACHED"
+
+    def __repr__(self) -> str:
+        return "NOT_CACHED"
+
+    __str__ = __repr__
+
+
+NOT_FOUND: Final = NotCached.NOT_CACHED
+
+
+class StoreStatus(str, enum.Enum):
+    """What a store did: written, skipped on purpose, not encodable, or Redis failed."""
+
+    OK = "ok"  # written
+    SKIP = "skip"  # not written: condition/TTL said no, lease lost, a newer version is stored
+    CODEC = "codec"  # not written: the codec cannot encode the value
+    ERROR = "error"  # not written: Redis failed
+    INVALIDATED = "invalidated"  # write_through(mode="invalidate"): the entry was deleted
+
+    def __str__(self) -> str:
+        return str(self.value)
+
 
 ENVELOPE = b"\x01"
 _WAIT_FIRST = 0.005
@@ -145,12 +181,23 @@ class CacheSpec:
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
     _memo: dict[tuple[Any, ...], CallKeys] = field(init=False, repr=False)
+    present: dict[str, float] = field(init=False, repr=False)
+    """Value key -> wall-clock second until which this process expects the value in Redis (its
+    soft expiry, seen on a hit): a call reads such a key with a plain ``GET``, any other with the
+    ``cache_lease`` script, which returns the value or grants the fill lease in one round trip."""
+    held: dict[str, str] = field(init=False, repr=False)
+    """Value key -> a fill lease token a call in this process holds: a single-flight leader
+    waiting on a lease adopts it (its holder is a follower, waiting for that leader)."""
+    corrupt: int = field(init=False, repr=False, default=0)
+    """Values met that were not ours or no longer decode (treated as absent, then replaced)."""
 
     def __post_init__(self) -> None:
         fn = self.plan.fn_id
         self._base = f"{fn}:v{self.version}:"
         self._lock_base = f"#lock:{fn}:v{self.version}:"
         self._memo = {}
+        self.present = {}
+        self.held = {}
 
     @property
     def lock_ms(self) -> int:
@@ -292,8 +339,22 @@ def _compute(call: Compute) -> Flow[tuple[Any, int]]:
     return value, max(0, round((t1 - t0) * 1000))
 
 
+_token_prefix = secrets.token_hex(6)
+_token_seq = itertools.count()
+
+
+def _new_process() -> None:  # a forked child must never reuse its parent's tokens
+    global _token_prefix, _token_seq
+    _token_prefix, _token_seq = secrets.token_hex(6), itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
+
+
 def new_token() -> str:
-    return secrets.token_hex(8)
+    """A lease token unique among processes (48 random bits per process, then a counter)."""
+    return f"{_token_prefix}{next(_token_seq):x}"
 
 
 def release(keys: CallKeys, token: str) -> Flow[None]:
@@ -303,7 +364,7 @@ def release(keys: CallKeys, token: str) -> Flow[None]:
 
 def _release(keys: CallKeys, token: str) -> Flow[None]:
     try:
-        yield Script(load("cache_unlock"), keys=(keys.lock,), args=(token,))
+        yield _script(_UNLOCK, (keys.lock,), (token,))
     except Exception:  # best effort: the lease expires by itself
         return
 
@@ -334,16 +395,52 @@ def call(
 ) -> Flow[tuple[Any, str]]:
     """One call of a cached function: ``(value, outcome)``.
 
-    The read path (:func:`get`); on a miss one :func:`fill` (``MISS`` / ``UNDECODABLE``) or
-    :func:`fallback` (``ERROR`` / ``BYPASS``) per key in this process, as a
-    :class:`~._core.ops.Coalesce` op: the others wait for its result. ``leases``: where a fill
-    notes its lease token (the asyncio shell passes a list, so a cancelled call, which a flow
-    cannot observe, can release the lease).
+    The read (:func:`get`, inlined here so a hit runs one generator): a ``GET`` when this
+    process saw the value fresh, else the ``cache_lease`` script, which returns the value or
+    grants the fill lease in the same round trip (so a cold miss is that script and one store).
+    On a miss one :func:`fill` (``MISS`` / ``UNDECODABLE`` / ``LEASED``) or :func:`fallback`
+    (``ERROR`` / ``BYPASS``) per key in this process, as a :class:`~._core.ops.Coalesce` op: the
+    others wait for its result. ``leases``: where a call notes its lease token (the asyncio
+    shell passes a list, so a cancelled call, which a flow cannot observe, can release it).
     """
-    value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock)
+    token = None
+    if spec.can_write:
+        until = spec.present.get(keys.value)
+        if until is None or clock() >= until:
+            token = new_token()
+    if breaker.state == CLOSED:
+        op = keys.get if token is None else lease_op(spec, keys, token)
+        failed = None
+        try:
+            raw = yield op
+        except Exception as exc:
+            raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
+        if failed is None or failed is _RAW:
+            value, outcome = _classify(spec, keys, raw, clock, rand)
+            if outcome is STALE or outcome is _EARLY:
+                value, outcome = yield from _stale(
+                    spec, keys, fn, args, kwargs, breaker, rand, value, outcome
+                )
+        else:
+            value, outcome = raw, failed
+    else:
+        value, outcome = yield from get(spec, keys, fn, args, kwargs, breaker, rand, clock, token)
     if value is not NOT_FOUND:
         return value, outcome
     user = Compute(fn, args, kwargs)
+    if outcome is LEASED:
+        assert token is not None
+        held = spec.held
+        held[keys.value] = token  # a leader polling for this lease in this process adopts it
+        if leases is not None:
+            leases.append(token)
+        make = functools.partial(fill, spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
+        try:
+            (value, outcome), led = yield Coalesce(flights, keys.value, make)
+        finally:
+            if held.get(keys.value) == token:
+                held.pop(keys.value, None)
+        return value, (outcome if led else coalesced(outcome))
     if outcome is MISS or outcome is UNDECODABLE:
         token = new_token()
         if leases is not None:
@@ -357,6 +454,104 @@ def call(
     return value, (outcome if led else coalesced(outcome))
 
 
+_PRESENT_MAX = 65_536  # keys remembered per cached function (past it the table starts over)
+
+
+def _script(script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A ``Script`` op over keys built in one hash-tag bucket (``CallKeys``): the same slot by
+    construction, so the per-op slot check (two CRC16s a key) is skipped on the hot path."""
+    op = object.__new__(Script)
+    op.script, op.keys, op.args = script, keys, args
+    return op
+
+
+_LEASE = load("cache_lease")
+_STORE = load("cache_store")
+_UNLOCK = load("cache_unlock")
+
+
+def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
+    """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
+    return _script(_LEASE, (keys.value, keys.lock), (token, spec.lock_ms, "1" if replace else "0"))
+
+
+def _read_failed(
+    spec: CacheSpec, op: Any, exc: Exception, breaker: CircuitBreaker, rand: Callable[[], float]
+) -> Flow[tuple[Any, str]]:
+    """The read raised: a planted value of another type is a miss to replace; an exhausted
+    pool is waited out; anything else is an outage (the breaker counts it)."""
+    if isinstance(exc, ResponseError):
+        if not str(exc).startswith("WRONGTYPE"):
+            if type(op) is Script:  # the lease refused (OOM, a read-only replica): run uncached
+                yield from _note_failure(breaker, exc)
+                return NOT_FOUND, ERROR
+            raise exc
+        spec.corrupt += 1
+        return NOT_FOUND, UNDECODABLE  # another type planted under the key: replace it
+    try:
+        raw = yield from _retry_backpressure(op, exc, rand)
+    except Exception as final:
+        yield from _note_failure(breaker, final)
+        return NOT_FOUND, ERROR
+    return raw, _RAW
+
+
+_RAW = "raw"  # internal: _read_failed got the reply after waiting out a full pool
+_EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
+
+
+def _classify(
+    spec: CacheSpec, keys: CallKeys, raw: Any, clock: Callable[[], float], rand: Callable[[], float]
+) -> tuple[Any, str]:
+    """What a read's reply means: ``(value, HIT)``; ``(value, STALE)`` for a stale or
+    early-refresh value (the caller decides, see :func:`_stale`); or ``NOT_FOUND`` with
+    ``MISS`` / ``LEASED`` / ``UNDECODABLE``."""
+    if raw is None:
+        spec.present.pop(keys.value, None)
+        return NOT_FOUND, MISS
+    if type(raw) is int:  # the lease script: 1 ours, 0 another caller's, 2 ours over a foreign value
+        if raw == 0:
+            return NOT_FOUND, MISS
+        if raw == 2:
+            spec.corrupt += 1
+        return NOT_FOUND, LEASED
+    got = _read(raw, spec.codec)
+    if got is None:
+        spec.corrupt += 1
+        return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
+    value, soft, compute_ms = got
+    present = spec.present
+    if len(present) >= _PRESENT_MAX:
+        present.clear()
+    present[keys.value] = soft / 1000.0
+    now_ms = clock() * 1000.0
+    if now_ms < soft:
+        if spec.beta <= 0 or compute_ms <= 0:
+            return value, HIT
+        # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
+        gap = compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
+        if now_ms + gap < soft:
+            return value, HIT
+        return Entry(value, soft, compute_ms, 0), _EARLY
+    return Entry(value, soft, compute_ms, 0), STALE
+
+
+def _stale(
+    spec: CacheSpec,
+    keys: CallKeys,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    breaker: CircuitBreaker,
+    rand: Callable[[], float],
+    entry: Entry,
+    why: str,
+) -> Flow[tuple[Any, str]]:
+    """A stale value (or an early refresh): one caller refreshes it, the others are served it."""
+    call = Compute(fn, args, kwargs)
+    return (yield from _refresh(spec, keys, call, breaker, entry, why is _EARLY, rand))
+
+
 def get(
     spec: CacheSpec,
     keys: CallKeys,
@@ -366,11 +561,14 @@ def get(
     breaker: CircuitBreaker,
     rand: Callable[[], float],
     clock: Callable[[], float],
+    token: str | None = None,
 ) -> Flow[tuple[Any, str]]:
     """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks :func:`call` to run, under the
-    per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``) or
-    :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker is open).
-    ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a stale value.
+    per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``, or ``LEASED``:
+    the lease is ours) or :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker
+    is open). With a ``token`` the read is the ``cache_lease`` script (value or lease), else a
+    ``GET``. ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a
+    stale value.
 
     ``clock()`` is the wall clock in seconds, passed in (not yielded as ``WallClock``) because
     a runner step on every hit costs more than the rest of the hit path; it only decides
@@ -379,40 +577,19 @@ def get(
         now = yield Now()
         if not breaker.allow(now):
             return NOT_FOUND, BYPASS  # call() runs fallback() under the single-flight
+    op = keys.get if token is None else lease_op(spec, keys, token)
     try:
-        raw = yield keys.get
-    except ResponseError as exc:
-        if not str(exc).startswith("WRONGTYPE"):
-            raise
-        return NOT_FOUND, UNDECODABLE  # another type planted under the key: replace it
+        raw = yield op
     except Exception as exc:
-        try:
-            raw = yield from _retry_backpressure(keys.get, exc, rand)
-        except Exception as final:
-            yield from _note_failure(breaker, final)
-            return NOT_FOUND, ERROR
+        raw, outcome = yield from _read_failed(spec, op, exc, breaker, rand)
+        if outcome is not _RAW:
+            return raw, outcome
     if breaker.state != CLOSED:
         breaker.success()
-    if raw is None:
-        return NOT_FOUND, MISS
-    got = _read(raw, spec.codec)
-    if got is None:
-        return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
-    value, soft, compute_ms = got
-    now_ms = clock() * 1000.0
-    if now_ms < soft:
-        if spec.beta <= 0 or compute_ms <= 0:
-            return value, HIT
-        # XFetch: refresh early when now + compute * beta * -ln(U) reaches the expiry
-        gap = compute_ms * spec.beta * -math.log(max(rand(), 1e-12))
-        if now_ms + gap < soft:
-            return value, HIT
-        early = True
-    else:
-        early = False
-    entry = Entry(value, soft, compute_ms, 0)
-    call = Compute(fn, args, kwargs)
-    return (yield from _refresh(spec, keys, call, breaker, entry, early, rand))
+    value, outcome = _classify(spec, keys, raw, clock, rand)
+    if outcome is STALE or outcome is _EARLY:
+        return (yield from _stale(spec, keys, fn, args, kwargs, breaker, rand, value, outcome))
+    return value, outcome
 
 
 def _refresh(
@@ -456,47 +633,58 @@ def fill(
     *,
     replace: bool = False,
     token: str | None = None,
+    leased: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Flow[tuple[Any, str]]:
     """A cold miss: take the lease and compute, or wait (backoff with jitter) for the holder's
     value; after ``lock_wait`` compute anyway. ``replace``: the present value is undecodable.
     ``token``: the lease token (the shell passes one so it can :func:`release` the lease if the
-    call is cancelled, which a flow cannot observe)."""
+    call is cancelled, which a flow cannot observe); ``leased``: the read already took the
+    lease with it. A lease another call of this process holds (it follows this flow in the
+    single-flight) is adopted rather than waited out. ``clock``: the wall clock that times the
+    computation (for early refresh; default: the runner's monotonic clock, one op each read)."""
     if not spec.can_write:
         return (yield call), UNCACHED
-    token = token or secrets.token_hex(8)
-    lease = Script(
-        load("cache_lease"),
-        keys=(keys.value, keys.lock),
-        args=(token, spec.lock_ms, "1" if replace else "0"),
-    )
-    start = None
-    delay = _WAIT_FIRST
-    while True:
-        try:
-            got = yield from _send(lease, rand)
-        except Exception as exc:
-            yield from _note_failure(breaker, exc)
-            return (yield call), ERROR
-        if got == 1:
-            break
-        if got != 0:  # the value arrived
-            entry = decode_entry(got, spec.codec)
-            if entry is not None:
-                return entry.value, HIT
-            replace = True
-            lease = Script(load("cache_lease"), keys=lease.keys, args=(token, spec.lock_ms, "1"))
-            continue
-        now = yield Now()
-        if start is None:
-            start = now
-        if now - start >= spec.wait_s:  # the holder is slow or gone: compute ourselves
-            value, compute_ms = yield from _compute(call)
-            status = yield from _store(spec, keys, value, compute_ms, "fill", "", 0, breaker, rand)
-            return value, _outcome(status, MISS)
-        yield Sleep(delay * (0.5 + rand()))
-        delay = min(delay * 1.6, _WAIT_MAX)
+    token = token or new_token()
+    if not leased:
+        lease = lease_op(spec, keys, token, replace)
+        start = None
+        delay = _WAIT_FIRST
+        while True:
+            try:
+                got = yield from _send(lease, rand)
+            except Exception as exc:
+                yield from _note_failure(breaker, exc)
+                return (yield call), ERROR
+            if got == 1 or got == 2:
+                break
+            if got != 0:  # the value arrived
+                entry = decode_entry(got, spec.codec)
+                if entry is not None:
+                    return entry.value, HIT
+                spec.corrupt += 1
+                lease = lease_op(spec, keys, token, True)
+                continue
+            adopted = spec.held.pop(keys.value, None)
+            if adopted is not None:  # the holder is a call of ours, waiting for this flow
+                token = adopted
+                break
+            now = yield Now()
+            if start is None:
+                start = now
+            if now - start >= spec.wait_s:  # the holder is slow or gone: compute ourselves
+                value, compute_ms = yield from _compute(call)
+                status = yield from _store(spec, keys, value, compute_ms, "fill", "", 0, breaker, rand)
+                return value, _outcome(status, MISS)
+            yield Sleep(delay * (0.5 + rand()))
+            delay = min(delay * 1.6, _WAIT_MAX)
     try:
-        value, compute_ms = yield from _compute(call)
+        if clock is None:
+            value, compute_ms = yield from _compute(call)
+        else:
+            t0 = clock()
+            value = yield call
+            compute_ms = max(0, round((clock() - t0) * 1000))
     except Exception:
         yield from _release(keys, token)
         raise
@@ -505,11 +693,11 @@ def fill(
 
 
 def _outcome(status: str, ok: str) -> str:
-    if status == "ok":
+    if status is StoreStatus.OK:
         return ok
-    if status == "codec":
+    if status is StoreStatus.CODEC:
         return UNENCODABLE
-    if status == "error":
+    if status is StoreStatus.ERROR:
         return ERROR
     return UNCACHED
 
@@ -527,9 +715,9 @@ def _store(
     version: int,
     breaker: CircuitBreaker,
     rand: Callable[[], float],
-) -> Flow[str]:
-    """Encode and write ``value`` (``cache_store.lua``): "ok", "skip" (condition, TTL, lease
-    lost, newer version), "codec" (unencodable) or "error" (Redis failed)."""
+) -> Flow[StoreStatus]:
+    """Encode and write ``value`` (``cache_store.lua``), in one round trip with its tags: a
+    :class:`StoreStatus` (``SKIP``: condition, TTL, lease lost, newer version)."""
     ok = True
     if spec.condition is not None:
         ok = bool((yield Compute(spec.condition, (value,))))
@@ -539,37 +727,51 @@ def _store(
         if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
             ok = False  # a TTL callable says "don't cache" with None or 0
     payload = b""
-    status = "skip"
+    status = StoreStatus.SKIP
     if ok:
         try:
             payload = spec.codec.encode(value)
         except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
             ok = False
-            status = "codec"
+            status = StoreStatus.CODEC
     if not ok:
         if token:
             yield from _release(keys, token)
         return status
     soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
     hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
-    tag_keys = tuple(tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags)
-    script = Script(
-        load("cache_store"),
-        keys=(keys.value, keys.lock, *tag_keys),
-        args=(payload, soft_ms, hard_ms, compute_ms, version, mode, token),
-    )
+    store_keys = (keys.value, keys.lock, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
+    script = _script(_STORE, store_keys, (payload, soft_ms, hard_ms, compute_ms, version, mode, token))
     try:
-        if tag_keys:
-            # register the bucket in each tag's directory first, in its own round trip: a directory
-            # lives in its tag's slot (another node on a Cluster), and must never miss a bucket
-            # that holds members, so the store only follows a registration that succeeded
-            regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
-            yield regs[0] if len(regs) == 1 else Batch(regs, transaction=False)
-        written = yield from _send(script, rand)
+        if keys.tags:
+            written = yield from _store_tagged(spec, keys, script, rand)
+        else:
+            written = yield from _send(script, rand)
     except Exception as exc:
         yield from _note_failure(breaker, exc)
-        return "error"
-    return "ok" if written else "skip"
+        return StoreStatus.ERROR
+    return StoreStatus.OK if written else StoreStatus.SKIP
+
+
+def _store_tagged(spec: CacheSpec, keys: CallKeys, script: Script, rand: Callable[[], float]) -> Flow[Any]:
+    """The store and the registration of its bucket in each tag's directory, in one batch (one
+    round trip; a directory lives in its tag's slot, on another node of a Cluster). A directory
+    must never miss a bucket that holds members: when a registration failed and the value was
+    written, the value is deleted again and the failure raised."""
+    regs = tuple(Command("SADD", tag_dir_key(spec.keyspace, t), keys.bucket) for t in keys.tags)
+    replies = yield from _send(Batch((*regs, script), transaction=False, raise_on_error=False), rand)
+    written = replies[-1]
+    if isinstance(written, Exception):
+        raise written
+    failed = next((r for r in replies[:-1] if isinstance(r, Exception)), None)
+    if failed is not None:
+        if written:
+            try:
+                yield Command("DEL", keys.value)
+            except Exception:  # pragma: no cover - the value expires with its TTL
+                pass
+        raise failed
+    return written
 
 
 def put(
@@ -579,10 +781,9 @@ def put(
     version: int,
     breaker: CircuitBreaker,
     rand: Callable[[], float],
-) -> Flow[str]:
+) -> Flow[StoreStatus]:
     """Write-through: replace the entry with ``value`` (unless a newer ``version`` is stored),
-    cancelling any fill in flight (its lease is dropped, so its older result is not written).
-    Returns the store status ("ok", "skip", "codec", "error")."""
+    cancelling any fill in flight (its lease is dropped, so its older result is not written)."""
     return (yield from _store(spec, keys, value, 0, "put", "", version, breaker, rand))
 
 
@@ -595,16 +796,16 @@ def write_back(
     mode: str,
     breaker: CircuitBreaker,
     rand: Callable[[], float],
-) -> Flow[str]:
+) -> Flow[StoreStatus]:
     """After a successful write: put the new value (``mode="update"``) or drop the entry
-    (``"invalidate"``). Returns a status: "ok", "skip", "codec", "error" or "invalidated"."""
+    (``"invalidate"``): a :class:`StoreStatus`."""
     if mode == "invalidate":
         try:
             yield from invalidate(spec, keys)
         except Exception as exc:
             yield from _note_failure(breaker, exc)
-            return "error"
-        return "invalidated"
+            return StoreStatus.ERROR
+        return StoreStatus.INVALIDATED
     new = (yield Compute(value, (result,))) if value is not None else result
     ver = int((yield Compute(version, (new,)))) if version is not None else 0
     return (yield from put(spec, keys, new, ver, breaker, rand))
@@ -634,6 +835,7 @@ def repair(spec: CacheSpec, pending: dict[str, CallKeys]) -> Flow[int]:
 def invalidate(spec: CacheSpec, keys: CallKeys) -> Flow[int]:
     """Delete the entry; a tombstone on its lease stops a fill in flight from storing its
     (older) result, while a new fill may start at once."""
+    spec.present.pop(keys.value, None)
     script = Script(load("cache_invalidate"), keys=(keys.value, keys.lock), args=(spec.lock_ms,))
     return int((yield script))
 

@@ -1,29 +1,34 @@
-"""Rate limiting, sans I/O: policies, the decision and the flows (the oracles are in ``tests/``).
+"""Rate limiting, sans I/O: the decision and the flows (policies are in ``ratelimit_policy``;
+the oracles are in ``tests/``).
 
-One Lua script (``lua/ratelimit_hit.lua``) evaluates every policy of a subject against the
-server's clock (``TIME``, integer microseconds) and, only when every policy admits, consumes
-``cost`` from each: one EVALSHA per hit or peek. Three algorithms share it:
+One EVALSHA per hit or peek, against the server's clock (``TIME``, integer microseconds). A
+limiter with one policy sends its algorithm's own script, with four arguments (cost, mode, limit,
+period); several policies go to ``lua/ratelimit_multi.lua``, which evaluates every one and, only
+when all admit, consumes ``cost`` from each:
 
-* ``sliding`` — an exact sliding log on a sorted set: never more than ``limit`` units in any
-  trailing ``window``; a denial records nothing (unless penalty mode); ``retry_after`` comes from
-  the entry that must leave; the key's TTL is the window.
-* ``token_bucket`` — GCRA (one integer: the theoretical arrival time, in µs): a bucket of
-  ``capacity`` tokens refilled at ``rate`` per ``per`` seconds. It admits exactly what a token
-  bucket admits; with ``capacity == limit`` up to ``2*limit - 1`` may pass in a trailing window
-  (a full bucket, then the refill), ``capacity=1`` paces smoothly.
-* ``fixed`` — a window aligned to the epoch (per minute starts on the minute); ``reset_after``
-  is the time to the window's end; up to ``2*limit`` can pass around a boundary.
-* ``sliding_counter`` — Cloudflare's approximation: the previous aligned window's count, weighted
-  by how much of it still overlaps the trailing window, plus the current count. Constant memory;
-  it may admit up to about ``2*limit`` in a trailing window under adversarial timing, and may
-  refuse early when the previous window's traffic came early.
+* ``sliding`` (``lua/ratelimit_log.lua``) — an exact sliding log on a sorted set: never more
+  than ``limit`` units in any trailing ``window``; a denial records nothing (unless penalty
+  mode); ``retry_after`` comes from the entry that must leave; the key's TTL is the window.
+* ``token_bucket`` (``lua/ratelimit_bucket.lua``) — GCRA (one integer: the theoretical arrival
+  time, in µs): a bucket of ``capacity`` tokens refilled at ``rate`` per ``per`` seconds. It
+  admits exactly what a token bucket admits; with ``capacity == limit`` up to ``2*limit - 1``
+  may pass in a trailing window (a full bucket, then the refill), ``capacity=1`` paces smoothly.
+* ``fixed`` (``lua/ratelimit_fixed.lua``) — a window aligned to the epoch (per minute starts on
+  the minute); ``reset_after`` is the time to the window's end; up to ``2*limit`` can pass
+  around a boundary.
+* ``sliding_counter`` (``lua/ratelimit_counter.lua``) — Cloudflare's approximation: the previous
+  aligned window's count, weighted by how much of it still overlaps the trailing window, plus the
+  current count. Constant memory; it may admit up to about ``2*limit`` in a trailing window under
+  adversarial timing, and may refuse early when the previous window's traffic came early.
+
+Garbage under a limiter key (another type, unreadable text) counts as no state, the next
+charged hit replaces it, and it is logged once on the ``redispatterns.ratelimit`` logger.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import random
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +37,18 @@ from typing import Any, Literal
 from .breaker import CircuitBreaker, is_outage, open_error
 from .keys import Keyspace
 from .ops import Compute, Flow, Now, Script, Sleep
-from .scripts import load
+from .ratelimit_policy import (
+    ALGORITHMS,
+    MAX_LIMIT,
+    MODE_HIT,
+    MODE_PEEK,
+    MODE_PENALTY,
+    US,
+    Policy,
+    parse_rate,
+    parse_rates,
+)
+from .scripts import LuaScript, load
 
 __all__ = [
     "ALGORITHMS",
@@ -42,147 +58,18 @@ __all__ = [
     "Decision",
     "Policy",
     "PolicyState",
+    "check",
     "hit",
+    "parse_rate",
+    "parse_rates",
     "reset",
     "retry_delay",
+    "script_op",
     "state_keys",
     "wait",
 ]
 
-Algorithm = Literal["sliding", "token_bucket", "fixed", "sliding_counter"]
-ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed", "sliding_counter")
-_KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3, "sliding_counter": 4}
-_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw", "sliding_counter": "sc"}
-EXACT_INT = 2**53  # doubles (Lua numbers) are exact integers below this
-
-MODE_PEEK = 0
-MODE_HIT = 1
-MODE_PENALTY = 2
-
-US = 1_000_000
-MAX_LIMIT = 10**9
-MAX_PERIOD_US = 10 * 366 * 86400 * US  # ten years: keeps every sum far below 2**53
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum or value > MAX_LIMIT:
-        raise ValueError(f"{name} must be between {minimum} and {MAX_LIMIT}, got {value}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """One limit: ``limit`` units per ``window`` seconds under ``algorithm``.
-
-    For ``token_bucket``, ``limit`` is the capacity (burst) and ``period_us`` the emission
-    interval (µs per token, rounded to an integer, at least 1); ``window`` is the time to refill
-    an empty bucket. Build with :meth:`sliding`, :meth:`token_bucket` or :meth:`fixed`.
-    """
-
-    algorithm: Algorithm
-    limit: int
-    period_us: int
-    name: str
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in _KIND:
-            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        _count("limit", self.limit)
-        if isinstance(self.period_us, bool) or not isinstance(self.period_us, int):
-            raise TypeError("period_us must be an int")
-        if not 1 <= self.period_us <= MAX_PERIOD_US or self.window_us > MAX_PERIOD_US:
-            raise ValueError("window out of range: between 1 µs and ten years")
-        if self.algorithm == "sliding_counter" and self.limit * self.period_us >= EXACT_INT:
-            raise ValueError(
-                f"limit x window too large for the sliding counter's exact arithmetic "
-                f"({self.limit} per {self.period_us / US:g}s): use a token bucket"
-            )
-        if not isinstance(self.name, str) or not self.name or not self.name.isprintable() or '"' in self.name:
-            raise ValueError(f"policy name must be printable text without quotes, got {self.name!r}")
-
-    @classmethod
-    def sliding(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
-        """At most ``limit`` units in any trailing ``window`` seconds (exact, sorted-set log)."""
-        _count("limit", limit)
-        period = _period("window", window)
-        return cls("sliding", limit, period, name or f"{limit}-per-{_secs(period)}s")
-
-    @classmethod
-    def token_bucket(
-        cls, rate: float, capacity: int | None = None, *, per: float = 1.0, name: str | None = None
-    ) -> Policy:
-        """A bucket of ``capacity`` tokens (default: ``ceil(rate)``) refilled at ``rate`` per ``per`` s."""
-        _number("rate", rate)
-        _number("per", per)
-        cap = math.ceil(rate) if capacity is None else capacity
-        _count("capacity", cap)
-        interval = round(per * US / rate)
-        if interval < 1:
-            raise ValueError(f"rate {rate} per {per}s is above one token per microsecond")
-        return cls("token_bucket", cap, interval, name or f"bucket-{cap}-{_rate_text(rate, per)}")
-
-    @classmethod
-    def fixed(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
-        """At most ``limit`` units per clock-aligned window of ``window`` seconds."""
-        _count("limit", limit)
-        period = _period("window", window)
-        return cls("fixed", limit, period, name or f"{limit}-per-{_secs(period)}s-fixed")
-
-    @classmethod
-    def sliding_counter(cls, limit: int, window: float, *, name: str | None = None) -> Policy:
-        """About ``limit`` per trailing ``window`` (Cloudflare's two-counter estimate; 2 integers)."""
-        _count("limit", limit)
-        period = _period("window", window)
-        return cls("sliding_counter", limit, period, name or f"{limit}-per-{_secs(period)}s-approx")
-
-    @property
-    def kind(self) -> int:
-        return _KIND[self.algorithm]
-
-    @property
-    def window_us(self) -> int:
-        """The quota window: the sliding/fixed window, or the time to refill an empty bucket."""
-        return self.period_us * self.limit if self.algorithm == "token_bucket" else self.period_us
-
-    @property
-    def window(self) -> float:
-        return self.window_us / US
-
-    @property
-    def key_suffix(self) -> str:
-        """Identifies the state's format and parameters, so a changed policy starts fresh."""
-        return f"{_SUFFIX[self.algorithm]}:{self.limit}:{self.period_us}"
-
-    def header_item(self) -> str:
-        """This policy as an item of the IETF ``RateLimit-Policy`` field."""
-        return f'"{self.name}";q={self.limit};w={max(1, math.ceil(self.window_us / US))}'
-
-
-def _period(name: str, seconds: object) -> int:
-    value = _number(name, seconds)
-    period = round(value * US)
-    if period < 1:
-        raise ValueError(f"{name} must be at least one microsecond")
-    return period
-
-
-def _secs(period_us: int) -> str:
-    return str(period_us // US) if period_us % US == 0 else f"{period_us / US:g}"
-
-
-def _rate_text(rate: float, per: float) -> str:
-    return f"{rate:g}-per-{per:g}s"
-
+log = logging.getLogger("redispatterns.ratelimit")
 
 # Decisions are built on every check: plain slotted dataclasses (a frozen one costs ~2 µs more
 # per instance on CPython 3.11). Treat them as read-only values.
@@ -280,16 +167,66 @@ def _tightest(states: Sequence[PolicyState]) -> PolicyState:
     return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_after_us))
 
 
-def decide(key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int]) -> Decision:
-    """Build a :class:`Decision` from the script's reply (a list of integers)."""
-    allowed = reply[1] == 1
+def _bucket(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the token bucket's integer reply: x = tat - now (>= 0 admitted, -x - 1 denied)."""
+    interval = p.period_us
+    tau = p.limit * interval
+    if x >= 0:
+        t = PolicyState(p, True, (tau - x) // interval, 0, x)
+        return Decision(True, t.remaining, 0, x, p.limit, key, cost, (t,), now_us)
+    x = -x - 1
+    retry = None if cost > p.limit else x + cost * interval - tau
+    t = PolicyState(p, False, (tau - x) // interval, retry, x)
+    return Decision(False, t.remaining, retry, x, p.limit, key, cost, (t,), now_us)
+
+
+def _fixed(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the fixed window's integer reply: count * window + reset - 1 (negated - 1: denied)."""
+    allowed = x >= 0
+    count, r = divmod(x if allowed else -x - 1, p.period_us)
+    remaining = max(p.limit - count, 0)
+    retry = 0 if allowed else (None if cost > p.limit else r + 1)
+    t = PolicyState(p, allowed, remaining, retry, r + 1)
+    return Decision(allowed, remaining, retry, r + 1, p.limit, key, cost, (t,), now_us)
+
+
+def _log(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the sliding log's integer reply: admitted and recorded, ``x`` units remain."""
+    t = PolicyState(p, True, x, 0, p.period_us)
+    return Decision(True, x, 0, p.period_us, p.limit, key, cost, (t,), now_us)
+
+
+def _counter(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
+    """Decode the sliding counter's integer reply: admitted, remaining * 2 * window + reset - 1."""
+    remaining, r = divmod(x, 2 * p.period_us)
+    t = PolicyState(p, True, remaining, 0, r + 1)
+    return Decision(True, remaining, 0, r + 1, p.limit, key, cost, (t,), now_us)
+
+
+_INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log, "sliding_counter": _counter}
+
+
+def decide(
+    key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int] | int, now_us: int = 0
+) -> Decision:
+    """Build a :class:`Decision` from a script's reply (a list of integers).
+
+    One policy: ``[now, remaining, retry_after_us, reset_after_us]`` (admitted iff the retry is
+    0), or one integer (the bucket, the fixed window, an admitted log or counter check: see
+    their scripts; ``now_us`` is then the virtual clock, if any); several:
+    ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
+    trailing ``1`` past those says some key held garbage.
+    """
+    if isinstance(reply, int):  # one-integer replies (see the scripts)
+        return _INT_REPLIES[policies[0].algorithm](key, cost, policies[0], reply, now_us)
     if len(policies) == 1:  # the common case, kept short: this runs on every check
-        r = reply[4]
-        t = PolicyState(policies[0], reply[2] == 1, reply[3], None if r < 0 else r, reply[5])
-        retry: int | None = None if r < 0 else (0 if allowed else r)
-        return Decision(
-            allowed, t.remaining, retry, t.reset_after_us, t.policy.limit, key, cost, (t,), reply[0]
-        )
+        r = reply[2]
+        allowed = r == 0
+        retry: int | None = None if r < 0 else r
+        p = policies[0]
+        t = PolicyState(p, allowed, reply[1], retry, reply[3])
+        return Decision(allowed, reply[1], retry, reply[3], p.limit, key, cost, (t,), reply[0])
+    allowed = reply[1] == 1
     states = []
     never = False
     longest = 0
@@ -343,14 +280,74 @@ def check_cost(cost: object) -> int:
 OnError = Literal["raise", "open", "closed"]
 
 
-_SCRIPT = load("ratelimit_hit")
+_SCRIPTS: dict[str, LuaScript] = {
+    "sliding": load("ratelimit_log"),
+    "token_bucket": load("ratelimit_bucket"),
+    "fixed": load("ratelimit_fixed"),
+    "sliding_counter": load("ratelimit_counter"),
+}
+_MULTI = load("ratelimit_multi")
 
 
 @functools.lru_cache(maxsize=256)
-def _policy_args(policies: tuple[Policy, ...]) -> tuple[tuple[int, ...], bool]:
-    """The script's per-policy ARGV, and whether any policy is a sliding log."""
-    tail = tuple(x for p in policies for x in (p.kind, p.limit, p.period_us))
-    return tail, any(p.kind == 1 for p in policies)
+def _multi_args(policies: tuple[Policy, ...]) -> tuple[int, ...]:
+    """The multi script's per-policy ARGV: kind, limit, period for each policy."""
+    return tuple(x for p in policies for x in (p.kind, p.limit, p.period_us))
+
+
+def script_op(
+    keys: tuple[str, ...],
+    policies: tuple[Policy, ...],
+    cost: int,
+    mode: int = MODE_HIT,
+    now_us: int | None = None,
+) -> Script:
+    """The one EVALSHA that checks ``policies`` (one key each): the algorithm's own script for
+    one policy (ARGV cost, mode, limit, period[, virtual now]), the multi script for several."""
+    if len(policies) == 1:
+        p = policies[0]
+        if now_us is None:
+            return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us))
+        return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us, now_us))
+    return Script(_MULTI, keys, (cost, mode, "" if now_us is None else now_us, *_multi_args(policies)))
+
+
+# keys whose garbage was logged and not yet replaced (bounded): each episode is logged once
+_garbled: dict[tuple[str, ...], None] = {}
+
+
+def _note_garbage(keys: tuple[str, ...], d: Decision, mode: int) -> None:
+    replaced = (
+        mode != MODE_PEEK
+        and d.cost > 0
+        and d.retry_after_us is not None
+        and (d.allowed or mode == MODE_PENALTY)
+    )
+    if keys in _garbled:
+        if replaced:
+            _garbled.pop(keys, None)
+        return
+    log.warning(
+        "rate-limit state of %r under %s was unreadable (another type or garbage): treated as "
+        "absent%s",
+        d.key, ", ".join(keys), ", and replaced" if replaced else "; the next charged hit replaces it",
+    )  # fmt: skip
+    if not replaced:
+        if len(_garbled) >= 1024:
+            _garbled.pop(next(iter(_garbled)))
+        _garbled[keys] = None
+
+
+def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mode: int) -> Flow[Decision]:
+    """The plain check: one prebuilt script op, its reply as a :class:`Decision`."""
+    reply = yield op
+    if type(reply) is int:
+        p = policies[0]
+        return _INT_REPLIES[p.algorithm](subject, cost, p, reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
+    d = decide(subject, cost, policies, reply)
+    if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
+        _note_garbage(op.keys, d, mode)  # type: ignore[arg-type]
+    return d
 
 
 def hit(
@@ -365,6 +362,7 @@ def hit(
     hook: Callable[[Decision], Any] | None = None,
     shadow: bool = False,
     breaker: CircuitBreaker | None = None,
+    op: Script | None = None,
 ) -> Flow[Decision]:
     """Check ``subject`` against ``policies`` (one key each) and consume ``cost`` if all admit.
 
@@ -374,11 +372,10 @@ def hit(
     hit mode, charges nothing): launch a limit dark, watch the hook, then enforce it.
     ``breaker`` (with ``on_error`` "open"/"closed"): while it is open, Redis is skipped and the
     degraded decision given at once, so a down or hung server costs microseconds, not a timeout.
+    ``op``: the script op, when the caller prebuilt it (``script_op`` of the same arguments).
     """
-    tail, sliding = _policy_args(policies)
-    # sliding-log members: 48 random bits per call (the random module reseeds after a fork)
-    nonce = f"{random.getrandbits(48):012x}" if sliding else ""
-    args = (cost, mode, nonce, "" if now_us is None else now_us, *tail)
+    if op is None:
+        op = script_op(keys, policies, cost, mode, now_us)
     now = 0.0
     if breaker is not None and on_error != "raise":
         now = yield Now()
@@ -388,18 +385,16 @@ def hit(
                 yield Compute(hook, (decision,))
             return decision
     try:
-        reply = yield Script(_SCRIPT, keys=keys, args=args)
+        decision = yield from check(op, policies, cost, subject, mode)
     except Exception as exc:
         if on_error == "raise":
             raise
         if breaker is not None and is_outage(exc):
-            breaker.last_error = exc
-            breaker.failure(now)
+            breaker.failure(now, exc)
         decision = degraded(subject, cost, policies, on_error == "open", exc)
     else:
         if breaker is not None:
             breaker.success()
-        decision = decide(subject, cost, policies, reply)
         if shadow and not decision.allowed:
             decision.allowed = decision.shadowed = True
     if hook is not None:

@@ -27,15 +27,15 @@ def tour(url: str, say: Callable[[str], None]) -> None:
         time.sleep(0.2)
         return {"id": user_id, "name": "Ada"}
 
-    get_user.invalidate(42)  # type: ignore[attr-defined]
+    get_user.invalidate(42)
     threads = [threading.Thread(target=get_user, args=(42,)) for _ in range(100)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     say(f"100 threads asked for user 42 at once: the function ran {len(calls)} time(s).")
-    say(f"  key {get_user.key(42)!r}: value, lease and tag sets share one hash-tag bucket.")  # type: ignore[attr-defined]
-    say(f"  stats: {get_user.stats}")  # type: ignore[attr-defined]
+    say(f"  key {get_user.key(42)!r}: value, lease and tag sets share one hash-tag bucket.")
+    say(f"  stats: {get_user.stats}")
 
     @cached(ttl=0.2, stale_ttl=30, jitter=0, early_refresh=0, mount=mount, client=client, name="demo.price")
     def price(sku: str) -> float:
@@ -43,7 +43,7 @@ def tour(url: str, say: Callable[[str], None]) -> None:
         time.sleep(0.1)
         return 9.99 + len(calls)
 
-    price.invalidate("A")  # type: ignore[attr-defined]
+    price.invalidate("A")
     first = price("A")
     time.sleep(0.3)
     refresher = threading.Thread(target=price, args=("A",))
@@ -56,7 +56,7 @@ def tour(url: str, say: Callable[[str], None]) -> None:
     say(f"price('A') = {first}; 0.3 s later (past its 0.2 s soft TTL) one caller refreshes it,")
     say(f"  a caller meanwhile gets the stale {during} in {waited:.1f} ms; afterwards: {price('A')}")
     n = invalidate_tags("user:42", mount=mount, client=client)
-    say(f"invalidate_tags('user:42') deleted {n} entry; peek: {get_user.peek(42)!r}")  # type: ignore[attr-defined]
+    say(f"invalidate_tags('user:42') deleted {n} entry; peek: {get_user.peek(42)!r}")
 
     dead = rp.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
 
@@ -72,6 +72,6 @@ def tour(url: str, say: Callable[[str], None]) -> None:
     t1 = time.perf_counter()
     out += [square(i) for i in range(2, 1002)]
     t2 = time.perf_counter()
-    say(f"Redis unreachable: results still flow ({out[:4]}...), breaker {square.stats.breaker_state};")  # type: ignore[attr-defined]
+    say(f"Redis unreachable: results still flow ({out[:4]}...), breaker {square.stats.breaker_state};")
     quiet.setLevel(level)
     say(f"  first 2 calls {1000 * (t1 - t0):.1f} ms, then {1e6 * (t2 - t1) / 1000:.1f} µs per call")

@@ -109,9 +109,13 @@ class _Common:
 
 
 class ASGIRateLimitMiddleware(_Common):
-    """ASGI middleware over an ``Async*Limiter``: ``app = ASGIRateLimitMiddleware(app, limiter)``."""
+    """ASGI middleware over an ``Async*Limiter``: ``app = ASGIRateLimitMiddleware(app, limiter)``,
+    or over a rate string (``"100/minute"``, ``"10/second;1000/hour"``: exact sliding logs on the
+    default asyncio client)."""
 
-    def __init__(self, app: Any, limiter: AsyncMultiLimiter, **options: Any) -> None:
+    def __init__(self, app: Any, limiter: AsyncMultiLimiter | str, **options: Any) -> None:
+        if isinstance(limiter, str):
+            limiter = AsyncMultiLimiter(limiter, name="http")
         if not isinstance(limiter, AsyncMultiLimiter):
             raise TypeError("the ASGI middleware needs an asyncio limiter (e.g. AsyncSlidingWindowLimiter)")
         super().__init__(app, limiter, **options)
@@ -158,9 +162,12 @@ class ASGIRateLimitMiddleware(_Common):
 
 
 class WSGIRateLimitMiddleware(_Common):
-    """WSGI middleware over a sync limiter: ``app = WSGIRateLimitMiddleware(app, limiter)``."""
+    """WSGI middleware over a sync limiter: ``app = WSGIRateLimitMiddleware(app, limiter)``, or
+    over a rate string (``"100/minute"``: exact sliding logs on the default client)."""
 
-    def __init__(self, app: Any, limiter: MultiLimiter, **options: Any) -> None:
+    def __init__(self, app: Any, limiter: MultiLimiter | str, **options: Any) -> None:
+        if isinstance(limiter, str):
+            limiter = MultiLimiter(limiter, name="http")
         if not isinstance(limiter, MultiLimiter):
             raise TypeError("the WSGI middleware needs a sync limiter (e.g. SlidingWindowLimiter)")
         super().__init__(app, limiter, **options)

@@ -428,17 +428,26 @@ def test_store_condition_ttl_codec_and_tags() -> None:
         lambda op: (
             1
             if isinstance(op, Script)
-            else (1.0 if isinstance(op, Now) else ([1, 1] if isinstance(op, Batch) else {"id": 1}))
+            else (1.0 if isinstance(op, Now) else ([1, 1, 1] if isinstance(op, Batch) else {"id": 1}))
         ),
     )
     assert result == ({"id": 1}, core.MISS)
+    # the tags' directories and the store: one batch, one round trip
     batch = next(op for op in ops if isinstance(op, Batch))
-    assert [c.args[0] for c in batch.ops] == ["SADD", "SADD"]
-    st_ = next(op for op in ops if isinstance(op, Script) and op.script.name == "cache_store")
+    assert [c.args[0] for c in batch.ops[:2]] == ["SADD", "SADD"] and not batch.raise_on_error
+    st_ = batch.ops[2]
+    assert isinstance(st_, Script) and st_.script.name == "cache_store"
     assert len(st_.keys) == 4 and st_.args[1] == 60_000 and st_.args[2] == 66_000
-    # one tag: a single SADD; a store failure counts as an error
+    assert not any(isinstance(op, Script) and op.script.name == "cache_store" for op in ops)  # not sent alone
+    # a store failure counts as an error
     one = spec(tags=["all"])
-    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Command, 1), store(Down()), (Now(), 2.0)]
+    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [1, Down()]), (Now(), 2.0)]
+    assert run_fill(one, steps) == (1, core.ERROR)
+    # a registration failed but the value was written: the value is deleted again (never an
+    # entry its tag's directory does not lead to), and the store is an error
+    k1 = one.keys_for((1,), {})
+    dele = (lambda op: isinstance(op, Command) and op.args == ("DEL", k1.value), 1)
+    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [Down(), 1]), dele, (Now(), 2.0)]
     assert run_fill(one, steps) == (1, core.ERROR)
 
 
@@ -524,11 +533,51 @@ def test_release_and_tokens() -> None:
         replay(core.release(k, "t"), [(lambda op: isinstance(op, Script) and op.args == ("t",), 1)]) is None
     )
     assert replay(core.release(k, "t"), [(Script, Down())]) is None  # quiet
-    assert len(core.new_token()) == 16 and core.new_token() != core.new_token()
+    a, b = core.new_token(), core.new_token()
+    assert a != b and a[:12] == b[:12] and len(a) >= 13  # one random prefix per process, then a counter
+    core._new_process()  # what a forked child runs first: a new prefix
+    assert core.new_token()[:12] != a[:12]
     steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", 1), (Now(), 1.0), (Compute, 1),
              (Now(), 1.0), store(1)]  # fmt: skip
     flow = core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5, token="mine")
     assert replay(flow, steps) == (1, core.MISS)
+
+
+def test_a_waiting_fill_adopts_a_lease_held_in_this_process() -> None:
+    # a caller of this process took the lease but follows this fill in the single-flight: the
+    # fill computes under that lease instead of waiting it out
+    s = spec()
+    k = s.keys_for((1,), {})
+    s.held[k.value] = "theirs"
+    mine = (
+        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[6] == "theirs",
+        1,
+    )
+    steps = [lease(0), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
+    assert replay(core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5), steps) == (
+        5,
+        core.MISS,
+    )
+    assert s.held == {}
+    # a lease granted over a value of another type: ours, counted as a corrupt value
+    before = s.corrupt
+    assert run_fill(s, [lease(2), (Now(), 1.0), (Compute, 5), (Now(), 1.0), store(1)]) == (5, core.MISS)
+    assert s.corrupt == before
+    got = replay(
+        core.get(s, k, user, (1,), {}, CircuitBreaker(), lambda: 0.5, lambda: NOW, "tok"), [lease(2)]
+    )
+    assert got == (core.NOT_FOUND, core.LEASED) and s.corrupt == before + 1
+
+
+def test_statuses_and_not_cached_are_honest_values() -> None:
+    ok: str = core.StoreStatus.OK
+    assert ok == "ok" and str(core.StoreStatus.CODEC) == "codec"
+    assert repr(core.StoreStatus.SKIP) == "<StoreStatus.SKIP: 'skip'>"
+    assert repr(core.NOT_FOUND) == "NOT_CACHED" and type(core.NOT_FOUND) is core.NotCached
+    assert list(core.NotCached) == [core.NOT_FOUND]  # a singleton
+    import pickle
+
+    assert pickle.loads(pickle.dumps(core.NOT_FOUND)) is core.NOT_FOUND
 
 
 # --------------------------------------------------------------------------- one call
@@ -547,26 +596,51 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
         )
         return replay(flow, steps)
 
-    # a hit never coalesces
+    # a key this process has not seen fresh: the lease script, which returns the value...
+    assert keys.value not in s.present
+    assert run_call([lease(env(b'{"id":1}', FRESH))]) == ({"id": 1}, core.HIT)
+    assert s.present[keys.value] == FRESH / 1000  # ...and is remembered until its soft expiry
+    # a key seen fresh: one GET; a hit never coalesces
     assert run_call([(Command, env(b'{"id":1}', FRESH))]) == ({"id": 1}, core.HIT)
 
-    def fill_of(op: Any) -> bool:
+    def fill_of(op: Any, leased: bool = False) -> bool:
         make: Any = getattr(op, "make", None)
         return (
             isinstance(op, Coalesce)
             and op.flights is flights
             and op.key == keys.value
             and make.func is core.fill
+            and make.keywords.get("leased", False) is leased
         )
 
+    # the GET found nothing after all (evicted, invalidated elsewhere): forgotten, then a fill
     leases: list[str] = []
     assert run_call([(Command, None), (fill_of, (({"id": 1}, core.MISS), True))], leases=leases) == (
         {"id": 1},
         core.MISS,
     )
     assert len(leases) == 1  # the fill's lease token, for the shell to release on cancellation
+    assert keys.value not in s.present
+    # a cold miss: the lease script granted the lease, so the fill computes at once (2 round trips)
+    seen: dict[str, Any] = {}
+
+    def leased_fill(op: Any) -> bool:
+        seen["held"] = dict(s.held)  # while the fill runs, this process's lease is findable
+        return fill_of(op, leased=True)
+
+    leases = []
+    assert run_call([lease(1), (leased_fill, (({"id": 1}, core.MISS), True))], leases=leases) == (
+        {"id": 1},
+        core.MISS,
+    )
+    assert seen["held"] == {keys.value: leases[0]} and s.held == {}  # dropped afterwards
+    # another caller holds the lease: a fill that waits for it
+    assert run_call([lease(0), (fill_of, (({"id": 1}, core.HIT), True))]) == ({"id": 1}, core.HIT)
     # a follower: "coalesced", unless the leader met an outage
-    assert run_call([(Command, None), (fill_of, (({"id": 1}, core.MISS), False))]) == ({"id": 1}, "coalesced")
+    assert run_call([lease(1), (lambda op: fill_of(op, leased=True), (({"id": 1}, core.MISS), False))]) == (
+        {"id": 1},
+        "coalesced",
+    )
     assert core.coalesced(core.ERROR) == core.ERROR and core.coalesced(core.BYPASS) == core.BYPASS
     # the breaker is open: the fallback is coalesced too
     b = CircuitBreaker(threshold=1)

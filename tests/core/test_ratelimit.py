@@ -21,6 +21,7 @@ from tests import ratelimit_oracles as oracles
 SW = core.Policy.sliding(3, 10)
 TB = core.Policy.token_bucket(2, 4, per=1)
 FW = core.Policy.fixed(5, 60)
+SC = core.Policy.sliding_counter(4, 2)
 KEYS = core.state_keys(Keyspace("t:"), "rl", "user:1", (SW, TB))
 
 
@@ -82,12 +83,9 @@ def test_state_keys_share_the_subject_tag() -> None:
 
 def test_hit_sends_one_script_with_every_policy() -> None:
     def expected(op: Any) -> bool:
-        assert isinstance(op, Script) and op.script.name == "ratelimit_hit"
+        assert isinstance(op, Script) and op.script.name == "ratelimit_multi"
         assert op.keys == KEYS
-        cost, mode, nonce, now, *rest = op.args
-        assert (cost, mode, now) == (2, core.MODE_HIT, "")
-        assert isinstance(nonce, str) and len(nonce) == 12  # sliding-log members are unique per call
-        assert rest == [1, 3, 10_000_000, 2, 4, 500_000]
+        assert op.args == (2, core.MODE_HIT, "", 1, 3, 10_000_000, 2, 4, 500_000)
         return True
 
     d = replay(
@@ -99,14 +97,46 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     assert d.policy is SW and bool(d)
 
 
-def test_hit_without_sliding_policies_sends_no_nonce_and_passes_the_virtual_clock() -> None:
+def test_one_policy_sends_its_own_script_with_four_arguments_and_the_virtual_clock() -> None:
     def expected(op: Any) -> bool:
-        return bool(op.args[:4] == (0, core.MODE_PEEK, "", 123))
+        return bool(op.script.name == "ratelimit_bucket" and op.args == (0, core.MODE_PEEK, 4, 500_000, 123))
 
-    d = replay(
-        core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 1, 1, 4, 0, 0])]
-    )
+    d = replay(core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 4, 0, 0])])
     assert d.allowed and d.remaining == 4 and d.now_us == 123
+    names = {p.algorithm: core.script_op(KEYS[:1], (p,), 1).script.name for p in (SW, TB, FW, SC)}
+    assert names == {"sliding": "ratelimit_log", "token_bucket": "ratelimit_bucket",
+                     "fixed": "ratelimit_fixed", "sliding_counter": "ratelimit_counter"}  # fmt: skip
+    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 2, 3, 10_000_000)
+
+
+def test_the_plain_check_flow_reads_one_reply() -> None:
+    op = core.script_op(KEYS[:1], (SW,), 1)
+    d = replay(core.check(op, (SW,), 1, "user:1", core.MODE_HIT), [(op, [7, 2, 0, 10_000_000])])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.now_us) == (
+        True,
+        2,
+        0,
+        10_000_000,
+        7,
+    )
+    denied = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, [7, 0, 2_500_000, 9_000_000])])
+    assert not denied.allowed and denied.retry_after == 2.5 and denied.violated == (SW.name,)
+    never = replay(core.check(op, (SW,), 4, "u", core.MODE_HIT), [(op, [7, 3, -1, 0])])
+    assert not never.allowed and never.retry_after is None
+
+
+def test_garbage_is_logged_once_until_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    keys = core.state_keys(Keyspace("t:"), "rl", "garbled", (SW,))
+    peek = core.script_op(keys, (SW,), 1, core.MODE_PEEK)
+    hit = core.script_op(keys, (SW,), 1)
+    with caplog.at_level("WARNING", logger="redispatterns.ratelimit"):
+        for _ in range(3):  # peeks leave it in place: one line
+            replay(core.check(peek, (SW,), 1, "garbled", core.MODE_PEEK), [(peek, [1, 3, 0, 0, 1])])
+        assert len(caplog.records) == 1 and "garbled" in caplog.text and "treated as absent" in caplog.text
+        replay(core.check(hit, (SW,), 1, "garbled", core.MODE_HIT), [(hit, [1, 2, 0, 10, 1])])  # replaced
+        assert len(caplog.records) == 1
+        replay(core.check(hit, (SW,), 1, "garbled", core.MODE_HIT), [(hit, [1, 2, 0, 10, 1])])  # again later
+        assert len(caplog.records) == 2 and "and replaced" in caplog.records[1].getMessage()
 
 
 def test_denial_names_every_violated_policy_and_waits_for_the_slowest() -> None:
@@ -129,9 +159,9 @@ def test_never_admissible_cost() -> None:
 
 
 def test_retry_after_header_rounds_up_and_is_at_least_one() -> None:
-    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1, 5])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 1, 5])])
     assert d.headers()["Retry-After"] == "1"
-    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 0, 0, 1_000_001, 5])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1), [(Script, [1, 0, 1_000_001, 5])])
     assert d.headers()["Retry-After"] == "2"
     legacy = d.headers(legacy=True)
     assert (legacy["X-RateLimit-Limit"], legacy["X-RateLimit-Remaining"], legacy["X-RateLimit-Reset"]) == (
@@ -145,7 +175,7 @@ def test_hook_is_called_through_compute() -> None:
     seen: list[Any] = []
     d = replay(
         core.hit(KEYS[:1], (SW,), 1, hook=seen.append),
-        [(Script, [1, 1, 1, 2, 0, 10]), (lambda op: isinstance(op, Compute) and op.fn == seen.append, None)],
+        [(Script, [1, 2, 0, 10]), (lambda op: isinstance(op, Compute) and op.fn == seen.append, None)],
     )
     assert d.allowed
 
@@ -176,25 +206,25 @@ def test_wait_sleeps_retry_after_with_jitter_then_admits() -> None:
         flow,
         [
             (Now(), 0.0),
-            (Script, [1, 0, 0, 0, 2_000_000, 5]),
+            (Script, [1, 0, 2_000_000, 5]),
             (Now(), 0.0),
             (Sleep(2.5), 2.5),
-            (Script, [1, 1, 1, 2, 0, 10]),
+            (Script, [1, 2, 0, 10]),
         ],
     )
     assert d.allowed
 
 
 def test_wait_retries_soon_after_a_zero_retry_after() -> None:
-    flow = core.wait(KEYS[:1], (SW,), 1, timeout=1.0, now_us=lambda: 5)
+    flow = core.wait(KEYS, (SW, TB), 1, timeout=1.0, now_us=lambda: 5)
     d = replay(
         flow,
         [
             (Now(), 0.0),
-            (Script, [5, 0, 0, 0, 0, 5]),
+            (Script, reply_for((0, 0, 0, 5), (1, 2, 0, 5), now=5)),
             (Now(), 0.0),
             (Sleep(0.001), 0.0),
-            (Script, [5, 1, 1, 2, 0, 5]),
+            (Script, reply_for((1, 1, 0, 5), (1, 1, 0, 5), now=5)),
         ],
     )
     assert d.allowed
@@ -204,18 +234,18 @@ def test_wait_gives_up_past_the_timeout_or_when_never() -> None:
     with pytest.raises(RateLimited) as info:
         replay(
             core.wait(KEYS[:1], (SW,), 1, timeout=1.0, subject="s"),
-            [(Now(), 10.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 10.0)],
+            [(Now(), 10.0), (Script, [1, 0, 2_000_000, 5]), (Now(), 10.0)],
         )
     assert info.value.retry_after == 2.0 and info.value.key == "s"
     with pytest.raises(RateLimited) as never:
-        replay(core.wait(KEYS[:1], (SW,), 9, timeout=None), [(Now(), 0.0), (Script, [1, 0, 0, 3, -1, 0])])
+        replay(core.wait(KEYS[:1], (SW,), 9, timeout=None), [(Now(), 0.0), (Script, [1, 3, -1, 0])])
     assert never.value.retry_after is None
 
 
 def test_wait_caps_the_last_sleep_at_the_timeout() -> None:
     flow = core.wait(KEYS[:1], (SW,), 1, timeout=3.0, jitter=1.0, rand=lambda: 0.99)
     with pytest.raises(ReplayMismatch):  # the script ends after the capped sleep
-        replay(flow, [(Now(), 0.0), (Script, [1, 0, 0, 0, 2_000_000, 5]), (Now(), 0.5), (Sleep(2.5), 3.0)])
+        replay(flow, [(Now(), 0.0), (Script, [1, 0, 2_000_000, 5]), (Now(), 0.5), (Sleep(2.5), 3.0)])
 
 
 def test_retry_delay() -> None:
@@ -336,9 +366,9 @@ def test_client_address(peer: str | None, xff: str | None, trusted: Any, expecte
 
 
 def test_shadow_reports_denials_as_allowed() -> None:
-    d = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 0, 0, 0, 5_000_000, 9])])
+    d = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 0, 5_000_000, 9])])
     assert d.allowed and d.shadowed and d.retry_after_us == 5_000_000 and d.violated == (SW.name,)
-    ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 1, 1, 2, 0, 9])])
+    ok = replay(core.hit(KEYS[:1], (SW,), 1, shadow=True), [(Script, [1, 2, 0, 9])])
     assert ok.allowed and not ok.shadowed
 
 
@@ -374,3 +404,122 @@ def test_sliding_counter_policy() -> None:
     assert oracles.oracle_hit([o], 50, 2)[1] == 1
     assert oracles.oracle_hit([o], 150, 1) == [150, 1, 1, 0, 0, 150]  # prev weighs (100-50)/100*2 = 1
     assert oracles.oracle_hit([o], 150, 1) == [150, 0, 0, 0, 50, 150]  # full until the next window
+
+
+# --------------------------------------------------------------------------- rate strings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10/minute", ((10, 60.0),)),
+        ("100/second", ((100, 1.0),)),
+        ("5/second;1000/hour", ((5, 1.0), (1000, 3600.0))),
+        (" 5 / seconds ; 1000/hours ", ((5, 1.0), (1000, 3600.0))),
+        ("10 per 2 minutes", ((10, 120.0),)),
+        ("3/2 days", ((3, 172800.0),)),
+        ("1 per day", ((1, 86400.0),)),
+    ],
+)
+def test_rate_strings(text: str, expected: tuple[tuple[int, float], ...]) -> None:
+    assert core.parse_rates(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "10", "10/min", "10/s", "ten/minute", "1.5/second", "-1/second", "0/second", "10/0 minutes",
+     "10/minute;", "10/minute,5/second", "10/Minute", "10 minute", "10/minute;20/minute", "10/fortnight"],
+)  # fmt: skip
+def test_bad_rate_strings_name_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match=r"second, minute, hour, day|same window|count must be"):
+        core.parse_rates(text)
+
+
+def test_rate_strings_build_policies() -> None:
+    assert core.Policy.parse("5/second;1000/hour") == (
+        core.Policy.sliding(5, 1),
+        core.Policy.sliding(1000, 3600),
+    )
+    bucket = core.Policy.parse("100/minute", algorithm="token_bucket")[0]
+    assert (bucket.limit, bucket.period_us) == (100, 600_000)
+    assert core.Policy.parse("7/day", algorithm="fixed")[0] == core.Policy.fixed(7, 86400)
+    with pytest.raises(ValueError, match="algorithm"):
+        core.Policy.parse("7/day", algorithm="leaky")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        core.parse_rates(10)
+    with pytest.raises(ValueError, match="MultiLimiter"):
+        core.parse_rate("5/second;1000/hour", "SlidingWindowLimiter")
+
+
+# --------------------------------------------------------------------------- the breaker's log
+
+
+def test_breaker_logs_open_and_close_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    from redispatterns._core.breaker import CircuitBreaker
+
+    b = CircuitBreaker(threshold=2, reset_after=1.0, name="limiter x")
+    with caplog.at_level("INFO", logger="redispatterns.breaker"):
+        b.failure(0.0, ConnectionError("down"))
+        assert caplog.records == []
+        assert b.failure(0.1, ConnectionError("down")) and b.state == "open"
+        for t in (0.2, 0.3, 0.4):  # rejected calls: no line each
+            assert not b.allow(t)
+        assert b.allow(1.2) and b.state == "half-open"  # the probe fails: open again, no new line
+        b.failure(1.2, TimeoutError("hung"))
+        assert b.allow(2.3)
+        b.success()
+        b.success()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0][0] == "WARNING" and "circuit breaker of limiter x opened after 2" in lines[0][1]
+    assert "ConnectionError('down')" in lines[0][1]
+    assert lines[1] == ("INFO", "circuit breaker of limiter x closed: Redis answers again")
+
+
+def test_breaker_logs_on_its_owners_logger(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from redispatterns._core.breaker import CircuitBreaker
+
+    b = CircuitBreaker(threshold=1, log=logging.getLogger("redispatterns.ratelimit"))
+    with caplog.at_level("INFO"):
+        b.failure(0.0, OSError("refused"))
+    assert [r.name for r in caplog.records] == ["redispatterns.ratelimit"]
+
+
+def test_token_bucket_one_integer_reply() -> None:
+    """tat - now after the call (admitted) or -(tat - now) - 1 (denied): the rest is derived."""
+    op = core.script_op(KEYS[1:], (TB,), 1)  # capacity 4, one token per 500 ms: tau = 2 s
+    d = replay(core.check(op, (TB,), 1, "u", core.MODE_HIT), [(op, 500_000)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.now_us) == (True, 3, 0, 500_000, 0)
+    d = replay(core.check(op, (TB,), 1, "u", core.MODE_HIT), [(op, -1_800_000 - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (False, 0, 300_000, 1_800_000)
+    assert d.headers()["Retry-After"] == "1" and d.violated == (TB.name,)
+    big = core.script_op(KEYS[1:], (TB,), 5, now_us=77)
+    d = replay(core.check(big, (TB,), 5, "u", core.MODE_HIT), [(big, -1)])  # a full bucket, cost 5 > 4
+    assert (d.allowed, d.remaining, d.retry_after, d.now_us) == (False, 4, None, 77)
+
+
+def test_fixed_window_one_integer_reply() -> None:
+    """count * window + reset - 1 (admitted: the count after the call), negated minus one when denied."""
+    op = core.script_op(KEYS[:1], (FW,), 2)  # 5 per 60 s
+    d = replay(core.check(op, (FW,), 2, "u", core.MODE_HIT), [(op, 3 * 60_000_000 + 9_999_999)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 2, 0, 10_000_000)
+    d = replay(core.check(op, (FW,), 2, "u", core.MODE_HIT), [(op, -(4 * 60_000_000 + 4_999_999) - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (False, 1, 5_000_000, 5_000_000)
+    never = core.script_op(KEYS[:1], (FW,), 6)
+    d = replay(core.check(never, (FW,), 6, "u", core.MODE_HIT), [(never, -(0 * 60_000_000 + 59_999_999) - 1)])
+    assert (d.allowed, d.remaining, d.retry_after) == (False, 5, None)
+
+
+def test_sliding_log_admitted_reply_is_the_remaining_count() -> None:
+    op = core.script_op(KEYS[:1], (SW,), 1)
+    d = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, 2)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 2, 0, 10_000_000)
+    assert d.limit == 3
+
+
+def test_sliding_counter_admitted_reply_packs_remaining_and_reset() -> None:
+    op = core.script_op(KEYS[:1], (SC,), 1)  # about 4 per 2 s
+    d = replay(core.check(op, (SC,), 1, "u", core.MODE_HIT), [(op, 3 * 4_000_000 + 2_500_000 - 1)])
+    assert (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us) == (True, 3, 0, 2_500_000)

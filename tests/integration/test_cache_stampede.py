@@ -157,7 +157,7 @@ def test_same_arguments_same_key_in_another_process() -> None:
     )
     assert out.returncode == 0, out.stderr
     key, other = out.stdout.split("\n")[:2]
-    assert key == proc_report.key("x")  # type: ignore[attr-defined]
+    assert key == proc_report.key("x")
     assert other == here
 
 
@@ -221,11 +221,11 @@ def test_server_stopped_mid_run_fails_open_and_recovers(server_pool: ServerPool,
                 return loop.run_until_complete(g(x))
 
         assert run(1) == 10 and run(1) == 10
-        assert f.stats.hits == 1  # type: ignore[attr-defined]
+        assert f.stats.hits == 1
         server.node.stop()  # the server goes away mid-run
         results = [run(i) for i in range(2, 22)]
         assert results == [i * 10 for i in range(2, 22)]  # every caller still gets its result
-        stats = f.stats  # type: ignore[attr-defined]
+        stats = f.stats
         assert stats.errors == 3  # the breaker's threshold...
         assert stats.bypassed == 17  # ...then Redis is skipped entirely
         assert stats.breaker_state == "open"

@@ -25,6 +25,7 @@ from redispatterns.ratelimit import (
     SlidingCounterLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
+    rate_limited,
 )
 from redispatterns.testing.plugin import Backend, Harness
 
@@ -332,9 +333,14 @@ def test_every_key_has_a_ttl_and_memory_is_small(rp: Harness, backend: Backend) 
         for i in range(3):
             rp.call(lim.hit(f"user:{i}", 2))
     c = rp.sync_client
-    keys = [k for lim in lims for i in range(3) for k in lim.keys(f"user:{i}")]
-    for k in keys:
-        assert 0 < c.pttl(k) <= 3_600_000, k
+    now_us = int(c.time()[0]) * 1_000_000 + int(c.time()[1])
+    for lim in lims:
+        for i in range(3):
+            for policy, k in zip(lim.policies, lim.keys(f"user:{i}"), strict=True):
+                ttl = c.pttl(k)
+                assert 0 < ttl <= 2 * policy.window * 1000 + 1000, (k, ttl)  # tied to the window
+                if policy.algorithm == "token_bucket":  # outlives its state: the bucket refilled
+                    assert int(c.get(k)) - now_us <= ttl * 1000 + 1000, k
     assert c.pttl(lims[0].keys("user:0")[0]) > 59_000  # the sliding log lives a window
     if not backend.is_fake:
         bucket = c.memory_usage(lims[1].keys("user:0")[0], samples=0)
@@ -467,22 +473,98 @@ def test_failing_open_or_closed_stops_asking_a_dead_server(rp: Harness, on_error
         dead.close()
 
 
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_a_hung_server_costs_one_timeout_per_call_then_microseconds(
+    rp: Harness, backend: Backend, on_error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that accepts and never answers (SIGSTOP, a stalled VM): each of the first checks
+    costs one socket timeout (counted at once, never retried), then the breaker opens, says so
+    once, and every check costs microseconds."""
+    if backend.is_fake or backend.is_cluster:
+        pytest.skip("the hung server is this test's own socket: once per flavour is enough")
+    import socket
+
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from loadtests.harness import count_round_trips
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accept and hold every connection, never reply
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = listener.getsockname()[1]
+    retry = AsyncRetry(NoBackoff(), 0) if rp.is_async else Retry(NoBackoff(), 0)
+    opts: dict[str, Any] = {
+        "port": port,
+        "socket_timeout": 0.2,
+        "socket_connect_timeout": 0.2,
+        "retry": retry,
+    }
+    hung: Any = rp.call_in_loop(lambda: redis.asyncio.Redis(**opts)) if rp.is_async else redis.Redis(**opts)
+    lim = make(rp, "token_bucket", 5, client=hung, on_error=on_error, name="hung")
+    try:
+        with caplog.at_level("INFO", logger="redispatterns.ratelimit"):
+            started = time.monotonic()
+            first = [rp.call(lim.hit("x")) for _ in range(5)]
+            slow = time.monotonic() - started
+            with count_round_trips() as sent:
+                later = [rp.call(lim.hit("x")) for _ in range(50)]
+        assert 5 * 0.2 * 0.9 <= slow < 5 * 0.2 * 3  # one timeout each, no retry
+        assert sent.n == 0  # then the open breaker skips Redis: no timeout to wait for
+        assert all(d.degraded and d.allowed is (on_error == "open") for d in first + later)
+        assert lim.breaker is not None and lim.breaker.state == "open" and lim.breaker.trips == 1
+        opened = [r for r in caplog.records if "opened after 5" in r.getMessage()]
+        assert len(opened) == 1 and opened[0].levelname == "WARNING" and "hung" in opened[0].getMessage()
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+        if rp.is_async:
+            rp.call(hung.aclose())
+        else:
+            hung.close()
+
+
 @pytest.mark.parametrize("algorithm", ["sliding", "token_bucket", "fixed", "sliding_counter"])
 @pytest.mark.parametrize("planted", ["list", "garbage"])
-def test_corrupted_state_counts_as_absent_and_is_replaced(rp: Harness, algorithm: str, planted: str) -> None:
+def test_corrupted_state_counts_as_absent_and_is_replaced(
+    rp: Harness, algorithm: str, planted: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Garbage under a subject's key (another type, or an unreadable string) must not deny that
-    subject forever: it is treated as no state, and the first charged hit replaces it (D13)."""
-    lim = limiter_of(rp, algorithm, 5)
+    subject forever: it is treated as no state, the first charged hit replaces it, and one log
+    line says so (D13)."""
+    lim = limiter_of(rp, algorithm, 5, name=f"d13-{planted}")
     (key,) = lim.keys("victim")
     raw = rp.backend.sync_client()
+    raw.delete(key)
     if planted == "list":
         raw.rpush(key, "junk")
     else:
         raw.set(key, "not-a-limiter-state")
-    peek = rp.call(lim.peek("victim"))
-    assert peek.allowed and peek.remaining == 5  # read-only: treated as empty, left as it was
-    first = rp.call(lim.hit("victim"))
-    second = rp.call(lim.hit("victim"))
+    with caplog.at_level("WARNING", logger="redispatterns.ratelimit"):
+        peek = rp.call(lim.peek("victim"))
+        assert peek.allowed and peek.remaining == 5  # read-only: treated as empty, left as it was
+        assert rp.call(lim.peek("victim")).remaining == 5
+        first = rp.call(lim.hit("victim"))
+        second = rp.call(lim.hit("victim"))
+    logged = [r.getMessage() for r in caplog.records if r.name == "redispatterns.ratelimit"]
+    assert len(logged) == 1 and "'victim'" in logged[0] and key in logged[0], logged
     assert (first.allowed, first.remaining) == (True, 4)
     assert (second.allowed, second.remaining) == (True, 3)  # the state now counts
     kind = raw.type(key)
@@ -566,3 +648,72 @@ def test_bad_arguments(rp: Harness) -> None:
     assert multi.limit == 3 and "5-per-1s, bucket-3-2-per-1s" in repr(multi)
     d = rp.call(multi.hit("k"))
     assert d.reset_after == d.reset_after_us / 1e6 and d.policies[1].reset_after > 0
+
+
+# --------------------------------------------------------------------------- rate strings
+
+
+def test_rate_strings_build_the_same_limiters(rp: Harness) -> None:
+    same = [
+        (make(rp, "sliding", "10/minute"), make(rp, "sliding", 10, 60)),
+        (make(rp, "token_bucket", "100/second"), make(rp, "token_bucket", 100)),
+        (make(rp, "token_bucket", "6/minute", 2), make(rp, "token_bucket", 6, 2, per=60)),
+        (make(rp, "fixed", "1000/day"), make(rp, "fixed", 1000, 86400)),
+        (make(rp, "sliding_counter", "100 per 2 minutes"), make(rp, "sliding_counter", 100, 120)),
+        (make(rp, "multi", "5/second;1000/hour"),
+         make(rp, "multi", [Policy.sliding(5, 1), Policy.sliding(1000, 3600)])),
+    ]  # fmt: skip
+    for by_text, by_number in same:
+        assert by_text.policies == by_number.policies and by_text.keys("u") == by_number.keys("u")
+    lim: Any = rp.pick(MultiLimiter, AsyncMultiLimiter)(
+        "2/second;3/hour", algorithm="fixed", client=rp.client
+    )
+    assert [p.algorithm for p in lim.policies] == ["fixed", "fixed"]
+    assert [bool(rp.call(lim.hit("t"))) for _ in range(3)] == [True, True, False]
+    with pytest.raises(TypeError, match="not both"):
+        make(rp, "sliding", "10/minute", 60)
+    with pytest.raises(TypeError, match="window"):
+        make(rp, "fixed", 10)
+    with pytest.raises(ValueError, match="MultiLimiter"):
+        make(rp, "sliding", "5/second;1000/hour")
+    with pytest.raises(ValueError, match="second, minute, hour, day"):
+        make(rp, "token_bucket", "100/sec")
+    with pytest.raises(TypeError, match="not both"):
+        make(rp, "token_bucket", "100/second", per=2.0)
+    with pytest.raises(ValueError, match="algorithm"):
+        rp.pick(MultiLimiter, AsyncMultiLimiter)([Policy.sliding(1, 1)], algorithm="fixed", client=rp.client)
+
+
+def test_rate_limited_takes_a_rate_string(rp: Harness, backend: Backend) -> None:
+    import redispatterns as rpm
+
+    if rp.is_async:
+        rpm.configure(async_client=rp.client)
+    else:
+        rpm.configure(client=backend.sync_client())
+    try:
+        if rp.is_async:
+
+            @rate_limited("2/minute;100/day", key=lambda n: f"n:{n}")
+            async def work(n: int) -> int:
+                return n * 2
+
+        else:
+
+            @rate_limited("2/minute;100/day", key=lambda n: f"n:{n}")
+            def work(n: int) -> int:
+                return n * 2
+
+        limiter = work.limiter
+        assert isinstance(limiter, rp.pick(MultiLimiter, AsyncMultiLimiter))
+        assert [p.name for p in limiter.policies] == ["2-per-60s", "100-per-86400s"]
+        rp.call(limiter.reset("n:1"))
+        assert [rp.call(work(1)), rp.call(work(1))] == [2, 2]
+        with pytest.raises(RateLimited) as info:
+            rp.call(work(1))
+        decision: Any = info.value.decision
+        assert decision is not None and decision.violated == ("2-per-60s",)
+        assert rp.call(work(2)) == 4  # another subject
+        assert work.__name__ == "work"
+    finally:
+        rpm.configure()

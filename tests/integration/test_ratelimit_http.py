@@ -16,6 +16,7 @@ import pytest
 from redispatterns import RateLimited
 from redispatterns.http import ASGIRateLimitMiddleware, RequestInfo, WSGIRateLimitMiddleware
 from redispatterns.ratelimit import (
+    AsyncMultiLimiter,
     AsyncSlidingWindowLimiter,
     AsyncTokenBucketLimiter,
     MultiLimiter,
@@ -70,11 +71,13 @@ def test_rate_limited_checks_flavours(client: Any) -> None:
     alim = AsyncSlidingWindowLimiter(2, 60)
     with pytest.raises(TypeError, match="sync"):
 
-        @rate_limited(alim)
+        @rate_limited(alim)  # type: ignore[arg-type]
         def plain() -> None: ...
 
     with pytest.raises(TypeError):
-        rate_limited("not a limiter")  # type: ignore[arg-type]
+        rate_limited(42)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="second, minute, hour, day"):
+        rate_limited("not a limiter")  # a bad rate string fails at decoration
 
     @rate_limited(lim, key=lambda: 42)  # type: ignore[arg-type,return-value]
     def bad_key() -> None: ...
@@ -244,3 +247,23 @@ async def test_asgi_middleware_trusts_only_configured_proxies(aclient: Any) -> N
     exempt = ASGIRateLimitMiddleware(hello_asgi, lim, key=lambda req: None)
     assert [(await call_asgi(exempt))["status"] for _ in range(3)] == [200, 200, 200]
     await app({"type": "lifespan"}, None, None)  # non-HTTP scopes pass straight through
+
+
+async def test_middlewares_take_a_rate_string(aclient: Any, client: Any) -> None:
+    import redispatterns as rp
+
+    rp.configure(client=client, async_client=aclient)
+    try:
+        app = ASGIRateLimitMiddleware(hello_asgi, "2/minute;100/day")
+        assert isinstance(app.limiter, AsyncMultiLimiter) and app.limiter.name == "http"
+        await app.limiter.reset("ip:198.51.100.9")
+        got = [(await call_asgi(app, client="198.51.100.9"))["status"] for _ in range(3)]
+        assert got == [200, 200, 429]
+        wsgi = WSGIRateLimitMiddleware(hello_wsgi, "1/second")
+        assert isinstance(wsgi.limiter, MultiLimiter) and [p.name for p in wsgi.limiter.policies] == [
+            "1-per-1s"
+        ]
+        with pytest.raises(ValueError, match="second, minute, hour, day"):
+            WSGIRateLimitMiddleware(hello_wsgi, "1/sec")
+    finally:
+        rp.configure()

@@ -1,38 +1,39 @@
--- name: ratelimit_hit
+-- name: ratelimit_multi
 -- summary: check one subject against all its rate-limit policies and, only when every one admits, consume cost from each
 -- KEYS[*]: one state key per policy, in policy order, all sharing the subject's hash tag
 -- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
 -- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit (all or nothing), 2 hit with penalty (a denial is charged too)
--- ARGV[3]: member nonce for sliding-log entries, unique per call ("" when no policy is a sliding log)
--- ARGV[4]: virtual now in integer microseconds for tests, or "" to read the server TIME
+-- ARGV[3]: virtual now in integer microseconds for tests, or "" to read the server TIME
 -- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
--- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)}
+-- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)[, then 1 when a key held garbage]}
 -- read-only: no
 --
--- State of the wrong type or shape under a key (planted, or corrupted) counts as absent, and a
--- committing call replaces it: a subject is never denied forever by garbage.
+-- One policy alone goes to its own script (ratelimit_bucket, _log, _fixed, _counter): this one
+-- is for several at once. State of the wrong type or shape under a key (planted, or corrupted)
+-- counts as absent, a committing call replaces it, and the reply ends with a 1: a subject is
+-- never denied forever by garbage. Sliding-log members are the time itself, made unique with
+-- ZADD NX and a suffix when two units share a microsecond.
 --
 -- With a virtual now, every expiry is at least 60 s of real time: virtual time does not move the
 -- server's clock, so a TTL measured on it (1 ms at 1000/s) could lapse between two calls of a test.
 -- State never needs its TTL to be correct (each kind reads time from its own contents).
 --
 -- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
--- string.format('%.0f') because tostring() keeps only 14 significant digits.
+-- string.format('%d') because tostring() keeps only 14 significant digits.
 
 local cost = tonumber(ARGV[1])
 local mode = tonumber(ARGV[2])
-local nonce = ARGV[3]
 local now
 local min_ttl_ms = 0
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
   min_ttl_ms = 60000
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local function fmt(x) return string.format('%.0f', x) end
+local function fmt(x) return string.format('%d', x) end
 local function ceil_ms(us) return math.max(math.floor((us + 999) / 1000), min_ttl_ms) end
 local function idiv(a, b) -- floor(a / b) for integers, exact
   local q = math.floor(a / b)
@@ -41,9 +42,9 @@ local function idiv(a, b) -- floor(a / b) for integers, exact
 end
 
 local function read(...)  -- the reply, or nil when the key holds another type
-  local ok, v = pcall(redis.call, ...)
-  if ok then return v end
-  return nil
+  local v = redis.pcall(...)
+  if type(v) == 'table' and v.err then return nil end
+  return v
 end
 
 local n = #KEYS
@@ -51,10 +52,11 @@ local res = {now, 1}
 local plan = {}   -- per policy: the state to commit
 local all_ok = true
 local never = false  -- some policy can never admit this cost: nothing is charged, even on penalty
+local garbage = false  -- some key held garbage (reported by a trailing 1)
 
 for i = 1, n do
   local k = KEYS[i]
-  local base = 4 + (i - 1) * 3
+  local base = 3 + (i - 1) * 3
   local kind = tonumber(ARGV[base + 1])
   local limit = tonumber(ARGV[base + 2])
   local period = tonumber(ARGV[base + 3])
@@ -83,10 +85,11 @@ for i = 1, n do
     local stored = read('GET', k)
     local tat = now
     local at = stored and tonumber(stored)
-    if at then tat = math.max(at, now) elseif stored ~= false then p.corrupt = true end
+    if at and at < 9007199254740992 then tat = math.max(at, now) elseif stored ~= false then p.corrupt = true end
     local avail = idiv(now + tau - tat, period)
     local new = tat + cost * period
-    p.tat = tat
+    p.tat, p.tau = tat, tau
+    if not p.corrupt then p.at = at end
     if cost > limit then
       ok, remaining, retry, reset = false, avail, -1, tat - now
     elseif now >= new - tau then
@@ -106,6 +109,7 @@ for i = 1, n do
     if stored == nil then p.corrupt = true end
     if stored then
       local sidx, scur, sprev = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
+      if not sidx then p.corrupt = true end
       if sidx then
         sidx = tonumber(sidx)
         if sidx == idx then cur, prev = tonumber(scur), tonumber(sprev)
@@ -140,6 +144,7 @@ for i = 1, n do
     if stored == nil then p.corrupt = true end
     if stored then
       local sidx, scount = string.match(stored, '^(%-?%d+):(%d+)$')
+      if not sidx then p.corrupt = true end
       if sidx and tonumber(sidx) == idx then count = tonumber(scount) end
     end
     p.idx, p.count = idx, count
@@ -155,6 +160,7 @@ for i = 1, n do
 
   p.ok = ok
   plan[i] = p
+  if p.corrupt then garbage = true end
   if not ok then all_ok = false end
   if retry == -1 then never = true end
   res[#res + 1] = ok and 1 or 0
@@ -175,6 +181,7 @@ if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
       res[2 + 4 * i] = tonumber(last[2]) + p.period - now
     end
   end
+  if garbage then res[#res + 1] = 1 end
   return res
 end
 
@@ -184,18 +191,22 @@ for i = 1, n do
   -- a policy that denies on its own stays as it was unless penalty mode charges it;
   -- a policy that admits is charged only when the whole request is admitted (or on penalty)
   if p.kind == 1 then
-    local add = cost
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo))
-    local j = 1
-    while j <= add do
-      local args = {}
-      local stop = math.min(add, j + 99)
-      for m = j, stop do
-        args[#args + 1] = fmt(now)
-        args[#args + 1] = (add == 1) and nonce or (nonce .. ':' .. m)
+    -- entries that left the window are dropped by about one commit in eight (they never count,
+    -- and a penalty cap removes the oldest first); the key goes a window after the last entry
+    if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo)) end
+    local m = fmt(now)
+    local j, left = 0, cost
+    if cost == 1 then
+      if redis.call('ZADD', k, 'NX', m, m) == 1 then left = 0 else j = redis.call('ZCARD', k) end
+    end
+    while left > 0 do  -- unique members: a suffix, and NX tells which ones were taken already
+      local args, c = {'NX'}, math.min(left, 500)
+      for _ = 1, c do
+        j = j + 1
+        args[#args + 1] = m
+        args[#args + 1] = m .. ':' .. j
       end
-      redis.call('ZADD', k, unpack(args))
-      j = stop + 1
+      left = left - redis.call('ZADD', k, unpack(args))
     end
     if not p.ok or mode == 2 then
       local card = redis.call('ZCARD', k)
@@ -205,7 +216,14 @@ for i = 1, n do
     res[2 + 4 * i] = p.period  -- reset_after: the newest entry is now
   elseif p.kind == 2 then
     if p.new and p.new > now then
-      redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(p.new - now))
+      -- expires at the second multiple of tau after the state, as lua/ratelimit_bucket.lua does
+      -- (the two share keys): a write in the same multiple keeps the TTL set before
+      local g = (math.floor(p.new / p.tau) + 2) * p.tau
+      if p.at and min_ttl_ms == 0 and g == (math.floor(p.at / p.tau) + 2) * p.tau then
+        redis.call('SET', k, fmt(p.new), 'KEEPTTL')
+      else
+        redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(g - now))
+      end
       res[2 + 4 * i] = p.new - now
     end
   elseif p.kind == 4 then
@@ -221,4 +239,5 @@ for i = 1, n do
     redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(count), 'PX', ceil_ms(ttl))
   end
 end
+if garbage then res[#res + 1] = 1 end
 return res

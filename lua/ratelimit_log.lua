@@ -1,0 +1,85 @@
+-- name: ratelimit_log
+-- summary: exact sliding log for one subject: admit cost units when the trailing window has room, and only then record them
+-- KEYS[1]: the state key (a sorted set: one member per admitted unit, scored by its time in microseconds)
+-- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
+-- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit)
+-- ARGV[3]: limit, in units per trailing window
+-- ARGV[4]: window in integer microseconds
+-- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
+-- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- read-only: no
+--
+-- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
+-- Entries that left the window are dropped by about one charging call in eight (and with the
+-- key, a window after the last one), so the log holds little more than the live entries.
+-- Members are the time itself, made unique with ZADD NX and a suffix when two units share a
+-- microsecond. Garbage under the key (another type) counts as an empty log and the next
+-- charged hit replaces it; the reply then ends with a 1.
+
+local k = KEYS[1]
+local cost = tonumber(ARGV[1])
+local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
+local limit = tonumber(ARGV[3])
+local period = tonumber(ARGV[4])
+local now, min_ms = tonumber(ARGV[5]), 60000
+if not now then
+  local t = redis.call('TIME')
+  now, min_ms = t[1] * 1000000 + t[2], 0
+end
+
+local lo = string.format('%d', now - period)
+local live = redis.pcall('ZCOUNT', k, '(' .. lo, '+inf')
+local bad = type(live) == 'table'
+if bad then live = 0 end
+
+local function newest()  -- time until the newest live entry leaves the window (0: none)
+  if live == 0 then return 0 end
+  local e = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+  return e[2] + period - now
+end
+
+local function record()
+  if bad then redis.call('DEL', k) end
+  local m = string.format('%d', now)
+  local j, left = 0, cost
+  if cost == 1 then
+    if redis.call('ZADD', k, 'NX', m, m) == 1 then left = 0 else j = redis.call('ZCARD', k) end
+  end
+  while left > 0 do  -- unique members: a suffix, and NX tells which ones were taken already
+    local args, n = {'NX'}, math.min(left, 500)
+    for _ = 1, n do
+      j = j + 1
+      args[#args + 1] = m
+      args[#args + 1] = m .. ':' .. j
+    end
+    left = left - redis.call('ZADD', k, unpack(args))
+  end
+  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
+  redis.call('PEXPIRE', k, math.max(math.floor((period + 999) / 1000), min_ms))
+end
+
+local charge = mode ~= '0' and cost > 0
+if cost > limit then
+  return {now, math.max(limit - live, 0), -1, newest(), bad and 1 or nil}
+elseif live + cost <= limit then
+  if charge then
+    record()
+    if bad then return {now, limit - live - cost, 0, period, 1} end
+    return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
+  end
+  return {now, limit - live, 0, newest(), bad and 1 or nil}
+end
+-- the request fits once live + cost - limit entries have left: the oldest of them decides
+local e = redis.call('ZRANGEBYSCORE', k, '(' .. lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
+local retry = e[2] + period - now
+if charge and mode == '2' then
+  record()
+  local card = redis.call('ZCARD', k)
+  if card > limit then
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', lo)
+    card = redis.call('ZCARD', k)
+    if card > limit then redis.call('ZREMRANGEBYRANK', k, 0, card - limit - 1) end
+  end
+  return {now, math.max(limit - live, 0), retry, period}
+end
+return {now, math.max(limit - live, 0), retry, newest(), bad and 1 or nil}
