@@ -42,7 +42,7 @@ def _families(client: Any, is_async: bool) -> dict[str, Callable[[], Any]]:
         stream = rp.AsyncStream("faults-stream", client=client)
         board = rp.AsyncLeaderboard("faults-board", client=client)
         return {
-            "cache.invalidate": lambda: fn.invalidate(1),  # type: ignore[attr-defined]
+            "cache.invalidate": lambda: fn.invalidate(1),
             "lock": lambda: lock.acquire(timeout=1),
             "limiter": lambda: limiter.hit("x"),
             "session": lambda: sessions.create("u1", {"a": 1}),
@@ -59,7 +59,7 @@ def _families(client: Any, is_async: bool) -> dict[str, Callable[[], Any]]:
     sstream = rp.Stream("faults-stream", client=client)
     sboard = rp.Leaderboard("faults-board", client=client)
     return {
-        "cache.invalidate": lambda: sfn.invalidate(1),  # type: ignore[attr-defined]
+        "cache.invalidate": lambda: sfn.invalidate(1),
         "lock": lambda: slock.acquire(timeout=1),
         "limiter": lambda: slimiter.hit("x"),
         "session": lambda: ssessions.create("u1", {"a": 1}),

@@ -342,8 +342,8 @@ def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
     """maxmemory reached under ``noeviction``. Must hold: writes that need memory raise
     ``ServerError`` (also redis-py's ``OutOfMemoryError``, the server's words in the message),
     never ``ServerUnavailable`` (the server is up); reads and deletes still work; a cached
-    function still answers (computed, not stored); limiters keep counting (their scripts may
-    run under OOM, so a full server never lets a flood through)."""
+    function still answers (computed, not stored); a limiter hit that must write is refused
+    the same way (``on_error="raise"``) or gets the degraded decision (``"open"``)."""
     server = StandaloneServer(server_kind, args=["--maxmemory-policy", "noeviction"])
     client = _build(server.url, OPTS, asyncio_=False)
     admin: Any = redis.Redis.from_url(server.url)
@@ -368,8 +368,14 @@ def test_out_of_memory_with_noeviction(server_kind: ServerKind) -> None:
         assert kv.delete("m", "before")
         fn: Any = rp.cached(client=client, ttl=60)(_double)
         assert fn(21) == 42
-        limiter = rp.SlidingWindowLimiter(3, 60, client=client, on_error="raise")
-        assert [limiter.hit("x").allowed for _ in range(5)] == [True, True, True, False, False]
+        # a limiter hit that must record writes: refused like any write, or the degraded decision
+        strict = rp.SlidingWindowLimiter(3, 60, client=client, on_error="raise")
+        with pytest.raises(rp.ServerError) as refused:
+            strict.hit("x")
+        assert isinstance(refused.value, redis.exceptions.OutOfMemoryError)
+        lenient = rp.SlidingWindowLimiter(3, 60, client=client, on_error="open")
+        decision = lenient.hit("y")
+        assert decision.degraded and decision.allowed
     finally:
         admin.close()
         client.close()
