@@ -51,8 +51,17 @@ import redis
 from redis.asyncio.cluster import RedisCluster as _AsyncCluster
 from redis.cluster import RedisCluster as _SyncCluster
 from redis.connection import AbstractConnection
+from redis.exceptions import (
+    ClusterError,
+    DataError,
+    MaxConnectionsError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._compat import CLUSTER_PIPELINE_ASKS_KEYS
@@ -76,6 +85,7 @@ from ._core.ops import (
 )
 from ._core.server import ServerInfo, parse_info
 from ._loops import check_loop
+from .errors import RedisPatternsError, ServerError, ServerUnavailable
 
 __all__ = [
     "READ_RETRIES",
@@ -86,6 +96,7 @@ __all__ = [
     "ensure_ready",
     "flights",
     "monotonic",
+    "public_error",
     "run_async",
     "run_sync",
     "server_info",
@@ -171,6 +182,89 @@ def socket_timeout(client: Any) -> float | None:
             value = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
             return float(value) if value else None
     return _DEFAULT_SOCKET_TIMEOUT
+
+
+# --------------------------------------------------------------------------- errors
+
+# outages: the server could not be used; ReadOnlyError is a write that reached a demoted master
+# (a failover in progress), TryAgainError a multi-key command during a slot migration
+_OUTAGE_TYPES = (RedisConnectionError, RedisTimeoutError, ClusterError, ReadOnlyError, TryAgainError)
+_variants: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+# errors raised by user code (Compute): a redis error from the user's own client is not ours to rename
+_user_errors: weakref.WeakSet[BaseException] = weakref.WeakSet()
+
+
+def _variant(base: type[RedisPatternsError], original: type[BaseException]) -> type[BaseException]:
+    """``base`` that is also ``original`` (so ``except <redis-py class>`` keeps catching it)."""
+    if issubclass(base, original):
+        return base
+    cls = _variants.get((base, original))
+    if cls is None:
+
+        def reduce(self: Any) -> tuple[Any, ...]:  # pickles as the plain public class
+            return (base, (str(self),), {"url": getattr(self, "url", None)})
+
+        ns = {"__module__": base.__module__, "__qualname__": base.__qualname__, "__reduce__": reduce}
+        cls = _variants.setdefault((base, original), type(base.__name__, (base, original), ns))
+    return cls
+
+
+def _address(client: Any) -> tuple[str | None, str | None]:
+    """``(where, password)``: the client's server as a URL without credentials, and its password."""
+    kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kw, dict):
+        if kw.get("path"):
+            return f"unix://{kw['path']}", kw.get("password")
+        if "host" in kw:
+            return f"redis://{kw['host']}:{kw.get('port', 6379)}", kw.get("password")
+    manager = getattr(client, "nodes_manager", None)
+    nodes = getattr(manager, "startup_nodes", None)
+    if isinstance(nodes, dict) and nodes:
+        kw = getattr(manager, "connection_kwargs", None) or getattr(client, "connection_kwargs", None) or {}
+        return "redis+cluster://" + ",".join(sorted(nodes)), kw.get("password")
+    return None, None
+
+
+def _from_user(exc: BaseException) -> None:
+    """Remember that user code raised ``exc`` (only redis errors matter, and they can be
+    weakly referenced; builtin exceptions cannot)."""
+    if isinstance(exc, (RedisError, RedisClusterException)):
+        _user_errors.add(exc)
+
+
+def public_error(client: Any, exc: BaseException) -> BaseException | None:
+    """What a Redis-side failure leaves the library as, or ``None`` when ``exc`` is not one.
+
+    Outages become :class:`ServerUnavailable`, error replies :class:`ServerError`; either is also
+    an instance of ``exc``'s redis-py class, carries ``exc``'s attributes, and never repeats the
+    client's password. Errors of our own, and whatever user code raised (a ``Compute`` op: the
+    user's own Redis client may fail too), are ``None``: they leave as they are.
+    """
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, (RedisError, RedisClusterException)):
+        return None
+    if exc in _user_errors:
+        return None
+    text = str(exc) or type(exc).__name__
+    base: type[RedisPatternsError] = ServerError
+    if isinstance(exc, _OUTAGE_TYPES):
+        base = ServerUnavailable
+    elif isinstance(exc, RedisClusterException):
+        # no reachable node / uncovered slots are outages; the rest is a client-side misuse
+        if not any(s in text for s in ("cannot be connected", "not covered")):
+            return None
+        base = ServerUnavailable
+    elif isinstance(exc, DataError):  # a value redis-py cannot encode: the caller's mistake
+        return None
+    where, password = _address(client)
+    if password and isinstance(password, str):
+        text = text.replace(password, "***")
+    message = f"Redis unavailable ({where}): {text}" if base is ServerUnavailable and where else text
+    cls = _variant(base, type(exc))
+    out: Any = cls.__new__(cls, message)
+    Exception.__init__(out, message)
+    out.__dict__.update(getattr(exc, "__dict__", {}))
+    out.url = where
+    return cast(BaseException, out)
 
 
 # --------------------------------------------------------------------------- blocking waits
@@ -361,7 +455,13 @@ def server_info(client: Any) -> ServerInfo:
         if _kind_hint(client) == "fakeredis":
             info = _fake_info(client)
         else:
-            info = _info_from(client, client.info("server"))
+            try:
+                info = _info_from(client, client.info("server"))
+            except Exception as exc:
+                public = public_error(client, exc)
+                if public is None:
+                    raise
+                raise public from exc
         _infos[client] = info
     return info
 
@@ -370,11 +470,17 @@ async def server_info_async(client: Any) -> ServerInfo:
     """The asyncio twin of :func:`server_info`."""
     info = _infos.get(client)
     if info is None:
-        await ensure_ready(client)
-        if _kind_hint(client) == "fakeredis":
-            info = _fake_info(client)
-        else:
-            info = _info_from(client, await client.info("server"))
+        try:
+            await ensure_ready(client)
+            if _kind_hint(client) == "fakeredis":
+                info = _fake_info(client)
+            else:
+                info = _info_from(client, await client.info("server"))
+        except Exception as exc:
+            public = public_error(client, exc)
+            if public is None:
+                raise
+            raise public from exc
         _infos[client] = info
     return info
 
@@ -526,6 +632,8 @@ def _exec_sync_retrying(client: Any, op: Op) -> Any:
     while True:
         try:
             return _exec_sync(client, op)
+        except RedisPatternsError:  # from a nested runner (a Coalesce leader): final
+            raise
         except MaxConnectionsError:
             full_since, pause = _pool_full_wait(full_since)
             time.sleep(pause)
@@ -537,18 +645,29 @@ def _exec_sync_retrying(client: Any, op: Op) -> Any:
 
 
 def run_sync(client: Any, flow: Flow[T]) -> T:
-    """Drive ``flow`` to completion on a sync client and return its result."""
+    """Drive ``flow`` to completion on a sync client and return its result.
+
+    The flow sees redis-py's errors as they are; one that leaves it leaves as
+    :func:`public_error` says (``ServerUnavailable`` / ``ServerError``, the original as cause).
+    """
     try:
         op = next(flow)
         while True:
             try:
                 reply = _exec_sync_retrying(client, op)
             except Exception as exc:  # thrown into the flow, which may handle it
+                if type(op) is Compute:
+                    _from_user(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
         return cast(T, stop.value)
+    except Exception as exc:
+        public = public_error(client, exc)
+        if public is None:
+            raise
+        raise public from exc
     finally:
         flow.close()
 
@@ -633,6 +752,8 @@ async def _exec_async_retrying(client: Any, op: Op) -> Any:
     while True:
         try:
             return await _exec_async(client, op)
+        except RedisPatternsError:  # from a nested runner (a Coalesce leader): final
+            raise
         except MaxConnectionsError:
             full_since, pause = _pool_full_wait(full_since)
             await asyncio.sleep(pause)
@@ -655,21 +776,29 @@ async def ensure_ready(client: Any) -> None:
 
 
 async def run_async(client: Any, flow: Flow[T]) -> T:
-    """Drive ``flow`` to completion on an asyncio client and return its result."""
+    """Drive ``flow`` to completion on an asyncio client and return its result (errors as
+    :func:`run_sync`'s)."""
     check_loop(client)  # a client whose connections belong to another loop: a clear error
-    if getattr(client, "_initialize", False) is True:
-        await ensure_ready(client)
     try:
+        if getattr(client, "_initialize", False) is True:
+            await ensure_ready(client)
         op = next(flow)
         while True:
             try:
                 reply = await _exec_async_retrying(client, op)
             except Exception as exc:
+                if type(op) is Compute:
+                    _from_user(exc)
                 op = flow.throw(exc)
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
         return cast(T, stop.value)
+    except Exception as exc:
+        public = public_error(client, exc)
+        if public is None:
+            raise
+        raise public from exc
     finally:
         flow.close()
 

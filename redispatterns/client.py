@@ -32,7 +32,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from . import _compat, _loops, _pools
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ServerUnavailable
 
 __all__ = [
     "AsyncClient",
@@ -199,7 +199,15 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
         # connection_pool_class only on its from-URL path, so name the first node by URL too
         kw.setdefault("connection_pool_class", _pools.QueuingPool)
         first = f"{'rediss' if kw.get('ssl') else 'redis'}://{hosts[0][0]}:{hosts[0][1]}"
-        return redis.cluster.RedisCluster(startup_nodes=nodes, url=first, **kw)
+        try:  # the sync cluster client reads the topology now: no node answering is an outage
+            return redis.cluster.RedisCluster(startup_nodes=nodes, url=first, **kw)
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+            text = str(exc)
+            outage = isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+            if not (outage or "cannot be connected" in text or "not covered" in text):
+                raise
+            shown = describe_url(url)
+            raise ServerUnavailable(f"Redis unavailable ({shown}): {text}", url=shown) from exc
     # redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]
     user, password, hosts = _hosts(parts.netloc, 26379)
     path = [p for p in parts.path.split("/") if p]

