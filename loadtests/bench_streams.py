@@ -199,7 +199,9 @@ def _drain_cases(url: str, count: int) -> list[BenchCase]:
     note = f"{total} entries per call, reads of {count}; msg/s = {total}e6 / median"
     return [
         BenchCase("streams", f"Consumer.run drain count={count}", call, floor, note=note),
-        BenchCase("streams", f"AsyncConsumer.run drain count={count}", acall, afloor, is_async=True, note=note),
+        BenchCase(
+            "streams", f"AsyncConsumer.run drain count={count}", acall, afloor, is_async=True, note=note
+        ),
     ]
 
 

@@ -306,13 +306,13 @@ def _each_lanes(op: ComputeEach) -> tuple[list[Any], list[list[int]]]:
 def _each_sync(op: ComputeEach) -> list[Any]:
     fn, items, stop = op.fn, op.items, op.stop
     if op.concurrency <= 1 and op.key is None:  # the hot path: in order, on this thread
-        out: list[Any] = [NOT_RUN] * len(items)
+        out: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
             if stop is not None and stop():
+                out[i:] = [NOT_RUN] * (len(items) - i)
                 break
             try:
                 fn(item)
-                out[i] = None
             except Exception as exc:
                 out[i] = exc
         return out
@@ -351,8 +351,21 @@ def _each_sync(op: ComputeEach) -> list[Any]:
 
 async def _each_async(op: ComputeEach) -> list[Any]:
     fn, items, stop = op.fn, op.items, op.stop
-    out, lanes = _each_lanes(op)
     isawaitable = inspect.isawaitable
+    if op.concurrency <= 1 and op.key is None:  # the hot path: in order, in this task
+        out: list[Any] = [None] * len(items)
+        for i, item in enumerate(items):
+            if stop is not None and stop():
+                out[i:] = [NOT_RUN] * (len(items) - i)
+                break
+            try:
+                r = fn(item)
+                if r is not None and isawaitable(r):
+                    await r
+            except Exception as exc:
+                out[i] = exc
+        return out
+    out, lanes = _each_lanes(op)
 
     async def run_lane(lane: list[int]) -> None:
         for i in lane:
@@ -517,7 +530,7 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
     stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
     (each node caches scripts on its own).
     """
-    loaded = None if op.transaction or isinstance(client, _CLUSTERS) else _loaded.get(client)
+    loaded = None if op.transaction or _is_cluster(client) else _loaded.get(client)
     args: list[tuple[Any, ...]] = []
     by_sha: list[int] = []
     for i, sub in enumerate(op.ops):
@@ -535,7 +548,7 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
 
 def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
     """Remember the scripts a plain client now holds; raise the first error if the batch should."""
-    if not isinstance(client, _CLUSTERS):
+    if not _is_cluster(client):
         shas = [sub.script.sha for sub in op.ops if type(sub) is Script]
         if shas:
             known = _loaded.get(client)
@@ -571,11 +584,22 @@ def _batch_sync(client: Any, op: Batch) -> Any:
 _MOVABLE_KEYS = frozenset({"XREAD", "XREADGROUP", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE",
                            "ZUNION", "ZINTER", "ZDIFF", "SORT", "SORT_RO", "LMPOP", "ZMPOP"})  # fmt: skip
 _CLUSTERS = (_SyncCluster, _AsyncCluster)
+_cluster_types: dict[type, bool] = {}
+
+
+def _is_cluster(client: Any) -> bool:
+    """``isinstance(client, _CLUSTERS)``, cached by type: redis-py's clients derive from a
+    ``typing.Protocol``, which makes each ``isinstance`` cost about a microsecond on the hot path."""
+    t = type(client)
+    found = _cluster_types.get(t)
+    if found is None:
+        found = _cluster_types[t] = issubclass(t, _CLUSTERS)
+    return found
 
 
 def _routed(client: Any, cmd: Command) -> dict[str, Any]:
     """``target_nodes=`` for a movable-keys command with declared keys on a cluster client."""
-    if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and isinstance(client, _CLUSTERS):
+    if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and _is_cluster(client):
         cluster: Any = client
         return {"target_nodes": cluster.get_node_from_key(cmd.keys[0])}
     return {}

@@ -8,6 +8,7 @@ The public classes in :mod:`redispatterns.streams` add one-line methods over ``r
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -304,8 +305,25 @@ class _ConsumerBase:
     def _wrap(self, delivery: Delivery) -> list[Any]:
         cls, codec, counts = self._message_cls, self._stream.codec, delivery.counts
         if counts is None:
-            return [cls(mid, raw, 1, codec, self) for mid, raw in delivery.entries]
+            first = self._first_delivery
+            return [first(mid, raw) for mid, raw in delivery.entries]
         return [cls(mid, raw, n, codec, self) for (mid, raw), n in zip(delivery.entries, counts, strict=True)]
+
+    @functools.cached_property
+    def _first_delivery(self) -> Callable[[Any, Any], BaseMessage]:
+        """The message class for first deliveries, bound to this consumer: its owner and codec are
+        class attributes, so a message costs two stores less (the per-entry cost of a drain)."""
+        cls = self._message_cls
+
+        def __init__(m: Any, mid: Any, raw: Any) -> None:
+            m._id = mid
+            m.raw = raw
+            m.delivery_count = 1
+            m.settled = False
+
+        ns = {"__slots__": (), "__init__": __init__, "_owner": self, "_codec": self._stream.codec,
+              "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
+        return type(cls.__name__, (cls,), ns)
 
     def _read(self, count: int | None, block: float | None) -> Flow[Delivery]:
         c = None if count is None else _count("count", count)

@@ -224,7 +224,7 @@ NOT_RUN = _NotRun()
 """A :class:`ComputeEach` outcome: the call was never started (the op's ``stop()`` said so)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per batch of a stream consumer (see above)
 class ComputeEach:
     """Call user code once per item, ``fn(item)``, at most ``concurrency`` calls at a time
     (the sync runner's worker threads, the asyncio runner's tasks; ``1``: in order, in place).
