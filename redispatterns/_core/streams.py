@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import Codec, as_bytes, as_str
+import orjson
+
+from .codec import Codec, JsonCodec, as_bytes, as_str
 from .keys import Keyspace
 from .ops import Arg, Batch, Command, Flow, Script, WallClock
 from .scripts import load
@@ -120,21 +122,35 @@ class DeadLetter:
 # --------------------------------------------------------------------------- pure helpers
 
 
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # never NaN, never option-dependent
+_checked_names: set[str] = set()  # field names already validated (a bounded memo: names repeat)
+
+
+def _check_field_name(k: object) -> None:
+    if not isinstance(k, str):
+        raise TypeError(f"field names must be str, not {type(k).__name__}")
+    if not k or k.startswith(RESERVED_PREFIX):
+        raise ValueError(f"field name {k!r} is empty or starts with the reserved {RESERVED_PREFIX!r}")
+    if len(_checked_names) > 4096:
+        _checked_names.clear()
+    _checked_names.add(k)
+
+
 def encode_fields(fields: Mapping[str, Any], codec: Codec) -> list[Arg]:
     """``[f1, v1, f2, v2, ...]`` with values through ``codec``; validates names."""
     if type(fields) is not dict and not isinstance(fields, Mapping):
         raise TypeError(f"fields must be a mapping of str to values, not {type(fields).__name__}")
     if not fields:
         raise ValueError("a stream entry needs at least one field")
-    out: list[Arg] = []
-    for k, v in fields.items():
-        if not isinstance(k, str):
-            raise TypeError(f"field names must be str, not {type(k).__name__}")
-        if not k or k.startswith(RESERVED_PREFIX):
-            raise ValueError(f"field name {k!r} is empty or starts with the reserved {RESERVED_PREFIX!r}")
-        out.append(k)
-        out.append(codec.encode(v))
-    return out
+    checked = _checked_names
+    for k in fields:
+        if k not in checked:
+            _check_field_name(k)
+    enc = codec.encode
+    if type(codec) is JsonCodec:  # scalars straight to orjson: the bytes JsonCodec.encode gives
+        dumps, simple = orjson.dumps, _JSON_SCALARS
+        return [x for k, v in fields.items() for x in (k, dumps(v) if type(v) in simple else enc(v))]
+    return [x for k, v in fields.items() for x in (k, enc(v))]
 
 
 def trim(spec: StreamSpec) -> Flow[tuple[Arg, ...]]:
@@ -164,9 +180,11 @@ def add_many(spec: StreamSpec, payloads: Sequence[list[Arg]]) -> Flow[list[str]]
     if not payloads:
         return []
     t = yield from trim(spec)
-    ops = tuple(Command("XADD", spec.key, *t, "*", *p, keys=(spec.key,)) for p in payloads)
-    replies = yield Batch(ops)
-    return [as_str(r) for r in replies]
+    key, keys = spec.key, (spec.key,)
+    replies = yield Batch(
+        tuple(Command("XADD", key, *t, "*", *p, keys=keys, retryable=False) for p in payloads)
+    )
+    return [r.decode() if type(r) is bytes else as_str(r) for r in replies]
 
 
 def pack_fields(payload: Sequence[Arg]) -> bytes:
