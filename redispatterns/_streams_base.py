@@ -244,6 +244,8 @@ class _ConsumerBase:
         min_idle_s = _positive("min_idle", min_idle)
         interval = min(5.0, min_idle_s / 2) if reclaim_interval is None else reclaim_interval
         interval = _positive("reclaim_interval", interval)
+        if validate.is_async_callable(order_by):
+            raise TypeError("order_by must be a field name or a plain function of the message, not async")
         if order_by is None or callable(order_by):
             self._key = order_by
         elif isinstance(order_by, str) and order_by:
@@ -252,9 +254,7 @@ class _ConsumerBase:
             raise TypeError("order_by must be a field name, a function of the message, or None")
         hint = "taking (exception, message)"
         self._on_error = validate.callable_or_none(on_error, "on_error", hint)
-        if not self._asyncio and (
-            validate.is_async_callable(on_error) or validate.is_async_callable(order_by)
-        ):
+        if not self._asyncio and validate.is_async_callable(on_error):
             raise TypeError("a Consumer takes plain functions; use AsyncConsumer for async ones")
         self._cfg = ConsumerConfig(
             group=_check_name("group", group),

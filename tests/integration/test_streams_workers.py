@@ -246,6 +246,12 @@ def test_worker_arguments_are_checked(rp: Harness) -> None:
         _consumer(rp, s, concurrency=0)
     with pytest.raises(TypeError):
         _consumer(rp, s, order_by=5)
+
+    async def akey(m: Any) -> str:
+        return "k"
+
+    with pytest.raises(TypeError, match="plain function"):
+        _consumer(rp, s, order_by=akey)
     with pytest.raises(ValueError, match="min_idle"):
         _consumer(rp, s, min_idle=1, retry_delay=Backoff.exponential(0.5, 5))
     with pytest.raises(TypeError, match="Backoff"):
