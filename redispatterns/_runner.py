@@ -530,7 +530,8 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
     stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
     (each node caches scripts on its own).
     """
-    loaded = None if op.transaction or _is_cluster(client) else _loaded.get(client)
+    loaded: set[str] | None = None
+    looked = op.transaction or _is_cluster(client)  # look `loaded` up at the first script only
     args: list[tuple[Any, ...]] = []
     by_sha: list[int] = []
     for i, sub in enumerate(op.ops):
@@ -538,6 +539,8 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
             args.append(sub.args)
             continue
         s = cast(Script, sub)
+        if not looked:
+            loaded, looked = _loaded.get(client), True
         if loaded is not None and s.script.sha in loaded:
             args.append(("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args))
             by_sha.append(i)
