@@ -40,11 +40,14 @@ class Tracker:
         self.by_key: dict[Any, int] = {}
         self.key_overlap = False
         self.order: list[tuple[Any, int]] = []
+        self.overlapped = threading.Event()
 
     def enter(self, key: Any) -> None:
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
+            if self.most > 1:
+                self.overlapped.set()
             self.by_key[key] = self.by_key.get(key, 0) + 1
             self.key_overlap |= self.by_key[key] > 1
 
@@ -55,11 +58,19 @@ class Tracker:
             self.order.append((key, n))
 
 
-def _sleeping_handler(rp: Harness, t: Tracker, seconds: float, key_field: str = "k") -> Any:
+def _sleeping_handler(
+    rp: Harness, t: Tracker, seconds: float, key_field: str = "k", wait_overlap: bool = False
+) -> Any:
+    """Sleeps ``seconds``; with ``wait_overlap`` entry 0 first waits (up to 5 s) for another call
+    to start, so an overlap is observed whenever the consumer allows one (not a timing guess)."""
     if rp.is_async:
 
         async def ahandler(m: Any) -> None:
             t.enter(m[key_field])
+            for _ in range(500 if wait_overlap and m["n"] == 0 else 0):
+                if t.overlapped.is_set():
+                    break
+                await asyncio.sleep(0.01)
             await asyncio.sleep(seconds)
             t.leave(m[key_field], m["n"])
 
@@ -67,6 +78,8 @@ def _sleeping_handler(rp: Harness, t: Tracker, seconds: float, key_field: str = 
 
     def handler(m: Any) -> None:
         t.enter(m[key_field])
+        if wait_overlap and m["n"] == 0:
+            t.overlapped.wait(5)
         time.sleep(seconds)
         t.leave(m[key_field], m["n"])
 
@@ -78,7 +91,7 @@ def test_concurrency_runs_handlers_at_once_and_loses_nothing(rp: Harness) -> Non
     rp.call(s.add_many([{"n": i, "k": i} for i in range(40)]))
     t = Tracker()
     c = _consumer(rp, s, concurrency=8, count=20)
-    stats = rp.call(c.run(_sleeping_handler(rp, t, 0.03), until_idle=0.3))
+    stats = rp.call(c.run(_sleeping_handler(rp, t, 0.03, wait_overlap=True), until_idle=0.3))
     assert sorted(n for _, n in t.order) == list(range(40))  # each once
     assert t.most > 1  # handler calls overlapped
     assert stats.acked == 40 and stats.failed == 0 and _pending(rp, s) == 0
@@ -97,7 +110,7 @@ def test_order_by_keeps_each_key_in_stream_order_one_at_a_time(rp: Harness) -> N
     rp.call(s.add_many([{"n": i, "k": f"user-{i % 3}"} for i in range(30)]))
     t = Tracker()
     c = _consumer(rp, s, concurrency=6, count=30, order_by="k")
-    rp.call(c.run(_sleeping_handler(rp, t, 0.01), until_idle=0.3))
+    rp.call(c.run(_sleeping_handler(rp, t, 0.01, wait_overlap=True), until_idle=0.3))
     assert not t.key_overlap and t.most > 1  # keys in parallel, never one key twice at once
     for k in ("user-0", "user-1", "user-2"):
         ns = [n for key, n in t.order if key == k]
