@@ -1,11 +1,16 @@
-"""Streams: consumer throughput vs the raw XREADGROUP + XACK floor, and add vs raw XADD.
+"""Streams: consumer drain vs the raw XREADGROUP + XACK floor, add / add_many vs raw XADD.
 
-The consumer case drains ``PER_CALL`` entries per call through ``Consumer.run(max_messages=...)``:
-batches of 100, each batch's acks pipelined with the next read, and a final XACK. The floor does
-the same by hand with redis-py and calls the same empty handler per entry: ``XREADGROUP COUNT 100``
-with the previous batch's ``XACK`` in one pipeline, then a final ``XACK``. Both streams are refilled
-(and their consumed part trimmed) every few calls, so the median is the steady state.
-msg/s = PER_CALL / median µs * 1e6.
+Drain cases, at ``count`` 10 / 100 / 1000: each call drains ``max(count, 200)`` entries through
+``Consumer.run(max_messages=...)`` (reads of ``count`` entries, each batch's acks pipelined with
+the next read, a final XACK). The floor does the same by hand with redis-py and calls the same
+empty handler per entry: ``XREADGROUP COUNT n`` with the previous batch's ``XACK`` in one
+pipeline, then a final ``XACK``. Both streams are refilled (and their consumed part trimmed)
+every few calls, so the median is the steady state. msg/s = entries per call / median µs * 1e6.
+
+``Stream.add_many`` of N entries is measured against N ``XADD`` in one pipeline (same encoding).
+
+Every key is named per run and every group is created tolerantly, so a database used before
+(even by an interrupted run) never fails the bench with ``BUSYGROUP``.
 """
 
 from __future__ import annotations
@@ -24,37 +29,58 @@ from loadtests.harness import BenchCase, main
 from redispatterns.client import connect, connect_async
 from redispatterns.streams import AsyncConsumer, AsyncStream, Consumer, Stream
 
-PER_CALL = 500
-BATCH = 100
-REFILL = 25_000
+COUNTS = (10, 100, 1000)
+ADD_MANY = (10, 100, 1000)
+REFILL = 20_000
 PAYLOAD = {"user": 42, "action": "click", "page": "/home"}
 
 _counter = itertools.count()
 _RUN = f"{os.getpid()}-{time.time_ns()}"  # names unique per run: a reused database holds no clash
 
 
+def _per_call(count: int) -> int:
+    return max(count, 200)
+
+
+def _group(r: Any, key: str) -> None:
+    """XGROUP CREATE that tolerates an existing group (a database used before)."""
+    try:
+        r.xgroup_create(key, "g", "0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def _agroup(r: Any, key: str) -> None:
+    try:
+        await r.xgroup_create(key, "g", "0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 class _Feeder:
     """Keeps a stream stocked: refills and trims consumed entries when fewer than 2 calls remain."""
 
-    def __init__(self, client: Any, key: str, raw_fields: dict[str, Any]) -> None:
-        self.client, self.key, self.fields = client, key, raw_fields
+    def __init__(self, key: str, raw_fields: dict[str, Any], per_call: int) -> None:
+        self.key, self.fields, self.per_call = key, raw_fields, per_call
         self.left = 0
 
     def ops(self) -> list[tuple[Any, ...]]:
-        ops: list[tuple[Any, ...]] = [("XTRIM", self.key, "MAXLEN", "~", PER_CALL * 4)]
+        ops: list[tuple[Any, ...]] = [("XTRIM", self.key, "MAXLEN", "~", self.per_call * 4)]
         flat = [x for kv in self.fields.items() for x in kv]
         ops += [("XADD", self.key, "*", *flat)] * REFILL
         return ops
 
     def need(self) -> bool:
-        self.left -= PER_CALL
-        if self.left < PER_CALL * 2:
+        self.left -= self.per_call
+        if self.left < self.per_call * 2:
             self.left += REFILL
             return True
         return False
 
-    def refill_sync(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
+    def refill_sync(self, client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
         for op in self.ops():
             pipe.execute_command(*op)
         pipe.execute()
@@ -70,14 +96,14 @@ def _encoded(stream: Stream | AsyncStream) -> dict[str, Any]:
     return {k: stream.codec.encode(v) for k, v in PAYLOAD.items()}
 
 
-def _raw_drain(r: Any, key: str, group: str) -> int:
+def _raw_drain(r: Any, key: str, count: int, total: int) -> int:
     n = 0
     acks: list[Any] = []
-    while n < PER_CALL:
-        read = ("XREADGROUP", "GROUP", group, "raw", "COUNT", BATCH, "STREAMS", key, ">")
+    read = ("XREADGROUP", "GROUP", "g", "raw", "COUNT", count, "STREAMS", key, ">")
+    while n < total:
         if acks:
             pipe = r.pipeline(transaction=False)
-            pipe.execute_command("XACK", key, group, *acks)
+            pipe.execute_command("XACK", key, "g", *acks)
             pipe.execute_command(*read)
             reply = pipe.execute()[1]
         else:
@@ -87,18 +113,18 @@ def _raw_drain(r: Any, key: str, group: str) -> int:
             _noop(entry)  # the same (empty) handler, called per entry
         acks = [e[0] for e in entries]
         n += len(entries)
-    r.execute_command("XACK", key, group, *acks)
+    r.execute_command("XACK", key, "g", *acks)
     return n
 
 
-async def _araw_drain(r: Any, key: str, group: str) -> int:
+async def _araw_drain(r: Any, key: str, count: int, total: int) -> int:
     n = 0
     acks: list[Any] = []
-    while n < PER_CALL:
-        read = ("XREADGROUP", "GROUP", group, "raw", "COUNT", BATCH, "STREAMS", key, ">")
+    read = ("XREADGROUP", "GROUP", "g", "raw", "COUNT", count, "STREAMS", key, ">")
+    while n < total:
         if acks:
             pipe = r.pipeline(transaction=False)
-            pipe.execute_command("XACK", key, group, *acks)
+            pipe.execute_command("XACK", key, "g", *acks)
             pipe.execute_command(*read)
             reply = (await pipe.execute())[1]
         else:
@@ -108,7 +134,7 @@ async def _araw_drain(r: Any, key: str, group: str) -> int:
             _noop(entry)
         acks = [e[0] for e in entries]
         n += len(entries)
-    await r.execute_command("XACK", key, group, *acks)
+    await r.execute_command("XACK", key, "g", *acks)
     return n
 
 
@@ -116,33 +142,34 @@ def _noop(_m: Any) -> None:
     return None
 
 
-def _consumer_cases(url: str) -> list[BenchCase]:
+def _drain_cases(url: str, count: int) -> list[BenchCase]:
     run_id = f"{_RUN}-{next(_counter)}"
+    total = _per_call(count)
     c = connect(url)
     raw = redis.Redis.from_url(url, protocol=2)
     ours = Stream(f"bench:{run_id}:ours", client=c)
-    con = Consumer(ours, "g", "ours", count=BATCH, block=1.0)
+    con = Consumer(ours, "g", "ours", count=count, block=1.0)
     con.ensure_group()
     floor_key = f"bench:{run_id}:floor"
-    raw.xgroup_create(floor_key, "g", "0", mkstream=True)
-    f_ours = _Feeder(c, ours.key, _encoded(ours))
-    f_floor = _Feeder(raw, floor_key, _encoded(ours))
+    _group(raw, floor_key)
+    f_ours = _Feeder(ours.key, _encoded(ours), total)
+    f_floor = _Feeder(floor_key, _encoded(ours), total)
 
     def call() -> None:
         if f_ours.need():
-            f_ours.refill_sync()
-        con.run(_noop, max_messages=PER_CALL)
+            f_ours.refill_sync(c)
+        con.run(_noop, max_messages=total)
 
     def floor() -> None:
         if f_floor.need():
-            f_floor.refill_sync()
-        _raw_drain(raw, floor_key, "g")
+            f_floor.refill_sync(raw)
+        _raw_drain(raw, floor_key, count, total)
 
     # asyncio: clients are made inside the case's own event loop
     astate: dict[str, Any] = {}
     akey_floor = f"bench:{run_id}:afloor"
-    af_ours = _Feeder(None, "", {})
-    af_floor = _Feeder(None, "", {})
+    af_ours = _Feeder("", {}, total)
+    af_floor = _Feeder(akey_floor, {}, total)
 
     async def _ainit() -> None:
         if "c" in astate:
@@ -150,42 +177,60 @@ def _consumer_cases(url: str) -> list[BenchCase]:
         ac = connect_async(url)
         araw = redis.asyncio.Redis.from_url(url, protocol=2)
         stream = AsyncStream(f"bench:{run_id}:aours", client=ac)
-        acon = AsyncConsumer(stream, "g", "ours", count=BATCH, block=1.0)
+        acon = AsyncConsumer(stream, "g", "ours", count=count, block=1.0)
         await acon.ensure_group()
-        try:
-            await araw.xgroup_create(akey_floor, "g", "0", mkstream=True)
-        except redis.ResponseError:
-            pass
+        await _agroup(araw, akey_floor)
         af_ours.key, af_ours.fields = stream.key, _encoded(stream)
-        af_floor.key, af_floor.fields = akey_floor, _encoded(stream)
+        af_floor.fields = _encoded(stream)
         astate.update(c=ac, raw=araw, con=acon)
 
     async def acall() -> None:
         await _ainit()
         if af_ours.need():
             await af_ours.refill_async(astate["c"])
-        await astate["con"].run(_noop, max_messages=PER_CALL)
+        await astate["con"].run(_noop, max_messages=total)
 
     async def afloor() -> None:
         await _ainit()
         if af_floor.need():
             await af_floor.refill_async(astate["raw"])
-        await _araw_drain(astate["raw"], akey_floor, "g")
+        await _araw_drain(astate["raw"], akey_floor, count, total)
 
-    note = f"{PER_CALL} entries per call in batches of {BATCH}; msg/s = {PER_CALL}e6 / median"
+    note = f"{total} entries per call, reads of {count}; msg/s = {total}e6 / median"
     return [
-        BenchCase("streams", f"Consumer.run drain {PER_CALL}", call, floor, note=note),
-        BenchCase("streams", f"AsyncConsumer.run drain {PER_CALL}", acall, afloor, is_async=True, note=note),
+        BenchCase("streams", f"Consumer.run drain count={count}", call, floor, note=note),
+        BenchCase(
+            "streams", f"AsyncConsumer.run drain count={count}", acall, afloor, is_async=True, note=note
+        ),
     ]
+
+
+def _add_many_cases(url: str, n: int) -> list[BenchCase]:
+    c = connect(url)
+    raw: Any = redis.Redis.from_url(url, protocol=2)
+    s = Stream(f"bench:{_RUN}:many{n}", client=c, maxlen=10_000)
+    entries = [PAYLOAD] * n
+
+    def enc() -> list[Any]:  # what a hand-written producer does: one orjson.dumps per value
+        return [x for k, v in PAYLOAD.items() for x in (k, orjson.dumps(v))]
+
+    def floor() -> Any:
+        pipe = raw.pipeline(transaction=False)
+        for _ in range(n):
+            pipe.execute_command("XADD", s.key, "MAXLEN", "~", 10_000, "*", *enc())
+        return pipe.execute()
+
+    return [BenchCase("streams", f"Stream.add_many {n}", lambda: s.add_many(entries), floor,
+                      note="floor: N pipelined XADD")]  # fmt: skip
 
 
 def _add_cases(url: str) -> list[BenchCase]:
     c = connect(url)
     raw: Any = redis.Redis.from_url(url, protocol=2)
-    s = Stream("bench:add", client=c, maxlen=10_000)
+    s = Stream(f"bench:{_RUN}:add", client=c, maxlen=10_000)
     keys = itertools.count()
 
-    def _enc() -> list[Any]:  # what a hand-written producer does: one orjson.dumps per value
+    def _enc() -> list[Any]:
         return [x for k, v in PAYLOAD.items() for x in (k, orjson.dumps(v))]
 
     def floor() -> Any:
@@ -202,7 +247,7 @@ def _add_cases(url: str) -> list[BenchCase]:
         return astate[name]
 
     async def acall() -> Any:
-        st = await _get("s", lambda: AsyncStream("bench:add", client=connect_async(url), maxlen=10_000))
+        st = await _get("s", lambda: AsyncStream(s.name, client=connect_async(url), maxlen=10_000))
         return await st.add(PAYLOAD)
 
     async def afloor() -> Any:
@@ -217,7 +262,12 @@ def _add_cases(url: str) -> list[BenchCase]:
 
 
 def cases(url: str) -> list[BenchCase]:
-    return [*_consumer_cases(url), *_add_cases(url)]
+    out: list[BenchCase] = []
+    for count in COUNTS:
+        out += _drain_cases(url, count)
+    for n in ADD_MANY:
+        out += _add_many_cases(url, n)
+    return [*out, *_add_cases(url)]
 
 
 def teardown() -> None:

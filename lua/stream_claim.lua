@@ -11,7 +11,7 @@
 -- ARGV[7]: max deliveries (0: never dead-letter)
 -- ARGV[8]: dead-letter stream MAXLEN (approximate; 0 for no cap)
 -- ARGV[9]: 1 to XDEL dead-lettered entries from the stream, else 0
--- returns: {next cursor ('0-0' when done), {id, delivery count, {field, value, ...}} ..., {ids gone from the stream}, dead-lettered count}
+-- returns: {next cursor ('0-0' when done), {id, delivery count, {field, value, ...}} ..., {ids gone from the stream}, {{id, deliveries} of each entry dead-lettered}}
 -- read-only: no
 local stream, dlq = KEYS[1], KEYS[2]
 local group, me, mode = ARGV[1], ARGV[2], ARGV[3]
@@ -56,7 +56,7 @@ else
   end
 end
 
-local out, dead = {}, 0
+local out, dead = {}, {}
 local now = nil
 for _, e in ipairs(entries) do
   if type(e) == 'table' and e[2] then
@@ -87,7 +87,7 @@ for _, e in ipairs(entries) do
       if ARGV[9] == '1' then
         redis.call('XDEL', stream, id)
       end
-      dead = dead + 1
+      dead[#dead + 1] = {id, n - 1}
     else
       out[#out + 1] = {id, n, e[2]}
     end

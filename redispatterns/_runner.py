@@ -15,6 +15,8 @@ Batch      one pipeline (MULTI/EXEC when ``transaction``; scripts inside go as E
 Sleep      sleep, then the monotonic clock
 Now        the monotonic clock;  WallClock: ``time.time()``
 Compute    call the user's function (awaited when it returns an awaitable)
+ComputeEach  call the user's function once per item, at most N at a time (worker threads
+           of a shared pool / tasks), items of one key in order; one outcome per item
 Probe      the server's kind, version and capabilities, cached per client
 BlockingPop  BLPOP on a connection whose socket timeout outlives the block (a private
            pool for a plain sync client; else the block is kept under the client's
@@ -36,6 +38,7 @@ ends at once) without delivering a reply that raced the stop. Shells read the cl
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import logging
@@ -69,11 +72,13 @@ from ._core import validate
 from ._core.ops import (
     MAX_BLOCK,
     MIN_BLOCK,
+    NOT_RUN,
     Batch,
     BlockingPop,
     Coalesce,
     Command,
     Compute,
+    ComputeEach,
     FanOut,
     Flow,
     Now,
@@ -353,6 +358,137 @@ async def _fanout_async(op: FanOut) -> list[Any]:
     return list(await asyncio.gather(*(one(c) for c in op.clients), return_exceptions=True))
 
 
+# --------------------------------------------------------------------------- concurrent user calls
+# ComputeEach: a stream consumer's handler over a batch, N calls at a time. The items are cut into
+# lanes (one per item, or one per key: a lane runs in order); workers take lanes until none is left.
+
+_each_pool: concurrent.futures.ThreadPoolExecutor | None = None
+EACH_THREADS = 256  # shared by every sync ComputeEach; an op never holds more than its concurrency
+
+
+def _each_threads() -> concurrent.futures.ThreadPoolExecutor:
+    global _each_pool
+    if _each_pool is None:
+        with _fanout_lock:
+            if _each_pool is None:
+                _each_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=EACH_THREADS, thread_name_prefix="rp-handler"
+                )
+    return _each_pool
+
+
+def _each_lanes(op: ComputeEach) -> tuple[list[Any], list[list[int]]]:
+    """``(outcomes, lanes)``: every outcome ``NOT_RUN`` (a key that fails is that item's outcome)."""
+    n = len(op.items)
+    out: list[Any] = [NOT_RUN] * n
+    if op.key is None:
+        return out, [[i] for i in range(n)]
+    by_key: dict[Any, list[int]] = {}
+    lanes: list[list[int]] = []
+    for i, item in enumerate(op.items):
+        try:
+            k = op.key(item)
+            lane = by_key.get(k)
+        except Exception as exc:  # the key function failed, or gave an unhashable key
+            out[i] = exc
+            continue
+        if lane is None:
+            lane = by_key[k] = []
+            lanes.append(lane)
+        lane.append(i)
+    return out, lanes
+
+
+def _each_sync(op: ComputeEach) -> list[Any]:
+    fn, items, stop = op.fn, op.items, op.stop
+    if op.concurrency <= 1 and op.key is None:  # the hot path: in order, on this thread
+        out: list[Any] = [None] * len(items)
+        for i, item in enumerate(items):
+            if stop is not None and stop():
+                out[i:] = [NOT_RUN] * (len(items) - i)
+                break
+            try:
+                fn(item)
+            except Exception as exc:
+                out[i] = exc
+        return out
+    out, lanes = _each_lanes(op)
+
+    def run_lane(lane: list[int]) -> None:
+        for i in lane:
+            if stop is not None and stop():
+                return
+            try:
+                fn(items[i])
+                out[i] = None
+            except Exception as exc:
+                out[i] = exc
+
+    if op.concurrency <= 1 or len(lanes) <= 1:
+        for lane in lanes:
+            run_lane(lane)
+        return out
+    todo = collections.deque(lanes)
+
+    def worker() -> None:
+        while True:
+            try:
+                lane = todo.popleft()  # atomic: no lock needed
+            except IndexError:
+                return
+            run_lane(lane)
+
+    pool = _each_threads()
+    futures = [pool.submit(worker) for _ in range(min(op.concurrency, len(lanes)))]
+    for f in futures:
+        f.result()
+    return out
+
+
+async def _each_async(op: ComputeEach) -> list[Any]:
+    fn, items, stop = op.fn, op.items, op.stop
+    isawaitable = inspect.isawaitable
+    if op.concurrency <= 1 and op.key is None:  # the hot path: in order, in this task
+        out: list[Any] = [None] * len(items)
+        for i, item in enumerate(items):
+            if stop is not None and stop():
+                out[i:] = [NOT_RUN] * (len(items) - i)
+                break
+            try:
+                r = fn(item)
+                if r is not None and isawaitable(r):
+                    await r
+            except Exception as exc:
+                out[i] = exc
+        return out
+    out, lanes = _each_lanes(op)
+
+    async def run_lane(lane: list[int]) -> None:
+        for i in lane:
+            if stop is not None and stop():
+                return
+            try:
+                r = fn(items[i])
+                if r is not None and isawaitable(r):
+                    await r
+                out[i] = None
+            except Exception as exc:
+                out[i] = exc
+
+    if op.concurrency <= 1 or len(lanes) <= 1:
+        for lane in lanes:
+            await run_lane(lane)
+        return out
+    todo = collections.deque(lanes)
+
+    async def worker() -> None:
+        while todo:
+            await run_lane(todo.popleft())
+
+    await asyncio.gather(*(worker() for _ in range(min(op.concurrency, len(lanes)))))
+    return out
+
+
 # --------------------------------------------------------------------------- single-flight
 
 
@@ -502,7 +638,8 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
     stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
     (each node caches scripts on its own).
     """
-    loaded = None if op.transaction or isinstance(client, _CLUSTERS) else _loaded.get(client)
+    loaded: set[str] | None = None
+    looked = op.transaction or _is_cluster(client)  # look `loaded` up at the first script only
     args: list[tuple[Any, ...]] = []
     by_sha: list[int] = []
     for i, sub in enumerate(op.ops):
@@ -510,6 +647,8 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
             args.append(sub.args)
             continue
         s = cast(Script, sub)
+        if not looked:
+            loaded, looked = _loaded.get(client), True
         if loaded is not None and s.script.sha in loaded:
             args.append(("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args))
             by_sha.append(i)
@@ -520,7 +659,7 @@ def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]
 
 def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
     """Remember the scripts a plain client now holds; raise the first error if the batch should."""
-    if not isinstance(client, _CLUSTERS):
+    if not _is_cluster(client):
         shas = [sub.script.sha for sub in op.ops if type(sub) is Script]
         if shas:
             known = _loaded.get(client)
@@ -565,11 +704,22 @@ def _batch_sync(client: Any, op: Batch) -> Any:
 _MOVABLE_KEYS = frozenset({"XREAD", "XREADGROUP", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE",
                            "ZUNION", "ZINTER", "ZDIFF", "SORT", "SORT_RO", "LMPOP", "ZMPOP"})  # fmt: skip
 _CLUSTERS = (_SyncCluster, _AsyncCluster)
+_cluster_types: dict[type, bool] = {}
+
+
+def _is_cluster(client: Any) -> bool:
+    """``isinstance(client, _CLUSTERS)``, cached by type: redis-py's clients derive from a
+    ``typing.Protocol``, which makes each ``isinstance`` cost about a microsecond on the hot path."""
+    t = type(client)
+    found = _cluster_types.get(t)
+    if found is None:
+        found = _cluster_types[t] = issubclass(t, _CLUSTERS)
+    return found
 
 
 def _routed(client: Any, cmd: Command) -> dict[str, Any]:
     """``target_nodes=`` for a movable-keys command with declared keys on a cluster client."""
-    if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and isinstance(client, _CLUSTERS):
+    if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and _is_cluster(client):
         cluster: Any = client
         return {"target_nodes": cluster.get_node_from_key(cmd.keys[0])}
     return {}
@@ -610,6 +760,8 @@ def _exec_sync(client: Any, op: Op) -> Any:
                 close()
             raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
         return result
+    if t is ComputeEach:
+        return _each_sync(cast(ComputeEach, op))
     if t is Probe:
         return server_info(client)
     if t is BlockingPop:
@@ -730,6 +882,8 @@ async def _exec_async(client: Any, op: Op) -> Any:
         if inspect.isawaitable(result):
             result = await result
         return result
+    if t is ComputeEach:
+        return await _each_async(cast(ComputeEach, op))
     if t is Probe:
         return await server_info_async(client)
     if t is BlockingPop:

@@ -7,7 +7,7 @@ for the same command sent with ``execute_command`` (bytes unless the client deco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, cast
 
@@ -23,7 +23,9 @@ __all__ = [
     "Coalesce",
     "Command",
     "Compute",
+    "ComputeEach",
     "FanOut",
+    "NOT_RUN",
     "Flow",
     "Now",
     "Op",
@@ -209,6 +211,36 @@ class Compute:
     timeout: float | None = None
 
 
+class _NotRun:
+    """The type of :data:`NOT_RUN` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_RUN"
+
+
+NOT_RUN = _NotRun()
+"""A :class:`ComputeEach` outcome: the call was never started (the op's ``stop()`` said so)."""
+
+
+@dataclass(slots=True)  # not frozen: one per batch of a stream consumer (see above)
+class ComputeEach:
+    """Call user code once per item, ``fn(item)``, at most ``concurrency`` calls at a time
+    (the sync runner's worker threads, the asyncio runner's tasks; ``1``: in order, in place).
+
+    ``key`` (user code, called by the runner first): items with equal keys run one at a time, in
+    their order. ``stop`` (library code, no I/O) is asked before each call. Reply: one outcome per
+    item, in order: ``None`` when the call returned, the exception it raised, or :data:`NOT_RUN`.
+    """
+
+    fn: Callable[[Any], Any]
+    items: Sequence[Any]
+    concurrency: int = 1
+    key: Callable[[Any], Hashable] | None = None
+    stop: Callable[[], bool] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class BlockingPop:
     """Wait up to ``seconds`` for an element of the list ``key`` (BLPOP).
@@ -257,5 +289,7 @@ class Probe:
     """Reply: the server's :class:`~redispatterns._core.server.ServerInfo`, cached per client."""
 
 
-Op = Union[Command, Script, Batch, Sleep, Now, WallClock, Compute, Probe, BlockingPop, FanOut, Coalesce]
+Op = Union[
+    Command, Script, Batch, Sleep, Now, WallClock, Compute, ComputeEach, Probe, BlockingPop, FanOut, Coalesce
+]
 Flow = Generator[Op, Any, T]

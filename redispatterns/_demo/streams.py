@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 ORDER = 60
@@ -29,9 +30,14 @@ def tour(url: str, say: Callable[[str], None]) -> None:
         if msg["user"] == 13:
             raise ValueError("no mailbox for user 13")
 
+    failures: list[int] = []
+    # failures also go to the "redispatterns.streams" logger; the tour reports them itself
+    logging.getLogger("redispatterns.streams").addHandler(logging.NullHandler())
     survivor = Consumer(events, "mailer", "mailer-b", min_idle=0.3, reclaim_interval=0.1,
-                        block=0.1, max_deliveries=3)  # fmt: skip
+                        block=0.1, max_deliveries=3,
+                        on_error=lambda exc, msg: failures.append(msg.delivery_count))  # fmt: skip
     stats = survivor.run(send, until_idle=0.8)
+    say(f"on_error saw the handler fail on deliveries {failures} of user 13's entry")
     say(f"mailer-b reclaims mailer-a's entries on its timer, no new traffic needed ({stats.reclaimed} "
         f"reclaims with the retries), acked {stats.acked}, retried {stats.retried}, "
         f"dead-lettered {stats.dead_lettered}")  # fmt: skip

@@ -6,18 +6,23 @@ from typing import Any
 
 import pytest
 
+from redispatterns._core import stream_consumer as worker
 from redispatterns._core import streams as core
 from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
-from redispatterns._core.ops import Batch, Command, Compute, Now, Script, Sleep, WallClock
-from redispatterns._core.streams import (
-    BaseMessage,
-    BatchResult,
-    ConsumerConfig,
-    ConsumerState,
-    Delivery,
-    StreamSpec,
+from redispatterns._core.ops import (
+    NOT_RUN,
+    Batch,
+    Command,
+    Compute,
+    ComputeEach,
+    Now,
+    Script,
+    Sleep,
+    WallClock,
 )
+from redispatterns._core.stream_consumer import Backoff, BaseMessage, ConsumerConfig, ConsumerState
+from redispatterns._core.streams import StreamSpec
 from redispatterns.errors import DecodeError, StreamError
 from redispatterns.testing.replay import ANY, replay, trace
 
@@ -48,8 +53,8 @@ def script_named(name: str) -> Any:
     return lambda op: isinstance(op, Script) and op.script.name == name
 
 
-def claim_reply(cursor: str = "0-0", rows: Any = (), gone: Any = (), dead: int = 0) -> list[Any]:
-    return [cursor, [list(r) for r in rows], list(gone), dead]
+def claim_reply(cursor: str = "0-0", rows: Any = (), gone: Any = (), dead: Any = ()) -> list[Any]:
+    return [cursor, [list(r) for r in rows], list(gone), [list(d) for d in dead]]
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -90,22 +95,22 @@ def test_encode_fields() -> None:
 
 
 def test_block_cap_stays_below_the_socket_timeout() -> None:
-    assert core.block_cap(None) == 30.0
-    assert core.block_cap(0) == 30.0
-    assert core.block_cap(5.0) == 4.0
-    assert core.block_cap(0.5) == 0.25
-    assert core.block_cap(0.1) == 0.005
+    assert worker.block_cap(None) == 30.0
+    assert worker.block_cap(0) == 30.0
+    assert worker.block_cap(5.0) == 4.0
+    assert worker.block_cap(0.5) == 0.25
+    assert worker.block_cap(0.1) == 0.005
 
 
 def test_backoff_grows_and_caps() -> None:
-    values = [core.backoff(n) for n in range(1, 10)]
+    values = [worker.error_backoff(n) for n in range(1, 10)]
     assert values == sorted(values) and values[0] == 0.05 and values[-1] == 2.0
 
 
 def test_settle_decision() -> None:
     c = cfg(max_deliveries=3)
-    assert [core.settle(c, n) for n in (1, 2, 3, 4)] == ["retry", "retry", "dead", "dead"]
-    assert core.settle(cfg(max_deliveries=0), 99) == "retry"
+    assert [worker.settle(c, n) for n in (1, 2, 3, 4)] == ["retry", "retry", "dead", "dead"]
+    assert worker.settle(cfg(max_deliveries=0), 99) == "retry"
 
 
 def test_message_decodes_lazily() -> None:
@@ -146,7 +151,8 @@ def test_add_many() -> None:
 
 def test_length_delete() -> None:
     assert replay(core.length(SPEC), [(Command("XLEN", KEY), 4)]) == 4
-    assert replay(core.delete(SPEC), [(Command("DEL", KEY, DLQ, keys=(KEY, DLQ)), 2)]) == 2
+    keys = (KEY, DLQ, SPEC.delayed, SPEC.delayed_seq)
+    assert replay(core.delete(SPEC), [(Command("DEL", *keys, keys=keys), 2)]) == 2
 
 
 def test_metrics_parse() -> None:
@@ -179,33 +185,33 @@ def test_dead_letters_parse() -> None:
 def test_ensure_group_is_idempotent() -> None:
     c, st = cfg(), ConsumerState()
     create = K("XGROUP", "CREATE", KEY, "g", "0", "MKSTREAM")
-    assert replay(core.ensure_group(SPEC, c, st), [(create, b"OK")]) is True and st.group_ready
-    assert replay(core.ensure_group(SPEC, c, st), []) is False
+    assert replay(worker.ensure_group(SPEC, c, st), [(create, b"OK")]) is True and st.group_ready
+    assert replay(worker.ensure_group(SPEC, c, st), []) is False
     busy = Exception("BUSYGROUP Consumer Group name already exists")
-    assert replay(core.ensure_group(SPEC, c, ConsumerState()), [(create, busy)]) is False
+    assert replay(worker.ensure_group(SPEC, c, ConsumerState()), [(create, busy)]) is False
     with pytest.raises(Exception, match="WRONGTYPE"):
-        replay(core.ensure_group(SPEC, c), [(create, Exception("WRONGTYPE"))])
+        replay(worker.ensure_group(SPEC, c), [(create, Exception("WRONGTYPE"))])
 
 
 def test_ack_nack_dead_letter() -> None:
-    assert replay(core.ack(SPEC, "g", []), []) == 0
-    assert replay(core.ack(SPEC, "g", ["1-0"]), [(K("XACK", KEY, "g", "1-0"), 1)]) == 1
-    assert replay(core.nack(SPEC, cfg(), []), []) == 0
-    ops, n = trace(core.nack(SPEC, cfg(min_idle=2.0), ["1-0"], delay=0.5), lambda op: 1)
+    assert replay(worker.ack(SPEC, "g", []), []) == 0
+    assert replay(worker.ack(SPEC, "g", ["1-0"]), [(K("XACK", KEY, "g", "1-0"), 1)]) == 1
+    assert replay(worker.nack(SPEC, cfg(), []), []) == 0
+    ops, n = trace(worker.nack(SPEC, cfg(min_idle=2.0), ["1-0"], delay=0.5), lambda op: 1)
     assert n == 1 and ops[0].args == ("g", "w", 1500, "1-0")  # type: ignore[union-attr]
-    ops, _ = trace(core.nack(SPEC, cfg(), ["1-0"], delay=-1), lambda op: 1)
+    ops, _ = trace(worker.nack(SPEC, cfg(), ["1-0"], delay=-1), lambda op: 1)
     assert ops[0].args[2] == 86_400_000  # type: ignore[union-attr]
-    ops, n = trace(core.dead_letter(SPEC, cfg(delete_dead=True), "1-0", "x" * 5000, "w"), lambda op: 3)
+    ops, n = trace(worker.dead_letter(SPEC, cfg(delete_dead=True), "1-0", "x" * 5000, "w"), lambda op: 3)
     assert n == 3 and ops[0].keys == (KEY, DLQ)  # type: ignore[union-attr]
     args = ops[0].args  # type: ignore[union-attr]
     assert args[0:3] == ("g", "1-0", "w") and len(str(args[3])) == 2000 and args[5] == 1
 
 
 def test_next_batch_recovers_own_pending_first() -> None:
-    st = ConsumerState(group_ready=True)
+    st = ConsumerState(group_ready=True, next_promote=1e9)
     rows = [("1-0", 2, ["a", b"1"])]
     steps: list[Any] = [(script_named("stream_claim"), claim_reply("1-0", rows))]
-    d = replay(core.next_batch(SPEC, cfg(), st), steps)
+    d = replay(worker.next_batch(SPEC, cfg(), st), steps)
     assert d.entries == [("1-0", {"a": b"1"})] and d.counts == [2] and d.count_of(0) == 2
     assert (st.recovering, st.own_cursor, st.stats.recovered) == (True, "1-0", 1)
     # the pass ends: recovery is over, the reclaim timer is due, then a blocking read
@@ -213,10 +219,13 @@ def test_next_batch_recovers_own_pending_first() -> None:
     steps = [
         (lambda op: isinstance(op, Script) and op.args[2] == "own" and op.args[4] == "1-0", claim_reply()),
         (Now(), 100.0),
-        (lambda op: isinstance(op, Script) and op.args[2] == "idle", claim_reply(gone=["0-1"], dead=1)),
+        (
+            lambda op: isinstance(op, Script) and op.args[2] == "idle",
+            claim_reply(gone=["0-1"], dead=[("0-2", 3)]),
+        ),
         (read, [[KEY, [("5-0", {"a": b"2"})]]]),
     ]
-    d = replay(core.next_batch(SPEC, cfg(), st), steps)
+    d = replay(worker.next_batch(SPEC, cfg(), st), steps)
     assert d.entries == [("5-0", {"a": b"2"})] and d.counts is None
     assert not st.recovering and st.next_reclaim == 105.0
     assert (st.stats.gone, st.stats.dead_lettered, st.stats.delivered) == (1, 1, 2)
@@ -225,13 +234,15 @@ def test_next_batch_recovers_own_pending_first() -> None:
 def test_next_batch_returns_reclaimed_entries_and_follows_the_cursor() -> None:
     st = ConsumerState(group_ready=True, recovering=False)
     steps = [(Now(), 10.0), (script_named("stream_claim"), claim_reply("7-0", [("3-0", 2, ["a", b"1"])]))]
-    d = replay(core.next_batch(SPEC, cfg(), st), steps)
+    d = replay(worker.next_batch(SPEC, cfg(), st), steps)
     assert d.counts == [2] and st.reclaim_cursor == "7-0" and st.next_reclaim == 0.0
     assert st.stats.reclaimed == 1
 
 
 def test_next_batch_slices_long_blocks_and_pipelines_acks() -> None:
-    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, acks=["1-0", "1-1"])
+    st = ConsumerState(
+        group_ready=True, recovering=False, next_reclaim=1e9, acks=["1-0", "1-1"], next_promote=1e9
+    )
     c = cfg(block=10.0, block_cap=4.0)
     seen: list[Any] = []
     clock = iter([0.0, 4.0, 8.0, 10.0])
@@ -244,7 +255,7 @@ def test_next_batch_slices_long_blocks_and_pipelines_acks() -> None:
             return [2, None]
         return None
 
-    ops, d = trace(core.next_batch(SPEC, c, st), respond)
+    ops, d = trace(worker.next_batch(SPEC, c, st), respond)
     reads = [op for op in ops if isinstance(op, Command) and op.name == "XREADGROUP"]
     batch = [op for op in ops if isinstance(op, Batch)]
     assert d.entries == [] and st.acks == [] and st.stats.acked == 2
@@ -254,20 +265,24 @@ def test_next_batch_slices_long_blocks_and_pipelines_acks() -> None:
 
 
 def test_next_batch_without_block_reads_once() -> None:
-    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, next_promote=1e9)
     read = K("XREADGROUP", "GROUP", "g", "w", "COUNT", 3, "STREAMS", KEY, ">")
     d = replay(
-        core.next_batch(SPEC, cfg(), st, count=3, block=0), [(Now(), 1.0), (read, [[KEY, []]]), (Now(), 1.0)]
+        worker.next_batch(SPEC, cfg(), st, count=3, block=0),
+        [(Now(), 1.0), (read, [[KEY, []]]), (Now(), 1.0)],
     )
     assert d.entries == []
 
 
-def test_settle_batch_acks_retries_and_dead_letters() -> None:
+def test_settle_batch_acks_retries_and_dead_letters(caplog: pytest.LogCaptureFixture) -> None:
     st = ConsumerState()
-    msgs = [BaseMessage(f"{i}-0", {}, n, CODEC) for i, n in enumerate((1, 1, 2, 3))]
+    msgs = [BaseMessage(f"{i}-0", {}, n, CODEC) for i, n in enumerate((1, 1, 2, 3, 1))]
     msgs[1].settled = True  # the handler acked it itself
-    res = BatchResult(msgs, {2: ValueError("x"), 3: ValueError("boom")})
+    outcomes = [None, None, ValueError("x"), ValueError("boom"), NOT_RUN]
+    hooked: list[Any] = []
     steps = [
+        (Compute, None),  # on_error for 2-0
+        (Compute, None),  # on_error for 3-0
         (
             lambda op: (
                 isinstance(op, Script) and op.script.name == "stream_dead_letter" and op.args[1] == "3-0"
@@ -275,22 +290,118 @@ def test_settle_batch_acks_retries_and_dead_letters() -> None:
             3,
         ),
         (
-            lambda op: isinstance(op, Script) and op.script.name == "stream_nack" and op.args[3:] == ("2-0",),
+            lambda op: (
+                isinstance(op, Script) and op.script.name == "stream_nack" and op.args[2:] == (2000, "2-0")
+            ),
             1,
         ),
+        (lambda op: isinstance(op, Script) and op.args[2:] == (86_400_000, "4-0"), 1),  # released
     ]
-    replay(core.settle_batch(SPEC, cfg(max_deliveries=3), st, res), steps)
-    assert st.acks == ["0-0"] and all(m.settled for m in msgs)
-    assert (st.stats.failed, st.stats.retried, st.stats.dead_lettered) == (2, 1, 1)
+    with caplog.at_level("WARNING", logger="redispatterns.streams"):
+        ops, ran = trace(
+            worker.settle_batch(
+                SPEC, cfg(max_deliveries=3), st, msgs, outcomes, lambda e, m: hooked.append(m)
+            ),
+            lambda op: replay_step(steps, op),
+        )
+    assert ran == 4 and st.acks == ["0-0"] and all(m.settled for m in msgs)
+    assert [op.args[1].id for op in ops if isinstance(op, Compute)] == ["2-0", "3-0"]  # (exc, message)
+    assert (st.stats.failed, st.stats.retried, st.stats.dead_lettered, st.stats.released) == (2, 1, 1, 1)
+    failed = [r for r in caplog.records if "handler failed" in r.getMessage()]
+    assert "2-0" in failed[0].getMessage() and "delivery 2 of 3" in failed[0].getMessage()
+    assert "delivery 3 of 3" in failed[1].getMessage() and failed[0].exc_info is not None
+    dead = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(dead) == 1 and "3-0" in dead[0].getMessage() and dead[0].levelname == "ERROR"
     # a dead-letter that finds the entry gone (another consumer took it) counts nothing
     st2 = ConsumerState()
-    res2 = BatchResult([BaseMessage("9-0", {}, 5, CODEC)], {0: ValueError("x")})
-    replay(core.settle_batch(SPEC, cfg(), st2, res2), [(script_named("stream_dead_letter"), 0)])
+    m2 = [BaseMessage("9-0", {}, 5, CODEC)]
+    replay(
+        worker.settle_batch(SPEC, cfg(), st2, m2, [ValueError("x")]),
+        [(script_named("stream_dead_letter"), 0)],
+    )
     assert st2.stats.dead_lettered == 0
+    # all returned: every message the loop still owns is acked, no round trip
+    st3 = ConsumerState()
+    m3 = [BaseMessage("1-0", {}, 1, CODEC), BaseMessage("1-1", {}, 1, CODEC)]
+    m3[0].settled = True
+    assert replay(worker.settle_batch(SPEC, cfg(), st3, m3, [None, None]), []) == 2 and st3.acks == ["1-1"]
+
+
+def replay_step(steps: list[Any], op: Any) -> Any:
+    """The reply of the first step matching ``op`` (each step is used once)."""
+    from redispatterns.testing.replay import _matches
+
+    for i, (expected, reply) in enumerate(steps):
+        if _matches(expected, op):
+            del steps[i]
+            return reply
+    raise AssertionError(f"unexpected {op!r}")
+
+
+def test_a_failing_on_error_hook_is_logged_and_the_entry_still_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    st = ConsumerState()
+    msgs = [BaseMessage("1-0", {}, 1, CODEC)]
+    steps = [(Compute, RuntimeError("hook broke")), (script_named("stream_nack"), 1)]
+    with caplog.at_level("WARNING", logger="redispatterns.streams"):
+        replay(worker.settle_batch(SPEC, cfg(), st, msgs, [ValueError("x")], lambda e, m: None), steps)
+    assert st.stats.retried == 1
+    assert any("on_error hook failed" in r.getMessage() for r in caplog.records)
+
+
+def test_backoff_policies() -> None:
+    fixed = Backoff.fixed(2.0)
+    assert [fixed.delay(n) for n in (1, 2, 9)] == [2.0, 2.0, 2.0]
+    exp = Backoff.exponential(0.5, 3.0, jitter=0)
+    assert [exp.delay(n) for n in (1, 2, 3, 4, 5, 500)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    jittered = Backoff.exponential(1.0, 8.0, jitter=0.5)
+    draws = [jittered.delay(3) for _ in range(200)]
+    assert all(2.0 <= d <= 4.0 for d in draws) and len(set(draws)) > 100
+    assert Backoff().delay(3) == 0.0
+    with pytest.raises(ValueError, match="factor"):
+        Backoff(1.0, 0.5, 2.0)
+    with pytest.raises(ValueError, match="at least its first"):
+        Backoff.exponential(2.0, 1.0)
+    with pytest.raises(ValueError):
+        Backoff.exponential(1.0, 2.0, jitter=1.5)
+    with pytest.raises(ValueError):
+        Backoff.fixed(-1)
+
+
+def test_nack_each_groups_equal_delays_in_one_round_trip() -> None:
+    c = cfg(min_idle=2.0)
+    ops, n = trace(worker.nack_each(SPEC, c, {"1-0": 0.5, "1-1": 0.5}), lambda op: 2)
+    assert n == 2 and isinstance(ops[0], Script) and ops[0].args == ("g", "w", 1500, "1-0", "1-1")
+    ops, n = trace(worker.nack_each(SPEC, c, {"1-0": 0.5, "1-1": 1.0}), lambda op: [1, 1])
+    assert n == 2 and len(ops) == 1 and isinstance(ops[0], Batch) and len(ops[0].ops) == 2
+    assert replay(worker.nack_each(SPEC, c, {}), []) == 0
+
+
+def _run_each(op: ComputeEach) -> list[Any]:
+    out: list[Any] = []
+    for item in op.items:
+        if op.stop is not None and op.stop():
+            out.append(NOT_RUN)
+            continue
+        try:
+            op.fn(item)
+            out.append(None)
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def _responder(deliveries: list[Any], *, fail_first: bool = False) -> Any:
     state = {"failed": not fail_first, "t": 0.0}
+
+    def one(op: Any) -> Any:
+        if isinstance(op, Script):
+            return {"stream_claim": claim_reply(), "stream_promote": [0, -1]}.get(op.script.name, 1)
+        if op.name == "XACK":
+            return len(op.args) - 3
+        rows = deliveries.pop(0) if deliveries else []
+        return [[KEY, rows]] if rows else None
 
     def respond(op: Any) -> Any:
         if isinstance(op, Now | Sleep):
@@ -298,62 +409,74 @@ def _responder(deliveries: list[Any], *, fail_first: bool = False) -> Any:
             return state["t"]
         if isinstance(op, Compute):
             return op.fn(*op.args)
-        if isinstance(op, Script):
-            if op.script.name == "stream_claim":
-                return claim_reply()
-            return 1
+        if isinstance(op, ComputeEach):
+            return _run_each(op)
         if isinstance(op, Command) and op.name == "XGROUP":
             return b"OK"
-        if isinstance(op, Command | Batch):
+        if isinstance(op, Batch) or (isinstance(op, Command) and op.name == "XREADGROUP"):
             if not state["failed"]:
                 state["failed"] = True
                 return Transient("connection lost")
-            rows = deliveries.pop(0) if deliveries else []
-            reply = [[KEY, rows]] if rows else None
-            return [len(rows), reply] if isinstance(op, Batch) else reply
+            return [one(o) for o in op.ops] if isinstance(op, Batch) else one(op)
+        if isinstance(op, Command | Script):
+            return one(op)
         raise AssertionError(op)
 
     return respond
+
+
+def _wrap(d: Any) -> list[BaseMessage]:
+    return [BaseMessage(m, f, d.count_of(i), CODEC) for i, (m, f) in enumerate(d.entries)]
 
 
 def test_work_loop_handles_acks_failures_and_idle_exit() -> None:
     st = ConsumerState()
     c = cfg(reclaim_interval=100.0)
     batches = [[("1-0", {"a": b"1"}), ("1-1", {"a": b"2"})], [("2-0", {"a": b"3"})]]
-
-    def call_batch(d: Delivery) -> BatchResult:
-        msgs = [BaseMessage(m, f, d.count_of(i), CODEC) for i, (m, f) in enumerate(d.entries)]
-        return BatchResult(msgs, {})
-
+    seen: list[str] = []
     ops, stats = trace(
-        core.work(SPEC, c, st, call_batch, until_idle=1.0), _responder(batches, fail_first=True)
+        worker.work(SPEC, c, st, lambda m: seen.append(m.id), _wrap, until_idle=1.0),
+        _responder(batches, fail_first=True),
     )
+    assert seen == ["1-0", "1-1", "2-0"]
     assert stats.read_errors == 1 and any(isinstance(op, Sleep) for op in ops)
     assert stats.delivered == 3 and stats.acked == 3 and st.acks == []
     acks = [op for op in ops if isinstance(op, Batch) and op.ops[0].args[0] == "XACK"]
     assert len(acks) == 2  # each batch's acks rode with the next read
+    each = [op for op in ops if isinstance(op, ComputeEach)]
+    assert [(op.concurrency, op.key) for op in each] == [(1, None), (1, None)]
+
+
+def test_work_loop_passes_concurrency_and_ordering_key_to_the_runner() -> None:
+    st = ConsumerState()
+    key = worker.field_key("user")
+    ops, _ = trace(
+        worker.work(SPEC, cfg(concurrency=8), st, lambda m: None, _wrap, key=key, max_messages=1),
+        _responder([[("1-0", {b"user": b"7"})]]),
+    )
+    (each,) = [op for op in ops if isinstance(op, ComputeEach)]
+    assert each.concurrency == 8 and each.key is key and each.stop is not None and not each.stop()
+    m = BaseMessage("1-0", {b"user": b"7"}, 1, CODEC)
+    assert key(m) == b"7" and key(BaseMessage("1-1", {"user": "7"}, 1, CODEC)) == "7"
+    assert key(BaseMessage("1-2", {}, 1, CODEC)) is None
 
 
 def test_work_loop_stops_at_max_messages_and_releases_unhandled() -> None:
     st = ConsumerState()
     batches: list[Any] = [[("1-0", {}), ("1-1", {}), ("1-2", {})]]
 
-    def call_batch(d: Delivery) -> BatchResult:
-        st.stopping = True  # a stop() arrives after the first message
-        return BatchResult([BaseMessage(d.entries[0][0], {}, 1, CODEC)], {})
+    def handler(m: Any) -> None:
+        st.stopping = True  # a stop() arrives during the first message
 
-    ops, stats = trace(core.work(SPEC, cfg(), st, call_batch), _responder(batches))
+    ops, stats = trace(worker.work(SPEC, cfg(), st, handler, _wrap), _responder(batches))
     release = [op for op in ops if isinstance(op, Script) and op.script.name == "stream_nack"]
     assert release[0].args[3:] == ("1-1", "1-2") and stats.released == 1  # the canned reply says 1
     assert stats.acked == 1
 
     st2 = ConsumerState()
-
-    def all_ok(d: Delivery) -> BatchResult:
-        return BatchResult([BaseMessage(m, f, 1, CODEC) for m, f in d.entries], {})
-
     _, stats2 = trace(
-        core.work(SPEC, cfg(), st2, all_ok, max_messages=2), _responder([[("1-0", {}), ("1-1", {})]])
+        worker.work(SPEC, cfg(), st2, lambda m: None, _wrap, max_messages=2),
+        _responder([[("1-0", {}), ("1-1", {})]]),
     )
     assert stats2.acked == 2
 
@@ -361,40 +484,40 @@ def test_work_loop_stops_at_max_messages_and_releases_unhandled() -> None:
 def test_reclaim_now() -> None:
     st = ConsumerState(group_ready=True)
     d = replay(
-        core.reclaim(SPEC, cfg(), st), [(script_named("stream_claim"), claim_reply(rows=[("1-0", 4, [])]))]
+        worker.reclaim(SPEC, cfg(), st), [(script_named("stream_claim"), claim_reply(rows=[("1-0", 4, [])]))]
     )
     assert d.counts == [4] and st.stats.reclaimed == 1
     steps: list[Any] = [
         (lambda op: op.args[4] == "0-0", claim_reply("5-0", gone=["1-0"])),
         (lambda op: op.args[4] == "5-0", claim_reply("0-0", gone=["6-0"])),
     ]
-    d = replay(core.reclaim(SPEC, cfg(), st), steps)
+    d = replay(worker.reclaim(SPEC, cfg(), st), steps)
     assert d.entries == [] and st.stats.gone == 2
 
 
 def test_flush_without_acks_sends_nothing() -> None:
-    assert replay(core.flush(SPEC, cfg(), ConsumerState()), []) == 0
+    assert replay(worker.flush(SPEC, cfg(), ConsumerState()), []) == 0
 
 
 def test_a_vanished_group_is_a_stream_error_and_is_created_again() -> None:
     nogroup = Exception("NOGROUP No such key 't:stream:{jobs}' or consumer group 'g'")
     st = ConsumerState(group_ready=True)
     with pytest.raises(StreamError, match="does not exist"):
-        replay(core.next_batch(SPEC, cfg(), st), [(script_named("stream_claim"), nogroup)])
+        replay(worker.next_batch(SPEC, cfg(), st), [(script_named("stream_claim"), nogroup)])
     assert not st.group_ready
     st = ConsumerState(group_ready=True, recovering=False)
     with pytest.raises(StreamError):
-        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (script_named("stream_claim"), nogroup)])
-    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+        replay(worker.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (script_named("stream_claim"), nogroup)])
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, next_promote=1e9)
     with pytest.raises(StreamError):
-        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, nogroup)])
-    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+        replay(worker.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, nogroup)])
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, next_promote=1e9)
     with pytest.raises(Exception, match="WRONGTYPE"):
-        replay(core.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, Exception("WRONGTYPE"))])
+        replay(worker.next_batch(SPEC, cfg(), st), [(Now(), 0.0), (ANY, Exception("WRONGTYPE"))])
 
 
 def test_work_loop_recreates_a_vanished_group() -> None:
-    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, next_promote=1e9)
     calls = {"n": 0}
 
     def respond(op: Any) -> Any:
@@ -407,7 +530,7 @@ def test_work_loop_recreates_a_vanished_group() -> None:
             return b"OK"
         return None
 
-    ops, stats = trace(core.work(SPEC, cfg(), st, lambda d: None, until_idle=0.5), respond)
+    ops, stats = trace(worker.work(SPEC, cfg(), st, lambda m: None, _wrap, until_idle=0.5), respond)
     assert stats.read_errors == 1 and any(isinstance(op, Sleep) for op in ops)
     assert any(isinstance(op, Command) and op.name == "XGROUP" for op in ops) and st.group_ready
 
@@ -415,7 +538,7 @@ def test_work_loop_recreates_a_vanished_group() -> None:
 def test_prune_consumers() -> None:
     st_cfg = cfg()
     ops, names = trace(
-        core.prune_consumers(SPEC, st_cfg, 1.5), lambda op: b"OK" if isinstance(op, Command) else [b"old"]
+        worker.prune_consumers(SPEC, st_cfg, 1.5), lambda op: b"OK" if isinstance(op, Command) else [b"old"]
     )
     assert names == ["old"] and ops[1].args == ("g", 1500, "w")  # type: ignore[union-attr]
 
@@ -437,5 +560,96 @@ def test_claims_send_the_queued_acks_first() -> None:
         )
 
     steps: list[Any] = [(acks_then_claim, [1, claim_reply()])]
-    res = replay(core.claim(SPEC, cfg(), "own", "0-0", st), steps)
+    res = replay(worker.claim(SPEC, cfg(), "own", "0-0", st), steps)
     assert res.cursor == "0-0" and st.acks == [] and st.stats.acked == 1
+
+
+# --------------------------------------------------------------------------- delayed entries
+
+
+def test_delayed_keys_share_the_hash_tag_and_fields_pack_for_lua() -> None:
+    assert SPEC.delayed == "t:stream:{jobs}:delayed" and SPEC.delayed_seq == "t:stream:{jobs}:delayed:seq"
+    assert len({slot(SPEC.key), slot(SPEC.delayed), slot(SPEC.delayed_seq)}) == 1
+    assert core.pack_fields(["a", b"1:2", "bb", b"", "n", 7]) == b"1:a3:1:22:bb0:1:n1:7"
+
+
+def test_add_delayed() -> None:
+    ops, out = trace(core.add_delayed(SPEC, ["a", b"1"], delay_ms=1500), lambda op: [b"delayed-4", 1])
+    assert out == "delayed-4" and isinstance(ops[0], Script) and ops[0].script.name == "stream_add_delayed"
+    assert ops[0].keys == (SPEC.delayed, SPEC.delayed_seq) and ops[0].args == (
+        1500,
+        -1,
+        86_400_000,
+        b"1:a1:1",
+    )
+    steps = [(lambda op: op.keys[2] == SPEC.marker("k") and op.args[:3] == (-1, 99, 5), [b"delayed-1", 0])]
+    assert (
+        replay(core.add_delayed(SPEC, ["a", b"1"], due_ms=99, idempotency_key="k", ttl_ms=5), steps)
+        == "delayed-1"
+    )
+    with pytest.raises(ValueError):
+        replay(core.add_delayed(SPEC, ["a", b"1"]), [])
+    with pytest.raises(ValueError):
+        replay(core.add_delayed(SPEC, ["a", b"1"], delay_ms=1, due_ms=1), [])
+
+
+def _promote_then_read(op: Any) -> bool:
+    return (
+        isinstance(op, Batch)
+        and isinstance(op.ops[0], Script)
+        and op.ops[0].script.name == "stream_promote"
+        and op.ops[0].keys == (KEY, SPEC.delayed)
+        and op.ops[1].args[0] == "XREADGROUP"
+    )
+
+
+def test_reads_move_due_delayed_entries_in_the_same_round_trip_and_wait_for_the_next_one() -> None:
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+    c = cfg(block=10.0, block_cap=4.0, delayed_poll=1.0)
+    # 2 moved, the next one due in 300 ms: the following read blocks at most until then
+    steps: list[Any] = [
+        (Now(), 100.0),
+        (_promote_then_read, [[2, 300], None]),
+        (Now(), 100.1),
+        (lambda op: isinstance(op, Command) and op.args[7] == 200, None),  # 100.4 - 100.1 = 0.2 s
+        (Now(), 100.4),
+        (_promote_then_read, [[0, -1], [[KEY, [("5-0", {"a": b"1"})]]]]),
+    ]
+    d = replay(worker.next_batch(SPEC, c, st), steps)
+    assert d.entries == [("5-0", {"a": b"1"})] and st.stats.promoted == 2
+    assert st.next_promote == 101.4  # nothing left: look again after delayed_poll
+    # with trimming by age, the move trims like an add
+    aged = StreamSpec("jobs", Keyspace("t:"), (), max_age_ms=1000)
+    st2 = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9)
+
+    def respond(op: Any) -> Any:
+        if isinstance(op, WallClock):
+            return 10.0
+        return 0.0 if isinstance(op, Now) else [[1, 0], [[KEY, [("6-0", {})]]]]
+
+    ops, _ = trace(worker.next_batch(aged, cfg(), st2), respond)
+    batch = next(op for op in ops if isinstance(op, Batch))
+    assert batch.ops[0].args == (worker.PROMOTE_BATCH, "MINID", "~", "9000-0")
+    assert st2.next_promote == 0.0  # more were due: look again at once
+
+
+def test_acks_promote_and_read_share_one_round_trip() -> None:
+    st = ConsumerState(group_ready=True, recovering=False, next_reclaim=1e9, acks=["1-0"])
+    steps: list[Any] = [
+        (Now(), 0.0),
+        (lambda op: isinstance(op, Batch) and [o.args[0] for o in op.ops[::2]] == ["XACK", "XREADGROUP"],
+         [1, [0, -1], [[KEY, [("2-0", {})]]]]),
+    ]  # fmt: skip
+    d = replay(worker.next_batch(SPEC, cfg(), st), steps)
+    assert len(d.entries) == 1 and st.acks == [] and st.stats.acked == 1
+
+
+def test_claimed_dead_letters_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    st = ConsumerState(group_ready=True)
+    with caplog.at_level("ERROR", logger="redispatterns.streams"):
+        res = replay(
+            worker.claim(SPEC, cfg(), "idle", "0-0", st), [(ANY, claim_reply(dead=[("1-0", 3), ("1-1", 4)]))]
+        )
+    assert res.dead == (("1-0", 3), ("1-1", 4))
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 2 and "1-0" in msgs[0] and "after 3 deliveries" in msgs[0] and "1-1" in msgs[1]

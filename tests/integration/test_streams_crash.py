@@ -138,3 +138,47 @@ def test_entry_that_kills_its_process_is_tried_max_deliveries_times_and_spares_i
     (dead,) = s.dead_letters()  # only the poison: its batch mates were not charged its crashes
     assert dead.id == ids[2] and dead.deliveries == 3 and "no ack after 3 deliveries" in dead.error
     assert int(client.xpending(s.key, "g")["pending"]) == 0
+
+
+# A worker with 8 handler threads that SIGKILLs itself while several calls are in flight.
+CONCURRENT_WORKER = r"""
+import os, signal, sys, threading, time
+import redispatterns as rp
+url, stream, name, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+client = rp.connect(url)
+c = rp.Consumer(rp.Stream(stream, client=client), "g", name, count=40, block=0.1, min_idle=0.5,
+                reclaim_interval=0.1, concurrency=8, order_by="k")
+lock = threading.Lock()
+seen = [0]
+def handler(m):
+    time.sleep(0.01)
+    client.rpush("processed", m.id)
+    with lock:
+        seen[0] += 1
+        if kill_at and seen[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+c.run(handler, until_idle=0.5)
+"""
+
+
+def test_kill9_of_a_concurrent_worker_loses_nothing(backend: Any) -> None:
+    _subset(backend)
+    client = backend.sync_client()
+    s = Stream("crash", client=client)
+    produced = s.add_many([{"n": i, "k": i % 5} for i in range(200)])
+
+    def run(name: str, kill_at: int) -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", CONCURRENT_WORKER, backend.url, "crash", name, str(kill_at)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+        return proc.returncode
+
+    assert run("doomed", 25) == -signal.SIGKILL
+    assert int(client.xpending(s.key, "g")["pending"]) > 0  # in flight when it died, never acked
+    assert run("survivor", 0) == 0
+    done = _processed(client)
+    assert set(done) == set(produced)  # nothing lost
+    assert len(done) - len(set(done)) <= 40  # only the dead worker's batch can run twice
+    assert int(client.xpending(s.key, "g")["pending"]) == 0 and s.dead_letters() == []
