@@ -23,9 +23,11 @@ import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Literal, NamedTuple
 
 from ..errors import LeaderboardError, ScoreOutOfRange
+from .bulk import decode_values, texts
 from .codec import Codec, as_str
 from .keys import Keyspace
 from .ops import Batch, Command, Flow, Script, WallClock
@@ -57,7 +59,7 @@ ORDERS = ("desc", "asc")
 RANK_MODES = ("standard", "dense", "competition")
 SUBMIT_MODES = ("best", "latest", "incr")
 WINDOWS = ("day", "week", "month")
-MAX_PAGE = 1000  # entries per read: bounds the script's work and reply
+MAX_PAGE = 10_000  # entries per read: bounds the script's work and reply
 DAY_US = 86_400_000_000
 DEFAULT_RETENTION = {"day": 32 * 86400.0, "week": 5 * 7 * 86400.0, "month": 62 * 86400.0}
 DEFAULT_TIEBREAK_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
@@ -481,33 +483,88 @@ def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool)
     return list(reply)
 
 
-def _entries(spec: BoardSpec, reply: list[Any]) -> list[LeaderboardEntry]:
-    """Rows ``rank, member, score text, data`` of a read script's reply (a hot path: kept lean)."""
+INLINE_DATA = 256
+"""Pages up to this size read member data inside the read script (one round trip, one snapshot).
+
+Larger pages read the rows (ranks, members, scores: one snapshot) in one round trip and the data
+with one HMGET right after: the server's Lua turns every reply it handles into Lua values and
+back, which costs more than a second round trip once a page holds a few hundred rows."""
+
+
+def _rows(
+    spec: BoardSpec, flat: Sequence[Any], start: int, first: int, datas: Sequence[Any] | None
+) -> list[LeaderboardEntry]:
+    """Entries from a flat ``member, score text, ...`` list whose first row sits at 0-based index
+    ``start`` with rank ``first``; decoded a whole column at a time (a hot path for large pages)."""
+    members = texts(flat[0::2])
+    n = len(members)
+    if not n:
+        return []
+    scores_raw = flat[1::2]
     bits = spec.bits
-    decode = spec.codec.decode
-    make = LeaderboardEntry._make
-    out = []
-    for i in range(1, len(reply), 4):
-        member, text, raw = reply[i + 1], reply[i + 2], reply[i + 3]
-        out.append(
-            make(
-                (
-                    reply[i],
-                    member.decode("utf-8", "surrogateescape") if type(member) is bytes else member,
-                    float(text) if not bits else int(float(text)) >> bits,
-                    None if raw is None else decode(raw),
-                )
-            )
-        )
+    scores: list[Any] = (
+        list(map(float, scores_raw)) if not bits else [int(float(t)) >> bits for t in scores_raw]
+    )
+    if spec.rank_mode == "standard":
+        ranks: Sequence[int] = range(first, first + n)
+    else:
+        ranks = _tied_ranks(scores_raw, start, first, spec.rank_mode == "dense")
+    data: Any = repeat(None, n) if datas is None else decode_values(spec.codec, datas)
+    return list(map(_new, repeat(LeaderboardEntry), zip(ranks, members, scores, data, strict=True)))
+
+
+_new = tuple.__new__
+
+
+def _tied_ranks(scores: Sequence[Any], start: int, first: int, dense: bool) -> list[int]:
+    """Competition / dense ranks: equal score texts share a rank (what the script compares)."""
+    out = [first]
+    rank, prev = first, scores[0]
+    for i in range(1, len(scores)):
+        s = scores[i]
+        if s != prev:
+            rank = rank + 1 if dense else start + i + 1
+            prev = s
+        out.append(rank)
     return out
+
+
+def _page(
+    spec: BoardSpec, v: View, query: str, a: Any, b: Any, size: int, with_data: bool
+) -> Flow[list[LeaderboardEntry]]:
+    """One read of up to ``size`` rows (see :data:`INLINE_DATA` for where member data comes from).
+
+    The script replies ``total, first index, first rank, rows[, data arrays...]``, or ``total``
+    alone when there is no row.
+    """
+    inline = with_data and size <= INLINE_DATA
+    if query == "range" and spec.rank_mode == "standard" and not inline and not v.sources:
+        flat = yield Command("ZREVRANGE" if spec.order == "desc" else "ZRANGE", v.key, a, b, "WITHSCORES")
+        if flat and isinstance(flat[0], (list, tuple)):  # RESP3 pairs
+            flat = [x for pair in flat for x in pair]
+        start = first = int(a)
+        first += 1
+    else:
+        reply = yield from _read(spec, v, query, a, b, inline)
+        if len(reply) < 4:
+            return []
+        flat, start, first = reply[3], int(reply[1]), int(reply[2])
+        if inline:
+            datas = reply[4] if len(reply) == 5 else [d for chunk in reply[4:] for d in chunk]
+            return _rows(spec, flat, start, first, datas)
+    if not with_data or not flat:
+        return _rows(spec, flat, start, first, None)
+    datas = yield Command("HMGET", spec.board_keys[1], *flat[0::2])
+    return _rows(spec, flat, start, first, datas)
 
 
 def entries(
     spec: BoardSpec, window: str | None, now: int | None, start: int, stop: int, with_data: bool = True
 ) -> Flow[list[LeaderboardEntry]]:
-    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run.
+    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data.
 
-    Standard ranks without data need no script: one ZREVRANGE (ZRANGE) ... WITHSCORES.
+    One script run; standard ranks without data need no script (one ZREVRANGE / ZRANGE ...
+    WITHSCORES); pages over :data:`INLINE_DATA` rows with data take one HMGET more.
     """
     if stop < start:
         return []
@@ -516,58 +573,29 @@ def entries(
         cmd = "ZREVRANGE" if spec.order == "desc" else "ZRANGE"
         rows = yield Command(cmd, v.key, start, stop, "WITHSCORES")
         return _plain_entries(spec, rows, start)
-    reply = yield from _read(spec, v, "range", start, stop, with_data)
-    return _entries(spec, reply)
+    return (yield from _page(spec, v, "range", start, stop, stop - start + 1, with_data))
 
 
 def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[LeaderboardEntry]:
     """A WITHSCORES reply (flat RESP2 pairs, or ``[member, score]`` pairs) as ranked entries."""
     if rows and isinstance(rows[0], (list, tuple)):
-        pairs = [(m, s) for m, s in rows]
-    else:
-        pairs = list(zip(rows[::2], rows[1::2], strict=True))
-    bits = spec.bits
-    make = LeaderboardEntry._make
-    return [
-        make(
-            (
-                start + i + 1,
-                m.decode("utf-8", "surrogateescape") if type(m) is bytes else m,
-                float(sc) if not bits else int(float(sc)) >> bits,
-                None,
-            )
-        )
-        for i, (m, sc) in enumerate(pairs)
-    ]
+        rows = [x for pair in rows for x in pair]
+    return _rows(spec, rows, start, start + 1, None)
 
 
 def around(
     spec: BoardSpec, window: str | None, now: int | None, member: str, size: int, with_data: bool = True
 ) -> Flow[list[LeaderboardEntry]]:
     """A page of ``size`` around ``member`` (clamped at both ends: a full page where possible)."""
-    reply = yield from _read(
-        spec,
-        (yield from _at(spec, window, now)),
-        "around",
-        member,
-        size,
-        with_data,
-    )
-    return _entries(spec, reply)
+    v = yield from _at(spec, window, now)
+    return (yield from _page(spec, v, "around", member, size, size, with_data))
 
 
 def entry(
     spec: BoardSpec, window: str | None, now: int | None, member: str, with_data: bool = True
 ) -> Flow[LeaderboardEntry | None]:
-    reply = yield from _read(
-        spec,
-        (yield from _at(spec, window, now)),
-        "member",
-        member,
-        0,
-        with_data,
-    )
-    found = _entries(spec, reply)
+    v = yield from _at(spec, window, now)
+    found = yield from _page(spec, v, "member", member, 0, 1, with_data)
     return found[0] if found else None
 
 
