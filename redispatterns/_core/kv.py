@@ -25,7 +25,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from redis.exceptions import ResponseError
+
 from ..errors import MergeConflict, QuotaExceeded, SchemaError, SchemaTypeError
+from .bulk import decode_values, texts
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
@@ -229,11 +232,14 @@ class MountSpec:
     fields: dict[str, Field] | None
     book: Bookkeeping = field(init=False)
     slot: int = field(init=False)
+    sort_pattern: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         b = self.base
         object.__setattr__(self, "book", Bookkeeping(b + "i", b + "m", b + "x", b + "u"))
         object.__setattr__(self, "slot", slot(b + "i"))
+        # SORT ... GET substitutes the first '*' of its pattern: only a base without one can
+        object.__setattr__(self, "sort_pattern", None if "*" in b else b + "k:*")
 
     def record(self, key: str) -> str:
         return self.base + "k:" + key
@@ -312,6 +318,7 @@ class KVStore:
             specs[name] = MountSpec(name, m, mount_base(m.prefix, tag), parse_schema(m.schema))
         check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
         self.specs = specs
+        self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
         self.tag = tag
@@ -520,10 +527,39 @@ def keys(spec: MountSpec, start_after: str | None = None, limit: int | None = No
         cursor = page[-1]
 
 
-def get_all(spec: MountSpec) -> Flow[dict[str, Any]]:
-    """Every live record (schema defaults for unset fields), read in MGET batches."""
-    names = yield from keys(spec)
+SORT_PAGE = 10_000  # records per SORT ... GET: past that, the rest pages by key name
+
+
+def get_all(spec: MountSpec, refused: set[str]) -> Flow[dict[str, Any]]:
+    """Every live record (schema defaults for unset fields).
+
+    One ``SORT_RO <index> BY nosort GET # GET <base>k:*``: the server walks the index and reads
+    each record by name, so names and values come back together in one round trip, with no
+    script turning them into Lua values and back. Where SORT may not read by pattern (an ACL
+    without read access to every key, a server without SORT_RO, a prefix holding ``*``), the
+    mount's name goes in ``refused`` and its reads page through the index (``kv_keys``) and
+    MGET the records, ``PAGE`` at a time.
+    """
     out: dict[str, Any] = {}
+    after: str | None = None
+    if spec.sort_pattern is not None and spec.name not in refused:
+        try:
+            flat = yield Command(
+                "SORT_RO", spec.book.index, "BY", "nosort", "LIMIT", 0, SORT_PAGE,
+                "GET", "#", "GET", spec.sort_pattern, keys=(spec.book.index,), retryable=True,
+            )  # fmt: skip
+        except ResponseError:
+            refused.add(spec.name)
+        else:
+            names, values = flat[0::2], flat[1::2]
+            if None in values:  # expired since, or past its deadline and not yet purged
+                kept = [i for i, v in enumerate(values) if v is not None]
+                names, values = [names[i] for i in kept], [values[i] for i in kept]
+            out = dict(zip(texts(names), decode_values(spec.mount.codec, values), strict=True))
+            if len(flat) < 2 * SORT_PAGE:
+                return _with_defaults(spec, out)
+            after = as_str(flat[-2])
+    names = yield from keys(spec, after)
     for i in range(0, len(names), PAGE):
         chunk = names[i : i + PAGE]
         recs = [spec.record(k) for k in chunk]
@@ -531,6 +567,10 @@ def get_all(spec: MountSpec) -> Flow[dict[str, Any]]:
         for k, raw in zip(chunk, values, strict=True):
             if raw is not None:
                 out[k] = spec.decode(raw)
+    return _with_defaults(spec, out)
+
+
+def _with_defaults(spec: MountSpec, out: dict[str, Any]) -> dict[str, Any]:
     if spec.fields is not None:
         for k in spec.fields:
             if k not in out:
@@ -742,7 +782,7 @@ def op_get_all(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[dict[str,
     spec = store.spec(name)
     spec.mount.check_read("get_all", name)
     yield from flush_buffer(store, buffer)
-    return (yield from get_all(spec))
+    return (yield from get_all(spec, store.sort_refused))
 
 
 def op_clear(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[bool]:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, ClassVar, Optional, TypedDict, Union
 
 import pytest
+from redis.exceptions import ResponseError
 
 from redispatterns import Mount, QuotaExceeded, SchemaError
 from redispatterns._core import kv as core
@@ -340,13 +341,37 @@ def test_delete_keys_clear_info_get_all() -> None:
             replay(core.op_keys(s, buf, "u", None, bad), [])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         replay(core.op_keys(s, buf, "u", 1, None), [])  # type: ignore[arg-type]
-    # get_all: one MGET per batch, defaults for unset schema fields
-    got_all = replay(
-        core.op_get_all(s, buf, "u"),
-        [(ANY, [b"a"]), (Command("MGET", "app:u:{kv}:k:a", keys=["app:u:{kv}:k:a"]), [b"5"])],
-    )
-    assert got_all == {"a": 5, "b": "d"}
+    # get_all: one SORT ... GET, defaults for unset schema fields, expired records left out
+    sort = Command(
+        "SORT_RO", "app:u:{kv}:i", "BY", "nosort", "LIMIT", 0, core.SORT_PAGE,
+        "GET", "#", "GET", "app:u:{kv}:k:*", keys=["app:u:{kv}:i"], retryable=True,
+    )  # fmt: skip
+    assert replay(core.op_get_all(s, buf, "u"), [(sort, [b"a", b"5"])]) == {"a": 5, "b": "d"}
+    got_all = replay(core.op_get_all(s, buf, "u"), [(sort, [b"a", b"5", b"b", None, b"c", b'"x"'])])
+    assert got_all == {"a": 5, "c": "x", "b": "d"}
+    # refused (an ACL, an old server): index pages + one MGET per batch, and never SORT again
+    steps: list[tuple[Any, Any]] = [
+        (sort, ResponseError("NOPERM this user has no permissions to access one of the keys")),
+        (is_script("kv_keys"), [b"a"]),
+        (Command("MGET", "app:u:{kv}:k:a", keys=["app:u:{kv}:k:a"]), [b"5"]),
+    ]
+    assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 5, "b": "d"}
+    assert s.sort_refused == {"u"}
     assert replay(core.op_get_all(s, buf, "u"), [(ANY, [b"a"]), (ANY, [None])]) == {"a": None, "b": "d"}
+    # a mount larger than one SORT page: the rest pages by name, after the last one SORT gave
+    big = store(v=Mount(prefix="app:v:"))
+    first = [x for i in range(core.SORT_PAGE) for x in (f"k{i:05}".encode(), b"1")]
+    steps = [
+        (ANY, first),
+        (lambda op: op.script.name == "kv_keys" and op.args == (f"k{core.SORT_PAGE - 1:05}", core.PAGE), [b"z"]),
+        (Command("MGET", "app:v:{kv}:k:z", keys=["app:v:{kv}:k:z"]), [b"2"]),
+    ]
+    got_all = replay(core.op_get_all(big, buf, "v"), steps)
+    assert len(got_all) == core.SORT_PAGE + 1 and got_all["z"] == 2 and got_all["k00000"] == 1
+    # a prefix holding '*' cannot be a SORT pattern: pages from the start
+    star = store(w=Mount(prefix="app:*:"))
+    assert star.spec("w").sort_pattern is None
+    assert replay(core.op_get_all(star, buf, "w"), [(is_script("kv_keys"), [])]) == {}
     # clear: batches until the script names none
     assert replay(
         core.op_clear(s, buf, "u"),
@@ -447,7 +472,7 @@ def test_listing_flushes_the_buffer_first() -> None:
     steps = [(Batch, [[1, 1]]), (is_script("kv_keys"), [b"a"])]
     assert replay(core.op_keys(s, buf, "u", None, None), steps) == ["a"]
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Batch, [[1, 1]]), (ANY, [b"a"]), (ANY, [b"1"])]
+    steps = [(Batch, [[1, 1]]), (Command, [b"a", b"1"])]
     assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 1}
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     steps = [(Batch, [[1, 1]]), (Batch, [b"1:1000:t", -1])]

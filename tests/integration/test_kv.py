@@ -254,6 +254,30 @@ def test_expired_records_leave_the_index_and_free_the_quota(rp: Harness) -> None
     assert int(rp.sync_client.get(BASE + "u")) == 2
 
 
+@pytest.mark.parametrize("sort_page", [10_000, 7])
+def test_get_all_reads_every_live_record_in_one_sort(
+    rp: Harness, monkeypatch: pytest.MonkeyPatch, sort_page: int
+) -> None:
+    """SORT ... GET reads names and values together; past a page the rest comes by name."""
+    from redispatterns._core import kv as core
+
+    monkeypatch.setattr(core, "SORT_PAGE", sort_page)
+    kv = make(rp, {"user": rp_mount(USER), "other": rp_mount("app:other:")}, write_policy="dispose")
+    model: dict[str, Any] = {f"k{i:04}": {"i": i, "s": "é" * (i % 3)} for i in range(1500)}
+    model["raw"] = b"\xff\x00bytes"
+    model["we*ird ke{y}"] = [None, 1.5]
+    for k, v in model.items():
+        rp.call(kv.set("user", k, v))
+    rp.call(kv.set("other", "k0001", "not mine"))
+    rp.call(kv.set("user", "gone", 1, ttl=0.05))
+    rp.call(kv.flush())
+    time.sleep(0.1)
+    got = rp.call(kv.get_all("user"))
+    assert got == model
+    assert list(got) == sorted(model, key=str.encode)  # in key order
+    assert rp.call(kv.get_all("other")) == {"k0001": "not mine"}
+
+
 def test_concurrent_merges_lose_no_field(rp: Harness) -> None:
     kv = make(rp)
     calls = [lambda i=i: kv.merge("user", "doc", {f"f{i}": i}) for i in range(40)]
