@@ -33,7 +33,7 @@ from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
 from .ops import Batch, Command, Flow, Script, Sleep
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "KINDS",
@@ -319,6 +319,9 @@ class KVStore:
         check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
         self.specs = specs
         self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
+        self._write_keys: dict[str, tuple[str, ...]] = {}
+        self._terms: dict[tuple[str, int, str], bytes] = {}
+        self._heads: dict[tuple[int, int, str], bytes] = {}
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
         self.tag = tag
@@ -337,6 +340,41 @@ class KVStore:
         other = [s for s in self.specs.values() if s.slot != spec.slot]
         return same, other
 
+    def write_keys(self, spec: MountSpec) -> tuple[str, ...]:
+        """The bookkeeping keys a write to ``spec`` takes: its own, then (when the store has a
+        size limit) the other mounts' of its slot, which the script counts exactly."""
+        keys = self._write_keys.get(spec.name)
+        if keys is None:
+            out = list(spec.book.keys())
+            if self.max_store_size is not None:
+                for s in self.peers(spec)[0]:
+                    out.extend(s.book.keys())
+            keys = self._write_keys[spec.name] = tuple(out)
+        return keys
+
+    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> bytes:
+        """``kv_set``'s terms argument: TTL, the two limits, the other slots' usage, content type
+        (built once per mount, TTL and content type while the other slots hold nothing)."""
+        text = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
+        if text is None:
+            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0}"
+            text = f"{ttl_ms} {limits} {others} {ctype}".encode()
+            if not others:
+                if len(self._terms) >= 256:
+                    self._terms.clear()
+                self._terms[(spec.name, ttl_ms, ctype)] = text
+        return text
+
+    def head(self, group: int, ttl_ms: int | None, ctype: str) -> bytes:
+        """``kv_flush``'s head of one write: ``d<g>`` for a delete (``ttl_ms`` None), else a set's."""
+        text = self._heads.get((group, -1 if ttl_ms is None else ttl_ms, ctype))
+        if text is None:
+            text = (f"d{group}" if ttl_ms is None else f"s{group} {ttl_ms} {ctype}").encode()
+            if len(self._heads) >= 256:
+                self._heads.clear()
+            self._heads[(group, -1 if ttl_ms is None else ttl_ms, ctype)] = text
+        return text
+
     def mounts(self) -> list[dict[str, str]]:
         return [{"name": s.name, "mode": s.mount.mode, "prefix": s.mount.prefix} for s in self.specs.values()]
 
@@ -352,11 +390,18 @@ def _quota_error(spec: MountSpec, code: int, limit: int, key: str) -> QuotaExcee
     if code == -1:
         msg = f"mount {spec.name!r} is full: {limit} entries (max_entries); {key!r} was not written"
         return QuotaExceeded(msg, quota="max_entries", limit=limit, mount=spec.name)
-    if code == -2:
-        msg = f"value of {key!r} exceeds {limit} bytes (max_value_size); nothing was written"
-        return QuotaExceeded(msg, quota="max_value_size", limit=limit, mount=spec.name)
     msg = f"the store would exceed {limit} bytes (max_store_size); {key!r} was not written"
     return QuotaExceeded(msg, quota="max_store_size", limit=limit, mount=spec.name)
+
+
+def _prechecked(lua: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A :class:`Script` whose keys share one slot by construction, built without checking it
+    again: a record key, its mount's bookkeeping and the other mounts of that slot all carry
+    the slot's hash tag (``mount_base``; the peers are chosen by slot), so the CRC of every key
+    on every write would only repeat what the configuration already proved."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = lua, keys, args
+    return op
 
 
 def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:
@@ -376,38 +421,22 @@ def set_script(
     ctype: str,
     ttl_ms: int | None,
     others: int,
-    *,
-    cas: int = 0,
-    expected: bytes = b"",
+    cas: tuple[int, bytes] | None = None,
 ) -> Script:
-    keys: list[str] = [spec.record(key), *spec.book.keys()]
-    if store.max_store_size is not None:  # the other mounts of this slot are counted exactly
-        for s in store.peers(spec)[0]:
-            keys.extend(s.book.keys())
-    m = spec.mount
-    args = (
-        key,
-        data,
-        ttl_ms or 0,
-        m.max_entries or 0,
-        m.max_value_size or 0,
-        store.max_store_size or 0,
-        others,
-        ctype,
-        cas,
-        expected,
-    )
-    return Script(load("kv_set"), keys=tuple(keys), args=args)
+    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
+    terms = store.terms(spec, ttl_ms or 0, ctype, others)
+    args = (data, terms) if cas is None else (data, terms, *cas)
+    return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
     """True when written, False on a compare-and-set conflict; raises on a quota."""
-    code, limit = int(reply[0]), int(reply[1])
+    code = int(reply[0])
     if code == 1:
         return True
     if code == 0:
         return False
-    raise _quota_error(spec, code, limit, key)
+    raise _quota_error(spec, code, int(reply[1]), key)
 
 
 def get(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[tuple[bool, Any]]:
@@ -487,7 +516,7 @@ def merge(
             expected = as_bytes(raw)
             base, cas = spec.decode(expected), 2
         _, data, ctype = merge_value(spec, key, base, partials)
-        reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others, cas=cas, expected=expected)
+        reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others, (cas, expected))
         if _check_set_reply(store, spec, key, reply):
             return True
         yield Sleep(0.0005 * min(attempt, 20))
@@ -661,39 +690,86 @@ class WriteBuffer:
         return [(m, k, p) for (m, k), p in entries.items()]
 
 
+def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]]:
+    """For each of ``slots``: the bytes used by the mounts in other slots, read in one round
+    trip; no read when the store has no size limit or every mount shares those slots."""
+    slots = list(slots)
+    if store.max_store_size is None:
+        return {}
+    outside = [s for s in store.specs.values() if any(s.slot != slot for slot in slots)]
+    if not outside:
+        return {}
+    replies = yield Batch(tuple(Command("GET", s.book.used) for s in outside))
+    used = [int(r) if r is not None else 0 for r in replies]
+    return {slot: sum(u for s, u in zip(outside, used, strict=True) if s.slot != slot) for slot in slots}
+
+
+Write = tuple[MountSpec, str, Pending]
+
+
+def flush_script(store: KVStore, slot_: int, writes: Sequence[Write], others: int) -> Script:
+    """``kv_flush`` for the buffered sets and deletes of one slot, in their order."""
+    groups: dict[str, int] = {}
+    named: list[MountSpec] = []
+    keys: list[str] = []
+    tail: list[Any] = []
+    head = store.head
+    for spec, key, p in writes:
+        g = groups.get(spec.name)
+        if g is None:
+            g = groups[spec.name] = len(named) + 1
+            named.append(spec)
+        keys.append(spec.base + "k:" + key)
+        if p.kind == "delete":
+            tail.append(head(g, None, ""))
+        else:
+            tail.append(head(g, p.ttl_ms or 0, p.ctype))
+            tail.append(p.data)
+    for spec in named:
+        keys.extend(spec.book.keys())
+    if store.max_store_size is not None:  # the other mounts of the slot, counted exactly
+        for spec in store.specs.values():
+            if spec.slot == slot_ and spec.name not in groups:
+                keys.extend(spec.book.keys())
+    head_args = (len(writes), len(named), store.max_store_size or 0, others)
+    entries = tuple(s.mount.max_entries or 0 for s in named)
+    return _prechecked(load("kv_flush"), tuple(keys), (*head_args, *entries, *tail))
+
+
 def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[list[Exception]]:
-    """Send buffered writes: sets and deletes in one pipelined batch (one round trip, standalone
-    or Cluster), then merges (CAS each).
+    """Send buffered writes: the sets and deletes of each slot in one ``kv_flush`` run (the
+    slots' runs in one pipeline; a read of the other slots' usage first when mounts span slots
+    and the store has a size limit), then the merges (compare-and-set each).
 
     Returns the errors (quota refusals) of the writes that were refused; the others are written.
     """
-    items = list(items)
     errors: list[Exception] = []
-    snapshot: dict[str, int] = {}
-    direct: list[tuple[MountSpec, str, Pending, Script]] = []
-    merges: list[tuple[MountSpec, str, Pending]] = []
+    slots: dict[int, list[Write]] = {}
+    merges: list[Write] = []
     for mount, key, p in items:
         spec = store.spec(mount)
         if p.kind == "merge":
             merges.append((spec, key, p))
-            continue
-        if p.kind == "delete":
-            direct.append((spec, key, p, delete_script(spec, key)))
-            continue
-        if spec.name not in snapshot:
-            snapshot[spec.name] = yield from others_used(store, spec)
-        op = set_script(store, spec, key, p.data, p.ctype, p.ttl_ms, snapshot[spec.name])
-        direct.append((spec, key, p, op))
-    if direct:  # one pipeline (scripts go as EVAL: nothing to load first, fine on a Cluster)
-        replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
-        for (spec, key, p, _), reply in zip(direct, replies, strict=True):
+        else:
+            slots.setdefault(spec.slot, []).append((spec, key, p))
+    if slots:
+        others = yield from usage_elsewhere(store, slots)
+        ops = tuple(flush_script(store, sl, w, others.get(sl, 0)) for sl, w in slots.items())
+        if len(ops) == 1:  # alone it goes as EVALSHA: its source is not sent every time
+            try:
+                replies: list[Any] = [(yield ops[0])]
+            except ResponseError as exc:
+                replies = [exc]
+        else:  # one pipeline: one round trip on one node, one per node on a Cluster, in parallel
+            replies = yield Batch(ops, raise_on_error=False)
+        for writes, reply in zip(slots.values(), replies, strict=True):
             if isinstance(reply, Exception):
                 errors.append(reply)
-            elif p.kind == "set":
-                try:
-                    _check_set_reply(store, spec, key, reply)
-                except QuotaExceeded as exc:
-                    errors.append(exc)
+                continue
+            for (spec, key, p), code in zip(writes, reply, strict=True):
+                if p.kind == "set" and int(code) < 0:
+                    limit = spec.mount.max_entries if int(code) == -1 else store.max_store_size
+                    errors.append(_quota_error(spec, int(code), limit or 0, key))
     for spec, key, p in merges:
         try:
             yield from merge(store, spec, key, p.partials, p.ttl_ms)
