@@ -9,20 +9,15 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local W, G = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_store, others = tonumber(ARGV[3]), tonumber(ARGV[4])
 local NG = (#KEYS - W) / 4
-local CHUNK = 2000 -- arguments per variadic command (Lua's unpack has a limit)
+local CHUNK = 2000 -- arguments per variadic command (Lua's unpack has a limit); even: pairs stay whole
 
 local function key(g, j) return KEYS[W + 4 * (g - 1) + j] end
 local function size_of(meta_value) return tonumber(string.match(meta_value, '^(%d+)')) or 0 end
 
--- cmd key list... in commands of at most CHUNK elements (an even CHUNK keeps pairs whole)
-local function bulk(cmd, k, list)
-  for i = 1, #list, CHUNK do
-    local args, n = {cmd, k}, 2
-    for j = i, math.min(i + CHUNK - 1, #list) do
-      n = n + 1
-      args[n] = list[j]
-    end
-    redis.call(unpack(args))
+-- cmd k list[1..n], in commands of at most CHUNK elements (unpack takes ranges: nothing is copied)
+local function bulk(cmd, k, list, n)
+  for i = 1, n, CHUNK do
+    redis.call(cmd, k, unpack(list, i, math.min(i + CHUNK - 1, n)))
   end
 end
 
@@ -30,30 +25,26 @@ end
 local function purge(g)
   local idx, meta, exp = key(g, 1), key(g, 2), key(g, 3)
   local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', '(' .. now_ms)
-  if #gone == 0 then return end
+  local n = #gone
+  if n == 0 then return end
   local freed = 0
-  for i = 1, #gone, CHUNK do
-    local chunk, n = {'HMGET', meta}, 2
-    for j = i, math.min(i + CHUNK - 1, #gone) do
-      n = n + 1
-      chunk[n] = gone[j]
-    end
-    for _, v in ipairs(redis.call(unpack(chunk))) do
+  for i = 1, n, CHUNK do
+    for _, v in ipairs(redis.call('HMGET', meta, unpack(gone, i, math.min(i + CHUNK - 1, n)))) do
       if v then freed = freed + size_of(v) end
     end
   end
-  bulk('ZREM', exp, gone)
-  bulk('ZREM', idx, gone)
-  bulk('HDEL', meta, gone)
+  bulk('ZREM', exp, gone, n)
+  bulk('ZREM', idx, gone, n)
+  bulk('HDEL', meta, gone, n)
   if freed > 0 then redis.call('DECRBY', key(g, 4), freed) end
 end
 
--- parse the writes (heads repeat: each distinct one is parsed once)
-local max_entries, skip, names = {}, {}, {}
+-- parse the writes; each distinct head is parsed once: {is set, g, TTL text, TTL ms, deadline, meta suffix}
+local max_entries, skip, pos, np = {}, {}, {}, {}
 for g = 1, G do
   max_entries[g] = tonumber(ARGV[4 + g])
-  skip[g] = #key(g, 2) + 2 -- the key name starts there in a record key
-  names[g] = {}
+  skip[g] = #key(g, 2) + 2 -- where the key name starts in a record key
+  pos[g], np[g] = {}, 0     -- the writes of mount g, in order
 end
 local parsed = {}
 local head, member, value = {}, {}, {}
@@ -63,10 +54,11 @@ for i = 1, W do
   local h = parsed[text]
   if not h then
     if string.sub(text, 1, 1) == 'd' then
-      h = {false, tonumber(string.sub(text, 2)), 0, ''}
+      h = {false, tonumber(string.sub(text, 2))}
     else
       local g, ttl, ctype = string.match(text, '^s(%d+) (%d+) (.*)$')
-      h = {true, tonumber(g), tonumber(ttl), ctype}
+      local ms = tonumber(ttl)
+      h = {true, tonumber(g), ttl, ms, string.format('%d', now_ms + ms), ':' .. string.format('%d', now_ms) .. ':' .. ctype}
     end
     parsed[text] = h
   end
@@ -74,8 +66,9 @@ for i = 1, W do
   head[i] = h
   local g = h[2]
   member[i] = string.sub(KEYS[i], skip[g])
-  local list = names[g]
-  list[#list + 1] = member[i]
+  local n = np[g] + 1
+  np[g] = n
+  pos[g][n] = i
   if h[1] then
     value[i] = ARGV[a]
     a = a + 1
@@ -84,19 +77,16 @@ end
 
 -- the state the quotas start from, expired records purged first
 for g = 1, (max_store > 0 and NG or G) do purge(g) end
-local old, count = {}, {}
+local prev, count = {}, {}
 for g = 1, G do
-  local list, known = names[g], {}
-  for i = 1, #list, CHUNK do
-    local args, n = {'HMGET', key(g, 2)}, 2
-    for j = i, math.min(i + CHUNK - 1, #list) do
-      n = n + 1
-      args[n] = list[j]
-    end
-    local got = redis.call(unpack(args))
-    for j = 1, #got do known[list[i + j - 1]] = got[j] end
+  local p, n = pos[g], np[g]
+  for c = 1, n, CHUNK do
+    local top = math.min(c + CHUNK - 1, n)
+    local names = {}
+    for j = c, top do names[j - c + 1] = member[p[j]] end
+    local got = redis.call('HMGET', key(g, 2), unpack(names))
+    for j = c, top do prev[p[j]] = got[j - c + 1] end
   end
-  old[g] = known
   if max_entries[g] > 0 then count[g] = redis.call('ZCARD', key(g, 1)) end
 end
 local total = others
@@ -109,23 +99,22 @@ local codes, delta = {}, {}
 for g = 1, G do delta[g] = 0 end
 for i = 1, W do
   local h = head[i]
-  local g = h[2]
-  local prev = old[g][member[i]]
+  local g, old = h[2], prev[i]
   if h[1] then
-    local d = string.len(value[i]) - (prev and size_of(prev) or 0)
-    if not prev and max_entries[g] > 0 and count[g] >= max_entries[g] then
+    local d = string.len(value[i]) - (old and size_of(old) or 0)
+    if not old and max_entries[g] > 0 and count[g] >= max_entries[g] then
       codes[i] = -1
     elseif max_store > 0 and d > 0 and total + d > max_store then
       codes[i] = -3
     else
       codes[i] = 1
-      if not prev and max_entries[g] > 0 then count[g] = count[g] + 1 end
+      if not old and max_entries[g] > 0 then count[g] = count[g] + 1 end
       total = total + d
       delta[g] = delta[g] + d
     end
-  elseif prev then
+  elseif old then
     codes[i] = 1
-    local d = size_of(prev)
+    local d = size_of(old)
     if max_entries[g] > 0 then count[g] = count[g] - 1 end
     total = total - d
     delta[g] = delta[g] - d
@@ -134,53 +123,53 @@ for i = 1, W do
   end
 end
 
--- write: the records one by one, the bookkeeping in bulk
-local add_exp, rem_exp, add_idx, rem_idx, set_meta, del_meta = {}, {}, {}, {}, {}, {}
+-- write: the records one by one, the bookkeeping with one variadic command per structure
 for g = 1, G do
-  add_exp[g], rem_exp[g], add_idx[g], rem_idx[g], set_meta[g], del_meta[g] = {}, {}, {}, {}, {}, {}
-end
-local dead = {}
-local function push(list, x) list[#list + 1] = x end
-for i = 1, W do
-  local h = head[i]
-  local g, m = h[2], member[i]
-  local prev = old[g][m]
-  if not h[1] then
-    push(dead, KEYS[i])
-    if prev then
-      push(rem_idx[g], m)
-      push(rem_exp[g], m)
-      push(del_meta[g], m)
+  local p = pos[g]
+  local add_exp, rem_exp, add_idx, gone, meta_set, dead = {}, {}, {}, {}, {}, {}
+  local ae, re, ai, go, ms, de = 0, 0, 0, 0, 0, 0
+  for j = 1, np[g] do
+    local i = p[j]
+    local h, m, old = head[i], member[i], prev[i]
+    if not h[1] then
+      de = de + 1
+      dead[de] = KEYS[i]
+      if old then
+        go = go + 1
+        gone[go] = m
+      end
+    elseif codes[i] == 1 then
+      local v = value[i]
+      if h[4] > 0 then
+        redis.call('SET', KEYS[i], v, 'PX', h[3])
+        add_exp[ae + 1], add_exp[ae + 2] = h[5], m
+        ae = ae + 2
+      else
+        redis.call('SET', KEYS[i], v)
+        if old then
+          re = re + 1
+          rem_exp[re] = m
+        end
+      end
+      if not old then
+        add_idx[ai + 1], add_idx[ai + 2] = 0, m
+        ai = ai + 2
+      end
+      meta_set[ms + 1], meta_set[ms + 2] = m, string.len(v) .. h[6]
+      ms = ms + 2
     end
-  elseif codes[i] == 1 then
-    local ttl = h[3]
-    if ttl > 0 then
-      redis.call('SET', KEYS[i], value[i], 'PX', ttl)
-      push(add_exp[g], now_ms + ttl)
-      push(add_exp[g], m)
-    else
-      redis.call('SET', KEYS[i], value[i])
-      if prev then push(rem_exp[g], m) end
-    end
-    if not prev then
-      push(add_idx[g], 0)
-      push(add_idx[g], m)
-    end
-    push(set_meta[g], m)
-    push(set_meta[g], string.len(value[i]) .. ':' .. now_ms .. ':' .. h[4])
   end
-end
-for i = 1, #dead, CHUNK do
-  redis.call('DEL', unpack(dead, i, math.min(i + CHUNK - 1, #dead)))
-end
-for g = 1, G do
   local idx, meta, exp = key(g, 1), key(g, 2), key(g, 3)
-  if #rem_exp[g] > 0 then bulk('ZREM', exp, rem_exp[g]) end
-  if #add_exp[g] > 0 then bulk('ZADD', exp, add_exp[g]) end
-  if #rem_idx[g] > 0 then bulk('ZREM', idx, rem_idx[g]) end
-  if #add_idx[g] > 0 then bulk('ZADD', idx, add_idx[g]) end
-  if #del_meta[g] > 0 then bulk('HDEL', meta, del_meta[g]) end
-  if #set_meta[g] > 0 then bulk('HSET', meta, set_meta[g]) end
+  if de > 0 then for i = 1, de, CHUNK do redis.call('DEL', unpack(dead, i, math.min(i + CHUNK - 1, de))) end end
+  if go > 0 then
+    bulk('ZREM', idx, gone, go)
+    bulk('ZREM', exp, gone, go)
+    bulk('HDEL', meta, gone, go)
+  end
+  if re > 0 then bulk('ZREM', exp, rem_exp, re) end
+  if ae > 0 then bulk('ZADD', exp, add_exp, ae) end
+  if ai > 0 then bulk('ZADD', idx, add_idx, ai) end
+  if ms > 0 then bulk('HSET', meta, meta_set, ms) end
   if delta[g] ~= 0 then redis.call('INCRBY', key(g, 4), delta[g]) end
 end
 return codes

@@ -233,6 +233,8 @@ class MountSpec:
     book: Bookkeeping = field(init=False)
     slot: int = field(init=False)
     sort_pattern: str | None = field(init=False)
+    ttl_ms: int | None = field(init=False)
+    """The mount's default TTL in ms (checked once, here)."""
 
     def __post_init__(self) -> None:
         b = self.base
@@ -240,6 +242,11 @@ class MountSpec:
         object.__setattr__(self, "slot", slot(b + "i"))
         # SORT ... GET substitutes the first '*' of its pattern: only a base without one can
         object.__setattr__(self, "sort_pattern", None if "*" in b else b + "k:*")
+        object.__setattr__(self, "ttl_ms", self.mount.ttl_ms())
+
+    def write_ttl_ms(self, override: float | None) -> int | None:
+        """A write's TTL in ms: ``override`` seconds (checked), else the mount's."""
+        return self.ttl_ms if override is None else self.mount.ttl_ms(override)
 
     def record(self, key: str) -> str:
         return self.base + "k:" + key
@@ -320,6 +327,8 @@ class KVStore:
         self.specs = specs
         self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
         self._write_keys: dict[str, tuple[str, ...]] = {}
+        slots = {s.slot for s in specs.values()}
+        self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
         self._terms: dict[tuple[str, int, str], bytes] = {}
         self._heads: dict[tuple[int, int, str], bytes] = {}
         self.max_store_size = max_store_size
@@ -339,6 +348,10 @@ class KVStore:
         same = [s for s in self.specs.values() if s is not spec and s.slot == spec.slot]
         other = [s for s in self.specs.values() if s.slot != spec.slot]
         return same, other
+
+    def elsewhere(self, spec: MountSpec) -> bool:
+        """True when a write to ``spec`` reads the usage of mounts in other slots first."""
+        return self.max_store_size is not None and spec.slot not in self._one_slot
 
     def write_keys(self, spec: MountSpec) -> tuple[str, ...]:
         """The bookkeeping keys a write to ``spec`` takes: its own, then (when the store has a
@@ -465,7 +478,7 @@ def set_(
     store: KVStore, spec: MountSpec, key: str, data: bytes, ctype: str, ttl_ms: int | None
 ) -> Flow[bool]:
     """Write an already encoded value (``spec.encode``) with quotas and TTL in one script."""
-    others = yield from others_used(store, spec)
+    others = (yield from others_used(store, spec)) if store.elsewhere(spec) else 0
     reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others)
     return _check_set_reply(store, spec, key, reply)
 
@@ -640,7 +653,7 @@ class Pending:
     data: bytes = b""
     ctype: str = ""
     ttl_ms: int | None = None
-    partials: list[dict[str, Any]] = field(default_factory=list)
+    partials: Sequence[dict[str, Any]] = ()
 
 
 class WriteBuffer:
@@ -814,7 +827,7 @@ def op_set(
     store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
 ) -> Flow[bool]:
     spec, key = _writing(store, name, key, "set")
-    ttl_ms = spec.mount.ttl_ms(ttl)
+    ttl_ms = spec.write_ttl_ms(ttl)
     data, ctype = spec.encode(key, value)
     if store.write_policy == "dispose":
         buffer.set(name, key, data, ctype, ttl_ms)
@@ -827,7 +840,7 @@ def op_merge(
 ) -> Flow[bool]:
     spec, key = _writing(store, name, key, "merge")
     part = check_partial(partial)
-    ttl_ms = spec.mount.ttl_ms(ttl)
+    ttl_ms = spec.write_ttl_ms(ttl)
     if store.write_policy == "dispose":
         buffer.merge(spec, key, part, ttl_ms)
         return True

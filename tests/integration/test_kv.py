@@ -376,7 +376,8 @@ def test_a_flush_ends_where_the_same_writes_sent_one_by_one_end(rp: Harness, see
         }
         return make(rp, mounts, max_store_size=700, **kw)
 
-    def refusal(exc: QuotaExceeded) -> tuple[str | None, str | None]:
+    def refusal(exc: Exception) -> tuple[str | None, str | None]:
+        assert isinstance(exc, QuotaExceeded)
         return (exc.mount, exc.quota)
 
     one_by_one = kv_on("ab")
