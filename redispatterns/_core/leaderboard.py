@@ -275,6 +275,14 @@ class BoardSpec:
         object.__setattr__(self, "board_keys", (f"{base}:z", f"{base}:data", f"{base}:u", f"{base}:uc"))
         object.__setattr__(self, "bits", self.time_bits if self.tie_break else 0)
         object.__setattr__(self, "board_view", View(f"{base}:z", self.rank_mode == "dense"))
+        keys = self.board_keys
+        object.__setattr__(self, "submit_keys", keys if self.rank_mode == "dense" else keys[:2])
+        terms = (
+            f"{self.order} {1 if self.rank_mode == 'dense' else 0} {self.bits} {self.epoch_us} "
+            f"{self.tick_us} {self.ttl_ms} {{now}} {len(self.windows)}"
+        )
+        object.__setattr__(self, "_terms", terms)
+        object.__setattr__(self, "_terms_now0", terms.format(now=0).encode())
 
     _base: str = field(init=False, repr=False, compare=False)
     _ops: dict[tuple[Any, ...], Script] = field(init=False, repr=False, compare=False)
@@ -283,6 +291,16 @@ class BoardSpec:
     bits: int = field(init=False, repr=False, compare=False)
     """Tie-break time bits, 0 without tie-break."""
     board_view: View = field(init=False, repr=False, compare=False)
+    submit_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The submit script's keys on a board without windows."""
+    _terms: str = field(init=False, repr=False, compare=False)
+    _terms_now0: bytes = field(init=False, repr=False, compare=False)
+
+    def submit_terms(self, virtual_now_us: int | None) -> bytes:
+        """The submit script's first argument (built once; the virtual clock is for tests)."""
+        if not virtual_now_us:
+            return self._terms_now0
+        return self._terms.format(now=virtual_now_us).encode()
 
     def key(self, suffix: str) -> str:
         """``<prefix>lb:{name}:<suffix>``."""
@@ -293,9 +311,6 @@ class BoardSpec:
 
     def decode(self, stored: Any) -> float | int | None:
         return decode_score(stored, order=self.order, time_bits=self.bits)
-
-    def score_arg(self, score: float | int) -> str:
-        return str(score) if isinstance(score, int) else repr(score)
 
 
 # --------------------------------------------------------------------------- flows: writes
@@ -342,6 +357,17 @@ def _raise_script_error(exc: Exception) -> None:
         raise LeaderboardError(msg) from None
 
 
+_WITH_DATA = {m: m + "+" for m in SUBMIT_MODES}
+
+
+def _script(keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """The submit script's op. Every key of a board is ``<prefix>lb:{name}:...`` (``Keyspace.
+    tagged``): one slot by construction, so the op is built without checking it again."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = load("leaderboard_submit"), keys, args
+    return op
+
+
 def submit(
     spec: BoardSpec, ops: Sequence[SubmitOp], virtual_now_us: int | None = None
 ) -> Flow[list[float | int | None]]:
@@ -357,30 +383,24 @@ def submit(
         guess = virtual_now_us if virtual_now_us is not None else int((yield WallClock()) * 1_000_000)
     else:
         guess = 0
-    tail: list[str | int | float] = []
+    tail: list[Any] = []
     for mode, member, score, has_data, data in ops:
-        tail += [mode, member, spec.score_arg(score), "1" if has_data else "0", data]  # type: ignore[list-item]
-    head: list[str | int] = [
-        spec.order,
-        "1" if spec.rank_mode == "dense" else "0",
-        spec.bits,
-        spec.epoch_us,
-        spec.tick_us,
-        spec.ttl_ms,
-        virtual_now_us or 0,
-        len(spec.windows),
-    ]
-    dense = spec.rank_mode == "dense"
+        if mode == "remove":
+            tail += ("remove", member)
+        elif has_data:
+            tail += (_WITH_DATA[mode], member, score, data)
+        else:
+            tail += (mode, member, score)
+    terms = spec.submit_terms(virtual_now_us)
     for _ in range(_MAX_BUCKET_RETRIES):
-        wkeys, wargs = _window_args(spec, guess)
+        if spec.windows:
+            wkeys, wargs = _window_args(spec, guess)
+            keys = (*spec.board_keys[:2], *wkeys, *spec.board_keys[2 : 4 if spec.rank_mode == "dense" else 2])
+            op = _script(keys, (terms, *wargs, *tail))
+        else:
+            op = _script(spec.submit_keys, (terms, *tail))
         try:
-            reply = yield Script(
-                load("leaderboard_submit"),
-                keys=(*spec.board_keys[:2], *wkeys, *spec.board_keys[2:])
-                if dense
-                else (*spec.board_keys[:2], *wkeys),
-                args=(*head, *wargs, *tail),
-            )
+            reply = yield op
         except Exception as exc:
             _raise_script_error(exc)
             raise

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from redispatterns._core import leaderboard as core
+from redispatterns._core.keys import check_same_slot
 from redispatterns._core.leaderboard import (
     BoardSpec,
     LeaderboardEntry,
@@ -151,7 +152,6 @@ def test_spec_validation() -> None:
         BoardSpec("", Mount().keyspace, Mount().codec)
     s = spec(windows=("day",))
     assert s.key("z") == "t:lb:{b}:z" and s.bucket_key("day", 0) == "t:lb:{b}:day:1970-01-01"
-    assert s.score_arg(3) == "3" and s.score_arg(0.1) == "0.1"
 
 
 def test_make_op_validates_at_the_edge() -> None:
@@ -215,8 +215,11 @@ def test_submit_flow_without_windows_is_one_script() -> None:
     seen, _ = replay_trace(core.submit(s, ops))
     script = seen[0]
     assert script.keys == ("t:lb:{b}:z", "t:lb:{b}:data", "t:lb:{b}:u", "t:lb:{b}:uc")  # dense: index last
-    assert script.args[:8] == ("desc", "1", 0, s.epoch_us, 1_000_000, 0, 0, 0)
-    assert script.args[8:] == ("best", "a", "2.0", "0", b"", "remove", "b", "0", "0", b"")
+    assert script.args == (f"desc 1 0 {s.epoch_us} 1000000 0 0 0".encode(), "best", "a", 2.0, "remove", "b")
+    check_same_slot(script.keys)  # built without the check: one tag by construction
+    with_data = [core.make_op(s, "incr", "c", 1, {"k": 1}, True)]
+    seen, _ = replay_trace(core.submit(s, with_data, 7))
+    assert seen[0].args == (f"desc 1 0 {s.epoch_us} 1000000 0 7 0".encode(), "incr+", "c", 1.0, b'{"k":1}')
 
 
 def replay_trace(flow: Any) -> Any:
@@ -257,6 +260,8 @@ def test_submit_flow_maps_script_errors() -> None:
             replay(core.submit(s, ops), [(ANY, ResponseError(text))])
         if exc is LeaderboardError:
             assert not isinstance(info.value, ScoreOutOfRange)
+    stored = str(encode_tiebreak(-3, 5, order="desc", time_bits=31)).encode()
+    assert replay(core.submit(s, ops), [(ANY, [1, stored, None])]) == [-3, None]  # the primary back
 
 
 def test_read_flows_pick_one_command_or_one_script() -> None:

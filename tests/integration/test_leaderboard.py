@@ -427,7 +427,7 @@ def test_window_bucket_ids_agree_between_python_and_lua(rp: Harness) -> None:
             Script(
                 load("leaderboard_submit"),
                 keys=(*spec.board_keys[:2], *wkeys),
-                args=("desc", "0", 0, 0, 1, 0, us, 3, *wargs),
+                args=(f"desc 0 0 0 1 0 {us} 3", *wargs),
             )
         )
 
