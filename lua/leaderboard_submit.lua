@@ -3,16 +3,18 @@
 -- KEYS[1]: the board's sorted set
 -- KEYS[2]: the member-data hash
 -- KEYS[*]: then KEYS[3..2+W]: the current bucket of each window, in the order of the window arguments; then, on dense boards only, KEYS[3+W]: the distinct-score sorted set (member = score text) and KEYS[4+W]: the distinct-score count hash (score text -> members holding it)
--- ARGV[1]: the board's terms, space-separated: order ("desc": higher is better, or "asc"); "1" to maintain the dense-rank index (its two keys follow the buckets) else "0"; tie-break time bits B (0: no tie-break; a stored score is then primary * 2^B + time part); tie-break epoch (integer µs); tie-break tick (integer µs); board TTL in ms refreshed on every write (0: none); a virtual clock in µs, tests only (0: the server's TIME); the number of windows W
+-- ARGV[1]: the board's terms: "desc" or "asc" alone for a board with none of the options below, else space-separated: order ("desc": higher is better, or "asc"); "1" to maintain the dense-rank index (its two keys follow the buckets) else "0"; tie-break time bits B (0: no tie-break; a stored score is then primary * 2^B + time part); tie-break epoch (integer µs); tie-break tick (integer µs); board TTL in ms refreshed on every write (0: none); a virtual clock in µs, tests only (0: the server's TIME); the number of windows W
 -- ARGV[*]: then 4 per window: kind (day|week|month), the caller's bucket id, ms kept after the bucket closes, the bucket's end in µs; then per operation: the op (best|latest|incr, with a "+" when data follows; or remove), the member, then, except for a removal, the score, then the data when the op ends in "+"
 -- returns: {1, stored score text or nil per operation (the board's value after it; for a removal, the value it had)}; {0, day, week, month} when a window bucket named by the caller is not the current one by the clock (nothing written; retry with those ids)
 -- read-only: no
 
-local order, dense_flag, b, e, k, l, v, w = string.match(ARGV[1], '^(%a+) (%d) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) (%d+)$')
-local desc = order == 'desc'
-local dense = dense_flag == '1'
-local bits, epoch, tick = tonumber(b), tonumber(e), tonumber(k)
-local ttl, now, nw = tonumber(l), tonumber(v), tonumber(w)
+local desc, dense, bits, epoch, tick, ttl, now, nw = ARGV[1] == 'desc', false, 0, 0, 1, 0, 0, 0
+if #ARGV[1] > 4 then
+  local order, dense_flag, b, e, k, l, v, w = string.match(ARGV[1], '^(%a+) (%d) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) (%d+)$')
+  desc, dense = order == 'desc', dense_flag == '1'
+  bits, epoch, tick = tonumber(b), tonumber(e), tonumber(k)
+  ttl, now, nw = tonumber(l), tonumber(v), tonumber(w)
+end
 if now == 0 and (bits > 0 or nw > 0) then -- only tie-breaks and windows need the clock
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -68,24 +70,24 @@ local function enc(p)
   return p * M + T
 end
 
--- parse the operations: {op, member, score, data or nil}
-local ops = {}
+-- parse the operations into columns: op, member, score, data (nil when none)
+local op_of, member_of, score_of, data_of = {}, {}, {}, {}
+local nops = 0
 local a = 2 + 4 * nw
 while a <= #ARGV do
   local op = ARGV[a]
-  local with_data = string.sub(op, -1) == '+'
-  if with_data then op = string.sub(op, 1, -2) end
-  local o = {op, ARGV[a + 1]}
-  a = a + 2
-  if op ~= 'remove' then
-    o[3] = tonumber(ARGV[a])
-    a = a + 1
+  nops = nops + 1
+  if string.byte(op, -1) == 43 then -- "+": data follows
+    op = string.sub(op, 1, -2)
+    data_of[nops] = ARGV[a + 3]
   end
-  if with_data then
-    o[4] = ARGV[a]
-    a = a + 1
+  op_of[nops], member_of[nops] = op, ARGV[a + 1]
+  if op == 'remove' then
+    a = a + 2
+  else
+    score_of[nops] = tonumber(ARGV[a + 2])
+    a = a + (data_of[nops] and 4 or 3)
   end
-  ops[#ops + 1] = o
 end
 
 -- pass 1: read, compute every new value, check; nothing is written until all checks pass
@@ -95,8 +97,8 @@ for _, ki in ipairs(keyidx) do
   orig[ki], cur[ki] = {}, {}
 end
 local results = {1}
-for j, o in ipairs(ops) do
-  local op, member, s = o[1], o[2], o[3]
+for j = 1, nops do
+  local op, member, s = op_of[j], member_of[j], score_of[j]
   for _, ki in ipairs(keyidx) do
     local old = cur[ki][member]
     if old == nil then
@@ -172,11 +174,11 @@ for i, ki in ipairs(touched_ki) do
     end
   end
 end
-for _, o in ipairs(ops) do
-  if o[1] == 'remove' then
-    redis.call('HDEL', KEYS[2], o[2])
-  elseif o[4] then
-    redis.call('HSET', KEYS[2], o[2], o[4])
+for j = 1, nops do
+  if op_of[j] == 'remove' then
+    redis.call('HDEL', KEYS[2], member_of[j])
+  elseif data_of[j] then
+    redis.call('HSET', KEYS[2], member_of[j], data_of[j])
   end
 end
 if ttl > 0 then
@@ -193,7 +195,7 @@ for i = 1, nw do
   if left < 1 then left = 1 end
   redis.call('PEXPIRE', KEYS[2 + i], left)
 end
-for j = 2, #ops + 1 do
+for j = 2, nops + 1 do
   if results[j] then results[j] = fmt(results[j]) end
 end
 return results

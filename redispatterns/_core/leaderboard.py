@@ -282,7 +282,8 @@ class BoardSpec:
             f"{self.tick_us} {self.ttl_ms} {{now}} {len(self.windows)}"
         )
         object.__setattr__(self, "_terms", terms)
-        object.__setattr__(self, "_terms_now0", terms.format(now=0).encode())
+        plain = self.rank_mode != "dense" and not self.bits and not self.ttl_ms and not self.windows
+        object.__setattr__(self, "_terms_now0", (self.order if plain else terms.format(now=0)).encode())
 
     _base: str = field(init=False, repr=False, compare=False)
     _ops: dict[tuple[Any, ...], Script] = field(init=False, repr=False, compare=False)

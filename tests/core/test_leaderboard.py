@@ -217,6 +217,9 @@ def test_submit_flow_without_windows_is_one_script() -> None:
     assert script.keys == ("t:lb:{b}:z", "t:lb:{b}:data", "t:lb:{b}:u", "t:lb:{b}:uc")  # dense: index last
     assert script.args == (f"desc 1 0 {s.epoch_us} 1000000 0 0 0".encode(), "best", "a", 2.0, "remove", "b")
     check_same_slot(script.keys)  # built without the check: one tag by construction
+    plain = spec(order="asc")  # no option in use: the order alone
+    seen, _ = replay_trace(core.submit(plain, [core.make_op(plain, "latest", "a", 1, None, False)]))
+    assert seen[0].keys == ("t:lb:{b}:z", "t:lb:{b}:data") and seen[0].args == (b"asc", "latest", "a", 1.0)
     with_data = [core.make_op(s, "incr", "c", 1, {"k": 1}, True)]
     seen, _ = replay_trace(core.submit(s, with_data, 7))
     assert seen[0].args == (f"desc 1 0 {s.epoch_us} 1000000 0 7 0".encode(), "incr+", "c", 1.0, b'{"k":1}')
