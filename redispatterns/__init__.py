@@ -53,7 +53,7 @@ from .errors import (
     SubscriberOverflow,
     UnsupportedByServer,
 )
-from .kv import KV, AsyncKV
+from .kv import KV, AsyncKV, KVInfo
 from .leaderboard import AsyncLeaderboard, Leaderboard, LeaderboardEntry
 from .lock import AsyncLock, AsyncLockHandle, Lock, LockHandle, locked
 from .mount import Namespace
@@ -179,6 +179,7 @@ __all__ = [
     "Gap",
     "JsonCodec",
     "KV",
+    "KVInfo",
     "KeyValueStore",
     "KeyValueStoreMetadata",
     "KeyValueStoreRecord",

@@ -449,7 +449,7 @@ def test_shells_validate_before_any_io() -> None:
     with pytest.raises(ValueError, match="not kept"):
         b.rank("a", window="month")
     with pytest.raises(TypeError, match="tuples"):
-        b.submit_many([["a", 1]])
+        b.submit_many([["a", 1]])  # type: ignore[list-item]
 
 
 def test_async_twin_mirrors_the_sync_shell() -> None:

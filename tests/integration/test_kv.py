@@ -460,7 +460,7 @@ def test_configuration_errors() -> None:
     with pytest.raises(ValueError):
         KV(None, {"a": Mount(prefix="app:{x:")})
     with pytest.raises(ValueError):
-        KV(None, {"a": Mount(prefix="app:")}, write_policy="later")
+        KV(None, {"a": Mount(prefix="app:")}, write_policy="later")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         KV(None, {})
     with pytest.raises(TypeError):

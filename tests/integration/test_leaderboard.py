@@ -183,7 +183,7 @@ def test_dense_index_stays_exact_under_concurrent_random_writers(rp: Harness) ->
         def run(p: list[tuple[str, str, float]]) -> None:
             mine = Leaderboard(b.name, rank_mode="dense", client=rp.backend.sync_client())
             for op, m, s in p:
-                mine.remove(m) if op == "remove" else mine.submit(m, s, op, data={"by": m})
+                mine.remove(m) if op == "remove" else mine.submit(m, s, op, data={"by": m})  # type: ignore[arg-type]
 
         threads = [threading.Thread(target=run, args=(p,)) for p in plans]
         for t in threads:
