@@ -515,16 +515,30 @@ with one HMGET right after: the server's Lua turns every reply it handles into L
 back, which costs more than a second round trip once a page holds a few hundred rows."""
 
 
+def _columns(rows: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """Members and scores of a WITHSCORES reply: flat (RESP2, and scripts), or ``[member,
+    score]`` pairs (a RESP3 client: scores already floats), split without a per-row step."""
+    if rows and isinstance(rows[0], (list, tuple)):
+        members, scores = zip(*rows, strict=True)
+        return members, scores
+    return rows[0::2], rows[1::2]
+
+
 def _rows(
-    spec: BoardSpec, flat: Sequence[Any], start: int, first: int, datas: Sequence[Any] | None
+    spec: BoardSpec,
+    rows: Sequence[Any],
+    start: int,
+    first: int,
+    datas: Sequence[Any] | None,
+    cols: tuple[Sequence[Any], Sequence[Any]] | None = None,
 ) -> list[LeaderboardEntry]:
-    """Entries from a flat ``member, score text, ...`` list whose first row sits at 0-based index
-    ``start`` with rank ``first``; decoded a whole column at a time (a hot path for large pages)."""
-    members = texts(flat[0::2])
+    """Entries from a WITHSCORES-shaped reply whose first row sits at 0-based index ``start``
+    with rank ``first``; decoded a whole column at a time (a hot path for large pages)."""
+    member_col, scores_raw = cols if cols is not None else _columns(rows)
+    members = texts(member_col)
     n = len(members)
     if not n:
         return []
-    scores_raw = flat[1::2]
     bits = spec.bits
     scores: list[Any] = (
         list(map(float, scores_raw)) if not bits else [int(float(t)) >> bits for t in scores_raw]
@@ -563,23 +577,22 @@ def _page(
     """
     inline = with_data and size <= INLINE_DATA
     if query == "range" and spec.rank_mode == "standard" and not inline and not v.sources:
-        flat = yield Command("ZREVRANGE" if spec.order == "desc" else "ZRANGE", v.key, a, b, "WITHSCORES")
-        if flat and isinstance(flat[0], (list, tuple)):  # RESP3 pairs
-            flat = [x for pair in flat for x in pair]
+        rows = yield Command("ZREVRANGE" if spec.order == "desc" else "ZRANGE", v.key, a, b, "WITHSCORES")
         start = first = int(a)
         first += 1
     else:
         reply = yield from _read(spec, v, query, a, b, inline)
         if len(reply) < 4:
             return []
-        flat, start, first = reply[3], int(reply[1]), int(reply[2])
+        rows, start, first = reply[3], int(reply[1]), int(reply[2])
         if inline:
             datas = reply[4] if len(reply) == 5 else [d for chunk in reply[4:] for d in chunk]
-            return _rows(spec, flat, start, first, datas)
-    if not with_data or not flat:
-        return _rows(spec, flat, start, first, None)
-    datas = yield Command("HMGET", spec.board_keys[1], *flat[0::2])
-    return _rows(spec, flat, start, first, datas)
+            return _rows(spec, rows, start, first, datas)
+    if not with_data or not rows:
+        return _rows(spec, rows, start, first, None)
+    cols = _columns(rows)
+    datas = yield Command("HMGET", spec.board_keys[1], *cols[0])
+    return _rows(spec, rows, start, first, datas, cols)
 
 
 def entries(
@@ -602,8 +615,6 @@ def entries(
 
 def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[LeaderboardEntry]:
     """A WITHSCORES reply (flat RESP2 pairs, or ``[member, score]`` pairs) as ranked entries."""
-    if rows and isinstance(rows[0], (list, tuple)):
-        rows = [x for pair in rows for x in pair]
     return _rows(spec, rows, start, start + 1, None)
 
 
