@@ -726,18 +726,23 @@ def flush_script(store: KVStore, slot_: int, writes: Sequence[Write], others: in
     named: list[MountSpec] = []
     keys: list[str] = []
     tail: list[Any] = []
-    head = store.head
+    add_key, add = keys.append, tail.append
+    last: tuple[Any, ...] = ()
+    last_head = b""
     for spec, key, p in writes:
         g = groups.get(spec.name)
         if g is None:
             g = groups[spec.name] = len(named) + 1
             named.append(spec)
-        keys.append(spec.base + "k:" + key)
+        add_key(spec.base + "k:" + key)
         if p.kind == "delete":
-            tail.append(head(g, None, ""))
-        else:
-            tail.append(head(g, p.ttl_ms or 0, p.ctype))
-            tail.append(p.data)
+            add(store.head(g, None, ""))
+            continue
+        if last != (g, p.ttl_ms, p.ctype):  # writes in a row mostly share their head
+            last = (g, p.ttl_ms, p.ctype)
+            last_head = store.head(g, p.ttl_ms or 0, p.ctype)
+        add(last_head)
+        add(p.data)
     for spec in named:
         keys.extend(spec.book.keys())
     if store.max_store_size is not None:  # the other mounts of the slot, counted exactly
@@ -778,6 +783,8 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
         for writes, reply in zip(slots.values(), replies, strict=True):
             if isinstance(reply, Exception):
                 errors.append(reply)
+                continue
+            if min(reply) >= 0:  # nothing refused (deletes reply 0 or 1)
                 continue
             for (spec, key, p), code in zip(writes, reply, strict=True):
                 if p.kind == "set" and int(code) < 0:
