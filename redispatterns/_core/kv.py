@@ -55,6 +55,7 @@ WRITE_POLICIES = ("immediate", "dispose")
 KINDS = ("string", "number", "bool", "list", "dict", "any")
 MERGE_RETRIES = 64
 PAGE = 500  # key names per script call when listing / clearing, keys per MGET
+SORT_PAGE = 10_000  # records per SORT ... GET in get_all: past that, the rest pages by key name
 
 
 # --------------------------------------------------------------------------- schema
@@ -235,6 +236,8 @@ class MountSpec:
     sort_pattern: str | None = field(init=False)
     ttl_ms: int | None = field(init=False)
     """The mount's default TTL in ms (checked once, here)."""
+    sort_op: Command | None = field(init=False)
+    """``get_all``'s one command (ops are immutable values: built once)."""
 
     def __post_init__(self) -> None:
         b = self.base
@@ -243,6 +246,14 @@ class MountSpec:
         # SORT ... GET substitutes the first '*' of its pattern: only a base without one can
         object.__setattr__(self, "sort_pattern", None if "*" in b else b + "k:*")
         object.__setattr__(self, "ttl_ms", self.mount.ttl_ms())
+        index, pattern = self.book.index, self.sort_pattern
+        sort_op = None
+        if pattern is not None:
+            sort_op = Command(
+                "SORT_RO", index, "BY", "nosort", "LIMIT", 0, SORT_PAGE, "GET", "#", "GET", pattern,
+                keys=(index,), retryable=True,
+            )  # fmt: skip
+        object.__setattr__(self, "sort_op", sort_op)
 
     def write_ttl_ms(self, override: float | None) -> int | None:
         """A write's TTL in ms: ``override`` seconds (checked), else the mount's."""
@@ -569,9 +580,6 @@ def keys(spec: MountSpec, start_after: str | None = None, limit: int | None = No
         cursor = page[-1]
 
 
-SORT_PAGE = 10_000  # records per SORT ... GET: past that, the rest pages by key name
-
-
 def get_all(spec: MountSpec, refused: set[str]) -> Flow[dict[str, Any]]:
     """Every live record (schema defaults for unset fields).
 
@@ -584,12 +592,9 @@ def get_all(spec: MountSpec, refused: set[str]) -> Flow[dict[str, Any]]:
     """
     out: dict[str, Any] = {}
     after: str | None = None
-    if spec.sort_pattern is not None and spec.name not in refused:
+    if spec.sort_op is not None and spec.name not in refused:
         try:
-            flat = yield Command(
-                "SORT_RO", spec.book.index, "BY", "nosort", "LIMIT", 0, SORT_PAGE,
-                "GET", "#", "GET", spec.sort_pattern, keys=(spec.book.index,), retryable=True,
-            )  # fmt: skip
+            flat = yield spec.sort_op
         except ResponseError:
             refused.add(spec.name)
         else:
@@ -870,14 +875,16 @@ def op_keys(
 ) -> Flow[list[str]]:
     spec = store.spec(name)
     spec.mount.check_read("keys", name)
-    yield from flush_buffer(store, buffer)
+    if buffer:
+        yield from flush_buffer(store, buffer)
     return (yield from keys(spec, start_after, limit))
 
 
 def op_get_all(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[dict[str, Any]]:
     spec = store.spec(name)
     spec.mount.check_read("get_all", name)
-    yield from flush_buffer(store, buffer)
+    if buffer:
+        yield from flush_buffer(store, buffer)
     return (yield from get_all(spec, store.sort_refused))
 
 
