@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
 from ..errors import LeaderboardError, ScoreOutOfRange
@@ -517,11 +518,13 @@ back, which costs more than a second round trip once a page holds a few hundred 
 
 def _columns(rows: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
     """Members and scores of a WITHSCORES reply: flat (RESP2, and scripts), or ``[member,
-    score]`` pairs (a RESP3 client: scores already floats), split without a per-row step."""
-    if rows and isinstance(rows[0], (list, tuple)):
-        members, scores = zip(*rows, strict=True)
-        return members, scores
+    score]`` pairs (a RESP3 client: scores already floats), split without a Python step per row."""
+    if rows and isinstance(rows[0], (list, tuple)):  # itemgetter maps: no object per row
+        return list(map(_first_item, rows)), list(map(_second_item, rows))
     return rows[0::2], rows[1::2]
+
+
+_first_item, _second_item = itemgetter(0), itemgetter(1)
 
 
 def _rows(
@@ -591,8 +594,9 @@ def _page(
     if not with_data or not rows:
         return _rows(spec, rows, start, first, None)
     cols = _columns(rows)
+    del rows  # a RESP3 reply's pair lists: freed before the data arrives, not kept alive across it
     datas = yield Command("HMGET", spec.board_keys[1], *cols[0])
-    return _rows(spec, rows, start, first, datas, cols)
+    return _rows(spec, (), start, first, datas, cols)
 
 
 def entries(
