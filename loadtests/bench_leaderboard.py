@@ -8,8 +8,10 @@ The ``leaderboard`` package (agoragames/WB-Games 3.7.3) runs side by side when i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio
 
@@ -103,7 +105,52 @@ def cases(url: str) -> list[BenchCase]:
                   note="floor: 4 ZADD GT + 3 PEXPIRE in one pipeline, no server-clock bucket check"),
         BenchCase("leaderboard", "top-10 with data (async) vs ZREVRANGE", atop, atop_floor, is_async=True),
     ]  # fmt: skip
+    out += _top_cases(url, raw, board, zkey, dkey)
     out += _peer_cases(raw, url, zkey, dkey)
+    return out
+
+
+def _top_cases(url: str, raw: redis.Redis, board: Leaderboard, zkey: str, dkey: str) -> list[BenchCase]:
+    """top(N) with member data at N = 10 / 100 / 1000 / 10000 against the same work by hand:
+    ZREVRANGE ... WITHSCORES, HMGET of the members, orjson.loads of each value."""
+    loads = orjson.loads
+    state: dict[str, Any] = {}
+
+    def on_loop() -> tuple[Any, Any]:
+        loop = asyncio.get_running_loop()
+        if state.get("loop") is not loop:  # each async case runs its own event loop
+            state["loop"] = loop
+            state["board"] = AsyncLeaderboard("bench", client=redis.asyncio.Redis.from_url(url))
+            state["raw"] = redis.asyncio.Redis.from_url(url)
+        return state["board"], state["raw"]
+
+    out = []
+    for n in (10, 100, 1000, 10_000):
+
+        def by_hand(n: int = n) -> Any:
+            rows: Any = raw.zrevrange(zkey, 0, n - 1, withscores=True)
+            data: Any = raw.hmget(dkey, [m for m, _ in rows])
+            return [(m, s, loads(d)) for (m, s), d in zip(rows, data, strict=True)]
+
+        def top(n: int = n) -> Any:
+            return board.top(n)
+
+        async def atop(n: int = n) -> Any:
+            return await on_loop()[0].top(n)
+
+        async def aby_hand(n: int = n) -> Any:
+            r = on_loop()[1]
+            rows: Any = await r.zrevrange(zkey, 0, n - 1, withscores=True)
+            data: Any = await r.hmget(dkey, [m for m, _ in rows])
+            return [(m, s, loads(d)) for (m, s), d in zip(rows, data, strict=True)]
+
+        calls = max(24, min(3000, 60_000 // n))
+        note = "1 round trip up to 256 rows, then rows + one HMGET; floor: ZREVRANGE + HMGET + loads"
+        out += [
+            BenchCase("leaderboard", f"top with data N={n}", top, by_hand,
+                      calls=calls, note=note),
+            BenchCase("leaderboard", f"top with data N={n}", atop, aby_hand, is_async=True, calls=calls),
+        ]  # fmt: skip
     return out
 
 

@@ -13,7 +13,7 @@
 -- ARGV[7]: range: first index (0-based); around, member, percentile: the member
 -- ARGV[8]: range: last index; around: the page size
 -- ARGV[9]: "1" to return member data
--- returns: range/around/member: {total (0 for range and member), rank, member, score text, data or nil, ...}; percentile: {total, members ranked strictly worse} or {total} when absent; count: {total}
+-- returns: range/around/member: {total (0 for range and member), first index, rank of the first row, {member, score text, ...}, then with data one or more arrays of member data (nil where absent), in row order}, or {total} when no row; the ranks of the other rows follow from the score texts; percentile: {total, members ranked strictly worse} or {total} when absent; count: {total}
 -- read-only: yes (a rolling union it builds is a cache: rebuilding it is idempotent)
 
 local src = KEYS[1]
@@ -98,28 +98,26 @@ if desc then
 else
   rows = redis.call('ZRANGE', src, start, stop, 'WITHSCORES')
 end
-local out = {total}
-local data = nil
-if ARGV[9] == '1' and #rows > 0 then
-  local hm = {'HMGET', KEYS[2]}
-  for i = 1, #rows, 2 do hm[#hm + 1] = rows[i] end
-  data = redis.call(unpack(hm))
+if #rows == 0 then return {total} end
+-- only the first row's rank needs the server: the client ranks the rest from the score texts
+local first = start + 1
+if mode == 'competition' then
+  first = better_count(rows[2]) + 1
+elseif mode == 'dense' then
+  first = distinct_better(rows[2]) + 1
 end
-local rank, prev = 0, nil
-for i = 1, #rows, 2 do
-  local s = rows[i + 1]
-  local pos = start + (i - 1) / 2
-  if mode == 'standard' then
-    rank = pos + 1
-  elseif prev == nil then
-    if mode == 'competition' then rank = better_count(s) + 1 else rank = distinct_better(s) + 1 end
-  elseif s ~= prev then
-    if mode == 'competition' then rank = pos + 1 else rank = rank + 1 end
+-- the rows go back as they came; member data in HMGET replies of at most CHUNK members (unpack's limit)
+local out = {total, start, first, rows}
+if ARGV[9] == '1' then
+  local CHUNK = 4000
+  local n = #rows / 2
+  for c = 1, n, CHUNK do
+    local hm, k = {'HMGET', KEYS[2]}, 2
+    for i = c, math.min(c + CHUNK - 1, n) do
+      k = k + 1
+      hm[k] = rows[2 * i - 1]
+    end
+    out[#out + 1] = redis.call(unpack(hm))
   end
-  prev = s
-  out[#out + 1] = rank
-  out[#out + 1] = rows[i]
-  out[#out + 1] = s
-  if data then out[#out + 1] = data[(i + 1) / 2] else out[#out + 1] = false end
 end
 return out

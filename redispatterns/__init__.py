@@ -54,7 +54,7 @@ from .errors import (
     SubscriberOverflow,
     UnsupportedByServer,
 )
-from .kv import KV, AsyncKV
+from .kv import KV, AsyncKV, KVInfo
 from .leaderboard import AsyncLeaderboard, Leaderboard, LeaderboardEntry
 from .lock import AsyncLock, AsyncLockHandle, Lock, LockHandle, locked
 from .mount import Namespace
@@ -182,6 +182,7 @@ __all__ = [
     "Gap",
     "JsonCodec",
     "KV",
+    "KVInfo",
     "KeyValueStore",
     "KeyValueStoreMetadata",
     "KeyValueStoreRecord",

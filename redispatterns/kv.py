@@ -19,13 +19,13 @@ from types import TracebackType
 from typing import Any
 
 from ._core import kv as core
-from ._core.kv import KVInfo, MergeConflict, SchemaTypeError
+from ._core.kv import KVInfo, MergeConflict, SchemaTypeError, WritePolicy
 from ._core.mount import Mount
 from ._runner import run_async, run_sync
 from .client import check_client, connect, connect_async
 from .mount import Namespace
 
-__all__ = ["AsyncKV", "KV", "MergeConflict", "SchemaTypeError"]
+__all__ = ["KV", "AsyncKV", "KVInfo", "MergeConflict", "SchemaTypeError", "WritePolicy"]
 
 _MAX_STORE = 10485760
 
@@ -41,7 +41,7 @@ class _Base:
         mounts: Mapping[str, Mount] | None = None,
         *,
         max_store_size: int | None = _MAX_STORE,
-        write_policy: str = "immediate",
+        write_policy: WritePolicy = "immediate",
         tag: str = "kv",
         client: Any = None,
     ) -> None:
@@ -73,7 +73,8 @@ class _Base:
         return connect_async(self._url) if self._asyncio else connect(self._url)
 
     @property
-    def write_policy(self) -> str:
+    def write_policy(self) -> WritePolicy:
+        """``"immediate"`` (writes go through) or ``"dispose"`` (buffered until a flush)."""
         return self._store.write_policy
 
     @property

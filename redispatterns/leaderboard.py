@@ -11,17 +11,44 @@ only validate arguments and run the flows.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Union
 
 from ._core import leaderboard as core
 from ._core import validate
-from ._core.leaderboard import LeaderboardEntry, LeaderboardError, ScoreOutOfRange
+from ._core.leaderboard import (
+    LeaderboardEntry,
+    LeaderboardError,
+    Order,
+    RankMode,
+    Rolling,
+    ScoreOutOfRange,
+    SubmitMode,
+    TieBreak,
+    Window,
+)
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._runner import run_async, run_sync
 from .mount import Namespace, resolve
 
-__all__ = ["AsyncLeaderboard", "LeaderboardEntry", "Leaderboard", "LeaderboardError", "ScoreOutOfRange"]
+__all__ = [
+    "AsyncLeaderboard",
+    "Leaderboard",
+    "LeaderboardEntry",
+    "LeaderboardError",
+    "Order",
+    "RankMode",
+    "Rolling",
+    "ScoreOutOfRange",
+    "SubmitItems",
+    "SubmitMode",
+    "TieBreak",
+    "Window",
+]
+
+SubmitItems = Union[Mapping[str, float], Iterable[Union[tuple[str, float], tuple[str, float, Any]]]]
+"""What ``submit_many`` takes: ``{member: score}``, or ``(member, score)`` / ``(member, score,
+data)`` tuples."""
 
 _NO_DATA: Any = object()
 
@@ -35,15 +62,15 @@ class _Board:
         self,
         name: str,
         *,
-        order: str = "desc",
-        rank_mode: str = "standard",
-        tie_break: str | None = None,
-        windows: Iterable[str] | None = None,
+        order: Order = "desc",
+        rank_mode: RankMode = "standard",
+        tie_break: TieBreak | None = None,
+        windows: Iterable[Window] | None = None,
         time_bits: int = 31,
         tie_break_tick: float = 1.0,
         tie_break_epoch: float = 1735689600.0,
         retention: Mapping[str, float] | None = None,
-        rolling: str = "best",
+        rolling: Rolling = "best",
         rolling_ttl: float = 5.0,
         clock: Callable[[], float] | None = None,
         mount: Mount | Namespace | None = None,
@@ -124,19 +151,20 @@ class _Board:
         self._ns.check_write("Leaderboard")
         return core.submit(self._spec, ops, self._now())
 
-    def _f_submit(self, member: str, score: float, mode: str, data: Any) -> Flow[float | int | None]:
+    def _f_submit(self, member: str, score: float, mode: SubmitMode, data: Any) -> Flow[float | int | None]:
         op = core.make_op(self._spec, mode, member, score, data, data is not _NO_DATA)
         return _first((yield from self._write([op])))
 
-    def _f_submit_many(self, items: Any, mode: str) -> Flow[list[float | int | None]]:
+    def _f_submit_many(self, items: SubmitItems, mode: SubmitMode) -> Flow[list[float | int | None]]:
         if isinstance(items, Mapping):
             items = items.items()
         ops = []
         for item in items:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError("submit_many takes a mapping or (member, score[, data]) tuples")
-            has = len(item) == 3
-            ops.append(core.make_op(self._spec, mode, item[0], item[1], item[2] if has else None, has))
+            row: tuple[Any, ...] = item
+            has = len(row) == 3
+            ops.append(core.make_op(self._spec, mode, row[0], row[1], row[2] if has else None, has))
         return (yield from self._write(ops))
 
     def _f_remove(self, members: tuple[str, ...]) -> Flow[int]:
@@ -205,13 +233,13 @@ class Leaderboard(_Board):
     """A ranked board: submit scores, read ranks, pages and windows; one round trip per call."""
 
     def submit(
-        self, member: str, score: float, mode: str = "best", *, data: Any = _NO_DATA
+        self, member: str, score: float, mode: SubmitMode = "best", *, data: Any = _NO_DATA
     ) -> float | int | None:
         """Record ``score`` (``mode``: ``best`` keeps the better, ``latest`` overwrites, ``incr`` adds);
         ``data`` (optional) is stored beside it. Returns the member's board score afterwards."""
         return run_sync(self._ns.client, self._f_submit(member, score, mode, data))
 
-    def submit_many(self, items: Any, mode: str = "best") -> list[float | int | None]:
+    def submit_many(self, items: SubmitItems, mode: SubmitMode = "best") -> list[float | int | None]:
         """Several submits (a mapping or ``(member, score[, data])`` tuples) in one script run."""
         return run_sync(self._ns.client, self._f_submit_many(items, mode))
 
@@ -268,11 +296,11 @@ class AsyncLeaderboard(_Board):
     _asyncio = True
 
     async def submit(
-        self, member: str, score: float, mode: str = "best", *, data: Any = _NO_DATA
+        self, member: str, score: float, mode: SubmitMode = "best", *, data: Any = _NO_DATA
     ) -> float | int | None:
         return await run_async(self._ns.client, self._f_submit(member, score, mode, data))
 
-    async def submit_many(self, items: Any, mode: str = "best") -> list[float | int | None]:
+    async def submit_many(self, items: SubmitItems, mode: SubmitMode = "best") -> list[float | int | None]:
         return await run_async(self._ns.client, self._f_submit_many(items, mode))
 
     async def remove(self, *members: str) -> int:

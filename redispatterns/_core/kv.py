@@ -25,12 +25,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from redis.exceptions import ResponseError
+
 from ..errors import MergeConflict, QuotaExceeded, SchemaError, SchemaTypeError
+from .bulk import decode_values, texts
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
 from .ops import Batch, Command, Flow, Script, Sleep
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "KINDS",
@@ -52,6 +55,7 @@ WRITE_POLICIES = ("immediate", "dispose")
 KINDS = ("string", "number", "bool", "list", "dict", "any")
 MERGE_RETRIES = 64
 PAGE = 500  # key names per script call when listing / clearing, keys per MGET
+SORT_PAGE = 10_000  # records per SORT ... GET in get_all: past that, the rest pages by key name
 
 
 # --------------------------------------------------------------------------- schema
@@ -229,11 +233,31 @@ class MountSpec:
     fields: dict[str, Field] | None
     book: Bookkeeping = field(init=False)
     slot: int = field(init=False)
+    sort_pattern: str | None = field(init=False)
+    ttl_ms: int | None = field(init=False)
+    """The mount's default TTL in ms (checked once, here)."""
+    sort_op: Command | None = field(init=False)
+    """``get_all``'s one command (ops are immutable values: built once)."""
 
     def __post_init__(self) -> None:
         b = self.base
         object.__setattr__(self, "book", Bookkeeping(b + "i", b + "m", b + "x", b + "u"))
         object.__setattr__(self, "slot", slot(b + "i"))
+        # SORT ... GET substitutes the first '*' of its pattern: only a base without one can
+        object.__setattr__(self, "sort_pattern", None if "*" in b else b + "k:*")
+        object.__setattr__(self, "ttl_ms", self.mount.ttl_ms())
+        index, pattern = self.book.index, self.sort_pattern
+        sort_op = None
+        if pattern is not None:
+            sort_op = Command(
+                "SORT_RO", index, "BY", "nosort", "LIMIT", 0, SORT_PAGE, "GET", "#", "GET", pattern,
+                keys=(index,), retryable=True,
+            )  # fmt: skip
+        object.__setattr__(self, "sort_op", sort_op)
+
+    def write_ttl_ms(self, override: float | None) -> int | None:
+        """A write's TTL in ms: ``override`` seconds (checked), else the mount's."""
+        return self.ttl_ms if override is None else self.mount.ttl_ms(override)
 
     def record(self, key: str) -> str:
         return self.base + "k:" + key
@@ -312,6 +336,12 @@ class KVStore:
             specs[name] = MountSpec(name, m, mount_base(m.prefix, tag), parse_schema(m.schema))
         check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
         self.specs = specs
+        self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
+        self._write_keys: dict[str, tuple[str, ...]] = {}
+        slots = {s.slot for s in specs.values()}
+        self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
+        self._terms: dict[tuple[str, int, str], bytes] = {}
+        self._heads: dict[tuple[int, int, str], bytes] = {}
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
         self.tag = tag
@@ -330,6 +360,45 @@ class KVStore:
         other = [s for s in self.specs.values() if s.slot != spec.slot]
         return same, other
 
+    def elsewhere(self, spec: MountSpec) -> bool:
+        """True when a write to ``spec`` reads the usage of mounts in other slots first."""
+        return self.max_store_size is not None and spec.slot not in self._one_slot
+
+    def write_keys(self, spec: MountSpec) -> tuple[str, ...]:
+        """The bookkeeping keys a write to ``spec`` takes: its own, then (when the store has a
+        size limit) the other mounts' of its slot, which the script counts exactly."""
+        keys = self._write_keys.get(spec.name)
+        if keys is None:
+            out = list(spec.book.keys())
+            if self.max_store_size is not None:
+                for s in self.peers(spec)[0]:
+                    out.extend(s.book.keys())
+            keys = self._write_keys[spec.name] = tuple(out)
+        return keys
+
+    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> bytes:
+        """``kv_set``'s terms argument: TTL, the two limits, the other slots' usage, content type
+        (built once per mount, TTL and content type while the other slots hold nothing)."""
+        text = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
+        if text is None:
+            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0}"
+            text = f"{ttl_ms} {limits} {others} {ctype}".encode()
+            if not others:
+                if len(self._terms) >= 256:
+                    self._terms.clear()
+                self._terms[(spec.name, ttl_ms, ctype)] = text
+        return text
+
+    def head(self, group: int, ttl_ms: int | None, ctype: str) -> bytes:
+        """``kv_flush``'s head of one write: ``d<g>`` for a delete (``ttl_ms`` None), else a set's."""
+        text = self._heads.get((group, -1 if ttl_ms is None else ttl_ms, ctype))
+        if text is None:
+            text = (f"d{group}" if ttl_ms is None else f"s{group} {ttl_ms} {ctype}").encode()
+            if len(self._heads) >= 256:
+                self._heads.clear()
+            self._heads[(group, -1 if ttl_ms is None else ttl_ms, ctype)] = text
+        return text
+
     def mounts(self) -> list[dict[str, str]]:
         return [{"name": s.name, "mode": s.mount.mode, "prefix": s.mount.prefix} for s in self.specs.values()]
 
@@ -345,11 +414,18 @@ def _quota_error(spec: MountSpec, code: int, limit: int, key: str) -> QuotaExcee
     if code == -1:
         msg = f"mount {spec.name!r} is full: {limit} entries (max_entries); {key!r} was not written"
         return QuotaExceeded(msg, quota="max_entries", limit=limit, mount=spec.name)
-    if code == -2:
-        msg = f"value of {key!r} exceeds {limit} bytes (max_value_size); nothing was written"
-        return QuotaExceeded(msg, quota="max_value_size", limit=limit, mount=spec.name)
     msg = f"the store would exceed {limit} bytes (max_store_size); {key!r} was not written"
     return QuotaExceeded(msg, quota="max_store_size", limit=limit, mount=spec.name)
+
+
+def _prechecked(lua: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A :class:`Script` whose keys share one slot by construction, built without checking it
+    again: a record key, its mount's bookkeeping and the other mounts of that slot all carry
+    the slot's hash tag (``mount_base``; the peers are chosen by slot), so the CRC of every key
+    on every write would only repeat what the configuration already proved."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = lua, keys, args
+    return op
 
 
 def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:
@@ -369,38 +445,22 @@ def set_script(
     ctype: str,
     ttl_ms: int | None,
     others: int,
-    *,
-    cas: int = 0,
-    expected: bytes = b"",
+    cas: tuple[int, bytes] | None = None,
 ) -> Script:
-    keys: list[str] = [spec.record(key), *spec.book.keys()]
-    if store.max_store_size is not None:  # the other mounts of this slot are counted exactly
-        for s in store.peers(spec)[0]:
-            keys.extend(s.book.keys())
-    m = spec.mount
-    args = (
-        key,
-        data,
-        ttl_ms or 0,
-        m.max_entries or 0,
-        m.max_value_size or 0,
-        store.max_store_size or 0,
-        others,
-        ctype,
-        cas,
-        expected,
-    )
-    return Script(load("kv_set"), keys=tuple(keys), args=args)
+    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
+    terms = store.terms(spec, ttl_ms or 0, ctype, others)
+    args = (data, terms) if cas is None else (data, terms, *cas)
+    return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
     """True when written, False on a compare-and-set conflict; raises on a quota."""
-    code, limit = int(reply[0]), int(reply[1])
+    code = int(reply[0])
     if code == 1:
         return True
     if code == 0:
         return False
-    raise _quota_error(spec, code, limit, key)
+    raise _quota_error(spec, code, int(reply[1]), key)
 
 
 def get(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[tuple[bool, Any]]:
@@ -429,7 +489,7 @@ def set_(
     store: KVStore, spec: MountSpec, key: str, data: bytes, ctype: str, ttl_ms: int | None
 ) -> Flow[bool]:
     """Write an already encoded value (``spec.encode``) with quotas and TTL in one script."""
-    others = yield from others_used(store, spec)
+    others = (yield from others_used(store, spec)) if store.elsewhere(spec) else 0
     reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others)
     return _check_set_reply(store, spec, key, reply)
 
@@ -480,7 +540,7 @@ def merge(
             expected = as_bytes(raw)
             base, cas = spec.decode(expected), 2
         _, data, ctype = merge_value(spec, key, base, partials)
-        reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others, cas=cas, expected=expected)
+        reply = yield set_script(store, spec, key, data, ctype, ttl_ms, others, (cas, expected))
         if _check_set_reply(store, spec, key, reply):
             return True
         yield Sleep(0.0005 * min(attempt, 20))
@@ -520,10 +580,33 @@ def keys(spec: MountSpec, start_after: str | None = None, limit: int | None = No
         cursor = page[-1]
 
 
-def get_all(spec: MountSpec) -> Flow[dict[str, Any]]:
-    """Every live record (schema defaults for unset fields), read in MGET batches."""
-    names = yield from keys(spec)
+def get_all(spec: MountSpec, refused: set[str]) -> Flow[dict[str, Any]]:
+    """Every live record (schema defaults for unset fields).
+
+    One ``SORT_RO <index> BY nosort GET # GET <base>k:*``: the server walks the index and reads
+    each record by name, so names and values come back together in one round trip, with no
+    script turning them into Lua values and back. Where SORT may not read by pattern (an ACL
+    without read access to every key, a server without SORT_RO, a prefix holding ``*``), the
+    mount's name goes in ``refused`` and its reads page through the index (``kv_keys``) and
+    MGET the records, ``PAGE`` at a time.
+    """
     out: dict[str, Any] = {}
+    after: str | None = None
+    if spec.sort_op is not None and spec.name not in refused:
+        try:
+            flat = yield spec.sort_op
+        except ResponseError:
+            refused.add(spec.name)
+        else:
+            names, values = flat[0::2], flat[1::2]
+            if None in values:  # expired since, or past its deadline and not yet purged
+                kept = [i for i, v in enumerate(values) if v is not None]
+                names, values = [names[i] for i in kept], [values[i] for i in kept]
+            out = dict(zip(texts(names), decode_values(spec.mount.codec, values), strict=True))
+            if len(flat) < 2 * SORT_PAGE:
+                return _with_defaults(spec, out)
+            after = as_str(flat[-2])
+    names = yield from keys(spec, after)
     for i in range(0, len(names), PAGE):
         chunk = names[i : i + PAGE]
         recs = [spec.record(k) for k in chunk]
@@ -531,6 +614,10 @@ def get_all(spec: MountSpec) -> Flow[dict[str, Any]]:
         for k, raw in zip(chunk, values, strict=True):
             if raw is not None:
                 out[k] = spec.decode(raw)
+    return _with_defaults(spec, out)
+
+
+def _with_defaults(spec: MountSpec, out: dict[str, Any]) -> dict[str, Any]:
     if spec.fields is not None:
         for k in spec.fields:
             if k not in out:
@@ -571,7 +658,7 @@ class Pending:
     data: bytes = b""
     ctype: str = ""
     ttl_ms: int | None = None
-    partials: list[dict[str, Any]] = field(default_factory=list)
+    partials: Sequence[dict[str, Any]] = ()
 
 
 class WriteBuffer:
@@ -621,39 +708,93 @@ class WriteBuffer:
         return [(m, k, p) for (m, k), p in entries.items()]
 
 
+def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]]:
+    """For each of ``slots``: the bytes used by the mounts in other slots, read in one round
+    trip; no read when the store has no size limit or every mount shares those slots."""
+    slots = list(slots)
+    if store.max_store_size is None:
+        return {}
+    outside = [s for s in store.specs.values() if any(s.slot != slot for slot in slots)]
+    if not outside:
+        return {}
+    replies = yield Batch(tuple(Command("GET", s.book.used) for s in outside))
+    used = [int(r) if r is not None else 0 for r in replies]
+    return {slot: sum(u for s, u in zip(outside, used, strict=True) if s.slot != slot) for slot in slots}
+
+
+Write = tuple[MountSpec, str, Pending]
+
+
+def flush_script(store: KVStore, slot_: int, writes: Sequence[Write], others: int) -> Script:
+    """``kv_flush`` for the buffered sets and deletes of one slot, in their order."""
+    groups: dict[str, int] = {}
+    named: list[MountSpec] = []
+    keys: list[str] = []
+    tail: list[Any] = []
+    add_key, add = keys.append, tail.append
+    last: tuple[Any, ...] = ()
+    last_head = b""
+    for spec, key, p in writes:
+        g = groups.get(spec.name)
+        if g is None:
+            g = groups[spec.name] = len(named) + 1
+            named.append(spec)
+        add_key(spec.base + "k:" + key)
+        if p.kind == "delete":
+            add(store.head(g, None, ""))
+            continue
+        if last != (g, p.ttl_ms, p.ctype):  # writes in a row mostly share their head
+            last = (g, p.ttl_ms, p.ctype)
+            last_head = store.head(g, p.ttl_ms or 0, p.ctype)
+        add(last_head)
+        add(p.data)
+    for spec in named:
+        keys.extend(spec.book.keys())
+    if store.max_store_size is not None:  # the other mounts of the slot, counted exactly
+        for spec in store.specs.values():
+            if spec.slot == slot_ and spec.name not in groups:
+                keys.extend(spec.book.keys())
+    head_args = (len(writes), len(named), store.max_store_size or 0, others)
+    entries = tuple(s.mount.max_entries or 0 for s in named)
+    return _prechecked(load("kv_flush"), tuple(keys), (*head_args, *entries, *tail))
+
+
 def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[list[Exception]]:
-    """Send buffered writes: sets and deletes in one pipelined batch (one round trip, standalone
-    or Cluster), then merges (CAS each).
+    """Send buffered writes: the sets and deletes of each slot in one ``kv_flush`` run (the
+    slots' runs in one pipeline; a read of the other slots' usage first when mounts span slots
+    and the store has a size limit), then the merges (compare-and-set each).
 
     Returns the errors (quota refusals) of the writes that were refused; the others are written.
     """
-    items = list(items)
     errors: list[Exception] = []
-    snapshot: dict[str, int] = {}
-    direct: list[tuple[MountSpec, str, Pending, Script]] = []
-    merges: list[tuple[MountSpec, str, Pending]] = []
+    slots: dict[int, list[Write]] = {}
+    merges: list[Write] = []
     for mount, key, p in items:
         spec = store.spec(mount)
         if p.kind == "merge":
             merges.append((spec, key, p))
-            continue
-        if p.kind == "delete":
-            direct.append((spec, key, p, delete_script(spec, key)))
-            continue
-        if spec.name not in snapshot:
-            snapshot[spec.name] = yield from others_used(store, spec)
-        op = set_script(store, spec, key, p.data, p.ctype, p.ttl_ms, snapshot[spec.name])
-        direct.append((spec, key, p, op))
-    if direct:  # one pipeline (scripts go as EVAL: nothing to load first, fine on a Cluster)
-        replies = yield Batch(tuple(d[3] for d in direct), raise_on_error=False)
-        for (spec, key, p, _), reply in zip(direct, replies, strict=True):
+        else:
+            slots.setdefault(spec.slot, []).append((spec, key, p))
+    if slots:
+        others = yield from usage_elsewhere(store, slots)
+        ops = tuple(flush_script(store, sl, w, others.get(sl, 0)) for sl, w in slots.items())
+        if len(ops) == 1:  # alone it goes as EVALSHA: its source is not sent every time
+            try:
+                replies: list[Any] = [(yield ops[0])]
+            except ResponseError as exc:
+                replies = [exc]
+        else:  # one pipeline: one round trip on one node, one per node on a Cluster, in parallel
+            replies = yield Batch(ops, raise_on_error=False)
+        for writes, reply in zip(slots.values(), replies, strict=True):
             if isinstance(reply, Exception):
                 errors.append(reply)
-            elif p.kind == "set":
-                try:
-                    _check_set_reply(store, spec, key, reply)
-                except QuotaExceeded as exc:
-                    errors.append(exc)
+                continue
+            if min(reply) >= 0:  # nothing refused (deletes reply 0 or 1)
+                continue
+            for (spec, key, p), code in zip(writes, reply, strict=True):
+                if p.kind == "set" and int(code) < 0:
+                    limit = spec.mount.max_entries if int(code) == -1 else store.max_store_size
+                    errors.append(_quota_error(spec, int(code), limit or 0, key))
     for spec, key, p in merges:
         try:
             yield from merge(store, spec, key, p.partials, p.ttl_ms)
@@ -698,7 +839,7 @@ def op_set(
     store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
 ) -> Flow[bool]:
     spec, key = _writing(store, name, key, "set")
-    ttl_ms = spec.mount.ttl_ms(ttl)
+    ttl_ms = spec.write_ttl_ms(ttl)
     data, ctype = spec.encode(key, value)
     if store.write_policy == "dispose":
         buffer.set(name, key, data, ctype, ttl_ms)
@@ -711,7 +852,7 @@ def op_merge(
 ) -> Flow[bool]:
     spec, key = _writing(store, name, key, "merge")
     part = check_partial(partial)
-    ttl_ms = spec.mount.ttl_ms(ttl)
+    ttl_ms = spec.write_ttl_ms(ttl)
     if store.write_policy == "dispose":
         buffer.merge(spec, key, part, ttl_ms)
         return True
@@ -734,15 +875,17 @@ def op_keys(
 ) -> Flow[list[str]]:
     spec = store.spec(name)
     spec.mount.check_read("keys", name)
-    yield from flush_buffer(store, buffer)
+    if buffer:
+        yield from flush_buffer(store, buffer)
     return (yield from keys(spec, start_after, limit))
 
 
 def op_get_all(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[dict[str, Any]]:
     spec = store.spec(name)
     spec.mount.check_read("get_all", name)
-    yield from flush_buffer(store, buffer)
-    return (yield from get_all(spec))
+    if buffer:
+        yield from flush_buffer(store, buffer)
+    return (yield from get_all(spec, store.sort_refused))
 
 
 def op_clear(store: KVStore, buffer: WriteBuffer, name: str) -> Flow[bool]:

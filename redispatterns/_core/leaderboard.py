@@ -23,9 +23,12 @@ import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
 from ..errors import LeaderboardError, ScoreOutOfRange
+from .bulk import decode_values, texts
 from .codec import Codec, as_str
 from .keys import Keyspace
 from .ops import Batch, Command, Flow, Script, WallClock
@@ -53,11 +56,14 @@ __all__ = [
 Order = Literal["desc", "asc"]
 RankMode = Literal["standard", "dense", "competition"]
 SubmitMode = Literal["best", "latest", "incr"]
+TieBreak = Literal["earliest"]
+Rolling = Literal["best", "sum"]
+Window = Literal["day", "week", "month"]
 ORDERS = ("desc", "asc")
 RANK_MODES = ("standard", "dense", "competition")
 SUBMIT_MODES = ("best", "latest", "incr")
 WINDOWS = ("day", "week", "month")
-MAX_PAGE = 1000  # entries per read: bounds the script's work and reply
+MAX_PAGE = 10_000  # entries per read: bounds the script's work and reply
 DAY_US = 86_400_000_000
 DEFAULT_RETENTION = {"day": 32 * 86400.0, "week": 5 * 7 * 86400.0, "month": 62 * 86400.0}
 DEFAULT_TIEBREAK_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
@@ -273,6 +279,15 @@ class BoardSpec:
         object.__setattr__(self, "board_keys", (f"{base}:z", f"{base}:data", f"{base}:u", f"{base}:uc"))
         object.__setattr__(self, "bits", self.time_bits if self.tie_break else 0)
         object.__setattr__(self, "board_view", View(f"{base}:z", self.rank_mode == "dense"))
+        keys = self.board_keys
+        object.__setattr__(self, "submit_keys", keys if self.rank_mode == "dense" else keys[:2])
+        terms = (
+            f"{self.order} {1 if self.rank_mode == 'dense' else 0} {self.bits} {self.epoch_us} "
+            f"{self.tick_us} {self.ttl_ms} {{now}} {len(self.windows)}"
+        )
+        object.__setattr__(self, "_terms", terms)
+        plain = self.rank_mode != "dense" and not self.bits and not self.ttl_ms and not self.windows
+        object.__setattr__(self, "_terms_now0", (self.order if plain else terms.format(now=0)).encode())
 
     _base: str = field(init=False, repr=False, compare=False)
     _ops: dict[tuple[Any, ...], Script] = field(init=False, repr=False, compare=False)
@@ -281,6 +296,16 @@ class BoardSpec:
     bits: int = field(init=False, repr=False, compare=False)
     """Tie-break time bits, 0 without tie-break."""
     board_view: View = field(init=False, repr=False, compare=False)
+    submit_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The submit script's keys on a board without windows."""
+    _terms: str = field(init=False, repr=False, compare=False)
+    _terms_now0: bytes = field(init=False, repr=False, compare=False)
+
+    def submit_terms(self, virtual_now_us: int | None) -> bytes:
+        """The submit script's first argument (built once; the virtual clock is for tests)."""
+        if not virtual_now_us:
+            return self._terms_now0
+        return self._terms.format(now=virtual_now_us).encode()
 
     def key(self, suffix: str) -> str:
         """``<prefix>lb:{name}:<suffix>``."""
@@ -291,9 +316,6 @@ class BoardSpec:
 
     def decode(self, stored: Any) -> float | int | None:
         return decode_score(stored, order=self.order, time_bits=self.bits)
-
-    def score_arg(self, score: float | int) -> str:
-        return str(score) if isinstance(score, int) else repr(score)
 
 
 # --------------------------------------------------------------------------- flows: writes
@@ -340,6 +362,17 @@ def _raise_script_error(exc: Exception) -> None:
         raise LeaderboardError(msg) from None
 
 
+_WITH_DATA = {m: m + "+" for m in SUBMIT_MODES}
+
+
+def _script(keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """The submit script's op. Every key of a board is ``<prefix>lb:{name}:...`` (``Keyspace.
+    tagged``): one slot by construction, so the op is built without checking it again."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = load("leaderboard_submit"), keys, args
+    return op
+
+
 def submit(
     spec: BoardSpec, ops: Sequence[SubmitOp], virtual_now_us: int | None = None
 ) -> Flow[list[float | int | None]]:
@@ -355,30 +388,24 @@ def submit(
         guess = virtual_now_us if virtual_now_us is not None else int((yield WallClock()) * 1_000_000)
     else:
         guess = 0
-    tail: list[str | int | float] = []
+    tail: list[Any] = []
     for mode, member, score, has_data, data in ops:
-        tail += [mode, member, spec.score_arg(score), "1" if has_data else "0", data]  # type: ignore[list-item]
-    head: list[str | int] = [
-        spec.order,
-        "1" if spec.rank_mode == "dense" else "0",
-        spec.bits,
-        spec.epoch_us,
-        spec.tick_us,
-        spec.ttl_ms,
-        virtual_now_us or 0,
-        len(spec.windows),
-    ]
-    dense = spec.rank_mode == "dense"
+        if mode == "remove":
+            tail += ("remove", member)
+        elif has_data:
+            tail += (_WITH_DATA[mode], member, score, data)
+        else:
+            tail += (mode, member, score)
+    terms = spec.submit_terms(virtual_now_us)
     for _ in range(_MAX_BUCKET_RETRIES):
-        wkeys, wargs = _window_args(spec, guess)
+        if spec.windows:
+            wkeys, wargs = _window_args(spec, guess)
+            keys = (*spec.board_keys[:2], *wkeys, *spec.board_keys[2 : 4 if spec.rank_mode == "dense" else 2])
+            op = _script(keys, (terms, *wargs, *tail))
+        else:
+            op = _script(spec.submit_keys, (terms, *tail))
         try:
-            reply = yield Script(
-                load("leaderboard_submit"),
-                keys=(*spec.board_keys[:2], *wkeys, *spec.board_keys[2:])
-                if dense
-                else (*spec.board_keys[:2], *wkeys),
-                args=(*head, *wargs, *tail),
-            )
+            reply = yield op
         except Exception as exc:
             _raise_script_error(exc)
             raise
@@ -481,33 +508,104 @@ def _read(spec: BoardSpec, v: View, query: str, a: Any, b: Any, with_data: bool)
     return list(reply)
 
 
-def _entries(spec: BoardSpec, reply: list[Any]) -> list[LeaderboardEntry]:
-    """Rows ``rank, member, score text, data`` of a read script's reply (a hot path: kept lean)."""
+INLINE_DATA = 256
+"""Pages up to this size read member data inside the read script (one round trip, one snapshot).
+
+Larger pages read the rows (ranks, members, scores: one snapshot) in one round trip and the data
+with one HMGET right after: the server's Lua turns every reply it handles into Lua values and
+back, which costs more than a second round trip once a page holds a few hundred rows."""
+
+
+def _columns(rows: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """Members and scores of a WITHSCORES reply: flat (RESP2, and scripts), or ``[member,
+    score]`` pairs (a RESP3 client: scores already floats), split without a Python step per row."""
+    if rows and isinstance(rows[0], (list, tuple)):  # itemgetter maps: no object per row
+        return list(map(_first_item, rows)), list(map(_second_item, rows))
+    return rows[0::2], rows[1::2]
+
+
+_first_item, _second_item = itemgetter(0), itemgetter(1)
+
+
+def _rows(
+    spec: BoardSpec,
+    rows: Sequence[Any],
+    start: int,
+    first: int,
+    datas: Sequence[Any] | None,
+    cols: tuple[Sequence[Any], Sequence[Any]] | None = None,
+) -> list[LeaderboardEntry]:
+    """Entries from a WITHSCORES-shaped reply whose first row sits at 0-based index ``start``
+    with rank ``first``; decoded a whole column at a time (a hot path for large pages)."""
+    member_col, scores_raw = cols if cols is not None else _columns(rows)
+    members = texts(member_col)
+    n = len(members)
+    if not n:
+        return []
     bits = spec.bits
-    decode = spec.codec.decode
-    make = LeaderboardEntry._make
-    out = []
-    for i in range(1, len(reply), 4):
-        member, text, raw = reply[i + 1], reply[i + 2], reply[i + 3]
-        out.append(
-            make(
-                (
-                    reply[i],
-                    member.decode("utf-8", "surrogateescape") if type(member) is bytes else member,
-                    float(text) if not bits else int(float(text)) >> bits,
-                    None if raw is None else decode(raw),
-                )
-            )
-        )
+    scores: list[Any] = (
+        list(map(float, scores_raw)) if not bits else [int(float(t)) >> bits for t in scores_raw]
+    )
+    if spec.rank_mode == "standard":
+        ranks: Sequence[int] = range(first, first + n)
+    else:
+        ranks = _tied_ranks(scores_raw, start, first, spec.rank_mode == "dense")
+    data: Any = repeat(None, n) if datas is None else decode_values(spec.codec, datas)
+    return list(map(_new, repeat(LeaderboardEntry), zip(ranks, members, scores, data, strict=True)))
+
+
+_new = tuple.__new__
+
+
+def _tied_ranks(scores: Sequence[Any], start: int, first: int, dense: bool) -> list[int]:
+    """Competition / dense ranks: equal score texts share a rank (what the script compares)."""
+    out = [first]
+    rank, prev = first, scores[0]
+    for i in range(1, len(scores)):
+        s = scores[i]
+        if s != prev:
+            rank = rank + 1 if dense else start + i + 1
+            prev = s
+        out.append(rank)
     return out
+
+
+def _page(
+    spec: BoardSpec, v: View, query: str, a: Any, b: Any, size: int, with_data: bool
+) -> Flow[list[LeaderboardEntry]]:
+    """One read of up to ``size`` rows (see :data:`INLINE_DATA` for where member data comes from).
+
+    The script replies ``total, first index, first rank, rows[, data arrays...]``, or ``total``
+    alone when there is no row.
+    """
+    inline = with_data and size <= INLINE_DATA
+    if query == "range" and spec.rank_mode == "standard" and not inline and not v.sources:
+        rows = yield Command("ZREVRANGE" if spec.order == "desc" else "ZRANGE", v.key, a, b, "WITHSCORES")
+        start = first = int(a)
+        first += 1
+    else:
+        reply = yield from _read(spec, v, query, a, b, inline)
+        if len(reply) < 4:
+            return []
+        rows, start, first = reply[3], int(reply[1]), int(reply[2])
+        if inline:
+            datas = reply[4] if len(reply) == 5 else [d for chunk in reply[4:] for d in chunk]
+            return _rows(spec, rows, start, first, datas)
+    if not with_data or not rows:
+        return _rows(spec, rows, start, first, None)
+    cols = _columns(rows)
+    del rows  # a RESP3 reply's pair lists: freed before the data arrives, not kept alive across it
+    datas = yield Command("HMGET", spec.board_keys[1], *cols[0])
+    return _rows(spec, (), start, first, datas, cols)
 
 
 def entries(
     spec: BoardSpec, window: str | None, now: int | None, start: int, stop: int, with_data: bool = True
 ) -> Flow[list[LeaderboardEntry]]:
-    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data: one script run.
+    """Entries at 0-based indexes ``start..stop`` (inclusive), ranked, with data.
 
-    Standard ranks without data need no script: one ZREVRANGE (ZRANGE) ... WITHSCORES.
+    One script run; standard ranks without data need no script (one ZREVRANGE / ZRANGE ...
+    WITHSCORES); pages over :data:`INLINE_DATA` rows with data take one HMGET more.
     """
     if stop < start:
         return []
@@ -516,58 +614,27 @@ def entries(
         cmd = "ZREVRANGE" if spec.order == "desc" else "ZRANGE"
         rows = yield Command(cmd, v.key, start, stop, "WITHSCORES")
         return _plain_entries(spec, rows, start)
-    reply = yield from _read(spec, v, "range", start, stop, with_data)
-    return _entries(spec, reply)
+    return (yield from _page(spec, v, "range", start, stop, stop - start + 1, with_data))
 
 
 def _plain_entries(spec: BoardSpec, rows: list[Any], start: int) -> list[LeaderboardEntry]:
     """A WITHSCORES reply (flat RESP2 pairs, or ``[member, score]`` pairs) as ranked entries."""
-    if rows and isinstance(rows[0], (list, tuple)):
-        pairs = [(m, s) for m, s in rows]
-    else:
-        pairs = list(zip(rows[::2], rows[1::2], strict=True))
-    bits = spec.bits
-    make = LeaderboardEntry._make
-    return [
-        make(
-            (
-                start + i + 1,
-                m.decode("utf-8", "surrogateescape") if type(m) is bytes else m,
-                float(sc) if not bits else int(float(sc)) >> bits,
-                None,
-            )
-        )
-        for i, (m, sc) in enumerate(pairs)
-    ]
+    return _rows(spec, rows, start, start + 1, None)
 
 
 def around(
     spec: BoardSpec, window: str | None, now: int | None, member: str, size: int, with_data: bool = True
 ) -> Flow[list[LeaderboardEntry]]:
     """A page of ``size`` around ``member`` (clamped at both ends: a full page where possible)."""
-    reply = yield from _read(
-        spec,
-        (yield from _at(spec, window, now)),
-        "around",
-        member,
-        size,
-        with_data,
-    )
-    return _entries(spec, reply)
+    v = yield from _at(spec, window, now)
+    return (yield from _page(spec, v, "around", member, size, size, with_data))
 
 
 def entry(
     spec: BoardSpec, window: str | None, now: int | None, member: str, with_data: bool = True
 ) -> Flow[LeaderboardEntry | None]:
-    reply = yield from _read(
-        spec,
-        (yield from _at(spec, window, now)),
-        "member",
-        member,
-        0,
-        with_data,
-    )
-    found = _entries(spec, reply)
+    v = yield from _at(spec, window, now)
+    found = yield from _page(spec, v, "member", member, 0, 1, with_data)
     return found[0] if found else None
 
 

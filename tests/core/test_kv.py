@@ -6,11 +6,14 @@ import dataclasses
 from typing import Any, ClassVar, Optional, TypedDict, Union
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ResponseError
 
 from redispatterns import Mount, QuotaExceeded, SchemaError
 from redispatterns._core import kv as core
 from redispatterns._core.codec import JsonCodec, PickleCodec
-from redispatterns._core.keys import slot
+from redispatterns._core.keys import check_same_slot, slot
 from redispatterns._core.ops import Batch, Command, Script, Sleep
 from redispatterns.testing.replay import ANY, ReplayMismatch, replay, trace
 
@@ -223,12 +226,32 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
     assert isinstance(op, Script) and op.script.name == "kv_set"
     assert op.keys[:5] == ("app:u:{kv}:k:k", "app:u:{kv}:i", "app:u:{kv}:m", "app:u:{kv}:x", "app:u:{kv}:u")
     assert op.keys[5:] == ("app:v:{kv}:i", "app:v:{kv}:m", "app:v:{kv}:x", "app:v:{kv}:u")
-    assert op.args == ("k", b"[1]", 2000, 5, 102400, 1000, 0, "application/json", 0, b"")
+    assert op.args == (b"[1]", b"2000 5 1000 0 application/json")
     assert ok is True
+    check_same_slot(op.keys)  # built without the check: the keys share the slot by construction
     # without a store limit the other mounts are not touched
     s2 = store(max_store=None, u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"))
     ops, _ = trace(core.op_set(s2, core.WriteBuffer(), "u", "k", 1, 3), lambda op: [1, 1])
-    assert isinstance(ops[0], Script) and len(ops[0].keys) == 5 and ops[0].args[2] == 3000
+    assert (
+        isinstance(ops[0], Script)
+        and len(ops[0].keys) == 5
+        and ops[0].args[1] == b"3000 10000 0 0 application/json"
+    )
+    ops, _ = trace(core.op_set(s2, core.WriteBuffer(), "u", "k", b"raw", 3), lambda op: [1, 1])
+    assert ops[0].args == (b"\xffraw", b"3000 10000 0 0 application/octet-stream")  # type: ignore[union-attr]
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1), st.sampled_from(["app:u:", "{t}:u:", "é:", "{a}b{c}:"]))
+def test_the_keys_of_a_write_share_a_slot_whatever_the_key(key: str, prefix: str) -> None:
+    s = store(u=Mount(prefix=prefix), v=Mount(prefix="other:"))
+    ops, _ = trace(core.op_set(s, core.WriteBuffer(), "u", key, 1, None), lambda op: [b"0"] * 2)
+    op = ops[-1]  # after the other slot's usage, when the prefix has its own tag
+    assert isinstance(op, Script)
+    check_same_slot(op.keys)
+    # the script reads the key name from the record: what follows the metadata key's length + 1
+    enc = [k.encode("utf-8", "surrogatepass") for k in op.keys if isinstance(k, str)]
+    assert enc[0][len(enc[2]) + 1 :] == key.encode("utf-8", "surrogatepass")
 
 
 def test_set_reads_mounts_in_other_slots_first() -> None:
@@ -236,18 +259,30 @@ def test_set_reads_mounts_in_other_slots_first() -> None:
     batch = Batch((Command("GET", "{v}:kv:u"), Command("GET", "{w}:kv:u")))
     result = replay(
         core.op_set(s, core.WriteBuffer(), "u", "k", 1, None),
-        [(batch, [b"10", None]), (lambda op: isinstance(op, Script) and op.args[6] == 10, [1, 1])],
+        [
+            (batch, [b"10", None]),
+            (lambda op: isinstance(op, Script) and op.args[1] == b"0 10000 1000 10 application/json", [1, 1]),
+        ],
     )
     assert result is True
 
 
-@pytest.mark.parametrize(
-    ("code", "quota"), [(-1, "max_entries"), (-2, "max_value_size"), (-3, "max_store_size")]
-)
+@pytest.mark.parametrize(("code", "quota"), [(-1, "max_entries"), (-3, "max_store_size")])
 def test_script_refusals_become_quota_errors(code: int, quota: str) -> None:
     with pytest.raises(QuotaExceeded) as err:
         replay(core.op_set(store(), core.WriteBuffer(), "u", "k", 1, None), [(ANY, [code, 7])])
     assert err.value.quota == quota and err.value.limit == 7 and err.value.mount == "u"
+
+
+def test_argument_caches_stay_bounded() -> None:
+    s = store()
+    spec = s.spec("u")
+    for i in range(300):
+        assert s.terms(spec, i, "t", 0) == f"{i} 10000 1000 0 t".encode()
+        assert s.head(1, i, "t") == f"s1 {i} t".encode()
+    assert len(s._terms) <= 256 and len(s._heads) <= 256
+    assert s.terms(spec, 1, "t", 5) == b"1 10000 1000 5 t" and (spec.name, 1, "t") not in s._terms
+    assert s.head(2, None, "") == b"d2"
 
 
 def test_get_has_get_or() -> None:
@@ -289,10 +324,10 @@ def test_merge_is_a_retried_compare_and_set() -> None:
     buf = core.WriteBuffer()
     steps = [
         (Command("GET", "app:u:{kv}:k:d"), b'{"a":1}'),
-        (lambda op: op.args[8:] == (2, b'{"a":1}') and op.args[1] == b'{"a":1,"b":2}', [0, 0]),
+        (lambda op: op.args[2:] == (2, b'{"a":1}') and op.args[0] == b'{"a":1,"b":2}', [0, 0]),
         (Sleep(0.0), None),
         (Command("GET", "app:u:{kv}:k:d"), None),
-        (lambda op: op.args[8:] == (1, b"") and op.args[1] == b'{"b":2}', [1, 7]),
+        (lambda op: op.args[2:] == (1, b"") and op.args[0] == b'{"b":2}', [1, 7]),
     ]
     assert replay(core.op_merge(s, buf, "u", "d", {"b": 2}, None), steps) is True
     with pytest.raises(TypeError):
@@ -340,13 +375,38 @@ def test_delete_keys_clear_info_get_all() -> None:
             replay(core.op_keys(s, buf, "u", None, bad), [])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         replay(core.op_keys(s, buf, "u", 1, None), [])  # type: ignore[arg-type]
-    # get_all: one MGET per batch, defaults for unset schema fields
-    got_all = replay(
-        core.op_get_all(s, buf, "u"),
-        [(ANY, [b"a"]), (Command("MGET", "app:u:{kv}:k:a", keys=["app:u:{kv}:k:a"]), [b"5"])],
-    )
-    assert got_all == {"a": 5, "b": "d"}
+    # get_all: one SORT ... GET, defaults for unset schema fields, expired records left out
+    sort = Command(
+        "SORT_RO", "app:u:{kv}:i", "BY", "nosort", "LIMIT", 0, core.SORT_PAGE,
+        "GET", "#", "GET", "app:u:{kv}:k:*", keys=["app:u:{kv}:i"], retryable=True,
+    )  # fmt: skip
+    assert replay(core.op_get_all(s, buf, "u"), [(sort, [b"a", b"5"])]) == {"a": 5, "b": "d"}
+    got_all = replay(core.op_get_all(s, buf, "u"), [(sort, [b"a", b"5", b"b", None, b"c", b'"x"'])])
+    assert got_all == {"a": 5, "c": "x", "b": "d"}
+    # refused (an ACL, an old server): index pages + one MGET per batch, and never SORT again
+    steps: list[tuple[Any, Any]] = [
+        (sort, ResponseError("NOPERM this user has no permissions to access one of the keys")),
+        (is_script("kv_keys"), [b"a"]),
+        (Command("MGET", "app:u:{kv}:k:a", keys=["app:u:{kv}:k:a"]), [b"5"]),
+    ]
+    assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 5, "b": "d"}
+    assert s.sort_refused == {"u"}
     assert replay(core.op_get_all(s, buf, "u"), [(ANY, [b"a"]), (ANY, [None])]) == {"a": None, "b": "d"}
+    # a mount larger than one SORT page: the rest pages by name, after the last one SORT gave
+    big = store(v=Mount(prefix="app:v:"))
+    first = [x for i in range(core.SORT_PAGE) for x in (f"k{i:05}".encode(), b"1")]
+    after = f"k{core.SORT_PAGE - 1:05}"
+    steps = [
+        (ANY, first),
+        (lambda op: op.script.name == "kv_keys" and op.args == (after, core.PAGE), [b"z"]),
+        (Command("MGET", "app:v:{kv}:k:z", keys=["app:v:{kv}:k:z"]), [b"2"]),
+    ]
+    got_all = replay(core.op_get_all(big, buf, "v"), steps)
+    assert len(got_all) == core.SORT_PAGE + 1 and got_all["z"] == 2 and got_all["k00000"] == 1
+    # a prefix holding '*' cannot be a SORT pattern: pages from the start
+    star = store(w=Mount(prefix="app:*:"))
+    assert star.spec("w").sort_pattern is None
+    assert replay(core.op_get_all(star, buf, "w"), [(is_script("kv_keys"), [])]) == {}
     # clear: batches until the script names none
     assert replay(
         core.op_clear(s, buf, "u"),
@@ -396,61 +456,105 @@ def test_dispose_buffers_and_reads_see_it() -> None:
     assert len(buf3) == 0
 
 
-def test_flush_pipelines_sets_and_deletes_then_merges() -> None:
-    s = store(policy="dispose")
+def test_flush_sends_one_script_per_slot_then_the_merges() -> None:
+    s = store(policy="dispose", u=Mount(prefix="app:u:", ttl=5, max_entries=9), v=Mount(prefix="app:v:"))
     buf = core.WriteBuffer()
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    replay(core.op_delete(s, buf, "u", "b"), [(ANY, 0)])
-    replay(core.op_merge(s, buf, "u", "c", {"x": 1}, None), [])
-    steps = [
-        (
-            lambda op: (
-                isinstance(op, Batch)
-                and [o.script.name for o in op.ops if isinstance(o, Script)] == ["kv_set", "kv_delete"]
-            ),
-            [[1, 1], 0],
-        ),
-        (Command("GET", "app:u:{kv}:k:c"), None),
-        (is_script("kv_set"), [1, 7]),
-    ]
-    assert replay(core.flush_buffer(s, buf), steps) == 3
-    assert len(buf) == 0
+    replay(core.op_delete(s, buf, "v", "b"), [(ANY, 0)])
+    replay(core.op_set(s, buf, "v", "c", b"x", 2), [])
+    replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
+    replay(core.op_set(s, buf, "u", "a", 2, None), [])  # the last write per key, in first-write order
+    replies = iter([[1, 0, 1], None, [1, 1]])  # kv_flush, GET of the merged key, its kv_set
+    ops, n = trace(core.flush_buffer(s, buf), lambda op: next(replies))
+    assert n == 4 and len(buf) == 0
+    flush_op, get_m, merge_op = ops
+    assert isinstance(flush_op, Script) and flush_op.script.name == "kv_flush"
+    assert flush_op.keys == (
+        "app:u:{kv}:k:a", "app:v:{kv}:k:b", "app:v:{kv}:k:c",
+        *s.spec("u").book.keys(), *s.spec("v").book.keys(),
+    )  # fmt: skip
+    heads = (b"s1 5000 application/json", b"2", b"d2", b"s2 2000 application/octet-stream", b"\xffx")
+    assert flush_op.args == (3, 2, 1000, 0, 9, 10000, *heads)
+    check_same_slot(flush_op.keys)
+    # a mount of the slot with no write is counted for the store limit (its keys come last)
+    s3 = store(policy="dispose", u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"), w=Mount(prefix="{w}:"))
+    replay(core.op_set(s3, buf, "u", "a", 1, None), [])
+    ops, _ = trace(core.flush_buffer(s3, buf), lambda op: [b"0"] if isinstance(op, Batch) else [1])
+    assert ops[-1].keys[5:] == s3.spec("v").book.keys()  # type: ignore[union-attr]
+    assert get_m == Command("GET", "app:u:{kv}:k:m") and isinstance(merge_op, Script)
     assert replay(core.flush_buffer(s, buf), []) == 0
+    # without a store limit, the slot's other mounts are left out
+    s2 = store(policy="dispose", max_store=None, u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"))
+    replay(core.op_set(s2, buf, "u", "a", 1, None), [])
+    ops, _ = trace(core.flush_buffer(s2, buf), lambda op: [1])
+    assert isinstance(ops[0], Script) and len(ops[0].keys) == 5 and ops[0].args[:5] == (1, 1, 0, 0, 10000)
 
 
-def test_flush_is_one_batch_on_every_server_mode_and_reports_refusals() -> None:
-    """No Probe, no EVALSHA, no per-script sends on a Cluster: the batch carries the scripts."""
-    s = store(policy="dispose")
+def test_flush_reports_refusals_and_failed_slots_and_keeps_going() -> None:
+    s = store(policy="dispose", u=Mount(prefix="app:u:", max_entries=2))
     buf = core.WriteBuffer()
-    for k in ("a", "b", "c"):
+    for k in ("a", "b", "c", "d"):
         replay(core.op_set(s, buf, "u", k, 1, None), [])
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
     steps = [
-        (
-            lambda op: isinstance(op, Batch) and len(op.ops) == 3 and not op.raise_on_error,
-            [[1, 1], [-1, 3], RuntimeError("boom")],
-        ),
+        (is_script("kv_flush"), [1, 1, -1, -3]),
         (Command("GET", "app:u:{kv}:k:m"), None),
         (is_script("kv_set"), [-3, 1000]),
     ]
-    with pytest.raises(QuotaExceeded) as err:
-        replay(core.flush_buffer(s, buf), steps)
-    assert err.value.quota == "max_entries"
-    errors = replay(core.flush(s, [("u", "a", core.Pending("set", b"1", "t"))]), [(Batch, [[1, 1]])])
-    assert errors == []
+    errors = replay(core.flush(s, buf.drain()), steps)
+    assert [(type(e), e.quota, e.limit) for e in errors] == [  # type: ignore[attr-defined]
+        (QuotaExceeded, "max_entries", 2),
+        (QuotaExceeded, "max_store_size", 1000),
+        (QuotaExceeded, "max_store_size", 1000),
+    ]
+    replay(core.op_set(s, buf, "u", "a", 1, None), [])
+    with pytest.raises(ResponseError, match="boom"):
+        replay(core.flush_buffer(s, buf), [(ANY, ResponseError("boom"))])
+    replay(core.op_set(s, buf, "u", "a", 1, None), [])
+    with pytest.raises(QuotaExceeded, match="full"):  # flush() raises the first refusal
+        replay(core.flush_buffer(s, buf), [(ANY, [-1])])
+    # only merges: no kv_flush at all
+    replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
+    assert replay(core.flush_buffer(s, buf), [(Command, None), (is_script("kv_set"), [1, 7])]) == 1
+
+
+def test_flush_across_slots_reads_the_other_slots_then_pipelines_the_slots() -> None:
+    """Mounts with their own tags: one read of the others' usage, one pipeline of one script per slot."""
+    s = store(policy="dispose", a=Mount(prefix="{a}:"), b=Mount(prefix="{b}:"), c=Mount(prefix="{c}:"))
+    buf = core.WriteBuffer()
+    replay(core.op_set(s, buf, "a", "k", 1, None), [])
+    replay(core.op_set(s, buf, "b", "k", 1, None), [])
+    read = Batch(tuple(Command("GET", f"{{{m}}}:kv:u") for m in "abc"))
+
+    def pipeline(op: Any) -> bool:
+        return (
+            isinstance(op, Batch)
+            and not op.raise_on_error
+            and [(o.keys[0], o.args[3]) for o in op.ops] == [("{a}:kv:k:k", 15), ("{b}:kv:k:k", 12)]
+        )
+
+    errors = replay(
+        core.flush(s, buf.drain()), [(read, [b"2", b"5", b"10"]), (pipeline, [[1], RuntimeError("x")])]
+    )
+    assert [str(e) for e in errors] == ["x"]
+    # no size limit: nothing to read first
+    s2 = store(policy="dispose", max_store=None, a=Mount(prefix="{a}:"), b=Mount(prefix="{b}:"))
+    replay(core.op_set(s2, buf, "a", "k", 1, None), [])
+    replay(core.op_set(s2, buf, "b", "k", 1, None), [])
+    assert replay(core.flush(s2, buf.drain()), [(Batch, [[1], [1]])]) == []
 
 
 def test_listing_flushes_the_buffer_first() -> None:
     s = store(policy="dispose")
     buf = core.WriteBuffer()
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Batch, [[1, 1]]), (is_script("kv_keys"), [b"a"])]
+    steps = [(is_script("kv_flush"), [1]), (is_script("kv_keys"), [b"a"])]
     assert replay(core.op_keys(s, buf, "u", None, None), steps) == ["a"]
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Batch, [[1, 1]]), (ANY, [b"a"]), (ANY, [b"1"])]
+    steps = [(is_script("kv_flush"), [1]), (Command, [b"a", b"1"])]
     assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 1}
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(Batch, [[1, 1]]), (Batch, [b"1:1000:t", -1])]
+    steps = [(is_script("kv_flush"), [1]), (Batch, [b"1:1000:t", -1])]
     assert replay(core.op_info(s, buf, "u", "a"), steps) is not None
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     assert replay(core.op_clear(s, buf, "u"), [(is_script("kv_clear"), [])]) is True

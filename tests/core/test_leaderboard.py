@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from redispatterns._core import leaderboard as core
+from redispatterns._core.keys import check_same_slot
 from redispatterns._core.leaderboard import (
     BoardSpec,
     LeaderboardEntry,
@@ -151,7 +152,6 @@ def test_spec_validation() -> None:
         BoardSpec("", Mount().keyspace, Mount().codec)
     s = spec(windows=("day",))
     assert s.key("z") == "t:lb:{b}:z" and s.bucket_key("day", 0) == "t:lb:{b}:day:1970-01-01"
-    assert s.score_arg(3) == "3" and s.score_arg(0.1) == "0.1"
 
 
 def test_make_op_validates_at_the_edge() -> None:
@@ -185,10 +185,11 @@ def test_check_count() -> None:
     assert core.check_count(5, "n") == 5
     with pytest.raises(TypeError):
         core.check_count(5.0, "n")
-    with pytest.raises(ValueError, match=r"\[1, 1000\]"):
+    with pytest.raises(ValueError, match=r"\[1, 10000\]"):
         core.check_count(0, "n")
+    assert core.check_count(core.MAX_PAGE, "n") == 10_000
     with pytest.raises(ValueError):
-        core.check_count(1001, "n")
+        core.check_count(10_001, "n")
 
 
 # --------------------------------------------------------------------------- flows
@@ -214,8 +215,14 @@ def test_submit_flow_without_windows_is_one_script() -> None:
     seen, _ = replay_trace(core.submit(s, ops))
     script = seen[0]
     assert script.keys == ("t:lb:{b}:z", "t:lb:{b}:data", "t:lb:{b}:u", "t:lb:{b}:uc")  # dense: index last
-    assert script.args[:8] == ("desc", "1", 0, s.epoch_us, 1_000_000, 0, 0, 0)
-    assert script.args[8:] == ("best", "a", "2.0", "0", b"", "remove", "b", "0", "0", b"")
+    assert script.args == (f"desc 1 0 {s.epoch_us} 1000000 0 0 0".encode(), "best", "a", 2.0, "remove", "b")
+    check_same_slot(script.keys)  # built without the check: one tag by construction
+    plain = spec(order="asc")  # no option in use: the order alone
+    seen, _ = replay_trace(core.submit(plain, [core.make_op(plain, "latest", "a", 1, None, False)]))
+    assert seen[0].keys == ("t:lb:{b}:z", "t:lb:{b}:data") and seen[0].args == (b"asc", "latest", "a", 1.0)
+    with_data = [core.make_op(s, "incr", "c", 1, {"k": 1}, True)]
+    seen, _ = replay_trace(core.submit(s, with_data, 7))
+    assert seen[0].args == (f"desc 1 0 {s.epoch_us} 1000000 0 7 0".encode(), "incr+", "c", 1.0, b'{"k":1}')
 
 
 def replay_trace(flow: Any) -> Any:
@@ -256,6 +263,8 @@ def test_submit_flow_maps_script_errors() -> None:
             replay(core.submit(s, ops), [(ANY, ResponseError(text))])
         if exc is LeaderboardError:
             assert not isinstance(info.value, ScoreOutOfRange)
+    stored = str(encode_tiebreak(-3, 5, order="desc", time_bits=31)).encode()
+    assert replay(core.submit(s, ops), [(ANY, [1, stored, None])]) == [-3, None]  # the primary back
 
 
 def test_read_flows_pick_one_command_or_one_script() -> None:
@@ -264,7 +273,7 @@ def test_read_flows_pick_one_command_or_one_script() -> None:
     comp = spec(rank_mode="competition", windows=("day",))
     assert replay(core.rank(s, None, None, "a"), [(Command("ZREVRANK", "t:lb:{b}:z", "a"), 4)]) == 5
     assert replay(core.rank(asc, None, None, "a"), [(Command("ZRANK", "t:lb:{b}:z", "a"), None)]) is None
-    reply = [10, 3, b"a", b"7", None]
+    reply = [10, 2, 3, [b"a", b"7"]]
     assert replay(core.rank(comp, None, None, "a"), [(Script, reply)]) == 3
     assert replay(core.rank(comp, None, None, "zz"), [(Script, [10])]) is None
     assert replay(core.score(s, None, None, "a"), [(Command("ZSCORE", "t:lb:{b}:z", "a"), b"7")]) == 7.0
@@ -290,11 +299,87 @@ def test_read_flows_pick_one_command_or_one_script() -> None:
     assert replay(core.entries(tb, None, None, 0, 0, False), tbr) == [LeaderboardEntry(1, "a", -3, None)]
     assert replay(core.around(s, None, None, "a", 3), [(Script, [10])]) == []
     got = replay(
-        core.entries(s, None, None, 0, 1), [(Script, [2, 1, b"a", b"2", b'{"k":1}', 2, b"b", b"1", None])]
+        core.entries(s, None, None, 0, 1), [(Script, [0, 0, 1, [b"a", b"2", b"b", b"1"], [b'{"k":1}', None]])]
     )
     assert got == [LeaderboardEntry(1, "a", 2.0, {"k": 1}), LeaderboardEntry(2, "b", 1.0, None)]
     with pytest.raises(ReplayMismatch):
         replay(core.rank(s, None, None, "a"), [(Script, reply)])
+
+
+def _rows(n: int, score: Any = lambda i: 100 - i // 3) -> list[bytes]:
+    return [x for i in range(n) for x in (f"m{i}".encode(), str(score(i)).encode())]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("standard", [8, 9, 10, 11, 12, 13, 14]),
+        ("competition", [5, 5, 10, 10, 10, 13, 13]),
+        ("dense", [5, 5, 6, 6, 6, 7, 7]),
+    ],
+)
+def test_ranks_after_the_first_row_follow_the_score_texts(mode: str, expected: list[int]) -> None:
+    """The script ranks the first row only; equal score texts share a rank on the client."""
+    s = spec(rank_mode=mode)
+    texts = [b"9", b"9", b"8", b"8", b"8", b"7.5", b"7.5"]
+    flat = [x for i, t in enumerate(texts) for x in (f"m{i}".encode(), t)]
+    first = 8 if mode == "standard" else 5
+    got = replay(core.entries(s, None, None, 7, 13), [(Script, [0, 7, first, flat, [None] * 7])])
+    assert [e.rank for e in got] == expected
+    assert [e.member for e in got] == [f"m{i}" for i in range(7)]
+    assert [e.score for e in got] == [9.0, 9.0, 8.0, 8.0, 8.0, 7.5, 7.5]
+
+
+def test_large_pages_read_rows_then_data_in_a_second_round_trip() -> None:
+    s = spec()
+    n = core.INLINE_DATA + 1
+    flat = _rows(n)
+    data: list[bytes | None] = [f'{{"i":{i}}}'.encode() for i in range(n)]
+    data[3] = None  # a member without data
+    steps: list[tuple[Any, Any]] = [
+        (Command("ZREVRANGE", "t:lb:{b}:z", 10, 10 + n - 1, "WITHSCORES"), flat),
+        (Command("HMGET", "t:lb:{b}:data", *flat[0::2]), data),
+    ]
+    got = replay(core.entries(s, None, None, 10, 10 + n - 1), steps)
+    assert [e.rank for e in got] == list(range(11, 12 + n - 1))
+    assert got[0] == LeaderboardEntry(11, "m0", 100.0, {"i": 0}) and got[3].data is None
+    # RESP3 clients reply [member, score] pairs
+    pairs = [[m, float(sc)] for m, sc in zip(flat[0::2], flat[1::2], strict=True)]
+    steps = [(Command, pairs), (Command("HMGET", "t:lb:{b}:data", *flat[0::2]), data)]
+    assert replay(core.entries(s, None, None, 10, 10 + n - 1), steps)[1:] == got[1:]
+    # competition ranks need the script: the rows (without data) first, then HMGET
+    comp = spec(rank_mode="competition")
+
+    def rows_only(op: Any) -> bool:
+        return isinstance(op, Script) and op.args[-1] == "0" and op.args[5] == "range"
+
+    steps = [(rows_only, [0, 0, 1, flat]), (Command("HMGET", "t:lb:{b}:data", *flat[0::2]), data)]
+    got = replay(core.entries(comp, None, None, 0, n - 1), steps)
+    assert [e.rank for e in got[:4]] == [1, 1, 1, 4] and got[-1].data == {"i": n - 1}
+    # an empty page asks for no data
+    assert replay(core.entries(s, None, None, 0, n - 1), [(Command, [])]) == []
+    assert replay(core.around(comp, None, None, "zz", n), [(Script, [0])]) == []
+
+
+def test_inline_data_may_come_in_several_chunks_and_any_codec_decodes_it() -> None:
+    s = spec(rank_mode="dense")
+    reply = [0, 0, 1, _rows(3), [b'{"a":1}', b"\xffraw"], [b"[2]"]]
+    got = replay(core.entries(s, None, None, 0, 2), [(Script, reply)])
+    assert [e.data for e in got] == [{"a": 1}, b"raw", [2]]  # bytes behind the codec's mark
+    assert [e.rank for e in got] == [1, 1, 1]
+
+    class Upper:
+        def encode(self, value: Any) -> bytes:
+            return str(value).encode()
+
+        def decode(self, data: bytes | str) -> Any:
+            return data.upper() if isinstance(data, str) else data.decode().upper()
+
+    m = Mount(prefix="t:", codec=Upper())
+    custom = BoardSpec("b", m.keyspace, m.codec)
+    reply = [0, 0, 1, [b"\xe9t\xe9", b"1", b"b", b"2"], [b"x", None]]
+    got = replay(core.entries(custom, None, None, 0, 1), [(Script, reply)])
+    assert got == [LeaderboardEntry(1, "\udce9t\udce9", 1.0, "X"), LeaderboardEntry(2, "b", 2.0, None)]
 
 
 def test_views_and_their_keys() -> None:
@@ -364,7 +449,7 @@ def test_shells_validate_before_any_io() -> None:
     with pytest.raises(ValueError, match="not kept"):
         b.rank("a", window="month")
     with pytest.raises(TypeError, match="tuples"):
-        b.submit_many([["a", 1]])
+        b.submit_many([["a", 1]])  # type: ignore[list-item]
 
 
 def test_async_twin_mirrors_the_sync_shell() -> None:

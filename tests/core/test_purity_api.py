@@ -112,8 +112,8 @@ def test_every_async_class_mirrors_its_sync_twin() -> None:
 # Classes that hold values or configuration, not a client: they need no Async twin.
 VALUE_TYPES = {
     "Backoff", "CacheStats", "CircuitBreaker", "Codec", "ConsumerStats", "CookiePolicy", "DeadLetter",
-    "Decision", "LeaderboardEntry", "Gap", "JsonCodec", "KeyValueStoreMetadata", "KeyValueStoreRecord",
-    "KeyValueStoreRecordMetadata", "Keyspace", "Mount", "Namespace", "PickleCodec",
+    "Decision", "LeaderboardEntry", "Gap", "JsonCodec", "KVInfo", "KeyValueStoreMetadata",
+    "KeyValueStoreRecord", "KeyValueStoreRecordMetadata", "Keyspace", "Mount", "Namespace", "PickleCodec",
     "Policy", "PolicyState", "PubSubMessage", "RequestInfo", "ServerInfo", "Session",
     "SessionInfo", "SessionSummary", "SummaryStats", "TrackEvent", "StreamStats", "SubscriberStats",
 }  # fmt: skip

@@ -226,6 +226,35 @@ def test_mounts_in_other_slots_share_the_store_budget(rp: Harness) -> None:
     assert rp.call(kv.get("b", "k")) == "x" * 98
 
 
+def test_a_flush_over_several_slots_is_one_script_per_slot(rp: Harness) -> None:
+    """Mounts with their own tags: the other slots' usage is read first, then one pipeline."""
+    from loadtests.harness import count_round_trips
+
+    mounts = {"a": rp_mount("{ta}:a:"), "b": rp_mount("{tb}:b:"), "c": rp_mount("{tc}:c:")}
+    kv = make(rp, mounts, max_store_size=300, write_policy="dispose")
+    rp.call(kv.set("c", "k", "x" * 98))  # 100 bytes
+    rp.call(kv.flush())
+    rp.call(kv.set("a", "k", "x" * 98))
+    rp.call(kv.set("b", "k", "x" * 98))
+    rp.call(kv.set("b", "k2", "x" * 8))
+    rp.call(kv.set("c", "gone", 1))
+    rp.call(kv.delete("c", "gone"))
+    with count_round_trips() as rt:
+        assert rp.call(kv.flush()) == 4
+    if not rp.backend.is_cluster and not rp.backend.is_fake:
+        assert rt.n == 2  # the usage read, then the pipeline
+    assert rp.call(kv.get_all("a")) == {"k": "x" * 98}
+    assert rp.call(kv.get_all("b")) == {"k": "x" * 98, "k2": "x" * 8}
+    assert rp.call(kv.get_all("c")) == {"k": "x" * 98}
+    # each slot counts the others as they were before the flush (documented: best effort)
+    used = {m: int(rp.sync_client.get(f"{{t{m}}}:{m}:kv:u") or 0) for m in "abc"}
+    assert used == {"a": 100, "b": 110, "c": 100}
+    rp.call(kv.set("a", "big", "x" * 48))
+    with pytest.raises(QuotaExceeded) as err:
+        rp.call(kv.flush())
+    assert err.value.quota == "max_store_size" and err.value.mount == "a"
+
+
 def test_ttl_is_set_with_the_write_and_overridable(rp: Harness) -> None:
     kv = make(rp, {"user": rp_mount(USER, ttl=100)})
     rp.call(kv.set("user", "a", 1))
@@ -252,6 +281,30 @@ def test_expired_records_leave_the_index_and_free_the_quota(rp: Harness) -> None
     rp.call(kv.set("user", "c", 1))
     assert rp.call(kv.set("user", "d", 1)) is True
     assert int(rp.sync_client.get(BASE + "u")) == 2
+
+
+@pytest.mark.parametrize("sort_page", [10_000, 7])
+def test_get_all_reads_every_live_record_in_one_sort(
+    rp: Harness, monkeypatch: pytest.MonkeyPatch, sort_page: int
+) -> None:
+    """SORT ... GET reads names and values together; past a page the rest comes by name."""
+    from redispatterns._core import kv as core
+
+    monkeypatch.setattr(core, "SORT_PAGE", sort_page)
+    kv = make(rp, {"user": rp_mount(USER), "other": rp_mount("app:other:")}, write_policy="dispose")
+    model: dict[str, Any] = {f"k{i:04}": {"i": i, "s": "é" * (i % 3)} for i in range(1500)}
+    model["raw"] = b"\xff\x00bytes"
+    model["we*ird ke{y}"] = [None, 1.5]
+    for k, v in model.items():
+        rp.call(kv.set("user", k, v))
+    rp.call(kv.set("other", "k0001", "not mine"))
+    rp.call(kv.set("user", "gone", 1, ttl=0.05))
+    rp.call(kv.flush())
+    time.sleep(0.1)
+    got = rp.call(kv.get_all("user"))
+    assert got == model
+    assert list(got) == sorted(model, key=str.encode)  # in key order
+    assert rp.call(kv.get_all("other")) == {"k0001": "not mine"}
 
 
 def test_concurrent_merges_lose_no_field(rp: Harness) -> None:
@@ -299,6 +352,81 @@ def test_dispose_buffers_until_flush(rp: Harness) -> None:
     assert "a" not in rp.call(kv.keys("user"))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_flush_ends_where_the_same_writes_sent_one_by_one_end(rp: Harness, seed: int) -> None:
+    """Quotas decided write by write, in order, across the mounts of a slot: the batch script
+    refuses what the single-write script refuses, and leaves the same records and bookkeeping."""
+    import random
+
+    from redispatterns._core import kv as core
+
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(80):
+        m, k = rng.choice("ab"), f"k{rng.randrange(12)}"
+        value: Any = "x" * rng.choice([1, 50, 150])
+        if rng.random() < 0.2:
+            value = value.encode()  # stored behind the bytes mark, another content type
+        plan.append((m, k, "delete" if rng.random() < 0.25 else "set", value, rng.choice([None, 60])))
+
+    def kv_on(prefixes: str, **kw: Any) -> Any:
+        mounts = {
+            "a": rp_mount(f"app:{prefixes[0]}:", max_entries=6, ttl=30),
+            "b": rp_mount(f"app:{prefixes[1]}:"),
+        }
+        return make(rp, mounts, max_store_size=700, **kw)
+
+    def refusal(exc: Exception) -> tuple[str | None, str | None]:
+        assert isinstance(exc, QuotaExceeded)
+        return (exc.mount, exc.quota)
+
+    one_by_one = kv_on("ab")
+    expected_refusals = []
+    for m, k, kind, value, ttl in plan:
+        try:
+            rp.call(one_by_one.set(m, k, value, ttl=ttl) if kind == "set" else one_by_one.delete(m, k))
+        except QuotaExceeded as exc:
+            expected_refusals.append(refusal(exc))
+    batched = kv_on("cd", write_policy="dispose")
+    refusals: list[tuple[str | None, str | None]] = []
+
+    def flush() -> None:  # every refusal of the batch, not only the first flush() raises
+        errors = rp.run(core.flush(batched._store, batched._buffer.drain()))
+        refusals.extend(refusal(e) for e in errors)
+
+    seen: set[tuple[str, str]] = set()
+    for m, k, kind, value, ttl in plan:
+        if (m, k) in seen:  # the buffer keeps one write per key: cut the batch where a key repeats
+            flush()
+            seen.clear()
+        seen.add((m, k))
+        rp.call(batched.set(m, k, value, ttl=ttl) if kind == "set" else batched.delete(m, k))
+    flush()
+    assert refusals == expected_refusals and {q for _, q in refusals} == {"max_entries", "max_store_size"}
+    assert _state(rp, "app:c:") == _state(rp, "app:a:") and _state(rp, "app:d:") == _state(rp, "app:b:")
+
+
+def _ttl_class(pttl: int) -> int:
+    """30 or 60 (the TTLs the plan uses, however long the runs took), or PTTL's -1 / -2."""
+    return pttl if pttl < 0 else 60 if pttl > 45_000 else 30
+
+
+def _state(rp_: Harness, prefix: str) -> dict[str, Any]:
+    """A mount's records and bookkeeping (TTLs as the 30 s or 60 s they were given)."""
+    c = rp_.sync_client
+    base = prefix + "{kv}:"
+    idx = c.zrange(base + "i", 0, -1)
+    meta = c.hgetall(base + "m")
+    return {
+        "index": idx,
+        "meta": {k: (v.split(b":")[0], v.split(b":", 2)[2]) for k, v in meta.items()},
+        "expiring": sorted(c.zrange(base + "x", 0, -1)),
+        "used": int(c.get(base + "u") or 0),
+        "records": {m: c.get(base + "k:" + m.decode()) for m in idx},
+        "ttls": {m: _ttl_class(c.pttl(base + "k:" + m.decode())) for m in idx},
+    }
+
+
 def test_dispose_flushes_on_context_exit(rp: Harness) -> None:
     if rp.is_async:
 
@@ -337,7 +465,7 @@ def test_configuration_errors() -> None:
     with pytest.raises(ValueError):
         KV(None, {"a": Mount(prefix="app:{x:")})
     with pytest.raises(ValueError):
-        KV(None, {"a": Mount(prefix="app:")}, write_policy="later")
+        KV(None, {"a": Mount(prefix="app:")}, write_policy="later")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         KV(None, {})
     with pytest.raises(TypeError):
