@@ -390,7 +390,9 @@ def hit(
         if on_error == "raise":
             raise
         if breaker is not None and is_outage(exc):
-            breaker.failure(now, exc)
+            # the clock after the failure: a timeout longer than the breaker's reset_after would
+            # otherwise open it already due for a probe, and every call would wait a timeout
+            breaker.failure((yield Now()), exc)
         decision = degraded(subject, cost, policies, on_error == "open", exc)
     else:
         if breaker is not None:

@@ -418,14 +418,6 @@ def test_cache_breaker_holds_when_the_timeout_outlasts_reset_after(
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in _core/ratelimit.py (limit flow): breaker.failure(now) is given the clock read "
-    "BEFORE the Script op, so a call that times out after more than reset_after (defaults: 5 s "
-    "socket timeout > 1 s reset_after) opens the breaker already expired: every later call is a "
-    "half-open probe and costs a full timeout; on_error='open'/'closed' never fails fast on a "
-    "hung server. Fix: read Now() again after the failure (as _core/cache.py does).",
-)
 def test_limiter_breaker_holds_when_the_timeout_outlasts_reset_after(
     server_kind: ServerKind, fault_servers: FaultServers
 ) -> None:
