@@ -7,9 +7,10 @@ attributes (a function, so it binds as a method like the one it wraps)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
-from typing_extensions import ParamSpec, Self
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from ._cache_handle import CacheStats
 from ._core.breaker import CircuitBreaker

@@ -17,9 +17,7 @@ import asyncio
 import functools
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Final, TypeVar, cast, overload
-
-from typing_extensions import ParamSpec
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from ._cache_handle import CacheStats, EventHook, Handle, rand
 from ._cache_near import NEAR_ENTRIES, decorate_near
