@@ -12,7 +12,7 @@ See ``redispatterns._core.ratelimit`` for the algorithms and their exact semanti
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._core.ratelimit import Decision, Policy, PolicyState, parse_rate
 from ._limiters import AsyncMultiLimiter, LimiterBase, LimiterOptions, MultiLimiter
@@ -54,36 +54,31 @@ def _window_policy(
     return build(limit, window)
 
 
-class _Sliding(LimiterBase):
+class _Window(LimiterBase):
+    """A limiter of one window policy: ``(limit, window)`` or one rate string; ``_policy``
+    names the ``Policy`` constructor (``sliding``, ``fixed``, ``sliding_counter``)."""
+
+    _policy: ClassVar[str]
+
     @overload
     def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
     @overload
     def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
     def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
-        LimiterBase.__init__(
-            self, [_window_policy(Policy.sliding, type(self).__name__, limit, window)], **options
-        )
-
-
-class _Fixed(LimiterBase):
-    @overload
-    def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
-    @overload
-    def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
-    def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
-        LimiterBase.__init__(
-            self, [_window_policy(Policy.fixed, type(self).__name__, limit, window)], **options
-        )
-
-
-class _Counter(LimiterBase):
-    @overload
-    def __init__(self, limit: str, /, **options: Unpack[LimiterOptions]) -> None: ...
-    @overload
-    def __init__(self, limit: int, window: float, **options: Unpack[LimiterOptions]) -> None: ...
-    def __init__(self, limit: int | str, window: float | None = None, **options: Any) -> None:
-        pol = _window_policy(Policy.sliding_counter, type(self).__name__, limit, window)
+        pol = _window_policy(getattr(Policy, self._policy), type(self).__name__, limit, window)
         LimiterBase.__init__(self, [pol], **options)
+
+
+class _Sliding(_Window):
+    _policy = "sliding"
+
+
+class _Fixed(_Window):
+    _policy = "fixed"
+
+
+class _Counter(_Window):
+    _policy = "sliding_counter"
 
 
 class _Bucket(LimiterBase):
