@@ -926,7 +926,12 @@ async def ensure_ready(client: Any) -> None:
     'writelines'`` / "Connection closed by server"); one ``initialize()`` first avoids it.
     """
     if getattr(client, "_initialize", False) is True and isinstance(client, _AsyncCluster):
-        await client.initialize()
+        try:
+            await client.initialize()
+        except RedisClusterException as exc:  # no node answered: an outage, as a flow sees one
+            if isinstance(exc, RedisConnectionError):
+                raise
+            raise RedisConnectionError(str(exc)) from exc
 
 
 async def run_async(client: Any, flow: Flow[T]) -> T:
@@ -934,11 +939,13 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
     :func:`run_sync`'s)."""
     check_loop(client)  # a client whose connections belong to another loop: a clear error
     try:
-        if getattr(client, "_initialize", False) is True:
-            await ensure_ready(client)
+        init = getattr(client, "_initialize", False) is True
         op = next(flow)
         while True:
             try:
+                if init and type(op) is not Compute:  # in the flow: its error handling applies
+                    init = False
+                    await ensure_ready(client)
                 reply = await _exec_async_retrying(client, op)
             except Exception as exc:
                 if type(op) is Compute:

@@ -295,6 +295,18 @@ def connect_async(url: str | None = None, **opts: Any) -> AsyncClient:
     return client
 
 
+def _close_sync(client: Any) -> None:
+    """Close a sync client and every node pool of a Cluster (redis-py 8.0's ``RedisCluster.close``
+    leaves the node connections open)."""
+    client.close()
+    if isinstance(client, redis.cluster.RedisCluster):
+        cluster: Any = client
+        for node in cluster.get_nodes():
+            node_client: Any = getattr(node, "redis_connection", None)
+            if node_client is not None:
+                node_client.connection_pool.disconnect()
+
+
 def close() -> None:
     """Close every pooled client the library created (``connect()``, ``connect_async()``,
     ``configure(url)``); later calls make new ones. Clients passed in are the caller's to close.
@@ -309,7 +321,7 @@ def close() -> None:
         _unbound.clear()
     for c in sync:
         try:
-            c.close()
+            _close_sync(c)
         except Exception:  # best effort: one dead server must not keep the rest open
             _log.debug("closing %r failed", c, exc_info=True)
     for a in unbound:
