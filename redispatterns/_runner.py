@@ -321,24 +321,25 @@ def _blpop_args(client: Any, op: BlockingPop) -> tuple[Any, tuple[str, str, str]
 
 # --------------------------------------------------------------------------- fan-out
 
-_fanout_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_fanout_lock = threading.Lock()
+_thread_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_thread_pools_lock = threading.Lock()
 FANOUT_THREADS = 32
 
 
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _fanout_pool
-    if _fanout_pool is None:
-        with _fanout_lock:
-            if _fanout_pool is None:
-                _fanout_pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=FANOUT_THREADS, thread_name_prefix="rp-fanout"
-                )
-    return _fanout_pool
+def _threads(prefix: str, size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's shared thread pool named ``prefix``, built on first use."""
+    pool = _thread_pools.get(prefix)
+    if pool is None:
+        with _thread_pools_lock:
+            pool = _thread_pools.get(prefix)
+            if pool is None:
+                pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix=prefix)
+                _thread_pools[prefix] = pool
+    return pool
 
 
 def _fanout_sync(op: FanOut) -> list[Any]:
-    futures = [_pool().submit(run_sync, c, op.make()) for c in op.clients]
+    futures = [_threads("rp-fanout", FANOUT_THREADS).submit(run_sync, c, op.make()) for c in op.clients]
     concurrent.futures.wait(futures, timeout=op.timeout)
     out: list[Any] = []
     for f in futures:
@@ -362,19 +363,7 @@ async def _fanout_async(op: FanOut) -> list[Any]:
 # ComputeEach: a stream consumer's handler over a batch, N calls at a time. The items are cut into
 # lanes (one per item, or one per key: a lane runs in order); workers take lanes until none is left.
 
-_each_pool: concurrent.futures.ThreadPoolExecutor | None = None
 EACH_THREADS = 256  # shared by every sync ComputeEach; an op never holds more than its concurrency
-
-
-def _each_threads() -> concurrent.futures.ThreadPoolExecutor:
-    global _each_pool
-    if _each_pool is None:
-        with _fanout_lock:
-            if _each_pool is None:
-                _each_pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=EACH_THREADS, thread_name_prefix="rp-handler"
-                )
-    return _each_pool
 
 
 def _each_lanes(op: ComputeEach) -> tuple[list[Any], list[list[int]]]:
@@ -438,7 +427,7 @@ def _each_sync(op: ComputeEach) -> list[Any]:
                 return
             run_lane(lane)
 
-    pool = _each_threads()
+    pool = _threads("rp-handler", EACH_THREADS)
     futures = [pool.submit(worker) for _ in range(min(op.concurrency, len(lanes)))]
     for f in futures:
         f.result()
