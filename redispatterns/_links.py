@@ -63,12 +63,38 @@ __all__ = [
 log = logging.getLogger("redispatterns.pubsub")
 Worker = threading.Thread  # a handler worker (sync)
 _WORKER_POLL = 0.25  # how often an idle handler worker lets go of its subscriber
+_LEASE = 0.05  # after a consumer read the socket, the background reader keeps off it this long
 
 
 class Link:
-    """One subscriber connection: its subscriptions, protocol state and current connection."""
+    """One subscriber connection: its subscriptions, protocol state and current connection.
 
-    __slots__ = ("conn", "ready", "state", "subs", "task", "thread")
+    The read hand-off (sync and asyncio alike): whoever holds the *read role* (``rlock``, or
+    ``reading`` in asyncio) may use ``conn``. A consumer that finds the local queue empty takes
+    the role itself when it is free and the connection is ``shared`` (subscribed, no reconnect
+    under way), reads one reply on its own thread / task and queues its events, so a delivery
+    costs no wake-up of another thread. It renews ``lease``: until then the background reader
+    stays off the socket (it takes over when no consumer read for ``_LEASE`` seconds, so
+    PINGs, reconnects and the queue's overflow policy go on while the consumer is busy). A
+    consumer's read that fails leaves the error in ``error`` and ``nudge``s the reader, which
+    reconnects as if its own read had failed.
+    """
+
+    __slots__ = (
+        "conn",
+        "error",
+        "lease",
+        "nudge",
+        "reading",
+        "ready",
+        "rlock",
+        "shared",
+        "state",
+        "subs",
+        "task",
+        "thread",
+        "wakeup",
+    )
 
     def __init__(self, subs: tuple[core.Sub, ...], state: LinkState) -> None:
         self.subs = subs
@@ -77,6 +103,13 @@ class Link:
         self.ready = threading.Event()
         self.thread: threading.Thread | None = None
         self.task: asyncio.Task[None] | None = None
+        self.rlock = threading.Lock()  # the read role (threads)
+        self.reading = False  # the read role (tasks: one event loop, no lock needed)
+        self.shared = False  # consumers may read ``conn`` (changed only by the role's holder)
+        self.lease = 0.0  # monotonic: the background reader stays off the socket until then
+        self.error: BaseException | None = None  # a consumer's failed read, for the reader
+        self.nudge = threading.Event()  # wakes a sync reader out of its lease wait
+        self.wakeup: asyncio.Future[None] | None = None  # the same for a reader task
 
     @property
     def sharded(self) -> bool:
@@ -155,6 +188,7 @@ def stop(ctl: Control) -> list[Link]:
     with ctl.lock:
         links = list(ctl.links)
     for link in links:
+        link.nudge.set()
         if link.thread is not None:
             _shutdown(link.conn)
         elif link.task is not None and not link.task.done():
@@ -211,29 +245,26 @@ class _InboxBase:
             self.received += 1
         return True
 
-    def _step(self, deadline: float | None) -> tuple[Event | None, bool, float | None]:
-        """``(event, True, _)`` when one is queued; ``(None, True, _)`` once closed or past
-        ``deadline``; else ``(None, False, seconds left)`` (``None``: no deadline): wait."""
-        item = self.buffer.take(time.time())
+    def _pop(self) -> Event | None:
+        """The next queued event (counted when a message), or ``None``."""
+        buffer = self.buffer
+        if buffer.idle:
+            return None  # the common case of a waiting consumer: no clock read
+        item = buffer.take(time.time())
         if item is not None:
             if item.__class__ is PubSubMessage:
                 self.delivered += 1
             self._made_room()
-            return item, True, None
-        if self.closed:
-            return None, True, None
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return None, True, None
-        return None, False, left
+        return item
 
     def _made_room(self) -> None:
         """A take freed a slot: wake a reader waiting under ``overflow="block"``."""
 
 
 class Inbox(_InboxBase):
-    """The local queue for threads. A consumer finding it empty waits on a C-level queue of
-    wake-ups (no ``Condition``: one futex wake per message, taken outside the buffer's lock)."""
+    """The local queue for threads. A consumer finding it empty reads the connection itself
+    when nobody else does (see :class:`Link`), else waits on a C-level queue of wake-ups (no
+    ``Condition``: one futex wake per message, taken outside the buffer's lock)."""
 
     def __init__(self, buffer: OverflowBuffer) -> None:
         super().__init__(buffer)
@@ -261,14 +292,57 @@ class Inbox(_InboxBase):
             self._wake.put(None)
         return not self.buffer.failed
 
-    def take(self, deadline: float | None) -> Event | None:
-        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+    def hand(self, events: list[Event], stopped: threading.Event) -> Event | None:
+        """Events a consumer read itself: the first is returned at once when nothing else is
+        queued (it never enters the buffer), the others are queued."""
+        first: Event | None = None
+        with self._lock:
+            if self.buffer.idle and not self.closed:
+                first = events.pop(0)
+                if first.__class__ is PubSubMessage:
+                    self.received += 1
+                    self.delivered += 1
+        for ev in events:
+            if not self.put(ev, stopped):
+                stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+        return first
+
+    def pass_on(self) -> bool:
+        """The read role was let go: wake one waiting consumer to take it (True if any)."""
+        with self._lock:
+            if self._waiting <= 0:
+                return False
+            self._waiting -= 1
+        self._wake.put(None)
+        return True
+
+    def take(self, deadline: float | None, ctl: Control | None = None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed. With ``ctl``
+        (one link), an empty queue is filled by reading the connection here when it is free."""
+        link = _solo(ctl)
+        polled = False
         while True:
             with self._lock:
-                item, done, left = self._step(deadline)
-                if done:
+                item = self._pop()
+                if item is not None or self.closed:
                     return item
-                self._waiting += 1
+                left = None if deadline is None else deadline - time.monotonic()
+                expired = left is not None and left <= 0
+                read = False
+                if link is not None:
+                    link.lease = time.monotonic() + _LEASE  # a consumer is here: the reader yields
+                    read = not (expired and polled) and _claim(link)
+                if not read:
+                    if expired:
+                        return None
+                    self._waiting += 1
+            if read:
+                assert ctl is not None and link is not None
+                polled = True
+                item = _read_here(ctl, link, self, None if left is None else max(0.0, left))
+                if item is not None:
+                    return item
+                continue
             try:
                 self._wake.get(timeout=left)
             except queue.Empty:
@@ -342,9 +416,12 @@ class AsyncInbox(_InboxBase):
     async def take(self, deadline: float | None) -> Event | None:
         """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
         while True:
-            item, done, left = self._step(deadline)
-            if done:
+            item = self._pop()
+            if item is not None or self.closed:
                 return item
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
             await self._wait(self._waiters, left)
 
     def _made_room(self) -> None:
@@ -369,11 +446,13 @@ def _expire(fut: asyncio.Future[None]) -> None:
 GapFlow = Callable[[Gap], Flow[None]]
 
 
-def next_message(inbox: Inbox, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
+def next_message(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
     """The next message for a consumer thread; gaps met on the way go through ``gap_flow``."""
+    inbox = ctl.inbox
+    assert isinstance(inbox, Inbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = inbox.take(deadline)
+        item = inbox.take(deadline, ctl)
         if item is None or isinstance(item, PubSubMessage):
             return item
         run_sync(None, gap_flow(item))
@@ -463,44 +542,120 @@ def _open(ctl: Control, link: Link) -> tuple[Any, Callable[[], None]]:
     return conn, release
 
 
+def _solo(ctl: Control | None) -> Link | None:
+    """The link a consumer may read itself: the subscriber's only one (else ``None``)."""
+    if ctl is None:
+        return None
+    links = ctl.links
+    return links[0] if len(links) == 1 else None
+
+
+def _claim(link: Link) -> bool:
+    """Take the read role if it is free and the connection is open to consumers."""
+    if not link.rlock.acquire(blocking=False):
+        return False
+    if link.shared:
+        return True
+    link.rlock.release()
+    return False
+
+
+def _poll(st: LinkState, conn: Any, wait: float, now: float) -> Any:
+    """One turn on the connection: PING / declare it dead as the state says, then one reply
+    read within ``wait`` seconds (``None``: nothing came)."""
+    act = st.tick(now)
+    if act is not None:
+        if act is LinkAction.DEAD:
+            raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+        conn.send_command("PING", core.PING_TOKEN, check_health=False)
+    if not conn.can_read(timeout=wait):
+        return None
+    return conn.read_response(disable_decoding=True, disconnect_on_error=False, push_request=True)
+
+
+def _queue(ctl: Control, inbox: Inbox, events: list[Event]) -> None:
+    for ev in events:
+        if not inbox.put(ev, ctl.stopped):
+            ctl.stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+
+
+def _read_here(ctl: Control, link: Link, inbox: Inbox, left: float | None) -> Event | None:
+    """A consumer holding the read role: one reply (within ``left`` seconds, at most the
+    state's wait) read on this thread. Its first event is returned at once when nothing else
+    is queued (it never enters the buffer), the rest are queued; a failure goes to the reader
+    thread. Lets go of the role."""
+    st = link.state
+    first: Event | None = None
+    try:
+        now = time.monotonic()
+        wait = st.wait_time(now)
+        reply = _poll(st, link.conn, wait if left is None or left > wait else left, now)
+        if reply is not None:
+            events = st.on_reply(reply, time.monotonic(), time.time())
+            if events:
+                first = inbox.hand(events, ctl.stopped)
+    except BaseException as exc:
+        link.shared = False
+        link.error = exc if isinstance(exc, Exception) else LinkBroken(f"read interrupted: {_describe(exc)}")
+        link.nudge.set()
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        link.lease = time.monotonic() + _LEASE
+        link.rlock.release()
+    inbox.pass_on()  # another consumer waits: it takes the role
+    return first
+
+
 def _read(ctl: Control, link: Link) -> None:
     st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
     assert isinstance(inbox, Inbox)
+    rlock, nudge = link.rlock, link.nudge
     while not stopped.is_set():
         release: Callable[[], None] | None = None
         try:
             conn, release = _open(ctl, link)
-            link.conn = conn
+            with rlock:
+                link.conn, link.error = conn, None
             if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 conn.send_command(*cmd, check_health=False)
             reconnects = st.reconnects
             while not stopped.is_set():
-                act = st.tick(mono())
-                if act is LinkAction.DEAD:
-                    raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act is LinkAction.PING:
-                    conn.send_command("PING", core.PING_TOKEN, check_health=False)
-                if not conn.can_read(timeout=st.wait_time(mono())):
+                if link.error is None and link.shared and (idle := link.lease - mono()) > 0:
+                    nudge.wait(idle)  # a consumer reads: stay off the socket
+                    nudge.clear()
                     continue
-                reply = conn.read_response(
-                    disable_decoding=True, disconnect_on_error=False, push_request=True
-                )
-                events = st.on_reply(reply, mono(), time.time())
-                if st.live and not link.ready.is_set():
-                    link.ready.set()
-                    _became_live(st, reconnects)
-                for ev in events:
-                    if not inbox.put(ev, stopped):
-                        stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+                if not rlock.acquire(timeout=_LEASE):
+                    continue
+                try:
+                    if link.error is not None:
+                        raise link.error  # a consumer's read failed: reconnect
+                    now = mono()
+                    reply = _poll(st, conn, st.wait_time(now), now)
+                    if reply is not None:
+                        events = st.on_reply(reply, mono(), time.time())
+                        if st.live and not link.ready.is_set():
+                            link.ready.set()
+                            link.shared = True
+                            _became_live(st, reconnects)
+                        _queue(ctl, inbox, events)
+                except BaseException:
+                    link.shared = False  # under the role: no consumer reads the broken connection
+                    raise
+                finally:
+                    rlock.release()
+                if _solo(ctl) is link and inbox.pass_on():
+                    link.lease = mono() + _LEASE  # a consumer waits: it takes the role
         except Exception as exc:
             if stopped.is_set():
                 break
             link.ready.clear()
             stopped.wait(_lost(st, exc))
         finally:
-            link.conn = None
+            with rlock:  # a consumer mid-read (woken by stop's shutdown) finishes first
+                link.conn, link.shared, link.error = None, False, None
             if release is not None:
                 release()
 

@@ -103,9 +103,7 @@ class Subscriber(SubscriberBase):
         """
         if not self._started:
             self.start()
-        inbox = self._ctl.inbox
-        assert isinstance(inbox, driver.Inbox)
-        return driver.next_message(inbox, self._gap_flow, timeout)
+        return driver.next_message(self._ctl, self._gap_flow, timeout)
 
     def __iter__(self) -> Iterator[PubSubMessage]:
         while (msg := self.get()) is not None:

@@ -326,6 +326,7 @@ class LinkState:
         self.backoff = backoff
         self.max_wait = max_wait
         self._by_full = {(s.kind, s.full): s for s in self.subs}
+        self._chan_names = {s.full: s.name for s in self.subs if s.kind != "pattern"}
         self._pending: set[tuple[str, bytes]] = set()
         self.live = False
         self.ever_live = False
@@ -384,6 +385,7 @@ class LinkState:
         other._seq = {k: v for k, v in self._seq.items() if k[1] in names}
         self.subs = kept
         self._by_full = {(s.kind, s.full): s for s in kept}
+        self._chan_names = {s.full: s.name for s in kept if s.kind != "pattern"}
         return other
 
     def on_lost(self, error: str, now: float, wall: float, rand: float) -> float:
@@ -429,6 +431,10 @@ class LinkState:
         if reply is None:
             return []
         self.last_rx = now
+        if reply.__class__ is list and len(reply) == 3 and reply[0] == b"message":  # the hot path
+            chan, raw = reply[1], reply[2]
+            if chan.__class__ is bytes and raw.__class__ is bytes:
+                return self._message(chan, raw, None, False, wall)
         if isinstance(reply, (bytes, str)):  # PONG outside subscribed mode (fakeredis)
             if as_bytes(reply) == PING_TOKEN:
                 self.ping_sent_at = None
@@ -482,7 +488,9 @@ class LinkState:
     def _message(
         self, chan: bytes, raw: bytes, pattern: str | None, sharded: bool, wall: float
     ) -> list[Event]:
-        name = self.names.name_of(chan)
+        name = self._chan_names.get(chan) if pattern is None else None
+        if name is None:
+            name = self.names.name_of(chan)
         seq, payload = split_envelope(raw)
         events: list[Event] = []
         if seq is not None:
@@ -537,6 +545,11 @@ class OverflowBuffer:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def idle(self) -> bool:
+        """True when :meth:`take` would return ``None`` (nothing queued, nothing to report)."""
+        return not self._items and not self._unreported and not self.failed
 
     def put(self, item: Event, wall: float) -> bool:
         """Queue ``item``; ``False`` means "full, wait and offer it again" (``block`` policy).
