@@ -413,16 +413,51 @@ class AsyncInbox(_InboxBase):
             await self._wait(self._room, 0.1)
         return not self.buffer.failed
 
-    async def take(self, deadline: float | None) -> Event | None:
-        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+    async def take(self, deadline: float | None, ctl: Control | None = None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed. With ``ctl``
+        (one link), an empty queue is filled by reading the connection in this task when no
+        other task reads it."""
+        link = _solo(ctl)
+        polled = False
         while True:
             item = self._pop()
             if item is not None or self.closed:
                 return item
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            expired = left is not None and left <= 0
+            if link is not None:
+                link.lease = time.monotonic() + _LEASE  # a consumer is here: the reader yields
+                if link.shared and not link.reading and not (expired and polled):
+                    assert ctl is not None
+                    polled = True
+                    item = await _read_here_async(ctl, link, self, None if left is None else max(0.0, left))
+                    if item is not None:
+                        return item
+                    continue
+            if expired:
                 return None
             await self._wait(self._waiters, left)
+
+    def first(self, events: list[Event]) -> Event | None:
+        """Of the events a consumer read itself, the first, taken at once when nothing else is
+        queued (it never enters the buffer); the caller queues the rest."""
+        if not self.buffer.idle or self.closed:
+            return None
+        first = events.pop(0)
+        if first.__class__ is PubSubMessage:
+            self.received += 1
+            self.delivered += 1
+        return first
+
+    def pass_on(self) -> bool:
+        """The read role was let go: wake one waiting consumer to take it (True if any)."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return True
+        return False
 
     def _made_room(self) -> None:
         if self._room:
@@ -458,13 +493,13 @@ def next_message(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubS
         run_sync(None, gap_flow(item))
 
 
-async def next_message_async(
-    inbox: AsyncInbox, gap_flow: GapFlow, timeout: float | None
-) -> PubSubMessage | None:
+async def next_message_async(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
     """The asyncio twin of :func:`next_message`."""
+    inbox = ctl.inbox
+    assert isinstance(inbox, AsyncInbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = await inbox.take(deadline)
+        item = await inbox.take(deadline, ctl)
         if item is None or isinstance(item, PubSubMessage):
             return item
         await run_async(None, gap_flow(item))
@@ -706,6 +741,73 @@ async def _open_async(ctl: Control, link: Link) -> tuple[Any, Callable[[], Await
     return conn, release
 
 
+async def _nap(link: Link, seconds: float) -> None:
+    """A reader task staying off the socket while a consumer reads (``link.wakeup`` ends it)."""
+    loop = asyncio.get_running_loop()
+    fut = link.wakeup = loop.create_future()
+    timer = loop.call_later(seconds, _expire, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+        link.wakeup = None
+
+
+async def _poll_async(st: LinkState, conn: Any, wait: float, now: float) -> Any:
+    """The asyncio twin of :func:`_poll` (``None``: nothing came within ``wait``)."""
+    act = st.tick(now)
+    if act is not None:
+        if act is LinkAction.DEAD:
+            raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+        await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+    try:
+        return await conn.read_response(
+            disable_decoding=True, timeout=max(0.001, wait), disconnect_on_error=False, push_request=True
+        )
+    except (RedisTimeoutError, asyncio.TimeoutError):
+        return None
+
+
+async def _queue_async(ctl: Control, inbox: AsyncInbox, events: list[Event]) -> None:
+    for ev in events:
+        if not inbox.offer(ev):  # full under overflow="block": wait for room
+            await inbox.put(ev, ctl.stopped)
+        if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
+            ctl.stopped.set()
+
+
+async def _read_here_async(ctl: Control, link: Link, inbox: AsyncInbox, left: float | None) -> Event | None:
+    """The asyncio twin of :func:`_read_here`; a consumer cancelled mid-read leaves the
+    connection as it was (redis-py's parsers resume a cancelled read)."""
+    st = link.state
+    first: Event | None = None
+    link.reading = True
+    try:
+        now = time.monotonic()
+        wait = st.wait_time(now)
+        reply = await _poll_async(st, link.conn, wait if left is None or left > wait else left, now)
+        if reply is not None:
+            events = st.on_reply(reply, time.monotonic(), time.time())
+            if events:
+                first = inbox.first(events)
+                if events:
+                    await _queue_async(ctl, inbox, events)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        link.shared = False
+        link.error = exc if isinstance(exc, Exception) else LinkBroken(f"read interrupted: {_describe(exc)}")
+        if link.wakeup is not None:
+            _expire(link.wakeup)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        link.lease = time.monotonic() + _LEASE
+        link.reading = False
+    inbox.pass_on()  # another consumer waits: it takes the role
+    return first
+
+
 async def _read_async(ctl: Control, link: Link) -> None:
     st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
     assert isinstance(inbox, AsyncInbox)
@@ -713,40 +815,39 @@ async def _read_async(ctl: Control, link: Link) -> None:
         release: Callable[[], Awaitable[None]] | None = None
         try:
             conn, release = await _open_async(ctl, link)
-            link.conn = conn
+            link.conn, link.error = conn, None
             if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 await conn.send_command(*cmd, check_health=False)
             reconnects = st.reconnects
             while not stopped.is_set():
-                act = st.tick(mono())
-                if act is LinkAction.DEAD:
-                    raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act is LinkAction.PING:
-                    await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+                if link.reading or (link.error is None and link.shared and link.lease > mono()):
+                    await _nap(link, max(0.001, min(_LEASE, link.lease - mono())))
+                    continue  # a consumer reads: stay off the socket
+                link.reading = True
                 try:
-                    reply = await conn.read_response(
-                        disable_decoding=True,
-                        timeout=max(0.001, st.wait_time(mono())),
-                        disconnect_on_error=False,
-                        push_request=True,
-                    )
-                except (RedisTimeoutError, asyncio.TimeoutError):
-                    continue
-                if reply is None:  # the read timed out
-                    continue
-                events = st.on_reply(reply, mono(), time.time())
-                if st.live and not link.ready.is_set():
-                    link.ready.set()
-                    _became_live(st, reconnects)
-                    if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
-                        ctl.live.set()
-                for ev in events:
-                    if not inbox.offer(ev):  # full under overflow="block": wait for room
-                        await inbox.put(ev, stopped)
-                    if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
-                        stopped.set()
+                    if link.error is not None:
+                        raise link.error  # a consumer's read failed: reconnect
+                    now = mono()
+                    reply = await _poll_async(st, conn, st.wait_time(now), now)
+                    if reply is None:
+                        continue
+                    events = st.on_reply(reply, mono(), time.time())
+                    if st.live and not link.ready.is_set():
+                        link.ready.set()
+                        link.shared = True
+                        _became_live(st, reconnects)
+                        if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
+                            ctl.live.set()
+                    await _queue_async(ctl, inbox, events)
+                except BaseException:
+                    link.shared = False  # no consumer reads the broken connection
+                    raise
+                finally:
+                    link.reading = False
+                if _solo(ctl) is link and inbox.pass_on():
+                    link.lease = mono() + _LEASE  # a consumer waits: it takes the role
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -755,6 +856,6 @@ async def _read_async(ctl: Control, link: Link) -> None:
             link.ready.clear()
             await asyncio.sleep(_lost(st, exc))
         finally:
-            link.conn = None
+            link.conn, link.shared, link.error = None, False, None
             if release is not None:
                 await asyncio.shield(release())
