@@ -12,7 +12,9 @@ the subscriber shells plan links and call user code. Per runtime:
   the state's backoff.
 - :class:`Inbox` / :class:`AsyncInbox`: the bounded local queue (the core ``OverflowBuffer``)
   and its waits; :func:`next_message` / :func:`next_message_async` take the next message for a
-  consumer, running the subscriber's gap flow on the way.
+  consumer, running the subscriber's gap flow on the way. A consumer that finds the queue empty
+  reads the connection itself when no one else does (the read hand-off, see :class:`Link`), so
+  a delivery costs no wake-up of another thread or task.
 - :func:`spawn_worker` / :func:`spawn_worker_async`: the handler worker.
 
 Readers and workers hold their subscriber only through a :class:`Control` (and a weak
@@ -326,11 +328,12 @@ class Inbox(_InboxBase):
                 item = self._pop()
                 if item is not None or self.closed:
                     return item
-                left = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                left = None if deadline is None else deadline - now
                 expired = left is not None and left <= 0
                 read = False
                 if link is not None:
-                    link.lease = time.monotonic() + _LEASE  # a consumer is here: the reader yields
+                    link.lease = now + _LEASE  # a consumer is here: the reader yields
                     read = not (expired and polled) and _claim(link)
                 if not read:
                     if expired:
