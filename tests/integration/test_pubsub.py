@@ -917,3 +917,18 @@ def test_close_ends_a_consumer_that_is_reading(rp: Harness) -> None:
         got, took = box[0], time.monotonic() - t0
         assert threading.active_count() == before - 1  # the reader is gone (and the waiter)
     assert got is None and took < 3
+
+
+async def test_a_reading_consumer_cancelled_leaves_the_connection_usable(
+    backend: Backend, aclient: Any
+) -> None:
+    """``asyncio.wait_for(sub.get(), t)`` cancels a consumer in the middle of its read: the
+    connection stays subscribed and in step (no reconnect, no gap), the next message arrives."""
+    async with AsyncSubscriber(["cancelled"], client=aclient) as sub:
+        for _ in range(5):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(sub.get(), 0.05)
+        await publish_async("cancelled", "after", client=aclient)
+        msg = await sub.get(timeout=10)
+        assert msg is not None and (msg.data, msg.seq) == ("after", 1)
+        assert sub.stats.reconnects == 0 and not sub.gaps
