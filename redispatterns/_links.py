@@ -309,6 +309,11 @@ class Inbox(_InboxBase):
                 stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
         return first
 
+    @property
+    def waiters(self) -> bool:
+        """Consumers wait for an event now (read without the lock: a hint)."""
+        return self._waiting > 0
+
     def pass_on(self) -> bool:
         """The read role was let go: wake one waiting consumer to take it (True if any)."""
         with self._lock:
@@ -451,6 +456,11 @@ class AsyncInbox(_InboxBase):
             self.received += 1
             self.delivered += 1
         return first
+
+    @property
+    def waiters(self) -> bool:
+        """Consumers wait for an event now."""
+        return bool(self._waiters)
 
     def pass_on(self) -> bool:
         """The read role was let go: wake one waiting consumer to take it (True if any)."""
@@ -667,6 +677,10 @@ def _read(ctl: Control, link: Link) -> None:
                     continue
                 if not rlock.acquire(timeout=_LEASE):
                     continue
+                if link.error is None and link.shared and link.lease > mono():
+                    rlock.release()  # a consumer just let go of the role: it will be back
+                    inbox.pass_on()  # (or one tried to take it while we held it: it takes it now)
+                    continue
                 try:
                     if link.error is not None:
                         raise link.error  # a consumer's read failed: reconnect
@@ -678,6 +692,8 @@ def _read(ctl: Control, link: Link) -> None:
                             link.ready.set()
                             link.shared = True
                             _became_live(st, reconnects)
+                        if events and inbox.waiters:
+                            link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
                         _queue(ctl, inbox, events)
                 except BaseException:
                     link.shared = False  # under the role: no consumer reads the broken connection
@@ -843,6 +859,8 @@ async def _read_async(ctl: Control, link: Link) -> None:
                         _became_live(st, reconnects)
                         if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
                             ctl.live.set()
+                    if events and inbox.waiters:
+                        link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
                     await _queue_async(ctl, inbox, events)
                 except BaseException:
                     link.shared = False  # no consumer reads the broken connection
