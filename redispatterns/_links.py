@@ -431,10 +431,11 @@ class AsyncInbox(_InboxBase):
             item = self._pop()
             if item is not None or self.closed:
                 return item
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
             expired = left is not None and left <= 0
             if link is not None:
-                link.lease = time.monotonic() + _LEASE  # a consumer is here: the reader yields
+                link.lease = now + _LEASE  # a consumer is here: the reader yields
                 if link.shared and not link.reading and not (expired and polled):
                     assert ctl is not None
                     polled = True
@@ -611,10 +612,7 @@ def _claim(link: Link) -> bool:
 def _poll(st: LinkState, conn: Any, wait: float, now: float) -> Any:
     """One turn on the connection: PING / declare it dead as the state says, then one reply
     read within ``wait`` seconds (``None``: nothing came)."""
-    act = st.tick(now)
-    if act is not None:
-        if act is LinkAction.DEAD:
-            raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+    if _due(st, now):
         conn.send_command("PING", core.PING_TOKEN, check_health=False)
     if not conn.can_read(timeout=wait):
         return None
@@ -772,12 +770,19 @@ async def _nap(link: Link, seconds: float) -> None:
         link.wakeup = None
 
 
-async def _poll_async(st: LinkState, conn: Any, wait: float, now: float) -> Any:
-    """The asyncio twin of :func:`_poll` (``None``: nothing came within ``wait``)."""
+def _due(st: LinkState, now: float) -> bool:
+    """The state's timing for a read turn: True when a PING must go out first; raises
+    :class:`LinkBroken` when the last PING's PONG is overdue (a half-open connection)."""
     act = st.tick(now)
-    if act is not None:
-        if act is LinkAction.DEAD:
-            raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+    if act is LinkAction.DEAD:
+        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+    return act is LinkAction.PING
+
+
+async def _poll_async(st: LinkState, conn: Any, wait: float, now: float) -> Any:
+    """The asyncio twin of :func:`_poll` (``None``: nothing came within ``wait``). Inlined in
+    :func:`_read_here_async`, a consumer's hot path (one coroutine less per message)."""
+    if _due(st, now):
         await conn.send_command("PING", core.PING_TOKEN, check_health=False)
     try:
         return await conn.read_response(
@@ -804,7 +809,18 @@ async def _read_here_async(ctl: Control, link: Link, inbox: AsyncInbox, left: fl
     try:
         now = time.monotonic()
         wait = st.wait_time(now)
-        reply = await _poll_async(st, link.conn, wait if left is None or left > wait else left, now)
+        conn = link.conn
+        if _due(st, now):
+            await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+        try:
+            reply = await conn.read_response(
+                disable_decoding=True,
+                timeout=max(0.001, wait if left is None or left > wait else left),
+                disconnect_on_error=False,
+                push_request=True,
+            )
+        except (RedisTimeoutError, asyncio.TimeoutError):
+            reply = None
         if reply is not None:
             events = st.on_reply(reply, time.monotonic(), time.time())
             if events:

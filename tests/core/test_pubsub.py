@@ -482,3 +482,20 @@ def test_async_inbox_wakes_a_waiting_task_and_times_out() -> None:
         assert await asyncio.wait_for(late, 5) is None
 
     asyncio.run(main())
+
+
+def test_the_fast_message_constructor_builds_the_same_frozen_message() -> None:
+    """The reader builds messages through the slots' descriptors (hot path): the same value,
+    hash and immutability as ``PubSubMessage(...)``, for every field in order."""
+    import dataclasses
+
+    from redispatterns._core.pubsub import _new_message
+
+    args = ("orders", {"id": 7}, 3, "ord*", True, b"#rp1:3:{}")
+    fast, slow = _new_message(*args), PubSubMessage(*args)
+    assert fast == slow and repr(fast) == repr(slow)
+    assert tuple(getattr(fast, f.name) for f in dataclasses.fields(PubSubMessage)) == args
+    assert hash(_new_message("c", 1, None, None, False, b"")) == hash(PubSubMessage("c", 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.seq = 4  # type: ignore[misc]
+    assert dataclasses.replace(fast, seq=4).seq == 4
