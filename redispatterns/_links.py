@@ -635,7 +635,10 @@ def _read_here(ctl: Control, link: Link, inbox: Inbox, left: float | None) -> Ev
     try:
         now = time.monotonic()
         wait = st.wait_time(now)
-        reply = _poll(st, link.conn, wait if left is None or left > wait else left, now)
+        if left is not None and left < wait:
+            wait = left
+        link.lease = now + wait + _LEASE  # the reader sleeps through this read
+        reply = _poll(st, link.conn, wait, now)
         if reply is not None:
             events = st.on_reply(reply, time.monotonic(), time.time())
             if events:
@@ -809,13 +812,16 @@ async def _read_here_async(ctl: Control, link: Link, inbox: AsyncInbox, left: fl
     try:
         now = time.monotonic()
         wait = st.wait_time(now)
+        if left is not None and left < wait:
+            wait = left
+        link.lease = now + wait + _LEASE  # the reader task sleeps through this read
         conn = link.conn
         if _due(st, now):
             await conn.send_command("PING", core.PING_TOKEN, check_health=False)
         try:
             reply = await conn.read_response(
                 disable_decoding=True,
-                timeout=max(0.001, wait if left is None or left > wait else left),
+                timeout=max(0.001, wait),
                 disconnect_on_error=False,
                 push_request=True,
             )
@@ -858,7 +864,7 @@ async def _read_async(ctl: Control, link: Link) -> None:
             reconnects = st.reconnects
             while not stopped.is_set():
                 if link.reading or (link.error is None and link.shared and link.lease > mono()):
-                    await _nap(link, max(0.001, min(_LEASE, link.lease - mono())))
+                    await _nap(link, max(_LEASE if link.reading else 0.001, link.lease - mono()))
                     continue  # a consumer reads: stay off the socket
                 link.reading = True
                 try:
