@@ -693,7 +693,7 @@ def _read(ctl: Control, link: Link) -> None:
                             link.ready.set()
                             link.shared = True
                             _became_live(st, reconnects)
-                        if events and inbox.waiters:
+                        if events and inbox.waiters and _solo(ctl) is link:
                             link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
                         _queue(ctl, inbox, events)
                 except BaseException:
@@ -881,7 +881,7 @@ async def _read_async(ctl: Control, link: Link) -> None:
                         _became_live(st, reconnects)
                         if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
                             ctl.live.set()
-                    if events and inbox.waiters:
+                    if events and inbox.waiters and _solo(ctl) is link:
                         link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
                     await _queue_async(ctl, inbox, events)
                 except BaseException:
