@@ -450,7 +450,8 @@ class LinkState:
         if reply is None:
             return []
         self.last_rx = now
-        if reply.__class__ is list and len(reply) == 3 and reply[0] == b"message":  # the hot path
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":  # the hot path
+            # (a list, or hiredis's push-notification subclass of it in asyncio)
             chan, raw = reply[1], reply[2]
             if chan.__class__ is bytes and raw.__class__ is bytes:
                 return self._message(chan, raw, None, False, wall)
