@@ -499,3 +499,22 @@ def test_the_fast_message_constructor_builds_the_same_frozen_message() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.seq = 4  # type: ignore[misc]
     assert dataclasses.replace(fast, seq=4).seq == 4
+
+
+def test_message_replies_read_the_same_in_every_shape() -> None:
+    """The hot path (a ``list`` of bytes, or a subclass such as hiredis's push notification in
+    asyncio) and the general path (``str`` parts of a decoding client, tuples) agree."""
+
+    class Push(list):  # type: ignore[type-arg]
+        pass
+
+    chan = NAMES.channel("a").encode()
+    shapes = [
+        [b"message", chan, ENVELOPE + b"1:7"],
+        Push([b"message", chan, ENVELOPE + b"2:7"]),
+        (b"message", chan, ENVELOPE + b"3:7"),
+        ["message", chan.decode(), (ENVELOPE + b"4:7").decode()],
+    ]
+    st = _link()
+    got = [st.on_reply(reply, 0, 0) for reply in shapes]
+    assert got == [[PubSubMessage("a", 7, n, None, False, ENVELOPE + b"%d:7" % n)] for n in (1, 2, 3, 4)]
