@@ -49,7 +49,7 @@ def decorate_near(h: Handle, entries: int, plain: Callable[[Handle], Any]) -> An
         """``(value, None)`` on a local hit, else ``(NOT_FOUND, ticket or None)``."""
         t = link[0]
         if t is None:
-            t = link[0] = tracking_for(ns.client, prefix)
+            t = link[0] = tracking_for(ns.client, (prefix,))
             if t is None:
                 return NOT_CACHED, None
             t.register(store)

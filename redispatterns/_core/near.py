@@ -140,6 +140,17 @@ class NearStore:
                 for ticket in self._inflight.get(key, ()):
                     ticket.poisoned = True
 
+    def drop_prefix(self, prefix: str) -> None:
+        """Forget every key under ``prefix`` and poison reads of them in flight (a local clear)."""
+        with self._lock:
+            for key in [k for k in self._data if k.startswith(prefix)]:
+                self._remove(key)
+                self.stats.invalidations += 1
+            for key, tickets in self._inflight.items():
+                if key.startswith(prefix):
+                    for ticket in tickets:
+                        ticket.poisoned = True
+
     def flush(self) -> None:
         """Forget everything (a link gap, ``FLUSHDB``, a ``None`` invalidation): no read that
         began before this call will be stored."""
