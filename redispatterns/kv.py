@@ -175,6 +175,9 @@ class KV(_Base):
 
     def has(self, mount: str, key: str) -> bool:
         """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "has")
+            return bool((got if isinstance(got, tuple) else run_sync(self.client, got))[0])
         return run_sync(self.client, core.op_has(self._store, self._buffer, mount, key))
 
     @after_writes("mount")
@@ -260,6 +263,9 @@ class AsyncKV(_Base):
 
     async def has(self, mount: str, key: str) -> bool:
         """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "has")
+            return bool((got if isinstance(got, tuple) else await run_async(self.client, got))[0])
         return await run_async(self.client, core.op_has(self._store, self._buffer, mount, key))
 
     @after_writes("mount")

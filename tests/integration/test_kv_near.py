@@ -58,6 +58,9 @@ def test_a_repeated_get_is_local_and_writes_elsewhere_drop_it(rp: Harness) -> No
     kv, w = make(rp), other(rp)
     w.set("m", "a", {"v": 1})
     assert local(rp, kv, "a") == {"v": 1}
+    with count_round_trips() as n:
+        assert rp.call(kv.has("m", "a")) is True and rp.call(kv.get_or("m", "a", 0)) == {"v": 1}
+    assert n.n == 0
     stats = kv.near_stats
     assert stats.hits >= 1 and stats.entries == 1
     mine = local(rp, kv, "a")
@@ -71,6 +74,7 @@ def test_a_repeated_get_is_local_and_writes_elsewhere_drop_it(rp: Harness) -> No
     eventually(rp, kv, "a", None)
     assert local(rp, kv, "a") is None  # absence is kept locally too
     assert rp.call(kv.get_or("m", "a", 7)) == 7
+    assert rp.call(kv.has("m", "a")) is False
     w.set("m", "a", 4)  # and dropped by the next write
     eventually(rp, kv, "a", 4)
     w.clear("m")  # a clear elsewhere
