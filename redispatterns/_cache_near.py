@@ -14,6 +14,7 @@ from typing import Any
 
 from ._cache_handle import Handle, log, rand
 from ._core import cache as core
+from ._core.near import compact
 from ._runner import monotonic, run_async, run_sync, start_loop_async, wallclock
 from ._tracking import near_store, trackable, tracking_for
 
@@ -65,7 +66,7 @@ def decorate_near(h: Handle, entries: int, plain: Callable[[Handle], Any]) -> An
         raw = None
         if outcome is HIT and until is not None and link[0] is not None and link[0].healthy:
             try:
-                raw = codec.encode(value)
+                raw = compact(codec.encode(value))
             except (TypeError, ValueError):
                 raw = None
         store.finish(ticket, raw, mono() + (until or 0.0) - clock())
