@@ -56,9 +56,11 @@ def decorate_near(h: Handle, entries: int, plain: Callable[[Handle], Any]) -> An
             t.register(store)
         if not t.healthy:
             return NOT_CACHED, None
-        raw = store.get(key, mono())
-        if raw is not None:
-            return codec.decode(raw), None
+        now = mono()
+        if t.quiet(now):  # no invalidation waiting to be applied
+            raw = store.get(key, now)
+            if raw is not None:
+                return codec.decode(raw), None
         return NOT_CACHED, store.begin(key)
 
     def keep(ticket: Any, key: str, value: Any, outcome: str) -> None:

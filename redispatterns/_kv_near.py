@@ -84,9 +84,10 @@ class KVNear:
         if not self._healthy(owner):
             return core.get(spec, key)
         now = monotonic()
-        local = kv_near.lookup(self.near, spec, key, now)
-        if local is not None:
-            return local
+        if self.link is not None and self.link.quiet(now):  # no invalidation waiting
+            local = kv_near.lookup(self.near, spec, key, now)
+            if local is not None:
+                return local
         return kv_near.read(self.near, spec, key, now)
 
     def touched(

@@ -48,6 +48,7 @@ CHANNEL = b"__redis__:invalidate"
 _KWARGS = ("host", "port", "username", "password", "socket_connect_timeout")
 HEARTBEAT = 1.0  # seconds between checks of the control connection while nothing arrives
 TOPOLOGY_EVERY = 0.5  # seconds between two reads of a Cluster's topology
+QUIET_WINDOW = 0.0001  # seconds a "no invalidation waiting" answer is reused (see Tracking.quiet)
 
 
 def near_store(max_entries: int, max_bytes: int) -> NearStore:
@@ -76,18 +77,24 @@ class _Conn:
             out.append(b"$%d\r\n%s\r\n" % (len(b), b))
         self.sock.sendall(b"".join(out))
 
-    def read(self, timeout: float | None = None) -> Any:
-        """The next reply; None when ``timeout`` passes with nothing to read."""
+    def read(self, timeout: float | None = None, busy: set[Any] | None = None) -> Any:
+        """The next reply; None when ``timeout`` passes with nothing to read. With ``busy``,
+        this connection is in that set from the moment bytes are ready until everything parsed
+        from them was handed out (the caller has applied it when it calls again)."""
         while True:
             got = self.reader.gets()
             if got is not False:
                 if isinstance(got, Exception):
                     raise got
                 return got
+            if busy is not None:
+                busy.discard(self)  # nothing read and not applied: the socket tells the rest
             if timeout is not None:
                 ready, _, _ = select.select([self.sock], [], [], timeout)
                 if not ready:
                     return None
+            if busy is not None:
+                busy.add(self)
             data = self.sock.recv(65536)
             if not data:
                 raise redis.ConnectionError("connection closed by the server")
@@ -135,10 +142,11 @@ class _NodeLink:
             control: Any = None
             try:
                 reader, control = self._connect()
+                owner.watch(reader)
                 owner.link_up(self)
                 pause = 0.05
                 while not self._ended():
-                    msg = reader.read(HEARTBEAT)
+                    msg = reader.read(HEARTBEAT, owner.busy)
                     if msg is not None:
                         owner.deliver(msg)
                     elif owner.orphaned():  # every near tier using it is gone
@@ -151,6 +159,8 @@ class _NodeLink:
                     log.warning("near cache invalidation link to port %s lost (%r): flushed", port, exc)
             finally:
                 owner.link_down(self)
+                if reader is not None:
+                    owner.unwatch(reader)
                 for conn in (reader, control):
                     if conn is not None:
                         conn.close()
@@ -182,6 +192,10 @@ class Tracking:
         self._links: dict[tuple[str, int], _NodeLink] = {}
         self._primaries: frozenset[tuple[str, int]] | None = None
         self._wake = threading.Event()
+        self.busy: set[_Conn] = set()  # readers holding bytes not yet applied
+        self._quiet_at = float("-inf")
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._socks: list[socket.socket] = []
         with self._lock:
             for kw in nodes:
                 self._links[_addr(kw)] = _NodeLink(self, kw)
@@ -193,6 +207,40 @@ class Tracking:
         """Each linked node's address and whether its link is up (for tests and diagnostics)."""
         with self._lock:
             return {a: link.up for a, link in self._links.items()}
+
+    def watch(self, conn: _Conn) -> None:
+        """Include a reader's socket in :meth:`quiet`'s check."""
+        with self._lock:
+            self._socks.append(conn.sock)
+            if self._epoll is not None:
+                self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
+
+    def unwatch(self, conn: _Conn) -> None:
+        with self._lock:
+            self.busy.discard(conn)
+            with contextlib.suppress(ValueError):
+                self._socks.remove(conn.sock)
+            if self._epoll is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._epoll.unregister(conn.sock.fileno())
+
+    def quiet(self, now: float) -> bool:
+        """Whether no invalidation is waiting: none unread on a link's socket, none read and not
+        yet applied. The server writes a write's invalidation before its reply to the writer, so
+        on one host a read that finds the links quiet cannot miss a write acknowledged before it
+        began. The socket check is a syscall (~0.8 us): a quiet answer is reused for
+        :data:`QUIET_WINDOW` seconds of ``now`` (the caller's monotonic clock)."""
+        if self.busy:
+            return False
+        if now - self._quiet_at < QUIET_WINDOW:
+            return True
+        if self._epoll is not None:
+            if self._epoll.poll(0):
+                return False
+        elif self._socks and select.select(list(self._socks), [], [], 0)[0]:
+            return False
+        self._quiet_at = now
+        return True
 
     def register(self, store: NearStore) -> None:
         with self._lock:

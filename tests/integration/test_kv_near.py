@@ -12,6 +12,7 @@ from loadtests.harness import count_round_trips
 from redispatterns import Mount
 from redispatterns.kv import KV, AsyncKV
 from redispatterns.testing.plugin import Harness
+from tests.integration import near_checker
 
 PREFIX = "nearkv:"
 
@@ -189,3 +190,13 @@ def test_a_client_that_sends_no_invalidations_reads_plainly(caplog: pytest.LogCa
     assert kv.get_or("m", "b", 2) == 2
     assert kv.near_stats is not None and kv.near_stats.hits == 0
     assert "near= needs a server that sends invalidations" in caplog.text
+
+
+def test_coherence_checker_no_read_older_than_the_last_acknowledged_write(rp: Harness) -> None:
+    # see tests/integration/near_checker.py (the writer process writes with a plain KV)
+    kv = make(rp, {"m": Mount(prefix="nearcheck:", ttl=60)})
+    other(rp, {"m": Mount(prefix="nearcheck:", ttl=60)}).set("m", "c", 0)
+    local(rp, kv, "c")
+    out = near_checker.check(rp, lambda: kv.get("m", "c"), "kv")
+    print(f"near coherence ({rp.backend}, {rp.flavour}): {out}")
+    assert kv.near_stats.hits > 0 and kv.near_stats.invalidations > 0
