@@ -6,7 +6,8 @@ case is left out and the reason printed and written in the near-hit note).
 
 Two figures that are not per-call ratios are measured when the cases are built and printed (and
 carried in the notes): the invalidation delay (p50 / p99, from a write acknowledged in another
-*process* to the moment this process's local copy is gone) and the memory one local entry takes
+*process* to the moment this process's local copy is gone, and how many reads that began after the
+acknowledgement still returned the old value) and the memory one local entry takes
 (``tracemalloc`` over 10,000 entries of the payload below).
 
 ``python -m loadtests.bench_near --delay`` prints the two figures alone.
@@ -20,6 +21,7 @@ import statistics
 import threading
 import time
 import tracemalloc
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -102,11 +104,12 @@ def cases(url: str) -> list[BenchCase]:
     async def afloor() -> Any:
         return orjson.loads(cast(bytes, await on_loop()["raw"].get(FLOOR_KEY)))
 
-    p50, p99, n = invalidation_delay(url)
+    d = invalidation_delay(url)
     per_entry, accounted = memory_per_entry()
     csc_case, csc_why = _cache_config_case(url, floor)
     figures = (
-        f"invalidation delay p50 {p50:.3f} ms, p99 {p99:.3f} ms ({n} writes by another process); "
+        f"invalidation delay p50 {d.p50:.3f} ms, p99 {d.p99:.3f} ms ({d.writes} writes by another "
+        f"process), {d.stale_reads} reads after an acknowledged write returned the old value; "
         f"{per_entry:.0f} B per local entry measured ({accounted:.0f} B counted against max_bytes)"
     )
     print(f"  near: {figures}")
@@ -126,6 +129,14 @@ def cases(url: str) -> list[BenchCase]:
     if csc_case is not None:
         out.append(csc_case)
     return out
+
+
+def teardown() -> None:
+    """Stop the invalidation links before the harness stops its server (no "link lost" noise)."""
+    from redispatterns import _tracking
+
+    for t in list(_tracking._trackers):
+        t.close()
 
 
 def _cache_config_case(url: str, floor: Any) -> tuple[BenchCase | None, str]:
@@ -156,11 +167,25 @@ def _writer(url: str, conn: Any) -> None:
         conn.send(time.monotonic())  # CLOCK_MONOTONIC: one clock for every process
 
 
-def invalidation_delay(url: str, n: int = 300) -> tuple[float, float, int]:
-    """p50 / p99 ms from a write acknowledged in another process to the moment this process's
-    local copy is gone (0 when it was gone before the writer had its reply: the server sends the
-    invalidation before the reply). This thread yields the GIL while it waits, as an
-    application doing I/O does; a CPU-bound one lets the link's thread run every 5 ms."""
+@dataclass
+class Delay:
+    """What :func:`invalidation_delay` measured (ms)."""
+
+    p50: float  # write acknowledged in A -> local copy gone in B (the link's thread applied it)
+    p99: float
+    writes: int
+    stale_reads: int  # reads in B that began after the acknowledgement and returned the old value
+    stale_max: float  # the latest such read, after the acknowledgement
+
+
+def invalidation_delay(url: str, n: int = 300) -> Delay:
+    """From a write acknowledged in another process (A) to this process (B).
+
+    First ``n`` writes while B waits yielding the GIL (as an application doing I/O): how long
+    until the link's thread has dropped B's local copy (0 when it was gone before A had its
+    reply: the server sends the invalidation first). Then ``n`` writes while B reads in a tight
+    loop (its thread holds the GIL between local hits): how many reads that began after the
+    acknowledgement still returned the old value, and the latest of them."""
     reader = KV(url, DELAY_MOUNTS, near=True)
     near = reader._near
     assert near is not None
@@ -170,22 +195,35 @@ def invalidation_delay(url: str, n: int = 300) -> tuple[float, float, int]:
     proc = ctx.Process(target=_writer, args=(url, child), daemon=True)
     proc.start()
     delays: list[float] = []
+    stale: list[float] = []
     try:
         parent.send(0)
         parent.recv()
-        for i in range(1, n + 1):
+        for i in range(1, 2 * n + 1):
             _until(lambda: reader.get("d", "x") is not None and near.near.holds(record))
             parent.send(i)
-            while near.near.holds(record):
-                time.sleep(0)
-            gone = time.monotonic()
-            acked = parent.recv()
-            delays.append(max(0.0, gone - acked) * 1000)
+            if i <= n:
+                while near.near.holds(record):
+                    time.sleep(0)
+                gone = time.monotonic()
+                delays.append(max(0.0, gone - parent.recv()) * 1000)
+                continue
+            acked: float | None = None
+            while True:
+                began = time.monotonic()
+                value = reader.get("d", "x")
+                if acked is None and parent.poll():
+                    acked = parent.recv()
+                if acked is not None and began > acked and value != i:
+                    stale.append((began - acked) * 1000)
+                if value == i and acked is not None:
+                    break
     finally:
         parent.send(None)
         proc.join(10)
     delays.sort()
-    return statistics.median(delays), delays[int(0.99 * (len(delays) - 1))], len(delays)
+    p99 = delays[int(0.99 * (len(delays) - 1))]
+    return Delay(statistics.median(delays), p99, len(delays), len(stale), max(stale, default=0.0))
 
 
 def memory_per_entry(n: int = 10_000) -> tuple[float, float]:
@@ -214,8 +252,7 @@ if __name__ == "__main__":
 
         with private_server() as url:
             for _ in range(int(os.environ.get("RUNS", "3"))):
-                p50, p99, count = invalidation_delay(url)
-                print(f"invalidation delay p50 {p50:.3f} ms, p99 {p99:.3f} ms ({count} writes)")
+                print(invalidation_delay(url))
             measured, counted = memory_per_entry()
             print(f"memory per entry: {measured:.0f} B measured, {counted:.0f} B counted")
         sys.exit(0)
