@@ -87,8 +87,8 @@ class _Conn:
                 if isinstance(got, Exception):
                     raise got
                 return got
-            if busy is not None:
-                busy.discard(self)  # nothing read and not applied: the socket tells the rest
+            if busy is not None and not self.reader.has_data():
+                busy.discard(self)  # nothing read and not applied (not even half a message)
             if timeout is not None:
                 ready, _, _ = select.select([self.sock], [], [], timeout)
                 if not ready:
