@@ -5,8 +5,9 @@
 'Ada'
 
 Quotas (``max_entries``, ``max_value_size`` per mount, ``max_store_size`` for the store), the
-mount's TTL and the bookkeeping are applied by one Lua script per write. See the README's "KV mounts"
-section and :mod:`redispatterns._core.kv`.
+mount's TTL and the bookkeeping are applied by one Lua script per write. ``near=True`` keeps a
+process-local copy of what ``get`` / ``get_or`` / ``has`` read, kept coherent by the server
+(:mod:`redispatterns._kv_near`). See the README's "KV mounts" section and :mod:`redispatterns._core.kv`.
 """
 
 from __future__ import annotations
