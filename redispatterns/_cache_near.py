@@ -14,6 +14,7 @@ from typing import Any
 
 from ._cache_handle import Handle, log, rand
 from ._core import cache as core
+from ._core.near import compact
 from ._runner import monotonic, run_async, run_sync, start_loop_async, wallclock
 from ._tracking import near_store, trackable, tracking_for
 
@@ -49,15 +50,17 @@ def decorate_near(h: Handle, entries: int, plain: Callable[[Handle], Any]) -> An
         """``(value, None)`` on a local hit, else ``(NOT_FOUND, ticket or None)``."""
         t = link[0]
         if t is None:
-            t = link[0] = tracking_for(ns.client, prefix)
+            t = link[0] = tracking_for(ns.client, (prefix,))
             if t is None:
                 return NOT_CACHED, None
             t.register(store)
         if not t.healthy:
             return NOT_CACHED, None
-        raw = store.get(key, mono())
-        if raw is not None:
-            return codec.decode(raw), None
+        now = mono()
+        if t.quiet(now):  # no invalidation waiting to be applied
+            raw = store.get(key, now)
+            if raw is not None:
+                return codec.decode(raw), None
         return NOT_CACHED, store.begin(key)
 
     def keep(ticket: Any, key: str, value: Any, outcome: str) -> None:
@@ -65,7 +68,7 @@ def decorate_near(h: Handle, entries: int, plain: Callable[[Handle], Any]) -> An
         raw = None
         if outcome is HIT and until is not None and link[0] is not None and link[0].healthy:
             try:
-                raw = codec.encode(value)
+                raw = compact(codec.encode(value))
             except (TypeError, ValueError):
                 raw = None
         store.finish(ticket, raw, mono() + (until or 0.0) - clock())

@@ -5,8 +5,9 @@
 'Ada'
 
 Quotas (``max_entries``, ``max_value_size`` per mount, ``max_store_size`` for the store), the
-mount's TTL and the bookkeeping are applied by one Lua script per write. See the README's "KV mounts"
-section and :mod:`redispatterns._core.kv`.
+mount's TTL and the bookkeeping are applied by one Lua script per write. ``near=True`` keeps a
+process-local copy of what ``get`` / ``get_or`` / ``has`` read, kept coherent by the server
+(:mod:`redispatterns._kv_near`). See the README's "KV mounts" section and :mod:`redispatterns._core.kv`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 from ._core import kv as core
 from ._core.kv import KVInfo, MergeConflict, SchemaTypeError, WritePolicy
 from ._core.mount import Mount
+from ._core.near import NearStats
+from ._kv_near import KVNear, after_writes, near_entries
 from ._runner import run_async, run_sync
 from .client import check_client, connect, connect_async
 from .mount import Namespace
@@ -44,6 +47,7 @@ class _Base:
         write_policy: WritePolicy = "immediate",
         tag: str = "kv",
         client: Any = None,
+        near: bool | int = False,
     ) -> None:
         if client is not None:
             if url_or_client is not None:
@@ -53,6 +57,8 @@ class _Base:
             mounts or {}, max_store_size=max_store_size, write_policy=write_policy, tag=tag
         )
         self._buffer = core.WriteBuffer(None if self._asyncio else threading.Lock())
+        entries = near_entries(near)
+        self._near = None if entries is None else KVNear(self._store, entries)
         self._url: str | None = None
         self._client: Any = None
         if url_or_client is None or isinstance(url_or_client, str):
@@ -71,6 +77,11 @@ class _Base:
         if self._client is not None:
             return self._client
         return connect_async(self._url) if self._asyncio else connect(self._url)
+
+    @property
+    def near_stats(self) -> NearStats | None:
+        """The near tier's counters (``near=``): hits served with no I/O, invalidations, ..."""
+        return None if self._near is None else self._near.stats
 
     @property
     def write_policy(self) -> WritePolicy:
@@ -130,44 +141,62 @@ class KV(_Base):
 
     def get(self, mount: str, key: str) -> Any:
         """The value, else the schema default, else ``None``."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "get")
+            return (got if isinstance(got, tuple) else run_sync(self.client, got))[1]
         return run_sync(self.client, core.op_get(self._store, self._buffer, mount, key))
 
     def get_or(self, mount: str, key: str, default: Any) -> Any:
         """The value, or ``default`` when the key is missing."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "get_or")
+            found, value = got if isinstance(got, tuple) else run_sync(self.client, got)
+            return value if found else default
         return run_sync(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
 
+    @after_writes("key")
     def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
         return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
+    @after_writes("key")
     def merge(self, mount: str, key: str, partial: Mapping[str, Any], *, ttl: float | None = None) -> bool:
         """Shallow-merge ``partial`` into the dict under ``key``, atomically."""
         return run_sync(self.client, core.op_merge(self._store, self._buffer, mount, key, partial, ttl))
 
+    @after_writes("key")
     def delete(self, mount: str, key: str) -> bool:
         """Delete ``key``; ``True`` when it existed."""
         return run_sync(self.client, core.op_delete(self._store, self._buffer, mount, key))
 
+    @after_writes("buffer")
     def keys(self, mount: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
         """Key names in lexicographic order; a page with ``start_after`` / ``limit``."""
         return run_sync(self.client, core.op_keys(self._store, self._buffer, mount, start_after, limit))
 
     def has(self, mount: str, key: str) -> bool:
         """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "has")
+            return bool((got if isinstance(got, tuple) else run_sync(self.client, got))[0])
         return run_sync(self.client, core.op_has(self._store, self._buffer, mount, key))
 
+    @after_writes("mount")
     def clear(self, mount: str) -> bool:
         """Delete every record of this mount (only this mount); schema defaults show again."""
         return run_sync(self.client, core.op_clear(self._store, self._buffer, mount))
 
+    @after_writes("buffer")
     def get_all(self, mount: str) -> dict[str, Any]:
         """Every record of the mount (and schema defaults), read in batches."""
         return run_sync(self.client, core.op_get_all(self._store, self._buffer, mount))
 
+    @after_writes("buffer")
     def info(self, mount: str, key: str) -> KVInfo | None:
         """Size, content type, update time and TTL of a record, or ``None``."""
         return run_sync(self.client, core.op_info(self._store, self._buffer, mount, key))
 
+    @after_writes("buffer")
     def flush(self) -> int:
         """Write the buffered writes (``dispose``) in one pipeline; how many were sent."""
         return run_sync(self.client, core.flush_buffer(self._store, self._buffer))
@@ -192,16 +221,25 @@ class AsyncKV(_Base):
 
     async def get(self, mount: str, key: str) -> Any:
         """The value, else the schema default, else ``None``."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "get")
+            return (got if isinstance(got, tuple) else await run_async(self.client, got))[1]
         return await run_async(self.client, core.op_get(self._store, self._buffer, mount, key))
 
     async def get_or(self, mount: str, key: str, default: Any) -> Any:
         """The value, or ``default`` when the key is missing."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "get_or")
+            found, value = got if isinstance(got, tuple) else await run_async(self.client, got)
+            return value if found else default
         return await run_async(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
 
+    @after_writes("key")
     async def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
         return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
+    @after_writes("key")
     async def merge(
         self, mount: str, key: str, partial: Mapping[str, Any], *, ttl: float | None = None
     ) -> bool:
@@ -210,10 +248,12 @@ class AsyncKV(_Base):
             self.client, core.op_merge(self._store, self._buffer, mount, key, partial, ttl)
         )
 
+    @after_writes("key")
     async def delete(self, mount: str, key: str) -> bool:
         """Delete ``key``; ``True`` when it existed."""
         return await run_async(self.client, core.op_delete(self._store, self._buffer, mount, key))
 
+    @after_writes("buffer")
     async def keys(
         self, mount: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
@@ -224,20 +264,27 @@ class AsyncKV(_Base):
 
     async def has(self, mount: str, key: str) -> bool:
         """``True`` when ``key`` holds a value (schema defaults do not count)."""
+        if self._near is not None:
+            got = self._near.read(self, mount, key, "has")
+            return bool((got if isinstance(got, tuple) else await run_async(self.client, got))[0])
         return await run_async(self.client, core.op_has(self._store, self._buffer, mount, key))
 
+    @after_writes("mount")
     async def clear(self, mount: str) -> bool:
         """Delete every record of this mount (only this mount); schema defaults show again."""
         return await run_async(self.client, core.op_clear(self._store, self._buffer, mount))
 
+    @after_writes("buffer")
     async def get_all(self, mount: str) -> dict[str, Any]:
         """Every record of the mount (and schema defaults), read in batches."""
         return await run_async(self.client, core.op_get_all(self._store, self._buffer, mount))
 
+    @after_writes("buffer")
     async def info(self, mount: str, key: str) -> KVInfo | None:
         """Size, content type, update time and TTL of a record, or ``None``."""
         return await run_async(self.client, core.op_info(self._store, self._buffer, mount, key))
 
+    @after_writes("buffer")
     async def flush(self) -> int:
         """Write the buffered writes (``dispose``) in one pipeline; how many were sent."""
         return await run_async(self.client, core.flush_buffer(self._store, self._buffer))
