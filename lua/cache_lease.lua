@@ -4,7 +4,7 @@
 -- KEYS[2]: the fill lease of that value
 -- ARGV[1]: our lease token
 -- ARGV[2]: lease length in milliseconds
--- ARGV[3]: "1" to ignore a present value (it failed to decode and must be replaced), else "0"
+-- ARGV[3]: "1" to ignore a present value (it failed to decode and must be replaced); absent (or "0") to read it
 -- returns: the stored envelope when present; 1 when we now hold the lease (taking over an invalidation tombstone "~"); 2 when we hold it and a value of another type sits under the key (to be replaced); 0 when another caller holds it
 -- read-only: no
 local foreign = false

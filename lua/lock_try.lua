@@ -4,9 +4,9 @@
 -- KEYS[2]: the fence counter (never expires: fencing tokens must only grow)
 -- ARGV[1]: the owner token
 -- ARGV[2]: the lease in milliseconds
--- returns: {fence, 0} when acquired (fence >= 1); {0, pttl} when held or reserved (nothing written: a waiter follows up with lock_acquire)
+-- returns: the fence (>= 1) when acquired; when held or reserved, -1 - the holder's pttl (<= 0; 0: no expiry), nothing written (a waiter follows up with lock_acquire)
 -- read-only: no
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {redis.call('INCR', KEYS[2]), 0}
+  return redis.call('INCR', KEYS[2])
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return -1 - redis.call('PTTL', KEYS[1])

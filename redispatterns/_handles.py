@@ -148,12 +148,14 @@ class AsyncHandle:
 
 
 class SyncOwner:
-    """``with lock:`` leaves through the handle its ``__enter__`` pushed (per thread)."""
+    """``with lock:`` leaves through the handle its ``__enter__`` pushed (per thread): what the
+    handle's ``__exit__`` does, without the extra call."""
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        pop(self).__exit__(et, ev, tb)
+        held = pop(self)
+        run_sync(held._client, held._exit_flow(et))
 
 
 class AsyncOwner:
@@ -162,4 +164,5 @@ class AsyncOwner:
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await pop(self).__aexit__(et, ev, tb)
+        held = pop(self)
+        await run_async(held._client, held._exit_flow(et))

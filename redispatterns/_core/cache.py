@@ -142,16 +142,34 @@ class Entry:
 
 
 class CallKeys:
-    """The keys of one call, and its prebuilt ``GET`` (reused: a memoised hit builds nothing)."""
+    """The keys of one call, and its ``GET`` (built on first use and kept: a memoised hit builds
+    nothing, a cold miss, which reads with the lease script, never builds it)."""
 
-    __slots__ = ("bucket", "get", "lock", "tags", "value")
+    __slots__ = ("_get", "_pair", "bucket", "lock", "tags", "value")
 
     def __init__(self, value: str, lock: str, bucket: int, tags: tuple[str, ...] = ()) -> None:
         self.value = value
         self.lock = lock
         self.bucket = bucket
         self.tags = tags
-        self.get = Command("GET", value)
+        self._get: Command | None = None
+        self._pair: tuple[bytes, bytes] | None = None
+
+    @property
+    def get(self) -> Command:
+        op = self._get
+        if op is None:
+            op = self._get = Command("GET", self.value)
+        return op
+
+    @property
+    def pair(self) -> tuple[bytes, bytes]:
+        """``(value, lock)`` as UTF-8 bytes, encoded once: a cold miss sends both twice (lease,
+        store), and redis-py passes bytes through where it encodes a ``str`` per argument."""
+        pair = self._pair
+        if pair is None:
+            pair = self._pair = (self.value.encode(), self.lock.encode())
+        return pair
 
     def __repr__(self) -> str:
         return f"<CallKeys {self.value!r}>"
@@ -457,7 +475,7 @@ def call(
 _PRESENT_MAX = 65_536  # keys remembered per cached function (past it the table starts over)
 
 
-def _script(script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> Script:
     """A ``Script`` op over keys built in one hash-tag bucket (``CallKeys``): the same slot by
     construction, so the per-op slot check (two CRC16s a key) is skipped on the hot path."""
     op = object.__new__(Script)
@@ -468,11 +486,14 @@ def _script(script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> 
 _LEASE = load("cache_lease")
 _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
+_MODES = {"fill": b"fill", "put": b"put"}
 
 
 def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
     """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
-    return _script(_LEASE, (keys.value, keys.lock), (token, spec.lock_ms, "1" if replace else "0"))
+    if replace:
+        return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms, b"1"))
+    return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms))
 
 
 def _read_failed(
@@ -740,13 +761,20 @@ def _store(
         return status
     soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
     hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
-    store_keys = (keys.value, keys.lock, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
-    script = _script(_STORE, store_keys, (payload, soft_ms, hard_ms, compute_ms, version, mode, token))
+    store_keys: tuple[str | bytes, ...] = keys.pair
+    if keys.tags:
+        store_keys = (*store_keys, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
+    # integers and the mode go as bytes: redis-py sends bytes as they are (no encode per argument)
+    ms = (b"%d" % soft_ms, b"%d" % hard_ms, b"%d" % compute_ms)
+    script = _script(_STORE, store_keys, (payload, *ms, b"%d" % version, _MODES[mode], token))
     try:
         if keys.tags:
             written = yield from _store_tagged(spec, keys, script, rand)
         else:
-            written = yield from _send(script, rand)
+            try:  # _send, inlined: a cold miss passes through one generator less
+                written = yield script
+            except Exception as exc:
+                written = yield from _retry_backpressure(script, exc, rand)
     except Exception as exc:
         yield from _note_failure(breaker, exc)
         return StoreStatus.ERROR

@@ -62,6 +62,7 @@ __all__ = [
     "owned",
     "pttl",
     "lost_in_block",
+    "ms_arg",
     "release",
     "renew_delay",
     "renew_retry_delay",
@@ -86,22 +87,25 @@ WAITERS_MARGIN_MS = 200
 
 @dataclass(frozen=True, slots=True)
 class LockKeys:
-    """The keys of one lock (one hash tag), and the key vectors of its two hot scripts."""
+    """The keys of one lock (one hash tag), and the key vectors of its scripts. The two hot
+    vectors (``for_try``, ``for_release_try``) are UTF-8 bytes, encoded once per lock name:
+    redis-py passes bytes through where it would encode a ``str`` on every call."""
 
     lock: str
     fence: str
     signal: str
     released: str
     waiters: str
-    for_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_try: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     for_acquire: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    for_release_try: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    for_release_try: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     for_release: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "for_try", (self.lock, self.fence))
+        lock, waiters = self.lock.encode(), self.waiters.encode()
+        object.__setattr__(self, "for_try", (lock, self.fence.encode()))
         object.__setattr__(self, "for_acquire", (self.lock, self.fence, self.signal, self.waiters))
-        object.__setattr__(self, "for_release_try", (self.lock, self.waiters, self.released))
+        object.__setattr__(self, "for_release_try", (lock, waiters, self.released.encode()))
         object.__setattr__(self, "for_release", (self.lock, self.signal, self.released, self.waiters))
 
 
@@ -157,7 +161,7 @@ def valid_until(sent_at: float, ttl_ms: int) -> float:
 # --------------------------------------------------------------------------- single node
 
 
-def _script(name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+def _script(name: str, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> Script:
     """A ``Script`` op for keys already checked to share a slot (``lock_keys`` does it by
     construction), built without ``Script.__post_init__``: the hot path builds two per acquire +
     release, and skips six CRC16s per cycle. ``Script(...)`` is used wherever keys come from
@@ -173,9 +177,10 @@ _new_script = object.__new__
 _LOADED = {n: load(n) for n in ("lock_try", "lock_acquire", "lock_release_try", "lock_release")}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Grant:
-    """A successful acquire: the fencing token and the monotonic time the request left."""
+    """A successful acquire: the fencing token and the monotonic time the request left (a
+    value: not frozen only because a frozen ``__init__`` costs on every acquire)."""
 
     fence: int
     sent_at: float
@@ -186,22 +191,42 @@ def _pair(reply: Any) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _acquire_op(keys: LockKeys, token: str, ttl_ms: int, nonce: str, waiting: bool) -> Script:
+def _acquire_op(keys: LockKeys, token: str | bytes, ttl_ms: int, nonce: str, waiting: bool) -> Script:
     margin = WAITERS_MARGIN_MS if waiting else 0
     return _script("lock_acquire", keys.for_acquire, (token, ttl_ms, nonce, margin))
 
 
-def try_acquire(keys: LockKeys, token: str, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
+def try_acquire(keys: LockKeys, token: str | bytes, ttl_ms: int, nonce: str = "") -> Flow[tuple[int, int]]:
     """One attempt that will not wait: ``(fence, 0)`` when taken, ``(0, holder_pttl_ms)`` when
     held or reserved (it does not mark itself as a waiter)."""
     if not nonce:
-        return _pair((yield _try_op(keys, token, ttl_ms)))
+        return _tried((yield _try_op(keys, token, ttl_ms)))
     return _pair((yield _acquire_op(keys, token, ttl_ms, nonce, False)))
 
 
-def _try_op(keys: LockKeys, token: str, ttl_ms: int) -> Script:
-    """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR."""
-    return _script("lock_try", keys.for_try, (token, ttl_ms))
+def _tried(reply: Any) -> tuple[int, int]:
+    """``lock_try``'s one integer as ``(fence, 0)`` / ``(0, holder_pttl_ms)``."""
+    n = int(reply)
+    return (n, 0) if n > 0 else (0, -1 - n)
+
+
+_MS_ARGS: dict[int, bytes] = {}
+
+
+def ms_arg(ms: int) -> bytes:
+    """``ms`` as the bytes redis-py would send (memoised: a lock sends the same lease each time)."""
+    arg = _MS_ARGS.get(ms)
+    if arg is None:
+        if len(_MS_ARGS) >= 1024:
+            _MS_ARGS.clear()
+        arg = _MS_ARGS[ms] = b"%d" % ms
+    return arg
+
+
+def _try_op(keys: LockKeys, token: str | bytes, ttl_ms: int) -> Script:
+    """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR;
+    one integer back (the fence, or ``-1 - pttl`` when refused)."""
+    return _script("lock_try", keys.for_try, (token, ms_arg(ttl_ms)))
 
 
 def _nonce(reply: Any) -> str:
@@ -266,7 +291,7 @@ def wait_loop(
 
 def acquire(
     keys: LockKeys,
-    token: str,
+    token: str | bytes,
     ttl_ms: int,
     *,
     name: str,
@@ -284,9 +309,10 @@ def acquire(
     on the uncontended path); the lease deadline counts from the attempt that succeeded.
     """
     start: float = (yield Now()) if started_at is None else started_at
-    fence, wait_ms = _pair((yield _try_op(keys, token, ttl_ms)))
-    if fence:
-        return Grant(fence, start)
+    got = int((yield _try_op(keys, token, ttl_ms)))
+    if got > 0:
+        return Grant(got, start)
+    wait_ms = -1 - got
     if not blocking:
         return None
     if timeout != 0:  # refused: try again as a waiter, so the holder's release hands over to us
@@ -307,16 +333,17 @@ def acquire(
     return Grant(*won)
 
 
-def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]:
+def release(keys: LockKeys, token: str | bytes, ttl_ms: int, *, name: str) -> Flow[bool]:
     """Compare-and-delete. True when released now, False when a retry found it already released.
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
     latch_ms = max(ttl_ms, 1000)
-    code = int((yield _script("lock_release_try", keys.for_release_try, (token, latch_ms))))
+    code = int((yield _script("lock_release_try", keys.for_release_try, (token, ms_arg(latch_ms)))))
+    if code == 1:
+        return True
     if code == 3:  # waiters are marked: hand the lock over to the longest-blocked one
-        code = yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))
-    code = int(code)
+        code = int((yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))))
     if code == 1:
         return True
     if code == 2:
@@ -326,7 +353,7 @@ def release(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[bool]
     raise LockNotOwned(f"lock {name!r} was not held: our lease had expired before the release", name=name)
 
 
-def extend(keys: LockKeys, token: str, ttl_ms: int, *, name: str) -> Flow[float]:
+def extend(keys: LockKeys, token: str | bytes, ttl_ms: int, *, name: str) -> Flow[float]:
     """Compare-and-PEXPIRE (never recreates the key). Returns the send time for the new deadline."""
     sent_at: float = yield Now()
     code = int((yield Script(load("lock_extend"), keys=(keys.lock,), args=(token, ttl_ms))))
@@ -449,7 +476,7 @@ def lost_in_block(kind: str, name: str, exc: BaseException, lease: Lease | None 
 
 def renewal(
     keys: LockKeys,
-    token: str,
+    token: str | bytes,
     lease: Lease,
     *,
     name: str,

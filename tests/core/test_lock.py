@@ -71,8 +71,13 @@ def _acq(reply: Any, nonce: str = "", waiting: bool = True) -> tuple[Any, Any]:
 
 
 def _try(reply: Any) -> tuple[Any, Any]:
-    """The uncontended attempt: the two keys and two arguments of SET NX PX + INCR."""
-    return (Script(load("lock_try"), keys=(KEYS.lock, KEYS.fence), args=("tok", 1000)), reply)
+    """The uncontended attempt: the two keys and two arguments of SET NX PX + INCR, as bytes
+    (encoded once, not by redis-py on every call). ``[fence, pttl]`` is written as the pair it
+    means; the script's one integer is the fence, or ``-1 - pttl`` when refused."""
+    if isinstance(reply, list):
+        reply = reply[0] if reply[0] else -1 - reply[1]
+    op = Script(load("lock_try"), keys=(KEYS.lock.encode(), KEYS.fence.encode()), args=("tok", b"1000"))
+    return (op, reply)
 
 
 def test_uncontended_acquire_is_one_script() -> None:
@@ -154,8 +159,8 @@ def _rel(reply: Any) -> tuple[Any, Any]:
 
 
 def _rel_try(reply: Any) -> tuple[Any, Any]:
-    keys = (KEYS.lock, KEYS.waiters, KEYS.released)
-    return (Script(load("lock_release_try"), keys=keys, args=("tok", 1000)), reply)
+    keys = (KEYS.lock.encode(), KEYS.waiters.encode(), KEYS.released.encode())
+    return (Script(load("lock_release_try"), keys=keys, args=("tok", b"1000")), reply)
 
 
 def test_release_codes() -> None:
@@ -448,8 +453,21 @@ def test_lock_keys_are_built_once_per_prefix_and_name() -> None:
         keys = core.lock_keys(Keyspace(prefix), name)
         all_keys = (keys.lock, keys.fence, keys.signal, keys.released, keys.waiters)
         assert len({slot(k) for k in all_keys}) == 1
-        assert keys.for_try == (keys.lock, keys.fence)
-        assert keys.for_release_try == (keys.lock, keys.waiters, keys.released)
+        assert keys.for_try == (keys.lock.encode(), keys.fence.encode())
+        assert keys.for_release_try == (keys.lock.encode(), keys.waiters.encode(), keys.released.encode())
         assert core.lock_keys(Keyspace(prefix), name) is keys
     assert core.lock_keys(Keyspace("rp:"), "#x").lock.startswith("rp:lock:{#")  # digested, never forged
     assert core.lock_keys(Keyspace("rp:"), "#x").lock != "rp:lock:{#x}"
+
+
+def test_a_refused_try_reads_the_holder_pttl_from_one_integer() -> None:
+    """``lock_try`` answers one integer: the fence, or ``-1 - pttl`` (0: a key without expiry)."""
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_try(9)]) == (9, 0)
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_try(-401)]) == (0, 400)
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_try(0)]) == (0, -1)
+    assert replay(core.try_acquire(KEYS, "tok", 1000), [_try(-1)]) == (0, 0)
+
+
+def test_lease_arguments_are_sent_as_bytes_built_once() -> None:
+    assert core.ms_arg(1500) == b"1500"
+    assert core.ms_arg(1500) is core.ms_arg(1500)

@@ -632,3 +632,54 @@ def test_a_lease_loss_is_logged_once_on_the_lock_logger(
         rp.call(outlived_async()) if rp.is_async else outlived_sync()
     messages = [r.getMessage() for r in caplog.records if r.name == "redispatterns.lock"]
     assert messages == ["lock 'logged-short' lost before its block ended: " + messages[0].split(": ", 1)[1]]
+
+
+def test_a_lock_built_per_use_reuses_the_settings_it_checked() -> None:
+    """On the default mount, a ``Lock`` built again with the same (name, ttl, timeout) copies
+    what the first one checked and keyed; an argument of the wrong type is still refused, however
+    equal its value (``True`` is not ``1``), and each flavour keeps its own client binding."""
+    first = Lock("per-use:settings", 1)
+    again = Lock("per-use:settings", 1.0)
+    assert again.keys is first.keys
+    assert (again.name, again.ttl, again.timeout, again.auto_renew) == ("per-use:settings", 1.0, None, False)
+    for bad in ({"ttl": True}, {"ttl": 1, "timeout": True}, {"ttl": float("nan")}):
+        with pytest.raises((TypeError, ValueError)):
+            Lock("per-use:settings", **bad)
+    with pytest.raises(ValueError, match="braces"):
+        Lock("per-use:{settings}", 1)
+    tasks = AsyncLock("per-use:settings", 1)
+    assert tasks._ns.asyncio and not first._ns.asyncio and tasks.cancel_on_lost is False
+    assert Lock("per-use:settings", 2).ttl == 2.0 and Lock("per-use:settings", 1, timeout=3).timeout == 3.0
+
+
+def test_a_lock_built_per_use_holds_and_fences_like_a_prebuilt_one(rp: Harness) -> None:
+    """``with Lock(name):`` built afresh each time, on the default client: the fence grows by one
+    per block, and the lock is free after each."""
+    import redispatterns
+
+    if rp.backend.is_fake or rp.backend.is_cluster or not rp.backend.url:
+        pytest.skip("the default client is configured from a standalone server's URL")
+    redispatterns.configure(rp.backend.url)
+    try:
+        fences = _per_use_fences(rp)
+    finally:
+        redispatterns.configure()
+    assert fences == [fences[0], fences[0] + 1, fences[0] + 2]
+
+
+def _per_use_fences(rp: Harness) -> list[int]:
+    make: Any = rp.pick(Lock, AsyncLock)
+
+    async def enter_async() -> int:
+        async with make("per-use:blocks", 5) as held:
+            return int(held.fence)
+
+    def enter() -> int:
+        with make("per-use:blocks", 5) as held:
+            return int(held.fence)
+
+    fences = []
+    for _ in range(3):
+        fences.append(rp.call(rp.pick(enter, enter_async)()))
+        assert not rp.call(make("per-use:blocks", 5).locked())
+    return fences
