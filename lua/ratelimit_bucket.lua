@@ -14,6 +14,11 @@
 -- full bucket and the next charged hit overwrites it; the reply then ends with a 1. The key
 -- lives until the state is a full bucket again, at most twice the time an empty one takes to fill.
 -- All arithmetic is on integers below 2^53, written with '%d' (exact).
+--
+-- A hit (mode 1) charges first and undoes on a denial: INCRBY adds cost * interval in place
+-- and answers the old state plus it, so a drawn bucket that admits costs TIME and INCRBY alone
+-- (no string crosses into Lua, nothing is re-encoded), and a denial one DECRBY more. A full
+-- bucket (the state behind now, or no key) is written as now + cost * interval by one SET.
 
 local k = KEYS[1]
 local cost = tonumber(ARGV[1])
@@ -27,6 +32,36 @@ if not now then
 end
 
 local tau = cap * interval
+if mode == '1' and cost > 0 and cost <= cap then
+  local inc = cost * interval
+  local v = redis.pcall('INCRBY', k, inc)  -- the state after charging, or an error reply (garbage)
+  if type(v) == 'number' and v < 9007199254740992 then
+    local at = v - inc
+    if at >= now then  -- a drawn bucket: tat is the state
+      if v - tau > now then  -- denied: undo the charge
+        redis.call('DECRBY', k, inc)
+        return now - at - 1
+      end
+      -- the key expires at the second multiple of tau after the state: a new multiple moves it
+      local g = math.floor(v / tau)
+      if min_ms ~= 0 or g ~= math.floor(at / tau) then
+        redis.call('PEXPIRE', k, math.max(math.floor(((g + 2) * tau - now + 999) / 1000), min_ms))
+      end
+      return v - now
+    end
+    -- a full bucket (no key, or a state behind now): tat = now, so the state becomes now + inc
+    local new = now + inc
+    local gn = math.floor(new / tau)
+    if min_ms == 0 and at > 0 and gn == math.floor(at / tau) then  -- the key's expiry still fits
+      redis.call('SET', k, string.format('%d', new), 'KEEPTTL')
+    else
+      redis.call('SET', k, string.format('%d', new), 'PX', math.max(math.floor(((gn + 2) * tau - now + 999) / 1000), min_ms))
+    end
+    return inc
+  end
+  -- garbage under the key: the general path below reads it as such and replaces it
+end
+
 local tat, at, bad = now, nil, false
 local v = redis.pcall('GET', k)
 if v then

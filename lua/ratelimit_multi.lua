@@ -137,17 +137,25 @@ for i = 1, n do
       ok, remaining, retry = false, avail, idx * period + e2 - now
     end
   else
-    -- fixed window aligned to the epoch: state "<window index>:<count>"
+    -- fixed window aligned to the epoch: one integer, slot * (2 * limit + 1) + count, the slot
+    -- being the window index mod m, plus 1 (see lua/ratelimit_fixed.lua, which shares the key)
     local idx = idiv(now, period)
+    local size = 2 * limit + 1
+    local m = math.floor(9007199254740992 / size) - 2
+    local slot = idx - idiv(idx, m) * m + 1
     local count = 0
     local stored = read('GET', k)
     if stored == nil then p.corrupt = true end
     if stored then
-      local sidx, scount = string.match(stored, '^(%-?%d+):(%d+)$')
-      if not sidx then p.corrupt = true end
-      if sidx and tonumber(sidx) == idx then count = tonumber(scount) end
+      local n = tonumber(stored)
+      if n and n >= size and n < 9007199254740992 and n == math.floor(n) then
+        local q = idiv(n, size)
+        if n - q * size > limit then p.corrupt = true elseif q == slot then count = n - q * size end
+      else
+        p.corrupt = true
+      end
     end
-    p.idx, p.count = idx, count
+    p.idx, p.count, p.base = idx, count, slot * size
     reset = (idx + 1) * period - now
     if cost > limit then
       ok, remaining, retry = false, math.max(limit - count, 0), -1
@@ -236,7 +244,7 @@ for i = 1, n do
     local count = p.count + cost
     if count > p.limit then count = p.limit end
     local ttl = (p.idx + 1) * p.period - now
-    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(count), 'PX', ceil_ms(ttl))
+    redis.call('SET', k, fmt(p.base + count), 'PX', ceil_ms(ttl))
   end
 end
 if garbage then res[#res + 1] = 1 end

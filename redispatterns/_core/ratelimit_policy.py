@@ -27,7 +27,7 @@ __all__ = [
 Algorithm = Literal["sliding", "token_bucket", "fixed", "sliding_counter"]
 ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed", "sliding_counter")
 _KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3, "sliding_counter": 4}
-_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw", "sliding_counter": "sc"}
+_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fx", "sliding_counter": "sc"}
 EXACT_INT = 2**53  # doubles (Lua numbers) are exact integers below this
 
 MODE_PEEK = 0
