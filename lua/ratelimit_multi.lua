@@ -104,10 +104,29 @@ for i = 1, n do
     -- estimate = prev * (period - elapsed) / period + cur, compared scaled by period (integers)
     local idx = idiv(now, period)
     local e = now - idx * period
+    -- (or, for a limit up to about two million, one integer: see lua/ratelimit_counter.lua,
+    -- which shares the key)
     local cur, prev = 0, 0
+    local wide = 2 * limit + 1
+    local span = (limit + 1) * wide
+    local m = math.floor(9007199254740992 / span) - 2
     local stored = read('GET', k)
     if stored == nil then p.corrupt = true end
-    if stored then
+    if stored and m >= 1024 then
+      local slot = idx - idiv(idx, m) * m + 1
+      local n = tonumber(stored)
+      p.base, p.wide = slot * span, wide
+      if n and n >= span and n < 9007199254740992 and n == math.floor(n) then
+        local q = idiv(n, span)
+        local pv = idiv(n - q * span, wide)
+        local c = n - q * span - pv * wide
+        if c > limit or pv > limit then p.corrupt = true
+        elseif q == slot then cur, prev = c, pv
+        elseif q == (slot == 1 and m or slot - 1) then prev = c end
+      else
+        p.corrupt = true
+      end
+    elseif stored then
       local sidx, scur, sprev = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
       if not sidx then p.corrupt = true end
       if sidx then
@@ -115,6 +134,8 @@ for i = 1, n do
         if sidx == idx then cur, prev = tonumber(scur), tonumber(sprev)
         elseif sidx == idx - 1 then prev = tonumber(scur) end
       end
+    elseif m >= 1024 then
+      p.base, p.wide = (idx - idiv(idx, m) * m + 1) * span, wide
     end
     p.idx, p.cur, p.prev = idx, cur, prev
     local room = limit * period - prev * (period - e) - cur * period  -- scaled free capacity
@@ -238,7 +259,10 @@ for i = 1, n do
     local cur = p.cur + cost
     if cur > p.limit then cur = p.limit end
     local ttl = (p.idx + 2) * p.period - now  -- the count still weighs in the next window
-    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(cur) .. ':' .. fmt(p.prev), 'PX', ceil_ms(ttl))
+    local state
+    if p.base then state = fmt(p.base + p.prev * p.wide + cur)
+    else state = fmt(p.idx) .. ':' .. fmt(cur) .. ':' .. fmt(p.prev) end
+    redis.call('SET', k, state, 'PX', ceil_ms(ttl))
     res[2 + 4 * i] = ttl
   else
     local count = p.count + cost

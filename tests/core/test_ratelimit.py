@@ -396,7 +396,11 @@ def test_sliding_counter_oracle_bounds(limit: int, window: int, steps: list[tupl
 
 def test_sliding_counter_policy() -> None:
     p = core.Policy.sliding_counter(100, 60)
-    assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sc:100:60000000")
+    assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sx:100:60000000")
+    # one packed integer up to about two million per window, the text state above: apart keys
+    assert core.Policy.sliding_counter(2_095_106, 1).key_suffix.startswith("sx:")
+    assert core.Policy.sliding_counter(2_095_107, 1).key_suffix == "sc:2095107:1000000"
+    assert core.Policy.fixed(5, 60).key_suffix == "fx:5:60000000"
     assert oracles.oracle_for(p).__class__ is oracles.SlidingCounterOracle
     with pytest.raises(ValueError, match="token bucket"):
         core.Policy.sliding_counter(10**9, 86400 * 365)
