@@ -1,10 +1,10 @@
 -- name: ratelimit_bucket
 -- summary: token bucket (GCRA) for one subject: admit cost tokens when the bucket holds them, and only then take them
 -- KEYS[1]: the state key (an integer: the theoretical arrival time in microseconds)
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial empties the bucket as far as cost allows)
--- ARGV[3]: capacity (the burst), in tokens
--- ARGV[4]: emission interval: integer microseconds per token
+-- ARGV[1]: capacity (the burst), in tokens
+-- ARGV[2]: emission interval: integer microseconds per token
+-- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
+-- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial empties the bucket as far as cost allows); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
 -- returns: mostly one integer x: tat - now (µs) after the call when admitted (x >= 0), -(tat - now) - 1 when denied (x < 0); a penalty charged on a denial, or garbage under the key, gives the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
@@ -21,11 +21,11 @@
 -- bucket (the state behind now, or no key) is written as now + cost * interval by one SET.
 
 local k = KEYS[1]
-local cost = tonumber(ARGV[1])
-local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
-local cap = tonumber(ARGV[3])
-local interval = tonumber(ARGV[4])
-local now, min_ms = tonumber(ARGV[5]), 60000
+local cap = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+-- the common hit sends two arguments: every one more is a string to intern and a number to parse
+local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
   now, min_ms = t[1] * 1000000 + t[2], 0
@@ -34,18 +34,19 @@ end
 local tau = cap * interval
 if mode == '1' and cost > 0 and cost <= cap then
   local inc = cost * interval
-  local v = redis.pcall('INCRBY', k, inc)  -- the state after charging, or an error reply (garbage)
+  local by = cost == 1 and ARGV[2] or string.format('%d', inc)  -- text: Lua numbers are sent as %.17g
+  local v = redis.pcall('INCRBY', k, by)  -- the state after charging, or an error reply (garbage)
   if type(v) == 'number' and v < 9007199254740992 then
     local at = v - inc
     if at >= now then  -- a drawn bucket: tat is the state
       if v - tau > now then  -- denied: undo the charge
-        redis.call('DECRBY', k, inc)
+        redis.call('DECRBY', k, by)
         return now - at - 1
       end
       -- the key expires at the second multiple of tau after the state: a new multiple moves it
       local g = math.floor(v / tau)
       if min_ms ~= 0 or g ~= math.floor(at / tau) then
-        redis.call('PEXPIRE', k, math.max(math.floor(((g + 2) * tau - now + 999) / 1000), min_ms))
+        redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor(((g + 2) * tau - now + 999) / 1000), min_ms)))
       end
       return v - now
     end
@@ -55,7 +56,7 @@ if mode == '1' and cost > 0 and cost <= cap then
     if min_ms == 0 and at > 0 and gn == math.floor(at / tau) then  -- the key's expiry still fits
       redis.call('SET', k, string.format('%d', new), 'KEEPTTL')
     else
-      redis.call('SET', k, string.format('%d', new), 'PX', math.max(math.floor(((gn + 2) * tau - now + 999) / 1000), min_ms))
+      redis.call('SET', k, string.format('%d', new), 'PX', string.format('%d', math.max(math.floor(((gn + 2) * tau - now + 999) / 1000), min_ms)))
     end
     return inc
   end

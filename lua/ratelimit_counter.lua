@@ -1,10 +1,10 @@
 -- name: ratelimit_counter
 -- summary: sliding-window counter (approximate) for one subject: admit cost units while the weighted estimate allows, and only then count them
 -- KEYS[1]: the state key: one integer ((slot * (limit + 1) + previous count) * (2 * limit + 1) + current count) when the limit allows it (see below), else the text "<window index>:<current count>:<previous count>"
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is counted too, up to the limit)
--- ARGV[3]: limit, in units per trailing window
--- ARGV[4]: window in integer microseconds
+-- ARGV[1]: limit, in units per trailing window
+-- ARGV[2]: window in integer microseconds
+-- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
+-- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is counted too, up to the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
 -- returns: when admitted and counted (and (limit + 1) * 2 * window < 2^53), the integer remaining * 2 * window + reset_after_us - 1; otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
@@ -20,11 +20,11 @@
 -- (its TTL), so reading it m >= 1024 windows later cannot happen. Larger limits keep the text.
 
 local k = KEYS[1]
-local cost = tonumber(ARGV[1])
-local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
-local limit = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
-local now, min_ms = tonumber(ARGV[5]), 60000
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+-- the common hit sends two arguments: every one more is a string to intern and a number to parse
+local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
   now, min_ms = t[1] * 1000000 + t[2], 0
@@ -47,7 +47,7 @@ if int then
   base = slot * span
   local old
   if mode == '1' and cost > 0 and cost <= limit then
-    local v = redis.pcall('INCRBY', k, cost)  -- charge first: the state after, or an error reply
+    local v = redis.pcall('INCRBY', k, ARGV[3] or '1')  -- charge first: the state after, or an error reply
     if type(v) == 'number' and v < 9007199254740992 then old, charged = v - cost, true end
   end
   if not charged then
@@ -135,9 +135,9 @@ local res
 if charged and not ok then
   -- a denied hit charged by INCRBY: undo it (same window), or write the state as of now
   if same then
-    redis.call('DECRBY', k, cost)
+    redis.call('DECRBY', k, ARGV[3] or '1')
   else
-    redis.call('SET', k, state(cur), 'PX', math.max(math.floor((ttl + 999) / 1000), min_ms))
+    redis.call('SET', k, state(cur), 'PX', string.format('%d', math.max(math.floor((ttl + 999) / 1000), min_ms)))
   end
 elseif cost > 0 and retry ~= -1 and (mode == '2' or (mode == '1' and ok)) then
   -- (a charged admitted hit in the same window returned above, unless its reply is a table)
@@ -146,7 +146,7 @@ elseif cost > 0 and retry ~= -1 and (mode == '2' or (mode == '1' and ok)) then
     if same and not charged and min_ms == 0 then  -- written before in this window: the expiry is set
       redis.call('SET', k, s, 'KEEPTTL')
     else
-      redis.call('SET', k, s, 'PX', math.max(math.floor((ttl + 999) / 1000), min_ms))
+      redis.call('SET', k, s, 'PX', string.format('%d', math.max(math.floor((ttl + 999) / 1000), min_ms)))
     end
   end
   if ok and not bad and (limit + 1) * 2 * period < 9007199254740992 then

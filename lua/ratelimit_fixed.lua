@@ -1,10 +1,10 @@
 -- name: ratelimit_fixed
 -- summary: fixed window aligned to the epoch for one subject: admit cost units while the window's count allows, and only then count them
 -- KEYS[1]: the state key (an integer: slot * (2 * limit + 1) + count, slot = window index mod m, plus 1)
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is counted too, up to the limit)
--- ARGV[3]: limit, in units per window
--- ARGV[4]: window in integer microseconds
+-- ARGV[1]: limit, in units per window
+-- ARGV[2]: window in integer microseconds
+-- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
+-- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is counted too, up to the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
 -- returns: one integer when (limit + 1) * window < 2^53: count * window + reset_after_us - 1 when admitted (count after the call), -(that) - 1 when denied (count as of now); else, or with garbage under the key, the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us (to the window's end)[, 1 when the key held garbage]}
 -- read-only: no
@@ -19,11 +19,11 @@
 -- and the next charged hit overwrites it; the reply then ends with a 1.
 
 local k = KEYS[1]
-local cost = tonumber(ARGV[1])
-local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
-local limit = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
-local now, min_ms = tonumber(ARGV[5]), 60000
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+-- the common hit sends two arguments: every one more is a string to intern and a number to parse
+local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
   now, min_ms = t[1] * 1000000 + t[2], 0
@@ -41,7 +41,7 @@ local reset = (idx + 1) * period - now
 local small = (limit + 1) * period < 9007199254740992  -- the reply fits one integer
 
 if mode == '1' and cost > 0 and cost <= limit then
-  local v = redis.pcall('INCRBY', k, cost)  -- the state after charging, or an error reply (garbage)
+  local v = redis.pcall('INCRBY', k, ARGV[3] or '1')  -- the state after charging, or an error reply (garbage)
   if type(v) == 'number' and v < 9007199254740992 then
     local old = v - cost
     if old >= base and old <= base + limit then  -- this window's state
@@ -49,12 +49,12 @@ if mode == '1' and cost > 0 and cost <= limit then
         if small then return (v - base) * period + reset - 1 end
         return {now, limit - (v - base), 0, reset}
       end
-      redis.call('DECRBY', k, cost)  -- denied: undo the charge
+      redis.call('DECRBY', k, ARGV[3] or '1')  -- denied: undo the charge
       if small then return -((old - base) * period + reset - 1) - 1 end
       return {now, limit - (old - base), reset, reset}
     end
     -- no key, an earlier window's state, or garbage (0 < old < size, or a count above the limit)
-    redis.call('SET', k, string.format('%d', base + cost), 'PX', math.max(math.floor((reset + 999) / 1000), min_ms))
+    redis.call('SET', k, string.format('%d', base + cost), 'PX', string.format('%d', math.max(math.floor((reset + 999) / 1000), min_ms)))
     local q = math.floor(old / size)
     if (q + 1) * size <= old then q = q + 1 elseif q * size > old then q = q - 1 end
     if old == 0 or (old >= size and old - q * size <= limit) then

@@ -1,10 +1,10 @@
 -- name: ratelimit_log
 -- summary: exact sliding log for one subject: admit cost units when the trailing window has room, and only then record them
 -- KEYS[1]: the state key (a sorted set: one member per admitted unit, scored by its time in microseconds)
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit)
--- ARGV[3]: limit, in units per trailing window
--- ARGV[4]: window in integer microseconds
+-- ARGV[1]: limit, in units per trailing window
+-- ARGV[2]: window in integer microseconds
+-- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
+-- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
 -- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
@@ -17,11 +17,11 @@
 -- charged hit replaces it; the reply then ends with a 1.
 
 local k = KEYS[1]
-local cost = tonumber(ARGV[1])
-local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
-local limit = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
-local now, min_ms = tonumber(ARGV[5]), 60000
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+-- the common hit sends two arguments: every one more is a string to intern and a number to parse
+local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
   now, min_ms = t[1] * 1000000 + t[2], 0
@@ -37,7 +37,7 @@ if mode == '1' and cost == 1 and type(live) == 'number' and live < limit then
     repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
   end
   if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
-  redis.call('PEXPIRE', k, math.max(math.floor((period + 999) / 1000), min_ms))
+  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
   return limit - live - 1
 end
 local bad = type(live) == 'table'

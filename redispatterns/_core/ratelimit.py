@@ -2,9 +2,12 @@
 the oracles are in ``tests/``).
 
 One EVALSHA per hit or peek, against the server's clock (``TIME``, integer microseconds). A
-limiter with one policy sends its algorithm's own script, with four arguments (cost, mode, limit,
-period); several policies go to ``lua/ratelimit_multi.lua``, which evaluates every one and, only
-when all admit, consumes ``cost`` from each:
+limiter with one policy sends its algorithm's own script, with two arguments for a hit of cost 1
+(limit, period) and four otherwise (then cost, mode); several policies go to
+``lua/ratelimit_multi.lua``, which evaluates every one and, only when all admit, consumes
+``cost`` from each. The token bucket, the fixed window and the sliding counter keep one integer
+per subject and charge a hit first with an in-place ``INCRBY`` (undone on a denial), so a
+counted hit costs ``TIME`` and ``INCRBY`` on the server:
 
 * ``sliding`` (``lua/ratelimit_log.lua``) — an exact sliding log on a sorted set: never more
   than ``limit`` units in any trailing ``window``; a denial records nothing (unless penalty
@@ -303,12 +306,15 @@ def script_op(
     now_us: int | None = None,
 ) -> Script:
     """The one EVALSHA that checks ``policies`` (one key each): the algorithm's own script for
-    one policy (ARGV cost, mode, limit, period[, virtual now]), the multi script for several."""
+    one policy (ARGV limit, period[, cost, mode[, virtual now]]: a hit of cost 1 sends two
+    arguments), the multi script for several."""
     if len(policies) == 1:
         p = policies[0]
-        if now_us is None:
-            return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us))
-        return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us, now_us))
+        if now_us is not None:
+            return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode, now_us))
+        if cost == 1 and mode == MODE_HIT:
+            return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us))
+        return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode))
     return Script(_MULTI, keys, (cost, mode, "" if now_us is None else now_us, *_multi_args(policies)))
 
 

@@ -97,16 +97,19 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     assert d.policy is SW and bool(d)
 
 
-def test_one_policy_sends_its_own_script_with_four_arguments_and_the_virtual_clock() -> None:
+def test_one_policy_sends_its_own_script_with_its_arguments_and_the_virtual_clock() -> None:
     def expected(op: Any) -> bool:
-        return bool(op.script.name == "ratelimit_bucket" and op.args == (0, core.MODE_PEEK, 4, 500_000, 123))
+        return bool(op.script.name == "ratelimit_bucket" and op.args == (4, 500_000, 0, core.MODE_PEEK, 123))
 
     d = replay(core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 4, 0, 0])])
     assert d.allowed and d.remaining == 4 and d.now_us == 123
     names = {p.algorithm: core.script_op(KEYS[:1], (p,), 1).script.name for p in (SW, TB, FW, SC)}
     assert names == {"sliding": "ratelimit_log", "token_bucket": "ratelimit_bucket",
                      "fixed": "ratelimit_fixed", "sliding_counter": "ratelimit_counter"}  # fmt: skip
-    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 2, 3, 10_000_000)
+    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 10_000_000, 3, 2)
+    # the common hit (cost 1, hit mode, server time) sends limit and period alone
+    assert core.script_op(KEYS[:1], (SW,), 1).args == (3, 10_000_000)
+    assert core.script_op(KEYS[:1], (SW,), 1, core.MODE_PEEK).args == (3, 10_000_000, 1, 0)
 
 
 def test_the_plain_check_flow_reads_one_reply() -> None:

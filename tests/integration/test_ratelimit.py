@@ -61,6 +61,8 @@ def limiter_of(rp: Harness, algorithm: str, limit: int, **kw: Any) -> Any:
         return make(rp, "sliding", limit, 3600, **kw)
     if algorithm == "token_bucket":
         return make(rp, "token_bucket", 1, limit, per=3600, **kw)  # refills 1 token per hour
+    if algorithm == "sliding_counter":
+        return make(rp, "sliding_counter", limit, 10 * YEAR, **kw)
     return make(rp, "fixed", limit, 10 * YEAR, **kw)  # one clock-aligned window, years long
 
 
