@@ -1,10 +1,7 @@
 -- name: ratelimit_multi
 -- summary: check one subject against all its rate-limit policies and, only when every one admits, consume cost from each
 -- KEYS[*]: one state key per policy, in policy order, all sharing the subject's hash tag
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit (all or nothing), 2 hit with penalty (a denial is charged too)
--- ARGV[3]: virtual now in integer microseconds for tests, or "" to read the server TIME
--- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
+-- ARGV[*]: two per policy, in policy order: limit * 10 + kind (limit in units, the burst for GCRA; kind 1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), then the period in integer microseconds (the window; the emission interval for GCRA); after them, unless the call is a hit of cost 1 on the server clock: cost (an integer >= 0, 0 checks without consuming), mode (0 evaluate only, never writes; 1 hit, all or nothing; 2 hit with penalty, a denial is charged too) and optionally a virtual now in integer microseconds (tests)
 -- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)[, then 1 when a key held garbage]}
 -- read-only: no
 --
@@ -21,16 +18,16 @@
 -- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
 -- string.format('%d') because tostring() keeps only 14 significant digits.
 
-local cost = tonumber(ARGV[1])
-local mode = tonumber(ARGV[2])
-local now
-local min_ttl_ms = 0
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-  min_ttl_ms = 60000
-else
+local n = #KEYS
+-- a hit of cost 1 on the server clock sends the policies alone: every argument costs a string
+-- to intern and a number to parse
+local cost, mode, now, min_ttl_ms = 1, 1, nil, 60000
+if ARGV[2 * n + 1] then
+  cost, mode, now = tonumber(ARGV[2 * n + 1]), tonumber(ARGV[2 * n + 2]), tonumber(ARGV[2 * n + 3])
+end
+if not now then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now, min_ttl_ms = t[1] * 1000000 + t[2], 0
 end
 
 local function fmt(x) return string.format('%d', x) end
@@ -47,7 +44,6 @@ local function read(...)  -- the reply, or nil when the key holds another type
   return v
 end
 
-local n = #KEYS
 local res = {now, 1}
 local plan = {}   -- per policy: the state to commit
 local all_ok = true
@@ -56,10 +52,10 @@ local garbage = false  -- some key held garbage (reported by a trailing 1)
 
 for i = 1, n do
   local k = KEYS[i]
-  local base = 3 + (i - 1) * 3
-  local kind = tonumber(ARGV[base + 1])
-  local limit = tonumber(ARGV[base + 2])
-  local period = tonumber(ARGV[base + 3])
+  local lk = tonumber(ARGV[2 * i - 1])
+  local limit = math.floor(lk / 10)
+  local kind = lk - limit * 10
+  local period = tonumber(ARGV[2 * i])
   local ok, remaining, retry, reset
   local p = {kind = kind, limit = limit, period = period}
 

@@ -294,8 +294,8 @@ _MULTI = load("ratelimit_multi")
 
 @functools.lru_cache(maxsize=256)
 def _multi_args(policies: tuple[Policy, ...]) -> tuple[int, ...]:
-    """The multi script's per-policy ARGV: kind, limit, period for each policy."""
-    return tuple(x for p in policies for x in (p.kind, p.limit, p.period_us))
+    """The multi script's per-policy ARGV: limit * 10 + kind, then period, for each policy."""
+    return tuple(x for p in policies for x in (p.limit * 10 + p.kind, p.period_us))
 
 
 def script_op(
@@ -315,7 +315,11 @@ def script_op(
         if cost == 1 and mode == MODE_HIT:
             return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us))
         return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode))
-    return Script(_MULTI, keys, (cost, mode, "" if now_us is None else now_us, *_multi_args(policies)))
+    if now_us is not None:
+        return Script(_MULTI, keys, (*_multi_args(policies), cost, mode, now_us))
+    if cost == 1 and mode == MODE_HIT:
+        return Script(_MULTI, keys, _multi_args(policies))
+    return Script(_MULTI, keys, (*_multi_args(policies), cost, mode))
 
 
 # keys whose garbage was logged and not yet replaced (bounded): each episode is logged once

@@ -85,7 +85,7 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     def expected(op: Any) -> bool:
         assert isinstance(op, Script) and op.script.name == "ratelimit_multi"
         assert op.keys == KEYS
-        assert op.args == (2, core.MODE_HIT, "", 1, 3, 10_000_000, 2, 4, 500_000)
+        assert op.args == (31, 10_000_000, 42, 500_000, 2, core.MODE_HIT)  # limit * 10 + kind, period
         return True
 
     d = replay(
