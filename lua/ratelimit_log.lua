@@ -43,10 +43,14 @@ end
 local bad = type(live) == 'table'
 if bad then live = 0 end
 
-local function newest()  -- time until the newest live entry leaves the window (0: none)
-  if live == 0 then return 0 end
-  local e = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
-  return e[2] + period - now
+local charge = mode ~= '0' and cost > 0
+if (cost > limit or live + cost <= limit) and not (charge and cost <= limit) then
+  -- never admissible, or a peek: the reset is the time until the newest live entry leaves (the
+  -- last by rank); 0 when none
+  local reset = 0
+  if live > 0 then reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now end
+  if cost > limit then return {now, math.max(limit - live, 0), -1, reset, bad and 1 or nil} end
+  return {now, limit - live, 0, reset, bad and 1 or nil}
 end
 
 local function record()
@@ -66,23 +70,17 @@ local function record()
     left = left - redis.call('ZADD', k, unpack(args))
   end
   if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
-  redis.call('PEXPIRE', k, math.max(math.floor((period + 999) / 1000), min_ms))
+  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
 end
 
-local charge = mode ~= '0' and cost > 0
-if cost > limit then
-  return {now, math.max(limit - live, 0), -1, newest(), bad and 1 or nil}
-elseif live + cost <= limit then
-  if charge then
-    record()
-    if bad then return {now, limit - live - cost, 0, period, 1} end
-    return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
-  end
-  return {now, limit - live, 0, newest(), bad and 1 or nil}
+if live + cost <= limit then  -- admitted and charged
+  record()
+  if bad then return {now, limit - live - cost, 0, period, 1} end
+  return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
 end
--- the request fits once live + cost - limit entries have left: the oldest of them decides
-local e = redis.call('ZRANGEBYSCORE', k, '(' .. lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
-local retry = e[2] + period - now
+-- denied: the request fits once live + cost - limit entries have left, so the one that decides
+-- is the (limit - cost + 1)-th newest (live entries hold the top ranks): O(log n) by rank
+local retry = redis.call('ZRANGE', k, cost - limit - 1, cost - limit - 1, 'WITHSCORES')[2] + period - now
 if charge and mode == '2' then
   record()
   local card = redis.call('ZCARD', k)
@@ -93,4 +91,5 @@ if charge and mode == '2' then
   end
   return {now, math.max(limit - live, 0), retry, period}
 end
-return {now, math.max(limit - live, 0), retry, newest(), bad and 1 or nil}
+local reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now
+return {now, math.max(limit - live, 0), retry, reset, bad and 1 or nil}
