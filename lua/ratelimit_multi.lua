@@ -31,7 +31,7 @@ if not now then
 end
 
 local function fmt(x) return string.format('%d', x) end
-local function ceil_ms(us) return math.max(math.floor((us + 999) / 1000), min_ttl_ms) end
+local function ceil_ms(us) return fmt(math.max(math.floor((us + 999) / 1000), min_ttl_ms)) end  -- as text
 local function idiv(a, b) -- floor(a / b) for integers, exact
   local q = math.floor(a / b)
   if (q + 1) * b <= a then q = q + 1 elseif q * b > a then q = q - 1 end
@@ -71,7 +71,9 @@ for i = 1, n do
     elseif live + cost <= limit then
       ok, remaining, retry = true, limit - live - cost, 0
     else
-      local e = redis.call('ZRANGEBYSCORE', k, lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
+      -- the (limit - cost + 1)-th newest decides (live entries hold the top ranks): O(log n)
+      local r = fmt(cost - limit - 1)
+      local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
       ok, remaining, retry = false, math.max(limit - live, 0), tonumber(e[2]) + period - now
     end
     reset = 0  -- filled in below: after a commit it is the window, else the newest entry's expiry
@@ -202,7 +204,7 @@ if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
     local p = plan[i]
     if p.ok then res[4 * i] = res[4 * i] + cost end  -- nothing charged: what is left now
     if p.kind == 1 and p.live > 0 then
-      local last = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', '(' .. fmt(p.lo), 'WITHSCORES', 'LIMIT', 0, 1)
+      local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')  -- the newest, by rank
       res[2 + 4 * i] = tonumber(last[2]) + p.period - now
     end
   end
