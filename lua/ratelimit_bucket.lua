@@ -20,6 +20,7 @@
 -- (no string crosses into Lua, nothing is re-encoded), and a denial one DECRBY more. A full
 -- bucket (the state behind now, or no key) is written as now + cost * interval by one SET.
 
+local floor = math.floor  -- one global lookup, not one per use
 local k = KEYS[1]
 local cap = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
@@ -44,19 +45,19 @@ if mode == '1' and cost > 0 and cost <= cap then
         return now - at - 1
       end
       -- the key expires at the second multiple of tau after the state: a new multiple moves it
-      local g = math.floor(v / tau)
-      if min_ms ~= 0 or g ~= math.floor(at / tau) then
-        redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor(((g + 2) * tau - now + 999) / 1000), min_ms)))
+      local g = floor(v / tau)
+      if min_ms ~= 0 or g ~= floor(at / tau) then
+        redis.call('PEXPIRE', k, string.format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ms)))
       end
       return v - now
     end
     -- a full bucket (no key, or a state behind now): tat = now, so the state becomes now + inc
     local new = now + inc
-    local gn = math.floor(new / tau)
-    if min_ms == 0 and at > 0 and gn == math.floor(at / tau) then  -- the key's expiry still fits
+    local gn = floor(new / tau)
+    if min_ms == 0 and at > 0 and gn == floor(at / tau) then  -- the key's expiry still fits
       redis.call('SET', k, string.format('%d', new), 'KEEPTTL')
     else
-      redis.call('SET', k, string.format('%d', new), 'PX', string.format('%d', math.max(math.floor(((gn + 2) * tau - now + 999) / 1000), min_ms)))
+      redis.call('SET', k, string.format('%d', new), 'PX', string.format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ms)))
     end
     return inc
   end
@@ -77,11 +78,11 @@ end
 -- The key expires at the second multiple of tau after the state it holds, so most writes keep
 -- the TTL the previous write set (same multiple) and about one in `capacity` sets a new one.
 local function store(x)
-  local g = (math.floor(x / tau) + 2) * tau
-  if at and min_ms == 0 and g == (math.floor(at / tau) + 2) * tau then
+  local g = (floor(x / tau) + 2) * tau
+  if at and min_ms == 0 and g == (floor(at / tau) + 2) * tau then
     redis.call('SET', k, string.format('%d', x), 'KEEPTTL')
   else
-    redis.call('SET', k, string.format('%d', x), 'PX', math.max(math.floor((g - now + 999) / 1000), min_ms))
+    redis.call('SET', k, string.format('%d', x), 'PX', math.max(floor((g - now + 999) / 1000), min_ms))
   end
 end
 
@@ -102,7 +103,7 @@ if not bad then
 end
 -- tokens available now: floor((now + tau - tat) / interval), exactly
 local span = now + tau - tat
-local avail = math.floor(span / interval)
+local avail = floor(span / interval)
 if (avail + 1) * interval <= span then avail = avail + 1 elseif avail * interval > span then avail = avail - 1 end
 
 local res

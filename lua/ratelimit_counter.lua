@@ -19,6 +19,7 @@
 -- denial), so a counted hit in the same window costs TIME and INCRBY. A state lives two windows
 -- (its TTL), so reading it m >= 1024 windows later cannot happen. Larger limits keep the text.
 
+local floor = math.floor  -- one global lookup, not one per use
 local k = KEYS[1]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -30,18 +31,18 @@ if not now then
   now, min_ms = t[1] * 1000000 + t[2], 0
 end
 
-local idx = math.floor(now / period)  -- exact floor below
+local idx = floor(now / period)  -- exact floor below
 if (idx + 1) * period <= now then idx = idx + 1 elseif idx * period > now then idx = idx - 1 end
 local e = now - idx * period
 local wide = 2 * limit + 1  -- the current count's span (a charge may pass the limit before its undo)
 local span = (limit + 1) * wide  -- one slot's span of states
-local m = math.floor(9007199254740992 / span) - 2
+local m = floor(9007199254740992 / span) - 2
 local int = m >= 1024
 local cur, prev, same, bad, charged = 0, 0, false, false, false
 local slot, base
 
 if int then
-  slot = idx - math.floor(idx / m) * m
+  slot = idx - floor(idx / m) * m
   if slot < 0 then slot = slot + m elseif slot >= m then slot = slot - m end
   slot = slot + 1
   base = slot * span
@@ -55,11 +56,11 @@ if int then
     if v then old = tonumber(v) else old = 0 end  -- nil: another type or text
   end
   if old and old ~= 0 then
-    if old >= span and old < 9007199254740992 and old == math.floor(old) then
-      local q = math.floor(old / span)
+    if old >= span and old < 9007199254740992 and old == floor(old) then
+      local q = floor(old / span)
       if (q + 1) * span <= old then q = q + 1 elseif q * span > old then q = q - 1 end
       local r = old - q * span
-      local p = math.floor(r / wide)
+      local p = floor(r / wide)
       if (p + 1) * wide <= r then p = p + 1 elseif p * wide > r then p = p - 1 end
       local c = r - p * wide
       if c > limit or p > limit then
@@ -95,14 +96,14 @@ local ttl = (idx + 2) * period - now  -- a count still weighs in the next window
 local ok = cost <= limit and room >= cost * period
 if ok and charged and same then  -- the common hit: INCRBY counted it, the expiry is set already
   if not bad and (limit + 1) * 2 * period < 9007199254740992 then
-    local avail = math.floor(room / period)
+    local avail = floor(room / period)
     if (avail + 1) * period <= room then avail = avail + 1 elseif avail * period > room then avail = avail - 1 end
     return (avail - cost) * 2 * period + ttl - 1
   end
 end
 
 local function idiv(a, b)  -- floor(a / b) for integers, exact
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if (q + 1) * b <= a then q = q + 1 elseif q * b > a then q = q - 1 end
   return q
 end
@@ -137,7 +138,7 @@ if charged and not ok then
   if same then
     redis.call('DECRBY', k, ARGV[3] or '1')
   else
-    redis.call('SET', k, state(cur), 'PX', string.format('%d', math.max(math.floor((ttl + 999) / 1000), min_ms)))
+    redis.call('SET', k, state(cur), 'PX', string.format('%d', math.max(floor((ttl + 999) / 1000), min_ms)))
   end
 elseif cost > 0 and retry ~= -1 and (mode == '2' or (mode == '1' and ok)) then
   -- (a charged admitted hit in the same window returned above, unless its reply is a table)
@@ -146,7 +147,7 @@ elseif cost > 0 and retry ~= -1 and (mode == '2' or (mode == '1' and ok)) then
     if same and not charged and min_ms == 0 then  -- written before in this window: the expiry is set
       redis.call('SET', k, s, 'KEEPTTL')
     else
-      redis.call('SET', k, s, 'PX', string.format('%d', math.max(math.floor((ttl + 999) / 1000), min_ms)))
+      redis.call('SET', k, s, 'PX', string.format('%d', math.max(floor((ttl + 999) / 1000), min_ms)))
     end
   end
   if ok and not bad and (limit + 1) * 2 * period < 9007199254740992 then

@@ -18,6 +18,7 @@
 -- Garbage under the key (another type, text, a count above the limit) counts as an empty window
 -- and the next charged hit overwrites it; the reply then ends with a 1.
 
+local floor = math.floor  -- one global lookup, not one per use
 local k = KEYS[1]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -29,11 +30,11 @@ if not now then
   now, min_ms = t[1] * 1000000 + t[2], 0
 end
 
-local idx = math.floor(now / period)  -- exact floor below
+local idx = floor(now / period)  -- exact floor below
 if (idx + 1) * period <= now then idx = idx + 1 elseif idx * period > now then idx = idx - 1 end
 local size = 2 * limit + 1  -- one slot's span of states
-local m = math.floor(9007199254740992 / size) - 2
-local slot = idx - math.floor(idx / m) * m
+local m = floor(9007199254740992 / size) - 2
+local slot = idx - floor(idx / m) * m
 if slot < 0 then slot = slot + m elseif slot >= m then slot = slot - m end
 slot = slot + 1
 local base = slot * size
@@ -54,8 +55,8 @@ if mode == '1' and cost > 0 and cost <= limit then
       return {now, limit - (old - base), reset, reset}
     end
     -- no key, an earlier window's state, or garbage (0 < old < size, or a count above the limit)
-    redis.call('SET', k, string.format('%d', base + cost), 'PX', string.format('%d', math.max(math.floor((reset + 999) / 1000), min_ms)))
-    local q = math.floor(old / size)
+    redis.call('SET', k, string.format('%d', base + cost), 'PX', string.format('%d', math.max(floor((reset + 999) / 1000), min_ms)))
+    local q = floor(old / size)
     if (q + 1) * size <= old then q = q + 1 elseif q * size > old then q = q - 1 end
     if old == 0 or (old >= size and old - q * size <= limit) then
       if small then return cost * period + reset - 1 end
@@ -70,8 +71,8 @@ local count, same, bad = 0, false, false
 local v = redis.pcall('GET', k)
 if v then
   local n = tonumber(v)  -- nil for an error reply (another type) or text that is no number
-  if n and n >= size and n < 9007199254740992 and n == math.floor(n) then
-    local q = math.floor(n / size)
+  if n and n >= size and n < 9007199254740992 and n == floor(n) then
+    local q = floor(n / size)
     if (q + 1) * size <= n then q = q + 1 elseif q * size > n then q = q - 1 end
     local c = n - q * size
     if c > limit then
@@ -88,7 +89,7 @@ local function store(c)  -- the key expires at the window's end: set once per wi
   if same then
     redis.call('SET', k, string.format('%d', base + c), 'KEEPTTL')
   else
-    redis.call('SET', k, string.format('%d', base + c), 'PX', math.max(math.floor((reset + 999) / 1000), min_ms))
+    redis.call('SET', k, string.format('%d', base + c), 'PX', math.max(floor((reset + 999) / 1000), min_ms))
   end
 end
 local ok = cost <= limit and count + cost <= limit
