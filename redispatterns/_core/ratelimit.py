@@ -292,10 +292,21 @@ _SCRIPTS: dict[str, LuaScript] = {
 _MULTI = load("ratelimit_multi")
 
 
+def _b(x: int) -> bytes:
+    return str(x).encode()
+
+
 @functools.lru_cache(maxsize=256)
-def _multi_args(policies: tuple[Policy, ...]) -> tuple[int, ...]:
-    """The multi script's per-policy ARGV: limit * 10 + kind, then period, for each policy."""
-    return tuple(x for p in policies for x in (p.limit * 10 + p.kind, p.period_us))
+def _multi_args(policies: tuple[Policy, ...]) -> tuple[bytes, ...]:
+    """The multi script's per-policy ARGV: limit * 10 + kind, then period, for each policy
+    (as bytes: redis-py sends them as they are, an int is formatted on every call)."""
+    return tuple(_b(x) for p in policies for x in (p.limit * 10 + p.kind, p.period_us))
+
+
+@functools.lru_cache(maxsize=256)
+def _one_args(p: Policy) -> tuple[bytes, bytes]:
+    """One policy's ARGV for a hit of cost 1 (limit, period), as bytes."""
+    return _b(p.limit), _b(p.period_us)
 
 
 def script_op(
@@ -313,13 +324,13 @@ def script_op(
         if now_us is not None:
             return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode, now_us))
         if cost == 1 and mode == MODE_HIT:
-            return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us))
-        return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode))
+            return Script(_SCRIPTS[p.algorithm], keys, _one_args(p))
+        return Script(_SCRIPTS[p.algorithm], keys, (*_one_args(p), _b(cost), _b(mode)))
     if now_us is not None:
         return Script(_MULTI, keys, (*_multi_args(policies), cost, mode, now_us))
     if cost == 1 and mode == MODE_HIT:
         return Script(_MULTI, keys, _multi_args(policies))
-    return Script(_MULTI, keys, (*_multi_args(policies), cost, mode))
+    return Script(_MULTI, keys, (*_multi_args(policies), _b(cost), _b(mode)))
 
 
 # keys whose garbage was logged and not yet replaced (bounded): each episode is logged once

@@ -85,7 +85,7 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     def expected(op: Any) -> bool:
         assert isinstance(op, Script) and op.script.name == "ratelimit_multi"
         assert op.keys == KEYS
-        assert op.args == (31, 10_000_000, 42, 500_000, 2, core.MODE_HIT)  # limit * 10 + kind, period
+        assert op.args == (b"31", b"10000000", b"42", b"500000", b"2", b"1")  # limit * 10 + kind, period
         return True
 
     d = replay(
@@ -106,10 +106,10 @@ def test_one_policy_sends_its_own_script_with_its_arguments_and_the_virtual_cloc
     names = {p.algorithm: core.script_op(KEYS[:1], (p,), 1).script.name for p in (SW, TB, FW, SC)}
     assert names == {"sliding": "ratelimit_log", "token_bucket": "ratelimit_bucket",
                      "fixed": "ratelimit_fixed", "sliding_counter": "ratelimit_counter"}  # fmt: skip
-    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 10_000_000, 3, 2)
-    # the common hit (cost 1, hit mode, server time) sends limit and period alone
-    assert core.script_op(KEYS[:1], (SW,), 1).args == (3, 10_000_000)
-    assert core.script_op(KEYS[:1], (SW,), 1, core.MODE_PEEK).args == (3, 10_000_000, 1, 0)
+    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (b"3", b"10000000", b"3", b"2")
+    # the common hit (cost 1, hit mode, server time) sends limit and period alone, as bytes
+    assert core.script_op(KEYS[:1], (SW,), 1).args == (b"3", b"10000000")
+    assert core.script_op(KEYS[:1], (SW,), 1, core.MODE_PEEK).args == (b"3", b"10000000", b"1", b"0")
 
 
 def test_the_plain_check_flow_reads_one_reply() -> None:
