@@ -719,3 +719,22 @@ def test_rate_limited_takes_a_rate_string(rp: Harness, backend: Backend) -> None
         assert work.__name__ == "work"
     finally:
         rpm.configure()
+
+
+def test_a_multi_check_denied_elsewhere_leaves_the_bucket_as_it_was(rp: Harness) -> None:
+    """The multi script charges a token bucket first (INCRBY) and undoes it when another policy
+    denies: a bucket that had no key has none after, one that had state keeps it and its TTL."""
+    window, bucket = Policy.fixed(1, 3600), Policy.token_bucket(1, 5, per=3600)
+    lim = make(rp, "multi", [window, bucket], name="undo")
+    raw = rp.backend.sync_client()
+    key = lim.keys("u")[1]
+    assert rp.call(lim.hit("u")).allowed
+    state, ttl = raw.get(key), raw.pttl(key)
+    assert state is not None and ttl > 0
+    d = rp.call(lim.hit("u"))
+    assert not d.allowed and d.violated == (window.name,) and d.policies[1].allowed
+    assert raw.get(key) == state and 0 < raw.pttl(key) <= ttl
+    raw.delete(key)
+    d = rp.call(lim.hit("u"))
+    assert not d.allowed and d.policies[1].remaining == 5
+    assert raw.exists(key) == 0
