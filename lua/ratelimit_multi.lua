@@ -80,21 +80,9 @@ for i = 1, n do
   elseif kind == 2 then
     -- GCRA: tat is the theoretical arrival time; the bucket is full when tat <= now
     local tau = limit * period
-    local stored, at
-    if mode == 1 and cost > 0 and cost <= limit then
-      -- charge first, in place (INCRBY answers the state plus the charge); undone below unless
-      -- the whole request is admitted, so an admitted check needs no GET and no SET
-      p.by = fmt(cost * period)
-      local v = read('INCRBY', k, p.by)
-      if type(v) == 'number' and v < 9007199254740992 then
-        at, p.charged = v - cost * period, true
-        stored = at
-      end  -- else another type or text (nil): garbage
-    else
-      stored = read('GET', k)
-      at = stored and tonumber(stored)
-    end
+    local stored = read('GET', k)
     local tat = now
+    local at = stored and tonumber(stored)
     if at and at < 9007199254740992 then tat = math.max(at, now) elseif stored ~= false then p.corrupt = true end
     local avail = idiv(now + tau - tat, period)
     local new = tat + cost * period
@@ -215,9 +203,6 @@ if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
   for i = 1, n do
     local p = plan[i]
     if p.ok then res[4 * i] = res[4 * i] + cost end  -- nothing charged: what is left now
-    if p.charged then  -- undo the bucket's charge: no key before (0 + charge) means none after
-      if p.at == 0 then redis.call('DEL', KEYS[i]) else redis.call('DECRBY', KEYS[i], p.by) end
-    end
     if p.kind == 1 and p.live > 0 then
       local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')  -- the newest, by rank
       res[2 + 4 * i] = tonumber(last[2]) + p.period - now
@@ -261,10 +246,7 @@ for i = 1, n do
       -- expires at the second multiple of tau after the state, as lua/ratelimit_bucket.lua does
       -- (the two share keys): a write in the same multiple keeps the TTL set before
       local g = (math.floor(p.new / p.tau) + 2) * p.tau
-      local same = p.at and g == (math.floor(p.at / p.tau) + 2) * p.tau
-      if p.charged and p.at >= now then  -- INCRBY wrote the state already; the TTL may move
-        if min_ttl_ms ~= 0 or not same then redis.call('PEXPIRE', k, ceil_ms(g - now)) end
-      elseif p.at and min_ttl_ms == 0 and same then
+      if p.at and min_ttl_ms == 0 and g == (math.floor(p.at / p.tau) + 2) * p.tau then
         redis.call('SET', k, fmt(p.new), 'KEEPTTL')
       else
         redis.call('SET', k, fmt(p.new), 'PX', ceil_ms(g - now))
