@@ -310,7 +310,7 @@ def _one_args(p: Policy) -> tuple[bytes, bytes]:
 
 
 def script_op(
-    keys: tuple[str, ...],
+    keys: tuple[str | bytes, ...],
     policies: tuple[Policy, ...],
     cost: int,
     mode: int = MODE_HIT,
@@ -337,7 +337,9 @@ def script_op(
 _garbled: dict[tuple[str, ...], None] = {}
 
 
-def _note_garbage(keys: tuple[str, ...], d: Decision, mode: int) -> None:
+def _note_garbage(raw_keys: tuple[str | bytes, ...], d: Decision, mode: int) -> None:
+    # prebuilt ops carry their keys as bytes: one spelling here, so an episode is one entry
+    keys = tuple(k.decode() if isinstance(k, bytes) else k for k in raw_keys)
     replaced = (
         mode != MODE_PEEK
         and d.cost > 0
@@ -367,7 +369,7 @@ def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mod
         return _INT_REPLIES[p.algorithm](subject, cost, p, reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
     d = decide(subject, cost, policies, reply)
     if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
-        _note_garbage(op.keys, d, mode)  # type: ignore[arg-type]
+        _note_garbage(op.keys, d, mode)
     return d
 
 

@@ -738,3 +738,18 @@ def test_a_multi_check_denied_elsewhere_leaves_the_bucket_as_it_was(rp: Harness)
     d = rp.call(lim.hit("u"))
     assert not d.allowed and d.policies[1].remaining == 5
     assert raw.exists(key) == 0
+
+
+@pytest.mark.parametrize("subject", ["user:42", "usér:ü"])
+def test_prebuilt_ops_address_the_keys_reset_and_keys_name(rp: Harness, subject: str) -> None:
+    """A hit's prebuilt op (ASCII keys as bytes) and every other path (keys(), reset(), a cost
+    other than 1) name the same Redis keys."""
+    lim = make(rp, "fixed", 3, 3600, name="same-keys")
+    raw = rp.backend.sync_client()
+    (key,) = lim.keys(subject)
+    assert rp.call(lim.hit(subject)).remaining == 2
+    assert raw.exists(key) == 1
+    assert rp.call(lim.hit(subject, 2)).remaining == 0  # another path: the same state
+    assert not rp.call(lim.peek(subject)).allowed
+    assert rp.call(lim.reset(subject)) is True and raw.exists(key) == 0
+    assert rp.call(lim.hit(subject)).remaining == 2
