@@ -127,7 +127,7 @@ def _by_hand(raw: redis.Redis, lim: Any, subjects: Callable[[], str]) -> Callabl
     op = next(lim._flow("by-hand", 1, MODE_HIT))
     raw.script_load(op.script.source)
     sha, args, n = op.script.sha, op.args, len(op.keys)
-    parts = [k.split("{by-hand}") for k in op.keys]
+    parts = [(k.decode() if isinstance(k, bytes) else k).split("{by-hand}") for k in op.keys]
 
     def call() -> Any:
         s = "{byhand:" + subjects() + "}"
@@ -141,7 +141,7 @@ def _async_by_hand(url: str, raw: redis.Redis, lim: Any, subjects: Callable[[], 
     op = next(lim._flow("by-hand", 1, MODE_HIT))
     raw.script_load(op.script.source)
     sha, args, n = op.script.sha, op.args, len(op.keys)
-    parts = [k.split("{by-hand}") for k in op.keys]
+    parts = [(k.decode() if isinstance(k, bytes) else k).split("{by-hand}") for k in op.keys]
     clients: dict[int, Any] = {}
 
     async def call() -> Any:

@@ -1,10 +1,10 @@
 -- name: ratelimit_log
 -- summary: exact sliding log for one subject: admit cost units when the trailing window has room, and only then record them
 -- KEYS[1]: the state key (a sorted set: one member per admitted unit, scored by its time in microseconds)
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit)
--- ARGV[3]: limit, in units per trailing window
--- ARGV[4]: window in integer microseconds
+-- ARGV[1]: limit, in units per trailing window
+-- ARGV[2]: window in integer microseconds
+-- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
+-- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
 -- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
@@ -17,11 +17,11 @@
 -- charged hit replaces it; the reply then ends with a 1.
 
 local k = KEYS[1]
-local cost = tonumber(ARGV[1])
-local mode = ARGV[2]  -- compared as text: '0', '1' or '2'
-local limit = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
-local now, min_ms = tonumber(ARGV[5]), 60000
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+-- the common hit sends two arguments: every one more is a string to intern and a number to parse
+local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
   now, min_ms = t[1] * 1000000 + t[2], 0
@@ -29,13 +29,28 @@ end
 
 local lo = string.format('%d', now - period)
 local live = redis.pcall('ZCOUNT', k, '(' .. lo, '+inf')
+if mode == '1' and cost == 1 and type(live) == 'number' and live < limit then
+  -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
+  local m = string.format('%d', now)
+  if redis.call('ZADD', k, 'NX', m, m) == 0 then  -- this microsecond is taken: a suffix
+    local j = redis.call('ZCARD', k)
+    repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
+  end
+  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
+  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
+  return limit - live - 1
+end
 local bad = type(live) == 'table'
 if bad then live = 0 end
 
-local function newest()  -- time until the newest live entry leaves the window (0: none)
-  if live == 0 then return 0 end
-  local e = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
-  return e[2] + period - now
+local charge = mode ~= '0' and cost > 0
+if (cost > limit or live + cost <= limit) and not (charge and cost <= limit) then
+  -- never admissible, or a peek: the reset is the time until the newest live entry leaves (the
+  -- last by rank); 0 when none
+  local reset = 0
+  if live > 0 then reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now end
+  if cost > limit then return {now, math.max(limit - live, 0), -1, reset, bad and 1 or nil} end
+  return {now, limit - live, 0, reset, bad and 1 or nil}
 end
 
 local function record()
@@ -55,23 +70,17 @@ local function record()
     left = left - redis.call('ZADD', k, unpack(args))
   end
   if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
-  redis.call('PEXPIRE', k, math.max(math.floor((period + 999) / 1000), min_ms))
+  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
 end
 
-local charge = mode ~= '0' and cost > 0
-if cost > limit then
-  return {now, math.max(limit - live, 0), -1, newest(), bad and 1 or nil}
-elseif live + cost <= limit then
-  if charge then
-    record()
-    if bad then return {now, limit - live - cost, 0, period, 1} end
-    return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
-  end
-  return {now, limit - live, 0, newest(), bad and 1 or nil}
+if live + cost <= limit then  -- admitted and charged
+  record()
+  if bad then return {now, limit - live - cost, 0, period, 1} end
+  return limit - live - cost  -- admitted and recorded: remaining is all the caller lacks
 end
--- the request fits once live + cost - limit entries have left: the oldest of them decides
-local e = redis.call('ZRANGEBYSCORE', k, '(' .. lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
-local retry = e[2] + period - now
+-- denied: the request fits once live + cost - limit entries have left, so the one that decides
+-- is the (limit - cost + 1)-th newest (live entries hold the top ranks): O(log n) by rank
+local retry = redis.call('ZRANGE', k, cost - limit - 1, cost - limit - 1, 'WITHSCORES')[2] + period - now
 if charge and mode == '2' then
   record()
   local card = redis.call('ZCARD', k)
@@ -82,4 +91,5 @@ if charge and mode == '2' then
   end
   return {now, math.max(limit - live, 0), retry, period}
 end
-return {now, math.max(limit - live, 0), retry, newest(), bad and 1 or nil}
+local reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now
+return {now, math.max(limit - live, 0), retry, reset, bad and 1 or nil}

@@ -1,10 +1,7 @@
 -- name: ratelimit_multi
 -- summary: check one subject against all its rate-limit policies and, only when every one admits, consume cost from each
 -- KEYS[*]: one state key per policy, in policy order, all sharing the subject's hash tag
--- ARGV[1]: cost, an integer >= 0 (0 checks without consuming)
--- ARGV[2]: mode: 0 evaluate only (never writes), 1 hit (all or nothing), 2 hit with penalty (a denial is charged too)
--- ARGV[3]: virtual now in integer microseconds for tests, or "" to read the server TIME
--- ARGV[*]: then three per policy: kind (1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), limit (units; the burst for GCRA), period in integer microseconds (the window; the emission interval for GCRA)
+-- ARGV[*]: two per policy, in policy order: limit * 10 + kind (limit in units, the burst for GCRA; kind 1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), then the period in integer microseconds (the window; the emission interval for GCRA); after them, unless the call is a hit of cost 1 on the server clock: cost (an integer >= 0, 0 checks without consuming), mode (0 evaluate only, never writes; 1 hit, all or nothing; 2 hit with penalty, a denial is charged too) and optionally a virtual now in integer microseconds (tests)
 -- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)[, then 1 when a key held garbage]}
 -- read-only: no
 --
@@ -21,20 +18,20 @@
 -- All arithmetic is on integers below 2^53 (doubles are exact there); values are written with
 -- string.format('%d') because tostring() keeps only 14 significant digits.
 
-local cost = tonumber(ARGV[1])
-local mode = tonumber(ARGV[2])
-local now
-local min_ttl_ms = 0
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-  min_ttl_ms = 60000
-else
+local n = #KEYS
+-- a hit of cost 1 on the server clock sends the policies alone: every argument costs a string
+-- to intern and a number to parse
+local cost, mode, now, min_ttl_ms = 1, 1, nil, 60000
+if ARGV[2 * n + 1] then
+  cost, mode, now = tonumber(ARGV[2 * n + 1]), tonumber(ARGV[2 * n + 2]), tonumber(ARGV[2 * n + 3])
+end
+if not now then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now, min_ttl_ms = t[1] * 1000000 + t[2], 0
 end
 
 local function fmt(x) return string.format('%d', x) end
-local function ceil_ms(us) return math.max(math.floor((us + 999) / 1000), min_ttl_ms) end
+local function ceil_ms(us) return fmt(math.max(math.floor((us + 999) / 1000), min_ttl_ms)) end  -- as text
 local function idiv(a, b) -- floor(a / b) for integers, exact
   local q = math.floor(a / b)
   if (q + 1) * b <= a then q = q + 1 elseif q * b > a then q = q - 1 end
@@ -47,7 +44,6 @@ local function read(...)  -- the reply, or nil when the key holds another type
   return v
 end
 
-local n = #KEYS
 local res = {now, 1}
 local plan = {}   -- per policy: the state to commit
 local all_ok = true
@@ -56,10 +52,10 @@ local garbage = false  -- some key held garbage (reported by a trailing 1)
 
 for i = 1, n do
   local k = KEYS[i]
-  local base = 3 + (i - 1) * 3
-  local kind = tonumber(ARGV[base + 1])
-  local limit = tonumber(ARGV[base + 2])
-  local period = tonumber(ARGV[base + 3])
+  local lk = tonumber(ARGV[2 * i - 1])
+  local limit = math.floor(lk / 10)
+  local kind = lk - limit * 10
+  local period = tonumber(ARGV[2 * i])
   local ok, remaining, retry, reset
   local p = {kind = kind, limit = limit, period = period}
 
@@ -75,7 +71,9 @@ for i = 1, n do
     elseif live + cost <= limit then
       ok, remaining, retry = true, limit - live - cost, 0
     else
-      local e = redis.call('ZRANGEBYSCORE', k, lo, '+inf', 'WITHSCORES', 'LIMIT', live + cost - limit - 1, 1)
+      -- the (limit - cost + 1)-th newest decides (live entries hold the top ranks): O(log n)
+      local r = fmt(cost - limit - 1)
+      local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
       ok, remaining, retry = false, math.max(limit - live, 0), tonumber(e[2]) + period - now
     end
     reset = 0  -- filled in below: after a commit it is the window, else the newest entry's expiry
@@ -104,10 +102,29 @@ for i = 1, n do
     -- estimate = prev * (period - elapsed) / period + cur, compared scaled by period (integers)
     local idx = idiv(now, period)
     local e = now - idx * period
+    -- (or, for a limit up to about two million, one integer: see lua/ratelimit_counter.lua,
+    -- which shares the key)
     local cur, prev = 0, 0
+    local wide = 2 * limit + 1
+    local span = (limit + 1) * wide
+    local m = math.floor(9007199254740992 / span) - 2
     local stored = read('GET', k)
     if stored == nil then p.corrupt = true end
-    if stored then
+    if stored and m >= 1024 then
+      local slot = idx - idiv(idx, m) * m + 1
+      local n = tonumber(stored)
+      p.base, p.wide = slot * span, wide
+      if n and n >= span and n < 9007199254740992 and n == math.floor(n) then
+        local q = idiv(n, span)
+        local pv = idiv(n - q * span, wide)
+        local c = n - q * span - pv * wide
+        if c > limit or pv > limit then p.corrupt = true
+        elseif q == slot then cur, prev = c, pv
+        elseif q == (slot == 1 and m or slot - 1) then prev = c end
+      else
+        p.corrupt = true
+      end
+    elseif stored then
       local sidx, scur, sprev = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
       if not sidx then p.corrupt = true end
       if sidx then
@@ -115,6 +132,8 @@ for i = 1, n do
         if sidx == idx then cur, prev = tonumber(scur), tonumber(sprev)
         elseif sidx == idx - 1 then prev = tonumber(scur) end
       end
+    elseif m >= 1024 then
+      p.base, p.wide = (idx - idiv(idx, m) * m + 1) * span, wide
     end
     p.idx, p.cur, p.prev = idx, cur, prev
     local room = limit * period - prev * (period - e) - cur * period  -- scaled free capacity
@@ -137,17 +156,25 @@ for i = 1, n do
       ok, remaining, retry = false, avail, idx * period + e2 - now
     end
   else
-    -- fixed window aligned to the epoch: state "<window index>:<count>"
+    -- fixed window aligned to the epoch: one integer, slot * (2 * limit + 1) + count, the slot
+    -- being the window index mod m, plus 1 (see lua/ratelimit_fixed.lua, which shares the key)
     local idx = idiv(now, period)
+    local size = 2 * limit + 1
+    local m = math.floor(9007199254740992 / size) - 2
+    local slot = idx - idiv(idx, m) * m + 1
     local count = 0
     local stored = read('GET', k)
     if stored == nil then p.corrupt = true end
     if stored then
-      local sidx, scount = string.match(stored, '^(%-?%d+):(%d+)$')
-      if not sidx then p.corrupt = true end
-      if sidx and tonumber(sidx) == idx then count = tonumber(scount) end
+      local n = tonumber(stored)
+      if n and n >= size and n < 9007199254740992 and n == math.floor(n) then
+        local q = idiv(n, size)
+        if n - q * size > limit then p.corrupt = true elseif q == slot then count = n - q * size end
+      else
+        p.corrupt = true
+      end
     end
-    p.idx, p.count = idx, count
+    p.idx, p.count, p.base = idx, count, slot * size
     reset = (idx + 1) * period - now
     if cost > limit then
       ok, remaining, retry = false, math.max(limit - count, 0), -1
@@ -177,7 +204,7 @@ if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
     local p = plan[i]
     if p.ok then res[4 * i] = res[4 * i] + cost end  -- nothing charged: what is left now
     if p.kind == 1 and p.live > 0 then
-      local last = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', '(' .. fmt(p.lo), 'WITHSCORES', 'LIMIT', 0, 1)
+      local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')  -- the newest, by rank
       res[2 + 4 * i] = tonumber(last[2]) + p.period - now
     end
   end
@@ -230,13 +257,16 @@ for i = 1, n do
     local cur = p.cur + cost
     if cur > p.limit then cur = p.limit end
     local ttl = (p.idx + 2) * p.period - now  -- the count still weighs in the next window
-    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(cur) .. ':' .. fmt(p.prev), 'PX', ceil_ms(ttl))
+    local state
+    if p.base then state = fmt(p.base + p.prev * p.wide + cur)
+    else state = fmt(p.idx) .. ':' .. fmt(cur) .. ':' .. fmt(p.prev) end
+    redis.call('SET', k, state, 'PX', ceil_ms(ttl))
     res[2 + 4 * i] = ttl
   else
     local count = p.count + cost
     if count > p.limit then count = p.limit end
     local ttl = (p.idx + 1) * p.period - now
-    redis.call('SET', k, fmt(p.idx) .. ':' .. fmt(count), 'PX', ceil_ms(ttl))
+    redis.call('SET', k, fmt(p.base + count), 'PX', ceil_ms(ttl))
   end
 end
 if garbage then res[#res + 1] = 1 end

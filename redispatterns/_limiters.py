@@ -130,8 +130,10 @@ class LimiterBase:
         return _state_keys(self._ns.keyspace, self._kind, key, self.policies)
 
     def _make_ops(self, key: str) -> tuple[Script, Script]:
-        """The prebuilt ops of ``key`` at cost 1: (hit in this limiter's mode, peek)."""
-        keys = self.keys(key)
+        """The prebuilt ops of ``key`` at cost 1: (hit in this limiter's mode, peek). ASCII keys
+        are bytes, as the arguments are: redis-py sends bytes as they are and encodes a str on
+        every call (any other key stays a str, encoded as the client's encoding says)."""
+        keys = tuple(k.encode() if k.isascii() else k for k in self.keys(key))
         return script_op(keys, self.policies, 1, self._mode), script_op(keys, self.policies, 1, MODE_PEEK)
 
     def _flow(self, key: str, cost: int, mode: int) -> Flow[Decision]:

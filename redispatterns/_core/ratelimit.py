@@ -2,9 +2,12 @@
 the oracles are in ``tests/``).
 
 One EVALSHA per hit or peek, against the server's clock (``TIME``, integer microseconds). A
-limiter with one policy sends its algorithm's own script, with four arguments (cost, mode, limit,
-period); several policies go to ``lua/ratelimit_multi.lua``, which evaluates every one and, only
-when all admit, consumes ``cost`` from each:
+limiter with one policy sends its algorithm's own script, with two arguments for a hit of cost 1
+(limit, period) and four otherwise (then cost, mode); several policies go to
+``lua/ratelimit_multi.lua``, which evaluates every one and, only when all admit, consumes
+``cost`` from each. The token bucket, the fixed window and the sliding counter keep one integer
+per subject and charge a hit first with an in-place ``INCRBY`` (undone on a denial), so a
+counted hit costs ``TIME`` and ``INCRBY`` on the server:
 
 * ``sliding`` (``lua/ratelimit_log.lua``) — an exact sliding log on a sorted set: never more
   than ``limit`` units in any trailing ``window``; a denial records nothing (unless penalty
@@ -289,34 +292,54 @@ _SCRIPTS: dict[str, LuaScript] = {
 _MULTI = load("ratelimit_multi")
 
 
+def _b(x: int) -> bytes:
+    return str(x).encode()
+
+
 @functools.lru_cache(maxsize=256)
-def _multi_args(policies: tuple[Policy, ...]) -> tuple[int, ...]:
-    """The multi script's per-policy ARGV: kind, limit, period for each policy."""
-    return tuple(x for p in policies for x in (p.kind, p.limit, p.period_us))
+def _multi_args(policies: tuple[Policy, ...]) -> tuple[bytes, ...]:
+    """The multi script's per-policy ARGV: limit * 10 + kind, then period, for each policy
+    (as bytes: redis-py sends them as they are, an int is formatted on every call)."""
+    return tuple(_b(x) for p in policies for x in (p.limit * 10 + p.kind, p.period_us))
+
+
+@functools.lru_cache(maxsize=256)
+def _one_args(p: Policy) -> tuple[bytes, bytes]:
+    """One policy's ARGV for a hit of cost 1 (limit, period), as bytes."""
+    return _b(p.limit), _b(p.period_us)
 
 
 def script_op(
-    keys: tuple[str, ...],
+    keys: tuple[str | bytes, ...],
     policies: tuple[Policy, ...],
     cost: int,
     mode: int = MODE_HIT,
     now_us: int | None = None,
 ) -> Script:
     """The one EVALSHA that checks ``policies`` (one key each): the algorithm's own script for
-    one policy (ARGV cost, mode, limit, period[, virtual now]), the multi script for several."""
+    one policy (ARGV limit, period[, cost, mode[, virtual now]]: a hit of cost 1 sends two
+    arguments), the multi script for several."""
     if len(policies) == 1:
         p = policies[0]
-        if now_us is None:
-            return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us))
-        return Script(_SCRIPTS[p.algorithm], keys, (cost, mode, p.limit, p.period_us, now_us))
-    return Script(_MULTI, keys, (cost, mode, "" if now_us is None else now_us, *_multi_args(policies)))
+        if now_us is not None:
+            return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode, now_us))
+        if cost == 1 and mode == MODE_HIT:
+            return Script(_SCRIPTS[p.algorithm], keys, _one_args(p))
+        return Script(_SCRIPTS[p.algorithm], keys, (*_one_args(p), _b(cost), _b(mode)))
+    if now_us is not None:
+        return Script(_MULTI, keys, (*_multi_args(policies), cost, mode, now_us))
+    if cost == 1 and mode == MODE_HIT:
+        return Script(_MULTI, keys, _multi_args(policies))
+    return Script(_MULTI, keys, (*_multi_args(policies), _b(cost), _b(mode)))
 
 
 # keys whose garbage was logged and not yet replaced (bounded): each episode is logged once
 _garbled: dict[tuple[str, ...], None] = {}
 
 
-def _note_garbage(keys: tuple[str, ...], d: Decision, mode: int) -> None:
+def _note_garbage(raw_keys: tuple[str | bytes, ...], d: Decision, mode: int) -> None:
+    # prebuilt ops carry their keys as bytes: one spelling here, so an episode is one entry
+    keys = tuple(k.decode() if isinstance(k, bytes) else k for k in raw_keys)
     replaced = (
         mode != MODE_PEEK
         and d.cost > 0
@@ -346,7 +369,7 @@ def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mod
         return _INT_REPLIES[p.algorithm](subject, cost, p, reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
     d = decide(subject, cost, policies, reply)
     if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
-        _note_garbage(op.keys, d, mode)  # type: ignore[arg-type]
+        _note_garbage(op.keys, d, mode)
     return d
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "RATE_FORMS",
     "US",
     "Algorithm",
+    "counter_packs",
     "Policy",
     "parse_rate",
     "parse_rates",
@@ -27,7 +28,7 @@ __all__ = [
 Algorithm = Literal["sliding", "token_bucket", "fixed", "sliding_counter"]
 ALGORITHMS: tuple[str, ...] = ("sliding", "token_bucket", "fixed", "sliding_counter")
 _KIND = {"sliding": 1, "token_bucket": 2, "fixed": 3, "sliding_counter": 4}
-_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fw", "sliding_counter": "sc"}
+_SUFFIX = {"sliding": "sw", "token_bucket": "tb", "fixed": "fx", "sliding_counter": "sc"}
 EXACT_INT = 2**53  # doubles (Lua numbers) are exact integers below this
 
 MODE_PEEK = 0
@@ -154,11 +155,20 @@ class Policy:
     @property
     def key_suffix(self) -> str:
         """Identifies the state's format and parameters, so a changed policy starts fresh."""
-        return f"{_SUFFIX[self.algorithm]}:{self.limit}:{self.period_us}"
+        tag = _SUFFIX[self.algorithm]
+        if self.algorithm == "sliding_counter" and counter_packs(self.limit):
+            tag = "sx"  # the counter's one-integer state (lua/ratelimit_counter.lua)
+        return f"{tag}:{self.limit}:{self.period_us}"
 
     def header_item(self) -> str:
         """This policy as an item of the IETF ``RateLimit-Policy`` field."""
         return f'"{self.name}";q={self.limit};w={max(1, math.ceil(self.window_us / US))}'
+
+
+def counter_packs(limit: int) -> bool:
+    """Whether the sliding counter keeps its state as one integer (a slot modulo m >= 1024, see
+    ``lua/ratelimit_counter.lua``): limits up to about two million per window."""
+    return EXACT_INT // ((limit + 1) * (2 * limit + 1)) - 2 >= 1024
 
 
 def _period(name: str, seconds: object) -> int:

@@ -85,7 +85,7 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     def expected(op: Any) -> bool:
         assert isinstance(op, Script) and op.script.name == "ratelimit_multi"
         assert op.keys == KEYS
-        assert op.args == (2, core.MODE_HIT, "", 1, 3, 10_000_000, 2, 4, 500_000)
+        assert op.args == (b"31", b"10000000", b"42", b"500000", b"2", b"1")  # limit * 10 + kind, period
         return True
 
     d = replay(
@@ -97,16 +97,19 @@ def test_hit_sends_one_script_with_every_policy() -> None:
     assert d.policy is SW and bool(d)
 
 
-def test_one_policy_sends_its_own_script_with_four_arguments_and_the_virtual_clock() -> None:
+def test_one_policy_sends_its_own_script_with_its_arguments_and_the_virtual_clock() -> None:
     def expected(op: Any) -> bool:
-        return bool(op.script.name == "ratelimit_bucket" and op.args == (0, core.MODE_PEEK, 4, 500_000, 123))
+        return bool(op.script.name == "ratelimit_bucket" and op.args == (4, 500_000, 0, core.MODE_PEEK, 123))
 
     d = replay(core.hit(KEYS[1:], (TB,), 0, mode=core.MODE_PEEK, now_us=123), [(expected, [123, 4, 0, 0])])
     assert d.allowed and d.remaining == 4 and d.now_us == 123
     names = {p.algorithm: core.script_op(KEYS[:1], (p,), 1).script.name for p in (SW, TB, FW, SC)}
     assert names == {"sliding": "ratelimit_log", "token_bucket": "ratelimit_bucket",
                      "fixed": "ratelimit_fixed", "sliding_counter": "ratelimit_counter"}  # fmt: skip
-    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (3, 2, 3, 10_000_000)
+    assert core.script_op(KEYS[:1], (SW,), 3, core.MODE_PENALTY).args == (b"3", b"10000000", b"3", b"2")
+    # the common hit (cost 1, hit mode, server time) sends limit and period alone, as bytes
+    assert core.script_op(KEYS[:1], (SW,), 1).args == (b"3", b"10000000")
+    assert core.script_op(KEYS[:1], (SW,), 1, core.MODE_PEEK).args == (b"3", b"10000000", b"1", b"0")
 
 
 def test_the_plain_check_flow_reads_one_reply() -> None:
@@ -396,7 +399,11 @@ def test_sliding_counter_oracle_bounds(limit: int, window: int, steps: list[tupl
 
 def test_sliding_counter_policy() -> None:
     p = core.Policy.sliding_counter(100, 60)
-    assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sc:100:60000000")
+    assert (p.kind, p.name, p.key_suffix) == (4, "100-per-60s-approx", "sx:100:60000000")
+    # one packed integer up to about two million per window, the text state above: apart keys
+    assert core.Policy.sliding_counter(2_095_106, 1).key_suffix.startswith("sx:")
+    assert core.Policy.sliding_counter(2_095_107, 1).key_suffix == "sc:2095107:1000000"
+    assert core.Policy.fixed(5, 60).key_suffix == "fx:5:60000000"
     assert oracles.oracle_for(p).__class__ is oracles.SlidingCounterOracle
     with pytest.raises(ValueError, match="token bucket"):
         core.Policy.sliding_counter(10**9, 86400 * 365)

@@ -61,6 +61,8 @@ def limiter_of(rp: Harness, algorithm: str, limit: int, **kw: Any) -> Any:
         return make(rp, "sliding", limit, 3600, **kw)
     if algorithm == "token_bucket":
         return make(rp, "token_bucket", 1, limit, per=3600, **kw)  # refills 1 token per hour
+    if algorithm == "sliding_counter":
+        return make(rp, "sliding_counter", limit, 10 * YEAR, **kw)
     return make(rp, "fixed", limit, 10 * YEAR, **kw)  # one clock-aligned window, years long
 
 
@@ -717,3 +719,37 @@ def test_rate_limited_takes_a_rate_string(rp: Harness, backend: Backend) -> None
         assert work.__name__ == "work"
     finally:
         rpm.configure()
+
+
+def test_a_multi_check_denied_elsewhere_leaves_the_bucket_as_it_was(rp: Harness) -> None:
+    """The multi script charges a token bucket first (INCRBY) and undoes it when another policy
+    denies: a bucket that had no key has none after, one that had state keeps it and its TTL."""
+    window, bucket = Policy.fixed(1, 3600), Policy.token_bucket(1, 5, per=3600)
+    lim = make(rp, "multi", [window, bucket], name="undo")
+    raw = rp.backend.sync_client()
+    key = lim.keys("u")[1]
+    assert rp.call(lim.hit("u")).allowed
+    state, ttl = raw.get(key), raw.pttl(key)
+    assert state is not None and ttl > 0
+    d = rp.call(lim.hit("u"))
+    assert not d.allowed and d.violated == (window.name,) and d.policies[1].allowed
+    assert raw.get(key) == state and 0 < raw.pttl(key) <= ttl
+    raw.delete(key)
+    d = rp.call(lim.hit("u"))
+    assert not d.allowed and d.policies[1].remaining == 5
+    assert raw.exists(key) == 0
+
+
+@pytest.mark.parametrize("subject", ["user:42", "usér:ü"])
+def test_prebuilt_ops_address_the_keys_reset_and_keys_name(rp: Harness, subject: str) -> None:
+    """A hit's prebuilt op (ASCII keys as bytes) and every other path (keys(), reset(), a cost
+    other than 1) name the same Redis keys."""
+    lim = make(rp, "fixed", 3, 3600, name="same-keys")
+    raw = rp.backend.sync_client()
+    (key,) = lim.keys(subject)
+    assert rp.call(lim.hit(subject)).remaining == 2
+    assert raw.exists(key) == 1
+    assert rp.call(lim.hit(subject, 2)).remaining == 0  # another path: the same state
+    assert not rp.call(lim.peek(subject)).allowed
+    assert rp.call(lim.reset(subject)) is True and raw.exists(key) == 0
+    assert rp.call(lim.hit(subject)).remaining == 2
