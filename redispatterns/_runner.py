@@ -717,16 +717,21 @@ def _routed(client: Any, cmd: Command) -> dict[str, Any]:
     return {}
 
 
+# EVALSHA's key count as the bytes redis-py would encode it to on every call.
+_NKEYS = tuple(str(n).encode("ascii") for n in range(32))
+
+
 def _exec_sync(client: Any, op: Op) -> Any:
     t = type(op)
     if t is Script:
         s: Script = op  # type: ignore[assignment]  # `type(op) is` and no cast(): the hot path
-        sc = s.script
+        sc, n = s.script, len(s.keys)
+        nk = _NKEYS[n] if n < 32 else n
         try:
-            return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+            return client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
         except NoScriptError:  # first use on this server, or after SCRIPT FLUSH / failover
             client.script_load(sc.source)
-            return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+            return client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
     if t is Command:
         cmd: Command = op  # type: ignore[assignment]
         if cmd.keys:
@@ -854,12 +859,13 @@ async def _exec_async(client: Any, op: Op) -> Any:
     t = type(op)
     if t is Script:
         s: Script = op  # type: ignore[assignment]  # as in _exec_sync
-        sc = s.script
+        sc, n = s.script, len(s.keys)
+        nk = _NKEYS[n] if n < 32 else n
         try:
-            return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+            return await client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
         except NoScriptError:
             await client.script_load(sc.source)
-            return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+            return await client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
     if t is Command:
         cmd: Command = op  # type: ignore[assignment]
         if cmd.keys:

@@ -42,6 +42,7 @@ class LuaScript:
     argv: tuple[str, ...]
     returns: str
     read_only: bool
+    sha_arg: bytes  # the sha as the EVALSHA argument: ASCII bytes, encoded once
 
 
 def lua_dir() -> Path:
@@ -88,10 +89,12 @@ def parse(name: str, source: bytes) -> LuaScript:
         if idx != list(range(1, len(idx) + 1)):
             raise ValueError(f"lua/{name}.lua: KEYS must be numbered 1..n, got {idx}")
         num_keys = len(idx)
+    sha = hashlib.sha1(source).hexdigest()
     return LuaScript(
         name=name,
         source=source,
-        sha=hashlib.sha1(source).hexdigest(),
+        sha=sha,
+        sha_arg=sha.encode("ascii"),
         num_keys=num_keys,
         keys=_ordered(keys),
         argv=_ordered(argv),
