@@ -294,8 +294,26 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
 
 
-def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, Any]:
-    """Data fields from parallel name / value lists. With the default JSON codec the values go
+def _data_keys(names: list[Any]) -> list[str]:
+    """The data field names of ``lua/session_get.lua``'s reply without their ``d:`` prefix.
+
+    One join, one UTF-8 decode and one split for the whole list (what redis-py wrote for our
+    str names); per name only when that does not split back into as many names (a name holding
+    ``"\\0d:"``), for a decoding client's str names, or a foreign writer's non-UTF-8 bytes."""
+    if not names:
+        return []
+    try:
+        joined = b"\0".join(names).decode()
+    except (TypeError, UnicodeDecodeError):
+        return [_text(n)[2:] for n in names]
+    keys = joined[2:].split("\0d:")
+    if len(keys) != len(names):
+        return [_text(n)[2:] for n in names]
+    return keys
+
+
+def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, Any]:
+    """Data fields from parallel key / value lists. With the default JSON codec the values go
     straight to orjson, and only when one is not JSON (a ``bytes`` value, a foreign writer) to
     the codec: the result is the codec's either way, without its per-value checks."""
     if codec.__class__ is JsonCodec:
@@ -305,27 +323,24 @@ def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, 
             decoded = list(map(codec.decode, values))
     else:
         decoded = list(map(codec.decode, values))
-    try:
-        keys = list(map(bytes.decode, names))  # UTF-8: what redis-py wrote for our str names
-    except (TypeError, UnicodeDecodeError):  # a decoding client's str, or a foreign writer's bytes
-        keys = list(map(_text, names))
     return dict(zip(keys, decoded, strict=True))
 
 
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
-    metadata values by position (times and version as integers), then field/value pairs."""
+    metadata values by position (times and version as integers or their text), then the data
+    fields as ``d:``-prefixed name / value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
     return Session(
         token,
         sid,
         _text(user),
-        decode_data(cfg.codec, reply[7::2], reply[8::2]),
-        created / 1000,
-        seen / 1000,
-        deadline / 1000,
-        idle / 1000,
-        version,
+        decode_data(cfg.codec, _data_keys(reply[7::2]), reply[8::2]),
+        int(created) / 1000,
+        int(seen) / 1000,
+        int(deadline) / 1000,
+        int(idle) / 1000,
+        int(version),
         _loads(meta) if meta else {},
     )
 

@@ -125,15 +125,15 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 
 
 def get_reply() -> list[Any]:
-    return [  # times and version come back as integer replies
+    return [  # times and version as stored (integer text), last seen as an integer (just slid)
         b"u",
-        1000,
+        b"1000",
         1500,
-        9000,
-        1000,
-        3,
+        b"9000",
+        b"1000",
+        b"3",
         orjson.dumps({"ip": "1.1.1.1"}),
-        b"name",
+        b"d:name",
         b'"Ann"',
     ]
 
@@ -149,6 +149,27 @@ def test_get_is_one_script_and_decodes() -> None:
     assert s.get("missing", 7) == 7 and s["name"] == "Ann"
     assert replay(core.get(c, TOK), [(expected, 0)]) is None
     assert replay(core.get(c, "nope"), []) is None
+
+
+def test_get_decodes_unset_metadata_and_no_fields() -> None:
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, 0, b"9000", b"1000", 0, b""])])
+    assert s is not None
+    assert (s.user_id, s.data, s.version, s.meta, s.created) == ("", {}, 0, {}, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("names", "keys"),
+    [
+        ([b"d:a", b"d:b\x00d:c", b"d:"], ["a", "b\x00d:c", ""]),  # a name holding the separator
+        ([b"d:\xff", b"d:x"], ["\udcff", "x"]),  # a foreign writer's non-UTF-8 name
+        (["d:s", "d:t"], ["s", "t"]),  # a decoding client's str names
+        ([b"d:caf\xc3\xa9", b"d:\x00"], ["caf\u00e9", "\x00"]),
+    ],
+)
+def test_get_strips_the_data_prefix_from_any_name(names: list[Any], keys: list[str]) -> None:
+    reply = [b"u", 1, 1, b"9000", b"1000", 1, b"", *[x for n in names for x in (n, b"0")]]
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
+    assert s is not None and list(s.data) == keys
 
 
 def test_get_hook_runs_as_a_compute_op() -> None:
