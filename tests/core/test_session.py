@@ -125,12 +125,12 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 
 
 def get_reply() -> list[Any]:
-    return [  # times and version as stored (integer text), last seen as an integer (just slid)
+    return [  # created and version as stored (integer text); the rest as integers
         b"u",
         b"1000",
         1500,
-        b"9000",
-        b"1000",
+        9000,
+        1000,
         b"3",
         orjson.dumps({"ip": "1.1.1.1"}),
         b"d:name",
@@ -152,9 +152,9 @@ def test_get_is_one_script_and_decodes() -> None:
 
 
 def test_get_decodes_unset_metadata_and_no_fields() -> None:
-    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, 0, b"9000", b"1000", 0, b""])])
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, b"1200", 9000, 1000, 0, b""])])
     assert s is not None
-    assert (s.user_id, s.data, s.version, s.meta, s.created) == ("", {}, 0, {}, 0.0)
+    assert (s.user_id, s.data, s.version, s.meta, s.created, s.last_seen) == ("", {}, 0, {}, 0.0, 1.2)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,7 @@ def test_get_decodes_unset_metadata_and_no_fields() -> None:
     ],
 )
 def test_get_strips_the_data_prefix_from_any_name(names: list[Any], keys: list[str]) -> None:
-    reply = [b"u", 1, 1, b"9000", b"1000", 1, b"", *[x for n in names for x in (n, b"0")]]
+    reply = [b"u", 1, 1, 9000, 1000, 1, b"", *[x for n in names for x in (n, b"0")]]
     s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
     assert s is not None and list(s.data) == keys
 
