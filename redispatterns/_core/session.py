@@ -36,7 +36,7 @@ from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
 from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
 from .ops import Batch, Command, Compute, Flow, Now, Op, Script
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "DEFAULT_EVENT_LIMIT",
@@ -150,6 +150,10 @@ class SessionConfig:
     tracks: bool = False  # keep each session's track key in step on rotate / destroy
     breaker: CircuitBreaker | None = None  # guards the reads (see ``guarded``)
     fail_closed: bool = False  # reads during an outage find nothing instead of raising
+    get_args: tuple[bytes] = field(init=False, repr=False, compare=False)  # built once: b"1000"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "get_args", (str(self.refresh_permille).encode(),))
 
     def id_of(self, token: str) -> str:
         return token_id(token, self.secret)
@@ -453,6 +457,13 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
     )
 
 
+def _op(script: LuaScript, key: str, args: tuple[Any, ...]) -> Script:
+    """A one-key script op built without ``Script``'s checks (its one key cannot cross slots)."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = script, (key,), args
+    return op
+
+
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     """One round trip: read the session and slide its idle TTL (capped by the deadline).
 
@@ -465,7 +476,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
         return None
     try:
-        reply = yield Script(_GET, (cfg.hash_key(sid),), (cfg.refresh_permille,))
+        reply = yield _op(_GET, cfg.hash_key(sid), cfg.get_args)
     except Exception as exc:
         if breaker is None or not is_outage(exc):
             raise
@@ -501,7 +512,7 @@ def update(
         return None
     sid = cfg.id_of(tok)
     expect = "" if expect_version is None else str(expect_version)
-    reply = yield Script(_UPDATE, (cfg.hash_key(sid),), (expect, len(fields) // 2, *fields, *dels))
+    reply = yield _op(_UPDATE, cfg.hash_key(sid), (expect, len(fields) // 2, *fields, *dels))
     v = int(reply)
     return None if v == 0 else v
 

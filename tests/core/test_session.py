@@ -141,7 +141,7 @@ def get_reply() -> list[Any]:
 def test_get_is_one_script_and_decodes() -> None:
     c = cfg(refresh_permille=500)
     sid = c.id_of(TOK)
-    expected = Script(load("session_get"), keys=c.session_keys(sid)[:1], args=(500,))
+    expected = Script(load("session_get"), keys=c.session_keys(sid)[:1], args=(b"500",))
     s = replay(core.get(c, TOK), [(expected, get_reply())])
     assert s is not None
     assert (s.user_id, s.data, s.version, s.meta) == ("u", {"name": "Ann"}, 3, {"ip": "1.1.1.1"})
