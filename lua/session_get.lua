@@ -3,13 +3,12 @@
 -- KEYS[1]: the session hash
 -- ARGV[1]: refresh only when less than ARGV[1]/1000 of the idle TTL is left ('1000': every read)
 -- returns: 0 when absent or past its deadline (then deleted), else {user, created, seen, deadline,
---   idle, version, meta, 'd:field1', value1, ...}: the metadata by position (deadline, idle and a
---   just-written last seen as integers; created, an unwritten last seen and the version as their
---   stored integer text; 0 when unset; user and meta '' when unset), then the data fields with
+--   idle, version, meta, 'd:field1', value1, ...}: the metadata by position (the five times and
+--   the version as integers, 0 when unset; user and meta '' when unset), then the data fields with
 --   their 'd:' prefix (the client strips it: no new Lua string per field)
 -- read-only: no
 -- Hot path: one pass over HGETALL with constant-string compares (interned: pointer equality), no
--- per-call lookup table, no string.sub or tonumber per field; PTTL only when ARGV[1] is not '1000'.
+-- per-call lookup table, no string.sub per field; PTTL only when ARGV[1] is not '1000'.
 local h = redis.call('HGETALL', KEYS[1])
 local n = #h
 if n == 0 then
@@ -41,7 +40,8 @@ local deadline, idle = tonumber(out[4]), tonumber(idle_text)
 if not deadline or not idle then
   return 0
 end
-out[4], out[5] = deadline, idle -- integer replies, parsed already
+-- every time and the version as integer replies: the client parses no digits
+out[2], out[4], out[5], out[6] = tonumber(out[2]) or 0, deadline, idle, tonumber(out[6]) or 0
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 if now >= deadline then
@@ -57,5 +57,7 @@ if ARGV[1] == '1000' or redis.call('PTTL', KEYS[1]) * 1000 < idle * ARGV[1] then
   end
   redis.call('HSET', KEYS[1], '_s', now)
   out[3] = now
+else
+  out[3] = tonumber(out[3]) or 0
 end
 return out

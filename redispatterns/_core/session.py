@@ -332,20 +332,19 @@ def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, A
 
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
-    metadata values by position (deadline and idle TTL as integers; created, last seen and the
-    version as integers or their text), then the data fields as ``d:``-prefixed name / value
-    pairs."""
+    metadata values by position (times and version as integers), then the data fields as
+    ``d:``-prefixed name / value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
     return Session(
         token,
         sid,
         _text(user),
         decode_data(cfg.codec, _data_keys(reply[7::2]), reply[8::2]),
-        int(created) / 1000,
-        (seen if seen.__class__ is int else int(seen)) / 1000,
+        created / 1000,
+        seen / 1000,
         deadline / 1000,
         idle / 1000,
-        int(version),
+        version,
         _loads(meta) if meta else {},
     )
 

@@ -125,13 +125,13 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 
 
 def get_reply() -> list[Any]:
-    return [  # created and version as stored (integer text); the rest as integers
+    return [  # times and version come back as integer replies
         b"u",
-        b"1000",
+        1000,
         1500,
         9000,
         1000,
-        b"3",
+        3,
         orjson.dumps({"ip": "1.1.1.1"}),
         b"d:name",
         b'"Ann"',
@@ -152,7 +152,7 @@ def test_get_is_one_script_and_decodes() -> None:
 
 
 def test_get_decodes_unset_metadata_and_no_fields() -> None:
-    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, b"1200", 9000, 1000, 0, b""])])
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, 1200, 9000, 1000, 0, b""])])
     assert s is not None
     assert (s.user_id, s.data, s.version, s.meta, s.created, s.last_seen) == ("", {}, 0, {}, 0.0, 1.2)
 
