@@ -8,7 +8,8 @@
 --   their 'd:' prefix (the client strips it: no new Lua string per field)
 -- read-only: no
 -- Hot path: one pass over HGETALL with constant-string compares (interned: pointer equality), no
--- per-call lookup table, no string.sub per field; PTTL only when ARGV[1] is not '1000'.
+-- per-call lookup table, no string.sub per field; PTTL only when ARGV[1] is not '1000' (then the
+-- stored last-seen time tells a slide made in this same ms, which needs no second write).
 local h = redis.call('HGETALL', KEYS[1])
 local n = #h
 if n == 0 then
@@ -48,16 +49,21 @@ if now >= deadline then
   redis.call('DEL', KEYS[1]) -- the event list expires at the same deadline on its own
   return 0
 end
-if ARGV[1] == '1000' or redis.call('PTTL', KEYS[1]) * 1000 < idle * ARGV[1] then
-  -- (a PTTL of -1, no TTL, is below any threshold: it is refreshed too)
+local seen = tonumber(out[3]) or 0
+local due
+if ARGV[1] == '1000' then
+  due = seen ~= now -- a slide in this same ms has set this very TTL already
+else
+  due = redis.call('PTTL', KEYS[1]) * 1000 < idle * ARGV[1] -- (-1, no TTL: due)
+end
+if due then
   if deadline - now < idle then
     redis.call('PEXPIRE', KEYS[1], deadline - now)
   else
     redis.call('PEXPIRE', KEYS[1], idle_text) -- as stored: no number formatting
   end
   redis.call('HSET', KEYS[1], '_s', now)
-  out[3] = now
-else
-  out[3] = tonumber(out[3]) or 0
+  seen = now
 end
+out[3] = seen
 return out
