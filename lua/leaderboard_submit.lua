@@ -8,6 +8,50 @@
 -- returns: {1, stored score text or nil per operation (the board's value after it; for a removal, the value it had)}; {0, day, week, month} when a window bucket named by the caller is not the current one by the clock (nothing written; retry with those ids)
 -- read-only: no
 
+
+-- Fast path: one best / latest / incr (with or without data) on a board with none of the options
+-- (terms "desc" or "asc"): at most two commands, no parsing, closures or number formatting.
+local nargs = #ARGV
+if nargs <= 5 and #ARGV[1] <= 4 then
+  local op = ARGV[2]
+  if nargs == 5 then
+    if op == 'best+' then op = 'best' elseif op == 'latest+' then op = 'latest' elseif op == 'incr+' then op = 'incr' else op = nil end
+  elseif nargs ~= 4 then
+    op = nil
+  end
+  if op == 'best' or op == 'latest' or op == 'incr' then
+    local key, member, s = KEYS[1], ARGV[3], ARGV[4]
+    local out = s
+    if op == 'latest' then
+      redis.call('ZADD', key, s, member)
+    else
+      local raw = redis.call('ZSCORE', key, member)
+      if op == 'incr' then
+        if raw then
+          local new = tonumber(raw) + tonumber(s)
+          if new ~= new or new == math.huge or new == -math.huge then
+            return redis.error_reply('ERR leaderboard: incrementing ' .. member .. ' leaves the finite range')
+          end
+        end
+        out = redis.call('ZINCRBY', key, s, member)
+      elseif not raw then
+        redis.call('ZADD', key, s, member)
+      else
+        local new, old = tonumber(s), tonumber(raw)
+        if (ARGV[1] == 'desc' and new > old) or (ARGV[1] ~= 'desc' and new < old) then
+          redis.call('ZADD', key, s, member)
+        else
+          out = raw
+        end
+      end
+    end
+    if nargs == 5 then
+      redis.call('HSET', KEYS[2], member, ARGV[5])
+    end
+    return {1, out}
+  end
+end
+
 local desc, dense, bits, epoch, tick, ttl, now, nw = ARGV[1] == 'desc', false, 0, 0, 1, 0, 0, 0
 if #ARGV[1] > 4 then
   local order, dense_flag, b, e, k, l, v, w = string.match(ARGV[1], '^(%a+) (%d) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) (%d+)$')

@@ -57,7 +57,7 @@ class SessionStore(StoreBase):
 
     def get(self, token: str) -> Session | None:
         """The live session, or ``None``; one round trip that also slides the idle TTL."""
-        return self._run(core.get(self._read("get"), token))  # type: ignore[no-any-return]
+        return run_sync(self._ns.client, core.get(self._read("get"), token))
 
     def update(
         self,
@@ -68,7 +68,8 @@ class SessionStore(StoreBase):
         expect_version: int | None = None,
     ) -> int | None:
         """Set ``changes`` and delete ``remove`` atomically; the new version, ``None`` when no session."""
-        v = self._run(core.update(self._write("update"), token, changes, remove, expect_version))
+        flow = core.update(self._write("update"), token, changes, remove, expect_version)
+        v = run_sync(self._ns.client, flow)
         return self._version(v, expect_version)
 
     def destroy(self, token: str) -> bool:
@@ -194,7 +195,7 @@ class AsyncSessionStore(StoreBase):
         return await self._run(self._create(user_id, data, meta, ttl, lifetime))  # type: ignore[no-any-return]
 
     async def get(self, token: str) -> Session | None:
-        return await self._run(core.get(self._read("get"), token))  # type: ignore[no-any-return]
+        return await run_async(self._ns.client, core.get(self._read("get"), token))
 
     async def update(
         self,
@@ -204,7 +205,8 @@ class AsyncSessionStore(StoreBase):
         remove: Iterable[str] = (),
         expect_version: int | None = None,
     ) -> int | None:
-        v = await self._run(core.update(self._write("update"), token, changes, remove, expect_version))
+        flow = core.update(self._write("update"), token, changes, remove, expect_version)
+        v = await run_async(self._ns.client, flow)
         return self._version(v, expect_version)
 
     async def destroy(self, token: str) -> bool:

@@ -321,13 +321,14 @@ class BoardSpec:
 # --------------------------------------------------------------------------- flows: writes
 
 
+_OP_NAMES = frozenset((*SUBMIT_MODES, "remove"))
 SubmitOp = tuple[str, str, float | int, bool, bytes]
 """One validated operation: mode, member, score, has data, encoded data."""
 
 
 def make_op(spec: BoardSpec, mode: str, member: object, score: object, data: Any, has_data: bool) -> SubmitOp:
     """Validate one operation at the edge (tie-break range included, before any write)."""
-    if mode not in (*SUBMIT_MODES, "remove"):
+    if mode not in _OP_NAMES:
         raise ValueError(f"mode must be one of {', '.join(SUBMIT_MODES)}, got {mode!r}")
     m = check_member(member)
     if mode == "remove":
@@ -415,6 +416,33 @@ def submit(
             return [None if v is None else float(v) for v in reply[1:]]
         guess = _instant_in(int(reply[1]))
     raise LeaderboardError("the window buckets kept changing while submitting; is the clock jumping?")
+
+
+def submit_one(spec: BoardSpec, op: SubmitOp, virtual_now_us: int | None = None) -> Flow[float | int | None]:
+    """One operation (the hot path of ``Leaderboard.submit``): the member's board score after it.
+
+    On a board without windows the script's arguments are one tuple built here (the script's own
+    fast path then runs one or two commands on a board with no options); with windows, ``submit``.
+    """
+    if spec.windows:
+        return (yield from submit(spec, (op,), virtual_now_us))[0]
+    mode, member, score, has_data, data = op
+    terms = spec.submit_terms(virtual_now_us)
+    if mode == "remove":
+        args: tuple[Any, ...] = (terms, "remove", member)
+    elif has_data:
+        args = (terms, _WITH_DATA[mode], member, score, data)
+    else:
+        args = (terms, mode, member, score)
+    try:
+        reply = yield _script(spec.submit_keys, args)
+    except Exception as exc:
+        _raise_script_error(exc)
+        raise
+    v = reply[1]  # reply[0] is 1: only a window bucket check answers 0
+    if v is None:
+        return None
+    return spec.decode(v) if spec.bits else float(v)
 
 
 def _instant_in(day: int) -> int:

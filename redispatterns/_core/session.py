@@ -36,7 +36,7 @@ from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
 from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
 from .ops import Batch, Command, Compute, Flow, Now, Op, Script
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "DEFAULT_EVENT_LIMIT",
@@ -150,6 +150,10 @@ class SessionConfig:
     tracks: bool = False  # keep each session's track key in step on rotate / destroy
     breaker: CircuitBreaker | None = None  # guards the reads (see ``guarded``)
     fail_closed: bool = False  # reads during an outage find nothing instead of raising
+    get_args: tuple[bytes] = field(init=False, repr=False, compare=False)  # built once: b"1000"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "get_args", (str(self.refresh_permille).encode(),))
 
     def id_of(self, token: str) -> str:
         return token_id(token, self.secret)
@@ -294,8 +298,26 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
 
 
-def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, Any]:
-    """Data fields from parallel name / value lists. With the default JSON codec the values go
+def _data_keys(names: list[Any]) -> list[str]:
+    """The data field names of ``lua/session_get.lua``'s reply without their ``d:`` prefix.
+
+    One join, one UTF-8 decode and one split for the whole list (what redis-py wrote for our
+    str names); per name only when that does not split back into as many names (a name holding
+    ``"\\0d:"``), for a decoding client's str names, or a foreign writer's non-UTF-8 bytes."""
+    if not names:
+        return []
+    try:
+        joined = b"\0".join(names).decode()
+    except (TypeError, UnicodeDecodeError):
+        return [_text(n)[2:] for n in names]
+    keys = joined[2:].split("\0d:")
+    if len(keys) != len(names):
+        return [_text(n)[2:] for n in names]
+    return keys
+
+
+def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, Any]:
+    """Data fields from parallel key / value lists. With the default JSON codec the values go
     straight to orjson, and only when one is not JSON (a ``bytes`` value, a foreign writer) to
     the codec: the result is the codec's either way, without its per-value checks."""
     if codec.__class__ is JsonCodec:
@@ -305,22 +327,19 @@ def decode_data(codec: Codec, names: list[Any], values: list[Any]) -> dict[str, 
             decoded = list(map(codec.decode, values))
     else:
         decoded = list(map(codec.decode, values))
-    try:
-        keys = list(map(bytes.decode, names))  # UTF-8: what redis-py wrote for our str names
-    except (TypeError, UnicodeDecodeError):  # a decoding client's str, or a foreign writer's bytes
-        keys = list(map(_text, names))
     return dict(zip(keys, decoded, strict=True))
 
 
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
-    metadata values by position (times and version as integers), then field/value pairs."""
+    metadata values by position (times and version as integers), then the data fields as
+    ``d:``-prefixed name / value pairs."""
     user, created, seen, deadline, idle, version, meta = reply[:7]
     return Session(
         token,
         sid,
         _text(user),
-        decode_data(cfg.codec, reply[7::2], reply[8::2]),
+        decode_data(cfg.codec, _data_keys(reply[7::2]), reply[8::2]),
         created / 1000,
         seen / 1000,
         deadline / 1000,
@@ -437,6 +456,13 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
     )
 
 
+def _op(script: LuaScript, key: str, args: tuple[Any, ...]) -> Script:
+    """A one-key script op built without ``Script``'s checks (its one key cannot cross slots)."""
+    op: Script = object.__new__(Script)
+    op.script, op.keys, op.args = script, (key,), args
+    return op
+
+
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     """One round trip: read the session and slide its idle TTL (capped by the deadline).
 
@@ -449,7 +475,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
         return None
     try:
-        reply = yield Script(_GET, (cfg.hash_key(sid),), (cfg.refresh_permille,))
+        reply = yield _op(_GET, cfg.hash_key(sid), cfg.get_args)
     except Exception as exc:
         if breaker is None or not is_outage(exc):
             raise
@@ -485,7 +511,7 @@ def update(
         return None
     sid = cfg.id_of(tok)
     expect = "" if expect_version is None else str(expect_version)
-    reply = yield Script(_UPDATE, (cfg.hash_key(sid),), (expect, len(fields) // 2, *fields, *dels))
+    reply = yield _op(_UPDATE, cfg.hash_key(sid), (expect, len(fields) // 2, *fields, *dels))
     v = int(reply)
     return None if v == 0 else v
 

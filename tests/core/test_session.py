@@ -133,7 +133,7 @@ def get_reply() -> list[Any]:
         1000,
         3,
         orjson.dumps({"ip": "1.1.1.1"}),
-        b"name",
+        b"d:name",
         b'"Ann"',
     ]
 
@@ -141,7 +141,7 @@ def get_reply() -> list[Any]:
 def test_get_is_one_script_and_decodes() -> None:
     c = cfg(refresh_permille=500)
     sid = c.id_of(TOK)
-    expected = Script(load("session_get"), keys=c.session_keys(sid)[:1], args=(500,))
+    expected = Script(load("session_get"), keys=c.session_keys(sid)[:1], args=(b"500",))
     s = replay(core.get(c, TOK), [(expected, get_reply())])
     assert s is not None
     assert (s.user_id, s.data, s.version, s.meta) == ("u", {"name": "Ann"}, 3, {"ip": "1.1.1.1"})
@@ -149,6 +149,27 @@ def test_get_is_one_script_and_decodes() -> None:
     assert s.get("missing", 7) == 7 and s["name"] == "Ann"
     assert replay(core.get(c, TOK), [(expected, 0)]) is None
     assert replay(core.get(c, "nope"), []) is None
+
+
+def test_get_decodes_unset_metadata_and_no_fields() -> None:
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, 1200, 9000, 1000, 0, b""])])
+    assert s is not None
+    assert (s.user_id, s.data, s.version, s.meta, s.created, s.last_seen) == ("", {}, 0, {}, 0.0, 1.2)
+
+
+@pytest.mark.parametrize(
+    ("names", "keys"),
+    [
+        ([b"d:a", b"d:b\x00d:c", b"d:"], ["a", "b\x00d:c", ""]),  # a name holding the separator
+        ([b"d:\xff", b"d:x"], ["\udcff", "x"]),  # a foreign writer's non-UTF-8 name
+        (["d:s", "d:t"], ["s", "t"]),  # a decoding client's str names
+        ([b"d:caf\xc3\xa9", b"d:\x00"], ["caf\u00e9", "\x00"]),
+    ],
+)
+def test_get_strips_the_data_prefix_from_any_name(names: list[Any], keys: list[str]) -> None:
+    reply = [b"u", 1, 1, 9000, 1000, 1, b"", *[x for n in names for x in (n, b"0")]]
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
+    assert s is not None and list(s.data) == keys
 
 
 def test_get_hook_runs_as_a_compute_op() -> None:

@@ -302,6 +302,25 @@ def test_submit_modes_and_return_values(rp: Harness) -> None:
         rp.call(b.submit("a", 1, "max"))
 
 
+def test_single_submits_on_a_board_without_options(rp: Harness) -> None:
+    """One submit on a plain board runs the script's short path: same answers as the general one."""
+    b = board(rp)  # desc: higher is better
+    assert rp.call(b.submit("a", 0.1)) == 0.1  # a new member, the float round-trips exactly
+    assert rp.call(b.submit("a", 0.1)) == 0.1  # equal: kept
+    assert rp.call(b.submit("a", -3)) == 0.1  # worse: kept
+    assert rp.call(b.submit("a", 2.5, data={"v": 1})) == 2.5
+    assert rp.call(b.submit("a", 1, "latest", data={"v": 2})) == 1.0
+    assert rp.call(b.data("a")) == {"v": 2}
+    assert rp.call(b.submit("n", 4, "incr", data={"v": 3})) == 4.0  # incr of a new member
+    assert rp.call(b.submit("a", 1e308, "latest")) == 1e308
+    with pytest.raises(core.LeaderboardError, match="finite"):
+        rp.call(b.submit("a", 1e308, "incr"))  # checked before the write
+    assert rp.call(b.score("a")) == 1e308
+    assert rp.call(b.submit("a", -1e308, "incr", data={"v": 4})) == 0.0
+    assert rp.call(b.data("a")) == {"v": 4}
+    assert [(e.member, e.score) for e in rp.call(b.top(5, with_data=False))] == [("n", 4.0), ("a", 0.0)]
+
+
 # --------------------------------------------------------------------------- tie-break
 
 
