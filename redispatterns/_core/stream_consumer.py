@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+from operator import itemgetter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ _MAX_DLQ_ERROR = 2000  # characters of the last error kept in a dead letter
 _RELEASED_IDLE_MS = 86_400_000  # released entries look idle for a day: any consumer's reclaim takes them
 PROMOTE_BATCH = 1000  # delayed entries moved into the stream per read, at most
 _NOW = Now()
+_first = itemgetter(0)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -165,6 +167,7 @@ class ConsumerState:
     next_promote: float = 0.0
     stopping: bool = False
     acks: list[Any] = field(default_factory=list)  # ids acked locally, sent with the next read
+    settled_by_hand: bool = False  # a handler acked, nacked or dead-lettered a message itself
     errors_in_row: int = 0
     stats: ConsumerStats = field(default_factory=ConsumerStats)
 
@@ -655,9 +658,13 @@ def work(
                 continue
             idle_since = None
             msgs = wrap(delivery)
+            st.settled_by_hand = False
             outcomes = yield ComputeEach(handler, msgs, cfg.concurrency, key, stop)
             if outcomes.count(None) == len(msgs):  # all returned: settle_batch's fast path, inlined
-                st.acks += [m._id for m in msgs if not m.settled]
+                if st.settled_by_hand:
+                    st.acks += [m._id for m in msgs if not m.settled]
+                else:  # no message was settled by hand: every id of the reply
+                    st.acks += map(_first, delivery.entries)
                 done = len(msgs)
             else:
                 done = yield from settle_batch(spec, cfg, st, msgs, outcomes, on_error)
