@@ -2,8 +2,9 @@
 
 ``publish`` numbers each message in one script (INCR + PUBLISH, one round trip); the floor is a
 raw ``PUBLISH`` of the same encoded bytes. The round-trip cases publish one message and wait for
-it on a subscriber: ours (reader thread/task + bounded queue + gap bookkeeping) against redis-py's
-``PubSub.get_message`` polled on the caller's thread (no reconnect handling, no gap reports).
+it on a subscriber: ours (``get()`` reads the connection on the caller's thread / task when the
+reader is idle, + bounded queue + gap bookkeeping) against redis-py's ``PubSub.get_message``
+polled on the caller's thread (no reconnect handling, no gap reports).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Every pattern lives under a :class:`Mount` (prefix, mode, default TTL), takes ``
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from . import http as http  # the web adapters: redispatterns.http
@@ -279,3 +280,7 @@ if not TYPE_CHECKING:  # type checkers see only the current names
             stacklevel=2,
         )
         return getattr(importlib.import_module(f"redispatterns.{module}"), new)
+
+# A library's loggers stay silent until the application configures logging (the stdlib's advice
+# for libraries): without this, Python's last-resort handler prints WARNING records to stderr.
+logging.getLogger("redispatterns").addHandler(logging.NullHandler())

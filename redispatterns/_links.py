@@ -12,7 +12,9 @@ the subscriber shells plan links and call user code. Per runtime:
   the state's backoff.
 - :class:`Inbox` / :class:`AsyncInbox`: the bounded local queue (the core ``OverflowBuffer``)
   and its waits; :func:`next_message` / :func:`next_message_async` take the next message for a
-  consumer, running the subscriber's gap flow on the way.
+  consumer, running the subscriber's gap flow on the way. A consumer that finds the queue empty
+  reads the connection itself when no one else does (the read hand-off, see :class:`Link`), so
+  a delivery costs no wake-up of another thread or task.
 - :func:`spawn_worker` / :func:`spawn_worker_async`: the handler worker.
 
 Readers and workers hold their subscriber only through a :class:`Control` (and a weak
@@ -63,12 +65,38 @@ __all__ = [
 log = logging.getLogger("redispatterns.pubsub")
 Worker = threading.Thread  # a handler worker (sync)
 _WORKER_POLL = 0.25  # how often an idle handler worker lets go of its subscriber
+_LEASE = 0.05  # after a consumer read the socket, the background reader keeps off it this long
 
 
 class Link:
-    """One subscriber connection: its subscriptions, protocol state and current connection."""
+    """One subscriber connection: its subscriptions, protocol state and current connection.
 
-    __slots__ = ("conn", "ready", "state", "subs", "task", "thread")
+    The read hand-off (sync and asyncio alike): whoever holds the *read role* (``rlock``, or
+    ``reading`` in asyncio) may use ``conn``. A consumer that finds the local queue empty takes
+    the role itself when it is free and the connection is ``shared`` (subscribed, no reconnect
+    under way), reads one reply on its own thread / task and queues its events, so a delivery
+    costs no wake-up of another thread. It renews ``lease``: until then the background reader
+    stays off the socket (it takes over when no consumer read for ``_LEASE`` seconds, so
+    PINGs, reconnects and the queue's overflow policy go on while the consumer is busy). A
+    consumer's read that fails leaves the error in ``error`` and ``nudge``s the reader, which
+    reconnects as if its own read had failed.
+    """
+
+    __slots__ = (
+        "conn",
+        "error",
+        "lease",
+        "nudge",
+        "reading",
+        "ready",
+        "rlock",
+        "shared",
+        "state",
+        "subs",
+        "task",
+        "thread",
+        "wakeup",
+    )
 
     def __init__(self, subs: tuple[core.Sub, ...], state: LinkState) -> None:
         self.subs = subs
@@ -77,6 +105,13 @@ class Link:
         self.ready = threading.Event()
         self.thread: threading.Thread | None = None
         self.task: asyncio.Task[None] | None = None
+        self.rlock = threading.Lock()  # the read role (threads)
+        self.reading = False  # the read role (tasks: one event loop, no lock needed)
+        self.shared = False  # consumers may read ``conn`` (changed only by the role's holder)
+        self.lease = 0.0  # monotonic: the background reader stays off the socket until then
+        self.error: BaseException | None = None  # a consumer's failed read, for the reader
+        self.nudge = threading.Event()  # wakes a sync reader out of its lease wait
+        self.wakeup: asyncio.Future[None] | None = None  # the same for a reader task
 
     @property
     def sharded(self) -> bool:
@@ -155,6 +190,7 @@ def stop(ctl: Control) -> list[Link]:
     with ctl.lock:
         links = list(ctl.links)
     for link in links:
+        link.nudge.set()
         if link.thread is not None:
             _shutdown(link.conn)
         elif link.task is not None and not link.task.done():
@@ -211,29 +247,26 @@ class _InboxBase:
             self.received += 1
         return True
 
-    def _step(self, deadline: float | None) -> tuple[Event | None, bool, float | None]:
-        """``(event, True, _)`` when one is queued; ``(None, True, _)`` once closed or past
-        ``deadline``; else ``(None, False, seconds left)`` (``None``: no deadline): wait."""
-        item = self.buffer.take(time.time())
+    def _pop(self) -> Event | None:
+        """The next queued event (counted when a message), or ``None``."""
+        buffer = self.buffer
+        if buffer.idle:
+            return None  # the common case of a waiting consumer: no clock read
+        item = buffer.take(time.time())
         if item is not None:
             if item.__class__ is PubSubMessage:
                 self.delivered += 1
             self._made_room()
-            return item, True, None
-        if self.closed:
-            return None, True, None
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return None, True, None
-        return None, False, left
+        return item
 
     def _made_room(self) -> None:
         """A take freed a slot: wake a reader waiting under ``overflow="block"``."""
 
 
 class Inbox(_InboxBase):
-    """The local queue for threads. A consumer finding it empty waits on a C-level queue of
-    wake-ups (no ``Condition``: one futex wake per message, taken outside the buffer's lock)."""
+    """The local queue for threads. A consumer finding it empty reads the connection itself
+    when nobody else does (see :class:`Link`), else waits on a C-level queue of wake-ups (no
+    ``Condition``: one futex wake per message, taken outside the buffer's lock)."""
 
     def __init__(self, buffer: OverflowBuffer) -> None:
         super().__init__(buffer)
@@ -261,14 +294,63 @@ class Inbox(_InboxBase):
             self._wake.put(None)
         return not self.buffer.failed
 
-    def take(self, deadline: float | None) -> Event | None:
-        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+    def hand(self, events: list[Event], stopped: threading.Event) -> Event | None:
+        """Events a consumer read itself: the first is returned at once when nothing else is
+        queued (it never enters the buffer), the others are queued."""
+        first: Event | None = None
+        with self._lock:
+            if self.buffer.idle and not self.closed:
+                first = events.pop(0)
+                if first.__class__ is PubSubMessage:
+                    self.received += 1
+                    self.delivered += 1
+        for ev in events:
+            if not self.put(ev, stopped):
+                stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+        return first
+
+    @property
+    def waiters(self) -> bool:
+        """Consumers wait for an event now (read without the lock: a hint)."""
+        return self._waiting > 0
+
+    def pass_on(self) -> bool:
+        """The read role was let go: wake one waiting consumer to take it (True if any)."""
+        with self._lock:
+            if self._waiting <= 0:
+                return False
+            self._waiting -= 1
+        self._wake.put(None)
+        return True
+
+    def take(self, deadline: float | None, ctl: Control | None = None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed. With ``ctl``
+        (one link), an empty queue is filled by reading the connection here when it is free."""
+        link = _solo(ctl)
+        polled = False
         while True:
             with self._lock:
-                item, done, left = self._step(deadline)
-                if done:
+                item = self._pop()
+                if item is not None or self.closed:
                     return item
-                self._waiting += 1
+                now = time.monotonic()
+                left = None if deadline is None else deadline - now
+                expired = left is not None and left <= 0
+                read = False
+                if link is not None:
+                    link.lease = now + _LEASE  # a consumer is here: the reader yields
+                    read = not (expired and polled) and _claim(link)
+                if not read:
+                    if expired:
+                        return None
+                    self._waiting += 1
+            if read:
+                assert ctl is not None and link is not None
+                polled = True
+                item = _read_here(ctl, link, self, None if left is None else max(0.0, left))
+                if item is not None:
+                    return item
+                continue
             try:
                 self._wake.get(timeout=left)
             except queue.Empty:
@@ -339,13 +421,57 @@ class AsyncInbox(_InboxBase):
             await self._wait(self._room, 0.1)
         return not self.buffer.failed
 
-    async def take(self, deadline: float | None) -> Event | None:
-        """The next event; ``None`` at ``deadline`` (monotonic) or once closed."""
+    async def take(self, deadline: float | None, ctl: Control | None = None) -> Event | None:
+        """The next event; ``None`` at ``deadline`` (monotonic) or once closed. With ``ctl``
+        (one link), an empty queue is filled by reading the connection in this task when no
+        other task reads it."""
+        link = _solo(ctl)
+        polled = False
         while True:
-            item, done, left = self._step(deadline)
-            if done:
+            item = self._pop()
+            if item is not None or self.closed:
                 return item
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
+            expired = left is not None and left <= 0
+            if link is not None:
+                link.lease = now + _LEASE  # a consumer is here: the reader yields
+                if link.shared and not link.reading and not (expired and polled):
+                    assert ctl is not None
+                    polled = True
+                    item = await _read_here_async(ctl, link, self, None if left is None else max(0.0, left))
+                    if item is not None:
+                        return item
+                    continue
+            if expired:
+                return None
             await self._wait(self._waiters, left)
+
+    def first(self, events: list[Event]) -> Event | None:
+        """Of the events a consumer read itself, the first, taken at once when nothing else is
+        queued (it never enters the buffer); the caller queues the rest."""
+        if not self.buffer.idle or self.closed:
+            return None
+        first = events.pop(0)
+        if first.__class__ is PubSubMessage:
+            self.received += 1
+            self.delivered += 1
+        return first
+
+    @property
+    def waiters(self) -> bool:
+        """Consumers wait for an event now."""
+        return bool(self._waiters)
+
+    def pass_on(self) -> bool:
+        """The read role was let go: wake one waiting consumer to take it (True if any)."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return True
+        return False
 
     def _made_room(self) -> None:
         if self._room:
@@ -369,23 +495,25 @@ def _expire(fut: asyncio.Future[None]) -> None:
 GapFlow = Callable[[Gap], Flow[None]]
 
 
-def next_message(inbox: Inbox, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
+def next_message(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
     """The next message for a consumer thread; gaps met on the way go through ``gap_flow``."""
+    inbox = ctl.inbox
+    assert isinstance(inbox, Inbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = inbox.take(deadline)
+        item = inbox.take(deadline, ctl)
         if item is None or isinstance(item, PubSubMessage):
             return item
         run_sync(None, gap_flow(item))
 
 
-async def next_message_async(
-    inbox: AsyncInbox, gap_flow: GapFlow, timeout: float | None
-) -> PubSubMessage | None:
+async def next_message_async(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
     """The asyncio twin of :func:`next_message`."""
+    inbox = ctl.inbox
+    assert isinstance(inbox, AsyncInbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = await inbox.take(deadline)
+        item = await inbox.take(deadline, ctl)
         if item is None or isinstance(item, PubSubMessage):
             return item
         await run_async(None, gap_flow(item))
@@ -463,44 +591,126 @@ def _open(ctl: Control, link: Link) -> tuple[Any, Callable[[], None]]:
     return conn, release
 
 
+def _solo(ctl: Control | None) -> Link | None:
+    """The link a consumer may read itself: the subscriber's only one (else ``None``)."""
+    if ctl is None:
+        return None
+    links = ctl.links
+    return links[0] if len(links) == 1 else None
+
+
+def _claim(link: Link) -> bool:
+    """Take the read role if it is free and the connection is open to consumers."""
+    if not link.rlock.acquire(blocking=False):
+        return False
+    if link.shared:
+        return True
+    link.rlock.release()
+    return False
+
+
+def _poll(st: LinkState, conn: Any, wait: float, now: float) -> Any:
+    """One turn on the connection: PING / declare it dead as the state says, then one reply
+    read within ``wait`` seconds (``None``: nothing came)."""
+    if _due(st, now):
+        conn.send_command("PING", core.PING_TOKEN, check_health=False)
+    if not conn.can_read(timeout=wait):
+        return None
+    return conn.read_response(disable_decoding=True, disconnect_on_error=False, push_request=True)
+
+
+def _queue(ctl: Control, inbox: Inbox, events: list[Event]) -> None:
+    for ev in events:
+        if not inbox.put(ev, ctl.stopped):
+            ctl.stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+
+
+def _read_here(ctl: Control, link: Link, inbox: Inbox, left: float | None) -> Event | None:
+    """A consumer holding the read role: one reply (within ``left`` seconds, at most the
+    state's wait) read on this thread. Its first event is returned at once when nothing else
+    is queued (it never enters the buffer), the rest are queued; a failure goes to the reader
+    thread. Lets go of the role."""
+    st = link.state
+    first: Event | None = None
+    try:
+        now = time.monotonic()
+        wait = st.wait_time(now)
+        if left is not None and left < wait:
+            wait = left
+        link.lease = now + wait + _LEASE  # the reader sleeps through this read
+        reply = _poll(st, link.conn, wait, now)
+        if reply is not None:
+            events = st.on_reply(reply, time.monotonic(), time.time())
+            if events:
+                first = inbox.hand(events, ctl.stopped)
+    except BaseException as exc:
+        link.shared = False
+        link.error = exc if isinstance(exc, Exception) else LinkBroken(f"read interrupted: {_describe(exc)}")
+        link.nudge.set()
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        link.lease = time.monotonic() + _LEASE
+        link.rlock.release()
+    inbox.pass_on()  # another consumer waits: it takes the role
+    return first
+
+
 def _read(ctl: Control, link: Link) -> None:
     st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
     assert isinstance(inbox, Inbox)
+    rlock, nudge = link.rlock, link.nudge
     while not stopped.is_set():
         release: Callable[[], None] | None = None
         try:
             conn, release = _open(ctl, link)
-            link.conn = conn
+            with rlock:
+                link.conn, link.error = conn, None
             if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 conn.send_command(*cmd, check_health=False)
             reconnects = st.reconnects
             while not stopped.is_set():
-                act = st.tick(mono())
-                if act is LinkAction.DEAD:
-                    raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act is LinkAction.PING:
-                    conn.send_command("PING", core.PING_TOKEN, check_health=False)
-                if not conn.can_read(timeout=st.wait_time(mono())):
+                if link.error is None and link.shared and (idle := link.lease - mono()) > 0:
+                    nudge.wait(idle)  # a consumer reads: stay off the socket
+                    nudge.clear()
                     continue
-                reply = conn.read_response(
-                    disable_decoding=True, disconnect_on_error=False, push_request=True
-                )
-                events = st.on_reply(reply, mono(), time.time())
-                if st.live and not link.ready.is_set():
-                    link.ready.set()
-                    _became_live(st, reconnects)
-                for ev in events:
-                    if not inbox.put(ev, stopped):
-                        stopped.set()  # overflow="error": the consumer gets SubscriberOverflow
+                if not rlock.acquire(timeout=_LEASE):
+                    continue
+                if link.error is None and link.shared and link.lease > mono():
+                    rlock.release()  # a consumer just let go of the role: it will be back
+                    inbox.pass_on()  # (or one tried to take it while we held it: it takes it now)
+                    continue
+                try:
+                    if link.error is not None:
+                        raise link.error  # a consumer's read failed: reconnect
+                    now = mono()
+                    reply = _poll(st, conn, st.wait_time(now), now)
+                    if reply is not None:
+                        events = st.on_reply(reply, mono(), time.time())
+                        if st.live and not link.ready.is_set():
+                            link.ready.set()
+                            link.shared = True
+                            _became_live(st, reconnects)
+                        if events and inbox.waiters and _solo(ctl) is link:
+                            link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
+                        _queue(ctl, inbox, events)
+                except BaseException:
+                    link.shared = False  # under the role: no consumer reads the broken connection
+                    raise
+                finally:
+                    rlock.release()
+                if _solo(ctl) is link and inbox.pass_on():
+                    link.lease = mono() + _LEASE  # a consumer waits: it takes the role
         except Exception as exc:
             if stopped.is_set():
                 break
             link.ready.clear()
             stopped.wait(_lost(st, exc))
         finally:
-            link.conn = None
+            with rlock:  # a consumer mid-read (woken by stop's shutdown) finishes first
+                link.conn, link.shared, link.error = None, False, None
             if release is not None:
                 release()
 
@@ -551,6 +761,94 @@ async def _open_async(ctl: Control, link: Link) -> tuple[Any, Callable[[], Await
     return conn, release
 
 
+async def _nap(link: Link, seconds: float) -> None:
+    """A reader task staying off the socket while a consumer reads (``link.wakeup`` ends it)."""
+    loop = asyncio.get_running_loop()
+    fut = link.wakeup = loop.create_future()
+    timer = loop.call_later(seconds, _expire, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+        link.wakeup = None
+
+
+def _due(st: LinkState, now: float) -> bool:
+    """The state's timing for a read turn: True when a PING must go out first; raises
+    :class:`LinkBroken` when the last PING's PONG is overdue (a half-open connection)."""
+    act = st.tick(now)
+    if act is LinkAction.DEAD:
+        raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
+    return act is LinkAction.PING
+
+
+async def _poll_async(st: LinkState, conn: Any, wait: float, now: float) -> Any:
+    """The asyncio twin of :func:`_poll` (``None``: nothing came within ``wait``). Inlined in
+    :func:`_read_here_async`, a consumer's hot path (one coroutine less per message)."""
+    if _due(st, now):
+        await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+    try:
+        return await conn.read_response(
+            disable_decoding=True, timeout=max(0.001, wait), disconnect_on_error=False, push_request=True
+        )
+    except (RedisTimeoutError, asyncio.TimeoutError):
+        return None
+
+
+async def _queue_async(ctl: Control, inbox: AsyncInbox, events: list[Event]) -> None:
+    for ev in events:
+        if not inbox.offer(ev):  # full under overflow="block": wait for room
+            await inbox.put(ev, ctl.stopped)
+        if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
+            ctl.stopped.set()
+
+
+async def _read_here_async(ctl: Control, link: Link, inbox: AsyncInbox, left: float | None) -> Event | None:
+    """The asyncio twin of :func:`_read_here`; a consumer cancelled mid-read leaves the
+    connection as it was (redis-py's parsers resume a cancelled read)."""
+    st = link.state
+    first: Event | None = None
+    link.reading = True
+    try:
+        now = time.monotonic()
+        wait = st.wait_time(now)
+        if left is not None and left < wait:
+            wait = left
+        link.lease = now + wait + _LEASE  # the reader task sleeps through this read
+        conn = link.conn
+        if _due(st, now):
+            await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+        try:
+            reply = await conn.read_response(
+                disable_decoding=True,
+                timeout=max(0.001, wait),
+                disconnect_on_error=False,
+                push_request=True,
+            )
+        except (RedisTimeoutError, asyncio.TimeoutError):
+            reply = None
+        if reply is not None:
+            events = st.on_reply(reply, time.monotonic(), time.time())
+            if events:
+                first = inbox.first(events)
+                if events:
+                    await _queue_async(ctl, inbox, events)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        link.shared = False
+        link.error = exc if isinstance(exc, Exception) else LinkBroken(f"read interrupted: {_describe(exc)}")
+        if link.wakeup is not None:
+            _expire(link.wakeup)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        link.lease = time.monotonic() + _LEASE
+        link.reading = False
+    inbox.pass_on()  # another consumer waits: it takes the role
+    return first
+
+
 async def _read_async(ctl: Control, link: Link) -> None:
     st, stopped, mono, inbox = link.state, ctl.stopped, time.monotonic, ctl.inbox
     assert isinstance(inbox, AsyncInbox)
@@ -558,40 +856,41 @@ async def _read_async(ctl: Control, link: Link) -> None:
         release: Callable[[], Awaitable[None]] | None = None
         try:
             conn, release = await _open_async(ctl, link)
-            link.conn = conn
+            link.conn, link.error = conn, None
             if stopped.is_set():
                 break
             for cmd in st.connecting(mono()):
                 await conn.send_command(*cmd, check_health=False)
             reconnects = st.reconnects
             while not stopped.is_set():
-                act = st.tick(mono())
-                if act is LinkAction.DEAD:
-                    raise LinkBroken(f"no PONG within {st.ping_timeout}s: half-open connection")
-                if act is LinkAction.PING:
-                    await conn.send_command("PING", core.PING_TOKEN, check_health=False)
+                if link.reading or (link.error is None and link.shared and link.lease > mono()):
+                    await _nap(link, max(_LEASE if link.reading else 0.001, link.lease - mono()))
+                    continue  # a consumer reads: stay off the socket
+                link.reading = True
                 try:
-                    reply = await conn.read_response(
-                        disable_decoding=True,
-                        timeout=max(0.001, st.wait_time(mono())),
-                        disconnect_on_error=False,
-                        push_request=True,
-                    )
-                except (RedisTimeoutError, asyncio.TimeoutError):
-                    continue
-                if reply is None:  # the read timed out
-                    continue
-                events = st.on_reply(reply, mono(), time.time())
-                if st.live and not link.ready.is_set():
-                    link.ready.set()
-                    _became_live(st, reconnects)
-                    if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
-                        ctl.live.set()
-                for ev in events:
-                    if not inbox.offer(ev):  # full under overflow="block": wait for room
-                        await inbox.put(ev, stopped)
-                    if inbox.buffer.failed:  # overflow="error": the consumer gets SubscriberOverflow
-                        stopped.set()
+                    if link.error is not None:
+                        raise link.error  # a consumer's read failed: reconnect
+                    now = mono()
+                    reply = await _poll_async(st, conn, st.wait_time(now), now)
+                    if reply is None:
+                        continue
+                    events = st.on_reply(reply, mono(), time.time())
+                    if st.live and not link.ready.is_set():
+                        link.ready.set()
+                        link.shared = True
+                        _became_live(st, reconnects)
+                        if ctl.live is not None and all(x.ready.is_set() for x in ctl.links):
+                            ctl.live.set()
+                    if events and inbox.waiters and _solo(ctl) is link:
+                        link.lease = mono() + _LEASE  # a consumer waits: it reads the next one
+                    await _queue_async(ctl, inbox, events)
+                except BaseException:
+                    link.shared = False  # no consumer reads the broken connection
+                    raise
+                finally:
+                    link.reading = False
+                if _solo(ctl) is link and inbox.pass_on():
+                    link.lease = mono() + _LEASE  # a consumer waits: it takes the role
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -600,6 +899,6 @@ async def _read_async(ctl: Control, link: Link) -> None:
             link.ready.clear()
             await asyncio.sleep(_lost(st, exc))
         finally:
-            link.conn = None
+            link.conn, link.shared, link.error = None, False, None
             if release is not None:
                 await asyncio.shield(release())

@@ -37,7 +37,9 @@ __all__ = [
 log = logging.getLogger("redispatterns")
 _lock = threading.Lock()
 _loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
-_bound: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = weakref.WeakKeyDictionary()
+# id(client) -> (the client, weakly; the loop it was last used in, weakly). A plain dict keyed by
+# id: the runner asks on every call, and a WeakKeyDictionary lookup builds a weakref each time.
+_bound: dict[int, tuple[weakref.ref[Any], weakref.ref[asyncio.AbstractEventLoop]]] = {}
 _closing: set[asyncio.Task[Any]] = set()
 
 
@@ -184,9 +186,9 @@ def check_loop(client: Any) -> None:
     if client is None:  # a flow that only fans out to other clients
         return
     loop = asyncio.get_running_loop()
-    ref = _bound.get(client)
-    if ref is not None:
-        bound = ref()
+    entry = _bound.get(id(client))
+    if entry is not None and entry[0]() is client:
+        bound = entry[1]()
         if bound is loop:
             return
         if bound is not None and _live(client):
@@ -198,10 +200,11 @@ def check_loop(client: Any) -> None:
                 "handler), `await client.aclose()` before its loop ends, or pass no client= and "
                 "let redispatterns keep one client per loop (rp.connect_async())"
             )
-    _bound[client] = weakref.ref(loop)
+    key = id(client)
+    _bound[key] = (weakref.ref(client, lambda _: _bound.pop(key, None)), weakref.ref(loop))
 
 
 def bound_loop(client: Any) -> asyncio.AbstractEventLoop | None:
     """The loop ``client`` was last used in through the runner (None: never, or gone)."""
-    ref = _bound.get(client)
-    return None if ref is None else ref()
+    entry = _bound.get(id(client))
+    return None if entry is None or entry[0]() is not client else entry[1]()

@@ -124,6 +124,9 @@ POOL_WAIT = 10.0  # how long a call waits for a free pooled connection (as clien
 # A read is tried again after a connection error (the connection died: a new one may work), never
 # after a timeout: the server may be hung, and each retry would cost another full timeout.
 _RETRY_ON = (RedisConnectionError, ConnectionError)
+# What a first attempt's error may lead to (a wait on a full pool, or a retry); anything else
+# goes straight to the flow. RedisPatternsError from a nested runner is final (re-raised).
+_RETRYABLE = (MaxConnectionsError, *_RETRY_ON)
 
 _infos: weakref.WeakKeyDictionary[Any, ServerInfo] = weakref.WeakKeyDictionary()
 
@@ -716,19 +719,19 @@ def _routed(client: Any, cmd: Command) -> dict[str, Any]:
 
 def _exec_sync(client: Any, op: Op) -> Any:
     t = type(op)
-    if t is Command:
-        cmd = cast(Command, op)
-        if cmd.keys:
-            return client.execute_command(*cmd.args, **_routed(client, cmd))
-        return client.execute_command(*cmd.args)
     if t is Script:
-        s = cast(Script, op)
+        s: Script = op  # type: ignore[assignment]  # `type(op) is` and no cast(): the hot path
         sc = s.script
         try:
             return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
         except NoScriptError:  # first use on this server, or after SCRIPT FLUSH / failover
             client.script_load(sc.source)
             return client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+    if t is Command:
+        cmd: Command = op  # type: ignore[assignment]
+        if cmd.keys:
+            return client.execute_command(*cmd.args, **_routed(client, cmd))
+        return client.execute_command(*cmd.args)
     if t is Batch:
         return _batch_sync(client, cast(Batch, op))
     if t is Sleep:
@@ -767,22 +770,33 @@ def _exec_sync(client: Any, op: Op) -> Any:
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
-def _exec_sync_retrying(client: Any, op: Op) -> Any:
+def _retry_sync(client: Any, op: Op, exc: Exception) -> Any:
+    """After ``exc`` from the first attempt: wait on a full pool, retry a read after a
+    connection error (``READ_RETRIES``), else raise ``exc``."""
     attempt = 0
     full_since: float | None = None
     while True:
-        try:
-            return _exec_sync(client, op)
-        except RedisPatternsError:  # from a nested runner (a Coalesce leader): final
-            raise
-        except MaxConnectionsError:
+        if isinstance(exc, RedisPatternsError):  # from a nested runner (a Coalesce leader): final
+            raise exc
+        if isinstance(exc, MaxConnectionsError):
             full_since, pause = _pool_full_wait(full_since)
             time.sleep(pause)
-        except _RETRY_ON:
-            if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
-                raise
+        elif isinstance(exc, _RETRY_ON) and attempt < READ_RETRIES and getattr(op, "retryable", False):
             time.sleep(_backoff(attempt))
             attempt += 1
+        else:
+            raise exc
+        try:
+            return _exec_sync(client, op)
+        except _RETRYABLE as again:
+            exc = again
+
+
+def _exec_sync_retrying(client: Any, op: Op) -> Any:
+    try:
+        return _exec_sync(client, op)
+    except _RETRYABLE as exc:
+        return _retry_sync(client, op, exc)
 
 
 def run_sync(client: Any, flow: Flow[T]) -> T:
@@ -795,7 +809,10 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
         op = next(flow)
         while True:
             try:
-                reply = _exec_sync_retrying(client, op)
+                try:
+                    reply = _exec_sync(client, op)
+                except _RETRYABLE as exc:  # the first attempt runs without the retry loop's frame
+                    reply = _retry_sync(client, op, exc)
             except Exception as exc:  # thrown into the flow, which may handle it
                 if type(op) is Compute:
                     _from_user(exc)
@@ -835,19 +852,19 @@ async def _batch_async(client: Any, op: Batch) -> Any:
 
 async def _exec_async(client: Any, op: Op) -> Any:
     t = type(op)
-    if t is Command:
-        cmd = cast(Command, op)
-        if cmd.keys:
-            return await client.execute_command(*cmd.args, **_routed(client, cmd))
-        return await client.execute_command(*cmd.args)
     if t is Script:
-        s = cast(Script, op)
+        s: Script = op  # type: ignore[assignment]  # as in _exec_sync
         sc = s.script
         try:
             return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
         except NoScriptError:
             await client.script_load(sc.source)
             return await client.execute_command("EVALSHA", sc.sha, len(s.keys), *s.keys, *s.args)
+    if t is Command:
+        cmd: Command = op  # type: ignore[assignment]
+        if cmd.keys:
+            return await client.execute_command(*cmd.args, **_routed(client, cmd))
+        return await client.execute_command(*cmd.args)
     if t is Batch:
         return await _batch_async(client, cast(Batch, op))
     if t is Sleep:
@@ -889,22 +906,25 @@ async def _exec_async(client: Any, op: Op) -> Any:
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
-async def _exec_async_retrying(client: Any, op: Op) -> Any:
+async def _retry_async(client: Any, op: Op, exc: Exception) -> Any:
+    """The asyncio twin of :func:`_retry_sync`."""
     attempt = 0
     full_since: float | None = None
     while True:
-        try:
-            return await _exec_async(client, op)
-        except RedisPatternsError:  # from a nested runner (a Coalesce leader): final
-            raise
-        except MaxConnectionsError:
+        if isinstance(exc, RedisPatternsError):
+            raise exc
+        if isinstance(exc, MaxConnectionsError):
             full_since, pause = _pool_full_wait(full_since)
             await asyncio.sleep(pause)
-        except _RETRY_ON:
-            if attempt >= READ_RETRIES or not getattr(op, "retryable", False):
-                raise
+        elif isinstance(exc, _RETRY_ON) and attempt < READ_RETRIES and getattr(op, "retryable", False):
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
+        else:
+            raise exc
+        try:
+            return await _exec_async(client, op)
+        except _RETRYABLE as again:
+            exc = again
 
 
 async def ensure_ready(client: Any) -> None:
@@ -935,7 +955,10 @@ async def run_async(client: Any, flow: Flow[T]) -> T:
                 if init and type(op) is not Compute:  # in the flow: its error handling applies
                     init = False
                     await ensure_ready(client)
-                reply = await _exec_async_retrying(client, op)
+                try:
+                    reply = await _exec_async(client, op)
+                except _RETRYABLE as exc:
+                    reply = await _retry_async(client, op, exc)
             except Exception as exc:
                 if type(op) is Compute:
                     _from_user(exc)

@@ -103,9 +103,7 @@ class Subscriber(SubscriberBase):
         """
         if not self._started:
             self.start()
-        inbox = self._ctl.inbox
-        assert isinstance(inbox, driver.Inbox)
-        return driver.next_message(inbox, self._gap_flow, timeout)
+        return driver.next_message(self._ctl, self._gap_flow, timeout)
 
     def __iter__(self) -> Iterator[PubSubMessage]:
         while (msg := self.get()) is not None:
@@ -183,9 +181,7 @@ class AsyncSubscriber(SubscriberBase):
         :meth:`Subscriber.get`)."""
         if not self._started:
             await self.start()
-        inbox = self._ctl.inbox
-        assert isinstance(inbox, driver.AsyncInbox)
-        return await driver.next_message_async(inbox, self._gap_flow, timeout)
+        return await driver.next_message_async(self._ctl, self._gap_flow, timeout)
 
     def __aiter__(self) -> AsyncSubscriber:
         return self

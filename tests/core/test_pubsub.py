@@ -482,3 +482,39 @@ def test_async_inbox_wakes_a_waiting_task_and_times_out() -> None:
         assert await asyncio.wait_for(late, 5) is None
 
     asyncio.run(main())
+
+
+def test_the_fast_message_constructor_builds_the_same_frozen_message() -> None:
+    """The reader builds messages through the slots' descriptors (hot path): the same value,
+    hash and immutability as ``PubSubMessage(...)``, for every field in order."""
+    import dataclasses
+
+    from redispatterns._core.pubsub import _new_message
+
+    args = ("orders", {"id": 7}, 3, "ord*", True, b"#rp1:3:{}")
+    fast, slow = _new_message(*args), PubSubMessage(*args)
+    assert fast == slow and repr(fast) == repr(slow)
+    assert tuple(getattr(fast, f.name) for f in dataclasses.fields(PubSubMessage)) == args
+    assert hash(_new_message("c", 1, None, None, False, b"")) == hash(PubSubMessage("c", 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.seq = 4  # type: ignore[misc]
+    assert dataclasses.replace(fast, seq=4).seq == 4
+
+
+def test_message_replies_read_the_same_in_every_shape() -> None:
+    """The hot path (a ``list`` of bytes, or a subclass such as hiredis's push notification in
+    asyncio) and the general path (``str`` parts of a decoding client, tuples) agree."""
+
+    class Push(list):  # type: ignore[type-arg]
+        pass
+
+    chan = NAMES.channel("a").encode()
+    shapes = [
+        [b"message", chan, ENVELOPE + b"1:7"],
+        Push([b"message", chan, ENVELOPE + b"2:7"]),
+        (b"message", chan, ENVELOPE + b"3:7"),
+        ["message", chan.decode(), (ENVELOPE + b"4:7").decode()],
+    ]
+    st = _link()
+    got = [st.on_reply(reply, 0, 0) for reply in shapes]
+    assert got == [[PubSubMessage("a", 7, n, None, False, ENVELOPE + b"%d:7" % n)] for n in (1, 2, 3, 4)]

@@ -213,7 +213,9 @@ def rp_namespace(mount: Mount, client: Any, is_async: bool) -> Namespace:
 def test_client_kill_resubscribes_and_reports_the_gap(rp: Harness, backend: Backend) -> None:
     real_only(backend)
     gaps: list[Gap] = []
-    names = ["k1", "k2"] if not backend.is_cluster else [f"k{i}" for i in range(6)]
+    # names of their own per flavour: a Cluster's bus may still carry the other run's last messages
+    k = "ka" if rp.is_async else "ks"
+    names = [f"{k}1", f"{k}2"] if not backend.is_cluster else [f"{k}{i}" for i in range(6)]
     # the first retry waits at least half the first delay, so "m2" is surely published (and, on a
     # Cluster, carried over the bus to every node) while nobody listens
     sub = _sub(rp, names, on_gap=gaps.append, backoff=(1.2, 2.0) if backend.is_cluster else (0.4, 1.0))
@@ -789,3 +791,144 @@ def test_each_reconnect_is_logged_once(
         assert all(r.levelno == logging.INFO for r in back)
     finally:
         rp.call(sub.close())
+
+
+# --------------------------------------------------------------------------- the read hand-off
+# A consumer waiting in get() reads the connection itself when the reader is idle (no wake-up of
+# another thread or task per message); these pin that it changes nothing a consumer can see.
+
+
+def test_two_concurrent_consumers_get_each_message_once_in_order(rp: Harness) -> None:
+    sub = _sub(rp, ["shared"])
+    pub = _pub(rp)
+    n = 200
+    outs: list[list[int]] = [[], []]
+    try:
+        if rp.is_async:
+
+            async def consume_async(out: list[int]) -> None:
+                while (m := await sub.get(timeout=1.0)) is not None:
+                    out.append(m.seq)
+
+            async def body() -> None:
+                tasks = [asyncio.create_task(consume_async(o)) for o in outs]
+                for i in range(n):
+                    await pub.publish("shared", i)
+                await asyncio.gather(*tasks)
+
+            rp.call(body())
+        else:
+
+            def consume(out: list[int]) -> None:
+                while (m := sub.get(timeout=1.0)) is not None:
+                    out.append(m.seq)
+
+            threads = [threading.Thread(target=consume, args=(o,)) for o in outs]
+            for t in threads:
+                t.start()
+            for i in range(n):
+                pub.publish("shared", i)
+            for t in threads:
+                t.join(30)
+        assert sorted(outs[0] + outs[1]) == list(range(1, n + 1))
+        assert all(o == sorted(o) for o in outs)  # each consumer sees the channel's order
+        assert sub.stats.delivered == n and not sub.gaps
+    finally:
+        rp.call(sub.close())
+
+
+def test_connection_killed_under_a_waiting_consumer_gives_the_gap_then_the_message(
+    rp: Harness, backend: Backend
+) -> None:
+    """The consumer blocked in get() is the one reading when the server kills the connection:
+    the reader thread/task still reconnects, the consumer gets the gap, then the next message."""
+    real_only(backend)
+    gaps: list[Gap] = []
+    sub = _sub(rp, ["waiting"], on_gap=gaps.append, backoff=(0.05, 0.2))
+    pub = _pub(rp)
+    try:
+        rp.call(pub.publish("waiting", "before"))
+        assert rp.call(sub.get(timeout=10)).data == "before"
+        if rp.is_async:
+
+            async def body() -> Any:
+                waiter = asyncio.create_task(sub.get(timeout=20))
+                await asyncio.sleep(0.3)  # the consumer now waits in get(), reading
+                kill_pubsub(backend)
+                deadline = time.monotonic() + 10
+                while not (sub.stats.reconnects >= 1 and rp_live(sub)):
+                    assert time.monotonic() < deadline, "not resubscribed in time"
+                    await asyncio.sleep(0.01)
+                await pub.publish("waiting", "after")
+                return await waiter
+
+            got = rp.call(body())
+        else:
+            box: list[Any] = []
+            waiter = threading.Thread(target=lambda: box.append(sub.get(timeout=20)))
+            waiter.start()
+            time.sleep(0.3)  # the consumer now waits in get(), reading
+            kill_pubsub(backend)
+            _wait(rp, lambda: sub.stats.reconnects >= 1 and rp_live(sub))
+            pub.publish("waiting", "after")
+            waiter.join(30)
+            got = box[0]
+        assert got is not None and (got.data, got.seq) == ("after", 2)
+        assert [g.reason for g in gaps] == ["disconnect"]
+    finally:
+        rp.call(sub.close())
+
+
+def test_get_with_timeout_zero_polls_the_connection(rp: Harness) -> None:
+    sub = _sub(rp, ["poll"])
+    try:
+        assert rp.call(sub.get(timeout=0)) is None
+        rp.call(_pub(rp).publish("poll", "x"))
+        deadline = time.monotonic() + 10
+        while (m := rp.call(sub.get(timeout=0))) is None:
+            assert time.monotonic() < deadline, "a polling consumer never saw the message"
+        assert m.data == "x"
+    finally:
+        rp.call(sub.close())
+
+
+def test_close_ends_a_consumer_that_is_reading(rp: Harness) -> None:
+    sub = _sub(rp, ["closing"])
+    before = threading.active_count()
+    if rp.is_async:
+
+        async def body() -> Any:
+            waiter = asyncio.create_task(sub.get(timeout=20))
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await sub.close()
+            got = await asyncio.wait_for(waiter, 5)
+            return got, time.monotonic() - t0
+
+        got, took = rp.call(body())
+    else:
+        box: list[Any] = []
+        waiter = threading.Thread(target=lambda: box.append(sub.get(timeout=20)))
+        waiter.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        sub.close()
+        waiter.join(5)
+        got, took = box[0], time.monotonic() - t0
+        assert threading.active_count() == before - 1  # the reader is gone (and the waiter)
+    assert got is None and took < 3
+
+
+async def test_a_reading_consumer_cancelled_leaves_the_connection_usable(
+    backend: Backend, aclient: Any
+) -> None:
+    """``asyncio.wait_for(sub.get(), t)`` cancels a consumer in the middle of its read: the
+    connection stays subscribed and in step (no reconnect, no gap), the next message arrives."""
+    async with AsyncSubscriber(["cancelled"], client=aclient) as sub:
+        for _ in range(5):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(sub.get(), 0.05)
+        await publish_async("cancelled", "after", client=aclient)
+        msg = await sub.get(timeout=10)
+        assert msg is not None and (msg.data, msg.seq) == ("after", 1)
+        assert sub.stats.reconnects == 0 and not sub.gaps
