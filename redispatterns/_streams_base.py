@@ -308,7 +308,8 @@ class _ConsumerBase:
     def _wrap(self, delivery: Delivery) -> list[Any]:
         cls, codec, counts = self._message_cls, self._stream.codec, delivery.counts
         if counts is not None:
-            return [cls(mid, raw, n, codec, self) for (mid, raw), n in zip(delivery.entries, counts, strict=True)]
+            pairs = zip(delivery.entries, counts, strict=True)
+            return [cls(mid, raw, n, codec, self) for (mid, raw), n in pairs]
         # first deliveries, the drain's per-entry cost: a class whose __init__ is object's (a
         # Python-level constructor costs more than the four stores it would run)
         first = self._first_delivery
@@ -324,7 +325,7 @@ class _ConsumerBase:
         return out
 
     @functools.cached_property
-    def _first_delivery(self) -> type[BaseMessage]:
+    def _first_delivery(self) -> Callable[[], BaseMessage]:
         """The message class for first deliveries, bound to this consumer: its owner and codec are
         class attributes, so a message costs two stores less (the per-entry cost of a drain)."""
         cls = self._message_cls
