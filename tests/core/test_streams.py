@@ -12,6 +12,7 @@ from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
 from redispatterns._core.ops import (
     NOT_RUN,
+    Arg,
     Batch,
     Command,
     Compute,
@@ -155,7 +156,7 @@ def test_add_many() -> None:
 def test_add_many_cuts_large_batches_into_scripts_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "ADD_MANY_CHUNK", 2)
     spec = StreamSpec("jobs", Keyspace("t:"), ("MAXLEN", "~", 10))
-    payloads = [["n", str(i).encode()] for i in range(5)]
+    payloads: list[list[Arg]] = [["n", str(i).encode()] for i in range(5)]
     seq = iter(range(100))
 
     def reply(op: object) -> object:  # each script call answers one id per entry it carries
