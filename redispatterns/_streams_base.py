@@ -98,6 +98,9 @@ def _ids(items: Sequence[BaseMessage | str]) -> list[Any]:
     for m in items:
         if isinstance(m, BaseMessage):
             m.settled = True
+            owner = m._owner
+            if owner is not None:  # tells its consumer's loop to look at each message's flag
+                owner._state.settled_by_hand = True
             out.append(m._id)
         elif isinstance(m, str) and m:
             out.append(m)
@@ -304,24 +307,30 @@ class _ConsumerBase:
 
     def _wrap(self, delivery: Delivery) -> list[Any]:
         cls, codec, counts = self._message_cls, self._stream.codec, delivery.counts
-        if counts is None:
-            first = self._first_delivery
-            return [first(mid, raw) for mid, raw in delivery.entries]
-        return [cls(mid, raw, n, codec, self) for (mid, raw), n in zip(delivery.entries, counts, strict=True)]
-
-    @functools.cached_property
-    def _first_delivery(self) -> Callable[[Any, Any], BaseMessage]:
-        """The message class for first deliveries, bound to this consumer: its owner and codec are
-        class attributes, so a message costs two stores less (the per-entry cost of a drain)."""
-        cls = self._message_cls
-
-        def __init__(m: Any, mid: Any, raw: Any) -> None:
+        if counts is not None:
+            pairs = zip(delivery.entries, counts, strict=True)
+            return [cls(mid, raw, n, codec, self) for (mid, raw), n in pairs]
+        # first deliveries, the drain's per-entry cost: a class whose __init__ is object's (a
+        # Python-level constructor costs more than the four stores it would run)
+        first = self._first_delivery
+        out: list[Any] = []
+        add = out.append
+        for mid, raw in delivery.entries:
+            m = first()
             m._id = mid
             m.raw = raw
             m.delivery_count = 1
             m.settled = False
+            add(m)
+        return out
 
-        ns = {"__slots__": (), "__init__": __init__, "_owner": self, "_codec": self._stream.codec,
+    @functools.cached_property
+    def _first_delivery(self) -> Callable[[], BaseMessage]:
+        """The message class for first deliveries, bound to this consumer: its owner and codec are
+        class attributes and it is called with no arguments (``_wrap`` sets the rest), so a message
+        costs no Python-level ``__init__`` (the per-entry cost of a drain)."""
+        cls = self._message_cls
+        ns = {"__slots__": (), "__init__": object.__init__, "_owner": self, "_codec": self._stream.codec,
               "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
         return type(cls.__name__, (cls,), ns)
 

@@ -19,7 +19,8 @@ import logging
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 from ..errors import StreamError
 from . import validate
@@ -58,6 +59,7 @@ _MAX_DLQ_ERROR = 2000  # characters of the last error kept in a dead letter
 _RELEASED_IDLE_MS = 86_400_000  # released entries look idle for a day: any consumer's reclaim takes them
 PROMOTE_BATCH = 1000  # delayed entries moved into the stream per read, at most
 _NOW = Now()
+_first = itemgetter(0)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -165,6 +167,9 @@ class ConsumerState:
     next_promote: float = 0.0
     stopping: bool = False
     acks: list[Any] = field(default_factory=list)  # ids acked locally, sent with the next read
+    settled_by_hand: bool = False  # a handler acked, nacked or dead-lettered a message itself
+    read_key: tuple[int, int | None] | None = None  # (count, block ms) of read_op
+    read_op: Command | None = None  # the last read sent, reused while its arguments stay the same
     errors_in_row: int = 0
     stats: ConsumerStats = field(default_factory=ConsumerStats)
 
@@ -427,6 +432,26 @@ def _read_op(spec: StreamSpec, cfg: ConsumerConfig, count: int, block_ms: int | 
                    "STREAMS", key, ">", keys=(key,), retryable=False)  # fmt: skip
 
 
+_BLOCK_STEP_MS = 50  # blocks longer than this are cut to a multiple of it (a read op reused)
+
+
+def _block_ms(wait: float) -> int:
+    """A read's BLOCK for ``wait`` s: whole steps, never longer than ``wait`` (an earlier wake-up
+    only reads again), so a busy consumer sends the same read op batch after batch."""
+    ms = round(wait * 1000)
+    return ms - ms % _BLOCK_STEP_MS if ms >= _BLOCK_STEP_MS else max(1, ms)
+
+
+def _cached_read(
+    spec: StreamSpec, cfg: ConsumerConfig, st: ConsumerState, count: int, block_ms: int | None
+) -> Command:
+    """The read op for ``(count, block_ms)``, reused while they stay the same (the common case)."""
+    if st.read_key != (count, block_ms):
+        st.read_op = _read_op(spec, cfg, count, block_ms)
+        st.read_key = (count, block_ms)
+    return cast(Command, st.read_op)
+
+
 def _take_claim(st: ConsumerState, res: ClaimResult, recovered: bool) -> Delivery:
     st.stats.dead_lettered += len(res.dead)
     st.stats.gone += len(res.gone)
@@ -494,8 +519,8 @@ def next_batch(
         wait = min(deadline - now, cfg.block_cap, max(0.0, st.next_reclaim - now))
         if not promote:
             wait = min(wait, st.next_promote - now)
-        block_ms = None if block <= 0 else max(1, round(wait * 1000))
-        read = _read_op(spec, cfg, count, block_ms)
+        read = _cached_read(spec, cfg, st, count, None if block <= 0 else _block_ms(wait))
+        acks = st.acks
         try:
             if promote:
                 moved, reply = yield from _after_acks(spec, cfg, st, (yield from _promote_op(spec)), read)
@@ -503,8 +528,14 @@ def next_batch(
                 st.stats.promoted += n
                 soon = cfg.delayed_poll if due_in_ms < 0 else min(cfg.delayed_poll, due_in_ms / 1000)
                 st.next_promote = now + soon
+            elif acks:  # _after_acks inlined: the acks of the last batch, then the read (one pipeline)
+                key = spec.key
+                xack = Command("XACK", key, cfg.group, *acks, keys=(key,), retryable=False)
+                reply = (yield Batch((xack, read)))[1]
+                st.acks = []
+                st.stats.acked += len(acks)
             else:
-                reply = yield from _after_acks(spec, cfg, st, read)
+                reply = yield read
         except Exception as exc:
             _check_group(spec, cfg, st, exc)
             raise
@@ -655,9 +686,13 @@ def work(
                 continue
             idle_since = None
             msgs = wrap(delivery)
+            st.settled_by_hand = False
             outcomes = yield ComputeEach(handler, msgs, cfg.concurrency, key, stop)
             if outcomes.count(None) == len(msgs):  # all returned: settle_batch's fast path, inlined
-                st.acks += [m._id for m in msgs if not m.settled]
+                if st.settled_by_hand:
+                    st.acks += [m._id for m in msgs if not m.settled]
+                else:  # no message was settled by hand: every id of the reply
+                    st.acks += map(_first, delivery.entries)
                 done = len(msgs)
             else:
                 done = yield from settle_batch(spec, cfg, st, msgs, outcomes, on_error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -12,6 +12,7 @@ from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
 from redispatterns._core.ops import (
     NOT_RUN,
+    Arg,
     Batch,
     Command,
     Compute,
@@ -145,8 +146,29 @@ def test_add_by_age_uses_minid() -> None:
 
 def test_add_many() -> None:
     assert replay(core.add_many(SPEC, []), []) == []
-    ops, out = trace(core.add_many(SPEC, [["a", b"1"], ["a", b"2"]]), lambda op: [b"1-0", b"1-1"])
-    assert out == ["1-0", "1-1"] and isinstance(ops[0], Batch) and len(ops[0].ops) == 2
+    ops, out = trace(core.add_many(SPEC, [["a", b"1"], ["a", b"2", "b", b"3"]]), lambda op: [b"1-0", b"1-1"])
+    assert out == ["1-0", "1-1"] and len(ops) == 1 and isinstance(ops[0], Script)
+    assert ops[0].script.name == "stream_add_many" and ops[0].keys == (KEY,)
+    # no trim, 2 entries, their field counts, then every field and value in order
+    assert ops[0].args == ("", "", "", 2, 2, 4, "a", b"1", "a", b"2", "b", b"3")
+
+
+def test_add_many_cuts_large_batches_into_scripts_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "ADD_MANY_CHUNK", 2)
+    spec = StreamSpec("jobs", Keyspace("t:"), ("MAXLEN", "~", 10))
+    payloads: list[list[Arg]] = [["n", str(i).encode()] for i in range(5)]
+    seq = iter(range(100))
+
+    def reply(op: object) -> object:  # each script call answers one id per entry it carries
+        assert isinstance(op, Batch)
+        return [[f"1-{next(seq)}".encode() for _ in range(int(cast(Script, s).args[3]))] for s in op.ops]
+
+    ops, out = trace(core.add_many(spec, payloads), reply)
+    scripts = [cast(Script, s) for s in cast(Batch, ops[0]).ops]
+    assert len(ops) == 1 and [s.args[3] for s in scripts] == [2, 2, 1]
+    assert all(s.args[:3] == ("MAXLEN", "~", 10) for s in scripts)
+    assert scripts[2].args[4:] == (2, "n", b"4")
+    assert out == [f"1-{i}" for i in range(5)]
 
 
 def test_length_delete() -> None:

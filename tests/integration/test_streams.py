@@ -302,6 +302,21 @@ def test_maxlen_trims(rp: Harness) -> None:
     assert rp.call(aged.length()) == 1
 
 
+def test_add_many_keeps_order_fields_and_trim_across_script_calls(rp: Harness, monkeypatch: Any) -> None:
+    from redispatterns._core import streams as core
+
+    monkeypatch.setattr(core, "ADD_MANY_CHUNK", 3)  # 8 entries: three script calls, one round trip
+    s = _stream(rp)
+    entries = [{"n": i, **({"extra": "x" * i} if i % 2 else {})} for i in range(8)]
+    ids = rp.call(s.add_many(entries))
+    rows = rp.sync_client.xrange(s.key)
+    assert [r[0].decode() for r in rows] == ids and len(set(ids)) == 8
+    assert [{k.decode(): s.codec.decode(v) for k, v in r[1].items()} for r in rows] == entries
+    capped = _stream(rp, "capped", maxlen=5, approximate=False)
+    rp.call(capped.add_many([{"n": i} for i in range(8)]))
+    assert [s.codec.decode(r[1][b"n"]) for r in rp.sync_client.xrange(capped.key)] == [3, 4, 5, 6, 7]
+
+
 def test_validation_and_mount_modes(rp: Harness) -> None:
     s = _stream(rp)
     with pytest.raises(ValueError):
