@@ -281,6 +281,7 @@ if not TYPE_CHECKING:  # type checkers see only the current names
         )
         return getattr(importlib.import_module(f"redispatterns.{module}"), new)
 
+
 # A library's loggers stay silent until the application configures logging (the stdlib's advice
 # for libraries): without this, Python's last-resort handler prints WARNING records to stderr.
 logging.getLogger("redispatterns").addHandler(logging.NullHandler())
