@@ -340,7 +340,7 @@ class KVStore:
         self._write_keys: dict[str, tuple[str, ...]] = {}
         slots = {s.slot for s in specs.values()}
         self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
-        self._terms: dict[tuple[str, int, str], bytes] = {}
+        self._terms: dict[tuple[str, int, str], tuple[bytes, bytes, bytes]] = {}
         self._heads: dict[tuple[int, int, str], bytes] = {}
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
@@ -376,18 +376,19 @@ class KVStore:
             keys = self._write_keys[spec.name] = tuple(out)
         return keys
 
-    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> bytes:
-        """``kv_set``'s terms argument: TTL, the two limits, the other slots' usage, content type
-        (built once per mount, TTL and content type while the other slots hold nothing)."""
-        text = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
-        if text is None:
-            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0}"
-            text = f"{ttl_ms} {limits} {others} {ctype}".encode()
+    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> tuple[bytes, bytes, bytes]:
+        """``kv_set``'s arguments after the value: TTL, content type and the limits (the mount's
+        max entries, the store's max size, the other slots' usage), built once per mount, TTL
+        and content type while the other slots hold nothing."""
+        terms = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
+        if terms is None:
+            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0} {others}"
+            terms = (str(ttl_ms).encode(), ctype.encode(), limits.encode())
             if not others:
                 if len(self._terms) >= 256:
                     self._terms.clear()
-                self._terms[(spec.name, ttl_ms, ctype)] = text
-        return text
+                self._terms[(spec.name, ttl_ms, ctype)] = terms
+        return terms
 
     def head(self, group: int, ttl_ms: int | None, ctype: str) -> bytes:
         """``kv_flush``'s head of one write: ``d<g>`` for a delete (``ttl_ms`` None), else a set's."""
@@ -449,18 +450,19 @@ def set_script(
 ) -> Script:
     """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
     terms = store.terms(spec, ttl_ms or 0, ctype, others)
-    args = (data, terms) if cas is None else (data, terms, *cas)
+    args = (data, *terms) if cas is None else (data, *terms, *cas)
     return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
     """True when written, False on a compare-and-set conflict; raises on a quota."""
-    code = int(reply[0])
-    if code == 1:
+    if reply == 1:
         return True
-    if code == 0:
+    if reply == 0:
         return False
-    raise _quota_error(spec, code, int(reply[1]), key)
+    code = int(reply)
+    limit = spec.mount.max_entries if code == -1 else store.max_store_size
+    raise _quota_error(spec, code, limit or 0, key)
 
 
 def get(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[tuple[bool, Any]]:
