@@ -32,7 +32,7 @@ from .bulk import decode_values, texts
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
-from .ops import Batch, Command, Flow, Script, Sleep
+from .ops import Batch, Command, Flow, KeyT, Script, Sleep
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -238,6 +238,10 @@ class MountSpec:
     """The mount's default TTL in ms (checked once, here)."""
     sort_op: Command | None = field(init=False)
     """``get_all``'s one command (ops are immutable values: built once)."""
+    json: bool = field(init=False)
+    """The codec is exactly :class:`JsonCodec` (bytes out, content type from the first byte)."""
+    ctype: str = field(init=False)
+    """The content type of another codec's values."""
 
     def __post_init__(self) -> None:
         b = self.base
@@ -254,6 +258,14 @@ class MountSpec:
                 keys=(index,), retryable=True,
             )  # fmt: skip
         object.__setattr__(self, "sort_op", sort_op)
+        codec = self.mount.codec
+        object.__setattr__(self, "json", type(codec) is JsonCodec)
+        ctype = (
+            "application/json"
+            if isinstance(codec, JsonCodec)
+            else "application/x-" + type(codec).__name__.lower()
+        )
+        object.__setattr__(self, "ctype", ctype)
 
     def write_ttl_ms(self, override: float | None) -> int | None:
         """A write's TTL in ms: ``override`` seconds (checked), else the mount's."""
@@ -284,13 +296,14 @@ class MountSpec:
         if self.fields is not None:
             self.fields[key].check(value)
         codec = self.mount.codec
-        data = as_bytes(codec.encode(value))
-        if data[:1] == BYTES_MARK and isinstance(codec, JsonCodec):
-            ctype = "application/octet-stream"
-        elif isinstance(codec, JsonCodec):
-            ctype = "application/json"
+        if self.json:  # bytes already
+            data = codec.encode(value)
+            ctype = "application/octet-stream" if data[:1] == BYTES_MARK else "application/json"
         else:
-            ctype = "application/x-" + type(codec).__name__.lower()
+            data = as_bytes(codec.encode(value))
+            ctype = self.ctype
+            if data[:1] == BYTES_MARK and isinstance(codec, JsonCodec):
+                ctype = "application/octet-stream"
         limit = self.mount.max_value_size
         if limit is not None and len(data) > limit:
             raise QuotaExceeded(
@@ -337,7 +350,7 @@ class KVStore:
         check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
         self.specs = specs
         self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
-        self._write_keys: dict[str, tuple[str, ...]] = {}
+        self._write_keys: dict[str, tuple[KeyT, ...]] = {}
         slots = {s.slot for s in specs.values()}
         self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
         self._terms: dict[tuple[str, int, str], tuple[bytes, bytes, bytes]] = {}
@@ -364,16 +377,18 @@ class KVStore:
         """True when a write to ``spec`` reads the usage of mounts in other slots first."""
         return self.max_store_size is not None and spec.slot not in self._one_slot
 
-    def write_keys(self, spec: MountSpec) -> tuple[str, ...]:
+    def write_keys(self, spec: MountSpec) -> tuple[KeyT, ...]:
         """The bookkeeping keys a write to ``spec`` takes: its own, then (when the store has a
-        size limit) the other mounts' of its slot, which the script counts exactly."""
+        size limit) the other mounts' of its slot, which the script counts exactly. Built once,
+        as bytes when ASCII (the same bytes whatever the client's encoding, and the client
+        sends bytes without converting them on every call)."""
         keys = self._write_keys.get(spec.name)
         if keys is None:
             out = list(spec.book.keys())
             if self.max_store_size is not None:
                 for s in self.peers(spec)[0]:
                     out.extend(s.book.keys())
-            keys = self._write_keys[spec.name] = tuple(out)
+            keys = self._write_keys[spec.name] = tuple(k.encode() if k.isascii() else k for k in out)
         return keys
 
     def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> tuple[bytes, bytes, bytes]:
@@ -419,7 +434,7 @@ def _quota_error(spec: MountSpec, code: int, limit: int, key: str) -> QuotaExcee
     return QuotaExceeded(msg, quota="max_store_size", limit=limit, mount=spec.name)
 
 
-def _prechecked(lua: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+def _prechecked(lua: LuaScript, keys: tuple[KeyT, ...], args: tuple[Any, ...]) -> Script:
     """A :class:`Script` whose keys share one slot by construction, built without checking it
     again: a record key, its mount's bookkeeping and the other mounts of that slot all carry
     the slot's hash tag (``mount_base``; the peers are chosen by slot), so the CRC of every key
@@ -841,12 +856,15 @@ def op_set(
     store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
 ) -> Flow[bool]:
     spec, key = _writing(store, name, key, "set")
-    ttl_ms = spec.write_ttl_ms(ttl)
+    ttl_ms = spec.ttl_ms if ttl is None else spec.mount.ttl_ms(ttl)
     data, ctype = spec.encode(key, value)
     if store.write_policy == "dispose":
         buffer.set(name, key, data, ctype, ttl_ms)
         return True
-    return (yield from set_(store, spec, key, data, ctype, ttl_ms))
+    if store.elsewhere(spec):
+        return (yield from set_(store, spec, key, data, ctype, ttl_ms))
+    reply = yield set_script(store, spec, key, data, ctype, ttl_ms, 0)
+    return reply == 1 or _check_set_reply(store, spec, key, reply)
 
 
 def op_merge(

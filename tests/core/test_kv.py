@@ -224,8 +224,15 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
     ops, ok = trace(core.op_set(s, core.WriteBuffer(), "u", "k", [1], None), lambda op: 1)
     (op,) = ops
     assert isinstance(op, Script) and op.script.name == "kv_set"
-    assert op.keys[:5] == ("app:u:{kv}:k:k", "app:u:{kv}:i", "app:u:{kv}:m", "app:u:{kv}:x", "app:u:{kv}:u")
-    assert op.keys[5:] == ("app:v:{kv}:i", "app:v:{kv}:m", "app:v:{kv}:x", "app:v:{kv}:u")
+    # the bookkeeping keys go as prebuilt bytes (ASCII here), the record as the str it is
+    assert op.keys[:5] == (
+        "app:u:{kv}:k:k",
+        b"app:u:{kv}:i",
+        b"app:u:{kv}:m",
+        b"app:u:{kv}:x",
+        b"app:u:{kv}:u",
+    )
+    assert op.keys[5:] == (b"app:v:{kv}:i", b"app:v:{kv}:m", b"app:v:{kv}:x", b"app:v:{kv}:u")
     assert op.args == (b"[1]", b"2000", b"application/json", b"5 1000 0")
     assert ok is True
     check_same_slot(op.keys)  # built without the check: the keys share the slot by construction
@@ -245,12 +252,15 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
 @given(st.text(min_size=1), st.sampled_from(["app:u:", "{t}:u:", "é:", "{a}b{c}:"]))
 def test_the_keys_of_a_write_share_a_slot_whatever_the_key(key: str, prefix: str) -> None:
     s = store(u=Mount(prefix=prefix), v=Mount(prefix="other:"))
-    ops, _ = trace(core.op_set(s, core.WriteBuffer(), "u", key, 1, None), lambda op: [b"0"] * 2 if isinstance(op, Batch) else 1)
+    ops, _ = trace(
+        core.op_set(s, core.WriteBuffer(), "u", key, 1, None),
+        lambda op: [b"0"] * 2 if isinstance(op, Batch) else 1,
+    )
     op = ops[-1]  # after the other slot's usage, when the prefix has its own tag
     assert isinstance(op, Script)
     check_same_slot(op.keys)
     # the script reads the key name from the record: what follows the metadata key's length + 1
-    enc = [k.encode("utf-8", "surrogatepass") for k in op.keys if isinstance(k, str)]
+    enc = [k.encode("utf-8", "surrogatepass") if isinstance(k, str) else k for k in op.keys]
     assert enc[0][len(enc[2]) + 1 :] == key.encode("utf-8", "surrogatepass")
 
 
@@ -261,7 +271,12 @@ def test_set_reads_mounts_in_other_slots_first() -> None:
         core.op_set(s, core.WriteBuffer(), "u", "k", 1, None),
         [
             (batch, [b"10", None]),
-            (lambda op: isinstance(op, Script) and op.args[1:] == (b"0", b"application/json", b"10000 1000 10"), 1),
+            (
+                lambda op: (
+                    isinstance(op, Script) and op.args[1:] == (b"0", b"application/json", b"10000 1000 10")
+                ),
+                1,
+            ),
         ],
     )
     assert result is True
