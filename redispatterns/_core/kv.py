@@ -806,12 +806,11 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
             if isinstance(reply, Exception):
                 errors.append(reply)
                 continue
-            if min(reply) >= 0:  # nothing refused (deletes reply 0 or 1)
-                continue
-            for (spec, key, p), code in zip(writes, reply, strict=True):
-                if p.kind == "set" and int(code) < 0:
-                    limit = spec.mount.max_entries if int(code) == -1 else store.max_store_size
-                    errors.append(_quota_error(spec, int(code), limit or 0, key))
+            for j in range(0, len(reply), 2):  # the refused sets: position, code (mostly none)
+                spec, key, _ = writes[int(reply[j]) - 1]
+                code = int(reply[j + 1])
+                limit = spec.mount.max_entries if code == -1 else store.max_store_size
+                errors.append(_quota_error(spec, code, limit or 0, key))
     for spec, key, p in merges:
         try:
             yield from merge(store, spec, key, p.partials, p.ttl_ms)

@@ -480,7 +480,7 @@ def test_flush_sends_one_script_per_slot_then_the_merges() -> None:
     replay(core.op_set(s, buf, "v", "c", b"x", 2), [])
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
     replay(core.op_set(s, buf, "u", "a", 2, None), [])  # the last write per key, in first-write order
-    replies = iter([[1, 0, 1], None, 1])  # kv_flush, GET of the merged key, its kv_set
+    replies = iter([[], None, 1])  # kv_flush, GET of the merged key, its kv_set
     ops, n = trace(core.flush_buffer(s, buf), lambda op: next(replies))
     assert n == 4 and len(buf) == 0
     flush_op, get_m, merge_op = ops
@@ -495,14 +495,14 @@ def test_flush_sends_one_script_per_slot_then_the_merges() -> None:
     # a mount of the slot with no write is counted for the store limit (its keys come last)
     s3 = store(policy="dispose", u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"), w=Mount(prefix="{w}:"))
     replay(core.op_set(s3, buf, "u", "a", 1, None), [])
-    ops, _ = trace(core.flush_buffer(s3, buf), lambda op: [b"0"] if isinstance(op, Batch) else [1])
+    ops, _ = trace(core.flush_buffer(s3, buf), lambda op: [b"0"] if isinstance(op, Batch) else [])
     assert ops[-1].keys[5:] == s3.spec("v").book.keys()  # type: ignore[union-attr]
     assert get_m == Command("GET", "app:u:{kv}:k:m") and isinstance(merge_op, Script)
     assert replay(core.flush_buffer(s, buf), []) == 0
     # without a store limit, the slot's other mounts are left out
     s2 = store(policy="dispose", max_store=None, u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"))
     replay(core.op_set(s2, buf, "u", "a", 1, None), [])
-    ops, _ = trace(core.flush_buffer(s2, buf), lambda op: [1])
+    ops, _ = trace(core.flush_buffer(s2, buf), lambda op: [])
     assert isinstance(ops[0], Script) and len(ops[0].keys) == 5 and ops[0].args[:5] == (1, 1, 0, 0, 10000)
 
 
@@ -513,7 +513,7 @@ def test_flush_reports_refusals_and_failed_slots_and_keeps_going() -> None:
         replay(core.op_set(s, buf, "u", k, 1, None), [])
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
     steps = [
-        (is_script("kv_flush"), [1, 1, -1, -3]),
+        (is_script("kv_flush"), [3, -1, 4, -3]),  # the refused writes: position, code
         (Command("GET", "app:u:{kv}:k:m"), None),
         (is_script("kv_set"), -3),
     ]
@@ -528,7 +528,7 @@ def test_flush_reports_refusals_and_failed_slots_and_keeps_going() -> None:
         replay(core.flush_buffer(s, buf), [(ANY, ResponseError("boom"))])
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     with pytest.raises(QuotaExceeded, match="full"):  # flush() raises the first refusal
-        replay(core.flush_buffer(s, buf), [(ANY, [-1])])
+        replay(core.flush_buffer(s, buf), [(ANY, [1, -1])])
     # only merges: no kv_flush at all
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
     assert replay(core.flush_buffer(s, buf), [(Command, None), (is_script("kv_set"), 1)]) == 1
@@ -550,27 +550,27 @@ def test_flush_across_slots_reads_the_other_slots_then_pipelines_the_slots() -> 
         )
 
     errors = replay(
-        core.flush(s, buf.drain()), [(read, [b"2", b"5", b"10"]), (pipeline, [[1], RuntimeError("x")])]
+        core.flush(s, buf.drain()), [(read, [b"2", b"5", b"10"]), (pipeline, [[], RuntimeError("x")])]
     )
     assert [str(e) for e in errors] == ["x"]
     # no size limit: nothing to read first
     s2 = store(policy="dispose", max_store=None, a=Mount(prefix="{a}:"), b=Mount(prefix="{b}:"))
     replay(core.op_set(s2, buf, "a", "k", 1, None), [])
     replay(core.op_set(s2, buf, "b", "k", 1, None), [])
-    assert replay(core.flush(s2, buf.drain()), [(Batch, [[1], [1]])]) == []
+    assert replay(core.flush(s2, buf.drain()), [(Batch, [[], []])]) == []
 
 
 def test_listing_flushes_the_buffer_first() -> None:
     s = store(policy="dispose")
     buf = core.WriteBuffer()
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(is_script("kv_flush"), [1]), (is_script("kv_keys"), [b"a"])]
+    steps = [(is_script("kv_flush"), []), (is_script("kv_keys"), [b"a"])]
     assert replay(core.op_keys(s, buf, "u", None, None), steps) == ["a"]
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(is_script("kv_flush"), [1]), (Command, [b"a", b"1"])]
+    steps = [(is_script("kv_flush"), []), (Command, [b"a", b"1"])]
     assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 1}
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(is_script("kv_flush"), [1]), (Batch, [b"1:1000:t", -1])]
+    steps = [(is_script("kv_flush"), []), (Batch, [b"1:1000:t", -1])]
     assert replay(core.op_info(s, buf, "u", "a"), steps) is not None
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     assert replay(core.op_clear(s, buf, "u"), [(is_script("kv_clear"), [])]) is True
