@@ -138,6 +138,8 @@ class KV(_Base):
 
     def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
+            return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
         return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     def merge(self, mount: str, key: str, partial: Mapping[str, Any], *, ttl: float | None = None) -> bool:
@@ -200,6 +202,8 @@ class AsyncKV(_Base):
 
     async def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
+            return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
         return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     async def merge(

@@ -355,6 +355,7 @@ class KVStore:
         self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
         self._terms: dict[tuple[str, int, str], tuple[bytes, bytes, bytes]] = {}
         self._heads: dict[tuple[int, int, str], bytes] = {}
+        self._flush_keys: dict[tuple[str, ...], tuple[KeyT, ...]] = {}
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
         self.tag = tag
@@ -404,6 +405,26 @@ class KVStore:
                     self._terms.clear()
                 self._terms[(spec.name, ttl_ms, ctype)] = terms
         return terms
+
+    def flush_keys(self, slot_: int, named: tuple[MountSpec, ...]) -> tuple[KeyT, ...]:
+        """``kv_flush``'s bookkeeping keys: the named mounts', then (when the store has a size
+        limit) the other mounts' of the slot, counted exactly; built once per set of mounts, as
+        bytes when ASCII (see :meth:`write_keys`)."""
+        names = tuple(s.name for s in named)
+        keys = self._flush_keys.get(names)
+        if keys is None:
+            out: list[str] = []
+            for spec in named:
+                out.extend(spec.book.keys())
+            if self.max_store_size is not None:
+                for s in self.specs.values():
+                    if s.slot == slot_ and s.name not in names:
+                        out.extend(s.book.keys())
+            keys = tuple(k.encode() if k.isascii() else k for k in out)
+            if len(self._flush_keys) >= 256:
+                self._flush_keys.clear()
+            self._flush_keys[names] = keys
+        return keys
 
     def head(self, group: int, ttl_ms: int | None, ctype: str) -> bytes:
         """``kv_flush``'s head of one write: ``d<g>`` for a delete (``ttl_ms`` None), else a set's."""
@@ -740,37 +761,38 @@ def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]
 
 
 Write = tuple[MountSpec, str, Pending]
+_NO_TTL = -1  # not a TTL: the head of the next set is looked up again
 
 
 def flush_script(store: KVStore, slot_: int, writes: Sequence[Write], others: int) -> Script:
-    """``kv_flush`` for the buffered sets and deletes of one slot, in their order."""
+    """``kv_flush`` for the buffered sets and deletes of one slot, in their order (one write
+    per record, as the buffer keeps them)."""
     groups: dict[str, int] = {}
     named: list[MountSpec] = []
-    keys: list[str] = []
+    keys: list[KeyT] = []
     tail: list[Any] = []
     add_key, add = keys.append, tail.append
-    last: tuple[Any, ...] = ()
-    last_head = b""
+    last: MountSpec | None = None
+    g, rec, ctype, head = 0, "", "", b""
+    ttl_ms: int | None = _NO_TTL
     for spec, key, p in writes:
-        g = groups.get(spec.name)
-        if g is None:
-            g = groups[spec.name] = len(named) + 1
-            named.append(spec)
-        add_key(spec.base + "k:" + key)
+        if spec is not last:  # writes in a row mostly share their mount, TTL and content type
+            last, rec, ttl_ms = spec, spec.base + "k:", _NO_TTL
+            g = groups.get(spec.name) or 0
+            if not g:
+                g = groups[spec.name] = len(named) + 1
+                named.append(spec)
+        add_key(rec + key)
         if p.kind == "delete":
             add(store.head(g, None, ""))
+            ttl_ms = _NO_TTL
             continue
-        if last != (g, p.ttl_ms, p.ctype):  # writes in a row mostly share their head
-            last = (g, p.ttl_ms, p.ctype)
-            last_head = store.head(g, p.ttl_ms or 0, p.ctype)
-        add(last_head)
+        if p.ttl_ms != ttl_ms or p.ctype != ctype:
+            ttl_ms, ctype = p.ttl_ms, p.ctype
+            head = store.head(g, ttl_ms or 0, ctype)
+        add(head)
         add(p.data)
-    for spec in named:
-        keys.extend(spec.book.keys())
-    if store.max_store_size is not None:  # the other mounts of the slot, counted exactly
-        for spec in store.specs.values():
-            if spec.slot == slot_ and spec.name not in groups:
-                keys.extend(spec.book.keys())
+    keys.extend(store.flush_keys(slot_, tuple(named)))
     head_args = (len(writes), len(named), store.max_store_size or 0, others)
     entries = tuple(s.mount.max_entries or 0 for s in named)
     return _prechecked(load("kv_flush"), tuple(keys), (*head_args, *entries, *tail))
@@ -786,8 +808,9 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
     errors: list[Exception] = []
     slots: dict[int, list[Write]] = {}
     merges: list[Write] = []
+    specs = store.specs  # the buffer took these mounts' names from a checked write
     for mount, key, p in items:
-        spec = store.spec(mount)
+        spec = specs[mount]
         if p.kind == "merge":
             merges.append((spec, key, p))
         else:
@@ -851,15 +874,25 @@ def op_has(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[boo
     return (yield from has(spec, key, buffer.lookup(name, key)))
 
 
+def buffer_set(
+    store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
+) -> bool:
+    """A ``dispose`` store's ``set``: checked and encoded now, buffered (no I/O: the shells call
+    it directly, without a runner)."""
+    spec, key = _writing(store, name, key, "set")
+    data, ctype = spec.encode(key, value)
+    buffer.set(name, key, data, ctype, spec.ttl_ms if ttl is None else spec.mount.ttl_ms(ttl))
+    return True
+
+
 def op_set(
     store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
 ) -> Flow[bool]:
+    if store.write_policy == "dispose":
+        return buffer_set(store, buffer, name, key, value, ttl)
     spec, key = _writing(store, name, key, "set")
     ttl_ms = spec.ttl_ms if ttl is None else spec.mount.ttl_ms(ttl)
     data, ctype = spec.encode(key, value)
-    if store.write_policy == "dispose":
-        buffer.set(name, key, data, ctype, ttl_ms)
-        return True
     if store.elsewhere(spec):
         return (yield from set_(store, spec, key, data, ctype, ttl_ms))
     reply = yield set_script(store, spec, key, data, ctype, ttl_ms, 0)
