@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar, Optional, TypedDict, Union
 
 import pytest
@@ -22,6 +23,12 @@ def store(policy: str = "immediate", max_store: int | None = 1000, **mounts: Mou
     return core.KVStore(
         mounts or {"u": Mount(prefix="app:u:")}, max_store_size=max_store, write_policy=policy
     )
+
+
+def book_bytes(spec: core.MountSpec) -> tuple[bytes, ...]:
+    """A mount's bookkeeping keys as the prebuilt bytes writes send (ASCII prefixes)."""
+    names: tuple[str, ...] = spec.book.keys()
+    return tuple(k.encode() for k in names)
 
 
 def is_script(name: str) -> Any:
@@ -480,12 +487,12 @@ def test_flush_sends_one_script_per_slot_then_the_merges() -> None:
     replay(core.op_set(s, buf, "v", "c", b"x", 2), [])
     replay(core.op_merge(s, buf, "u", "m", {"x": 1}, None), [])
     replay(core.op_set(s, buf, "u", "a", 2, None), [])  # the last write per key, in first-write order
-    replies = iter([[], None, 1])  # kv_flush, GET of the merged key, its kv_set
+    replies: Iterator[Any] = iter([[], None, 1])  # kv_flush, GET of the merged key, its kv_set
     ops, n = trace(core.flush_buffer(s, buf), lambda op: next(replies))
     assert n == 4 and len(buf) == 0
     flush_op, get_m, merge_op = ops
     assert isinstance(flush_op, Script) and flush_op.script.name == "kv_flush"
-    book = tuple(k.encode() for m in "uv" for k in s.spec(m).book.keys())  # prebuilt bytes (ASCII)
+    book = (*book_bytes(s.spec("u")), *book_bytes(s.spec("v")))  # prebuilt bytes (ASCII)
     assert flush_op.keys == ("app:u:{kv}:k:a", "app:v:{kv}:k:b", "app:v:{kv}:k:c", *book)
     heads = (b"s1 5000 application/json", b"2", b"d2", b"s2 2000 application/octet-stream", b"\xffx")
     assert flush_op.args == (3, 2, 1000, 0, 9, 10000, *heads)
@@ -494,7 +501,7 @@ def test_flush_sends_one_script_per_slot_then_the_merges() -> None:
     s3 = store(policy="dispose", u=Mount(prefix="app:u:"), v=Mount(prefix="app:v:"), w=Mount(prefix="{w}:"))
     replay(core.op_set(s3, buf, "u", "a", 1, None), [])
     ops, _ = trace(core.flush_buffer(s3, buf), lambda op: [b"0"] if isinstance(op, Batch) else [])
-    assert ops[-1].keys[5:] == tuple(k.encode() for k in s3.spec("v").book.keys())  # type: ignore[union-attr]
+    assert ops[-1].keys[5:] == book_bytes(s3.spec("v"))  # type: ignore[union-attr]
     assert get_m == Command("GET", "app:u:{kv}:k:m") and isinstance(merge_op, Script)
     assert replay(core.flush_buffer(s, buf), []) == 0
     # without a store limit, the slot's other mounts are left out
@@ -562,7 +569,7 @@ def test_listing_flushes_the_buffer_first() -> None:
     s = store(policy="dispose")
     buf = core.WriteBuffer()
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(is_script("kv_flush"), []), (is_script("kv_keys"), [b"a"])]
+    steps: list[tuple[Any, Any]] = [(is_script("kv_flush"), []), (is_script("kv_keys"), [b"a"])]
     assert replay(core.op_keys(s, buf, "u", None, None), steps) == ["a"]
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     steps = [(is_script("kv_flush"), []), (Command, [b"a", b"1"])]
