@@ -353,6 +353,7 @@ class KVStore:
         self._write_keys: dict[str, tuple[KeyT, ...]] = {}
         slots = {s.slot for s in specs.values()}
         self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
+        self.one_slot = len(slots) == 1
         self._terms: dict[tuple[str, int, str], tuple[bytes, bytes, bytes]] = {}
         self._heads: dict[tuple[int, int, str], bytes] = {}
         self._flush_keys: dict[tuple[str, ...], tuple[KeyT, ...]] = {}
@@ -749,9 +750,9 @@ class WriteBuffer:
 def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]]:
     """For each of ``slots``: the bytes used by the mounts in other slots, read in one round
     trip; no read when the store has no size limit or every mount shares those slots."""
-    slots = list(slots)
-    if store.max_store_size is None:
+    if store.max_store_size is None or store.one_slot:  # no limit, or no mount elsewhere
         return {}
+    slots = list(slots)
     outside = [s for s in store.specs.values() if any(s.slot != slot for slot in slots)]
     if not outside:
         return {}
