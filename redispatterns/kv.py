@@ -157,6 +157,8 @@ class KV(_Base):
     @after_writes("key")
     def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
+            return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
         return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     @after_writes("key")
@@ -237,6 +239,8 @@ class AsyncKV(_Base):
     @after_writes("key")
     async def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
+            return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
         return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     @after_writes("key")

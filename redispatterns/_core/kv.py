@@ -32,7 +32,7 @@ from .bulk import decode_values, texts
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
-from .ops import Batch, Command, Flow, Script, Sleep
+from .ops import Batch, Command, Flow, KeyT, Script, Sleep
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -238,6 +238,10 @@ class MountSpec:
     """The mount's default TTL in ms (checked once, here)."""
     sort_op: Command | None = field(init=False)
     """``get_all``'s one command (ops are immutable values: built once)."""
+    json: bool = field(init=False)
+    """The codec is exactly :class:`JsonCodec` (bytes out, content type from the first byte)."""
+    ctype: str = field(init=False)
+    """The content type of another codec's values."""
 
     def __post_init__(self) -> None:
         b = self.base
@@ -254,6 +258,14 @@ class MountSpec:
                 keys=(index,), retryable=True,
             )  # fmt: skip
         object.__setattr__(self, "sort_op", sort_op)
+        codec = self.mount.codec
+        object.__setattr__(self, "json", type(codec) is JsonCodec)
+        ctype = (
+            "application/json"
+            if isinstance(codec, JsonCodec)
+            else "application/x-" + type(codec).__name__.lower()
+        )
+        object.__setattr__(self, "ctype", ctype)
 
     def write_ttl_ms(self, override: float | None) -> int | None:
         """A write's TTL in ms: ``override`` seconds (checked), else the mount's."""
@@ -284,13 +296,14 @@ class MountSpec:
         if self.fields is not None:
             self.fields[key].check(value)
         codec = self.mount.codec
-        data = as_bytes(codec.encode(value))
-        if data[:1] == BYTES_MARK and isinstance(codec, JsonCodec):
-            ctype = "application/octet-stream"
-        elif isinstance(codec, JsonCodec):
-            ctype = "application/json"
+        if self.json:  # bytes already
+            data = codec.encode(value)
+            ctype = "application/octet-stream" if data[:1] == BYTES_MARK else "application/json"
         else:
-            ctype = "application/x-" + type(codec).__name__.lower()
+            data = as_bytes(codec.encode(value))
+            ctype = self.ctype
+            if data[:1] == BYTES_MARK and isinstance(codec, JsonCodec):
+                ctype = "application/octet-stream"
         limit = self.mount.max_value_size
         if limit is not None and len(data) > limit:
             raise QuotaExceeded(
@@ -337,11 +350,13 @@ class KVStore:
         check_prefixes_disjoint({n: m.prefix for n, m in mounts.items()})
         self.specs = specs
         self.sort_refused: set[str] = set()  # mounts whose get_all SORT was refused (see get_all)
-        self._write_keys: dict[str, tuple[str, ...]] = {}
+        self._write_keys: dict[str, tuple[KeyT, ...]] = {}
         slots = {s.slot for s in specs.values()}
         self._one_slot = slots if len(slots) == 1 else set()  # every mount in one slot
-        self._terms: dict[tuple[str, int, str], bytes] = {}
+        self.one_slot = len(slots) == 1
+        self._terms: dict[tuple[str, int, str], tuple[bytes, bytes, bytes]] = {}
         self._heads: dict[tuple[int, int, str], bytes] = {}
+        self._flush_keys: dict[tuple[str, ...], tuple[KeyT, ...]] = {}
         self.max_store_size = max_store_size
         self.write_policy: WritePolicy = "dispose" if write_policy == "dispose" else "immediate"
         self.tag = tag
@@ -364,30 +379,53 @@ class KVStore:
         """True when a write to ``spec`` reads the usage of mounts in other slots first."""
         return self.max_store_size is not None and spec.slot not in self._one_slot
 
-    def write_keys(self, spec: MountSpec) -> tuple[str, ...]:
+    def write_keys(self, spec: MountSpec) -> tuple[KeyT, ...]:
         """The bookkeeping keys a write to ``spec`` takes: its own, then (when the store has a
-        size limit) the other mounts' of its slot, which the script counts exactly."""
+        size limit) the other mounts' of its slot, which the script counts exactly. Built once,
+        as bytes when ASCII (the same bytes whatever the client's encoding, and the client
+        sends bytes without converting them on every call)."""
         keys = self._write_keys.get(spec.name)
         if keys is None:
             out = list(spec.book.keys())
             if self.max_store_size is not None:
                 for s in self.peers(spec)[0]:
                     out.extend(s.book.keys())
-            keys = self._write_keys[spec.name] = tuple(out)
+            keys = self._write_keys[spec.name] = tuple(k.encode() if k.isascii() else k for k in out)
         return keys
 
-    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> bytes:
-        """``kv_set``'s terms argument: TTL, the two limits, the other slots' usage, content type
-        (built once per mount, TTL and content type while the other slots hold nothing)."""
-        text = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
-        if text is None:
-            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0}"
-            text = f"{ttl_ms} {limits} {others} {ctype}".encode()
+    def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> tuple[bytes, bytes, bytes]:
+        """``kv_set``'s arguments after the value: TTL, content type and the limits (the mount's
+        max entries, the store's max size, the other slots' usage), built once per mount, TTL
+        and content type while the other slots hold nothing."""
+        terms = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
+        if terms is None:
+            limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0} {others}"
+            terms = (str(ttl_ms).encode(), ctype.encode(), limits.encode())
             if not others:
                 if len(self._terms) >= 256:
                     self._terms.clear()
-                self._terms[(spec.name, ttl_ms, ctype)] = text
-        return text
+                self._terms[(spec.name, ttl_ms, ctype)] = terms
+        return terms
+
+    def flush_keys(self, slot_: int, named: tuple[MountSpec, ...]) -> tuple[KeyT, ...]:
+        """``kv_flush``'s bookkeeping keys: the named mounts', then (when the store has a size
+        limit) the other mounts' of the slot, counted exactly; built once per set of mounts, as
+        bytes when ASCII (see :meth:`write_keys`)."""
+        names = tuple(s.name for s in named)
+        keys = self._flush_keys.get(names)
+        if keys is None:
+            out: list[str] = []
+            for spec in named:
+                out.extend(spec.book.keys())
+            if self.max_store_size is not None:
+                for s in self.specs.values():
+                    if s.slot == slot_ and s.name not in names:
+                        out.extend(s.book.keys())
+            keys = tuple(k.encode() if k.isascii() else k for k in out)
+            if len(self._flush_keys) >= 256:
+                self._flush_keys.clear()
+            self._flush_keys[names] = keys
+        return keys
 
     def head(self, group: int, ttl_ms: int | None, ctype: str) -> bytes:
         """``kv_flush``'s head of one write: ``d<g>`` for a delete (``ttl_ms`` None), else a set's."""
@@ -418,7 +456,7 @@ def _quota_error(spec: MountSpec, code: int, limit: int, key: str) -> QuotaExcee
     return QuotaExceeded(msg, quota="max_store_size", limit=limit, mount=spec.name)
 
 
-def _prechecked(lua: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+def _prechecked(lua: LuaScript, keys: tuple[KeyT, ...], args: tuple[Any, ...]) -> Script:
     """A :class:`Script` whose keys share one slot by construction, built without checking it
     again: a record key, its mount's bookkeeping and the other mounts of that slot all carry
     the slot's hash tag (``mount_base``; the peers are chosen by slot), so the CRC of every key
@@ -449,18 +487,19 @@ def set_script(
 ) -> Script:
     """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
     terms = store.terms(spec, ttl_ms or 0, ctype, others)
-    args = (data, terms) if cas is None else (data, terms, *cas)
+    args = (data, *terms) if cas is None else (data, *terms, *cas)
     return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
     """True when written, False on a compare-and-set conflict; raises on a quota."""
-    code = int(reply[0])
-    if code == 1:
+    if reply == 1:
         return True
-    if code == 0:
+    if reply == 0:
         return False
-    raise _quota_error(spec, code, int(reply[1]), key)
+    code = int(reply)
+    limit = spec.mount.max_entries if code == -1 else store.max_store_size
+    raise _quota_error(spec, code, limit or 0, key)
 
 
 def get(spec: MountSpec, key: str, pending: Pending | None = None) -> Flow[tuple[bool, Any]]:
@@ -711,9 +750,9 @@ class WriteBuffer:
 def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]]:
     """For each of ``slots``: the bytes used by the mounts in other slots, read in one round
     trip; no read when the store has no size limit or every mount shares those slots."""
-    slots = list(slots)
-    if store.max_store_size is None:
+    if store.max_store_size is None or store.one_slot:  # no limit, or no mount elsewhere
         return {}
+    slots = list(slots)
     outside = [s for s in store.specs.values() if any(s.slot != slot for slot in slots)]
     if not outside:
         return {}
@@ -723,37 +762,38 @@ def usage_elsewhere(store: KVStore, slots: Iterable[int]) -> Flow[dict[int, int]
 
 
 Write = tuple[MountSpec, str, Pending]
+_NO_TTL = -1  # not a TTL: the head of the next set is looked up again
 
 
 def flush_script(store: KVStore, slot_: int, writes: Sequence[Write], others: int) -> Script:
-    """``kv_flush`` for the buffered sets and deletes of one slot, in their order."""
+    """``kv_flush`` for the buffered sets and deletes of one slot, in their order (one write
+    per record, as the buffer keeps them)."""
     groups: dict[str, int] = {}
     named: list[MountSpec] = []
-    keys: list[str] = []
+    keys: list[KeyT] = []
     tail: list[Any] = []
     add_key, add = keys.append, tail.append
-    last: tuple[Any, ...] = ()
-    last_head = b""
+    last: MountSpec | None = None
+    g, rec, ctype, head = 0, "", "", b""
+    ttl_ms: int | None = _NO_TTL
     for spec, key, p in writes:
-        g = groups.get(spec.name)
-        if g is None:
-            g = groups[spec.name] = len(named) + 1
-            named.append(spec)
-        add_key(spec.base + "k:" + key)
+        if spec is not last:  # writes in a row mostly share their mount, TTL and content type
+            last, rec, ttl_ms = spec, spec.base + "k:", _NO_TTL
+            g = groups.get(spec.name) or 0
+            if not g:
+                g = groups[spec.name] = len(named) + 1
+                named.append(spec)
+        add_key(rec + key)
         if p.kind == "delete":
             add(store.head(g, None, ""))
+            ttl_ms = _NO_TTL
             continue
-        if last != (g, p.ttl_ms, p.ctype):  # writes in a row mostly share their head
-            last = (g, p.ttl_ms, p.ctype)
-            last_head = store.head(g, p.ttl_ms or 0, p.ctype)
-        add(last_head)
+        if p.ttl_ms != ttl_ms or p.ctype != ctype:
+            ttl_ms, ctype = p.ttl_ms, p.ctype
+            head = store.head(g, ttl_ms or 0, ctype)
+        add(head)
         add(p.data)
-    for spec in named:
-        keys.extend(spec.book.keys())
-    if store.max_store_size is not None:  # the other mounts of the slot, counted exactly
-        for spec in store.specs.values():
-            if spec.slot == slot_ and spec.name not in groups:
-                keys.extend(spec.book.keys())
+    keys.extend(store.flush_keys(slot_, tuple(named)))
     head_args = (len(writes), len(named), store.max_store_size or 0, others)
     entries = tuple(s.mount.max_entries or 0 for s in named)
     return _prechecked(load("kv_flush"), tuple(keys), (*head_args, *entries, *tail))
@@ -769,8 +809,9 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
     errors: list[Exception] = []
     slots: dict[int, list[Write]] = {}
     merges: list[Write] = []
+    specs = store.specs  # the buffer took these mounts' names from a checked write
     for mount, key, p in items:
-        spec = store.spec(mount)
+        spec = specs[mount]
         if p.kind == "merge":
             merges.append((spec, key, p))
         else:
@@ -789,12 +830,11 @@ def flush(store: KVStore, items: Iterable[tuple[str, str, Pending]]) -> Flow[lis
             if isinstance(reply, Exception):
                 errors.append(reply)
                 continue
-            if min(reply) >= 0:  # nothing refused (deletes reply 0 or 1)
-                continue
-            for (spec, key, p), code in zip(writes, reply, strict=True):
-                if p.kind == "set" and int(code) < 0:
-                    limit = spec.mount.max_entries if int(code) == -1 else store.max_store_size
-                    errors.append(_quota_error(spec, int(code), limit or 0, key))
+            for j in range(0, len(reply), 2):  # the refused sets: position, code (mostly none)
+                spec, key, _ = writes[int(reply[j]) - 1]
+                code = int(reply[j + 1])
+                limit = spec.mount.max_entries if code == -1 else store.max_store_size
+                errors.append(_quota_error(spec, code, limit or 0, key))
     for spec, key, p in merges:
         try:
             yield from merge(store, spec, key, p.partials, p.ttl_ms)
@@ -835,16 +875,29 @@ def op_has(store: KVStore, buffer: WriteBuffer, name: str, key: str) -> Flow[boo
     return (yield from has(spec, key, buffer.lookup(name, key)))
 
 
+def buffer_set(
+    store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
+) -> bool:
+    """A ``dispose`` store's ``set``: checked and encoded now, buffered (no I/O: the shells call
+    it directly, without a runner)."""
+    spec, key = _writing(store, name, key, "set")
+    data, ctype = spec.encode(key, value)
+    buffer.set(name, key, data, ctype, spec.ttl_ms if ttl is None else spec.mount.ttl_ms(ttl))
+    return True
+
+
 def op_set(
     store: KVStore, buffer: WriteBuffer, name: str, key: str, value: Any, ttl: float | None
 ) -> Flow[bool]:
-    spec, key = _writing(store, name, key, "set")
-    ttl_ms = spec.write_ttl_ms(ttl)
-    data, ctype = spec.encode(key, value)
     if store.write_policy == "dispose":
-        buffer.set(name, key, data, ctype, ttl_ms)
-        return True
-    return (yield from set_(store, spec, key, data, ctype, ttl_ms))
+        return buffer_set(store, buffer, name, key, value, ttl)
+    spec, key = _writing(store, name, key, "set")
+    ttl_ms = spec.ttl_ms if ttl is None else spec.mount.ttl_ms(ttl)
+    data, ctype = spec.encode(key, value)
+    if store.elsewhere(spec):
+        return (yield from set_(store, spec, key, data, ctype, ttl_ms))
+    reply = yield set_script(store, spec, key, data, ctype, ttl_ms, 0)
+    return reply == 1 or _check_set_reply(store, spec, key, reply)
 
 
 def op_merge(

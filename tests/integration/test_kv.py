@@ -352,6 +352,29 @@ def test_dispose_buffers_until_flush(rp: Harness) -> None:
     assert "a" not in rp.call(kv.keys("user"))
 
 
+def test_a_flush_gives_expired_records_place_back_to_both_quotas(rp: Harness) -> None:
+    """A flush purges a mount's expired bookkeeping when it writes a new key there, and every
+    other mount of the slot only when a write would be refused; then looks again."""
+    mounts = {"user": rp_mount(USER, max_entries=2), "other": rp_mount("app:other:")}
+    immediate = make(rp, mounts, max_store_size=50)
+    rp.call(immediate.set("other", "o", "x" * 20, ttl=0.05))  # 22 bytes encoded
+    rp.call(immediate.set("user", "a", 1, ttl=0.05))
+    rp.call(immediate.set("user", "b", 1, ttl=0.05))
+    time.sleep(0.15)
+    kv = make(rp, mounts, max_store_size=50, write_policy="dispose")
+    rp.call(kv.set("user", "c", "y" * 30))  # 32 bytes: fits only once "other" gives its 22 back
+    rp.call(kv.set("user", "d", 1))  # fits: a and b gave their places back
+    rp.call(kv.set("user", "e", 1))  # a third entry: refused
+    with pytest.raises(QuotaExceeded) as err:
+        rp.call(kv.flush())
+    assert err.value.quota == "max_entries" and "'e'" in str(err.value)
+    assert rp.call(immediate.keys("user")) == ["c", "d"]
+    assert rp.call(immediate.keys("other")) == []
+    c = rp.sync_client
+    assert int(c.get(BASE + "u")) == 33 and int(c.get("app:other:{kv}:u")) == 0
+    assert c.hlen("app:other:{kv}:m") == 0 and c.zcard(BASE + "x") == 0
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_flush_ends_where_the_same_writes_sent_one_by_one_end(rp: Harness, seed: int) -> None:
     """Quotas decided write by write, in order, across the mounts of a slot: the batch script
