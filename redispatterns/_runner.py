@@ -665,20 +665,28 @@ def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
     return replies
 
 
+def _queue(client: Any, pipe: Any, args: list[tuple[Any, ...]], op: Batch) -> None:
+    """Queue a batch on ``pipe`` (queuing is synchronous in both runtimes). On a Cluster, a
+    command whose keys redis-py would ask the server for (``_MOVABLE_KEYS``, and on redis-py
+    8.0's sync pipeline every script) names its node itself, so the batch stays one round trip."""
+    if not _is_cluster(client):
+        for a in args:
+            pipe.execute_command(*a)
+        return
+    cluster: Any = client
+    scripts_too = CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster)
+    for a, sub in zip(args, op.ops, strict=True):
+        keys = sub.keys if (a[0] in _MOVABLE_KEYS or (scripts_too and type(sub) is Script)) else ()
+        if keys:
+            pipe.execute_command(*a, target_nodes=cluster.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command(*a)
+
+
 def _batch_sync(client: Any, op: Batch) -> Any:
     args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    if CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster):
-        cluster: Any = client
-        for a, sub in zip(args, op.ops, strict=True):
-            keys = sub.keys if type(sub) is Script or a[0] in _MOVABLE_KEYS else ()
-            if keys:
-                pipe.execute_command(*a, target_nodes=cluster.get_node_from_key(keys[0]))
-            else:
-                pipe.execute_command(*a)
-    else:
-        for a in args:
-            pipe.execute_command(*a)
+    _queue(client, pipe, args, op)
     if not by_sha:
         return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
     replies = pipe.execute(raise_on_error=False)
@@ -841,8 +849,7 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
 async def _batch_async(client: Any, op: Batch) -> Any:
     args, by_sha = _pipelined(client, op)
     pipe = client.pipeline(transaction=op.transaction)
-    for a in args:
-        pipe.execute_command(*a)
+    _queue(client, pipe, args, op)
     if not by_sha:
         return _sent(client, op, await pipe.execute(raise_on_error=op.raise_on_error))
     replies = await pipe.execute(raise_on_error=False)

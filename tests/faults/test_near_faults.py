@@ -78,6 +78,14 @@ class Checked:
                 time.sleep(0.01)
                 continue
             self.reads.append((began, value or 0))
+            time.sleep(0.0005)  # local hits hold the GIL: let the writer and the links run
+
+    def wait_acked(self, n: int, timeout: float) -> None:
+        """Until ``n`` more writes are acknowledged (the writer's client found the new primary)."""
+        target, deadline = len(self.acked) + n, time.monotonic() + timeout
+        while len(self.acked) < target:
+            assert time.monotonic() < deadline, f"the writer never recovered: {len(self.acked)} acknowledged"
+            time.sleep(0.01)
 
     def __enter__(self) -> Checked:
         for t in self.threads:
@@ -114,7 +122,12 @@ def _through(cluster: ClusterServer, fault: Callable[[int], None]) -> None:
     with Checked(reader, writer) as checked:
         time.sleep(0.5)
         fault(master)
-        time.sleep(0.5)
+        checked.wait_acked(20, timeout=30)
+        deadline = time.monotonic() + 10  # the watcher reads the topology every 0.5 s
+        while tracking.topology_changes == changes:
+            assert time.monotonic() < deadline, "the topology change was never seen"
+            time.sleep(0.05)
+        time.sleep(0.2)  # reads and writes across the flush
     checked.check()
     new_master = cluster.master_of_slot(SLOT)
     assert new_master != master

@@ -69,3 +69,23 @@ def test_a_claim_sends_its_queued_acks_in_the_same_round_trip(
         rp.call(a.reclaim())
     assert n.n == 1
     assert a.stats.acked == 1
+
+
+def test_a_read_sends_its_queued_acks_in_the_same_round_trip(rp: Harness) -> None:
+    """XACK + XREADGROUP in one pipeline: one write, also on a Cluster, whose pipeline would ask
+    the server for XREADGROUP's keys (COMMAND GETKEYS) unless the runner names the node."""
+    _one_batch(rp)
+    stream: Any = rp.pick(Stream, AsyncStream)("rt-read", client=rp.client)
+    for i in range(6):
+        rp.call(stream.add({"i": i}))
+    make: Any = rp.pick(Consumer, AsyncConsumer)
+    a = make(stream, "g", "a", count=3, block=0.01)
+    rp.call(a.ensure_group())
+    first = rp.call(a.read())
+    assert len(first) == 3
+    a._state.acks = [m.id for m in first]  # handled, their acks queued for the next read
+    with sends() as n:
+        second = rp.call(a.read())
+    assert n.n == 1
+    assert [m.fields["i"] for m in second] == [3, 4, 5]
+    assert a.stats.acked == 3
