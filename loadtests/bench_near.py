@@ -31,6 +31,7 @@ import redis.asyncio
 from loadtests.harness import BenchCase, main
 from redispatterns import Mount
 from redispatterns._core.near import NearStore, compact
+from redispatterns._tracking import QUIET_WINDOW
 from redispatterns.cache import cached
 from redispatterns.client import connect
 from redispatterns.kv import KV, AsyncKV
@@ -109,7 +110,9 @@ def cases(url: str) -> list[BenchCase]:
     csc_case, csc_why = _cache_config_case(url, floor)
     figures = (
         f"invalidation delay p50 {d.p50:.3f} ms, p99 {d.p99:.3f} ms ({d.writes} writes by another "
-        f"process), {d.stale_reads} reads after an acknowledged write returned the old value; "
+        f"process); {d.stale_reads} reads that began at most {d.stale_max:.3f} ms after an "
+        f"acknowledged write returned the old value (the tier promises {QUIET_WINDOW * 1000:.1f} ms"
+        f"{'' if d.stale_max <= QUIET_WINDOW * 1000 else ': BROKEN'}); "
         f"{per_entry:.0f} B per local entry measured ({accounted:.0f} B counted against max_bytes)"
     )
     print(f"  near: {figures}")
