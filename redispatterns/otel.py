@@ -89,6 +89,8 @@ def _op_of(code: types.CodeType, module: str, local: dict[str, Any]) -> _Op:
             name = name[2:]
         if name.endswith("_flow"):  # a handle's flow method (``_release_flow``)
             name = name[: -len("_flow")]
+        if name.endswith("_one"):  # a single-item flow of a batch operation (``submit_one``)
+            name = name[: -len("_one")]
         for family in ("semaphore", "redlock"):  # lock.py holds three patterns today
             if name.startswith(family + "_"):
                 pattern = family
@@ -107,9 +109,12 @@ def _prefix(frame_locals: dict[str, Any]) -> str | None:
 
 
 def _token(frame_locals: dict[str, Any]) -> Any:
-    """The lock token of a flow: its own argument, or its handle's (``self.token``)."""
+    """The lock token of a flow, as text: its own argument (bytes on the lock's hot path), or its
+    handle's (``self.token``)."""
     token = frame_locals.get("token")
-    return token if token is not None else getattr(frame_locals.get("self"), "token", None)
+    if token is None:
+        token = getattr(frame_locals.get("self"), "token", None)
+    return token.decode("ascii", "replace") if isinstance(token, bytes) else token
 
 
 def _outcome(op: _Op, result: Any) -> str:
