@@ -495,25 +495,32 @@ def _expire(fut: asyncio.Future[None]) -> None:
 GapFlow = Callable[[Gap], Flow[None]]
 
 
-def next_message(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
-    """The next message for a consumer thread; gaps met on the way go through ``gap_flow``."""
+def next_message(
+    ctl: Control, gap_flow: GapFlow, timeout: float | None, read_here: bool = True
+) -> PubSubMessage | None:
+    """The next message for a consumer thread; gaps met on the way go through ``gap_flow``.
+    ``read_here=False``: wait for the reader, never read the socket in this thread (a handler
+    worker: it holds its subscriber during a turn, and a read blocked on the socket would keep
+    a dropped subscriber from being collected)."""
     inbox = ctl.inbox
     assert isinstance(inbox, Inbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = inbox.take(deadline, ctl)
+        item = inbox.take(deadline, ctl if read_here else None)
         if item is None or isinstance(item, PubSubMessage):
             return item
         run_sync(None, gap_flow(item))
 
 
-async def next_message_async(ctl: Control, gap_flow: GapFlow, timeout: float | None) -> PubSubMessage | None:
+async def next_message_async(
+    ctl: Control, gap_flow: GapFlow, timeout: float | None, read_here: bool = True
+) -> PubSubMessage | None:
     """The asyncio twin of :func:`next_message`."""
     inbox = ctl.inbox
     assert isinstance(inbox, AsyncInbox)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        item = await inbox.take(deadline, ctl)
+        item = await inbox.take(deadline, ctl if read_here else None)
         if item is None or isinstance(item, PubSubMessage):
             return item
         await run_async(None, gap_flow(item))

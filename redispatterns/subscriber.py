@@ -110,8 +110,8 @@ class Subscriber(SubscriberBase):
             yield msg
 
     def _turn(self, poll: float) -> bool:
-        try:
-            msg, overflow = self.get(poll), None
+        try:  # the handler worker waits for the reader (see driver.next_message)
+            msg, overflow = driver.next_message(self._ctl, self._gap_flow, poll, read_here=False), None
         except SubscriberOverflow as exc:
             msg, overflow = None, exc
         return run_sync(None, self._handle_flow(msg, overflow))
@@ -193,8 +193,11 @@ class AsyncSubscriber(SubscriberBase):
         return msg
 
     async def _turn(self, poll: float) -> bool:
-        try:
-            msg, overflow = await self.get(poll), None
+        try:  # the handler worker waits for the reader (see driver.next_message)
+            msg, overflow = (
+                await driver.next_message_async(self._ctl, self._gap_flow, poll, read_here=False),
+                None,
+            )
         except SubscriberOverflow as exc:
             msg, overflow = None, exc
         return await run_async(None, self._handle_flow(msg, overflow))
