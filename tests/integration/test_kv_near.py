@@ -159,11 +159,14 @@ def test_a_read_overtaken_by_a_write_is_not_kept(rp: Harness) -> None:
     kv, w = make(rp), other(rp)
     w.set("m", "r", 0)
     local(rp, kv, "r")
+    flushes = kv.near_stats.flushes
     for i in range(1, 200):
         w.set("m", "r", i)
         rp.call(kv.get("m", "r"))  # may race the invalidation
         eventually(rp, kv, "r", i, within=2.0)
-    assert kv.near_stats.invalidations >= 199
+    # every write's invalidation was applied, unless a link gap (a loaded machine) flushed the
+    # whole tier instead, which is counted
+    assert kv.near_stats.invalidations >= 199 or kv.near_stats.flushes > flushes
 
 
 def test_mounts_are_tracked_together_and_schema_defaults_are_served(rp: Harness) -> None:
