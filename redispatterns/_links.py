@@ -333,13 +333,8 @@ class Inbox(_InboxBase):
                 item = self._pop()
                 if item is not None or self.closed:
                     return item
-                now = time.monotonic()
-                left = None if deadline is None else deadline - now
-                expired = left is not None and left <= 0
-                read = False
-                if link is not None:
-                    link.lease = now + _LEASE  # a consumer is here: the reader yields
-                    read = not (expired and polled) and _claim(link)
+                left, expired = _consumer_here(deadline, link)
+                read = link is not None and not (expired and polled) and _claim(link)
                 if not read:
                     if expired:
                         return None
@@ -431,18 +426,14 @@ class AsyncInbox(_InboxBase):
             item = self._pop()
             if item is not None or self.closed:
                 return item
-            now = time.monotonic()
-            left = None if deadline is None else deadline - now
-            expired = left is not None and left <= 0
-            if link is not None:
-                link.lease = now + _LEASE  # a consumer is here: the reader yields
-                if link.shared and not link.reading and not (expired and polled):
-                    assert ctl is not None
-                    polled = True
-                    item = await _read_here_async(ctl, link, self, None if left is None else max(0.0, left))
-                    if item is not None:
-                        return item
-                    continue
+            left, expired = _consumer_here(deadline, link)
+            if link is not None and link.shared and not link.reading and not (expired and polled):
+                assert ctl is not None
+                polled = True
+                item = await _read_here_async(ctl, link, self, None if left is None else max(0.0, left))
+                if item is not None:
+                    return item
+                continue
             if expired:
                 return None
             await self._wait(self._waiters, left)
@@ -596,6 +587,16 @@ def _open(ctl: Control, link: Link) -> tuple[Any, Callable[[], None]]:
             pool.release(conn)
 
     return conn, release
+
+
+def _consumer_here(deadline: float | None, link: Link | None) -> tuple[float | None, bool]:
+    """A consumer's turn in ``take``: the seconds left to ``deadline`` and whether it passed;
+    with a ``link``, it is marked as having a consumer here (its reader yields the socket)."""
+    now = time.monotonic()
+    left = None if deadline is None else deadline - now
+    if link is not None:
+        link.lease = now + _LEASE
+    return left, left is not None and left <= 0
 
 
 def _solo(ctl: Control | None) -> Link | None:
