@@ -66,7 +66,7 @@ def cases(url: str) -> list[BenchCase]:
     update_script = raw.register_script(load("session_update").source)
 
     def floor_update_script() -> Any:
-        return update_script(keys=keys, args=["", 1, "d:theme", b'"light"'])
+        return update_script(keys=keys, args=["d:theme", b'"light"'])
 
     own: dict[str, Any] = {}  # the "vs its own script" async cases: their own clients (own loop)
 
@@ -89,7 +89,7 @@ def cases(url: str) -> list[BenchCase]:
         return await _own("update")[0].update(token, {"theme": "light"})
 
     async def afloor_update_script() -> Any:
-        return await _own("update")[1](keys=keys, args=["", 1, "d:theme", b'"light"'])
+        return await _own("update")[1](keys=keys, args=["d:theme", b'"light"'])
 
     counter = iter(range(10**9))
 

@@ -510,8 +510,12 @@ def update(
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    expect = "" if expect_version is None else str(expect_version)
-    reply = yield _op(_UPDATE, cfg.hash_key(sid), (expect, len(fields) // 2, *fields, *dels))
+    if expect_version is None and not dels and fields:  # the common call: the pairs alone
+        args: tuple[Any, ...] = tuple(fields)
+    else:
+        expect = "" if expect_version is None else str(expect_version)
+        args = (expect, len(fields) // 2, *fields, *dels)
+    reply = yield _op(_UPDATE, cfg.hash_key(sid), args)
     v = int(reply)
     return None if v == 0 else v
 

@@ -239,6 +239,14 @@ def test_update_branches() -> None:
         load("session_update"), keys=c.session_keys(c.id_of(TOK))[:1], args=("4", 1, "d:a", b"1", "d:b")
     )
     assert replay(core.update(c, TOK, {"a": 1}, ["b"], 4), [(expected, 5)]) == 5
+    # the common call sends the pairs alone (no header: the script tells them by the 'd:' prefix)
+    key = c.session_keys(c.id_of(TOK))[:1]
+    short = Script(load("session_update"), keys=key, args=("d:a", b"1", "d:b", b"2"))
+    assert replay(core.update(c, TOK, {"a": 1, "b": 2}), [(short, 4)]) == 4
+    removal = Script(load("session_update"), keys=key, args=("", 0, "d:b"))
+    assert replay(core.update(c, TOK, None, ["b"]), [(removal, 4)]) == 4
+    bump = Script(load("session_update"), keys=key, args=("", 0))
+    assert replay(core.update(c, TOK, {}), [(bump, 4)]) == 4
     assert replay(core.update(c, TOK, {"a": 1}), [(script("session_update"), 0)]) is None
     assert replay(core.update(c, TOK, {"a": 1}, (), 1), [(script("session_update"), -1)]) == -1
     assert replay(core.update(c, "bad", {"a": 1}), []) is None
