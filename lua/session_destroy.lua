@@ -8,7 +8,16 @@
 -- ARGV[3]: '1' to return the session's fields and events (rotation), '' otherwise
 -- returns: 0 when there was no session (or another user's); else its user id, or {fields, events}
 -- read-only: no
-local user = redis.call('HGET', KEYS[1], '_u')
+-- the user leads '_a' (JSON '["user",{meta}]') and the deadline '_' ('[deadline,idle,created]');
+-- a hash of the previous layout has them in '_u' and '_abs'
+local meta = redis.call('HMGET', KEYS[1], '_a', '_', '_u', '_abs')
+local user, deadline = meta[3], meta[4]
+if meta[1] then
+  user = cjson.decode(meta[1])[1]
+end
+if meta[2] then
+  deadline = string.match(meta[2], '^%[(%d+)')
+end
 if ARGV[2] ~= '' and user and user ~= ARGV[2] then
   return 0
 end
@@ -17,7 +26,7 @@ local reply = 0
 if user then
   reply = user
   if ARGV[3] == '1' then
-    local deadline = tonumber(redis.call('HGET', KEYS[1], '_abs'))
+    deadline = tonumber(deadline)
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     if deadline and now < deadline then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import logging
 import threading
 import time
@@ -252,6 +253,66 @@ def test_rotate(rp: Harness) -> None:
     assert s.created == before.created and s.expires_at == before.expires_at  # lifetime not extended
     assert rp.call(st.events(new)) == [{"e": 1}, {"e": 2}]
     assert [i.id for i in rp.call(st.sessions("u"))] == [s.id]
+
+
+def to_previous_layout(rp: Harness, key: str) -> None:
+    """Rewrite a session hash as the previous release wrote it (a field per fact, in its order)."""
+    c = rp.sync_client
+    h = {k.decode(): v for k, v in c.hgetall(key).items()}
+    deadline, idle, created = json.loads(h.pop("_"))
+    user, meta = json.loads(h.pop("_a"))
+    ttl = c.pttl(key)
+    first = {"_s": h.pop("_s"), "_abs": deadline, "_i": idle, "_u": user, "_m": json.dumps(meta)}
+    last = {"_c": created, "_v": h.pop("_v")}
+    c.delete(key)
+    c.hset(key, mapping={**first, **h, **last})
+    c.pexpire(key, ttl)
+
+
+def test_sessions_of_the_previous_layout_keep_working(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"cart": [1], "name": "Ann"}, ip="10.0.0.1"))
+    rp.call(st.append_event(tok, {"e": 1}))
+    want = rp.call(st.get(tok))
+    key = sess_key(rp, want)
+    to_previous_layout(rp, key)
+    assert rp.sync_client.hexists(key, "_abs") and not rp.sync_client.hexists(key, "_")
+    s = rp.call(st.get(tok))
+    assert (s.user_id, s.data, s.meta, s.version) == ("u", want.data, want.meta, want.version)
+    assert (s.created, s.expires_at, s.idle_ttl) == (want.created, want.expires_at, want.idle_ttl)
+    assert s.last_seen >= want.last_seen and 0 < pttl(rp, key) <= 1800_000
+    assert rp.call(st.update(tok, {"name": "Bo"}, expect_version=s.version)) == s.version + 1
+    assert rp.call(st.update(tok, {"n": 2})) == s.version + 2
+    assert rp.call(st.get(tok)).data == {"cart": [1], "name": "Bo", "n": 2}
+    (info,) = rp.call(st.sessions("u"))
+    assert (info.id, info.ip, info.created, info.expires_at) == (s.id, "10.0.0.1", s.created, s.expires_at)
+    assert rp.call(st.append_event(tok, {"e": 2})) == 2
+    assert rp.call(st.events(tok)) == [{"e": 1}, {"e": 2}]
+    new = rp.call(st.rotate(tok))  # the rotated hash is written in the current layout
+    moved = rp.call(st.get(new))
+    assert moved.data == {"cart": [1], "name": "Bo", "n": 2} and moved.version == s.version + 2
+    assert (moved.created, moved.expires_at, moved.meta) == (s.created, s.expires_at, s.meta)
+    assert rp.sync_client.hexists(sess_key(rp, moved), "_")
+    assert not rp.sync_client.hexists(sess_key(rp, moved), "_abs")
+    to_previous_layout(rp, sess_key(rp, moved))
+    assert rp.call(st.revoke("someone-else", moved.id)) is False
+    assert rp.call(st.revoke("u", moved.id)) is True
+    assert rp.call(st.get(new)) is None and rp.call(st.sessions("u")) == []
+
+
+def test_any_user_id_round_trips_through_the_fixed_facts(rp: Harness) -> None:
+    st = store(rp)
+    user = 'Zoë "q" \\ \n:,[]{}\x00'
+    tok = rp.call(st.create(user, {"a": 1}, note='{"x": "ü"}'))
+    s = rp.call(st.get(tok))
+    assert s.user_id == user and s.meta == {"note": '{"x": "ü"}'}
+    assert [i.id for i in rp.call(st.sessions(user))] == [s.id]
+    new = rp.call(st.rotate(tok))
+    assert rp.call(st.get(new)).user_id == user
+    sid = rp.call(st.get(new)).id
+    assert rp.call(st.revoke(user + "x", sid)) is False
+    assert rp.call(st.revoke(user, sid)) is True
+    assert rp.call(st.sessions(user)) == []
 
 
 def test_no_token_in_plaintext_anywhere(rp: Harness) -> None:
