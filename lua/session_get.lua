@@ -13,7 +13,8 @@
 -- Hot path: the reply is the HGETALL table itself (no second table); the scan stops once '_s'
 -- and '_' are found (the first fields of a small hash, which keeps insertion order); the times
 -- are parsed only when a slide is due; at ARGV[1] '1000' a read in the same ms as the last
--- slide (stored last-seen == TIME) writes nothing and returns at once.
+-- slide (stored last-seen == TIME) writes nothing and returns at once; the time left is computed
+-- from the stored times (no PTTL call).
 local h = redis.call('HGETALL', KEYS[1])
 local n = #h
 if n == 0 then
@@ -56,13 +57,16 @@ if left <= 0 then
   redis.call('DEL', KEYS[1]) -- the event list expires at the same deadline on its own
   return 0
 end
-if every or redis.call('PTTL', KEYS[1]) * 1000 < idle_ms * ARGV[1] then -- (-1, no TTL: due)
+-- not every read: the TTL the last slide set (capped by the deadline) less the time since is
+-- what is left now (no PTTL call)
+local seen = tonumber(h[si])
+if every or (math.min(idle_ms, deadline - seen) - (now - seen)) * 1000 < idle_ms * ARGV[1] then
   if left < idle_ms then
-    redis.call('PEXPIRE', KEYS[1], left)
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', left))
   else
     redis.call('PEXPIRE', KEYS[1], idle) -- as stored: no number formatting
   end
-  redis.call('HSET', KEYS[1], '_s', now)
+  redis.call('HSET', KEYS[1], '_s', string.format('%d', now)) -- cheaper than a number argument
   h[si] = now
 end
 return h

@@ -10,14 +10,15 @@
 -- so Redis has expired it by then and a hash that is still there is a live session; '_v' is in
 -- every session hash (either storage format), so one HGET tells liveness and the version.
 -- Hot path: one HGET and one HSET that carries the new version with the fields; the pairs go to
--- HSET straight from ARGV (no copied table, no header arguments for the common call).
+-- HSET straight from ARGV (no copied table, no header arguments for the common call); the
+-- version goes as a string (a number argument costs a '%.17g' format).
 local v = redis.call('HGET', KEYS[1], '_v')
 if not v then
   return 0
 end
 if string.byte(ARGV[1]) == 100 then -- 'd': pairs only
   v = v + 1
-  redis.call('HSET', KEYS[1], '_v', v, unpack(ARGV))
+  redis.call('HSET', KEYS[1], '_v', string.format('%d', v), unpack(ARGV))
   return v
 end
 if ARGV[1] ~= '' and v ~= ARGV[1] then
@@ -25,7 +26,7 @@ if ARGV[1] ~= '' and v ~= ARGV[1] then
 end
 v = v + 1
 local last = 2 + 2 * ARGV[2]
-redis.call('HSET', KEYS[1], '_v', v, unpack(ARGV, 3, last))
+redis.call('HSET', KEYS[1], '_v', string.format('%d', v), unpack(ARGV, 3, last))
 if #ARGV > last then
   redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1))
 end

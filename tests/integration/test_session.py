@@ -136,6 +136,7 @@ def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
     idle = rp.call(st.create("u", {"k": "idle"}, ttl=0.5))
     slides = rp.call(st.create("u", {"k": "slides"}, ttl=5))
     throttled = rp.call(st.create("u", {"k": "throttled"}, ttl=5))
+    half = rp.call(st.create("u", {"k": "half"}, ttl=2))
     cap_s = rp.call(st.get(capped))
     assert pttl(rp, sess_key(rp, cap_s)) <= 1000  # the idle TTL is capped by the deadline
     time.sleep(0.3)
@@ -149,7 +150,9 @@ def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
     assert rp.call(st.get(capped)) is None  # past its absolute lifetime though idle TTL is 5 s
     assert rp.call(st.get(idle)) is None  # idle for longer than its 0.5 s TTL
     assert rp.call(st.get(slides)) is not None
-    assert {i.id for i in rp.call(st.sessions("u"))} == {s.id, t.id}
+    h = rp.call(lazy.get(half))  # 1.1 of its 2 s gone: <50% left, so even the lazy store slides
+    assert h is not None and pttl(rp, sess_key(rp, h)) > 1_900
+    assert {i.id for i in rp.call(st.sessions("u"))} == {s.id, t.id, h.id}
 
 
 def test_sixteen_concurrent_updaters_lose_nothing(rp: Harness) -> None:
@@ -281,6 +284,11 @@ def test_sessions_of_the_previous_layout_keep_working(rp: Harness) -> None:
     assert (s.user_id, s.data, s.meta, s.version) == ("u", want.data, want.meta, want.version)
     assert (s.created, s.expires_at, s.idle_ttl) == (want.created, want.expires_at, want.idle_ttl)
     assert s.last_seen >= want.last_seen and 0 < pttl(rp, key) <= 1800_000
+    lazy = store(rp, refresh_below=0.5)  # the time left comes from the previous layout's fields too
+    rp.sync_client.pexpire(key, 600_000)  # as if 20 of its 30 idle minutes had passed since
+    rp.sync_client.hset(key, "_s", int(s.last_seen * 1000) - 1200_000)
+    assert rp.call(lazy.get(tok)).data == want.data and pttl(rp, key) > 1700_000  # slid
+    assert rp.call(lazy.get(tok)).data == want.data
     assert rp.call(st.update(tok, {"name": "Bo"}, expect_version=s.version)) == s.version + 1
     assert rp.call(st.update(tok, {"n": 2})) == s.version + 2
     assert rp.call(st.get(tok)).data == {"cart": [1], "name": "Bo", "n": 2}
