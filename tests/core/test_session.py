@@ -486,3 +486,14 @@ def test_reads_go_through_the_breaker() -> None:
     with pytest.raises(ValueError, match="bad"):  # not an outage: raised, not counted
         replay(core.get(loud, tok), [(Script, ValueError("bad"))])
     assert breaker.failures == 0
+
+
+def test_field_values_encode_exactly_as_the_codec_does() -> None:
+    codec = default_codec()
+    values = ["x", "é\x00", 0, -(2**63), 2**64 - 1, True, None, 1.5, [1, {"a": None}], b"\x00raw"]
+    fields = core.encode_fields(codec, {str(i): v for i, v in enumerate(values)})
+    assert fields[1::2] == [codec.encode(v) for v in values]
+    with pytest.raises(TypeError, match="cannot encode a value of type int"):
+        core.encode_fields(codec, {"big": 2**64})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        core.encode_fields(codec, {"nan": [float("nan")]})
