@@ -375,15 +375,15 @@ def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, A
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): the
     hash's name / value pairs. A hash written by ``create`` starts with ``_s``, ``_``, ``_a``,
-    ``_v`` (a small hash keeps insertion order): read by position; any other order (a big
-    hash), a decoding client's str names, or the previous layout go through :func:`_scan`."""
+    ``_v`` (a small hash keeps insertion order): read by position; any other order goes
+    through :func:`_by_name`."""
     if reply[0] == b"_s" and reply[2] == b"_" and reply[4] == b"_a" and reply[6] == b"_v":
         seen, version = reply[1], reply[7]
-        keys, values = _data_fields(reply[8::2], reply[9::2])
         deadline, idle, created = _loads(reply[3])
         user, meta = _loads(reply[5])
+        keys, values = _data_fields(reply[8::2], reply[9::2])
     else:
-        seen, (deadline, idle, created, user, meta), version, keys, values = _scan(reply)
+        seen, (deadline, idle, created, user, meta), version, keys, values = _by_name(reply)
     return Session(
         token,
         sid,
@@ -398,9 +398,22 @@ def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -
     )
 
 
+def _by_name(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
+    """Last seen, the facts (see :func:`_facts`), the version and the data fields of a session
+    hash's flat name / value list in any order (a big hash, or one with a value over 64 bytes,
+    keeps no insertion order): one dict built in C, the metadata popped off it. A decoding
+    client's str names and the previous layout go through :func:`_scan`."""
+    pairs = dict(zip(reply[::2], reply[1::2], strict=True))
+    seen, times = pairs.pop(b"_s", None), pairs.pop(b"_", None)
+    about, version = pairs.pop(b"_a", None), pairs.pop(b"_v", None)
+    if seen is None or times is None or about is None or version is None:
+        return _scan(reply)
+    keys, values = _data_fields(list(pairs), list(pairs.values()))
+    return seen, [*_loads(times), *_loads(about)], version, keys, values
+
+
 def _scan(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
-    """Last seen, the fixed facts, the version and the data fields of a session hash's flat
-    name / value list in any order and either layout."""
+    """As :func:`_by_name`, for str names or either layout: a name at a time."""
     meta: dict[str, Any] = {}
     names, values = [], []
     for i in range(0, len(reply), 2):

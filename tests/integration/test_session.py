@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import itertools
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -16,10 +18,12 @@ from typing import Any
 import pytest
 
 import redispatterns as rp_pkg
+from redispatterns._core.scripts import load
 from redispatterns.session import AsyncSessionStore, Session, SessionConflict, SessionStore
 from redispatterns.testing.plugin import Harness
 
 PREFIX = "t:"
+GET_SCRIPT = load("session_get").source
 
 
 def store(rp: Harness, **opts: Any) -> Any:
@@ -306,6 +310,41 @@ def test_sessions_of_the_previous_layout_keep_working(rp: Harness) -> None:
     assert rp.call(st.revoke("someone-else", moved.id)) is False
     assert rp.call(st.revoke("u", moved.id)) is True
     assert rp.call(st.get(new)) is None and rp.call(st.sessions("u")) == []
+
+
+def test_get_reads_the_metadata_whatever_the_field_order(rp: Harness) -> None:
+    """A big hash keeps no insertion order (the client finds the metadata by name then); small
+    hashes keep the order they are written in, so many orders are tried here."""
+    st = store(rp)
+    tok = rp.call(st.create("u", {"a": 1, "b": [2]}, ip="10.0.0.1"))
+    want = rp.call(st.get(tok))
+    key = sess_key(rp, want)
+    c = rp.sync_client
+    pairs = list(c.hgetall(key).items())
+    ttl = c.pttl(key)
+    rng = random.Random(7)
+    for order in itertools.permutations(range(len(pairs))):
+        if rng.random() > 0.1:  # 72 of the 720 orders
+            continue
+        c.delete(key)
+        for i in order:
+            c.hset(key, *pairs[i])
+        c.pexpire(key, ttl)
+        reply = c.eval(GET_SCRIPT, 1, key, "1000")
+        assert reply[::2] == [pairs[i][0] for i in order]  # as written: HGETALL's own table
+        s = rp.call(st.get(tok))
+        assert (s.data, s.user_id, s.version, s.meta) == (want.data, "u", want.version, want.meta)
+        assert (s.created, s.expires_at, s.idle_ttl) == (want.created, want.expires_at, want.idle_ttl)
+    big = {f"f{i}": "x" * (70 + i) for i in range(40)}  # past the listpack limits: a real hashtable
+    tok = rp.call(st.create("u", big, user_agent="Mozilla/5.0 " * 12))
+    key = f"{PREFIX}sess:{{{rp.call(st.get(tok)).id}}}"
+    if not rp.backend.is_fake:  # (fakeredis has no OBJECT)
+        assert c.object("encoding", key) == b"hashtable"
+    for _ in range(3):
+        s = rp.call(st.get(tok))
+        assert s.data == big and s.user_id == "u" and s.version == 1
+    assert rp.call(st.update(tok, {"f0": 0})) == 2
+    assert rp.call(st.get(tok)).data == {**big, "f0": 0}
 
 
 def test_any_user_id_round_trips_through_the_fixed_facts(rp: Harness) -> None:
