@@ -300,6 +300,8 @@ def test_sessions_of_the_previous_layout_keep_working(rp: Harness) -> None:
     assert (info.id, info.ip, info.created, info.expires_at) == (s.id, "10.0.0.1", s.created, s.expires_at)
     assert rp.call(st.append_event(tok, {"e": 2})) == 2
     assert rp.call(st.events(tok)) == [{"e": 1}, {"e": 2}]
+    assert rp.call(st.append_track(tok, "t", "x")) == 1  # the deadline from '_abs'
+    assert 0 < pttl(rp, key + ":tr") <= int(s.expires_at * 1000 - time.time() * 1000) + 50
     new = rp.call(st.rotate(tok))  # the rotated hash is written in the current layout
     moved = rp.call(st.get(new))
     assert moved.data == {"cart": [1], "name": "Bo", "n": 2} and moved.version == s.version + 2
