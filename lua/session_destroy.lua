@@ -12,13 +12,15 @@
 -- a hash of the previous layout has them in '_u' and '_abs'
 local meta = redis.call('HMGET', KEYS[1], '_a', '_', '_u', '_abs')
 local user, deadline = meta[3], meta[4]
-if meta[1] then
-  user = cjson.decode(meta[1])[1]
+if meta[1] then -- a '_a' that does not decode (a foreign write) names no user: false, not nil,
+  -- so a revoke that names one is refused, and a logout by token still deletes the session
+  local ok, about = pcall(cjson.decode, meta[1])
+  user = ok and type(about) == 'table' and type(about[1]) == 'string' and about[1]
 end
 if meta[2] then
   deadline = string.match(meta[2], '^%[(%d+)')
 end
-if ARGV[2] ~= '' and user and user ~= ARGV[2] then
+if ARGV[2] ~= '' and user ~= nil and user ~= ARGV[2] then
   return 0
 end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])

@@ -364,6 +364,18 @@ def test_any_user_id_round_trips_through_the_fixed_facts(rp: Harness) -> None:
     assert rp.call(st.sessions(user)) == []
 
 
+def test_a_foreign_write_to_the_user_field_never_blocks_a_logout(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"a": 1}))
+    key = sess_key(rp, rp.call(st.get(tok)))
+    rp.sync_client.hset(key, "_a", b"not json")
+    sid = key.split("{")[1][:-1]
+    assert rp.call(st.revoke("u", sid)) is False  # the owner can't be checked: refused
+    assert rp.sync_client.exists(key)
+    rp.call(st.destroy(tok))  # the token's holder logs out all the same
+    assert not rp.sync_client.exists(key) and rp.call(st.get(tok)) is None
+
+
 def test_no_token_in_plaintext_anywhere(rp: Harness) -> None:
     st = store(rp)
     tokens = [rp.call(st.create(f"user{i}", {"n": i}, ip="9.9.9.9")) for i in range(5)]
