@@ -6,7 +6,7 @@
 -- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
 -- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); a hit of cost 1 denied: the table {retry_after_us, reset_after_us} (remaining 0); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
@@ -27,18 +27,29 @@ if not now then
   now, min_ms = t[1] * 1000000 + t[2], 0
 end
 
-local lo = string.format('%d', now - period)
-local live = redis.pcall('ZCOUNT', k, '(' .. lo, '+inf')
-if mode == '1' and cost == 1 and type(live) == 'number' and live < limit then
-  -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
-  local m = string.format('%d', now)
-  if redis.call('ZADD', k, 'NX', m, m) == 0 then  -- this microsecond is taken: a suffix
-    local j = redis.call('ZCARD', k)
-    repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
+local lo = string.format('(%d', now - period)  -- entries scored above it are live
+local live = redis.pcall('ZCOUNT', k, lo, '+inf')
+if mode == '1' and cost == 1 and type(live) == 'number' then
+  if live < limit then
+    -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
+    local m = string.format('%d', now)
+    if redis.call('ZADD', k, 'NX', m, m) == 0 then  -- this microsecond is taken: a suffix
+      local j = redis.call('ZCARD', k)
+      repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
+    end
+    if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
+    if min_ms == 0 then
+      redis.call('PEXPIRE', k, string.format('%d', math.floor((period + 999) / 1000)))
+    else
+      redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
+    end
+    return limit - live - 1
   end
-  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
-  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
-  return limit - live - 1
+  -- denied, nothing written: the limit-th newest entry decides (live ones hold the top ranks),
+  -- the newest gives the reset; remaining is 0
+  local r = '-' .. ARGV[1]
+  local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
+  return {e[2] + period - now, redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now}
 end
 local bad = type(live) == 'table'
 if bad then live = 0 end
@@ -69,7 +80,7 @@ local function record()
     end
     left = left - redis.call('ZADD', k, unpack(args))
   end
-  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
+  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
   redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
 end
 
@@ -85,7 +96,7 @@ if charge and mode == '2' then
   record()
   local card = redis.call('ZCARD', k)
   if card > limit then
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', lo)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2))
     card = redis.call('ZCARD', k)
     if card > limit then redis.call('ZREMRANGEBYRANK', k, 0, card - limit - 1) end
   end

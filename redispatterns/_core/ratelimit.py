@@ -210,6 +210,13 @@ def _counter(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
     return Decision(True, remaining, 0, r + 1, p.limit, key, cost, (t,), now_us)
 
 
+def _log_denied(key: str, cost: int, p: Policy, reply: Sequence[int], now_us: int) -> Decision:
+    """Decode the sliding log's denial of a hit of cost 1: ``[retry_after_us, reset_after_us]``."""
+    retry, reset = reply
+    t = PolicyState(p, False, 0, retry, reset)
+    return Decision(False, 0, retry, reset, p.limit, key, cost, (t,), now_us)
+
+
 _INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log, "sliding_counter": _counter}
 
 
@@ -247,12 +254,15 @@ def decide(
     their scripts; ``now_us`` is then the virtual clock, if any); several:
     ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
     trailing ``1`` past those says some key held garbage; or, from the multi script, one
-    integer per policy when every one admitted a hit of cost 1 (each as its own script's).
+    integer per policy when every one admitted a hit of cost 1 (each as its own script's); or,
+    from the sliding log, ``[retry_after_us, reset_after_us]`` for a denied hit of cost 1.
     """
     if isinstance(reply, int):  # one-integer replies (see the scripts)
         return _INT_REPLIES[policies[0].algorithm](key, cost, policies[0], reply, now_us)
     if len(reply) == len(policies) > 1:  # the multi script's admitted hit: one integer per policy
         return _all_admitted(key, cost, policies, reply, now_us)
+    if len(reply) == 2 and len(policies) == 1:  # the sliding log's denied hit of cost 1
+        return _log_denied(key, cost, policies[0], reply, now_us)
     if len(policies) == 1:  # the common case, kept short: this runs on every check
         r = reply[2]
         allowed = r == 0
@@ -402,6 +412,8 @@ def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mod
     if len(reply) == n > 1:  # every policy admitted (the multi script's short reply)
         args = op.args
         return _all_admitted(subject, cost, policies, reply, args[2 * n + 2] if len(args) > 2 * n + 2 else 0)  # type: ignore[arg-type]
+    if len(reply) == 2 and n == 1:  # the sliding log's denied hit of cost 1
+        return _log_denied(subject, cost, policies[0], reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
     d = decide(subject, cost, policies, reply)
     if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
         _note_garbage(op.keys, d, mode)
