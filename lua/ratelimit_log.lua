@@ -17,14 +17,16 @@
 -- charged hit replaces it; the reply then ends with a 1.
 
 local k = KEYS[1]
-local limit = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
+-- '+ 0' converts a numeral once (tonumber() parses it twice): strtod is much of a short script
+local limit = ARGV[1] + 0
+local period = ARGV[2] + 0
 -- the common hit sends two arguments: every one more is a string to intern and a number to parse
-local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
-if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
+local cost, mode, now, min_ms, s, u = 1, '1', nil, 60000, nil, nil  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = ARGV[3] + 0, ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
-  now, min_ms = t[1] * 1000000 + t[2], 0
+  s, u = t[1], t[2]  -- seconds and microseconds, as text
+  now, min_ms = s * 1000000 + u, 0
 end
 
 local lo = string.format('(%d', now - period)  -- entries scored above it are live
@@ -32,17 +34,22 @@ local live = redis.pcall('ZCOUNT', k, lo, '+inf')
 if mode == '1' and cost == 1 and type(live) == 'number' then
   if live < limit then
     -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
-    local m = string.format('%d', now)
-    if redis.call('ZADD', k, 'NX', m, m) == 0 then  -- this microsecond is taken: a suffix
+    local m  -- the time as text, as string.format('%d', now) writes it
+    if s then
+      if #u < 6 then u = string.sub('00000' .. u, -6) end
+      m = s .. u
+    else
+      m = string.format('%d', now)
+    end
+    -- a member is scored by the time it names: ZADD answers 0 when it is there already
+    if redis.call('ZADD', k, m, m) == 0 then  -- this microsecond is taken: a suffix
       local j = redis.call('ZCARD', k)
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
     if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
-    if min_ms == 0 then
-      redis.call('PEXPIRE', k, string.format('%d', math.floor((period + 999) / 1000)))
-    else
-      redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
-    end
+    local ms = math.floor((period + 999) / 1000)
+    if ms < min_ms then ms = min_ms end
+    redis.call('PEXPIRE', k, string.format('%d', ms))
     return limit - live - 1
   end
   -- denied, nothing written: the limit-th newest entry decides (live ones hold the top ranks),
