@@ -21,13 +21,14 @@
 local n = #KEYS
 -- a hit of cost 1 on the server clock sends the policies alone: every argument costs a string
 -- to intern and a number to parse
-local cost, mode, now, min_ttl_ms = 1, 1, nil, 60000
+local cost, mode, now, min_ttl_ms, sec, usec = 1, 1, nil, 60000, nil, nil
 if ARGV[2 * n + 1] then
   cost, mode, now = tonumber(ARGV[2 * n + 1]), tonumber(ARGV[2 * n + 2]), tonumber(ARGV[2 * n + 3])
 end
 if not now then
   local t = redis.call('TIME')
-  now, min_ttl_ms = t[1] * 1000000 + t[2], 0
+  sec, usec = t[1], t[2]  -- as text
+  now, min_ttl_ms = sec * 1000000 + usec, 0
 end
 
 -- The common request (cost 1, hit mode) first: each policy by its own short path, one pass, no
@@ -47,10 +48,10 @@ if mode == 1 and cost == 1 then
   local bail = false
   for i = 1, n do
     local k = KEYS[i]
-    local lk = tonumber(ARGV[2 * i - 1])
+    local lk = ARGV[2 * i - 1] + 0  -- ('+ 0' parses a numeral once, tonumber() twice)
     local limit = floor(lk / 10)
     local kind = lk - limit * 10
-    local period = tonumber(ARGV[2 * i])
+    local period = ARGV[2 * i] + 0
     if kind == 1 then
       local live = redis.pcall('ZCOUNT', k, string.format('(%d', now - period), '+inf')
       if type(live) ~= 'number' or live >= limit then bail = true break end
@@ -147,14 +148,23 @@ if mode == 1 and cost == 1 then
     for i = 1, n do
       local w = todo[i]
       if w == 1 then
-        local k, period = KEYS[i], tonumber(ARGV[2 * i])
-        local s = string.format('%d', now)
-        if redis.call('ZADD', k, 'NX', s, s) == 0 then  -- this microsecond is taken: a suffix
+        local k, period = KEYS[i], ARGV[2 * i] + 0
+        local s  -- the time as text, as string.format('%d', now) writes it
+        if sec then
+          if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
+          s = sec .. usec
+        else
+          s = string.format('%d', now)
+        end
+        -- a member is scored by the time it names: ZADD answers 0 when it is there already
+        if redis.call('ZADD', k, s, s) == 0 then  -- this microsecond is taken: a suffix
           local c = redis.call('ZCARD', k)
           repeat c = c + 1 until redis.call('ZADD', k, 'NX', s, s .. ':' .. c) == 1
         end
-        if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - period)) end
-        redis.call('PEXPIRE', k, string.format('%d', math.max(floor((period + 999) / 1000), min_ttl_ms)))
+        if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - period)) end
+        local ms = floor((period + 999) / 1000)
+        if ms < min_ttl_ms then ms = min_ttl_ms end
+        redis.call('PEXPIRE', k, string.format('%d', ms))
       elseif w == 2 then
         redis.call('PEXPIRE', KEYS[i], arg[i])
       elseif w then  -- 3, 4: a new state (with the expiry set before when no PX is given)
