@@ -220,27 +220,38 @@ def _log_denied(key: str, cost: int, p: Policy, reply: Sequence[int], now_us: in
 _INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log, "sliding_counter": _counter}
 
 
-def _admitted(p: Policy, x: int) -> PolicyState:
-    """One policy's part of an admitted multi check: ``x`` is what its own script answers for
-    an admitted hit (see ``_log``, ``_bucket``, ``_fixed``, ``_counter``)."""
-    a = p.algorithm
-    if a == "sliding":
-        return PolicyState(p, True, x, 0, p.period_us)
-    if a == "token_bucket":
-        return PolicyState(p, True, (p.limit * p.period_us - x) // p.period_us, 0, x)
-    if a == "fixed":
-        count, r = divmod(x, p.period_us)
-        return PolicyState(p, True, max(p.limit - count, 0), 0, r + 1)
+def _log_ok(p: Policy, x: int) -> PolicyState:
+    return PolicyState(p, True, x, 0, p.period_us)
+
+
+def _bucket_ok(p: Policy, x: int) -> PolicyState:
+    return PolicyState(p, True, (p.limit * p.period_us - x) // p.period_us, 0, x)
+
+
+def _fixed_ok(p: Policy, x: int) -> PolicyState:
+    count, r = divmod(x, p.period_us)
+    return PolicyState(p, True, max(p.limit - count, 0), 0, r + 1)
+
+
+def _counter_ok(p: Policy, x: int) -> PolicyState:
     remaining, r = divmod(x, 2 * p.period_us)
     return PolicyState(p, True, remaining, 0, r + 1)
+
+
+# one policy's part of an admitted multi check, from what its own script answers for an
+# admitted hit (see ``_log``, ``_bucket``, ``_fixed``, ``_counter``)
+_ADMITTED = {"sliding": _log_ok, "token_bucket": _bucket_ok, "fixed": _fixed_ok, "sliding_counter": _counter_ok}
 
 
 def _all_admitted(
     key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int], now_us: int
 ) -> Decision:
     """Decode the multi script's short reply: every policy admitted, one integer each."""
-    states = tuple(map(_admitted, policies, reply))
-    t = min(states, key=_order)
+    states = tuple([_ADMITTED[p.algorithm](p, x) for p, x in zip(policies, reply, strict=True)])
+    t = states[0]
+    for s in states[1:]:  # the tightest, as _tightest picks among admitted states (first on ties)
+        if s.remaining < t.remaining or (s.remaining == t.remaining and s.reset_after_us > t.reset_after_us):
+            t = s
     return Decision(True, t.remaining, 0, t.reset_after_us, t.policy.limit, key, cost, states, now_us)
 
 
