@@ -240,7 +240,12 @@ def _counter_ok(p: Policy, x: int) -> PolicyState:
 
 # one policy's part of an admitted multi check, from what its own script answers for an
 # admitted hit (see ``_log``, ``_bucket``, ``_fixed``, ``_counter``)
-_ADMITTED = {"sliding": _log_ok, "token_bucket": _bucket_ok, "fixed": _fixed_ok, "sliding_counter": _counter_ok}
+_ADMITTED = {
+    "sliding": _log_ok,
+    "token_bucket": _bucket_ok,
+    "fixed": _fixed_ok,
+    "sliding_counter": _counter_ok,
+}
 
 
 def _all_admitted(
