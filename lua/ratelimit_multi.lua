@@ -8,8 +8,8 @@
 -- One policy alone goes to its own script (ratelimit_bucket, _log, _fixed, _counter): this one
 -- is for several at once. State of the wrong type or shape under a key (planted, or corrupted)
 -- counts as absent, a committing call replaces it, and the reply ends with a 1: a subject is
--- never denied forever by garbage. Sliding-log members are the time itself, made unique with
--- ZADD NX and a suffix when two units share a microsecond.
+-- never denied forever by garbage. Sliding-log members are the time itself (scored by the
+-- time they name), made unique with a suffix when two units share a microsecond.
 --
 -- With a virtual now, every expiry is at least 60 s of real time: virtual time does not move the
 -- server's clock, so a TTL measured on it (1 ms at 1000/s) could lapse between two calls of a test.
