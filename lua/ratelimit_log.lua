@@ -47,9 +47,15 @@ if mode == '1' and cost == 1 and type(live) == 'number' then
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
     if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
-    local ms = math.floor((period + 999) / 1000)
-    if ms < min_ms then ms = min_ms end
-    redis.call('PEXPIRE', k, string.format('%d', ms))
+    -- the key lives a window (whole milliseconds, rounded up): a window of whole milliseconds,
+    -- as most are, is the window's own text short of three zeros
+    if min_ms == 0 and period % 1000 == 0 then
+      redis.call('PEXPIRE', k, string.sub(ARGV[2], 1, -4))
+    else
+      local ms = math.floor((period + 999) / 1000)
+      if ms < min_ms then ms = min_ms end
+      redis.call('PEXPIRE', k, string.format('%d', ms))
+    end
     return limit - live - 1
   end
   -- denied, nothing written: the limit-th newest entry decides (live ones hold the top ranks),

@@ -162,9 +162,13 @@ if mode == 1 and cost == 1 then
           repeat c = c + 1 until redis.call('ZADD', k, 'NX', s, s .. ':' .. c) == 1
         end
         if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - period)) end
-        local ms = floor((period + 999) / 1000)
-        if ms < min_ttl_ms then ms = min_ttl_ms end
-        redis.call('PEXPIRE', k, string.format('%d', ms))
+        if min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
+          redis.call('PEXPIRE', k, string.sub(ARGV[2 * i], 1, -4))
+        else
+          local ms = floor((period + 999) / 1000)
+          if ms < min_ttl_ms then ms = min_ttl_ms end
+          redis.call('PEXPIRE', k, string.format('%d', ms))
+        end
       elseif w == 2 then
         redis.call('PEXPIRE', KEYS[i], arg[i])
       elseif w then  -- 3, 4: a new state (with the expiry set before when no PX is given)
