@@ -42,23 +42,24 @@ end
 -- bucket: tat - now; the fixed window: count * window + reset - 1; the sliding counter:
 -- remaining * 2 * window + reset - 1).
 if mode == 1 and cost == 1 then
-  local floor = math.floor
+  -- globals looked up once (each use of one is a table lookup)
+  local floor, format, rcall, rpcall, keys, argv = math.floor, string.format, redis.call, redis.pcall, KEYS, ARGV
   local out, todo = {}, {}  -- per policy: the reply, and what the commit writes (1 to 4)
   local arg, arg2, undo  -- the writes' arguments; the charges made so far (key, by: '' to DEL)
   local bail = false
   for i = 1, n do
-    local k = KEYS[i]
-    local lk = ARGV[2 * i - 1] + 0  -- ('+ 0' parses a numeral once, tonumber() twice)
+    local k = keys[i]
+    local lk = argv[2 * i - 1] + 0  -- ('+ 0' parses a numeral once, tonumber() twice)
     local limit = floor(lk / 10)
     local kind = lk - limit * 10
-    local period = ARGV[2 * i] + 0
+    local period = argv[2 * i] + 0
     if kind == 1 then
-      local live = redis.pcall('ZCOUNT', k, string.format('(%d', now - period), '+inf')
+      local live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
       if type(live) ~= 'number' or live >= limit then bail = true break end
       out[i], todo[i] = limit - live - 1, 1
     elseif kind == 2 then
-      local by = ARGV[2 * i]  -- the interval, as text
-      local v = redis.pcall('INCRBY', k, by)
+      local by = argv[2 * i]  -- the interval, as text
+      local v = rpcall('INCRBY', k, by)
       if type(v) ~= 'number' then bail = true break end
       local at = v - period  -- the state before
       undo = undo or {}
@@ -70,16 +71,16 @@ if mode == 1 and cost == 1 then
         local g = floor(v / tau)
         if min_ttl_ms ~= 0 or g ~= floor(at / tau) then
           todo[i], arg = 2, arg or {}
-          arg[i] = string.format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ttl_ms))
+          arg[i] = format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ttl_ms))
         end
         out[i] = v - now
       else  -- a full bucket (no key, or a state behind now): it becomes now + interval
         local new = now + period
         local gn = floor(new / tau)
         arg, arg2 = arg or {}, arg2 or {}
-        todo[i], arg[i] = 3, string.format('%d', new)
+        todo[i], arg[i] = 3, format('%d', new)
         if min_ttl_ms ~= 0 or at <= 0 or gn ~= floor(at / tau) then
-          arg2[i] = string.format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ttl_ms))
+          arg2[i] = format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ttl_ms))
         end
         out[i] = period
       end
@@ -96,7 +97,7 @@ if mode == 1 and cost == 1 then
       local slot = idx - floor(idx / m) * m
       if slot < 0 then slot = slot + m elseif slot >= m then slot = slot - m end
       slot = slot + 1
-      local v = redis.pcall('INCRBY', k, '1')
+      local v = rpcall('INCRBY', k, '1')
       if type(v) ~= 'number' then bail = true break end
       local old = v - 1
       undo = undo or {}
@@ -123,8 +124,8 @@ if mode == 1 and cost == 1 then
         else  -- no key or an earlier window's state: this window's first count
           c = 0
           arg, arg2 = arg or {}, arg2 or {}
-          todo[i], arg[i] = 4, string.format('%d', slot * span + 1)
-          arg2[i] = string.format('%d', math.max(floor((reset + 999) / 1000), min_ttl_ms))
+          todo[i], arg[i] = 4, format('%d', slot * span + 1)
+          arg2[i] = format('%d', math.max(floor((reset + 999) / 1000), min_ttl_ms))
         end
         out[i] = (c + 1) * period + reset - 1
       else
@@ -135,8 +136,8 @@ if mode == 1 and cost == 1 then
         local ttl = (idx + 2) * period - now  -- a count still weighs in the next window
         if q ~= slot then  -- no key or an earlier window's state: write this window's
           arg, arg2 = arg or {}, arg2 or {}
-          todo[i], arg[i] = 4, string.format('%d', slot * span + prev * wide + 1)
-          arg2[i] = string.format('%d', math.max(floor((ttl + 999) / 1000), min_ttl_ms))
+          todo[i], arg[i] = 4, format('%d', slot * span + prev * wide + 1)
+          arg2[i] = format('%d', math.max(floor((ttl + 999) / 1000), min_ttl_ms))
         end
         local avail = floor(room / period)
         if (avail + 1) * period <= room then avail = avail + 1 elseif avail * period > room then avail = avail - 1 end
@@ -148,38 +149,38 @@ if mode == 1 and cost == 1 then
     for i = 1, n do
       local w = todo[i]
       if w == 1 then
-        local k, period = KEYS[i], ARGV[2 * i] + 0
-        local s  -- the time as text, as string.format('%d', now) writes it
+        local k, period = keys[i], argv[2 * i] + 0
+        local s  -- the time as text, as format('%d', now) writes it
         if sec then
           if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
           s = sec .. usec
         else
-          s = string.format('%d', now)
+          s = format('%d', now)
         end
         -- a member is scored by the time it names: ZADD answers 0 when it is there already
-        if redis.call('ZADD', k, s, s) == 0 then  -- this microsecond is taken: a suffix
-          local c = redis.call('ZCARD', k)
-          repeat c = c + 1 until redis.call('ZADD', k, 'NX', s, s .. ':' .. c) == 1
+        if rcall('ZADD', k, s, s) == 0 then  -- this microsecond is taken: a suffix
+          local c = rcall('ZCARD', k)
+          repeat c = c + 1 until rcall('ZADD', k, 'NX', s, s .. ':' .. c) == 1
         end
-        if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - period)) end
+        if now % 8 == 0 then rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period)) end
         if min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
-          redis.call('PEXPIRE', k, string.sub(ARGV[2 * i], 1, -4))
+          rcall('PEXPIRE', k, string.sub(argv[2 * i], 1, -4))
         else
           local ms = floor((period + 999) / 1000)
           if ms < min_ttl_ms then ms = min_ttl_ms end
-          redis.call('PEXPIRE', k, string.format('%d', ms))
+          rcall('PEXPIRE', k, format('%d', ms))
         end
       elseif w == 2 then
-        redis.call('PEXPIRE', KEYS[i], arg[i])
+        rcall('PEXPIRE', keys[i], arg[i])
       elseif w then  -- 3, 4: a new state (with the expiry set before when no PX is given)
-        if arg2 and arg2[i] then redis.call('SET', KEYS[i], arg[i], 'PX', arg2[i])
-        else redis.call('SET', KEYS[i], arg[i], 'KEEPTTL') end
+        if arg2 and arg2[i] then rcall('SET', keys[i], arg[i], 'PX', arg2[i])
+        else rcall('SET', keys[i], arg[i], 'KEEPTTL') end
       end
     end
     return out
   end
   for j = 1, undo and #undo or 0, 2 do  -- undo the charges: the general evaluation below reads every state as it was
-    if undo[j + 1] == '' then redis.call('DEL', undo[j]) else redis.call('DECRBY', undo[j], undo[j + 1]) end
+    if undo[j + 1] == '' then rcall('DEL', undo[j]) else rcall('DECRBY', undo[j], undo[j + 1]) end
   end
 end
 
