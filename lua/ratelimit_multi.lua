@@ -44,7 +44,7 @@ end
 if mode == 1 and cost == 1 then
   -- globals looked up once (each use of one is a table lookup)
   local floor, format, rcall, rpcall, keys, argv = math.floor, string.format, redis.call, redis.pcall, KEYS, ARGV
-  local out, todo = {}, {}  -- per policy: the reply, and what the commit writes (1 to 4)
+  local out, todo = {}, {}  -- per policy: the reply, and what the commit writes (-window: a log; 2 to 4)
   local arg, arg2, undo  -- the writes' arguments; the charges made so far (key, by: '' to DEL)
   local bail = false
   for i = 1, n do
@@ -56,7 +56,7 @@ if mode == 1 and cost == 1 then
     if kind == 1 then
       local live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
       if type(live) ~= 'number' or live >= limit then bail = true break end
-      out[i], todo[i] = limit - live - 1, 1
+      out[i], todo[i] = limit - live - 1, -period  -- a log: its window, negated
     elseif kind == 2 then
       local by = argv[2 * i]  -- the interval, as text
       local v = rpcall('INCRBY', k, by)
@@ -148,8 +148,8 @@ if mode == 1 and cost == 1 then
   if not bail then  -- every policy admits: commit
     for i = 1, n do
       local w = todo[i]
-      if w == 1 then
-        local k, period = keys[i], argv[2 * i] + 0
+      if w and w < 0 then
+        local k, period = keys[i], -w
         local s  -- the time as text, as format('%d', now) writes it
         if sec then
           if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
