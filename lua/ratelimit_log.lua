@@ -13,8 +13,9 @@
 -- Entries that left the window are dropped by about one charging call in eight (and with the
 -- key, a window after the last one), so the log holds little more than the live entries.
 -- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
--- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage under the key (another type) counts as an empty log and the next
--- charged hit replaces it; the reply then ends with a 1.
+-- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
+-- under the key (another type) counts as an empty log and the next charged hit replaces it; the
+-- reply then ends with a 1.
 
 local k = KEYS[1]
 -- '+ 0' converts a numeral once (tonumber() parses it twice): strtod is much of a short script
