@@ -173,6 +173,33 @@ def test_sharded_channels(rp: Harness, backend: Backend) -> None:
         rp.call(sub.close())
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_numbering_keeps_its_counter_key_and_ttl(rp: Harness, backend: Backend, sharded: bool) -> None:
+    """The script takes the channel from the counter key (``<channel>:seq``): messages reach the
+    right channel, for any name (non-ASCII, a ``#`` digest subject), numbered on the counter that
+    earlier versions used, with the mount's TTL refreshed on every publish."""
+    mount = Mount(prefix="ttl:", ttl=30)
+    names = ["zamówienia", "#7", "a:seq"]
+    sub = _sub(rp, names, sharded=sharded, mount=mount)
+    try:
+        pub = _pub(rp, sharded=sharded, mount=mount)
+        for i in range(3):
+            for n in names:
+                assert rp.call(pub.publish(n, [n, i])) >= (0 if backend.is_cluster and not sharded else 1)
+        got = [rp.call(sub.get(timeout=10)) for _ in range(9)]
+        by_channel = {n: [(m.data, m.seq, m.sharded) for m in got if m.channel == n] for n in names}
+        assert by_channel == {n: [([n, i], i + 1, sharded) for i in range(3)] for n in names}
+        assert not sub.gaps
+        c = backend.sync_client()
+        for n in names:
+            counter = Names(mount.keyspace).counter(n)
+            assert counter == Names(mount.keyspace).channel(n) + ":seq"
+            assert int(c.get(counter)) == 3
+            assert 0 < int(c.pttl(counter)) <= 30_000
+    finally:
+        rp.call(sub.close())
+
+
 def test_unsequenced_and_foreign_messages(rp: Harness, backend: Backend) -> None:
     sub = _sub(rp, ["plain"])
     try:
