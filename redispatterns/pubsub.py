@@ -53,15 +53,18 @@ class _PublisherBase:
         self._ns.check_write("publish")
         self._names = Names(self._ns.keyspace)
         self._codec = self._ns.mount.codec
-        self._ttl_ms = self._ns.mount.ttl_ms()
+        ttl_ms = self._ns.mount.ttl_ms()
+        self._ttl_arg = str(ttl_ms).encode() if ttl_ms else None
         self.sharded = sharded
         self.sequence = sequence
-        self._keys: dict[str, tuple[str, str]] = {}
+        # channel and counter as UTF-8 bytes (what the subscriber subscribes to), encoded once:
+        # redis-py encodes a str argument on every call
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
 
     def _flow(self, channel: str, message: Any) -> Flow[int]:
         keys = self._keys.get(channel) if isinstance(channel, str) else None
         if keys is None:
-            keys = (self._names.channel(channel), self._names.counter(channel))
+            keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
             if len(self._keys) >= 1024:
                 self._keys.clear()
             self._keys[channel] = keys
@@ -71,7 +74,7 @@ class _PublisherBase:
             self._codec.encode(message),
             sharded=self.sharded,
             sequence=self.sequence,
-            ttl_ms=self._ttl_ms,
+            ttl_ms=self._ttl_arg,
         )
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
-from .ops import Command, Flow, Probe, Script
+from .ops import Command, Flow, KeyT, Probe, Script
 from .scripts import load
 
 __all__ = [
@@ -164,20 +164,21 @@ def decode_payload(codec: Codec, payload: bytes) -> Any:
 
 
 def publish(
-    channel: str,
-    counter: str,
+    channel: KeyT,
+    counter: KeyT,
     payload: bytes,
     *,
     sharded: bool,
     sequence: bool,
-    ttl_ms: int | None,
+    ttl_ms: int | bytes | None,
 ) -> Flow[int]:
     """Publish ``payload`` (already encoded) on ``channel``; the reply is the receivers count.
 
     With ``sequence`` the message is numbered by INCR on ``counter`` in the same script as the
     (S)PUBLISH, so subscribers can tell exactly which numbers they missed. ``counter`` must be
     ``channel + SEQ_SUFFIX`` (:meth:`Names.counter`): the script takes the channel from it, so
-    the hot call sends the counter and the payload only.
+    the hot call sends the counter and the payload only. Names and TTL given as ``bytes``
+    (encoded once by the caller) spare redis-py encoding them on every call.
     """
     if sharded:
         info = yield Probe()
