@@ -171,6 +171,7 @@ def publish(
     sharded: bool,
     sequence: bool,
     ttl_ms: int | bytes | None,
+    probe: bool = True,
 ) -> Flow[int]:
     """Publish ``payload`` (already encoded) on ``channel``; the reply is the receivers count.
 
@@ -178,9 +179,10 @@ def publish(
     (S)PUBLISH, so subscribers can tell exactly which numbers they missed. ``counter`` must be
     ``channel + SEQ_SUFFIX`` (:meth:`Names.counter`): the script takes the channel from it, so
     the hot call sends the counter and the payload only. Names and TTL given as ``bytes``
-    (encoded once by the caller) spare redis-py encoding them on every call.
+    (encoded once by the caller) spare redis-py encoding them on every call. ``probe=False``:
+    the caller knows the server has sharded pub/sub (a sharded publish went through).
     """
-    if sharded:
+    if sharded and probe:
         info = yield Probe()
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))

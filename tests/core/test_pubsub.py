@@ -122,6 +122,8 @@ def test_publish_sharded_checks_the_server_first() -> None:
     assert replay(flow, [(Probe(), ok), (spublish(b"1", 5000), 2)]) == 2
     flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=None)
     assert replay(flow, [(Probe(), ok), (spublish(b"1"), 0)]) == 0
+    flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=None, probe=False)
+    assert replay(flow, [(spublish(b"1"), 0)]) == 0  # the caller knows: no probe
     old = ServerInfo("redis", (6, 2, 0))
     with pytest.raises(UnsupportedByServer):
         replay(core.publish("c", "c:seq", b"1", sharded=True, sequence=False, ttl_ms=None), [(Probe(), old)])

@@ -513,6 +513,32 @@ def test_a_server_without_sharded_pubsub_closes_the_subscriber_in_both_flavours(
         del _infos[rp.client]
 
 
+def test_a_sharded_publisher_checks_the_server_until_a_publish_went_through(rp: Harness) -> None:
+    """The capability check runs until a sharded publish succeeded on the client, then never
+    again (SPUBLISH is known to work there); a new publisher checks afresh."""
+    from redispatterns._core.server import ServerInfo
+    from redispatterns._runner import _infos
+    from redispatterns.errors import UnsupportedByServer
+
+    real = _infos.get(rp.client)
+    _infos[rp.client] = ServerInfo("redis", (6, 2, 14))  # what Probe answers for this client
+    try:
+        pub = _pub(rp, sharded=True)
+        with pytest.raises(UnsupportedByServer, match="SPUBLISH"):
+            rp.call(pub.publish("checked", 0))
+        del _infos[rp.client]
+        assert rp.call(pub.publish("checked", 1)) == 0  # probed: the server has it; nobody listens
+        _infos[rp.client] = ServerInfo("redis", (6, 2, 14))
+        assert rp.call(pub.publish("checked", 2)) == 0  # no probe: it went through before
+        with pytest.raises(UnsupportedByServer, match="SPUBLISH"):
+            rp.call(_pub(rp, sharded=True).publish("checked", 3))
+        assert int(rp.backend.sync_client().get(Names(Mount().keyspace).counter("checked"))) == 2
+    finally:
+        _infos.pop(rp.client, None)
+        if real is not None:
+            _infos[rp.client] = real
+
+
 # --------------------------------------------------------------------------- cluster resharding
 
 
