@@ -23,9 +23,17 @@ end
 local member = string.sub(rec, #meta + 2)
 local size = #value
 local old = redis.call('HGET', meta, member)
+local new -- the metadata this write leaves: with a TTL, known now; without, once the time is read
+if ttl ~= '0' then new = size .. tail end
 local delta = size
-if old then delta = size - (tonumber(string.match(old, '^%d+')) or 0) end
-local now -- the server's time in ms: read only where it is needed (never for an overwrite with a TTL that does not grow)
+if old then
+  if old == new then
+    delta = 0 -- the same size, TTL and type: the metadata stays as it is
+  else
+    delta = size - (tonumber(string.match(old, '^%d+')) or 0)
+  end
+end
+local now -- the server's time in ms, read only where needed (never by an overwrite with a TTL that does not grow)
 
 -- The common write (an overwrite that does not grow) needs no quota check: the rest of this
 -- block runs only for a new key or a growing value.
@@ -92,9 +100,7 @@ end
 -- pad's deadline never comes.
 local META_PAD = 'bookkeeping pad: over 64 bytes, it keeps this hash out of the listpack encoding'
 local EXP_PAD = '\255expiry pad: over 64 bytes, it keeps this sorted set out of the listpack encoding'
-local new
 if ttl ~= '0' then
-  new = size .. tail
   redis.call('SET', rec, value, 'PX', ttl)
   local deadline = redis.call('PEXPIRETIME', rec)
   if old then
