@@ -10,11 +10,12 @@ Under ``B``: ``k:<key>`` the records (the user's key verbatim after ``k:``), ``i
 lexicographic ZSET of key names), ``m`` the metadata HASH (``size;ttl_ms;content_type`` for a
 record with a TTL, else ``size:updated_ms:content_type``; see :func:`meta_tail`), ``x`` the expiry
 ZSET (deadline in ms) and ``u`` the mount's byte counter. ``m`` and ``x`` hold one pad entry over
-64 bytes each (``m``'s under the empty name, which no key has), so that they keep their hashed
-encodings however few records the mount holds (a listpack is scanned on every write). Every write goes through
-one script that updates the record and the bookkeeping together, so the quotas are tracked, never
-scanned. The store-wide size limit is exact across the mounts that share the writer's slot; mounts
-in other slots are counted from a snapshot read just before the write (best effort).
+64 bytes each (``m``'s under the empty name, which no key has; ``x``'s at deadline ``+inf``),
+written with a new key, so that they keep their hashed encodings however few records the mount
+holds (a listpack is scanned on every write). Every write goes through one script that updates
+the record and the bookkeeping together, so the quotas are tracked, never scanned. The
+store-wide size limit is exact across the mounts that share the writer's slot; mounts in other
+slots are counted from a snapshot read just before the write (best effort).
 """
 
 from __future__ import annotations

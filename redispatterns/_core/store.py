@@ -10,6 +10,10 @@ A store is four keys sharing the store id's hash tag, so every script touches on
 * ``<prefix>kvs:{<id>}:meta``    hash, the store's metadata: id, name, alias, created/modified/
   accessed times (server TIME, microseconds), item count and total payload size
 
+``items`` and ``records`` also hold a pad entry over 64 bytes under the empty name (no record key
+is empty), written with a new record, which keeps them in the hashtable encoding (a listpack is
+scanned on every HGET and HSET).
+
 Rules of this module:
 
 1. *Identity.* A named store's id is derived from its name (``n`` + 24 hex digits of
