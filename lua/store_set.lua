@@ -12,12 +12,14 @@
 -- read-only: no
 local items, records, index, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local PAD = 'store pad: a value over 64 bytes keeps this hash out of the listpack encoding'
-if redis.call('EXISTS', meta) == 0 then return -1 end
 local key, payload = ARGV[1], ARGV[2]
+-- a record proves its store exists (a drop deletes the records with the metadata; a purge
+-- deletes the records and keeps it): only a new record checks the metadata
+local old = redis.call('HGET', records, key)
+if not old and redis.call('EXISTS', meta) == 0 then return -1 end
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2]))
 local size = tonumber(ARGV[4])
-local old = redis.call('HGET', records, key)
 local created, delta = 1, size
 if old then
   created = 0
