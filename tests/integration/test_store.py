@@ -147,6 +147,8 @@ def test_purge_keeps_the_store_and_drop_removes_it(rp: Harness) -> None:
     with pytest.raises(StoreNotFound):
         rp.call(store.set_value("late", 1))  # a write to a dropped store changes nothing
     with pytest.raises(StoreNotFound):
+        rp.call(store.set_value("again", 2))  # nor does an overwrite of a record it held
+    with pytest.raises(StoreNotFound):
         rp.call(store.delete_value("again"))
     with pytest.raises(StoreNotFound):
         rp.call(store.purge())
