@@ -304,6 +304,35 @@ def test_info_follows_every_write_even_an_overwrite_that_leaves_the_metadata_as_
 
 
 @pytest.mark.parametrize("policy", ["immediate", "dispose"])
+def test_bookkeeping_in_the_earlier_form_is_read_and_overwritten_exactly(rp: Harness, policy: str) -> None:
+    """A record whose metadata is in the earlier form (``size:updated_ms:type`` with a TTL, no
+    pads) reads as it is, and its overwrites keep the byte count exact."""
+    c = rp.sync_client
+    kv = make(rp, {"user": rp_mount(USER, ttl=100, max_entries=5)}, write_policy=policy)
+    now_ms = int(time.time() * 1000)
+    c.set(BASE + "k:a", b'{"n":1}', px=100_000)  # the record and its bookkeeping, by hand
+    c.zadd(BASE + "i", {"a": 0})
+    c.zadd(BASE + "x", {"a": now_ms + 100_000})
+    c.hset(BASE + "m", "a", f"7:{now_ms - 5000}:application/json")
+    c.set(BASE + "u", 7)
+    before = rp.call(kv.info("user", "a"))
+    assert before.size == 7 and abs(before.updated_at - (now_ms - 5000) / 1000) < 0.01
+
+    def write(value: Any) -> None:
+        rp.call(kv.set("user", "a", value))
+        if policy == "dispose":
+            rp.call(kv.flush())
+
+    write({"n": 2})  # the same size: the metadata takes the TTL form
+    assert int(c.get(BASE + "u")) == 7 and c.hget(BASE + "m", "a") == b"7;100000;application/json"
+    after = rp.call(kv.info("user", "a"))
+    assert after.size == 7 and after.updated_at - before.updated_at > 4
+    write({"n": 22})  # one byte more
+    assert int(c.get(BASE + "u")) == 8 and rp.call(kv.keys("user")) == ["a"]
+    assert rp.call(kv.get("user", "a")) == {"n": 22}
+
+
+@pytest.mark.parametrize("policy", ["immediate", "dispose"])
 def test_the_bookkeeping_keeps_its_hashed_encodings_from_the_first_key(rp: Harness, policy: str) -> None:
     """A pad entry over 64 bytes keeps the metadata hash and expiry zset out of the listpack
     encoding (scanned on every write) however few records a mount holds; it never shows as a
