@@ -208,6 +208,11 @@ class CacheSpec:
     waiting on a lease adopts it (its holder is a follower, waiting for that leader)."""
     corrupt: int = field(init=False, repr=False, default=0)
     """Values met that were not ours or no longer decode (treated as absent, then replaced)."""
+    ttl_ms: float = field(init=False, repr=False, default=0.0)
+    """A fixed TTL in ms, and its stale window (``stale_ms``): worked out once, not per store."""
+    stale_ms: int = field(init=False, repr=False, default=0)
+    lock_arg: bytes = field(init=False, repr=False, default=b"")
+    """The lease length in ms as the script argument, encoded once."""
 
     def __post_init__(self) -> None:
         fn = self.plan.fn_id
@@ -216,6 +221,10 @@ class CacheSpec:
         self._memo = {}
         self.present = {}
         self.held = {}
+        if not callable(self.ttl):
+            self.ttl_ms = float(self.ttl) * 1000.0
+            self.stale_ms = stale_ms_for(float(self.ttl), self.stale_ttl)
+        self.lock_arg = b"%d" % self.lock_ms
 
     @property
     def lock_ms(self) -> int:
@@ -486,14 +495,13 @@ def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, .
 _LEASE = load("cache_lease")
 _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
-_MODES = {"fill": b"fill", "put": b"put"}
 
 
 def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
     """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
     if replace:
-        return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms, b"1"))
-    return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms))
+        return _script(_LEASE, keys.pair, (token, spec.lock_arg, b"1"))
+    return _script(_LEASE, keys.pair, (token, spec.lock_arg))
 
 
 def _read_failed(
@@ -747,11 +755,11 @@ def _store(
         ttl = yield Compute(ttl, (value,))
         if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
             ok = False  # a TTL callable says "don't cache" with None or 0
-    payload = b""
+    tail = b""
     status = StoreStatus.SKIP
     if ok:
-        try:
-            payload = spec.codec.encode(value)
+        try:  # the envelope after its soft expiry (which the script writes from the server clock)
+            tail = b"%d:%d|" % (compute_ms, version) + spec.codec.encode(value)
         except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
             ok = False
             status = StoreStatus.CODEC
@@ -759,14 +767,18 @@ def _store(
         if token:
             yield from _release(keys, token)
         return status
-    soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
-    hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
+    ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+    soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
+    stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
     store_keys: tuple[str | bytes, ...] = keys.pair
     if keys.tags:
         store_keys = (*store_keys, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
-    # integers and the mode go as bytes: redis-py sends bytes as they are (no encode per argument)
-    ms = (b"%d" % soft_ms, b"%d" % hard_ms, b"%d" % compute_ms)
-    script = _script(_STORE, store_keys, (payload, *ms, b"%d" % version, _MODES[mode], token))
+    # integers go as bytes: redis-py sends bytes as they are (no encode per argument); a fill
+    # sends four arguments (each one is server time), a put its mode and a version above 0
+    args: tuple[Any, ...] = (tail, b"%d" % soft_ms, b"%d" % (soft_ms + stale_ms), token)
+    if mode == "put":
+        args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
+    script = _script(_STORE, store_keys, args)
     try:
         if keys.tags:
             written = yield from _store_tagged(spec, keys, script, rand)

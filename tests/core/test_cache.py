@@ -310,7 +310,7 @@ def test_stale_value_one_refresher() -> None:
         (Now(), 1.0),
         (Compute, "new"),
         (Now(), 1.25),
-        (lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[3] == b"250", 1),
+        (lambda op: type(op) is Script and op.script.name == "cache_store" and op.args[0][:4] == b"250:", 1),
     ]
     assert run_get(s, steps) == ("new", core.REFRESHED)
     # the lease command failed: serve stale
@@ -438,6 +438,7 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     st_ = batch.ops[2]
     assert isinstance(st_, Script) and st_.script.name == "cache_store"
     assert len(st_.keys) == 4 and st_.args[1] == b"60000" and st_.args[2] == b"66000"
+    assert len(st_.args) == 4 and st_.args[0] == b'0:0|{"id":1}'  # a fill: four arguments
     assert not any(isinstance(op, Script) and op.script.name == "cache_store" for op in ops)  # not sent alone
     # a store failure counts as an error
     one = spec(tags=["all"])
@@ -468,7 +469,7 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
     assert replay(core.refresh(s, k, Compute(user, (1,)), b, lambda: 0.0),
                   [(Now(), 1.0), (Compute, 9), (Now(), 1.0), store(1)]) == 9  # fmt: skip
     wb = core.write_back(s, k, {"v": 2}, lambda r: r["v"], lambda v: v, "update", b, lambda: 0.0)
-    stored_v2 = (lambda op: isinstance(op, Script) and op.args[4] == b"2", 1)  # the version, as bytes
+    stored_v2 = (lambda op: isinstance(op, Script) and op.args[4:] == (b"put", b"2"), 1)  # version as bytes
     assert replay(wb, [(Compute, 2), (Compute, 2), stored_v2]) == "ok"
     wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
     assert replay(wb, [(Script, 1)]) == "invalidated"
@@ -548,7 +549,7 @@ def test_a_waiting_fill_adopts_a_lease_held_in_this_process() -> None:
     k = s.keys_for((1,), {})
     s.held[k.value] = "theirs"
     mine = (
-        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[6] == "theirs",
+        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[3] == "theirs",
         1,
     )
     steps = [lease(0), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
