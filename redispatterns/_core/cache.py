@@ -158,8 +158,8 @@ class CallKeys:
     @property
     def get(self) -> Command:
         op = self._get
-        if op is None:
-            op = self._get = Command("GET", self.value)
+        if op is None:  # the key as bytes: redis-py sends bytes as they are, a str it encodes each time
+            op = self._get = Command("GET", self.value.encode())
         return op
 
     @property
@@ -198,6 +198,7 @@ class CacheSpec:
     can_write: bool = True
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
+    _head: str = field(init=False, repr=False)
     _memo: dict[tuple[Any, ...], CallKeys] = field(init=False, repr=False)
     present: dict[str, float] = field(init=False, repr=False)
     """Value key -> wall-clock second until which this process expects the value in Redis (its
@@ -218,6 +219,7 @@ class CacheSpec:
         fn = self.plan.fn_id
         self._base = f"{fn}:v{self.version}:"
         self._lock_base = f"#lock:{fn}:v{self.version}:"
+        self._head = f"{self.keyspace.prefix}cache:{{"
         self._memo = {}
         self.present = {}
         self.held = {}
@@ -249,7 +251,8 @@ class CacheSpec:
                         break
                 else:
                     return keys
-            keys = self.keys_bound(self.plan.bind(args, kwargs))
+            text = self.plan.render_args(args)
+            keys = self.keys_bound(self.plan.bind(args, kwargs)) if text is None else self._keys(text, ())
             for a in args:
                 if type(a) not in _MEMO_TYPES:
                     return keys
@@ -260,11 +263,15 @@ class CacheSpec:
         return self.keys_bound(self.plan.bind(args, kwargs))
 
     def keys_bound(self, arguments: Mapping[str, Any]) -> CallKeys:
-        rest = self._base + self.plan.render_bound(arguments)
-        b = bucket_of(rest)
-        head = f"{self.keyspace.prefix}cache:{{{b}}}:"
         tags = self.plan.tags_for(arguments) if self.plan.tag_templates else ()
-        return CallKeys(head + rest, head + self._lock_base + rest[len(self._base) :], b, tags)
+        return self._keys(self.plan.render_bound(arguments), tags)
+
+    def _keys(self, text: str, tags: tuple[str, ...]) -> CallKeys:
+        """The keys of the argument part ``text``."""
+        rest = self._base + text
+        b = bucket_of(rest)
+        head = f"{self._head}{b}}}:"
+        return CallKeys(head + rest, head + self._lock_base + text, b, tags)
 
 
 def tag_set_key(keyspace: Keyspace, bucket: int, tag: str) -> str:
@@ -305,15 +312,21 @@ def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
     """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss)."""
     data = raw if type(raw) is bytes else as_bytes(raw)
     bar = data.find(b"|")
-    if data[:1] != ENVELOPE or bar < 0:
+    if bar < 0 or data[:1] != ENVELOPE:
         return None
     try:
         soft, comp, _ = data[1:bar].split(b":")
-        if type(codec) is JsonCodec and data[bar + 1] < 0xFE:  # plain JSON: no copy, no checks
-            return orjson.loads(memoryview(data)[bar + 1 :]), int(soft), int(comp)
-        return codec.decode(data[bar + 1 :]), int(soft), int(comp)
+        compute_ms = 0 if comp == b"0" else int(comp)
+        if type(codec) is JsonCodec and data[bar + 1] < 0xFE:  # plain JSON: no checks
+            # below a few KB a slice (a copy) costs less than making a memoryview
+            body = data[bar + 1 :] if len(data) < _COPY_BELOW else memoryview(data)[bar + 1 :]
+            return orjson.loads(body), int(soft), compute_ms
+        return codec.decode(data[bar + 1 :]), int(soft), compute_ms
     except Exception:  # a malformed header, or a value the codec no longer reads
         return None
+
+
+_COPY_BELOW = 4096
 
 
 def is_backpressure(exc: BaseException) -> bool:
@@ -431,9 +444,10 @@ def call(
     shell passes a list, so a cancelled call, which a flow cannot observe, can release it).
     """
     token = None
+    now = clock()  # read once: it decides the read (GET or lease) and the value's freshness
     if spec.can_write:
         until = spec.present.get(keys.value)
-        if until is None or clock() >= until:
+        if until is None or now >= until:
             token = new_token()
     if breaker.state == CLOSED:
         op = keys.get if token is None else lease_op(spec, keys, token)
@@ -443,7 +457,7 @@ def call(
         except Exception as exc:
             raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
         if failed is None or failed is _RAW:
-            value, outcome = _classify(spec, keys, raw, clock, rand)
+            value, outcome = _classify(spec, keys, raw, now, rand)
             if outcome is STALE or outcome is _EARLY:
                 value, outcome = yield from _stale(
                     spec, keys, fn, args, kwargs, breaker, rand, value, outcome
@@ -461,7 +475,7 @@ def call(
         held[keys.value] = token  # a leader polling for this lease in this process adopts it
         if leases is not None:
             leases.append(token)
-        make = functools.partial(fill, spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
+        make = _leased_fill(spec, keys, user, breaker, rand, token, clock)
         try:
             (value, outcome), led = yield Coalesce(flights, keys.value, make)
         finally:
@@ -482,6 +496,20 @@ def call(
 
 
 _PRESENT_MAX = 65_536  # keys remembered per cached function (past it the table starts over)
+
+
+def _leased_fill(
+    spec: CacheSpec,
+    keys: CallKeys,
+    user: Compute,
+    breaker: CircuitBreaker,
+    rand: Callable[[], float],
+    token: str,
+    clock: Callable[[], float],
+) -> Callable[[], Flow[tuple[Any, str]]]:
+    """The ``Coalesce`` maker of a miss whose read took the lease (a closure here, not in
+    :func:`call`, whose locals would all become cells; cheaper to call than a partial)."""
+    return lambda: fill(spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
 
 
 def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> Script:
@@ -530,7 +558,7 @@ _EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
 
 
 def _classify(
-    spec: CacheSpec, keys: CallKeys, raw: Any, clock: Callable[[], float], rand: Callable[[], float]
+    spec: CacheSpec, keys: CallKeys, raw: Any, now: float, rand: Callable[[], float]
 ) -> tuple[Any, str]:
     """What a read's reply means: ``(value, HIT)``; ``(value, STALE)`` for a stale or
     early-refresh value (the caller decides, see :func:`_stale`); or ``NOT_FOUND`` with
@@ -553,7 +581,7 @@ def _classify(
     if len(present) >= _PRESENT_MAX:
         present.clear()
     present[keys.value] = soft / 1000.0
-    now_ms = clock() * 1000.0
+    now_ms = now * 1000.0
     if now_ms < soft:
         if spec.beta <= 0 or compute_ms <= 0:
             return value, HIT
@@ -615,7 +643,7 @@ def get(
             return raw, outcome
     if breaker.state != CLOSED:
         breaker.success()
-    value, outcome = _classify(spec, keys, raw, clock, rand)
+    value, outcome = _classify(spec, keys, raw, clock(), rand)
     if outcome is STALE or outcome is _EARLY:
         return (yield from _stale(spec, keys, fn, args, kwargs, breaker, rand, value, outcome))
     return value, outcome
