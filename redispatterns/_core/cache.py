@@ -5,11 +5,14 @@ Stored value (one string, so a hit is one GET)::
 
     \\x01 <soft-expiry ms since epoch> : <compute ms> : <version> | <codec payload>
 
-The soft expiry is written by ``lua/cache_store.lua`` from the server's ``TIME``. Before it the
-value is fresh; after it the value is *stale* but still present (the Redis TTL is the soft TTL
-plus a stale window), so one caller refreshes it under a short lease while the others keep
-getting the stale value. XFetch refreshes a fresh value early, with a probability that grows as
-the expiry nears and with the measured compute time (Vattani et al., VLDB 2015).
+The soft expiry is dated by the writer's wall clock (``CacheSpec.clock``): like the reader's
+check against it, it decides freshness only, never correctness (the Redis TTL, the fill lease
+and the invalidation tombstone are the server's), and it saves the store script a ``TIME``
+call, a fifth of its server time. Before it the value is fresh; after it the value is *stale*
+but still present (the Redis TTL is the soft TTL plus a stale window), so one caller refreshes
+it under a short lease while the others keep getting the stale value. XFetch refreshes a fresh
+value early, with a probability that grows as the expiry nears and with the measured compute
+time (Vattani et al., VLDB 2015).
 
 A cached ``None`` is a stored ``null``: present, unlike a miss.
 
@@ -44,7 +47,7 @@ from .breaker import CLOSED, CircuitBreaker, is_outage
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
+from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep, WallClock
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -196,6 +199,9 @@ class CacheSpec:
     stale_if_error: bool = True
     condition: Callable[[Any], bool] | None = None
     can_write: bool = True
+    clock: Callable[[], float] | None = None
+    """The wall clock (seconds) a store dates its soft expiry with; ``None``: a ``WallClock``
+    op per store (the shell passes the runner's clock: one call, no runner step)."""
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
     _head: str = field(init=False, repr=False)
@@ -783,11 +789,11 @@ def _store(
         ttl = yield Compute(ttl, (value,))
         if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
             ok = False  # a TTL callable says "don't cache" with None or 0
-    tail = b""
+    payload = b""
     status = StoreStatus.SKIP
     if ok:
-        try:  # the envelope after its soft expiry (which the script writes from the server clock)
-            tail = b"%d:%d|" % (compute_ms, version) + spec.codec.encode(value)
+        try:
+            payload = spec.codec.encode(value)
         except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
             ok = False
             status = StoreStatus.CODEC
@@ -798,12 +804,17 @@ def _store(
     ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
     soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
     stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
+    now = spec.clock() if spec.clock is not None else (yield WallClock())
+    now_ms = int(now * 1000.0)
     store_keys: tuple[str | bytes, ...] = keys.pair
     if keys.tags:
         store_keys = (*store_keys, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
-    # integers go as bytes: redis-py sends bytes as they are (no encode per argument); a fill
-    # sends four arguments (each one is server time), a put its mode and a version above 0
-    args: tuple[Any, ...] = (tail, b"%d" % soft_ms, b"%d" % (soft_ms + stale_ms), token)
+    # the whole envelope is built here: its soft expiry from the writer's clock, which decides
+    # freshness only (readers compare it with their own clocks; the Redis TTL is the server's).
+    # Integers go as bytes (redis-py sends bytes as they are); a fill sends four arguments (each
+    # one is server time), a put its mode and a version above 0.
+    envelope = b"\x01%d:%d:%d|" % (now_ms + soft_ms, compute_ms, version) + payload
+    args: tuple[Any, ...] = (envelope, b"%d" % (soft_ms + stale_ms), token, b"%d" % now_ms)
     if mode == "put":
         args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
     script = _script(_STORE, store_keys, args)

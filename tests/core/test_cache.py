@@ -21,7 +21,7 @@ from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from redispatterns._core.cachekey import MAX_ARGS_LEN, KeyPlan, encode_arg, function_id
 from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
-from redispatterns._core.ops import Batch, Coalesce, Command, Compute, Now, Script, Sleep
+from redispatterns._core.ops import Batch, Coalesce, Command, Compute, Now, Script, Sleep, WallClock
 from redispatterns.testing.replay import ANY, replay, trace
 
 
@@ -41,6 +41,7 @@ def spec(**kw: Any) -> core.CacheSpec:
     plan = KeyPlan.for_function(user, ignore=kw.pop("ignore", ("db",)), tags=kw.pop("tags", ()))
     kw.setdefault("ttl", 60)
     kw.setdefault("jitter", 0.0)
+    kw.setdefault("clock", lambda: NOW)
     return core.CacheSpec(keyspace=Keyspace("t:"), plan=plan, codec=JsonCodec(), **kw)
 
 
@@ -331,7 +332,7 @@ def test_stale_value_one_refresher() -> None:
         (Now(), 1.0),
         (Compute, "new"),
         (Now(), 1.25),
-        (lambda op: type(op) is Script and op.args[0] == b'250:0|"new"', 1),  # the store: compute ms
+        (lambda op: type(op) is Script and op.args[0] == b'\x011800000060000:250:0|"new"', 1),  # compute ms
     ]
     assert run_get(s, steps) == ("new", core.REFRESHED)
     # the lease command failed: serve stale
@@ -458,8 +459,9 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     assert [c.args[0] for c in batch.ops[:2]] == ["SADD", "SADD"] and not batch.raise_on_error
     st_ = batch.ops[2]
     assert isinstance(st_, Script) and st_.script.name == "cache_store"
-    assert len(st_.keys) == 4 and st_.args[1] == b"60000" and st_.args[2] == b"66000"
-    assert len(st_.args) == 4 and st_.args[0] == b'0:0|{"id":1}'  # a fill: four arguments
+    # a fill: four arguments, the envelope dated by the writer's clock (NOW + the 60 s TTL)
+    assert st_.args[0] == b'\x011800000060000:0:0|{"id":1}' and st_.args[1] == b"66000"
+    assert len(st_.keys) == 4 and len(st_.args) == 4 and st_.args[3] == b"1800000000000"
     assert not any(isinstance(op, Script) and op.script.name == "cache_store" for op in ops)  # not sent alone
     # a store failure counts as an error
     one = spec(tags=["all"])
@@ -482,6 +484,9 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
     b = CircuitBreaker()
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(1)]) == "ok"
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(0)]) == "skip"
+    # no clock given: the store asks the runner for the wall clock, and dates the envelope by it
+    dated = (lambda op: isinstance(op, Script) and op.args[0] == b"\x011800000060000:0:0|1", 1)
+    assert replay(core.put(spec(clock=None), k, 1, 0, b, lambda: 0.0), [(WallClock(), NOW), dated]) == "ok"
     inv = (lambda op: isinstance(op, Script) and op.keys == (k.value, k.lock) and op.args == (10_000,), 1)
     assert replay(core.invalidate(s, k), [inv]) == 1
     assert replay(core.peek(s, k), [(Command, None)]) is core.NOT_FOUND
@@ -570,7 +575,7 @@ def test_a_waiting_fill_adopts_a_lease_held_in_this_process() -> None:
     k = s.keys_for((1,), {})
     s.held[k.value] = "theirs"
     mine = (
-        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[3] == "theirs",
+        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[2] == "theirs",
         1,
     )
     steps = [lease(0), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
