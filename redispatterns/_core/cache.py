@@ -210,6 +210,8 @@ class CacheSpec:
     """Value key -> wall-clock second until which this process expects the value in Redis (its
     soft expiry, seen on a hit): a call reads such a key with a plain ``GET``, any other with the
     ``cache_lease`` script, which returns the value or grants the fill lease in one round trip."""
+    heads: dict[str, tuple[bytes, int, int, int]] = field(init=False, repr=False)
+    """Value key -> the header of the value last read under it (see :func:`_read`)."""
     held: dict[str, str] = field(init=False, repr=False)
     """Value key -> a fill lease token a call in this process holds: a single-flight leader
     waiting on a lease adopts it (its holder is a follower, waiting for that leader)."""
@@ -228,6 +230,7 @@ class CacheSpec:
         self._head = f"{self.keyspace.prefix}cache:{{"
         self._memo = {}
         self.present = {}
+        self.heads = {}
         self.held = {}
         if not callable(self.ttl):
             self.ttl_ms = float(self.ttl) * 1000.0
@@ -314,25 +317,47 @@ def decode_entry(raw: Any, codec: Codec) -> Entry | None:
         return None
 
 
-def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
-    """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss)."""
+def _read(
+    raw: Any, codec: Codec, key: str = "", heads: dict[str, tuple[bytes, int, int, int]] | None = None
+) -> tuple[Any, int, int] | None:
+    """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss). ``heads``
+    keeps each ``key``'s last header (``\\x01<soft>:<compute>:<version>|``, where its payload
+    starts, the soft expiry, the compute time): a value read again under the same header (the
+    common hit) decodes its payload and parses nothing else."""
     data = raw if type(raw) is bytes else as_bytes(raw)
+    if heads is not None:
+        seen = heads.get(key)
+        if seen is not None and data.startswith(seen[0]):
+            start = seen[1]
+            try:
+                if type(codec) is JsonCodec and data[start] < 0xFE:  # plain JSON: no checks
+                    body = data[start:] if len(data) < _COPY_BELOW else memoryview(data)[start:]
+                    return orjson.loads(body), seen[2], seen[3]
+                return codec.decode(data[start:]), seen[2], seen[3]
+            except Exception:  # a value the codec no longer reads
+                return None
     bar = data.find(b"|")
     if bar < 0 or data[:1] != ENVELOPE:
         return None
     try:
         soft, comp, _ = data[1:bar].split(b":")
-        compute_ms = 0 if comp == b"0" else int(comp)
-        if type(codec) is JsonCodec and data[bar + 1] < 0xFE:  # plain JSON: no checks
+        soft_ms, compute_ms = int(soft), (0 if comp == b"0" else int(comp))
+        start = bar + 1
+        if heads is not None:
+            if len(heads) >= _HEADS_MAX:
+                heads.clear()
+            heads[key] = (data[:start], start, soft_ms, compute_ms)
+        if type(codec) is JsonCodec and data[start] < 0xFE:  # plain JSON: no checks
             # below a few KB a slice (a copy) costs less than making a memoryview
-            body = data[bar + 1 :] if len(data) < _COPY_BELOW else memoryview(data)[bar + 1 :]
-            return orjson.loads(body), int(soft), compute_ms
-        return codec.decode(data[bar + 1 :]), int(soft), compute_ms
+            body = data[start:] if len(data) < _COPY_BELOW else memoryview(data)[start:]
+            return orjson.loads(body), soft_ms, compute_ms
+        return codec.decode(data[start:]), soft_ms, compute_ms
     except Exception:  # a malformed header, or a value the codec no longer reads
         return None
 
 
 _COPY_BELOW = 4096
+_HEADS_MAX = 4096  # headers remembered per cached function (about 150 bytes each)
 
 
 def is_backpressure(exc: BaseException) -> bool:
@@ -578,7 +603,7 @@ def _classify(
         if raw == 2:
             spec.corrupt += 1
         return NOT_FOUND, LEASED
-    got = _read(raw, spec.codec)
+    got = _read(raw, spec.codec, keys.value, spec.heads)
     if got is None:
         spec.corrupt += 1
         return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it

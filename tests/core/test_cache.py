@@ -243,6 +243,19 @@ def test_envelope_round_trip_and_bad_values() -> None:
         assert core.decode_entry(bad, codec) is None
         assert core._read(bad, codec) is None
     assert core._read(env(b"\xffraw", 1), codec) == (b"raw", 1, 0)
+    # a header seen before under a key: only the payload is decoded, whatever it now holds
+    heads: dict[str, Any] = {}
+    assert core._read(env(b"[1]", 5, 6), codec, "k", heads) == ([1], 5, 6)
+    assert heads["k"][0] == b"\x015:6:0|"
+    assert core._read(env(b"[2]", 5, 6), codec, "k", heads) == ([2], 5, 6)  # same header
+    assert core._read(env(b"\xffraw", 5, 6), codec, "k", heads) == (b"raw", 5, 6)  # bytes marker
+    assert core._read(env(b"{bad", 5, 6), codec, "k", heads) is None  # no longer decodes
+    assert core._read(env(b"[3]", 9, 0), codec, "k", heads) == ([3], 9, 0)  # a new header: parsed
+    assert heads["k"][0] == b"\x019:0:0|"
+    assert core._read(b"\x019:0:0|", codec, "k", heads) is None  # nothing after the header
+    assert core._read(b"plain", codec, "k", heads) is None
+    full = {str(i): (b"\x00", 0, 0, 0) for i in range(core._HEADS_MAX)}  # bounded: starts over
+    assert core._read(env(b"1", 1), codec, "new", full) == (1, 1, 0) and list(full) == ["new"]
 
 
 def test_stale_window_and_outage_detection() -> None:
