@@ -254,7 +254,7 @@ def test_envelope_round_trip_and_bad_values() -> None:
     assert heads["k"][0] == b"\x019:0:0|"
     assert core._read(b"\x019:0:0|", codec, "k", heads) is None  # nothing after the header
     assert core._read(b"plain", codec, "k", heads) is None
-    full = {str(i): (b"\x00", 0, 0, 0) for i in range(core._HEADS_MAX)}  # bounded: starts over
+    full = {str(i): (b"\x00", 0, 0, 0, 0.0) for i in range(core._HEADS_MAX)}  # bounded: starts over
     assert core._read(env(b"1", 1), codec, "new", full) == (1, 1, 0) and list(full) == ["new"]
 
 
@@ -640,6 +640,19 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
     assert s.present[keys.value] == FRESH / 1000  # ...and is remembered until its soft expiry
     # a key seen fresh: one GET; a hit never coalesces
     assert run_call([(Command, env(b'{"id":1}', FRESH))]) == ({"id": 1}, core.HIT)
+    # under the header seen last time the GET's reply is decoded inline, whatever its payload...
+    assert s.heads[keys.value][4] == FRESH / 1000  # (fresh until then, no compute time, JSON)
+    assert run_call([(Command, env(b'{"id":2}', FRESH))]) == ({"id": 2}, core.HIT)
+    assert run_call([(Command, env(b"\xffraw", FRESH))]) == (b"raw", core.HIT)  # bytes: parsed
+    big = "x" * 5000  # past a few KB the payload is decoded from a memoryview, not a copy
+    assert run_call([(Command, env(b'"%s"' % big.encode(), FRESH))]) == (big, core.HIT)
+    assert core._read(env(b'"%s"' % big.encode(), FRESH), s.codec) == (big, FRESH, 0)
+    corrupt = s.corrupt
+    assert run_call([(Command, env(b"{bad", FRESH)), (Coalesce, ((1, core.MISS), True))]) == (1, core.MISS)
+    assert s.corrupt == corrupt + 1  # ...and one that no longer decodes is counted, then replaced
+    # a compute time for XFetch to weigh: never inlined
+    assert run_call([(Command, env(b"[5]", FRESH, 9))]) == ([5], core.HIT) and s.heads[keys.value][4] == 0
+    assert run_call([(Command, env(b"[6]", FRESH, 9))]) == ([6], core.HIT)
 
     def fill_of(op: Any, leased: bool = False) -> bool:
         if not (isinstance(op, Coalesce) and op.flights is flights and op.key == keys.value):
