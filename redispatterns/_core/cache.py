@@ -145,34 +145,27 @@ class Entry:
 
 
 class CallKeys:
-    """The keys of one call, and its ``GET`` (built on first use and kept: a memoised hit builds
-    nothing, a cold miss, which reads with the lease script, never builds it)."""
+    """The keys of one call, with ``pair``, ``(value, lock)`` as UTF-8 bytes (encoded once:
+    redis-py sends bytes as they are and encodes a ``str`` per argument per call; a cold miss
+    sends both twice), and its ``GET`` (built on first use and kept: a memoised hit builds it
+    once, a cold miss, which reads with the lease script, never)."""
 
-    __slots__ = ("_get", "_pair", "bucket", "lock", "tags", "value")
+    __slots__ = ("_get", "bucket", "lock", "pair", "tags", "value")
 
     def __init__(self, value: str, lock: str, bucket: int, tags: tuple[str, ...] = ()) -> None:
         self.value = value
         self.lock = lock
         self.bucket = bucket
         self.tags = tags
+        self.pair = (value.encode(), lock.encode())
         self._get: Command | None = None
-        self._pair: tuple[bytes, bytes] | None = None
 
     @property
     def get(self) -> Command:
         op = self._get
-        if op is None:  # the key as bytes: redis-py sends bytes as they are, a str it encodes each time
-            op = self._get = Command("GET", self.value.encode())
+        if op is None:
+            op = self._get = Command("GET", self.pair[0])
         return op
-
-    @property
-    def pair(self) -> tuple[bytes, bytes]:
-        """``(value, lock)`` as UTF-8 bytes, encoded once: a cold miss sends both twice (lease,
-        store), and redis-py passes bytes through where it encodes a ``str`` per argument."""
-        pair = self._pair
-        if pair is None:
-            pair = self._pair = (self.value.encode(), self.lock.encode())
-        return pair
 
     def __repr__(self) -> str:
         return f"<CallKeys {self.value!r}>"

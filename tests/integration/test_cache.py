@@ -232,7 +232,9 @@ def test_stale_if_error(rp: Harness) -> None:
 
 def test_xfetch_refreshes_early_from_the_measured_compute_time(rp: Harness) -> None:
     calls, body = counter()
-    eager = make(rp, body, ttl=30, sleep=0.02, early_refresh=1e6, name="eager")
+    # beta 3e8: a hit skips the early refresh only when -ln(U) < 30 s / (20 ms * beta), one draw in
+    # 200 000 (at 1e6 it was one in 700: a flake about once in 350 runs of the two early calls)
+    eager = make(rp, body, ttl=30, sleep=0.02, early_refresh=3e8, name="eager")
     calm = make(rp, body, ttl=30, sleep=0.02, early_refresh=0, name="calm")
     for fn in (eager, calm):
         for _ in range(3):
