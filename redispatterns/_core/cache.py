@@ -8,7 +8,7 @@ Stored value (one string, so a hit is one GET)::
 The soft expiry is dated by the writer's wall clock (``CacheSpec.clock``): like the reader's
 check against it, it decides freshness only, never correctness (the Redis TTL, the fill lease
 and the invalidation tombstone are the server's), and it saves the store script a ``TIME``
-call, a fifth of its server time. Before it the value is fresh; after it the value is *stale*
+call, a quarter of its server time. Before it the value is fresh; after it the value is *stale*
 but still present (the Redis TTL is the soft TTL plus a stale window), so one caller refreshes
 it under a short lease while the others keep getting the stale value. XFetch refreshes a fresh
 value early, with a probability that grows as the expiry nears and with the measured compute
@@ -197,7 +197,7 @@ class CacheSpec:
     op per store (the shell passes the runner's clock: one call, no runner step)."""
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
-    _head: str = field(init=False, repr=False)
+    _key_start: str = field(init=False, repr=False)
     _memo: dict[tuple[Any, ...], CallKeys] = field(init=False, repr=False)
     present: dict[str, float] = field(init=False, repr=False)
     """Value key -> wall-clock second until which this process expects the value in Redis (its
@@ -220,7 +220,7 @@ class CacheSpec:
         fn = self.plan.fn_id
         self._base = f"{fn}:v{self.version}:"
         self._lock_base = f"#lock:{fn}:v{self.version}:"
-        self._head = f"{self.keyspace.prefix}cache:{{"
+        self._key_start = f"{self.keyspace.prefix}cache:{{"
         self._memo = {}
         self.present = {}
         self.heads = {}
@@ -272,7 +272,7 @@ class CacheSpec:
         """The keys of the argument part ``text``."""
         rest = self._base + text
         b = bucket_of(rest)
-        head = f"{self._head}{b}}}:"
+        head = f"{self._key_start}{b}}}:"
         return CallKeys(head + rest, head + self._lock_base + text, b, tags)
 
 
