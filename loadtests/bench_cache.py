@@ -342,11 +342,12 @@ class _StubClient(redis.Redis):
         self.raw = raw
 
     def execute_command(self, *args: Any, **kw: Any) -> Any:
-        if args[0] == "GET":
-            return self.raw if args[1].endswith(":i42") else None
-        if args[0] == "EVALSHA":
-            return self.raw if args[3].endswith(":i42") else 1
-        return 1
+        if args[0] not in ("GET", "EVALSHA"):
+            return 1
+        key = args[1] if args[0] == "GET" else args[3]  # keys go as bytes (encoded once)
+        if (key.decode() if isinstance(key, bytes) else key).endswith(":i42"):
+            return self.raw
+        return None if args[0] == "GET" else 1
 
 
 def _per_call(fn: Any, n: int = 20_000, *, wall: bool = False) -> float:
