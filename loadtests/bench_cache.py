@@ -125,6 +125,8 @@ def cases(url: str) -> list[BenchCase]:
                   cold_floor, note="floor: GET (nil) + SET EX by hand; ours takes the lease"),
         acase("cold miss async, plain redis.asyncio", acold_of, plain=True, key=lambda: next(acold_args),
               note="floor: GET (nil) + SET EX on a plain redis.asyncio client"),
+        acase("cold miss async, connect_async() client", acold_of, plain=False, key=lambda: next(acold_args),
+              note="the same floor: ours on the client connect_async() gives"),
         BenchCase("cache", "cold miss, tagged: lease + store with its tag", lambda: tagged(next(tagged_args)),
                   cold_floor, note="floor: GET + SET EX; ours also records the tag (one batch)"),
         BenchCase("cache", "near hit: @cached(near=True), no I/O", lambda: near_user(42),
