@@ -530,22 +530,36 @@ class SyncFlights:
                 event.set()
 
 
-class AsyncFlights:
-    """The asyncio twin of :class:`SyncFlights`: one future per key per event loop."""
+class _AsyncFlight:
+    __slots__ = ("future",)
 
     def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.future: asyncio.Future[Any] | None = None  # made only when a second caller arrives
+
+
+class AsyncFlights:
+    """The asyncio twin of :class:`SyncFlights`: one flight per key per event loop."""
+
+    def __init__(self) -> None:
+        # id(loop) -> (weakref to the loop, its flights); an entry leaves with its loop
+        self._loops: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], dict[str, _AsyncFlight]]] = {}
+
+    def _calls(self, loop: asyncio.AbstractEventLoop) -> dict[str, _AsyncFlight]:
+        key = id(loop)
+        entry = self._loops.get(key)
+        if entry is None or entry[0]() is not loop:
+            entry = self._loops[key] = (weakref.ref(loop, lambda _: self._loops.pop(key, None)), {})
+        return entry[1]
 
     async def do(self, client: Any, op: Coalesce) -> tuple[Any, bool]:
         loop = asyncio.get_running_loop()
-        calls = self._loops.get(loop)
-        if calls is None:
-            calls = self._loops[loop] = {}
+        calls = self._calls(loop)
         key = op.key
-        fut = calls.get(key)
-        if fut is not None:
+        flight = calls.get(key)
+        if flight is not None:  # a follower
+            fut = flight.future
+            if fut is None:
+                fut = flight.future = loop.create_future()
             try:
                 return await asyncio.shield(fut), False
             except asyncio.CancelledError:
@@ -554,18 +568,21 @@ class AsyncFlights:
                 if fut.cancelled() and not cancelling:  # the leader was cancelled, not us
                     return await self.do(client, op)
                 raise
-        fut = calls[key] = loop.create_future()
+        flight = calls[key] = _AsyncFlight()
         try:
-            result = await run_async(client, op.make())
+            result = await run_async(client, op.make(), checked=True)  # run_async checked the loop
         except asyncio.CancelledError:
-            fut.cancel()  # followers take over rather than fail with the leader's cancellation
+            if flight.future is not None:
+                flight.future.cancel()  # followers take over rather than fail with our cancellation
             raise
         except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            if flight.future is not None:
+                flight.future.set_exception(exc)
+                flight.future.exception()  # retrieved: no "never retrieved" warning
             raise
         else:
-            fut.set_result(result)
+            if flight.future is not None:
+                flight.future.set_result(result)
             return result, True
         finally:
             del calls[key]
@@ -956,10 +973,12 @@ async def ensure_ready(client: Any) -> None:
             raise RedisConnectionError(str(exc)) from exc
 
 
-async def run_async(client: Any, flow: Flow[T]) -> T:
+async def run_async(client: Any, flow: Flow[T], *, checked: bool = False) -> T:
     """Drive ``flow`` to completion on an asyncio client and return its result (errors as
-    :func:`run_sync`'s)."""
-    check_loop(client)  # a client whose connections belong to another loop: a clear error
+    :func:`run_sync`'s). ``checked``: the caller already ran :func:`check_loop` for ``client``
+    in this loop (a nested flow)."""
+    if not checked:
+        check_loop(client)  # a client whose connections belong to another loop: a clear error
     try:
         init = getattr(client, "_initialize", False) is True
         op = next(flow)

@@ -263,3 +263,42 @@ def test_retryable_flags() -> None:
     assert Batch((Command("GET", "a"), Command("GET", "b"))).retryable
     assert not Batch((Command("GET", "a"), Command("INCR", "b"))).retryable
     assert not Batch((Command("GET", "{a}"),), transaction=True).retryable
+
+
+def test_async_single_flight_shares_one_result_and_one_error() -> None:
+    """One computation per key at a time; followers get the leader's value, or its exception."""
+    from redispatterns._core.ops import Coalesce, Compute
+
+    async def main() -> None:
+        flights = _runner.flights(asyncio_=True)
+        gate = asyncio.Event()
+        calls: list[str] = []
+
+        async def work(tag: str) -> str:
+            calls.append(tag)
+            await gate.wait()
+            if tag == "bad":
+                raise ValueError("leader failed")
+            return tag.upper()
+
+        def flow_of(tag: str) -> Any:
+            def make() -> Any:
+                return (yield Compute(work, (tag,)))
+
+            return (yield Coalesce(flights, tag, make))
+
+        gate.set()
+        assert await run_async(None, flow_of("solo")) == ("SOLO", True)  # alone: it leads
+        gate.clear()
+        ok = [asyncio.ensure_future(run_async(None, flow_of("ok"))) for _ in range(5)]
+        bad = [asyncio.ensure_future(run_async(None, flow_of("bad"))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        results = await asyncio.gather(*ok)
+        assert sorted(results, key=lambda r: r[1]) == [("OK", False)] * 4 + [("OK", True)]
+        errors = await asyncio.gather(*bad, return_exceptions=True)
+        assert all(isinstance(e, ValueError) and str(e) == "leader failed" for e in errors), errors
+        assert calls == ["solo", "ok", "bad"]  # one computation per key
+        assert await run_async(None, flow_of("ok")) == ("OK", True)  # the flight ended with its leader
+
+    asyncio.run(main())
