@@ -11,7 +11,9 @@ import datetime as dt
 import functools
 import os
 import socket
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from itertools import chain, repeat
 from typing import Any, ClassVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -20,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core import stream_consumer as worker
 from ._core import streams as core
 from ._core import validate
+from ._core.codec import as_str
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.stream_consumer import (
@@ -42,6 +45,23 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _DEFAULT_IDEMPOTENCY_TTL = 86400.0
 MAX_CONCURRENCY = 1024
+_NONE = repeat(None)  # pads the message pool when a batch is larger than the last one
+
+
+def _free_refs() -> int:
+    """What ``sys.getrefcount`` says of a pooled message that nothing else holds, looked at the way
+    ``_ConsumerBase._recycled`` looks (the interpreter's own references to it there differ between
+    Python versions); -1 where there is no ``sys.getrefcount``: no reuse."""
+    refs = getattr(sys, "getrefcount", None)
+    if refs is None:
+        return -1
+    pool: list[object] = [object()]
+    for m, _e in zip(chain(pool, _NONE), ((b"", None),), strict=False):
+        return int(refs(m))
+    return -1
+
+
+_FREE_REFS = _free_refs()
 
 
 def _check_name(what: str, value: object) -> str:
@@ -278,6 +298,7 @@ class _ConsumerBase:
             delayed_poll=min(1.0, interval),
         )
         self._state = ConsumerState()
+        self._pool: list[Any] = []  # the last batch's messages, refilled by the next (``_recycled``)
 
     @property
     def group(self) -> str:
@@ -306,32 +327,50 @@ class _ConsumerBase:
         self._state.stopping = True
 
     def _wrap(self, delivery: Delivery) -> list[Any]:
+        """New messages for the entries of ``delivery`` (``read`` and ``reclaim`` hand them over)."""
         cls, codec, counts = self._message_cls, self._stream.codec, delivery.counts
-        if counts is not None:
-            pairs = zip(delivery.entries, counts, strict=True)
-            return [cls(mid, raw, n, codec, self) for (mid, raw), n in pairs]
-        # first deliveries, the drain's per-entry cost: a class whose __init__ is object's (a
-        # Python-level constructor costs more than the four stores it would run)
+        return [cls(mid, raw, 1 if counts is None else counts[i], codec, self)
+                for i, (mid, raw) in enumerate(delivery.entries)]  # fmt: skip
+
+    def _recycled(self, delivery: Delivery) -> list[Any]:
+        """The messages ``run`` hands its handler for a batch: the last batch's message objects
+        filled again, each one only if nothing but this consumer holds it (a handler that kept a
+        message keeps it as it was; it gets a new one). A drain then allocates (and the garbage
+        collector tracks) no object per entry beyond what redis-py's reply made.
+
+        First deliveries only (the drain); entries coming back from a claim get new messages."""
+        if delivery.counts is not None or _FREE_REFS < 0:
+            return self._wrap(delivery)
+        entries = delivery.entries
+        if not entries:
+            return []
+        text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
         first = self._first_delivery
+        refs = sys.getrefcount
+        free = _FREE_REFS
         out: list[Any] = []
         add = out.append
-        for mid, raw in delivery.entries:
-            m = first()
+        for m, (mid, raw) in zip(chain(self._pool, _NONE), entries, strict=False):
+            if m is None or refs(m) != free:  # held outside this loop: left to its holder
+                m = first()
             m._id = mid
+            m.id = text(mid)
             m.raw = raw
-            m.delivery_count = 1
+            m._decoded = None
             m.settled = False
             add(m)
+        self._pool = out
         return out
 
     @functools.cached_property
     def _first_delivery(self) -> Callable[[], BaseMessage]:
-        """The message class for first deliveries, bound to this consumer: its owner and codec are
-        class attributes and it is called with no arguments (``_wrap`` sets the rest), so a message
-        costs no Python-level ``__init__`` (the per-entry cost of a drain)."""
+        """The message class for first deliveries, bound to this consumer: its owner, codec and
+        delivery count (1) are class attributes and it is called with no arguments (``_recycled``
+        sets the rest), so a message costs no Python-level ``__init__``."""
         cls = self._message_cls
         ns = {"__slots__": (), "__init__": object.__init__, "_owner": self, "_codec": self._stream.codec,
-              "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
+              "delivery_count": 1, "__module__": cls.__module__,
+              "__qualname__": cls.__qualname__}  # fmt: skip
         return type(cls.__name__, (cls,), ns)
 
     def _read(self, count: int | None, block: float | None) -> Flow[Delivery]:
@@ -370,7 +409,7 @@ class _ConsumerBase:
             self._cfg,
             self._state,
             handler,
-            self._wrap,
+            self._recycled,
             key=self._key,
             on_error=self._on_error,
             until_idle=until_idle,
