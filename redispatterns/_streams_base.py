@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from itertools import chain, repeat
 from typing import Any, ClassVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,7 +44,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _DEFAULT_IDEMPOTENCY_TTL = 86400.0
 MAX_CONCURRENCY = 1024
-_NONE = repeat(None)  # pads the message pool when a batch is larger than the last one
 
 
 def _free_refs() -> int:
@@ -56,7 +54,8 @@ def _free_refs() -> int:
     if refs is None:
         return -1
     pool: list[object] = [object()]
-    for m, _e in zip(chain(pool, _NONE), ((b"", None),), strict=False):
+    for i, _e in enumerate(((b"", None),)):
+        m = pool[i]
         return int(refs(m))
     return -1
 
@@ -298,7 +297,7 @@ class _ConsumerBase:
             delayed_poll=min(1.0, interval),
         )
         self._state = ConsumerState()
-        self._pool: list[Any] = []  # the last batch's messages, refilled by the next (``_recycled``)
+        self._pool: list[Any] = []  # the last batch's messages, filled again by the next (``_recycled``)
 
     @property
     def group(self) -> str:
@@ -333,34 +332,35 @@ class _ConsumerBase:
                 for i, (mid, raw) in enumerate(delivery.entries)]  # fmt: skip
 
     def _recycled(self, delivery: Delivery) -> list[Any]:
-        """The messages ``run`` hands its handler for a batch: the last batch's message objects
-        filled again, each one only if nothing but this consumer holds it (a handler that kept a
-        message keeps it as it was; it gets a new one). A drain then allocates (and the garbage
-        collector tracks) no object per entry beyond what redis-py's reply made.
+        """The messages ``run`` hands its handler for a batch: the last batch's list and message
+        objects, filled again in place; a message something else still holds (a handler kept it)
+        is left to its holder as it was and replaced by a new one. A drain then allocates, and
+        the garbage collector tracks, no object per entry beyond what redis-py's reply made.
 
         First deliveries only (the drain); entries coming back from a claim get new messages."""
         if delivery.counts is not None or _FREE_REFS < 0:
             return self._wrap(delivery)
         entries = delivery.entries
-        if not entries:
-            return []
-        text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
+        pool, n = self._pool, len(entries)
         first = self._first_delivery
-        refs = sys.getrefcount
-        free = _FREE_REFS
-        out: list[Any] = []
-        add = out.append
-        for m, (mid, raw) in zip(chain(self._pool, _NONE), entries, strict=False):
-            if m is None or refs(m) != free:  # held outside this loop: left to its holder
-                m = first()
+        if len(pool) < n:
+            pool += [first() for _ in range(n - len(pool))]
+        elif len(pool) > n:
+            del pool[n:]
+        if not n:
+            return pool
+        text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
+        refs, free = sys.getrefcount, _FREE_REFS
+        for i, (mid, raw) in enumerate(entries):
+            m = pool[i]
+            if refs(m) != free:  # held outside this loop: left to its holder
+                m = pool[i] = first()
             m._id = mid
             m.id = text(mid)
             m.raw = raw
             m._decoded = None
             m.settled = False
-            add(m)
-        self._pool = out
-        return out
+        return pool
 
     @functools.cached_property
     def _first_delivery(self) -> Callable[[], BaseMessage]:

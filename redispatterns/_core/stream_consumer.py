@@ -698,7 +698,8 @@ def work(
     max_messages: int | None = None,
 ) -> Flow[ConsumerStats]:
     """The worker loop: read, run ``handler`` over each batch (``wrap`` makes the shell's messages;
-    ``cfg.concurrency`` calls at a time, one at a time per ``key``), settle.
+    ``cfg.concurrency`` calls at a time, one at a time per ``key``), settle. ``wrap`` may return
+    the same list, filled again, batch after batch: the handler op is then made once.
 
     Stops when ``st.stopping`` is set (checked between batches, block slices and handler calls),
     after ``until_idle`` seconds without entries, or after ``max_messages``. On the way out it
@@ -707,6 +708,7 @@ def work(
     idle_since: float | None = None
     handled = 0
     stop = cast(Callable[[], bool], st.stop_flag.__len__)  # truthy once a stop is asked
+    each: ComputeEach | None = None
     while not st.stopping:
         try:
             delivery = yield from next_batch(spec, cfg, st)
@@ -722,7 +724,9 @@ def work(
             idle_since = None
             msgs = wrap(delivery)
             st.settled_by_hand = False
-            outcomes = yield ComputeEach(handler, msgs, cfg.concurrency, key, stop)
+            if each is None or each.items is not msgs:  # the op is made again for a new list only
+                each = ComputeEach(handler, msgs, cfg.concurrency, key, stop)
+            outcomes = yield each
             if outcomes.count(None) == len(msgs):  # all returned: settle_batch's fast path, inlined
                 if st.settled_by_hand:
                     st.acks += [m._id for m in msgs if not m.settled]
