@@ -125,6 +125,8 @@ def cases(url: str) -> list[BenchCase]:
                   cold_floor, note="floor: GET (nil) + SET EX by hand; ours takes the lease"),
         acase("cold miss async, plain redis.asyncio", acold_of, plain=True, key=lambda: next(acold_args),
               note="floor: GET (nil) + SET EX on a plain redis.asyncio client"),
+        acase("cold miss async, connect_async() client", acold_of, plain=False, key=lambda: next(acold_args),
+              note="the same floor: ours on the client connect_async() gives"),
         BenchCase("cache", "cold miss, tagged: lease + store with its tag", lambda: tagged(next(tagged_args)),
                   cold_floor, note="floor: GET + SET EX; ours also records the tag (one batch)"),
         BenchCase("cache", "near hit: @cached(near=True), no I/O", lambda: near_user(42),
@@ -342,11 +344,12 @@ class _StubClient(redis.Redis):
         self.raw = raw
 
     def execute_command(self, *args: Any, **kw: Any) -> Any:
-        if args[0] == "GET":
-            return self.raw if args[1].endswith(":i42") else None
-        if args[0] == "EVALSHA":
-            return self.raw if args[3].endswith(":i42") else 1
-        return 1
+        if args[0] not in ("GET", "EVALSHA"):
+            return 1
+        key = args[1] if args[0] == "GET" else args[3]  # keys go as bytes (encoded once)
+        if (key.decode() if isinstance(key, bytes) else key).endswith(":i42"):
+            return self.raw
+        return None if args[0] == "GET" else 1
 
 
 def _per_call(fn: Any, n: int = 20_000, *, wall: bool = False) -> float:

@@ -17,7 +17,7 @@ import redis.asyncio
 
 from loadtests.harness import BenchCase, main
 from redispatterns import Mount
-from redispatterns.client import connect
+from redispatterns.client import connect, connect_async
 from redispatterns.kv import KV, AsyncKV
 
 MOUNTS = {"user": Mount(prefix="bench:kv:", ttl=3600)}
@@ -54,7 +54,7 @@ def cases(url: str) -> list[BenchCase]:
         loop = asyncio.get_running_loop()
         if state.get("loop") is not loop:
             state["loop"] = loop
-            state["kv"] = AsyncKV(redis.asyncio.Redis.from_url(url), MOUNTS, write_policy="immediate")
+            state["kv"] = AsyncKV(connect_async(url), MOUNTS, write_policy="immediate")
             state["raw"] = redis.asyncio.Redis.from_url(url)
         return state["kv"], state["raw"]
 
@@ -97,7 +97,7 @@ def _bulk_cases(url: str, raw: redis.Redis) -> list[BenchCase]:
         loop = asyncio.get_running_loop()
         if state.get("loop") is not loop:
             state["loop"] = loop
-            state["kv"] = AsyncKV(redis.asyncio.Redis.from_url(url), mounts, write_policy="dispose",
+            state["kv"] = AsyncKV(connect_async(url), mounts, write_policy="dispose",
                                   max_store_size=64 * 2**20)  # fmt: skip
             state["raw"] = redis.asyncio.Redis.from_url(url)
         return state["kv"]

@@ -16,6 +16,7 @@ import redis
 import redis.asyncio
 
 from loadtests.harness import BenchCase, main
+from redispatterns.client import connect_async
 from redispatterns.leaderboard import AsyncLeaderboard, Leaderboard
 
 N = 100_000
@@ -72,8 +73,7 @@ def cases(url: str) -> list[BenchCase]:
 
     async def atop() -> Any:
         if "b" not in aboard:
-            aboard["c"] = redis.asyncio.Redis.from_url(url)
-            aboard["b"] = AsyncLeaderboard("bench", client=aboard["c"])
+            aboard["b"] = AsyncLeaderboard("bench", client=connect_async(url))  # what users get
         return await aboard["b"].top(10)
 
     async def atop_floor() -> Any:
@@ -120,7 +120,7 @@ def _top_cases(url: str, raw: redis.Redis, board: Leaderboard, zkey: str, dkey: 
         loop = asyncio.get_running_loop()
         if state.get("loop") is not loop:  # each async case runs its own event loop
             state["loop"] = loop
-            state["board"] = AsyncLeaderboard("bench", client=redis.asyncio.Redis.from_url(url))
+            state["board"] = AsyncLeaderboard("bench", client=connect_async(url))
             state["raw"] = redis.asyncio.Redis.from_url(url)
         return state["board"], state["raw"]
 

@@ -1,7 +1,8 @@
 """Pub/sub cost: numbered publish vs raw PUBLISH, and publish-to-delivery vs raw redis-py PubSub.
 
-``publish`` numbers each message in one script (INCR + PUBLISH, one round trip); the floor is a
-raw ``PUBLISH`` of the same encoded bytes. The round-trip cases publish one message and wait for
+``publish`` numbers each message in one script (INCR + PUBLISH, one round trip: the counter key
+and the payload; the script takes the channel from the key); the floor is a raw ``PUBLISH`` of the
+same encoded bytes. The round-trip cases publish one message and wait for
 it on a subscriber: ours (``get()`` reads the connection on the caller's thread / task when the
 reader is idle, + bounded queue + gap bookkeeping) against redis-py's ``PubSub.get_message``
 polled on the caller's thread (no reconnect handling, no gap reports).
@@ -28,6 +29,7 @@ def cases(url: str) -> list[BenchCase]:
     c = connect(url)
     raw: Any = redis.Redis.from_url(url)
     script = raw.register_script(load("pubsub_publish").source)
+    sscript = raw.register_script(load("pubsub_spublish").source)
     pub = Publisher(client=c)
     pub_plain = Publisher(client=c, sequence=False)
     pub_shard = Publisher(client=c, sharded=True)
@@ -56,7 +58,7 @@ def cases(url: str) -> list[BenchCase]:
     _open.append(ps_seq)
 
     def rt_floor_numbered() -> Any:
-        script(keys=("rp:pubsub:{rt-seq}:seq",), args=("rp:pubsub:{rt-seq}", orjson.dumps(_PAYLOAD)))
+        script(keys=("rp:pubsub:{rt-seq}:seq",), args=(orjson.dumps(_PAYLOAD),))
         while True:
             m = ps_seq.get_message(timeout=5)
             if m is not None:
@@ -90,7 +92,7 @@ def cases(url: str) -> list[BenchCase]:
         raw_async = _plain("script")[1]
         if "script_fn" not in plain:
             plain["script_fn"] = raw_async.register_script(load("pubsub_publish").source)
-        return await plain["script_fn"](keys=("rp:pubsub:{bench}:seq",), args=(chan, orjson.dumps(_PAYLOAD)))
+        return await plain["script_fn"](keys=("rp:pubsub:{bench}:seq",), args=(orjson.dumps(_PAYLOAD),))
 
     async def apublish_plain() -> Any:
         return await _plain("publish")[0].publish("bench", _PAYLOAD)
@@ -125,8 +127,7 @@ def cases(url: str) -> list[BenchCase]:
             rs["script_seq"] = rs["raw_seq"].register_script(load("pubsub_publish").source)
             rs["ps_seq"] = rs["raw_seq"].pubsub(ignore_subscribe_messages=True)
             await rs["ps_seq"].subscribe("rp:pubsub:{art-seq}")
-        args = ("rp:pubsub:{art-seq}", orjson.dumps(_PAYLOAD))
-        await rs["script_seq"](keys=("rp:pubsub:{art-seq}:seq",), args=args)
+        await rs["script_seq"](keys=("rp:pubsub:{art-seq}:seq",), args=(orjson.dumps(_PAYLOAD),))
         while True:
             m = await rs["ps_seq"].get_message(timeout=5)
             if m is not None:
@@ -143,8 +144,8 @@ def cases(url: str) -> list[BenchCase]:
         return await rs2["sub"].get(timeout=5)
 
     def script_floor(sharded: int) -> Any:
-        args = (chan, orjson.dumps(_PAYLOAD), 0, 1) if sharded else (chan, orjson.dumps(_PAYLOAD))
-        return script(keys=("rp:pubsub:{bench}:seq",), args=args)
+        fn = sscript if sharded else script
+        return fn(keys=("rp:pubsub:{bench}:seq",), args=(orjson.dumps(_PAYLOAD),))
 
     return [
         BenchCase("pubsub", "publish numbered vs raw script", lambda: pub.publish("bench", _PAYLOAD),

@@ -14,7 +14,7 @@ import redis.asyncio
 
 from loadtests.harness import BenchCase, main
 from redispatterns import AsyncKeyValueStore, KeyValueStore, Mount
-from redispatterns.client import connect
+from redispatterns.client import connect, connect_async
 
 MOUNT = Mount(prefix="bench:")
 VALUE = {"url": "https://example.com/", "title": "Home", "links": 42}
@@ -33,7 +33,7 @@ def cases(url: str) -> list[BenchCase]:
     async def aget() -> Any:
         if "store" not in state:
             state["store"] = await AsyncKeyValueStore.open(
-                name="bench", client=redis.asyncio.Redis.from_url(url), mount=MOUNT
+                name="bench", client=connect_async(url), mount=MOUNT
             )
         return await state["store"].get_value("page")
 

@@ -11,6 +11,10 @@ local max_store, others = tonumber(ARGV[3]), tonumber(ARGV[4])
 local NG = (#KEYS - W) / 4
 local CHUNK = 2000 -- arguments per variadic command (Lua's unpack has a limit); even: pairs stay whole
 
+-- the pad entries that keep a mount's metadata hash and expiry zset in their hashed encodings (see kv_set)
+local META_PAD = 'bookkeeping pad: over 64 bytes, it keeps this hash out of the listpack encoding'
+local EXP_PAD = '\255expiry pad: over 64 bytes, it keeps this sorted set out of the listpack encoding'
+
 local function key(g, j) return KEYS[W + 4 * (g - 1) + j] end
 local function size_of(meta_value) return tonumber(string.match(meta_value, '^%d+')) or 0 end
 
@@ -48,7 +52,7 @@ local function purge(g, keep)
   return freed, gone
 end
 
--- parse the writes; each distinct head is parsed once: {is set, g, TTL text, TTL ms, deadline, meta suffix}
+-- parse the writes; each distinct head is parsed once: {is set, g, TTL text, TTL ms, deadline, metadata after the size}
 local max_entries, skip, pos, np = {}, {}, {}, {}
 for g = 1, G do
   max_entries[g] = tonumber(ARGV[4 + g])
@@ -67,7 +71,9 @@ for i = 1, W do
     else
       local g, ttl, ctype = string.match(text, '^s(%d+) (%d+) (.*)$')
       local ms = tonumber(ttl)
-      h = {true, tonumber(g), ttl, ms, now + ms, ':' .. now .. ':' .. ctype}
+      local tail = ':' .. now .. ':' .. ctype -- the metadata after the size (as kv_set writes it)
+      if ms > 0 then tail = ';' .. ttl .. ';' .. ctype end
+      h = {true, tonumber(g), ttl, ms, now + ms, tail}
     end
     parsed[text] = h
   end
@@ -219,8 +225,19 @@ for g = 1, G do
         add_idx[ai + 1], add_idx[ai + 2] = 0, m
         ai = ai + 2
       end
-      meta_set[ms + 1], meta_set[ms + 2] = m, #v .. h[6]
-      ms = ms + 2
+      local mv = #v .. h[6]
+      if mv ~= old then -- an overwrite of the same size, TTL and type leaves it as it is
+        meta_set[ms + 1], meta_set[ms + 2] = m, mv
+        ms = ms + 2
+      end
+    end
+  end
+  if ai > 0 then -- new keys bring the pads along (see kv_set)
+    meta_set[ms + 1], meta_set[ms + 2] = '', META_PAD
+    ms = ms + 2
+    if ae > 0 then
+      add_exp[ae + 1], add_exp[ae + 2] = '+inf', EXP_PAD
+      ae = ae + 2
     end
   end
   local idx, meta, exp = key(g, 1), key(g, 2), key(g, 3)

@@ -3,14 +3,14 @@
 -- KEYS[*]: 1 the record (the metadata key minus its last character, then "k:", then the key name), 2 the mount's index zset, 3 its metadata hash, 4 its expiry zset, 5 its byte counter; then groups of 4 (index, metadata, expiry, counter) of the other mounts in this slot
 -- ARGV[1]: the encoded value
 -- ARGV[2]: the TTL in ms (0: none)
--- ARGV[3]: the content type recorded in the metadata
+-- ARGV[3]: the metadata after the size: ";<TTL ms>;<content type>" for a write with a TTL (its time is its deadline minus its TTL), else ":<content type>" (the script puts ":<time in ms>" before it)
 -- ARGV[4]: the limits, space-separated: the mount's max entries (0 no limit), the store's max size in bytes (0 no limit), the bytes used by mounts in other slots (a snapshot); read only for a new key or a write that grows
 -- ARGV[5]: absent for a plain write; 1 only if the record is absent, 2 only if it holds ARGV[6]
 -- ARGV[6]: the expected current value when ARGV[5] is 2
 -- returns: 1 written; 0 compare-and-set conflict; -1 refused by the entry quota; -3 refused by the store quota (nothing written)
 -- read-only: no
 local rec, meta = KEYS[1], KEYS[3]
-local value, ttl = ARGV[1], ARGV[2]
+local value, ttl, tail = ARGV[1], ARGV[2], ARGV[3]
 local cas = ARGV[5]
 if cas then
   local cur = redis.call('GET', rec)
@@ -20,17 +20,26 @@ if cas then
     return 0
   end
 end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local member = string.sub(rec, #meta + 2)
 local size = #value
 local old = redis.call('HGET', meta, member)
+local new -- the metadata this write leaves: with a TTL, known now; without, once the time is read
+if ttl ~= '0' then new = size .. tail end
 local delta = size
-if old then delta = size - (tonumber(string.match(old, '^%d+')) or 0) end
+if old then
+  if old == new then
+    delta = 0 -- the same size, TTL and type: the metadata stays as it is
+  else
+    delta = size - (tonumber(string.match(old, '^%d+')) or 0)
+  end
+end
+local now -- the server's time in ms, read only where needed (never by an overwrite with a TTL that does not grow)
 
 -- The common write (an overwrite that does not grow) needs no quota check: the rest of this
 -- block runs only for a new key or a growing value.
 if not old or delta > 0 then
+  local t = redis.call('TIME')
+  now = t[1] * 1000 + math.floor(t[2] / 1000)
   local a, b, c = string.match(ARGV[4], '^(%d+) (%d+) (%d+)$')
   local max_entries, max_store, others = tonumber(a), tonumber(b), tonumber(c)
 
@@ -84,14 +93,35 @@ if not old or delta > 0 then
   end
 end
 
+-- Past 64 entries a small hash or zset (the listpack encoding) is scanned on every HGET, HSET
+-- and ZADD; a pad entry over 64 bytes keeps the metadata and expiry structures in their hashed
+-- encodings. It rides along with a new key's writes (no call of its own); no key name can
+-- equal it (key names are not empty, and no UTF-8 text starts with byte 255), and the expiry
+-- pad's deadline never comes.
+local META_PAD = 'bookkeeping pad: over 64 bytes, it keeps this hash out of the listpack encoding'
+local EXP_PAD = '\255expiry pad: over 64 bytes, it keeps this sorted set out of the listpack encoding'
 if ttl ~= '0' then
   redis.call('SET', rec, value, 'PX', ttl)
-  redis.call('ZADD', KEYS[4], now + ttl, member)
+  local deadline = redis.call('PEXPIRETIME', rec)
+  if old then
+    redis.call('ZADD', KEYS[4], deadline, member)
+  else
+    redis.call('ZADD', KEYS[4], deadline, member, '+inf', EXP_PAD)
+  end
 else
+  if not now then
+    local t = redis.call('TIME')
+    now = t[1] * 1000 + math.floor(t[2] / 1000)
+  end
+  new = size .. ':' .. now .. tail
   redis.call('SET', rec, value)
   if old then redis.call('ZREM', KEYS[4], member) end
 end
-if not old then redis.call('ZADD', KEYS[2], 0, member) end
-redis.call('HSET', meta, member, size .. ':' .. now .. ':' .. ARGV[3])
+if not old then
+  redis.call('ZADD', KEYS[2], 0, member)
+  redis.call('HSET', meta, member, new, '', META_PAD)
+elseif new ~= old then
+  redis.call('HSET', meta, member, new)
+end
 if delta ~= 0 then redis.call('INCRBY', KEYS[5], delta) end
 return 1

@@ -6,39 +6,64 @@
 -- ARGV[3]: optional cost, an integer >= 0 (0 checks without consuming); absent: 1 (and ARGV[4] absent too)
 -- ARGV[4]: mode (given with ARGV[3]): 0 evaluate only (never writes), 1 hit, 2 hit with penalty (a denial is recorded too, the log capped at the limit); absent: 1
 -- ARGV[5]: optional virtual now in integer microseconds (tests); absent: the server TIME
--- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
+-- returns: when admitted and recorded, the remaining units (one integer: retry_after 0, reset_after the window); a hit of cost 1 denied: the table {retry_after_us, reset_after_us} (remaining 0); otherwise the table {now_us, remaining, retry_after_us (0 admitted, -1 never, > 0 denied), reset_after_us[, 1 when the key held garbage]}
 -- read-only: no
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
 -- Entries that left the window are dropped by about one charging call in eight (and with the
 -- key, a window after the last one), so the log holds little more than the live entries.
--- Members are the time itself, made unique with ZADD NX and a suffix when two units share a
--- microsecond. Garbage under the key (another type) counts as an empty log and the next
--- charged hit replaces it; the reply then ends with a 1.
+-- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
+-- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
+-- under the key (another type) counts as an empty log and the next charged hit replaces it; the
+-- reply then ends with a 1.
 
 local k = KEYS[1]
-local limit = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
+-- '+ 0' converts a numeral once (tonumber() parses it twice): strtod is much of a short script
+local limit = ARGV[1] + 0
+local period = ARGV[2] + 0
 -- the common hit sends two arguments: every one more is a string to intern and a number to parse
-local cost, mode, now, min_ms = 1, '1', nil, 60000  -- mode compared as text: '0', '1' or '2'
-if ARGV[3] then cost, mode, now = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]) end
+local cost, mode, now, min_ms, s, u = 1, '1', nil, 60000, nil, nil  -- mode compared as text: '0', '1' or '2'
+if ARGV[3] then cost, mode, now = ARGV[3] + 0, ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
-  now, min_ms = t[1] * 1000000 + t[2], 0
+  s, u = t[1], t[2]  -- seconds and microseconds, as text
+  now, min_ms = s * 1000000 + u, 0
 end
 
-local lo = string.format('%d', now - period)
-local live = redis.pcall('ZCOUNT', k, '(' .. lo, '+inf')
-if mode == '1' and cost == 1 and type(live) == 'number' and live < limit then
-  -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
-  local m = string.format('%d', now)
-  if redis.call('ZADD', k, 'NX', m, m) == 0 then  -- this microsecond is taken: a suffix
-    local j = redis.call('ZCARD', k)
-    repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
+local lo = string.format('(%d', now - period)  -- entries scored above it are live
+local live = redis.pcall('ZCOUNT', k, lo, '+inf')
+if mode == '1' and cost == 1 and type(live) == 'number' then
+  if live < limit then
+    -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
+    local m  -- the time as text, as string.format('%d', now) writes it
+    if s then
+      if #u < 6 then u = string.sub('00000' .. u, -6) end
+      m = s .. u
+    else
+      m = string.format('%d', now)
+    end
+    -- a member is scored by the time it names: ZADD answers 0 when it is there already
+    if redis.call('ZADD', k, m, m) == 0 then  -- this microsecond is taken: a suffix
+      local j = redis.call('ZCARD', k)
+      repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
+    end
+    if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
+    -- the key lives a window (whole milliseconds, rounded up): a window of whole milliseconds,
+    -- as most are, is the window's own text short of three zeros
+    if min_ms == 0 and period % 1000 == 0 then
+      redis.call('PEXPIRE', k, string.sub(ARGV[2], 1, -4))
+    else
+      local ms = math.floor((period + 999) / 1000)
+      if ms < min_ms then ms = min_ms end
+      redis.call('PEXPIRE', k, string.format('%d', ms))
+    end
+    return limit - live - 1
   end
-  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
-  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
-  return limit - live - 1
+  -- denied, nothing written: the limit-th newest entry decides (live ones hold the top ranks),
+  -- the newest gives the reset; remaining is 0
+  local r = '-' .. ARGV[1]
+  local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
+  return {e[2] + period - now, redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now}
 end
 local bad = type(live) == 'table'
 if bad then live = 0 end
@@ -69,7 +94,7 @@ local function record()
     end
     left = left - redis.call('ZADD', k, unpack(args))
   end
-  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', lo) end
+  if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
   redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
 end
 
@@ -85,7 +110,7 @@ if charge and mode == '2' then
   record()
   local card = redis.call('ZCARD', k)
   if card > limit then
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', lo)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2))
     card = redis.call('ZCARD', k)
     if card > limit then redis.call('ZREMRANGEBYRANK', k, 0, card - limit - 1) end
   end

@@ -2,14 +2,14 @@
 -- summary: check one subject against all its rate-limit policies and, only when every one admits, consume cost from each
 -- KEYS[*]: one state key per policy, in policy order, all sharing the subject's hash tag
 -- ARGV[*]: two per policy, in policy order: limit * 10 + kind (limit in units, the burst for GCRA; kind 1 sliding log, 2 GCRA/token bucket, 3 clock-aligned fixed window, 4 sliding-window counter), then the period in integer microseconds (the window; the emission interval for GCRA); after them, unless the call is a hit of cost 1 on the server clock: cost (an integer >= 0, 0 checks without consuming), mode (0 evaluate only, never writes; 1 hit, all or nothing; 2 hit with penalty, a denial is charged too) and optionally a virtual now in integer microseconds (tests)
--- returns: {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)[, then 1 when a key held garbage]}
+-- returns: a hit of cost 1 that every policy admits: one integer per policy, in policy order (what each policy's own script returns for an admitted hit: see below); otherwise {now_us, allowed 1|0, then per policy: allowed 1|0, remaining (after this request when it is charged, else as of now), retry_after_us (0 admitted, -1 never), reset_after_us (after the commit, if any)[, then 1 when a key held garbage]}
 -- read-only: no
 --
 -- One policy alone goes to its own script (ratelimit_bucket, _log, _fixed, _counter): this one
 -- is for several at once. State of the wrong type or shape under a key (planted, or corrupted)
 -- counts as absent, a committing call replaces it, and the reply ends with a 1: a subject is
--- never denied forever by garbage. Sliding-log members are the time itself, made unique with
--- ZADD NX and a suffix when two units share a microsecond.
+-- never denied forever by garbage. Sliding-log members are the time itself (scored by the
+-- time they name), made unique with a suffix when two units share a microsecond.
 --
 -- With a virtual now, every expiry is at least 60 s of real time: virtual time does not move the
 -- server's clock, so a TTL measured on it (1 ms at 1000/s) could lapse between two calls of a test.
@@ -21,13 +21,167 @@
 local n = #KEYS
 -- a hit of cost 1 on the server clock sends the policies alone: every argument costs a string
 -- to intern and a number to parse
-local cost, mode, now, min_ttl_ms = 1, 1, nil, 60000
+local cost, mode, now, min_ttl_ms, sec, usec = 1, 1, nil, 60000, nil, nil
 if ARGV[2 * n + 1] then
   cost, mode, now = tonumber(ARGV[2 * n + 1]), tonumber(ARGV[2 * n + 2]), tonumber(ARGV[2 * n + 3])
 end
 if not now then
   local t = redis.call('TIME')
-  now, min_ttl_ms = t[1] * 1000000 + t[2], 0
+  sec, usec = t[1], t[2]  -- as text
+  now, min_ttl_ms = sec * 1000000 + usec, 0
+end
+
+-- The common request (cost 1, hit mode) first: each policy by its own short path, one pass, no
+-- closures or tables per policy. The token bucket, the fixed window and the sliding counter
+-- charge in place (INCRBY of the interval or 1: their states are integers, as their own scripts
+-- write them); a sliding log is only counted here and recorded once every policy has admitted.
+-- A denial, garbage, or a shape without a one-integer reply undoes the charges made so far
+-- (DECRBY, or DEL of a key the charge created) and goes on to the general evaluation below,
+-- which builds the full reply. Admitted, the reply is one integer per policy, in policy order,
+-- each what that policy's own script returns for an admitted hit (the log: remaining; the
+-- bucket: tat - now; the fixed window: count * window + reset - 1; the sliding counter:
+-- remaining * 2 * window + reset - 1).
+if mode == 1 and cost == 1 then
+  -- globals looked up once (each use of one is a table lookup)
+  local floor, format, rcall, rpcall, keys, argv = math.floor, string.format, redis.call, redis.pcall, KEYS, ARGV
+  local out, todo = {}, {}  -- per policy: the reply, and what the commit writes (-window: a log; 2 to 4)
+  local arg, arg2, undo  -- the writes' arguments; the charges made so far (key, by: '' to DEL)
+  local bail = false
+  for i = 1, n do
+    local k = keys[i]
+    local lk = argv[2 * i - 1] + 0  -- ('+ 0' parses a numeral once, tonumber() twice)
+    local limit = floor(lk / 10)
+    local kind = lk - limit * 10
+    local period = argv[2 * i] + 0
+    if kind == 1 then
+      local live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
+      if type(live) ~= 'number' or live >= limit then bail = true break end
+      out[i], todo[i] = limit - live - 1, -period  -- a log: its window, negated
+    elseif kind == 2 then
+      local by = argv[2 * i]  -- the interval, as text
+      local v = rpcall('INCRBY', k, by)
+      if type(v) ~= 'number' then bail = true break end
+      local at = v - period  -- the state before
+      undo = undo or {}
+      local u = #undo
+      undo[u + 1], undo[u + 2] = k, at == 0 and '' or by
+      local tau = limit * period
+      if v >= 9007199254740992 or (at >= now and v - tau > now) then bail = true break end
+      if at >= now then  -- a drawn bucket: the expiry moves when the state passes a multiple of tau
+        local g = floor(v / tau)
+        if min_ttl_ms ~= 0 or g ~= floor(at / tau) then
+          todo[i], arg = 2, arg or {}
+          arg[i] = format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ttl_ms))
+        end
+        out[i] = v - now
+      else  -- a full bucket (no key, or a state behind now): it becomes now + interval
+        local new = now + period
+        local gn = floor(new / tau)
+        arg, arg2 = arg or {}, arg2 or {}
+        todo[i], arg[i] = 3, format('%d', new)
+        if min_ttl_ms ~= 0 or at <= 0 or gn ~= floor(at / tau) then
+          arg2[i] = format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ttl_ms))
+        end
+        out[i] = period
+      end
+    else
+      -- the fixed window (3) and the sliding counter (4): one integer each, as their scripts keep it
+      local idx = floor(now / period)  -- exact floor below
+      if (idx + 1) * period <= now then idx = idx + 1 elseif idx * period > now then idx = idx - 1 end
+      local wide = 2 * limit + 1
+      local span = kind == 4 and (limit + 1) * wide or wide
+      local m = floor(9007199254740992 / span) - 2
+      -- shapes whose admitted reply is no single integer take the general path
+      if kind == 4 and (m < 1024 or (limit + 1) * 2 * period >= 9007199254740992) then bail = true break end
+      if kind == 3 and (limit + 1) * period >= 9007199254740992 then bail = true break end
+      local slot = idx - floor(idx / m) * m
+      if slot < 0 then slot = slot + m elseif slot >= m then slot = slot - m end
+      slot = slot + 1
+      local v = rpcall('INCRBY', k, '1')
+      if type(v) ~= 'number' then bail = true break end
+      local old = v - 1
+      undo = undo or {}
+      local u = #undo
+      undo[u + 1], undo[u + 2] = k, old == 0 and '' or '1'
+      -- the state before: q its slot, c its current count (and p the previous one, kind 4)
+      local q, c, p = 0, 0, 0
+      if old ~= 0 then
+        if old < span or v >= 9007199254740992 then bail = true break end
+        q = floor(old / span)
+        if (q + 1) * span <= old then q = q + 1 elseif q * span > old then q = q - 1 end
+        c = old - q * span
+        if kind == 4 then
+          p = floor(c / wide)
+          if (p + 1) * wide <= c then p = p + 1 elseif p * wide > c then p = p - 1 end
+          c = c - p * wide
+        end
+        if c > limit or p > limit then bail = true break end  -- garbage
+      end
+      if kind == 3 then
+        local reset = (idx + 1) * period - now
+        if q == slot then
+          if c >= limit then bail = true break end
+        else  -- no key or an earlier window's state: this window's first count
+          c = 0
+          arg, arg2 = arg or {}, arg2 or {}
+          todo[i], arg[i] = 4, format('%d', slot * span + 1)
+          arg2[i] = format('%d', math.max(floor((reset + 999) / 1000), min_ttl_ms))
+        end
+        out[i] = (c + 1) * period + reset - 1
+      else
+        local cur, prev = 0, 0
+        if q == slot then cur, prev = c, p elseif q == (slot == 1 and m or slot - 1) then prev = c end
+        local room = limit * period - prev * (period - now + idx * period) - cur * period  -- scaled
+        if room < period then bail = true break end
+        local ttl = (idx + 2) * period - now  -- a count still weighs in the next window
+        if q ~= slot then  -- no key or an earlier window's state: write this window's
+          arg, arg2 = arg or {}, arg2 or {}
+          todo[i], arg[i] = 4, format('%d', slot * span + prev * wide + 1)
+          arg2[i] = format('%d', math.max(floor((ttl + 999) / 1000), min_ttl_ms))
+        end
+        local avail = floor(room / period)
+        if (avail + 1) * period <= room then avail = avail + 1 elseif avail * period > room then avail = avail - 1 end
+        out[i] = (avail - 1) * 2 * period + ttl - 1
+      end
+    end
+  end
+  if not bail then  -- every policy admits: commit
+    for i = 1, n do
+      local w = todo[i]
+      if w and w < 0 then
+        local k, period = keys[i], -w
+        local s  -- the time as text, as format('%d', now) writes it
+        if sec then
+          if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
+          s = sec .. usec
+        else
+          s = format('%d', now)
+        end
+        -- a member is scored by the time it names: ZADD answers 0 when it is there already
+        if rcall('ZADD', k, s, s) == 0 then  -- this microsecond is taken: a suffix
+          local c = rcall('ZCARD', k)
+          repeat c = c + 1 until rcall('ZADD', k, 'NX', s, s .. ':' .. c) == 1
+        end
+        if now % 8 == 0 then rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period)) end
+        if min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
+          rcall('PEXPIRE', k, string.sub(argv[2 * i], 1, -4))
+        else
+          local ms = floor((period + 999) / 1000)
+          if ms < min_ttl_ms then ms = min_ttl_ms end
+          rcall('PEXPIRE', k, format('%d', ms))
+        end
+      elseif w == 2 then
+        rcall('PEXPIRE', keys[i], arg[i])
+      elseif w then  -- 3, 4: a new state (with the expiry set before when no PX is given)
+        if arg2 and arg2[i] then rcall('SET', keys[i], arg[i], 'PX', arg2[i])
+        else rcall('SET', keys[i], arg[i], 'KEEPTTL') end
+      end
+    end
+    return out
+  end
+  for j = 1, undo and #undo or 0, 2 do  -- undo the charges: the general evaluation below reads every state as it was
+    if undo[j + 1] == '' then rcall('DEL', undo[j]) else rcall('DECRBY', undo[j], undo[j + 1]) end
+  end
 end
 
 local function fmt(x) return string.format('%d', x) end

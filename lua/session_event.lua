@@ -7,7 +7,9 @@
 -- ARGV[3]: optional: '1' also counts the append in the hash (field _n, the summary policy's counter)
 -- returns: the number of events kept, or 0 when the session is absent or past its deadline; with ARGV[3] '1', {that number, the append count}
 -- read-only: no
-local deadline = redis.call('HGET', KEYS[1], '_abs')
+-- the deadline leads the times '_' ('[deadline,idle,created]'); '_abs' in the previous layout
+local times = redis.call('HGET', KEYS[1], '_')
+local deadline = times and string.match(times, '^%[(%d+)') or redis.call('HGET', KEYS[1], '_abs')
 if not deadline then
   return 0
 end

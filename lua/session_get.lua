@@ -2,68 +2,71 @@
 -- summary: read a session and slide its idle TTL, capped by the absolute deadline
 -- KEYS[1]: the session hash
 -- ARGV[1]: refresh only when less than ARGV[1]/1000 of the idle TTL is left ('1000': every read)
--- returns: 0 when absent or past its deadline (then deleted), else {user, created, seen, deadline,
---   idle, version, meta, 'd:field1', value1, ...}: the metadata by position (the five times and
---   the version as integers, 0 when unset; user and meta '' when unset), then the data fields with
---   their 'd:' prefix (the client strips it: no new Lua string per field)
+-- returns: 0 when absent or past its deadline (then deleted), else the hash's field/value pairs
+--   as HGETALL gives them, with '_s' (last seen) set to the time of this read's slide if it made
+--   one (an integer reply then); the client picks the metadata and the 'd:' data fields out
 -- read-only: no
--- Hot path: one pass over HGETALL with constant-string compares (interned: pointer equality), no
--- per-call lookup table, no string.sub per field; PTTL only when ARGV[1] is not '1000' (then the
--- stored last-seen time tells a slide made in this same ms, which needs no second write).
+-- Layout: '_s' last seen, '_' the fixed times as JSON '[deadline,idle,created]' (ms), '_a' the
+-- user and meta as JSON '["user",{meta}]', '_v' version, 'd:<name>' data. A hash of the previous
+-- layout ('_abs' deadline and '_i' idle in their own fields, with '_u', '_c', '_m') is read
+-- alike; the client tells the two apart.
+-- Hot path: the reply is the HGETALL table itself (no second table); the scan stops once '_s'
+-- and '_' are found (the first fields of a small hash, which keeps insertion order); the times
+-- are parsed only when a slide is due; at ARGV[1] '1000' a read in the same ms as the last
+-- slide (stored last-seen == TIME) writes nothing and returns at once; the time left is computed
+-- from the stored times (no PTTL call).
 local h = redis.call('HGETALL', KEYS[1])
 local n = #h
 if n == 0 then
   return 0
 end
-local byte = string.byte
-local out = {'', 0, 0, 0, 0, 0, ''}
-local k = 7
+local si, fixed, deadline, idle, idle_ms
 for i = 1, n, 2 do
   local f = h[i]
-  if f == '_s' then out[3] = h[i + 1]
-  elseif f == '_abs' then out[4] = h[i + 1]
-  elseif f == '_i' then out[5] = h[i + 1]
-  elseif f == '_u' then out[1] = h[i + 1]
-  elseif f == '_m' then out[7] = h[i + 1]
-  elseif f == '_c' then out[2] = h[i + 1]
-  elseif f == '_v' then out[6] = h[i + 1]
-  else
-    local a, b = byte(f, 1, 2)
-    if a == 100 and b == 58 then -- 'd:'
-      out[k + 1] = f
-      out[k + 2] = h[i + 1]
-      k = k + 2
-    end
+  if f == '_s' then
+    si = i + 1
+    if fixed then break end
+  elseif f == '_' then
+    fixed = h[i + 1]
+    if si then break end
+  elseif f == '_abs' then
+    deadline = h[i + 1]
+  elseif f == '_i' then
+    idle = h[i + 1]
   end
 end
-local idle_text = out[5]
-local deadline, idle = tonumber(out[4]), tonumber(idle_text)
-if not deadline or not idle then
-  return 0
+if not si then -- no last-seen yet: one is added below
+  si = n + 2
+  h[n + 1], h[si] = '_s', '0'
 end
--- every time and the version as integer replies: the client parses no digits
-out[2], out[4], out[5], out[6] = tonumber(out[2]) or 0, deadline, idle, tonumber(out[6]) or 0
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if now >= deadline then
+local every = ARGV[1] == '1000'
+if every and tonumber(h[si]) == now then
+  return h -- a slide in this same ms has set this very TTL already
+end
+if fixed then
+  deadline, idle = string.match(fixed, '^%[(%d+),(%d+),')
+end
+deadline, idle_ms = tonumber(deadline), tonumber(idle)
+if not deadline or not idle_ms then
+  return 0
+end
+local left = deadline - now
+if left <= 0 then
   redis.call('DEL', KEYS[1]) -- the event list expires at the same deadline on its own
   return 0
 end
-local seen = tonumber(out[3]) or 0
-local due
-if ARGV[1] == '1000' then
-  due = seen ~= now -- a slide in this same ms has set this very TTL already
-else
-  due = redis.call('PTTL', KEYS[1]) * 1000 < idle * ARGV[1] -- (-1, no TTL: due)
-end
-if due then
-  if deadline - now < idle then
-    redis.call('PEXPIRE', KEYS[1], deadline - now)
+-- not every read: the TTL the last slide set (capped by the deadline) less the time since is
+-- what is left now (no PTTL call)
+local seen = tonumber(h[si])
+if every or (math.min(idle_ms, deadline - seen) - (now - seen)) * 1000 < idle_ms * ARGV[1] then
+  if left < idle_ms then
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', left))
   else
-    redis.call('PEXPIRE', KEYS[1], idle_text) -- as stored: no number formatting
+    redis.call('PEXPIRE', KEYS[1], idle) -- as stored: no number formatting
   end
-  redis.call('HSET', KEYS[1], '_s', now)
-  seen = now
+  redis.call('HSET', KEYS[1], '_s', string.format('%d', now)) -- cheaper than a number argument
+  h[si] = now
 end
-out[3] = seen
-return out
+return h

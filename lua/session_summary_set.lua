@@ -7,8 +7,12 @@
 -- ARGV[4]: the session's appended-event count when those events were read (orders concurrent jobs)
 -- returns: the time in milliseconds it was stored at; 0 when the session is absent or past its deadline; -1 when a summary of later events is stored already
 -- read-only: no
-local deadline = redis.call('HGET', KEYS[1], '_abs')
-if not deadline then return 0 end
+-- the deadline leads the times '_' ('[deadline,idle,created]'); '_abs' in the previous layout
+local times = redis.call('HGET', KEYS[1], '_')
+local deadline = times and string.match(times, '^%[(%d+)') or redis.call('HGET', KEYS[1], '_abs')
+if not deadline then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now >= tonumber(deadline) then return 0 end

@@ -7,8 +7,12 @@
 -- ARGV[3]: the most events to keep in this track
 -- returns: {events kept in the track, time in microseconds}, or {0, 0} when the session is absent or past its deadline
 -- read-only: no
-local deadline = redis.call('HGET', KEYS[1], '_abs')
-if not deadline then return {0, 0} end
+-- the deadline leads the times '_' ('[deadline,idle,created]'); '_abs' in the previous layout
+local times = redis.call('HGET', KEYS[1], '_')
+local deadline = times and string.match(times, '^%[(%d+)') or redis.call('HGET', KEYS[1], '_abs')
+if not deadline then
+  return {0, 0}
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now_ms >= tonumber(deadline) then return {0, 0} end

@@ -125,7 +125,13 @@ def _key_mapper(
                     f"{handle.spec.plan.fn_id}'s {p.name!r}; rename with args={{{p.name!r}: ...}}"
                 )
 
+    spec = handle.spec
+    direct = None if callable(args) else _positions(wsig, target_sig, rename, skip)
+
     def target_keys(a: tuple[Any, ...], kw: Mapping[str, Any]) -> core.CallKeys:
+        if direct is not None and not kw and len(a) == len(wsig.parameters):
+            # every argument given by position: the target's, in its order, with no binding
+            return spec.keys_for((*lead, *[a[i] for i in direct]), {})
         bound = wsig.bind(*a, **kw)
         bound.apply_defaults()
         given = dict(bound.arguments)
@@ -140,3 +146,22 @@ def _key_mapper(
         return handle.spec.keys_for(lead, targs)
 
     return target_keys
+
+
+def _positions(
+    wsig: inspect.Signature, target_sig: inspect.Signature, rename: Mapping[str, str], skip: set[Any]
+) -> tuple[int, ...] | None:
+    """For each parameter of the target (its instance aside), the position of the write's
+    parameter it is taken from; ``None`` unless both take plain positional-or-keyword parameters
+    without defaults and the write supplies every one of the target's."""
+    plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    empty = inspect.Parameter.empty
+    wparams = list(wsig.parameters.values())
+    tparams = [p for p in target_sig.parameters.values() if p.name not in skip]
+    if any(p.kind is not plain or p.default is not empty for p in (*wparams, *tparams)):
+        return None
+    wnames = [p.name for p in wparams]
+    try:
+        return tuple(wnames.index(rename.get(p.name, p.name)) for p in tparams)
+    except ValueError:  # a target parameter the write does not take
+        return None

@@ -198,6 +198,7 @@ def _handle(fn: Callable[..., Any], o: dict[str, Any]) -> Handle:
         stale_if_error=bool(o["stale_if_error"]),
         condition=o["condition"],
         can_write=ns.mount.can_write,
+        clock=wallclock,
     )
     breaker = o["breaker"] if o["breaker"] is not None else CircuitBreaker()
     return Handle(fn, spec, ns, breaker, o["on_event"])

@@ -16,6 +16,7 @@ whose PONG does not come back within ``ping_timeout`` declares a half-open conne
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ._core import pubsub as core
@@ -53,15 +54,21 @@ class _PublisherBase:
         self._ns.check_write("publish")
         self._names = Names(self._ns.keyspace)
         self._codec = self._ns.mount.codec
-        self._ttl_ms = self._ns.mount.ttl_ms()
+        ttl_ms = self._ns.mount.ttl_ms()
+        self._ttl_arg = str(ttl_ms).encode() if ttl_ms else None
         self.sharded = sharded
         self.sequence = sequence
-        self._keys: dict[str, tuple[str, str]] = {}
+        # channel and counter as UTF-8 bytes (what the subscriber subscribes to), encoded once:
+        # redis-py encodes a str argument on every call
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        # the client a sharded publish already went through: SPUBLISH works there, so the flow
+        # skips its server probe (one runner step less per call)
+        self._sharded_ok: weakref.ref[Any] | None = None
 
-    def _flow(self, channel: str, message: Any) -> Flow[int]:
+    def _flow(self, client: Any, channel: str, message: Any) -> Flow[int]:
         keys = self._keys.get(channel) if isinstance(channel, str) else None
         if keys is None:
-            keys = (self._names.channel(channel), self._names.counter(channel))
+            keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
             if len(self._keys) >= 1024:
                 self._keys.clear()
             self._keys[channel] = keys
@@ -71,8 +78,13 @@ class _PublisherBase:
             self._codec.encode(message),
             sharded=self.sharded,
             sequence=self.sequence,
-            ttl_ms=self._ttl_ms,
+            ttl_ms=self._ttl_arg,
+            probe=self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client),
         )
+
+    def _published(self, client: Any) -> None:
+        if self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client):
+            self._sharded_ok = weakref.ref(client)
 
 
 class Publisher(_PublisherBase):
@@ -87,7 +99,9 @@ class Publisher(_PublisherBase):
 
     def publish(self, channel: str, message: Any) -> int:
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
-        n: int = run_sync(self._ns.client, self._flow(channel, message))
+        client = self._ns.client
+        n: int = run_sync(client, self._flow(client, channel, message))
+        self._published(client)
         return n
 
 
@@ -101,7 +115,10 @@ class AsyncPublisher(_PublisherBase):
 
     async def publish(self, channel: str, message: Any) -> int:
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
-        return await run_async(self._ns.client, self._flow(channel, message))
+        client = self._ns.client
+        n: int = await run_async(client, self._flow(client, channel, message))
+        self._published(client)
+        return n
 
 
 def publish(

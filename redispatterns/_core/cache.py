@@ -5,11 +5,14 @@ Stored value (one string, so a hit is one GET)::
 
     \\x01 <soft-expiry ms since epoch> : <compute ms> : <version> | <codec payload>
 
-The soft expiry is written by ``lua/cache_store.lua`` from the server's ``TIME``. Before it the
-value is fresh; after it the value is *stale* but still present (the Redis TTL is the soft TTL
-plus a stale window), so one caller refreshes it under a short lease while the others keep
-getting the stale value. XFetch refreshes a fresh value early, with a probability that grows as
-the expiry nears and with the measured compute time (Vattani et al., VLDB 2015).
+The soft expiry is dated by the writer's wall clock (``CacheSpec.clock``): like the reader's
+check against it, it decides freshness only, never correctness (the Redis TTL, the fill lease
+and the invalidation tombstone are the server's), and it saves the store script a ``TIME``
+call, a quarter of its server time. Before it the value is fresh; after it the value is *stale*
+but still present (the Redis TTL is the soft TTL plus a stale window), so one caller refreshes
+it under a short lease while the others keep getting the stale value. XFetch refreshes a fresh
+value early, with a probability that grows as the expiry nears and with the measured compute
+time (Vattani et al., VLDB 2015).
 
 A cached ``None`` is a stored ``null``: present, unlike a miss.
 
@@ -44,7 +47,7 @@ from .breaker import CLOSED, CircuitBreaker, is_outage
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep
+from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep, WallClock
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -142,34 +145,27 @@ class Entry:
 
 
 class CallKeys:
-    """The keys of one call, and its ``GET`` (built on first use and kept: a memoised hit builds
-    nothing, a cold miss, which reads with the lease script, never builds it)."""
+    """The keys of one call, with ``pair``, ``(value, lock)`` as UTF-8 bytes (encoded once:
+    redis-py sends bytes as they are and encodes a ``str`` per argument per call; a cold miss
+    sends both twice), and its ``GET`` (built on first use and kept: a memoised hit builds it
+    once, a cold miss, which reads with the lease script, never)."""
 
-    __slots__ = ("_get", "_pair", "bucket", "lock", "tags", "value")
+    __slots__ = ("_get", "bucket", "lock", "pair", "tags", "value")
 
     def __init__(self, value: str, lock: str, bucket: int, tags: tuple[str, ...] = ()) -> None:
         self.value = value
         self.lock = lock
         self.bucket = bucket
         self.tags = tags
+        self.pair = (value.encode(), lock.encode())
         self._get: Command | None = None
-        self._pair: tuple[bytes, bytes] | None = None
 
     @property
     def get(self) -> Command:
         op = self._get
         if op is None:
-            op = self._get = Command("GET", self.value)
+            op = self._get = Command("GET", self.pair[0])
         return op
-
-    @property
-    def pair(self) -> tuple[bytes, bytes]:
-        """``(value, lock)`` as UTF-8 bytes, encoded once: a cold miss sends both twice (lease,
-        store), and redis-py passes bytes through where it encodes a ``str`` per argument."""
-        pair = self._pair
-        if pair is None:
-            pair = self._pair = (self.value.encode(), self.lock.encode())
-        return pair
 
     def __repr__(self) -> str:
         return f"<CallKeys {self.value!r}>"
@@ -196,26 +192,43 @@ class CacheSpec:
     stale_if_error: bool = True
     condition: Callable[[Any], bool] | None = None
     can_write: bool = True
+    clock: Callable[[], float] | None = None
+    """The wall clock (seconds) a store dates its soft expiry with; ``None``: a ``WallClock``
+    op per store (the shell passes the runner's clock: one call, no runner step)."""
     _base: str = field(init=False, repr=False)
     _lock_base: str = field(init=False, repr=False)
+    _key_start: str = field(init=False, repr=False)
     _memo: dict[tuple[Any, ...], CallKeys] = field(init=False, repr=False)
     present: dict[str, float] = field(init=False, repr=False)
     """Value key -> wall-clock second until which this process expects the value in Redis (its
     soft expiry, seen on a hit): a call reads such a key with a plain ``GET``, any other with the
     ``cache_lease`` script, which returns the value or grants the fill lease in one round trip."""
+    heads: dict[str, Head] = field(init=False, repr=False)
+    """Value key -> the header of the value last read under it (see :func:`_read`)."""
     held: dict[str, str] = field(init=False, repr=False)
     """Value key -> a fill lease token a call in this process holds: a single-flight leader
     waiting on a lease adopts it (its holder is a follower, waiting for that leader)."""
     corrupt: int = field(init=False, repr=False, default=0)
     """Values met that were not ours or no longer decode (treated as absent, then replaced)."""
+    ttl_ms: float = field(init=False, repr=False, default=0.0)
+    """A fixed TTL in ms, and its stale window (``stale_ms``): worked out once, not per store."""
+    stale_ms: int = field(init=False, repr=False, default=0)
+    lock_arg: bytes = field(init=False, repr=False, default=b"")
+    """The lease length in ms as the script argument, encoded once."""
 
     def __post_init__(self) -> None:
         fn = self.plan.fn_id
         self._base = f"{fn}:v{self.version}:"
         self._lock_base = f"#lock:{fn}:v{self.version}:"
+        self._key_start = f"{self.keyspace.prefix}cache:{{"
         self._memo = {}
         self.present = {}
+        self.heads = {}
         self.held = {}
+        if not callable(self.ttl):
+            self.ttl_ms = float(self.ttl) * 1000.0
+            self.stale_ms = stale_ms_for(float(self.ttl), self.stale_ttl)
+        self.lock_arg = b"%d" % self.lock_ms
 
     @property
     def lock_ms(self) -> int:
@@ -240,7 +253,8 @@ class CacheSpec:
                         break
                 else:
                     return keys
-            keys = self.keys_bound(self.plan.bind(args, kwargs))
+            text = self.plan.render_args(args)
+            keys = self.keys_bound(self.plan.bind(args, kwargs)) if text is None else self._keys(text, ())
             for a in args:
                 if type(a) not in _MEMO_TYPES:
                     return keys
@@ -251,11 +265,15 @@ class CacheSpec:
         return self.keys_bound(self.plan.bind(args, kwargs))
 
     def keys_bound(self, arguments: Mapping[str, Any]) -> CallKeys:
-        rest = self._base + self.plan.render_bound(arguments)
-        b = bucket_of(rest)
-        head = f"{self.keyspace.prefix}cache:{{{b}}}:"
         tags = self.plan.tags_for(arguments) if self.plan.tag_templates else ()
-        return CallKeys(head + rest, head + self._lock_base + rest[len(self._base) :], b, tags)
+        return self._keys(self.plan.render_bound(arguments), tags)
+
+    def _keys(self, text: str, tags: tuple[str, ...]) -> CallKeys:
+        """The keys of the argument part ``text``."""
+        rest = self._base + text
+        b = bucket_of(rest)
+        head = f"{self._key_start}{b}}}:"
+        return CallKeys(head + rest, head + self._lock_base + text, b, tags)
 
 
 def tag_set_key(keyspace: Keyspace, bucket: int, tag: str) -> str:
@@ -292,19 +310,57 @@ def decode_entry(raw: Any, codec: Codec) -> Entry | None:
         return None
 
 
-def _read(raw: Any, codec: Codec) -> tuple[Any, int, int] | None:
-    """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss)."""
+Head = tuple[bytes, int, int, int, float]
+"""A value's header as :func:`_read` keeps it: the bytes ``\\x01<soft>:<compute>:<version>|``,
+where the payload starts, the soft expiry (ms), the compute time (ms), and until when (s) a read
+under it may take :func:`call`'s inlined hit (fresh, no compute time to weigh, the JSON codec;
+else 0)."""
+
+
+def _read(
+    raw: Any, codec: Codec, key: str = "", heads: dict[str, Head] | None = None
+) -> tuple[Any, int, int] | None:
+    """The hit path's parse: (value, soft expiry ms, compute ms), or None (a miss). ``heads``
+    keeps each ``key``'s last header (a :data:`Head`): a value read again under the same header
+    (the common hit) decodes its payload and parses nothing else."""
     data = raw if type(raw) is bytes else as_bytes(raw)
+    if heads is not None:
+        seen = heads.get(key)
+        if seen is not None and data.startswith(seen[0]):
+            start = seen[1]
+            try:
+                if type(codec) is JsonCodec and data[start] < 0xFE:  # plain JSON: no checks
+                    body = data[start:] if len(data) < _COPY_BELOW else memoryview(data)[start:]
+                    return orjson.loads(body), seen[2], seen[3]
+                return codec.decode(data[start:]), seen[2], seen[3]
+            except Exception:  # a value the codec no longer reads
+                return None
     bar = data.find(b"|")
-    if data[:1] != ENVELOPE or bar < 0:
+    if bar < 0 or data[:1] != ENVELOPE:
         return None
     try:
         soft, comp, _ = data[1:bar].split(b":")
-        if type(codec) is JsonCodec and data[bar + 1] < 0xFE:  # plain JSON: no copy, no checks
-            return orjson.loads(memoryview(data)[bar + 1 :]), int(soft), int(comp)
-        return codec.decode(data[bar + 1 :]), int(soft), int(comp)
+        soft_ms, compute_ms = int(soft), (0 if comp == b"0" else int(comp))
+        start = bar + 1
+        json = type(codec) is JsonCodec
+        if json and data[start] < 0xFE:  # plain JSON: no checks
+            # below a few KB a slice (a copy) costs less than making a memoryview
+            body = data[start:] if len(data) < _COPY_BELOW else memoryview(data)[start:]
+            value = orjson.loads(body)
+        else:
+            value = codec.decode(data[start:])
     except Exception:  # a malformed header, or a value the codec no longer reads
         return None
+    if heads is not None:
+        if len(heads) >= _HEADS_MAX:
+            heads.clear()
+        inline = soft_ms / 1000.0 if json and compute_ms == 0 else 0.0
+        heads[key] = (data[:start], start, soft_ms, compute_ms, inline)
+    return value, soft_ms, compute_ms
+
+
+_COPY_BELOW = 4096
+_HEADS_MAX = 4096  # headers remembered per cached function (about 150 bytes each)
 
 
 def is_backpressure(exc: BaseException) -> bool:
@@ -422,9 +478,10 @@ def call(
     shell passes a list, so a cancelled call, which a flow cannot observe, can release it).
     """
     token = None
+    now = clock()  # read once: it decides the read (GET or lease) and the value's freshness
     if spec.can_write:
         until = spec.present.get(keys.value)
-        if until is None or clock() >= until:
+        if until is None or now >= until:
             token = new_token()
     if breaker.state == CLOSED:
         op = keys.get if token is None else lease_op(spec, keys, token)
@@ -434,7 +491,19 @@ def call(
         except Exception as exc:
             raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
         if failed is None or failed is _RAW:
-            value, outcome = _classify(spec, keys, raw, clock, rand)
+            seen = spec.heads.get(keys.value) if token is None and type(raw) is bytes else None
+            if seen is not None and now < seen[4] and raw.startswith(seen[0]):
+                # the common hit, inlined (no call, no parse): a GET (the key is in `present`)
+                # read the value again under the header seen last time, fresh, with no compute
+                # time for XFetch to weigh, in plain JSON
+                start = seen[1]
+                if raw[start : start + 1] < b"\xfe":  # not the codec's bytes marker
+                    body = raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
+                    try:
+                        return orjson.loads(body), HIT
+                    except ValueError:  # no longer decodes: _classify counts it
+                        pass
+            value, outcome = _classify(spec, keys, raw, now, rand)
             if outcome is STALE or outcome is _EARLY:
                 value, outcome = yield from _stale(
                     spec, keys, fn, args, kwargs, breaker, rand, value, outcome
@@ -452,7 +521,7 @@ def call(
         held[keys.value] = token  # a leader polling for this lease in this process adopts it
         if leases is not None:
             leases.append(token)
-        make = functools.partial(fill, spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
+        make = _leased_fill(spec, keys, user, breaker, rand, token, clock)
         try:
             (value, outcome), led = yield Coalesce(flights, keys.value, make)
         finally:
@@ -475,6 +544,20 @@ def call(
 _PRESENT_MAX = 65_536  # keys remembered per cached function (past it the table starts over)
 
 
+def _leased_fill(
+    spec: CacheSpec,
+    keys: CallKeys,
+    user: Compute,
+    breaker: CircuitBreaker,
+    rand: Callable[[], float],
+    token: str,
+    clock: Callable[[], float],
+) -> Callable[[], Flow[tuple[Any, str]]]:
+    """The ``Coalesce`` maker of a miss whose read took the lease (a closure here, not in
+    :func:`call`, whose locals would all become cells; cheaper to call than a partial)."""
+    return lambda: fill(spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
+
+
 def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> Script:
     """A ``Script`` op over keys built in one hash-tag bucket (``CallKeys``): the same slot by
     construction, so the per-op slot check (two CRC16s a key) is skipped on the hot path."""
@@ -486,14 +569,13 @@ def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, .
 _LEASE = load("cache_lease")
 _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
-_MODES = {"fill": b"fill", "put": b"put"}
 
 
 def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
     """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
     if replace:
-        return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms, b"1"))
-    return _script(_LEASE, keys.pair, (token, b"%d" % spec.lock_ms))
+        return _script(_LEASE, keys.pair, (token, spec.lock_arg, b"1"))
+    return _script(_LEASE, keys.pair, (token, spec.lock_arg))
 
 
 def _read_failed(
@@ -522,7 +604,7 @@ _EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
 
 
 def _classify(
-    spec: CacheSpec, keys: CallKeys, raw: Any, clock: Callable[[], float], rand: Callable[[], float]
+    spec: CacheSpec, keys: CallKeys, raw: Any, now: float, rand: Callable[[], float]
 ) -> tuple[Any, str]:
     """What a read's reply means: ``(value, HIT)``; ``(value, STALE)`` for a stale or
     early-refresh value (the caller decides, see :func:`_stale`); or ``NOT_FOUND`` with
@@ -536,7 +618,7 @@ def _classify(
         if raw == 2:
             spec.corrupt += 1
         return NOT_FOUND, LEASED
-    got = _read(raw, spec.codec)
+    got = _read(raw, spec.codec, keys.value, spec.heads)
     if got is None:
         spec.corrupt += 1
         return NOT_FOUND, UNDECODABLE  # the shell fills, replacing it
@@ -545,7 +627,7 @@ def _classify(
     if len(present) >= _PRESENT_MAX:
         present.clear()
     present[keys.value] = soft / 1000.0
-    now_ms = clock() * 1000.0
+    now_ms = now * 1000.0
     if now_ms < soft:
         if spec.beta <= 0 or compute_ms <= 0:
             return value, HIT
@@ -607,7 +689,7 @@ def get(
             return raw, outcome
     if breaker.state != CLOSED:
         breaker.success()
-    value, outcome = _classify(spec, keys, raw, clock, rand)
+    value, outcome = _classify(spec, keys, raw, clock(), rand)
     if outcome is STALE or outcome is _EARLY:
         return (yield from _stale(spec, keys, fn, args, kwargs, breaker, rand, value, outcome))
     return value, outcome
@@ -759,14 +841,23 @@ def _store(
         if token:
             yield from _release(keys, token)
         return status
-    soft_ms = max(1, round(float(ttl) * 1000.0 * (1.0 - spec.jitter * rand())))
-    hard_ms = soft_ms + stale_ms_for(float(ttl), spec.stale_ttl)
+    ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+    soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
+    stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
+    now = spec.clock() if spec.clock is not None else (yield WallClock())
+    now_ms = int(now * 1000.0)
     store_keys: tuple[str | bytes, ...] = keys.pair
     if keys.tags:
         store_keys = (*store_keys, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
-    # integers and the mode go as bytes: redis-py sends bytes as they are (no encode per argument)
-    ms = (b"%d" % soft_ms, b"%d" % hard_ms, b"%d" % compute_ms)
-    script = _script(_STORE, store_keys, (payload, *ms, b"%d" % version, _MODES[mode], token))
+    # the whole envelope is built here: its soft expiry from the writer's clock, which decides
+    # freshness only (readers compare it with their own clocks; the Redis TTL is the server's).
+    # Integers go as bytes (redis-py sends bytes as they are); a fill sends four arguments (each
+    # one is server time), a put its mode and a version above 0.
+    envelope = b"\x01%d:%d:%d|" % (now_ms + soft_ms, compute_ms, version) + payload
+    args: tuple[Any, ...] = (envelope, b"%d" % (soft_ms + stale_ms), token, b"%d" % now_ms)
+    if mode == "put":
+        args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
+    script = _script(_STORE, store_keys, args)
     try:
         if keys.tags:
             written = yield from _store_tagged(spec, keys, script, rand)

@@ -163,6 +163,7 @@ class KeyPlan:
     template: str | None
     tag_templates: tuple[str, ...]
     simple: bool  # only plain positional-or-keyword params without defaults
+    direct: bool = False  # simple, every parameter in the key, no key template, no tags
 
     @classmethod
     def for_function(
@@ -218,6 +219,7 @@ class KeyPlan:
             template=template,
             tag_templates=tag_list,
             simple=simple,
+            direct=simple and template is None and not tag_list and names == positional,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -232,6 +234,13 @@ class KeyPlan:
         """The argument part of the key for one call (hashed when long)."""
         arguments = self.bind(args, kwargs)
         return self.render_bound(arguments)
+
+    def render_args(self, args: tuple[Any, ...]) -> str | None:
+        """The argument part straight from a call's positional arguments (what :meth:`render`
+        gives, with no binding), or ``None`` when the call needs binding."""
+        if self.direct and len(args) == len(self.positional):
+            return _hashed(",".join(map(encode_arg, args)))
+        return None
 
     def render_bound(self, arguments: Mapping[str, Any]) -> str:
         if self.template is not None:

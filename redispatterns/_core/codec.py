@@ -101,6 +101,12 @@ def _non_finite(value: Any, path: str, depth: int = 0) -> str | None:
     return None
 
 
+_dumps = orjson.dumps
+_loads = orjson.loads
+_MARKS = b"\xfe"  # BYTES_MARK and PICKLE_MARK are the two byte values >= this one
+_PLAIN = (str, bool, type(None))  # exact types orjson encodes as they are: nothing to check
+
+
 class JsonCodec:
     """orjson for JSON-like values; ``bytes`` pass through; anything else is a ``TypeError``."""
 
@@ -110,19 +116,28 @@ class JsonCodec:
         self._opts = orjson.OPT_SORT_KEYS if sort_keys else 0
 
     def encode(self, value: Any) -> bytes:
+        t = type(value)
+        if t in _PLAIN:  # the hot path of short values: no float, no container, cannot fail
+            return _dumps(value)
         if isinstance(value, (bytes, bytearray, memoryview)):
             return BYTES_MARK + bytes(value)
-        return json_dumps(value, self._opts)
+        try:
+            data = _dumps(value, option=self._opts)
+        except orjson.JSONEncodeError:
+            return json_dumps(value, self._opts)  # raises, naming the culprit
+        if b"null" in data:  # maybe a NaN stored as null: json_dumps looks and raises
+            return json_dumps(value, self._opts)
+        return data
 
     def decode(self, data: bytes | str) -> Any:
-        if isinstance(data, str):
-            data = data.encode("utf-8", "surrogateescape")
-        if data[:1] == BYTES_MARK:
-            return data[1:]
-        if data[:1] == PICKLE_MARK:
+        if type(data) is not bytes:
+            data = as_bytes(data)
+        if data[:1] >= _MARKS:
+            if data[:1] == BYTES_MARK:
+                return data[1:]
             raise DecodeError("value was written by PickleCodec; this codec never unpickles")
         try:
-            return orjson.loads(data)
+            return _loads(data)
         except orjson.JSONDecodeError as exc:
             raise DecodeError(f"stored value is not valid JSON: {exc}") from None
 

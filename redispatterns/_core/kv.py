@@ -7,11 +7,15 @@ Layout of one mount (``B`` is its *base*, all in one Cluster slot):
   default), so every untagged mount of a store shares one slot.
 
 Under ``B``: ``k:<key>`` the records (the user's key verbatim after ``k:``), ``i`` the index (a
-lexicographic ZSET of key names), ``m`` the metadata HASH (``size:updated_ms:content_type``),
-``x`` the expiry ZSET (deadline in ms) and ``u`` the mount's byte counter. Every write goes through
-one script that updates the record and the bookkeeping together, so the quotas are tracked, never
-scanned. The store-wide size limit is exact across the mounts that share the writer's slot; mounts
-in other slots are counted from a snapshot read just before the write (best effort).
+lexicographic ZSET of key names), ``m`` the metadata HASH (``size;ttl_ms;content_type`` for a
+record with a TTL, else ``size:updated_ms:content_type``; see :func:`meta_tail`), ``x`` the expiry
+ZSET (deadline in ms) and ``u`` the mount's byte counter. ``m`` and ``x`` hold one pad entry over
+64 bytes each (``m``'s under the empty name, which no key has; ``x``'s at deadline ``+inf``),
+written with a new key, so that they keep their hashed encodings however few records the mount
+holds (a listpack is scanned on every write). Every write goes through one script that updates
+the record and the bookkeeping together, so the quotas are tracked, never scanned. The
+store-wide size limit is exact across the mounts that share the writer's slot; mounts in other
+slots are counted from a snapshot read just before the write (best effort).
 """
 
 from __future__ import annotations
@@ -394,13 +398,14 @@ class KVStore:
         return keys
 
     def terms(self, spec: MountSpec, ttl_ms: int, ctype: str, others: int) -> tuple[bytes, bytes, bytes]:
-        """``kv_set``'s arguments after the value: TTL, content type and the limits (the mount's
-        max entries, the store's max size, the other slots' usage), built once per mount, TTL
-        and content type while the other slots hold nothing."""
+        """``kv_set``'s arguments after the value: TTL, the metadata after the size (see
+        :func:`meta_tail`) and the limits (the mount's max entries, the store's max size, the
+        other slots' usage), built once per mount, TTL and content type while the other slots
+        hold nothing."""
         terms = self._terms.get((spec.name, ttl_ms, ctype)) if not others else None
         if terms is None:
             limits = f"{spec.mount.max_entries or 0} {self.max_store_size or 0} {others}"
-            terms = (str(ttl_ms).encode(), ctype.encode(), limits.encode())
+            terms = (str(ttl_ms).encode(), meta_tail(ttl_ms, ctype).encode(), limits.encode())
             if not others:
                 if len(self._terms) >= 256:
                     self._terms.clear()
@@ -676,14 +681,35 @@ def clear(spec: MountSpec) -> Flow[bool]:
             return True
 
 
+def meta_tail(ttl_ms: int, ctype: str) -> str:
+    """A record's metadata after its size. With a TTL: ``;<TTL ms>;<content type>``, which an
+    overwrite of the same size, TTL and type leaves as it is (the write's time is its deadline in
+    the expiry zset minus the TTL); without: ``:<content type>``, after which the script puts
+    ``:<time in ms>`` in front (``size:updated_ms:content_type``)."""
+    return f";{ttl_ms};{ctype}" if ttl_ms else f":{ctype}"
+
+
+def parse_meta(meta: str, deadline: float | None) -> tuple[int, float, str]:
+    """Size, time of the last write (seconds) and content type from a record's metadata (either
+    form, see :func:`meta_tail`) and its deadline in the expiry zset (ms)."""
+    if ";" in meta.split(":", 1)[0]:
+        size, ttl, ctype = meta.split(";", 2)
+        return int(size), ((deadline or 0) - int(ttl)) / 1000, ctype
+    size, updated, ctype = meta.split(":", 2)
+    return int(size), int(updated) / 1000, ctype
+
+
 def info(spec: MountSpec, key: str) -> Flow[KVInfo | None]:
-    """One round trip: metadata from the index hash plus the record's remaining TTL."""
-    meta, pttl = yield Batch((Command("HGET", spec.book.meta, key), Command("PTTL", spec.record(key))))
+    """One round trip: metadata from the index hash, the record's remaining TTL and its
+    deadline in the expiry zset (for the time of its last write)."""
+    book, rec = spec.book, spec.record(key)
+    reads = (Command("HGET", book.meta, key), Command("PTTL", rec), Command("ZSCORE", book.expiry, key))
+    meta, pttl, deadline = yield Batch(reads)
     if meta is None or int(pttl) == -2:
         return None
-    size, updated, ctype = as_str(meta).split(":", 2)
+    size, updated, ctype = parse_meta(as_str(meta), None if deadline is None else float(deadline))
     ttl = int(pttl)
-    return KVInfo(key, int(size), ctype, int(updated) / 1000, ttl / 1000 if ttl >= 0 else None)
+    return KVInfo(key, size, ctype, updated, ttl / 1000 if ttl >= 0 else None)
 
 
 # --------------------------------------------------------------------------- write buffer

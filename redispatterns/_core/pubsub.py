@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
-from .ops import Command, Flow, Probe, Script
+from .ops import Command, Flow, KeyT, Probe, Script
 from .scripts import load
 
 __all__ = [
@@ -54,7 +54,10 @@ __all__ = [
 ]
 
 ENVELOPE = b"#rp1:"
-_PUBLISH = load("pubsub_publish")  # its source writes ENVELOPE (a test checks they agree)
+# INCR + (S)PUBLISH of '#rp1:<seq>:<payload>'; their sources write ENVELOPE (a test checks they agree)
+_PUBLISH = load("pubsub_publish")
+_SPUBLISH = load("pubsub_spublish")
+SEQ_SUFFIX = ":seq"  # counter = channel + SEQ_SUFFIX: the scripts find the channel by cutting it off
 KIND = "pubsub"
 Overflow = Literal["drop_oldest", "drop_newest", "block", "error"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block", "error")
@@ -114,8 +117,8 @@ class Names:
         return self.keyspace.tagged(KIND, _check_name("channel name", name))
 
     def counter(self, name: str) -> str:
-        """The sequence counter key of channel ``name`` (same slot as the channel)."""
-        return self.keyspace.tagged(KIND, _check_name("channel name", name), "seq")
+        """The sequence counter key of channel ``name``: the channel + ``:seq`` (same slot)."""
+        return self.channel(name) + SEQ_SUFFIX
 
     def pattern(self, pattern: str) -> str:
         """A PSUBSCRIBE pattern: the user's glob applies to channel names of this namespace only."""
@@ -161,32 +164,32 @@ def decode_payload(codec: Codec, payload: bytes) -> Any:
 
 
 def publish(
-    channel: str,
-    counter: str,
+    channel: KeyT,
+    counter: KeyT,
     payload: bytes,
     *,
     sharded: bool,
     sequence: bool,
-    ttl_ms: int | None,
+    ttl_ms: int | bytes | None,
+    probe: bool = True,
 ) -> Flow[int]:
     """Publish ``payload`` (already encoded) on ``channel``; the reply is the receivers count.
 
     With ``sequence`` the message is numbered by INCR on ``counter`` in the same script as the
-    (S)PUBLISH, so subscribers can tell exactly which numbers they missed.
+    (S)PUBLISH, so subscribers can tell exactly which numbers they missed. ``counter`` must be
+    ``channel + SEQ_SUFFIX`` (:meth:`Names.counter`): the script takes the channel from it, so
+    the hot call sends the counter and the payload only. Names and TTL given as ``bytes``
+    (encoded once by the caller) spare redis-py encoding them on every call. ``probe=False``:
+    the caller knows the server has sharded pub/sub (a sharded publish went through).
     """
-    if sharded:
+    if sharded and probe:
         info = yield Probe()
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))
     if sequence:
-        # the shortest argument vector for the common case: no TTL, PUBLISH (ENVELOPE is in the script)
-        if sharded:
-            args: tuple[Any, ...] = (channel, payload, ttl_ms or 0, 1)
-        elif ttl_ms:
-            args = (channel, payload, ttl_ms)
-        else:
-            args = (channel, payload)
-        return int((yield Script(_PUBLISH, (counter,), args)))
+        # each redis-py argument costs the caller ~0.5 µs: the counter and the payload, a TTL if any
+        args: tuple[Any, ...] = (payload, ttl_ms) if ttl_ms else (payload,)
+        return int((yield Script(_SPUBLISH if sharded else _PUBLISH, (counter,), args)))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:

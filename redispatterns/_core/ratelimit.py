@@ -166,8 +166,12 @@ class Decision:
         return h
 
 
+def _order(s: PolicyState) -> tuple[bool, int, int]:
+    return s.allowed, s.remaining, -s.reset_after_us
+
+
 def _tightest(states: Sequence[PolicyState]) -> PolicyState:
-    return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_after_us))
+    return min(states, key=_order)
 
 
 def _bucket(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
@@ -206,7 +210,54 @@ def _counter(key: str, cost: int, p: Policy, x: int, now_us: int) -> Decision:
     return Decision(True, remaining, 0, r + 1, p.limit, key, cost, (t,), now_us)
 
 
+def _log_denied(key: str, cost: int, p: Policy, reply: Sequence[int], now_us: int) -> Decision:
+    """Decode the sliding log's denial of a hit of cost 1: ``[retry_after_us, reset_after_us]``."""
+    retry, reset = reply
+    t = PolicyState(p, False, 0, retry, reset)
+    return Decision(False, 0, retry, reset, p.limit, key, cost, (t,), now_us)
+
+
 _INT_REPLIES = {"token_bucket": _bucket, "fixed": _fixed, "sliding": _log, "sliding_counter": _counter}
+
+
+def _log_ok(p: Policy, x: int) -> PolicyState:
+    return PolicyState(p, True, x, 0, p.period_us)
+
+
+def _bucket_ok(p: Policy, x: int) -> PolicyState:
+    return PolicyState(p, True, (p.limit * p.period_us - x) // p.period_us, 0, x)
+
+
+def _fixed_ok(p: Policy, x: int) -> PolicyState:
+    count, r = divmod(x, p.period_us)
+    return PolicyState(p, True, max(p.limit - count, 0), 0, r + 1)
+
+
+def _counter_ok(p: Policy, x: int) -> PolicyState:
+    remaining, r = divmod(x, 2 * p.period_us)
+    return PolicyState(p, True, remaining, 0, r + 1)
+
+
+# one policy's part of an admitted multi check, from what its own script answers for an
+# admitted hit (see ``_log``, ``_bucket``, ``_fixed``, ``_counter``)
+_ADMITTED = {
+    "sliding": _log_ok,
+    "token_bucket": _bucket_ok,
+    "fixed": _fixed_ok,
+    "sliding_counter": _counter_ok,
+}
+
+
+def _all_admitted(
+    key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int], now_us: int
+) -> Decision:
+    """Decode the multi script's short reply: every policy admitted, one integer each."""
+    states = tuple([_ADMITTED[p.algorithm](p, x) for p, x in zip(policies, reply, strict=True)])
+    t = states[0]
+    for s in states[1:]:  # the tightest, as _tightest picks among admitted states (first on ties)
+        if s.remaining < t.remaining or (s.remaining == t.remaining and s.reset_after_us > t.reset_after_us):
+            t = s
+    return Decision(True, t.remaining, 0, t.reset_after_us, t.policy.limit, key, cost, states, now_us)
 
 
 def decide(
@@ -218,10 +269,16 @@ def decide(
     0), or one integer (the bucket, the fixed window, an admitted log or counter check: see
     their scripts; ``now_us`` is then the virtual clock, if any); several:
     ``[now, allowed, (allowed, remaining, retry_after_us, reset_after_us) per policy]``; a
-    trailing ``1`` past those says some key held garbage.
+    trailing ``1`` past those says some key held garbage; or, from the multi script, one
+    integer per policy when every one admitted a hit of cost 1 (each as its own script's); or,
+    from the sliding log, ``[retry_after_us, reset_after_us]`` for a denied hit of cost 1.
     """
     if isinstance(reply, int):  # one-integer replies (see the scripts)
         return _INT_REPLIES[policies[0].algorithm](key, cost, policies[0], reply, now_us)
+    if len(reply) == len(policies) > 1:  # the multi script's admitted hit: one integer per policy
+        return _all_admitted(key, cost, policies, reply, now_us)
+    if len(reply) == 2 and len(policies) == 1:  # the sliding log's denied hit of cost 1
+        return _log_denied(key, cost, policies[0], reply, now_us)
     if len(policies) == 1:  # the common case, kept short: this runs on every check
         r = reply[2]
         allowed = r == 0
@@ -367,6 +424,12 @@ def check(op: Script, policies: tuple[Policy, ...], cost: int, subject: str, mod
     if type(reply) is int:
         p = policies[0]
         return _INT_REPLIES[p.algorithm](subject, cost, p, reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
+    n = len(policies)
+    if len(reply) == n > 1:  # every policy admitted (the multi script's short reply)
+        args = op.args
+        return _all_admitted(subject, cost, policies, reply, args[2 * n + 2] if len(args) > 2 * n + 2 else 0)  # type: ignore[arg-type]
+    if len(reply) == 2 and n == 1:  # the sliding log's denied hit of cost 1
+        return _log_denied(subject, cost, policies[0], reply, op.args[4] if len(op.args) > 4 else 0)  # type: ignore[arg-type]
     d = decide(subject, cost, policies, reply)
     if len(reply) > (4 if len(policies) == 1 else 2 + 4 * len(policies)):
         _note_garbage(op.keys, d, mode)

@@ -3,9 +3,12 @@
 Layout (``ks`` is the store's keyspace; ``<id>`` is the hex SHA-256 of the token, or its
 HMAC-SHA256 under the store's secret, so Redis never holds a usable token):
 
-* ``ks:sess:{<id>}``          HASH: ``_u`` user, ``_c`` created, ``_s`` last seen, ``_abs`` the
-                               absolute deadline, ``_i`` idle TTL, ``_v`` version, ``_m`` meta
-                               (JSON), and ``d:<field>`` per data field (encoded by the codec);
+* ``ks:sess:{<id>}``          HASH: ``_s`` last seen, ``_`` the fixed times as JSON
+                               ``[deadline, idle, created]`` (ms), ``_a`` the user and meta as
+                               JSON ``[user, meta]``, ``_v`` version, and ``d:<field>`` per data
+                               field (encoded by the codec); a hash of the previous layout (``_u``
+                               user, ``_c`` created, ``_abs`` deadline, ``_i`` idle, ``_m`` meta)
+                               is still read;
 * ``ks:sess:{<id>}:ev``       LIST of events, newest first, trimmed on write;
 * ``ks:sess:{<id>}:x``        the revocation marker (set before a session is deleted);
 * ``ks:sess:{<id>}:tr``       ZSET of track events (``tracks=True``; see ``_core/session_tracks.py``),
@@ -81,6 +84,9 @@ _loads = orjson.loads
 _GET = load("session_get")
 _UPDATE = load("session_update")
 _JSONDecodeError = orjson.JSONDecodeError
+_JSONEncodeError = orjson.JSONEncodeError
+_dumps = orjson.dumps
+_SCALARS = frozenset((str, int, bool, type(None)))  # values JsonCodec encodes as orjson does
 
 
 # --------------------------------------------------------------------------- tokens
@@ -262,11 +268,18 @@ def encode_fields(codec: Codec, data: Mapping[str, Any] | None, prefix: str = _D
     if data.__class__ is not dict and not isinstance(data, Mapping):
         raise TypeError(f"session data must be a mapping of str to values, not {type(data).__name__}")
     encode = codec.encode
+    plain = codec.__class__ is JsonCodec  # its bytes for a str, int, bool or None are orjson's
     out: list[bytes | str] = []
     for k, v in data.items():
         if k.__class__ is not str or not k or len(k) > _MAX_FIELD:
             _check_field(k)
         out.append(prefix + k)
+        if plain and v.__class__ in _SCALARS:
+            try:
+                out.append(_dumps(v))
+                continue
+            except _JSONEncodeError:  # an int beyond 64 bits: the codec says why
+                pass
         out.append(encode(v))
     return out
 
@@ -279,11 +292,31 @@ def _field_names(names: Iterable[str], prefix: str = _DATA) -> list[str]:
     return [prefix + _check_field(n) for n in names]
 
 
-def _encode_meta(meta: Mapping[str, Any]) -> bytes:
+def _about(user_id: str, meta: Mapping[str, Any]) -> bytes:
+    """A session's ``_a`` field: its user and meta as JSON ``[user, meta]``."""
     try:
-        return json_dumps(dict(meta))
+        return json_dumps([user_id, dict(meta)])
     except TypeError as exc:
         raise TypeError(f"session metadata must be JSON (str keys, JSON values): {exc}") from None
+
+
+_META = frozenset(("_s", "_", "_a", "_v", "_u", "_c", "_abs", "_i", "_m"))  # metadata, either layout
+
+
+def _facts(fields: Mapping[str, Any]) -> list[Any]:
+    """``[deadline, idle, created, user, meta]`` from a session's metadata fields, of either
+    layout (``_`` and ``_a``, or a field per fact); missing facts read as 0, ``""`` and ``{}``."""
+    times, about = fields.get("_"), fields.get("_a")
+    if times is not None:
+        return [*_loads(times), *(_loads(about) if about else ("", {}))]
+    m = fields.get("_m")
+    return [
+        _ms(fields.get("_abs")),
+        _ms(fields.get("_i")),
+        _ms(fields.get("_c")),
+        _text(fields.get("_u") or ""),
+        _loads(m) if m else {},
+    ]
 
 
 def _pairs(flat: list[Any]) -> dict[str, bytes]:
@@ -298,22 +331,31 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
 
 
-def _data_keys(names: list[Any]) -> list[str]:
-    """The data field names of ``lua/session_get.lua``'s reply without their ``d:`` prefix.
+def _data_fields(names: list[Any], values: list[Any]) -> tuple[list[str], list[Any]]:
+    """The data fields among a session hash's names / values: names without their ``d:``
+    prefix, and their values; other fields (counters, summaries) are left out.
 
-    One join, one UTF-8 decode and one split for the whole list (what redis-py wrote for our
-    str names); per name only when that does not split back into as many names (a name holding
-    ``"\\0d:"``), for a decoding client's str names, or a foreign writer's non-UTF-8 bytes."""
+    One join, one UTF-8 decode and one split for the whole list when every name is a ``d:``
+    name without a NUL (what redis-py wrote for our str names); per name otherwise (a name
+    holding a NUL, a decoding client's str names, a foreign writer's non-UTF-8 bytes)."""
     if not names:
-        return []
+        return [], []
     try:
         joined = b"\0".join(names).decode()
     except (TypeError, UnicodeDecodeError):
-        return [_text(n)[2:] for n in names]
-    keys = joined[2:].split("\0d:")
-    if len(keys) != len(names):
-        return [_text(n)[2:] for n in names]
-    return keys
+        pass
+    else:
+        if joined[:2] == "d:" and joined.count("\0") == len(names) - 1:
+            keys = joined[2:].split("\0d:")
+            if len(keys) == len(names):  # so every name starts with 'd:'
+                return keys, values
+    keys, kept = [], []
+    for name, value in zip(names, values, strict=True):
+        text = _text(name)
+        if text[:2] == "d:":
+            keys.append(text[2:])
+            kept.append(value)
+    return keys, kept
 
 
 def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, Any]:
@@ -331,22 +373,58 @@ def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, A
 
 
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
-    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): seven
-    metadata values by position (times and version as integers), then the data fields as
-    ``d:``-prefixed name / value pairs."""
-    user, created, seen, deadline, idle, version, meta = reply[:7]
+    """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): the
+    hash's name / value pairs. A hash written by ``create`` starts with ``_s``, ``_``, ``_a``,
+    ``_v`` (a small hash keeps insertion order): read by position; any other order goes
+    through :func:`_by_name`."""
+    if reply[0] == b"_s" and reply[2] == b"_" and reply[4] == b"_a" and reply[6] == b"_v":
+        seen, version = reply[1], reply[7]
+        deadline, idle, created = _loads(reply[3])
+        user, meta = _loads(reply[5])
+        keys, values = _data_fields(reply[8::2], reply[9::2])
+    else:
+        seen, (deadline, idle, created, user, meta), version, keys, values = _by_name(reply)
     return Session(
         token,
         sid,
-        _text(user),
-        decode_data(cfg.codec, _data_keys(reply[7::2]), reply[8::2]),
+        user,
+        decode_data(cfg.codec, keys, values),
         created / 1000,
-        seen / 1000,
+        int(seen) / 1000,
         deadline / 1000,
         idle / 1000,
-        version,
-        _loads(meta) if meta else {},
+        int(version),
+        meta,
     )
+
+
+def _by_name(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
+    """Last seen, the facts (see :func:`_facts`), the version and the data fields of a session
+    hash's flat name / value list in any order (a big hash, or one with a value over 64 bytes,
+    keeps no insertion order): one dict built in C, the metadata popped off it. A decoding
+    client's str names and the previous layout go through :func:`_scan`."""
+    pairs = dict(zip(reply[::2], reply[1::2], strict=True))
+    seen, times = pairs.pop(b"_s", None), pairs.pop(b"_", None)
+    about, version = pairs.pop(b"_a", None), pairs.pop(b"_v", None)
+    if seen is None or times is None or about is None or version is None:
+        return _scan(reply)
+    keys, values = _data_fields(list(pairs), list(pairs.values()))
+    return seen, [*_loads(times), *_loads(about)], version, keys, values
+
+
+def _scan(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
+    """As :func:`_by_name`, for str names or either layout: a name at a time."""
+    meta: dict[str, Any] = {}
+    names, values = [], []
+    for i in range(0, len(reply), 2):
+        name = _text(reply[i])
+        if name[:2] == "d:":
+            names.append(reply[i])
+            values.append(reply[i + 1])
+        elif name in _META:
+            meta[name] = reply[i + 1]
+    keys, values = _data_fields(names, values)
+    return meta.get("_s") or 0, _facts(meta), meta.get("_v") or 0, keys, values
 
 
 # --------------------------------------------------------------------------- reads behind the breaker
@@ -418,7 +496,7 @@ def create(
     """
     user_id = check_user(user_id)
     fields = encode_fields(cfg.codec, data)
-    meta_blob = _encode_meta(meta)
+    about = _about(user_id, meta)
     token = new_token()
     sid = cfg.id_of(token)
     idle = idle_ms or cfg.idle_ms
@@ -426,8 +504,9 @@ def create(
     index = cfg.index_key(user_id)
     deadline = yield Script(load("session_index_add"), keys=(index,), args=(sid, lifetime, ""))
     deadline = int(deadline)
-    args: list[Any] = [deadline, idle, 0, "_u", user_id, "_m", meta_blob, *fields]
-    made = yield Script(load("session_create"), keys=cfg.session_keys(sid), args=tuple(args))
+    made = yield Script(
+        load("session_create"), keys=cfg.session_keys(sid), args=(deadline, idle, 1, "", about, 0, *fields)
+    )
     yield from _confirm(cfg, user_id, sid, deadline, "", int(made) == 1)
     return token
 
@@ -510,8 +589,12 @@ def update(
     if tok is None:
         return None
     sid = cfg.id_of(tok)
-    expect = "" if expect_version is None else str(expect_version)
-    reply = yield _op(_UPDATE, cfg.hash_key(sid), (expect, len(fields) // 2, *fields, *dels))
+    if expect_version is None and not dels and fields:  # the common call: the pairs alone
+        args: tuple[Any, ...] = tuple(fields)
+    else:
+        expect = "" if expect_version is None else str(expect_version)
+        args = (expect, len(fields) // 2, *fields, *dels)
+    reply = yield _op(_UPDATE, cfg.hash_key(sid), args)
     v = int(reply)
     return None if v == 0 else v
 
@@ -571,7 +654,7 @@ def destroy_all(cfg: SessionConfig, user_id: UserId, max_passes: int = 8) -> Flo
     return killed
 
 
-_INFO_FIELDS = ("_c", "_s", "_abs", "_m")
+_INFO_FIELDS = ("_", "_a", "_s", "_c", "_abs", "_m")  # either layout's
 
 
 def sessions(cfg: SessionConfig, user_id: UserId) -> Flow[list[SessionInfo]]:
@@ -590,18 +673,18 @@ def sessions(cfg: SessionConfig, user_id: UserId) -> Flow[list[SessionInfo]]:
     live: list[SessionInfo] = []
     dead: list[str] = []
     for sid, row in zip(sids, rows, strict=True):
-        if row[0] is None:
+        if row[0] is None and row[3] is None:
             dead.append(sid)
             continue
-        c, s, d, m = row
+        deadline, _, created, _, meta = _facts(dict(zip(_INFO_FIELDS, row, strict=True)))
         live.append(
             SessionInfo(
                 id=sid,
                 user_id=user_id,
-                created=_ms(as_bytes(c)) / 1000,
-                last_seen=_ms(as_bytes(s)) / 1000 if s is not None else 0.0,
-                expires_at=_ms(as_bytes(d)) / 1000 if d is not None else 0.0,
-                meta=orjson.loads(as_bytes(m)) if m else {},
+                created=created / 1000,
+                last_seen=_ms(row[2]) / 1000,
+                expires_at=deadline / 1000,
+                meta=meta,
             )
         )
     if dead:
@@ -626,10 +709,14 @@ def rotate(cfg: SessionConfig, token: object) -> Flow[str | None]:
     new = new_token()
     sid = cfg.id_of(new)
     # the user is known only from the session; the index is the user's, so read it first
-    user = yield Command("HGET", cfg.session_keys(old)[0], "_u", keys=(cfg.session_keys(old)[0],))
-    if user is None:
+    h = cfg.hash_key(old)
+    about, user = yield Command("HMGET", h, "_a", "_u", keys=(h,))
+    if about is not None:
+        user_id = _loads(about)[0]
+    elif user is not None:
+        user_id = as_str(user)
+    else:
         return None
-    user_id = as_str(user)
     index = cfg.index_key(user_id)
     yield Script(load("session_index_add"), keys=(index,), args=(sid, cfg.lifetime_ms, ""))
     taken = yield from _revoke(cfg, old, user_id, take=True)
@@ -638,13 +725,13 @@ def rotate(cfg: SessionConfig, token: object) -> Flow[str | None]:
         return None
     fields = _pairs(taken[0])
     evs = [as_bytes(e) for e in reversed(taken[1])]  # oldest first
-    deadline = int(fields["_abs"])
-    idle = int(fields["_i"])
-    keep = [x for k, v in fields.items() if k not in ("_s", "_abs", "_i") for x in (k, v)]
+    deadline, idle, created, user_of, meta = _facts(fields)  # a hash of the previous layout too:
+    about = fields.get("_a") or _about(user_of, meta)  # the new one is written in the current one
+    keep = [x for k, v in fields.items() if k not in _META for x in (k, v)]
     made = yield Script(
         load("session_create"),
         keys=cfg.session_keys(sid),
-        args=(deadline, idle, len(evs), *evs, *keep),
+        args=(deadline, idle, fields.get("_v", b"1"), created, about, len(evs), *evs, *keep),
     )
     if cfg.tracks and int(made) == 1:
         yield from _move_tracks(cfg, old, sid, deadline)

@@ -10,6 +10,10 @@ A store is four keys sharing the store id's hash tag, so every script touches on
 * ``<prefix>kvs:{<id>}:meta``    hash, the store's metadata: id, name, alias, created/modified/
   accessed times (server TIME, microseconds), item count and total payload size
 
+``items`` and ``records`` also hold a pad entry over 64 bytes under the empty name (no record key
+is empty), written with a new record, which keeps them in the hashtable encoding (a listpack is
+scanned on every HGET and HSET).
+
 Rules of this module:
 
 1. *Identity.* A named store's id is derived from its name (``n`` + 24 hex digits of
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,8 +43,8 @@ import orjson
 
 from ..errors import DecodeError, StoreNotFound
 from .codec import as_bytes, as_str
-from .keys import Keyspace
-from .ops import Command, Flow, Script
+from .keys import Keyspace, check_same_slot
+from .ops import Command, Flow, KeyT, Script
 from .scripts import load
 
 __all__ = [
@@ -118,6 +122,20 @@ class StoreKeys:
     records: str
     index: str
     meta: str
+    wire: tuple[KeyT, ...] = field(init=False, repr=False, compare=False)
+    """The four keys as the scripts take them: checked for one slot once, here, and as bytes when
+    ASCII (the same bytes whatever the client's encoding, not converted again on every call)."""
+
+    def __post_init__(self) -> None:
+        keys = self.all
+        check_same_slot(keys)
+        object.__setattr__(self, "wire", tuple(k.encode() if k.isascii() else k for k in keys))
+
+    def script(self, name: str, *args: Any) -> Script:
+        """Script ``name`` on the four keys, built without checking their slot again."""
+        op: Script = object.__new__(Script)
+        op.script, op.keys, op.args = load(name), self.wire, args
+        return op
 
     @classmethod
     def of(cls, keyspace: Keyspace, store_id: str) -> StoreKeys:
@@ -331,7 +349,7 @@ def record_exists(keys: StoreKeys, key: str) -> Flow[bool]:
 def set_value(keys: StoreKeys, store_id: str, key: str, payload: bytes, content_type: str) -> Flow[bool]:
     """Write one record and the store's metadata in one script: True when it was new."""
     data = stored(payload, content_type)
-    code = yield Script(load("store_set"), keys=keys.all, args=(key, data, content_type, len(payload)))
+    code = yield keys.script("store_set", key, data, content_type, len(payload))
     if code == -1:
         raise StoreNotFound(store_id)
     return bool(code)
@@ -339,7 +357,7 @@ def set_value(keys: StoreKeys, store_id: str, key: str, payload: bytes, content_
 
 def delete_value(keys: StoreKeys, store_id: str, key: str) -> Flow[bool]:
     """Delete one record and update the metadata in one script: True when it existed."""
-    code = yield Script(load("store_delete"), keys=keys.all, args=(key,))
+    code = yield keys.script("store_delete", key)
     if code == -1:
         raise StoreNotFound(store_id)
     return bool(code)
@@ -384,7 +402,7 @@ class KeyPager:
 
 def purge(keys: StoreKeys, store_id: str) -> Flow[int]:
     """Remove every record, keep the store: the number removed."""
-    n = yield Script(load("store_purge"), keys=keys.all)
+    n = yield keys.script("store_purge")
     if n == -1:
         raise StoreNotFound(store_id)
     return int(n)
@@ -392,5 +410,5 @@ def purge(keys: StoreKeys, store_id: str) -> Flow[int]:
 
 def drop(keys: StoreKeys) -> Flow[bool]:
     """Remove the store and its metadata: True when it existed."""
-    existed = yield Script(load("store_drop"), keys=keys.all)
+    existed = yield keys.script("store_drop")
     return bool(existed)

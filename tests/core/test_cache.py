@@ -21,7 +21,7 @@ from redispatterns._core.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from redispatterns._core.cachekey import MAX_ARGS_LEN, KeyPlan, encode_arg, function_id
 from redispatterns._core.codec import JsonCodec
 from redispatterns._core.keys import Keyspace, slot
-from redispatterns._core.ops import Batch, Coalesce, Command, Compute, Now, Script, Sleep
+from redispatterns._core.ops import Batch, Coalesce, Command, Compute, Now, Script, Sleep, WallClock
 from redispatterns.testing.replay import ANY, replay, trace
 
 
@@ -41,6 +41,7 @@ def spec(**kw: Any) -> core.CacheSpec:
     plan = KeyPlan.for_function(user, ignore=kw.pop("ignore", ("db",)), tags=kw.pop("tags", ()))
     kw.setdefault("ttl", 60)
     kw.setdefault("jitter", 0.0)
+    kw.setdefault("clock", lambda: NOW)
     return core.CacheSpec(keyspace=Keyspace("t:"), plan=plan, codec=JsonCodec(), **kw)
 
 
@@ -150,6 +151,27 @@ def test_distinct_argument_lists_give_distinct_keys(xs: list[Any]) -> None:
     assert a == plan.render(tuple(xs), {})
 
 
+@given(st.tuples(st.one_of(st.integers(), st.text(), st.none(), st.floats(allow_nan=False)), st.text()))
+def test_keys_straight_from_positional_arguments_equal_the_bound_ones(xs: tuple[Any, str]) -> None:
+    # a plan that needs no binding renders a call's positional arguments directly: the same keys
+    def f(a: Any, b: str) -> None: ...
+
+    plan = KeyPlan.for_function(f)
+    assert plan.direct and plan.render_args(xs) == plan.render(xs, {})
+    s = core.CacheSpec(keyspace=Keyspace("t:"), plan=plan, codec=JsonCodec(), ttl=1)
+    direct, bound = s.keys_for(xs, {}), s.keys_bound(plan.bind(xs, {}))
+    assert (direct.value, direct.lock, direct.bucket) == (bound.value, bound.lock, bound.bucket)
+
+    # binding needed: a default, an ignored parameter, a template, tags; or a call that differs
+    def g(a: Any, b: str = "x") -> None: ...
+
+    assert not KeyPlan.for_function(g).direct
+    assert not KeyPlan.for_function(f, ignore=["b"]).direct
+    assert not KeyPlan.for_function(f, template="{a}").direct
+    assert not KeyPlan.for_function(f, tags=["t:{a}"]).direct
+    assert plan.render_args(xs[:1]) is None
+
+
 def test_key_plan_checks_at_decoration_time() -> None:
     def f(a: int, *rest: Any, b: int = 2, **kw: Any) -> None: ...
 
@@ -221,6 +243,19 @@ def test_envelope_round_trip_and_bad_values() -> None:
         assert core.decode_entry(bad, codec) is None
         assert core._read(bad, codec) is None
     assert core._read(env(b"\xffraw", 1), codec) == (b"raw", 1, 0)
+    # a header seen before under a key: only the payload is decoded, whatever it now holds
+    heads: dict[str, Any] = {}
+    assert core._read(env(b"[1]", 5, 6), codec, "k", heads) == ([1], 5, 6)
+    assert heads["k"][0] == b"\x015:6:0|"
+    assert core._read(env(b"[2]", 5, 6), codec, "k", heads) == ([2], 5, 6)  # same header
+    assert core._read(env(b"\xffraw", 5, 6), codec, "k", heads) == (b"raw", 5, 6)  # bytes marker
+    assert core._read(env(b"{bad", 5, 6), codec, "k", heads) is None  # no longer decodes
+    assert core._read(env(b"[3]", 9, 0), codec, "k", heads) == ([3], 9, 0)  # a new header: parsed
+    assert heads["k"][0] == b"\x019:0:0|"
+    assert core._read(b"\x019:0:0|", codec, "k", heads) is None  # nothing after the header
+    assert core._read(b"plain", codec, "k", heads) is None
+    full = {str(i): (b"\x00", 0, 0, 0, 0.0) for i in range(core._HEADS_MAX)}  # bounded: starts over
+    assert core._read(env(b"1", 1), codec, "new", full) == (1, 1, 0) and list(full) == ["new"]
 
 
 def test_stale_window_and_outage_detection() -> None:
@@ -243,7 +278,7 @@ def test_stale_window_and_outage_detection() -> None:
 
 def test_hit_is_one_get() -> None:
     s = spec()
-    assert run_get(s, [(Command("GET", s.keys_for((1,), {}).value), env(b'{"id":1}', FRESH))]) == (
+    assert run_get(s, [(Command("GET", s.keys_for((1,), {}).value.encode()), env(b'{"id":1}', FRESH))]) == (
         {"id": 1},
         core.HIT,
     )
@@ -310,7 +345,7 @@ def test_stale_value_one_refresher() -> None:
         (Now(), 1.0),
         (Compute, "new"),
         (Now(), 1.25),
-        (lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[3] == b"250", 1),
+        (lambda op: type(op) is Script and op.args[0] == b'\x011800000060000:250:0|"new"', 1),  # compute ms
     ]
     assert run_get(s, steps) == ("new", core.REFRESHED)
     # the lease command failed: serve stale
@@ -437,7 +472,9 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     assert [c.args[0] for c in batch.ops[:2]] == ["SADD", "SADD"] and not batch.raise_on_error
     st_ = batch.ops[2]
     assert isinstance(st_, Script) and st_.script.name == "cache_store"
-    assert len(st_.keys) == 4 and st_.args[1] == b"60000" and st_.args[2] == b"66000"
+    # a fill: four arguments, the envelope dated by the writer's clock (NOW + the 60 s TTL)
+    assert st_.args[0] == b'\x011800000060000:0:0|{"id":1}' and st_.args[1] == b"66000"
+    assert len(st_.keys) == 4 and len(st_.args) == 4 and st_.args[3] == b"1800000000000"
     assert not any(isinstance(op, Script) and op.script.name == "cache_store" for op in ops)  # not sent alone
     # a store failure counts as an error
     one = spec(tags=["all"])
@@ -460,6 +497,9 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
     b = CircuitBreaker()
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(1)]) == "ok"
     assert replay(core.put(s, k, {"a": 1}, 3, b, lambda: 0.0), [store(0)]) == "skip"
+    # no clock given: the store asks the runner for the wall clock, and dates the envelope by it
+    dated = (lambda op: isinstance(op, Script) and op.args[0] == b"\x011800000060000:0:0|1", 1)
+    assert replay(core.put(spec(clock=None), k, 1, 0, b, lambda: 0.0), [(WallClock(), NOW), dated]) == "ok"
     inv = (lambda op: isinstance(op, Script) and op.keys == (k.value, k.lock) and op.args == (10_000,), 1)
     assert replay(core.invalidate(s, k), [inv]) == 1
     assert replay(core.peek(s, k), [(Command, None)]) is core.NOT_FOUND
@@ -468,7 +508,7 @@ def test_put_invalidate_peek_refresh_write_back() -> None:
     assert replay(core.refresh(s, k, Compute(user, (1,)), b, lambda: 0.0),
                   [(Now(), 1.0), (Compute, 9), (Now(), 1.0), store(1)]) == 9  # fmt: skip
     wb = core.write_back(s, k, {"v": 2}, lambda r: r["v"], lambda v: v, "update", b, lambda: 0.0)
-    stored_v2 = (lambda op: isinstance(op, Script) and op.args[4] == b"2", 1)  # the version, as bytes
+    stored_v2 = (lambda op: isinstance(op, Script) and op.args[4:] == (b"put", b"2"), 1)  # version as bytes
     assert replay(wb, [(Compute, 2), (Compute, 2), stored_v2]) == "ok"
     wb = core.write_back(s, k, 1, None, None, "invalidate", b, lambda: 0.0)
     assert replay(wb, [(Script, 1)]) == "invalidated"
@@ -548,7 +588,7 @@ def test_a_waiting_fill_adopts_a_lease_held_in_this_process() -> None:
     k = s.keys_for((1,), {})
     s.held[k.value] = "theirs"
     mine = (
-        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[6] == "theirs",
+        lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[2] == "theirs",
         1,
     )
     steps = [lease(0), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
@@ -600,16 +640,28 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
     assert s.present[keys.value] == FRESH / 1000  # ...and is remembered until its soft expiry
     # a key seen fresh: one GET; a hit never coalesces
     assert run_call([(Command, env(b'{"id":1}', FRESH))]) == ({"id": 1}, core.HIT)
+    # under the header seen last time the GET's reply is decoded inline, whatever its payload...
+    assert s.heads[keys.value][4] == FRESH / 1000  # (fresh until then, no compute time, JSON)
+    assert run_call([(Command, env(b'{"id":2}', FRESH))]) == ({"id": 2}, core.HIT)
+    assert run_call([(Command, env(b"\xffraw", FRESH))]) == (b"raw", core.HIT)  # bytes: parsed
+    big = "x" * 5000  # past a few KB the payload is decoded from a memoryview, not a copy
+    assert run_call([(Command, env(b'"%s"' % big.encode(), FRESH))]) == (big, core.HIT)
+    assert core._read(env(b'"%s"' % big.encode(), FRESH), s.codec) == (big, FRESH, 0)
+    corrupt = s.corrupt
+    assert run_call([(Command, env(b"{bad", FRESH)), (Coalesce, ((1, core.MISS), True))]) == (1, core.MISS)
+    assert s.corrupt == corrupt + 1  # ...and one that no longer decodes is counted, then replaced
+    # a compute time for XFetch to weigh: never inlined
+    assert run_call([(Command, env(b"[5]", FRESH, 9))]) == ([5], core.HIT) and s.heads[keys.value][4] == 0
+    assert run_call([(Command, env(b"[6]", FRESH, 9))]) == ([6], core.HIT)
 
     def fill_of(op: Any, leased: bool = False) -> bool:
-        make: Any = getattr(op, "make", None)
-        return (
-            isinstance(op, Coalesce)
-            and op.flights is flights
-            and op.key == keys.value
-            and make.func is core.fill
-            and make.keywords.get("leased", False) is leased
-        )
+        if not (isinstance(op, Coalesce) and op.flights is flights and op.key == keys.value):
+            return False
+        flow: Any = op.make()  # the flow the single-flight would run: a fill, leased or not
+        try:
+            return flow.gi_code is core.fill.__code__ and flow.gi_frame.f_locals["leased"] is leased
+        finally:
+            flow.close()
 
     # the GET found nothing after all (evicted, invalidated elsewhere): forgotten, then a fill
     leases: list[str] = []

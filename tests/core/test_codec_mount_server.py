@@ -7,6 +7,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,6 +43,13 @@ json_values = st.recursive(
 def test_json_round_trip(value: object) -> None:
     c = JsonCodec()
     assert c.decode(c.encode(value)) == value
+
+
+@given(json_values)
+def test_stored_json_is_exactly_orjsons(value: object) -> None:
+    # the short-value fast path and the checked path write the same bytes
+    assert JsonCodec().encode(value) == orjson.dumps(value)
+    assert JsonCodec(sort_keys=True).encode(value) == orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 @given(st.binary())

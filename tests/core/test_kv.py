@@ -240,7 +240,7 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
         b"app:u:{kv}:u",
     )
     assert op.keys[5:] == (b"app:v:{kv}:i", b"app:v:{kv}:m", b"app:v:{kv}:x", b"app:v:{kv}:u")
-    assert op.args == (b"[1]", b"2000", b"application/json", b"5 1000 0")
+    assert op.args == (b"[1]", b"2000", b";2000;application/json", b"5 1000 0")
     assert ok is True
     check_same_slot(op.keys)  # built without the check: the keys share the slot by construction
     # without a store limit the other mounts are not touched
@@ -249,10 +249,10 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
     assert (
         isinstance(ops[0], Script)
         and len(ops[0].keys) == 5
-        and ops[0].args[1:] == (b"3000", b"application/json", b"10000 0 0")
+        and ops[0].args[1:] == (b"3000", b";3000;application/json", b"10000 0 0")
     )
     ops, _ = trace(core.op_set(s2, core.WriteBuffer(), "u", "k", b"raw", 3), lambda op: 1)
-    assert ops[0].args == (b"\xffraw", b"3000", b"application/octet-stream", b"10000 0 0")  # type: ignore[union-attr]
+    assert ops[0].args == (b"\xffraw", b"3000", b";3000;application/octet-stream", b"10000 0 0")  # type: ignore[union-attr]
 
 
 @settings(max_examples=200)
@@ -280,7 +280,7 @@ def test_set_reads_mounts_in_other_slots_first() -> None:
             (batch, [b"10", None]),
             (
                 lambda op: (
-                    isinstance(op, Script) and op.args[1:] == (b"0", b"application/json", b"10000 1000 10")
+                    isinstance(op, Script) and op.args[1:] == (b"0", b":application/json", b"10000 1000 10")
                 ),
                 1,
             ),
@@ -301,10 +301,12 @@ def test_argument_caches_stay_bounded() -> None:
     s = store()
     spec = s.spec("u")
     for i in range(300):
-        assert s.terms(spec, i, "t", 0) == (str(i).encode(), b"t", b"10000 1000 0")
+        assert s.terms(spec, i, "t", 0) == (str(i).encode(), core.meta_tail(i, "t").encode(), b"10000 1000 0")
         assert s.head(1, i, "t") == f"s1 {i} t".encode()
     assert len(s._terms) <= 256 and len(s._heads) <= 256
-    assert s.terms(spec, 1, "t", 5) == (b"1", b"t", b"10000 1000 5") and (spec.name, 1, "t") not in s._terms
+    assert s.terms(spec, 1, "t", 5) == (b"1", b";1;t", b"10000 1000 5")
+    assert (spec.name, 1, "t") not in s._terms
+    assert core.meta_tail(0, "t") == ":t"
     assert s.head(2, None, "") == b"d2"
 
 
@@ -438,13 +440,17 @@ def test_delete_keys_clear_info_get_all() -> None:
             (lambda op: op.keys[4:] == ("app:u:{kv}:k:a",) and op.args == ("a", core.PAGE), []),
         ],
     )
-    # info: metadata and PTTL in one batch
+    # info: metadata, PTTL and deadline in one batch; a record with a TTL keeps its TTL in the
+    # metadata, and its time is its deadline minus its TTL
     assert replay(
-        core.op_info(s, buf, "u", "a"), [(Batch, [b"7:1500:application/json", 2500])]
+        core.op_info(s, buf, "u", "a"), [(Batch, [b"7:1500:application/json", 2500, None])]
     ) == core.KVInfo("a", 7, "application/json", 1.5, 2.5)
-    persistent = replay(core.op_info(s, buf, "u", "a"), [(Batch, [b"7:1500:t", -1])])
+    assert replay(
+        core.op_info(s, buf, "u", "a"), [(Batch, [b"7;3000;application/json", 2500, b"4500"])]
+    ) == core.KVInfo("a", 7, "application/json", 1.5, 2.5)
+    persistent = replay(core.op_info(s, buf, "u", "a"), [(Batch, [b"7:1500:t", -1, None])])
     assert persistent is not None and persistent.ttl is None
-    assert replay(core.op_info(s, buf, "u", "a"), [(Batch, [None, -2])]) is None
+    assert replay(core.op_info(s, buf, "u", "a"), [(Batch, [None, -2, None])]) is None
 
 
 # --------------------------------------------------------------------------- dispose
@@ -575,7 +581,7 @@ def test_listing_flushes_the_buffer_first() -> None:
     steps = [(is_script("kv_flush"), []), (Command, [b"a", b"1"])]
     assert replay(core.op_get_all(s, buf, "u"), steps) == {"a": 1}
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
-    steps = [(is_script("kv_flush"), []), (Batch, [b"1:1000:t", -1])]
+    steps = [(is_script("kv_flush"), []), (Batch, [b"1:1000:t", -1, None])]
     assert replay(core.op_info(s, buf, "u", "a"), steps) is not None
     replay(core.op_set(s, buf, "u", "a", 1, None), [])
     assert replay(core.op_clear(s, buf, "u"), [(is_script("kv_clear"), [])]) is True

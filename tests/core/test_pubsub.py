@@ -82,7 +82,7 @@ def test_publish_numbered_is_one_script() -> None:
             isinstance(op, Script)
             and op.script.name == "pubsub_publish"
             and op.keys == ("app:pubsub:{o}:seq",)
-            and op.args == ("app:pubsub:{o}", b"1")  # the shortest vector: no TTL, PUBLISH
+            and op.args == (b"1",)  # the shortest vector: the script takes the channel from the key
         )
 
     assert replay(flow, [(step, 3)]) == 3
@@ -90,19 +90,40 @@ def test_publish_numbered_is_one_script() -> None:
 
 def test_publish_ttl_is_passed_only_when_set() -> None:
     flow = core.publish("c", "c:seq", b"1", sharded=False, sequence=True, ttl_ms=5000)
-    assert replay(flow, [(lambda op: isinstance(op, Script) and op.args == ("c", b"1", 5000), 2)]) == 2
+    assert replay(flow, [(lambda op: isinstance(op, Script) and op.args == (b"1", 5000), 2)]) == 2
+
+
+@pytest.mark.parametrize("name", ["orders", "#7", "zamówienia", "a:seq", "x" * 300, "s p"])
+def test_the_counter_is_the_channel_and_a_suffix_the_scripts_cut_off(name: str) -> None:
+    """The scripts PUBLISH to ``string.sub(KEYS[1], 1, -5)``: that must be the channel, in bytes."""
+    for names in (NAMES, Names(Keyspace("")), Names(Keyspace("a*[b]:"))):
+        counter, channel = names.counter(name), names.channel(name)
+        assert core.SEQ_SUFFIX == ":seq"
+        assert counter.encode()[: -len(core.SEQ_SUFFIX)] == channel.encode()
+        assert slot(counter) == slot(channel)
+    for script in ("pubsub_publish", "pubsub_spublish"):
+        assert b"string.sub(KEYS[1], 1, -%d)" % (len(core.SEQ_SUFFIX) + 1) in load(script).source
 
 
 def test_the_script_writes_the_envelope_the_reader_parses() -> None:
-    source = load("pubsub_publish").source
-    assert b"'" + ENVELOPE + b"' .. seq .. ':'" in source
+    for script, command in (("pubsub_publish", b"PUBLISH"), ("pubsub_spublish", b"SPUBLISH")):
+        source = load(script).source
+        assert b"redis.call('" + command + b"', " in source
+        assert b"'" + ENVELOPE + b"' .. string.format('%d', seq) .. ':' .. ARGV[1]" in source
 
 
 def test_publish_sharded_checks_the_server_first() -> None:
     ok = ServerInfo("redis", (7, 0, 15), capabilities=frozenset({"sharded_pubsub"}))
+
+    def spublish(*args: Any) -> Any:
+        return lambda op: isinstance(op, Script) and op.script.name == "pubsub_spublish" and op.args == args
+
     flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=5000)
-    step = lambda op: isinstance(op, Script) and op.args[2:4] == (5000, 1)  # noqa: E731
-    assert replay(flow, [(Probe(), ok), (step, 2)]) == 2
+    assert replay(flow, [(Probe(), ok), (spublish(b"1", 5000), 2)]) == 2
+    flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=None)
+    assert replay(flow, [(Probe(), ok), (spublish(b"1"), 0)]) == 0
+    flow = core.publish("c", "c:seq", b"1", sharded=True, sequence=True, ttl_ms=None, probe=False)
+    assert replay(flow, [(spublish(b"1"), 0)]) == 0  # the caller knows: no probe
     old = ServerInfo("redis", (6, 2, 0))
     with pytest.raises(UnsupportedByServer):
         replay(core.publish("c", "c:seq", b"1", sharded=True, sequence=False, ttl_ms=None), [(Probe(), old)])

@@ -128,6 +128,35 @@ def test_the_plain_check_flow_reads_one_reply() -> None:
     assert not never.allowed and never.retry_after is None
 
 
+def _states(d: core.Decision) -> list[tuple[Any, ...]]:
+    return [(s.policy, s.allowed, s.remaining, s.retry_after_us, s.reset_after_us) for s in d.policies]
+
+
+def test_short_replies_decode_as_the_full_ones() -> None:
+    """The multi script's admitted hit (one integer per policy, as each policy's own script
+    answers) and the sliding log's denied hit ([retry, reset]) decode to the decision the full
+    table gives; a virtual clock's now comes from the op's arguments."""
+    pols = (SW, TB, FW, SC)
+    keys = core.state_keys(Keyspace("t:"), "rl", "user:1", pols)
+    short = [1, 700_000, 2 * 60_000_000 + 59_999_999, 1 * 4_000_000 + 1_499_999]
+    full = reply_for((1, 1, 0, 10_000_000), (1, 2, 0, 700_000), (1, 3, 0, 60_000_000), (1, 1, 0, 1_500_000))
+    want = core.decide("u", 1, pols, full)
+    for now_us in (None, 123):
+        op = core.script_op(keys, pols, 1, core.MODE_HIT, now_us)
+        d = replay(core.check(op, pols, 1, "u", core.MODE_HIT), [(op, short)])
+        assert _states(d) == _states(want) and d.now_us == (now_us or 0)
+        got = (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us, d.limit)
+        assert got == (True, 1, 0, 10_000_000, 3)
+        assert d.policy is SW  # the tightest: 1 left (SW, SC), and of those the longest reset
+    assert _states(core.decide("u", 1, pols, short)) == _states(want)
+    for now_us in (None, 77):
+        op = core.script_op(KEYS[:1], (SW,), 1, core.MODE_HIT, now_us)
+        d = replay(core.check(op, (SW,), 1, "u", core.MODE_HIT), [(op, [2_500_000, 9_000_000])])
+        full_d = core.decide("u", 1, (SW,), [now_us or 0, 0, 2_500_000, 9_000_000])
+        assert _states(d) == _states(full_d) and d.now_us == (now_us or 0)
+        assert not d.allowed and d.remaining == 0 and d.retry_after == 2.5 and d.reset_after == 9.0
+
+
 def test_garbage_is_logged_once_until_replaced(caplog: pytest.LogCaptureFixture) -> None:
     keys = core.state_keys(Keyspace("t:"), "rl", "garbled", (SW,))
     peek = core.script_op(keys, (SW,), 1, core.MODE_PEEK)

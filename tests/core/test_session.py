@@ -34,7 +34,12 @@ def script(name: str) -> Any:
     return lambda op: isinstance(op, Script) and op.script.name == name
 
 
+TIMES = b"[9000,1000,1000]"  # the '_' field: deadline, idle, created (ms)
+ABOUT = b'["u",{"ip":"1.1.1.1"}]'  # the '_a' field: user, meta
+
+
 def fields(**extra: Any) -> list[bytes]:
+    """A session hash of the previous layout (a field per fact), as HGETALL gives it."""
     base = {"_u": b"u", "_c": b"1000", "_s": b"1500", "_abs": b"9000", "_i": b"1000", "_v": b"3",
             "_m": orjson.dumps({"ip": "1.1.1.1"}), "d:name": b'"Ann"'}  # fmt: skip
     base.update(extra)
@@ -125,17 +130,8 @@ def test_sliding_ttl_is_capped_by_the_deadline() -> None:
 
 
 def get_reply() -> list[Any]:
-    return [  # times and version come back as integer replies
-        b"u",
-        1000,
-        1500,
-        9000,
-        1000,
-        3,
-        orjson.dumps({"ip": "1.1.1.1"}),
-        b"d:name",
-        b'"Ann"',
-    ]
+    """A session hash as create writes it, as session_get returns it (HGETALL's pairs)."""
+    return [b"_s", b"1500", b"_", TIMES, b"_a", ABOUT, b"_v", b"3", b"d:name", b'"Ann"']
 
 
 def test_get_is_one_script_and_decodes() -> None:
@@ -152,9 +148,35 @@ def test_get_is_one_script_and_decodes() -> None:
 
 
 def test_get_decodes_unset_metadata_and_no_fields() -> None:
-    s = replay(core.get(cfg(), TOK), [(script("session_get"), [b"", 0, 1200, 9000, 1000, 0, b""])])
+    reply = [b"_abs", b"9000", b"_i", b"1000", b"_s", 1200]  # previous layout; a slide's integer time
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
     assert s is not None
     assert (s.user_id, s.data, s.version, s.meta, s.created, s.last_seen) == ("", {}, 0, {}, 0.0, 1.2)
+
+
+def decoded(reply: list[Any]) -> tuple[Any, ...]:
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
+    assert s is not None
+    return (s.user_id, s.data, s.version, s.meta, s.created, s.last_seen, s.expires_at, s.idle_ttl)
+
+
+def test_get_reads_either_layout_in_any_order() -> None:
+    want = ("u", {"name": "Ann"}, 3, {"ip": "1.1.1.1"}, 1.0, 1.5, 9.0, 1.0)
+    assert decoded(get_reply()) == want
+    assert decoded(fields()) == want  # a session written before the '_' field
+    pairs = list(zip(get_reply()[::2], get_reply()[1::2], strict=True))
+    assert decoded([x for p in reversed(pairs) for x in p]) == want  # a big hash: no insertion order
+    legacy = list(zip(fields()[::2], fields()[1::2], strict=True))
+    assert decoded([x for p in reversed(legacy) for x in p]) == want
+    as_str = [x.decode() if isinstance(x, bytes) else x for x in get_reply()]  # a decoding client
+    assert decoded(as_str) == want
+
+
+def test_get_leaves_out_fields_that_are_not_data() -> None:
+    extra = [b"_n", b"4", b"d:a", b"1", b"s:k", b'"sum"', b"st:k", b"1:2:3", b"_tn", b"9", b"zz", b"x"]
+    got = decoded([*get_reply(), *extra])
+    assert got[1] == {"name": "Ann", "a": 1} and got[2] == 3
+    assert decoded([*get_reply()[:8], b"_n", b"4"])[1] == {}
 
 
 @pytest.mark.parametrize(
@@ -167,7 +189,7 @@ def test_get_decodes_unset_metadata_and_no_fields() -> None:
     ],
 )
 def test_get_strips_the_data_prefix_from_any_name(names: list[Any], keys: list[str]) -> None:
-    reply = [b"u", 1, 1, 9000, 1000, 1, b"", *[x for n in names for x in (n, b"0")]]
+    reply = [b"_s", b"1", b"_", TIMES, b"_a", ABOUT, b"_v", b"1", *[x for n in names for x in (n, b"0")]]
     s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
     assert s is not None and list(s.data) == keys
 
@@ -204,7 +226,8 @@ def test_create_indexes_first_then_writes_then_confirms() -> None:
     ]  # fmt: skip
     create = ops[1]
     assert isinstance(create, Script)
-    assert create.args[:3] == (7000, 1000, 0) and b"d:a" not in create.args and "d:a" in create.args
+    assert create.args[:6] == (7000, 1000, 1, "", b'["u",{"ip":"x"}]', 0)  # created: the server's now
+    assert b"d:a" not in create.args and "d:a" in create.args
     assert tok not in str(ops)  # only the hash travels
     assert core.check_token(tok) == tok
 
@@ -239,6 +262,14 @@ def test_update_branches() -> None:
         load("session_update"), keys=c.session_keys(c.id_of(TOK))[:1], args=("4", 1, "d:a", b"1", "d:b")
     )
     assert replay(core.update(c, TOK, {"a": 1}, ["b"], 4), [(expected, 5)]) == 5
+    # the common call sends the pairs alone (no header: the script tells them by the 'd:' prefix)
+    key = c.session_keys(c.id_of(TOK))[:1]
+    short = Script(load("session_update"), keys=key, args=("d:a", b"1", "d:b", b"2"))
+    assert replay(core.update(c, TOK, {"a": 1, "b": 2}), [(short, 4)]) == 4
+    removal = Script(load("session_update"), keys=key, args=("", 0, "d:b"))
+    assert replay(core.update(c, TOK, None, ["b"]), [(removal, 4)]) == 4
+    bump = Script(load("session_update"), keys=key, args=("", 0))
+    assert replay(core.update(c, TOK, {}), [(bump, 4)]) == 4
     assert replay(core.update(c, TOK, {"a": 1}), [(script("session_update"), 0)]) is None
     assert replay(core.update(c, TOK, {"a": 1}, (), 1), [(script("session_update"), -1)]) == -1
     assert replay(core.update(c, "bad", {"a": 1}), []) is None
@@ -280,7 +311,11 @@ def test_destroy_all_repeats_until_the_index_stays_empty() -> None:
 
 def test_sessions_lists_live_and_prunes_dead() -> None:
     c = cfg()
-    rows = [[b"2000", b"2500", b"9000", b'{"ip":"x"}'], [None, None, None, None], [b"1000", None, None, None]]
+    rows = [
+        [b"[9000,1000,2000]", b'["u",{"ip":"x"}]', b"2500", None, None, None],
+        [None, None, None, None, None, None],
+        [None, None, None, b"1000", None, None],  # the previous layout, with no deadline or meta
+    ]
     steps = [
         (script("session_index_list"), [b"b", b"9000", b"dead", b"9000", b"a", b"8000"]),
         (Batch, rows),
@@ -289,7 +324,8 @@ def test_sessions_lists_live_and_prunes_dead() -> None:
     infos = replay(core.sessions(c, "u"), steps)
     assert [i.id for i in infos] == ["a", "b"]
     assert infos[1].ip == "x" and infos[1].user_agent is None and infos[1].last_seen == 2.5
-    assert infos[0].meta == {} and infos[0].ip is None
+    assert infos[0].meta == {} and infos[0].ip is None and infos[0].expires_at == 0.0
+    assert infos[1].expires_at == 9.0 and infos[1].created == 2.0 and infos[0].created == 1.0
     assert replay(core.sessions(c, "u"), [(script("session_index_list"), [])]) == []
 
 
@@ -297,9 +333,11 @@ def test_rotate_indexes_then_takes_then_writes_then_swaps() -> None:
     c = cfg()
     old = c.id_of(TOK)
     h = c.session_keys(old)[0]
-    taken = [fields(), [b'"e2"', b'"e1"']]
+    taken = [[*get_reply(), b"_n", b"2"], [b'"e2"', b'"e1"']]
+    events = (2, b'"e1"', b'"e2"')
+    create_args: tuple[Any, ...] = (9000, 1000, b"3", 1000, ABOUT, *events, "d:name", b'"Ann"', "_n", b"2")
     steps = [
-        (Command("HGET", h, "_u", keys=(h,)), b"u"),
+        (Command("HMGET", h, "_a", "_u", keys=(h,)), [ABOUT, None]),
         (
             lambda op: (
                 isinstance(op, Script) and op.script.name == "session_index_add" and op.args[1:] == (5000, "")
@@ -307,12 +345,17 @@ def test_rotate_indexes_then_takes_then_writes_then_swaps() -> None:
             1,
         ),
         (Script(load("session_destroy"), keys=c.session_keys(old), args=(60_000, "u", "1")), taken),
-        (lambda op: isinstance(op, Script) and op.args[:5] == (9000, 1000, 2, b'"e1"', b'"e2"'), 1),
+        (lambda op: isinstance(op, Script) and op.args == create_args, 1),
         (lambda op: isinstance(op, Script) and op.args[1:] == (9000, old), 1),
     ]
     new = replay(core.rotate(c, TOK), steps)
     assert new and new != TOK
-    assert replay(core.rotate(c, TOK), [(Command, None)]) is None
+    # a session of the previous layout is rewritten in the current one
+    legacy = [(Command, [None, b"u"]), steps[1], (steps[2][0], [fields(), [b'"e2"', b'"e1"']]), *steps[3:]]
+    create_args = (9000, 1000, b"3", 1000, ABOUT, 2, b'"e1"', b'"e2"', "d:name", b'"Ann"')
+    assert replay(core.rotate(c, TOK), legacy)
+    assert replay(core.rotate(c, TOK), [(Command, [None, None])]) is None
+    create_args = (9000, 1000, b"3", 1000, ABOUT, 2, b'"e1"', b'"e2"', "d:name", b'"Ann"', "_n", b"2")
     vanished = [steps[0], steps[1], (script("session_destroy"), 0), (Command, 1)]
     assert replay(core.rotate(c, TOK), vanished) is None
     assert replay(core.rotate(c, "?"), []) is None
@@ -443,3 +486,14 @@ def test_reads_go_through_the_breaker() -> None:
     with pytest.raises(ValueError, match="bad"):  # not an outage: raised, not counted
         replay(core.get(loud, tok), [(Script, ValueError("bad"))])
     assert breaker.failures == 0
+
+
+def test_field_values_encode_exactly_as_the_codec_does() -> None:
+    codec = default_codec()
+    values = ["x", "é\x00", 0, -(2**63), 2**64 - 1, True, None, 1.5, [1, {"a": None}], b"\x00raw"]
+    fields = core.encode_fields(codec, {str(i): v for i, v in enumerate(values)})
+    assert fields[1::2] == [codec.encode(v) for v in values]
+    with pytest.raises(TypeError, match="cannot encode a value of type int"):
+        core.encode_fields(codec, {"big": 2**64})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        core.encode_fields(codec, {"nan": [float("nan")]})

@@ -165,7 +165,7 @@ def test_lifecycle_hooks_delete_and_move_the_tracks() -> None:
         return isinstance(op, Batch) and op.ops[0].args[0] == "ZADD" and op.ops[2].args == ("DEL", TR)
 
     rotate = [
-        (Command, b"u"),
+        (Command, [None, b"u"]),
         (script("session_index_add"), 1),
         (script("session_destroy"), taken),
         (script("session_create"), 1),

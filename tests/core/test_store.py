@@ -16,7 +16,7 @@ from redispatterns.testing.replay import ReplayMismatch, replay, trace
 KEYS = core.StoreKeys.of(Keyspace("app:"), "s1")
 
 
-def script(name: str, keys: tuple[str, ...] | None = None, args: tuple[Any, ...] | None = None) -> Any:
+def script(name: str, keys: tuple[Any, ...] | None = None, args: tuple[Any, ...] | None = None) -> Any:
     def match(op: Any) -> bool:
         return (
             isinstance(op, Script)
@@ -36,6 +36,7 @@ def test_layout_is_one_slot_per_store() -> None:
         "app:kvs:{s1}:meta",
     )
     assert len({slot(k) for k in KEYS.all}) == 1
+    assert KEYS.wire == tuple(k.encode() for k in KEYS.all)  # the scripts' keys: prebuilt bytes
     braces = core.StoreKeys.of(Keyspace("app:"), "a{b}c")
     assert len({slot(k) for k in braces.all}) == 1 and "{b}" not in braces.items
 
@@ -141,14 +142,15 @@ def test_open_creates_and_parses_metadata() -> None:
 def test_writes_check_the_store_exists() -> None:
     ok = replay(
         core.set_value(KEYS, "s1", "k", b"v", core.TEXT),
-        [(script("store_set", KEYS.all, ("k", b"tv", core.TEXT, 1)), 1)],
+        [(script("store_set", KEYS.wire, ("k", b"tv", core.TEXT, 1)), 1)],
     )
     assert ok is True
     assert replay(core.set_value(KEYS, "s1", "k", b"v", core.TEXT), [(script("store_set"), 0)]) is False
-    assert replay(core.delete_value(KEYS, "s1", "k"), [(script("store_delete", KEYS.all, ("k",)), 1)]) is True
+    deleted = replay(core.delete_value(KEYS, "s1", "k"), [(script("store_delete", KEYS.wire, ("k",)), 1)])
+    assert deleted is True
     assert replay(core.delete_value(KEYS, "s1", "k"), [(script("store_delete"), 0)]) is False
-    assert replay(core.purge(KEYS, "s1"), [(script("store_purge", KEYS.all), 7)]) == 7
-    assert replay(core.drop(KEYS), [(script("store_drop", KEYS.all), 1)]) is True
+    assert replay(core.purge(KEYS, "s1"), [(script("store_purge", KEYS.wire), 7)]) == 7
+    assert replay(core.drop(KEYS), [(script("store_drop", KEYS.wire), 1)]) is True
     for flow in (
         core.set_value(KEYS, "s1", "k", b"v", core.TEXT),
         core.delete_value(KEYS, "s1", "k"),

@@ -4,6 +4,7 @@ stale-while-revalidate, XFetch, tags, write-through, codecs and mounts."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -231,7 +232,9 @@ def test_stale_if_error(rp: Harness) -> None:
 
 def test_xfetch_refreshes_early_from_the_measured_compute_time(rp: Harness) -> None:
     calls, body = counter()
-    eager = make(rp, body, ttl=30, sleep=0.02, early_refresh=1e6, name="eager")
+    # beta 3e8: a hit skips the early refresh only when -ln(U) < 30 s / (20 ms * beta), one draw in
+    # 200 000 (at 1e6 it was one in 700: a flake about once in 350 runs of the two early calls)
+    eager = make(rp, body, ttl=30, sleep=0.02, early_refresh=3e8, name="eager")
     calm = make(rp, body, ttl=30, sleep=0.02, early_refresh=0, name="calm")
     for fn in (eager, calm):
         for _ in range(3):
@@ -685,3 +688,47 @@ def test_async_followers_survive_a_cancelled_leader(rp: Harness) -> None:
     assert rp.call(go()) == [2] * 5
     # the cancelled leader's run (unless cancelled before computing), then one follower's
     assert runs.count(1) in (1, 2)
+
+
+def test_write_through_by_position_or_keyword_writes_the_same_entry(rp: Harness) -> None:
+    """A write given every argument by position takes the cached function's arguments straight
+    from them (no signature binding): the same key as a call by keyword, renames included."""
+    from redispatterns._cache_write import _key_mapper
+
+    def read(user_id: int, field: str) -> Any:
+        return None
+
+    def write(field: str, uid: int, value: Any) -> Any:
+        return value
+
+    def write_default(field: str, uid: int, value: Any = None) -> Any:
+        return value
+
+    class Repo:
+        @cached(ttl=1, client=rp.sync_client)
+        def get(self, user_id: int, field: str) -> Any:
+            return None
+
+        def put(self, field: str, user_id: int, value: Any) -> Any:
+            return value
+
+    f: Any = cached(ttl=1, client=rp.sync_client)(read)
+    for target, w, rename, call in (
+        (f, write, {"user_id": "uid"}, ("name", 7, "x")),
+        (f, write_default, {"user_id": "uid"}, ("name", 7, "x")),  # a default: bound, same keys
+        (Repo.get, Repo.put, {}, (Repo(), "name", 7, "x")),
+    ):
+        h = target._rp_cache
+        keys = _key_mapper(h, w, rename)
+        names = list(inspect.signature(w).parameters)
+        by_position = keys(call, {})
+        by_keyword = keys((), dict(zip(names, call, strict=True)))
+        assert (
+            by_position.value
+            == by_keyword.value
+            == h.keys((7, "name") if target is f else (None, 7, "name"), {}).value
+        )
+    # a real write-through by position stores where the cached function reads
+    save: Any = write_through(f, args={"user_id": "uid"})(write)
+    save("name", 7, "v")
+    assert f.peek(7, "name") == "v"

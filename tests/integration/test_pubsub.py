@@ -173,6 +173,33 @@ def test_sharded_channels(rp: Harness, backend: Backend) -> None:
         rp.call(sub.close())
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_numbering_keeps_its_counter_key_and_ttl(rp: Harness, backend: Backend, sharded: bool) -> None:
+    """The script takes the channel from the counter key (``<channel>:seq``): messages reach the
+    right channel, for any name (non-ASCII, a ``#`` digest subject), numbered on the counter that
+    earlier versions used, with the mount's TTL refreshed on every publish."""
+    mount = Mount(prefix="ttl:", ttl=30)
+    names = ["zamówienia", "#7", "a:seq"]
+    sub = _sub(rp, names, sharded=sharded, mount=mount)
+    try:
+        pub = _pub(rp, sharded=sharded, mount=mount)
+        for i in range(3):
+            for n in names:
+                assert rp.call(pub.publish(n, [n, i])) >= (0 if backend.is_cluster and not sharded else 1)
+        got = [rp.call(sub.get(timeout=10)) for _ in range(9)]
+        by_channel = {n: [(m.data, m.seq, m.sharded) for m in got if m.channel == n] for n in names}
+        assert by_channel == {n: [([n, i], i + 1, sharded) for i in range(3)] for n in names}
+        assert not sub.gaps
+        c = backend.sync_client()
+        for n in names:
+            counter = Names(mount.keyspace).counter(n)
+            assert counter == Names(mount.keyspace).channel(n) + ":seq"
+            assert int(c.get(counter)) == 3
+            assert 0 < int(c.pttl(counter)) <= 30_000
+    finally:
+        rp.call(sub.close())
+
+
 def test_unsequenced_and_foreign_messages(rp: Harness, backend: Backend) -> None:
     sub = _sub(rp, ["plain"])
     try:
@@ -484,6 +511,32 @@ def test_a_server_without_sharded_pubsub_closes_the_subscriber_in_both_flavours(
             rp.call(sub.start())
     finally:
         del _infos[rp.client]
+
+
+def test_a_sharded_publisher_checks_the_server_until_a_publish_went_through(rp: Harness) -> None:
+    """The capability check runs until a sharded publish succeeded on the client, then never
+    again (SPUBLISH is known to work there); a new publisher checks afresh."""
+    from redispatterns._core.server import ServerInfo
+    from redispatterns._runner import _infos
+    from redispatterns.errors import UnsupportedByServer
+
+    real = _infos.get(rp.client)
+    _infos[rp.client] = ServerInfo("redis", (6, 2, 14))  # what Probe answers for this client
+    try:
+        pub = _pub(rp, sharded=True)
+        with pytest.raises(UnsupportedByServer, match="SPUBLISH"):
+            rp.call(pub.publish("checked", 0))
+        del _infos[rp.client]
+        assert rp.call(pub.publish("checked", 1)) == 0  # probed: the server has it; nobody listens
+        _infos[rp.client] = ServerInfo("redis", (6, 2, 14))
+        assert rp.call(pub.publish("checked", 2)) == 0  # no probe: it went through before
+        with pytest.raises(UnsupportedByServer, match="SPUBLISH"):
+            rp.call(_pub(rp, sharded=True).publish("checked", 3))
+        assert int(rp.backend.sync_client().get(Names(Mount().keyspace).counter("checked"))) == 2
+    finally:
+        _infos.pop(rp.client, None)
+        if real is not None:
+            _infos[rp.client] = real
 
 
 # --------------------------------------------------------------------------- cluster resharding

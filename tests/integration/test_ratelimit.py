@@ -741,6 +741,75 @@ def test_a_multi_check_denied_elsewhere_leaves_the_bucket_as_it_was(rp: Harness)
     assert raw.exists(key) == 0
 
 
+def test_a_multi_hit_denied_by_its_last_policy_undoes_every_charge_before(rp: Harness) -> None:
+    """A hit of cost 1 charges the bucket, fixed window and counter in place (INCRBY) as it
+    goes; the sliding log last in line denies, so each charge is undone: a state and its TTL
+    stay as they were, and a key the charge created is gone (no TTL-less leftover)."""
+    pols = [
+        Policy.token_bucket(1, 5, per=3600),
+        Policy.fixed(3, 10 * YEAR),
+        Policy.sliding_counter(3, 10 * YEAR),
+        Policy.sliding(1, 3600, name="log"),
+    ]
+    lim = make(rp, "multi", pols, name="undo-all")
+    raw = rp.backend.sync_client()
+    keys = lim.keys("u")
+    first = rp.call(lim.hit("u"))
+    assert first.allowed and [s.remaining for s in first.policies] == [4, 2, 2, 0]
+    before = [(raw.get(k), raw.pttl(k)) for k in keys[:3]]
+    assert all(v is not None and ttl > 0 for v, ttl in before)
+    for _ in range(3):
+        d = rp.call(lim.hit("u"))
+        assert not d.allowed and d.violated == ("log",)
+        assert [s.remaining for s in d.policies[:3]] == [4, 2, 2]  # as of now: nothing charged
+    for k, (v, ttl) in zip(keys[:3], before, strict=True):
+        assert raw.get(k) == v and 0 < raw.pttl(k) <= ttl
+    raw.delete(*keys[:3])
+    d = rp.call(lim.hit("u"))
+    assert not d.allowed and [s.remaining for s in d.policies[:3]] == [5, 3, 3]
+    assert raw.exists(*keys[:3]) == 0
+    assert rp.call(lim.reset("u")) is True and rp.call(lim.hit("u")).allowed
+
+
+def test_a_multi_hit_over_garbage_replaces_it_and_charges_each_policy_once(
+    rp: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage under a later policy's key (the short path charged the bucket before it met it)
+    takes the general path with the bucket as it was: charged once, the garbage replaced."""
+    lim = make(rp, "multi", [Policy.token_bucket(1, 5, per=3600), Policy.sliding(5, 3600)], name="junk")
+    raw = rp.backend.sync_client()
+    bucket, log = lim.keys("v")
+    raw.delete(bucket, log)
+    raw.rpush(log, "junk")
+    with caplog.at_level("WARNING", logger="redispatterns.ratelimit"):
+        first = rp.call(lim.hit("v"))
+        second = rp.call(lim.hit("v"))
+    assert first.allowed and [s.remaining for s in first.policies] == [4, 4]
+    assert second.allowed and [s.remaining for s in second.policies] == [3, 3]
+    assert raw.type(log) == b"zset" and raw.zcard(log) == 2
+    assert len([r for r in caplog.records if r.name == "redispatterns.ratelimit"]) == 1
+
+
+def test_a_sliding_log_hit_on_the_server_clock_answers_exactly(rp: Harness) -> None:
+    """The log's hit of cost 1 on the server clock (TIME's text names the entry; a denial
+    answers retry and reset alone): remaining counts down, a denial waits for the oldest
+    entry and resets with the newest, and the log holds one member per admitted hit."""
+    lim = make(rp, "sliding", 3, 3600, name="server-clock")
+    raw = rp.backend.sync_client()
+    (key,) = lim.keys("w")
+    assert [rp.call(lim.hit("w")).remaining for _ in range(3)] == [2, 1, 0]
+    members = raw.zrange(key, 0, -1, withscores=True)
+    assert len(members) == 3 and all(int(m) == int(s) for m, s in members)  # the time it names
+    oldest, newest = int(members[0][1]), int(members[-1][1])
+    d = rp.call(lim.hit("w"))
+    now = int(raw.time()[0]) * 1_000_000 + int(raw.time()[1])
+    assert not d.allowed and d.remaining == 0 and d.policies[0].remaining == 0
+    assert d.retry_after_us is not None
+    assert oldest + 3_600_000_000 - now <= d.retry_after_us <= 3_600_000_000  # the oldest must leave
+    assert d.reset_after_us - d.retry_after_us == newest - oldest
+    assert raw.zcard(key) == 3 and 3_599_000 < raw.pttl(key) <= 3_600_000
+
+
 @pytest.mark.parametrize("subject", ["user:42", "usér:ü"])
 def test_prebuilt_ops_address_the_keys_reset_and_keys_name(rp: Harness, subject: str) -> None:
     """A hit's prebuilt op (ASCII keys as bytes) and every other path (keys(), reset(), a cost

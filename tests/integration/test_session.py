@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import itertools
+import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -15,10 +18,12 @@ from typing import Any
 import pytest
 
 import redispatterns as rp_pkg
+from redispatterns._core.scripts import load
 from redispatterns.session import AsyncSessionStore, Session, SessionConflict, SessionStore
 from redispatterns.testing.plugin import Harness
 
 PREFIX = "t:"
+GET_SCRIPT = load("session_get").source
 
 
 def store(rp: Harness, **opts: Any) -> Any:
@@ -135,6 +140,7 @@ def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
     idle = rp.call(st.create("u", {"k": "idle"}, ttl=0.5))
     slides = rp.call(st.create("u", {"k": "slides"}, ttl=5))
     throttled = rp.call(st.create("u", {"k": "throttled"}, ttl=5))
+    half = rp.call(st.create("u", {"k": "half"}, ttl=2))
     cap_s = rp.call(st.get(capped))
     assert pttl(rp, sess_key(rp, cap_s)) <= 1000  # the idle TTL is capped by the deadline
     time.sleep(0.3)
@@ -148,7 +154,9 @@ def test_sliding_and_absolute_expiry_with_real_ttls(rp: Harness) -> None:
     assert rp.call(st.get(capped)) is None  # past its absolute lifetime though idle TTL is 5 s
     assert rp.call(st.get(idle)) is None  # idle for longer than its 0.5 s TTL
     assert rp.call(st.get(slides)) is not None
-    assert {i.id for i in rp.call(st.sessions("u"))} == {s.id, t.id}
+    h = rp.call(lazy.get(half))  # 1.1 of its 2 s gone: <50% left, so even the lazy store slides
+    assert h is not None and pttl(rp, sess_key(rp, h)) > 1_900
+    assert {i.id for i in rp.call(st.sessions("u"))} == {s.id, t.id, h.id}
 
 
 def test_sixteen_concurrent_updaters_lose_nothing(rp: Harness) -> None:
@@ -252,6 +260,120 @@ def test_rotate(rp: Harness) -> None:
     assert s.created == before.created and s.expires_at == before.expires_at  # lifetime not extended
     assert rp.call(st.events(new)) == [{"e": 1}, {"e": 2}]
     assert [i.id for i in rp.call(st.sessions("u"))] == [s.id]
+
+
+def to_previous_layout(rp: Harness, key: str) -> None:
+    """Rewrite a session hash as the previous release wrote it (a field per fact, in its order)."""
+    c = rp.sync_client
+    h = {k.decode(): v for k, v in c.hgetall(key).items()}
+    deadline, idle, created = json.loads(h.pop("_"))
+    user, meta = json.loads(h.pop("_a"))
+    ttl = c.pttl(key)
+    first = {"_s": h.pop("_s"), "_abs": deadline, "_i": idle, "_u": user, "_m": json.dumps(meta)}
+    last = {"_c": created, "_v": h.pop("_v")}
+    c.delete(key)
+    c.hset(key, mapping={**first, **h, **last})
+    c.pexpire(key, ttl)
+
+
+def test_sessions_of_the_previous_layout_keep_working(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"cart": [1], "name": "Ann"}, ip="10.0.0.1"))
+    rp.call(st.append_event(tok, {"e": 1}))
+    want = rp.call(st.get(tok))
+    key = sess_key(rp, want)
+    to_previous_layout(rp, key)
+    assert rp.sync_client.hexists(key, "_abs") and not rp.sync_client.hexists(key, "_")
+    s = rp.call(st.get(tok))
+    assert (s.user_id, s.data, s.meta, s.version) == ("u", want.data, want.meta, want.version)
+    assert (s.created, s.expires_at, s.idle_ttl) == (want.created, want.expires_at, want.idle_ttl)
+    assert s.last_seen >= want.last_seen and 0 < pttl(rp, key) <= 1800_000
+    lazy = store(rp, refresh_below=0.5)  # the time left comes from the previous layout's fields too
+    rp.sync_client.pexpire(key, 600_000)  # as if 20 of its 30 idle minutes had passed since
+    rp.sync_client.hset(key, "_s", int(s.last_seen * 1000) - 1200_000)
+    assert rp.call(lazy.get(tok)).data == want.data and pttl(rp, key) > 1700_000  # slid
+    assert rp.call(lazy.get(tok)).data == want.data
+    assert rp.call(st.update(tok, {"name": "Bo"}, expect_version=s.version)) == s.version + 1
+    assert rp.call(st.update(tok, {"n": 2})) == s.version + 2
+    assert rp.call(st.get(tok)).data == {"cart": [1], "name": "Bo", "n": 2}
+    (info,) = rp.call(st.sessions("u"))
+    assert (info.id, info.ip, info.created, info.expires_at) == (s.id, "10.0.0.1", s.created, s.expires_at)
+    assert rp.call(st.append_event(tok, {"e": 2})) == 2
+    assert rp.call(st.events(tok)) == [{"e": 1}, {"e": 2}]
+    assert rp.call(st.append_track(tok, "t", "x")) == 1  # the deadline from '_abs'
+    assert 0 < pttl(rp, key + ":tr") <= int(s.expires_at * 1000 - time.time() * 1000) + 50
+    new = rp.call(st.rotate(tok))  # the rotated hash is written in the current layout
+    moved = rp.call(st.get(new))
+    assert moved.data == {"cart": [1], "name": "Bo", "n": 2} and moved.version == s.version + 2
+    assert (moved.created, moved.expires_at, moved.meta) == (s.created, s.expires_at, s.meta)
+    assert rp.sync_client.hexists(sess_key(rp, moved), "_")
+    assert not rp.sync_client.hexists(sess_key(rp, moved), "_abs")
+    to_previous_layout(rp, sess_key(rp, moved))
+    assert rp.call(st.revoke("someone-else", moved.id)) is False
+    assert rp.call(st.revoke("u", moved.id)) is True
+    assert rp.call(st.get(new)) is None and rp.call(st.sessions("u")) == []
+
+
+def test_get_reads_the_metadata_whatever_the_field_order(rp: Harness) -> None:
+    """A big hash keeps no insertion order (the client finds the metadata by name then); small
+    hashes keep the order they are written in, so many orders are tried here."""
+    st = store(rp)
+    tok = rp.call(st.create("u", {"a": 1, "b": [2]}, ip="10.0.0.1"))
+    want = rp.call(st.get(tok))
+    key = sess_key(rp, want)
+    c = rp.sync_client
+    pairs = list(c.hgetall(key).items())
+    ttl = c.pttl(key)
+    rng = random.Random(7)
+    for order in itertools.permutations(range(len(pairs))):
+        if rng.random() > 0.1:  # 72 of the 720 orders
+            continue
+        c.delete(key)
+        for i in order:
+            c.hset(key, *pairs[i])
+        c.pexpire(key, ttl)
+        reply = c.eval(GET_SCRIPT, 1, key, "1000")
+        assert reply[::2] == [pairs[i][0] for i in order]  # as written: HGETALL's own table
+        s = rp.call(st.get(tok))
+        assert (s.data, s.user_id, s.version, s.meta) == (want.data, "u", want.version, want.meta)
+        assert (s.created, s.expires_at, s.idle_ttl) == (want.created, want.expires_at, want.idle_ttl)
+    big = {f"f{i}": "x" * (70 + i) for i in range(40)}  # past the listpack limits: a real hashtable
+    tok = rp.call(st.create("u", big, user_agent="Mozilla/5.0 " * 12))
+    key = f"{PREFIX}sess:{{{rp.call(st.get(tok)).id}}}"
+    if not rp.backend.is_fake:  # (fakeredis has no OBJECT)
+        assert c.object("encoding", key) == b"hashtable"
+    for _ in range(3):
+        s = rp.call(st.get(tok))
+        assert s.data == big and s.user_id == "u" and s.version == 1
+    assert rp.call(st.update(tok, {"f0": 0})) == 2
+    assert rp.call(st.get(tok)).data == {**big, "f0": 0}
+
+
+def test_any_user_id_round_trips_through_the_fixed_facts(rp: Harness) -> None:
+    st = store(rp)
+    user = 'Zoë "q" \\ \n:,[]{}\x00'
+    tok = rp.call(st.create(user, {"a": 1}, note='{"x": "ü"}'))
+    s = rp.call(st.get(tok))
+    assert s.user_id == user and s.meta == {"note": '{"x": "ü"}'}
+    assert [i.id for i in rp.call(st.sessions(user))] == [s.id]
+    new = rp.call(st.rotate(tok))
+    assert rp.call(st.get(new)).user_id == user
+    sid = rp.call(st.get(new)).id
+    assert rp.call(st.revoke(user + "x", sid)) is False
+    assert rp.call(st.revoke(user, sid)) is True
+    assert rp.call(st.sessions(user)) == []
+
+
+def test_a_foreign_write_to_the_user_field_never_blocks_a_logout(rp: Harness) -> None:
+    st = store(rp)
+    tok = rp.call(st.create("u", {"a": 1}))
+    key = sess_key(rp, rp.call(st.get(tok)))
+    rp.sync_client.hset(key, "_a", b"not json")
+    sid = key.split("{")[1][:-1]
+    assert rp.call(st.revoke("u", sid)) is False  # the owner can't be checked: refused
+    assert rp.sync_client.exists(key)
+    rp.call(st.destroy(tok))  # the token's holder logs out all the same
+    assert not rp.sync_client.exists(key) and rp.call(st.get(tok)) is None
 
 
 def test_no_token_in_plaintext_anywhere(rp: Harness) -> None:

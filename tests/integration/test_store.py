@@ -147,6 +147,8 @@ def test_purge_keeps_the_store_and_drop_removes_it(rp: Harness) -> None:
     with pytest.raises(StoreNotFound):
         rp.call(store.set_value("late", 1))  # a write to a dropped store changes nothing
     with pytest.raises(StoreNotFound):
+        rp.call(store.set_value("again", 2))  # nor does an overwrite of a record it held
+    with pytest.raises(StoreNotFound):
         rp.call(store.delete_value("again"))
     with pytest.raises(StoreNotFound):
         rp.call(store.purge())
@@ -157,6 +159,26 @@ def test_purge_keeps_the_store_and_drop_removes_it(rp: Harness) -> None:
     assert rp.call(keep.get_value("x")) == 1  # the other store is untouched
     rp.call(reopened.drop())
     rp.call(keep.drop())
+    assert raw_keys(rp) == set()
+
+
+def test_the_records_hashes_keep_the_hashtable_encoding_from_the_first_record(rp: Harness) -> None:
+    """A pad entry over 64 bytes (under the empty name, which no record key has) keeps the items
+    and records hashes out of the listpack encoding, scanned on every write; it never shows."""
+    if rp.backend.is_fake:
+        pytest.skip("fakeredis has no encodings")
+    store = open_(rp, name="padded")
+    for i in range(3):
+        rp.call(store.set_value(f"k{i}", i))
+    rp.call(store.set_value("k0", 10))  # an overwrite of another size
+    c = rp.sync_client
+    keys = store._keys
+    assert [c.object("encoding", k) for k in (keys.items, keys.records)] == [b"hashtable"] * 2
+    meta = rp.call(store.get_metadata())
+    assert meta.item_count == 3 and meta.size == len(b"10") + 2
+    assert [r.key for r in keys_of(rp, store)] == ["k0", "k1", "k2"]
+    assert rp.call(store.delete_value("k0")) is True and rp.call(store.get_metadata()).item_count == 2
+    rp.call(store.drop())
     assert raw_keys(rp) == set()
 
 
