@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import os
 import socket
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core import stream_consumer as worker
 from ._core import streams as core
 from ._core import validate
+from ._core.codec import as_str
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.stream_consumer import (
@@ -42,6 +44,23 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _DEFAULT_IDEMPOTENCY_TTL = 86400.0
 MAX_CONCURRENCY = 1024
+
+
+def _free_refs() -> int:
+    """What ``sys.getrefcount`` says of a pooled message that nothing else holds, looked at the way
+    ``_ConsumerBase._recycled`` looks (the interpreter's own references to it there differ between
+    Python versions); -1 where there is no ``sys.getrefcount``: no reuse."""
+    refs = getattr(sys, "getrefcount", None)
+    if refs is None:
+        return -1
+    pool: list[object] = [object()]
+    for i, _e in enumerate(((b"", None),)):
+        m = pool[i]
+        return int(refs(m))
+    return -1
+
+
+_FREE_REFS = _free_refs()
 
 
 def _check_name(what: str, value: object) -> str:
@@ -278,6 +297,7 @@ class _ConsumerBase:
             delayed_poll=min(1.0, interval),
         )
         self._state = ConsumerState()
+        self._pool: list[Any] = []  # the last batch's messages, filled again by the next (``_recycled``)
 
     @property
     def group(self) -> str:
@@ -306,32 +326,51 @@ class _ConsumerBase:
         self._state.stopping = True
 
     def _wrap(self, delivery: Delivery) -> list[Any]:
+        """New messages for the entries of ``delivery`` (``read`` and ``reclaim`` hand them over)."""
         cls, codec, counts = self._message_cls, self._stream.codec, delivery.counts
-        if counts is not None:
-            pairs = zip(delivery.entries, counts, strict=True)
-            return [cls(mid, raw, n, codec, self) for (mid, raw), n in pairs]
-        # first deliveries, the drain's per-entry cost: a class whose __init__ is object's (a
-        # Python-level constructor costs more than the four stores it would run)
+        return [cls(mid, raw, 1 if counts is None else counts[i], codec, self)
+                for i, (mid, raw) in enumerate(delivery.entries)]  # fmt: skip
+
+    def _recycled(self, delivery: Delivery) -> list[Any]:
+        """The messages ``run`` hands its handler for a batch: the last batch's list and message
+        objects, filled again in place; a message something else still holds (a handler kept it)
+        is left to its holder as it was and replaced by a new one. A drain then allocates, and
+        the garbage collector tracks, no object per entry beyond what redis-py's reply made.
+
+        First deliveries only (the drain); entries coming back from a claim get new messages."""
+        if delivery.counts is not None or _FREE_REFS < 0:
+            return self._wrap(delivery)
+        entries = delivery.entries
+        pool, n = self._pool, len(entries)
         first = self._first_delivery
-        out: list[Any] = []
-        add = out.append
-        for mid, raw in delivery.entries:
-            m = first()
+        if len(pool) < n:
+            pool += [first() for _ in range(n - len(pool))]
+        elif len(pool) > n:
+            del pool[n:]
+        if not n:
+            return pool
+        text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
+        refs, free = sys.getrefcount, _FREE_REFS
+        for i, (mid, raw) in enumerate(entries):
+            m = pool[i]
+            if refs(m) != free:  # held outside this loop: left to its holder
+                m = pool[i] = first()
             m._id = mid
+            m.id = text(mid)
             m.raw = raw
-            m.delivery_count = 1
+            m._decoded = None
             m.settled = False
-            add(m)
-        return out
+        return pool
 
     @functools.cached_property
     def _first_delivery(self) -> Callable[[], BaseMessage]:
-        """The message class for first deliveries, bound to this consumer: its owner and codec are
-        class attributes and it is called with no arguments (``_wrap`` sets the rest), so a message
-        costs no Python-level ``__init__`` (the per-entry cost of a drain)."""
+        """The message class for first deliveries, bound to this consumer: its owner, codec and
+        delivery count (1) are class attributes and it is called with no arguments (``_recycled``
+        sets the rest), so a message costs no Python-level ``__init__``."""
         cls = self._message_cls
         ns = {"__slots__": (), "__init__": object.__init__, "_owner": self, "_codec": self._stream.codec,
-              "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
+              "delivery_count": 1, "__module__": cls.__module__,
+              "__qualname__": cls.__qualname__}  # fmt: skip
         return type(cls.__name__, (cls,), ns)
 
     def _read(self, count: int | None, block: float | None) -> Flow[Delivery]:
@@ -370,7 +409,7 @@ class _ConsumerBase:
             self._cfg,
             self._state,
             handler,
-            self._wrap,
+            self._recycled,
             key=self._key,
             on_error=self._on_error,
             until_idle=until_idle,

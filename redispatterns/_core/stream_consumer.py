@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
+import orjson
+
 from ..errors import StreamError
 from . import validate
-from .codec import Codec, as_str
+from .codec import Codec, JsonCodec, as_str
 from .ops import NOT_RUN, Batch, Command, Compute, ComputeEach, Flow, Now, Script, Sleep
 from .scripts import load
 from .streams import StreamSpec, trim
@@ -38,6 +40,7 @@ __all__ = [
     "ConsumerStats",
     "Delivery",
     "ack",
+    "decode_fields",
     "block_cap",
     "claim",
     "dead_letter",
@@ -60,6 +63,7 @@ _RELEASED_IDLE_MS = 86_400_000  # released entries look idle for a day: any cons
 PROMOTE_BATCH = 1000  # delayed entries moved into the stream per read, at most
 _NOW = Now()
 _first = itemgetter(0)
+_loads = orjson.loads
 
 
 # --------------------------------------------------------------------------- configuration
@@ -165,7 +169,9 @@ class ConsumerState:
     reclaim_cursor: str = "0-0"
     next_reclaim: float = 0.0
     next_promote: float = 0.0
-    stopping: bool = False
+    # empty until a stop is asked (``stopping``): its ``__len__`` is the check the runner makes
+    # before each handler call, a C call where a method would cost about twice as much per entry
+    stop_flag: list[bool] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)  # ids acked locally, sent with the next read
     settled_by_hand: bool = False  # a handler acked, nacked or dead-lettered a message itself
     read_key: tuple[int, int | None] | None = None  # (count, block ms) of read_op
@@ -173,44 +179,73 @@ class ConsumerState:
     errors_in_row: int = 0
     stats: ConsumerStats = field(default_factory=ConsumerStats)
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked: ``run`` finishes the message in hand, gives back the rest, returns."""
+        return bool(self.stop_flag)
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.stop_flag[:] = [True] if value else []
+
     def is_stopping(self) -> bool:
-        return self.stopping
+        return bool(self.stop_flag)
 
 
 class BaseMessage:
     """An entry delivered to a consumer: ``id``, ``fields`` (decoded lazily), ``delivery_count``."""
 
-    __slots__ = ("_codec", "_decoded", "_id", "_owner", "delivery_count", "raw", "settled")
+    __slots__ = ("_codec", "_decoded", "_id", "_owner", "delivery_count", "id", "raw", "settled")
+    id: str  # the entry id as text (``_id``: as the server sent it, what acks send back)
 
     def __init__(
         self, mid: Any, raw: Mapping[Any, Any], delivery_count: int, codec: Codec, owner: Any = None
     ) -> None:
         self._id = mid
+        self.id = as_str(mid)
         self._owner = owner
         self.raw = raw
         self.delivery_count = delivery_count
         self._codec = codec
+        self._decoded: dict[str, Any] | None = None
         self.settled = False  # acked, nacked or dead-lettered already (by the handler or the loop)
-
-    @property
-    def id(self) -> str:
-        return as_str(self._id)
 
     @property
     def fields(self) -> dict[str, Any]:
         """The entry's fields decoded with the stream's codec (``DecodeError`` if one does not)."""
-        try:
-            return self._decoded
-        except AttributeError:  # first access: decode once (the slot starts unset, which is cheap)
-            dec = self._codec.decode
-            self._decoded: dict[str, Any] = {as_str(k): dec(v) for k, v in self.raw.items()}
-            return self._decoded
+        d = self._decoded
+        if d is None:
+            raw, codec = self.raw, self._codec
+            if type(codec) is JsonCodec:  # decode_fields' fast path, inline (a call per entry less)
+                try:
+                    d = self._decoded = {k.decode(): _loads(v) for k, v in raw.items()}
+                    return d
+                except (ValueError, AttributeError):
+                    pass
+            d = self._decoded = decode_fields(raw, codec)
+        return d
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} deliveries={self.delivery_count}>"
+
+
+def decode_fields(raw: Mapping[Any, Any], codec: Codec) -> dict[str, Any]:
+    """An entry's fields, names as text and values through ``codec``.
+
+    With the JSON codec, values go straight to orjson (what ``JsonCodec.decode`` does with text
+    that is JSON: marked bytes and pickles are never valid UTF-8, so orjson refuses them); any
+    refusal (a marked or foreign value, a non-UTF-8 name, a client that decodes replies) leaves
+    the whole entry to the codec, which decodes it or says why not."""
+    if type(codec) is JsonCodec:
+        try:
+            return {k.decode(): _loads(v) for k, v in raw.items()}
+        except (ValueError, AttributeError):
+            pass
+    dec = codec.decode
+    return {as_str(k): dec(v) for k, v in raw.items()}
 
 
 @dataclass(slots=True)  # not frozen (a frozen __init__ costs a microsecond per read): treat as a value
@@ -663,7 +698,8 @@ def work(
     max_messages: int | None = None,
 ) -> Flow[ConsumerStats]:
     """The worker loop: read, run ``handler`` over each batch (``wrap`` makes the shell's messages;
-    ``cfg.concurrency`` calls at a time, one at a time per ``key``), settle.
+    ``cfg.concurrency`` calls at a time, one at a time per ``key``), settle. ``wrap`` may return
+    the same list, filled again, batch after batch: the handler op is then made once.
 
     Stops when ``st.stopping`` is set (checked between batches, block slices and handler calls),
     after ``until_idle`` seconds without entries, or after ``max_messages``. On the way out it
@@ -671,7 +707,8 @@ def work(
     """
     idle_since: float | None = None
     handled = 0
-    stop = st.is_stopping
+    stop = cast(Callable[[], bool], st.stop_flag.__len__)  # truthy once a stop is asked
+    each: ComputeEach | None = None
     while not st.stopping:
         try:
             delivery = yield from next_batch(spec, cfg, st)
@@ -687,7 +724,9 @@ def work(
             idle_since = None
             msgs = wrap(delivery)
             st.settled_by_hand = False
-            outcomes = yield ComputeEach(handler, msgs, cfg.concurrency, key, stop)
+            if each is None or each.items is not msgs:  # the op is made again for a new list only
+                each = ComputeEach(handler, msgs, cfg.concurrency, key, stop)
+            outcomes = yield each
             if outcomes.count(None) == len(msgs):  # all returned: settle_batch's fast path, inlined
                 if st.settled_by_hand:
                     st.acks += [m._id for m in msgs if not m.settled]

@@ -8,7 +8,7 @@ import pytest
 
 from redispatterns._core import stream_consumer as worker
 from redispatterns._core import streams as core
-from redispatterns._core.codec import JsonCodec
+from redispatterns._core.codec import JsonCodec, as_str
 from redispatterns._core.keys import Keyspace, slot
 from redispatterns._core.ops import (
     NOT_RUN,
@@ -122,6 +122,40 @@ def test_message_decodes_lazily() -> None:
     bad = BaseMessage("2-0", {"a": "not json"}, 1, CODEC)
     with pytest.raises(DecodeError):
         _ = bad.fields
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {b"a": b"[1,2]", b"b": b'"x"', b"c": b"null"},  # JSON values: orjson's one pass
+        {b"a": b"1", b"b": b"\xffraw"},  # a bytes value (marked): the codec's own path
+        {"a": "1", "b": '"x"'},  # a client that decodes replies: text names and values
+        {b"\xfe\xffname": b"2"},  # a field name that is not UTF-8
+    ],
+)
+def test_fields_decode_as_the_codec_does(raw: dict[Any, Any]) -> None:
+    expected = {as_str(k): CODEC.decode(v) for k, v in raw.items()}
+    assert worker.decode_fields(raw, CODEC) == expected
+    m = BaseMessage(b"1-0", raw, 1, CODEC)
+    assert m.fields == expected and m.fields is m.fields  # decoded once
+
+
+def test_fields_decode_errors_and_other_codecs() -> None:
+    for bad in ({b"a": b"\xfe" + b"pickled"}, {b"a": b"not json"}):
+        with pytest.raises(DecodeError):
+            worker.decode_fields(bad, CODEC)
+        with pytest.raises(DecodeError):
+            _ = BaseMessage(b"1-0", bad, 1, CODEC).fields
+
+    class Upper:
+        def encode(self, value: Any) -> bytes:
+            return str(value).encode()
+
+        def decode(self, data: bytes | str) -> Any:
+            return as_str(data).upper()
+
+    assert worker.decode_fields({b"a": b"1"}, Upper()) == {"a": "1"}  # not orjson's 1
+    assert BaseMessage(b"1-0", {b"a": b"x"}, 1, Upper()).fields == {"a": "X"}
 
 
 # --------------------------------------------------------------------------- producer flows

@@ -515,3 +515,28 @@ def test_a_client_that_decodes_responses_works_the_same(backend: Any) -> None:
     (d,) = s.dead_letters()
     assert d.id == first and d.deliveries == 2 and d.fields == {"n": 1, "tags": ["a"]}
     assert con.metrics().pending == 0 and con.metrics().dead_letters == 1
+
+
+def test_run_never_refills_a_message_something_still_holds(rp: Harness) -> None:
+    """``run`` refills the last batch's message objects for the next batch, but only those nothing
+    else holds: messages a handler kept, or that a failure's ``on_error`` kept, stay as handled."""
+    s = _stream(rp)
+    ids = [rp.call(s.add({"n": i})) for i in range(40)]
+    seen: list[tuple[str, int]] = []
+    kept: list[Any] = []
+    failed: list[Any] = []
+
+    def handler(m: Any) -> None:
+        seen.append((m.id, m["n"]))  # decoded anew for each entry (no stale fields)
+        if m["n"] % 3 == 0:
+            kept.append(m)
+        if m["n"] % 7 == 0:
+            raise ValueError("dead-lettered on its first failure")
+
+    c = _consumer(rp, s, "w", count=4, max_deliveries=1, on_error=lambda exc, m: failed.append(m))
+    rp.call(c.run(handler, max_messages=40))
+    assert seen == [(mid, n) for n, mid in enumerate(ids)]
+    assert [(m.id, m["n"], m.delivery_count) for m in kept] == [(ids[n], n, 1) for n in range(0, 40, 3)]
+    assert [(m.id, m.fields) for m in failed] == [(ids[n], {"n": n}) for n in range(0, 40, 7)]
+    assert len({id(m) for m in kept + failed}) == len(kept) + len(failed) - 2  # 0 and 21 in both
+    assert c.stats.dead_lettered == 6 and _pending(rp, s) == 0
