@@ -151,26 +151,3 @@ def test_cluster_nodes_get_watched_connections(fault_servers: FaultServers, serv
             await c.aclose()
 
     asyncio.run(main())
-
-
-def test_many_reads_time_out_together_and_the_pool_recovers(
-    fault_servers: FaultServers, server_kind: ServerKind
-) -> None:
-    server = fault_servers.standalone(server_kind)
-
-    async def main() -> None:
-        c = _client(server.url)
-        try:
-            await asyncio.gather(*(c.ping() for _ in range(20)))  # 20 pooled connections
-            with paused(server.node):
-                started = time.monotonic()
-                out = await asyncio.gather(*(c.get(f"k{i}") for i in range(20)), return_exceptions=True)
-                took = time.monotonic() - started
-            assert all(isinstance(e, RedisTimeoutError) for e in out), out
-            assert took < TIMEOUT + 4 * _deadlines.TICK + 0.3, took
-            assert not _deadlines._ops
-            assert sorted(await asyncio.gather(*(c.incr("n") for _ in range(20)))) == list(range(1, 21))
-        finally:
-            await c.aclose()
-
-    asyncio.run(main())
