@@ -11,9 +11,7 @@ operation past its deadline (through ``call_soon_threadsafe``). The cancelled op
 disconnects and raises redis-py's ``TimeoutError``, as a socket timeout does, at most
 :data:`TICK` late. A cancellation that also came from elsewhere still propagates (Python 3.11+'s
 ``Task.uncancel``); on Python 3.10, and for timeouts under :data:`MIN_WATCHED`, redis-py's own
-timers are kept. Sync connections keep their socket timeout: a blocking socket woken by the same
-watchdog (``shutdown``) was measured slower there, the registration and the thread's GIL turns
-costing more than the poll timer they save.
+timers are kept.
 """
 
 from __future__ import annotations
