@@ -46,18 +46,3 @@ def sentinel(
 def cluster_node(host: str, port: int, *, asyncio_: bool) -> Any:
     """A startup ``ClusterNode`` (sync or asyncio)."""
     return _CLUSTER_NODE[asyncio_](host, port)
-
-
-def use_connection_class(cluster: Any, cls: Any) -> None:
-    """Make an asyncio ``RedisCluster`` built just now open ``cls`` connections (plain TCP only;
-    redis-py takes no ``connection_class`` there): its node template and its startup nodes. A
-    redis-py whose internals differ keeps its own class."""
-    kwargs = getattr(cluster, "connection_kwargs", None)
-    nodes = getattr(cluster, "startup_nodes", None)
-    if not isinstance(kwargs, dict) or kwargs.get("connection_class") is not redis.asyncio.Connection:
-        return
-    if not isinstance(nodes, list) or any(getattr(n, "_connections", None) for n in nodes):
-        return
-    kwargs["connection_class"] = cls
-    for node in nodes:
-        node.connection_class = cls

@@ -31,7 +31,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from . import _compat, _deadlines, _loops, _pools
+from . import _compat, _loops, _pools
 from .errors import ConfigurationError, ServerUnavailable
 
 __all__ = [
@@ -177,8 +177,6 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
         kw.setdefault("timeout", _POOL_WAIT)
         if scheme == "unix":  # no TCP options on a unix socket
             kw.pop("socket_keepalive", None)
-        elif asyncio_ and scheme in ("redis", "valkey"):  # timeouts without loop timers
-            kw.setdefault("connection_class", _deadlines.WatchedConnection)
         try:
             pool = pool_cls.from_url(url, **kw)
         except ValueError as exc:
@@ -196,10 +194,7 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             kw["password"] = password
         nodes = [_compat.cluster_node(h, p, asyncio_=asyncio_) for h, p in hosts]
         if asyncio_:
-            cluster = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
-            if "connection_class" not in opts:  # timeouts without loop timers, as standalone
-                _compat.use_connection_class(cluster, _deadlines.WatchedConnection)
-            return cluster
+            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
         # node pools that wait rather than raise MaxConnectionsError; redis-py applies
         # connection_pool_class only on its from-URL path, so name the first node by URL too
         kw.setdefault("connection_pool_class", _pools.QueuingPool)

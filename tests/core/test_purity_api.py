@@ -142,7 +142,7 @@ def test_every_io_class_has_an_async_twin() -> None:
 
 # The runner layer owns every socket, thread, task, sleep and clock read (ARCHITECTURE.md);
 # otel.py wraps the runners when instrumented and times their calls.
-RUNNER_LAYER = {"_runner.py", "_links.py", "_tracking.py", "client.py", "_compat.py", "_pools.py", "_deadlines.py",
+RUNNER_LAYER = {"_runner.py", "_links.py", "_tracking.py", "client.py", "_compat.py", "_pools.py",
                 "_loops.py", "otel.py"}  # fmt: skip
 SHELL_IO = {
     ("threading", "Thread"), ("concurrent", "futures"), ("asyncio", "create_task"),
