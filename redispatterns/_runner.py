@@ -396,7 +396,7 @@ def _each_sync(op: ComputeEach) -> list[Any]:
     if op.concurrency <= 1 and op.key is None:  # the hot path: in order, on this thread
         out: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
-            if stop is not None and stop():
+            if stop:  # a flag: non-empty once a stop is asked
                 out[i:] = [NOT_RUN] * (len(items) - i)
                 break
             try:
@@ -408,7 +408,7 @@ def _each_sync(op: ComputeEach) -> list[Any]:
 
     def run_lane(lane: list[int]) -> None:
         for i in lane:
-            if stop is not None and stop():
+            if stop:  # a flag: non-empty once a stop is asked
                 return
             try:
                 fn(items[i])
@@ -443,7 +443,7 @@ async def _each_async(op: ComputeEach) -> list[Any]:
     if op.concurrency <= 1 and op.key is None:  # the hot path: in order, in this task
         out: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
-            if stop is not None and stop():
+            if stop:  # a flag: non-empty once a stop is asked
                 out[i:] = [NOT_RUN] * (len(items) - i)
                 break
             try:
@@ -457,7 +457,7 @@ async def _each_async(op: ComputeEach) -> list[Any]:
 
     async def run_lane(lane: list[int]) -> None:
         for i in lane:
-            if stop is not None and stop():
+            if stop:  # a flag: non-empty once a stop is asked
                 return
             try:
                 r = fn(items[i])

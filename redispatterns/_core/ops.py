@@ -7,7 +7,7 @@ for the same command sent with ``execute_command`` (bytes unless the client deco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, cast
 
@@ -230,15 +230,16 @@ class ComputeEach:
     (the sync runner's worker threads, the asyncio runner's tasks; ``1``: in order, in place).
 
     ``key`` (user code, called by the runner first): items with equal keys run one at a time, in
-    their order. ``stop`` (library code, no I/O) is asked before each call. Reply: one outcome per
-    item, in order: ``None`` when the call returned, the exception it raised, or :data:`NOT_RUN`.
+    their order. ``stop`` is a flag read before each call: a container that is non-empty once the
+    calls must stop (read by truthiness: no call per item). Reply: one outcome per item, in
+    order: ``None`` when the call returned, the exception it raised, or :data:`NOT_RUN`.
     """
 
     fn: Callable[[Any], Any]
     items: Sequence[Any]
     concurrency: int = 1
     key: Callable[[Any], Hashable] | None = None
-    stop: Callable[[], bool] | None = None
+    stop: Sized | None = None
 
 
 @dataclass(frozen=True, slots=True)

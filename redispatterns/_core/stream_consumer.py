@@ -707,7 +707,7 @@ def work(
     """
     idle_since: float | None = None
     handled = 0
-    stop = cast(Callable[[], bool], st.stop_flag.__len__)  # truthy once a stop is asked
+    stop = st.stop_flag  # non-empty once a stop is asked: the runner reads it before each call
     each: ComputeEach | None = None
     while not st.stopping:
         try:

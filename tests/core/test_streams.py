@@ -437,7 +437,7 @@ def test_nack_each_groups_equal_delays_in_one_round_trip() -> None:
 def _run_each(op: ComputeEach) -> list[Any]:
     out: list[Any] = []
     for item in op.items:
-        if op.stop is not None and op.stop():
+        if op.stop:
             out.append(NOT_RUN)
             continue
         try:
@@ -511,7 +511,7 @@ def test_work_loop_passes_concurrency_and_ordering_key_to_the_runner() -> None:
         _responder([[("1-0", {b"user": b"7"})]]),
     )
     (each,) = [op for op in ops if isinstance(op, ComputeEach)]
-    assert each.concurrency == 8 and each.key is key and each.stop is not None and not each.stop()
+    assert each.concurrency == 8 and each.key is key and each.stop is st.stop_flag and not each.stop
     m = BaseMessage("1-0", {b"user": b"7"}, 1, CODEC)
     assert key(m) == b"7" and key(BaseMessage("1-1", {"user": "7"}, 1, CODEC)) == "7"
     assert key(BaseMessage("1-2", {}, 1, CODEC)) is None

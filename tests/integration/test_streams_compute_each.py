@@ -93,16 +93,16 @@ def test_async_tasks_overlap_and_keys_serialise() -> None:
 
 
 def test_stop_and_a_failing_key() -> None:
-    stop = threading.Event()
+    stop: list[bool] = []  # the flag: non-empty once a stop is asked
 
     def fn(item: int) -> None:
         if item == 2:
-            stop.set()
+            stop.append(True)
 
-    out = _each_sync(ComputeEach(fn, list(range(5)), 1, stop=stop.is_set))
+    out = _each_sync(ComputeEach(fn, list(range(5)), 1, stop=stop))
     assert out == [None, None, None, NOT_RUN, NOT_RUN]
     stop.clear()
-    out = _each_sync(ComputeEach(fn, list(range(5)), 1, key=lambda i: i, stop=stop.is_set))
+    out = _each_sync(ComputeEach(fn, list(range(5)), 1, key=lambda i: i, stop=stop))
     assert out == [None, None, None, NOT_RUN, NOT_RUN]
 
     def key(i: int) -> Any:
