@@ -84,9 +84,6 @@ _loads = orjson.loads
 _GET = load("session_get")
 _UPDATE = load("session_update")
 _JSONDecodeError = orjson.JSONDecodeError
-_JSONEncodeError = orjson.JSONEncodeError
-_dumps = orjson.dumps
-_SCALARS = frozenset((str, int, bool, type(None)))  # values JsonCodec encodes as orjson does
 
 
 # --------------------------------------------------------------------------- tokens
@@ -267,19 +264,12 @@ def encode_fields(codec: Codec, data: Mapping[str, Any] | None, prefix: str = _D
         return []
     if data.__class__ is not dict and not isinstance(data, Mapping):
         raise TypeError(f"session data must be a mapping of str to values, not {type(data).__name__}")
-    encode = codec.encode
-    plain = codec.__class__ is JsonCodec  # its bytes for a str, int, bool or None are orjson's
+    encode = codec.encode  # JsonCodec sends short values straight to orjson itself
     out: list[bytes | str] = []
     for k, v in data.items():
         if k.__class__ is not str or not k or len(k) > _MAX_FIELD:
             _check_field(k)
         out.append(prefix + k)
-        if plain and v.__class__ in _SCALARS:
-            try:
-                out.append(_dumps(v))
-                continue
-            except _JSONEncodeError:  # an int beyond 64 bits: the codec says why
-                pass
         out.append(encode(v))
     return out
 

@@ -13,9 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from .codec import Codec, JsonCodec, as_bytes, as_str
+from .codec import Codec, as_bytes, as_str
 from .keys import Keyspace
 from .ops import Arg, Batch, Command, Flow, Script, WallClock
 from .scripts import load
@@ -122,7 +120,6 @@ class DeadLetter:
 # --------------------------------------------------------------------------- pure helpers
 
 
-_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # never NaN, never option-dependent
 _checked_names: set[str] = set()  # field names already validated (a bounded memo: names repeat)
 
 
@@ -146,10 +143,7 @@ def encode_fields(fields: Mapping[str, Any], codec: Codec) -> list[Arg]:
     for k in fields:
         if k not in checked:
             _check_field_name(k)
-    enc = codec.encode
-    if type(codec) is JsonCodec:  # scalars straight to orjson: the bytes JsonCodec.encode gives
-        dumps, simple = orjson.dumps, _JSON_SCALARS
-        return [x for k, v in fields.items() for x in (k, dumps(v) if type(v) in simple else enc(v))]
+    enc = codec.encode  # JsonCodec sends short values straight to orjson itself
     return [x for k, v in fields.items() for x in (k, enc(v))]
 
 

@@ -93,6 +93,8 @@ def test_encode_fields() -> None:
         core.encode_fields({"rp:x": 1}, CODEC)
     with pytest.raises(ValueError):
         core.encode_fields({"": 1}, CODEC)
+    with pytest.raises(TypeError, match="type int as JSON"):  # the codec's message, not orjson's
+        core.encode_fields({"n": 2**70}, CODEC)
 
 
 def test_block_cap_stays_below_the_socket_timeout() -> None:
