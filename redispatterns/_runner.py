@@ -637,44 +637,58 @@ async def server_info_async(client: Any) -> ServerInfo:
 _loaded: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _pipelined(client: Any, op: Batch) -> tuple[list[tuple[Any, ...]], list[int]]:
-    """A batch's pipeline arguments, and the positions of the scripts sent as EVALSHA.
+def _queued(client: Any, op: Batch) -> tuple[Any, list[int] | None]:
+    """A pipeline with ``op`` queued (queuing is synchronous in both runtimes), and the positions
+    of the scripts sent as EVALSHA (``None``: the batch has no script).
 
     Scripts go as EVAL with their source (no SCRIPT EXISTS round trip first, redis-py's way),
     except in a plain client's non-transactional batch, where a script this runner already
     sent to that client goes as EVALSHA (the source of a large script costs more than its run);
     a NOSCRIPT there (a SCRIPT FLUSH, a failover) re-sends that script alone. A transaction
     stays all EVAL (nothing can be re-sent inside MULTI/EXEC), and so does a Cluster batch
-    (each node caches scripts on its own).
+    (each node caches scripts on its own). On a Cluster, a command whose keys redis-py would ask
+    the server for (``_MOVABLE_KEYS``, and on redis-py 8.0's sync pipeline every script) names
+    its node itself, so the batch stays one round trip.
     """
+    pipe = client.pipeline(transaction=op.transaction)
+    cluster = _is_cluster(client)
+    queue = pipe.execute_command
+    by_sha: list[int] | None = None
     loaded: set[str] | None = None
-    looked = op.transaction or _is_cluster(client)  # look `loaded` up at the first script only
-    args: list[tuple[Any, ...]] = []
-    by_sha: list[int] = []
+    looked = op.transaction or cluster  # look `loaded` up at the first script only
     for i, sub in enumerate(op.ops):
         if type(sub) is Command:
-            args.append(sub.args)
-            continue
-        s = cast(Script, sub)
-        if not looked:
-            loaded, looked = _loaded.get(client), True
-        if loaded is not None and s.script.sha in loaded:
-            args.append(("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args))
-            by_sha.append(i)
+            a = sub.args
         else:
-            args.append(("EVAL", s.script.source, len(s.keys), *s.keys, *s.args))
-    return args, by_sha
+            s: Script = sub  # type: ignore[assignment]  # no cast(): a call per script
+            if by_sha is None:
+                by_sha = []
+            if not looked:
+                loaded, looked = _loaded.get(client), True
+            if loaded is not None and s.script.sha in loaded:
+                a = ("EVALSHA", s.script.sha, len(s.keys), *s.keys, *s.args)
+                by_sha.append(i)
+            else:
+                a = ("EVAL", s.script.source, len(s.keys), *s.keys, *s.args)
+        if (
+            cluster
+            and sub.keys
+            and (a[0] in _MOVABLE_KEYS or (type(sub) is Script and _scripts_ask_keys(client)))
+        ):
+            queue(*a, target_nodes=client.get_node_from_key(sub.keys[0]))
+        else:
+            queue(*a)
+    return pipe, by_sha
 
 
 def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
-    """Remember the scripts a plain client now holds; raise the first error if the batch should."""
+    """After a batch with scripts: remember the scripts a plain client now holds; raise the first
+    error if the batch should (it may have run with ``raise_on_error=False``)."""
     if not _is_cluster(client):
-        shas = [sub.script.sha for sub in op.ops if type(sub) is Script]
-        if shas:
-            known = _loaded.get(client)
-            if known is None:
-                known = _loaded[client] = set()
-            known.update(shas)
+        known = _loaded.get(client)
+        if known is None:
+            known = _loaded[client] = set()
+        known.update(sub.script.sha for sub in op.ops if type(sub) is Script)
     if op.raise_on_error:
         for reply in replies:
             if isinstance(reply, Exception):
@@ -682,30 +696,16 @@ def _sent(client: Any, op: Batch, replies: list[Any]) -> list[Any]:
     return replies
 
 
-def _queue(client: Any, pipe: Any, args: list[tuple[Any, ...]], op: Batch) -> None:
-    """Queue a batch on ``pipe`` (queuing is synchronous in both runtimes). On a Cluster, a
-    command whose keys redis-py would ask the server for (``_MOVABLE_KEYS``, and on redis-py
-    8.0's sync pipeline every script) names its node itself, so the batch stays one round trip."""
-    if not _is_cluster(client):
-        for a in args:
-            pipe.execute_command(*a)
-        return
-    cluster: Any = client
-    scripts_too = CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster)
-    for a, sub in zip(args, op.ops, strict=True):
-        keys = sub.keys if (a[0] in _MOVABLE_KEYS or (scripts_too and type(sub) is Script)) else ()
-        if keys:
-            pipe.execute_command(*a, target_nodes=cluster.get_node_from_key(keys[0]))
-        else:
-            pipe.execute_command(*a)
+def _scripts_ask_keys(client: Any) -> bool:
+    """redis-py 8.0's sync cluster pipeline asks the server for a script's keys."""
+    return CLUSTER_PIPELINE_ASKS_KEYS and isinstance(client, _SyncCluster)
 
 
 def _batch_sync(client: Any, op: Batch) -> Any:
-    args, by_sha = _pipelined(client, op)
-    pipe = client.pipeline(transaction=op.transaction)
-    _queue(client, pipe, args, op)
+    pipe, by_sha = _queued(client, op)
     if not by_sha:
-        return _sent(client, op, pipe.execute(raise_on_error=op.raise_on_error))
+        replies = pipe.execute(raise_on_error=op.raise_on_error)
+        return replies if by_sha is None else _sent(client, op, replies)
     replies = pipe.execute(raise_on_error=False)
     for i in by_sha:
         if isinstance(replies[i], NoScriptError):  # flushed since: this one alone (it loads it)
@@ -763,7 +763,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
             return client.execute_command(*cmd.args, **_routed(client, cmd))
         return client.execute_command(*cmd.args)
     if t is Batch:
-        return _batch_sync(client, cast(Batch, op))
+        return _batch_sync(client, op)  # type: ignore[arg-type]  # no cast(): a call per op
     if t is Sleep:
         time.sleep(cast(Sleep, op).seconds)
         return time.monotonic()
@@ -772,7 +772,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
     if t is WallClock:
         return time.time()
     if t is Compute:
-        c = cast(Compute, op)
+        c: Compute = op  # type: ignore[assignment]
         if c.timeout is not None:
             return _compute_with_timeout(c)
         result = c.fn(*c.args, **c.kwargs)
@@ -783,7 +783,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
             raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
         return result
     if t is ComputeEach:
-        return _each_sync(cast(ComputeEach, op))
+        return _each_sync(op)  # type: ignore[arg-type]
     if t is Probe:
         return server_info(client)
     if t is BlockingPop:
@@ -795,8 +795,8 @@ def _exec_sync(client: Any, op: Op) -> Any:
     if t is FanOut:
         return _fanout_sync(cast(FanOut, op))
     if t is Coalesce:
-        co = cast(Coalesce, op)
-        return cast(SyncFlights, co.flights).do(client, co)
+        co: Coalesce = op  # type: ignore[assignment]
+        return co.flights.do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -864,11 +864,10 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
 
 
 async def _batch_async(client: Any, op: Batch) -> Any:
-    args, by_sha = _pipelined(client, op)
-    pipe = client.pipeline(transaction=op.transaction)
-    _queue(client, pipe, args, op)
+    pipe, by_sha = _queued(client, op)
     if not by_sha:
-        return _sent(client, op, await pipe.execute(raise_on_error=op.raise_on_error))
+        replies = await pipe.execute(raise_on_error=op.raise_on_error)
+        return replies if by_sha is None else _sent(client, op, replies)
     replies = await pipe.execute(raise_on_error=False)
     for i in by_sha:
         if isinstance(replies[i], NoScriptError):
@@ -896,7 +895,7 @@ async def _exec_async(client: Any, op: Op) -> Any:
             return await client.execute_command(*cmd.args, **_routed(client, cmd))
         return await client.execute_command(*cmd.args)
     if t is Batch:
-        return await _batch_async(client, cast(Batch, op))
+        return await _batch_async(client, op)  # type: ignore[arg-type]
     if t is Sleep:
         await asyncio.sleep(cast(Sleep, op).seconds)
         return time.monotonic()
@@ -905,7 +904,7 @@ async def _exec_async(client: Any, op: Op) -> Any:
     if t is WallClock:
         return time.time()
     if t is Compute:
-        c = cast(Compute, op)
+        c: Compute = op  # type: ignore[assignment]
         if c.timeout is not None:
             call = c.fn(*c.args, **c.kwargs) if validate.is_async_callable(c.fn) else None
             try:
@@ -919,7 +918,7 @@ async def _exec_async(client: Any, op: Op) -> Any:
             result = await result
         return result
     if t is ComputeEach:
-        return await _each_async(cast(ComputeEach, op))
+        return await _each_async(op)  # type: ignore[arg-type]
     if t is Probe:
         return await server_info_async(client)
     if t is BlockingPop:
@@ -931,8 +930,8 @@ async def _exec_async(client: Any, op: Op) -> Any:
     if t is FanOut:
         return await _fanout_async(cast(FanOut, op))
     if t is Coalesce:
-        co = cast(Coalesce, op)
-        return await cast(AsyncFlights, co.flights).do(client, co)
+        co: Coalesce = op  # type: ignore[assignment]
+        return await co.flights.do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 

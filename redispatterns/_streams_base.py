@@ -15,13 +15,14 @@ import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import stream_consumer as worker
 from ._core import streams as core
 from ._core import validate
-from ._core.codec import as_str
+from ._core.codec import JsonCodec, as_str
 from ._core.mount import Mount
 from ._core.ops import Flow
 from ._core.stream_consumer import (
@@ -31,6 +32,7 @@ from ._core.stream_consumer import (
     ConsumerState,
     ConsumerStats,
     Delivery,
+    decode_fields,
 )
 from ._core.streams import DeadLetter, StreamSpec, StreamStats
 from ._runner import socket_timeout
@@ -351,6 +353,8 @@ class _ConsumerBase:
             return pool
         text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
         refs, free = sys.getrefcount, _FREE_REFS
+        codec = self._stream.codec
+        json, loads = type(codec) is JsonCodec, orjson.loads
         for i, (mid, raw) in enumerate(entries):
             m = pool[i]
             if refs(m) != free:  # held outside this loop: left to its holder
@@ -358,8 +362,13 @@ class _ConsumerBase:
             m._id = mid
             m.id = text(mid)
             m.raw = raw
-            m._decoded = None
             m.settled = False
+            try:  # decoded here, in this loop's frame: a handler's `m.fields` is a slot read
+                m.fields = (
+                    {k.decode(): loads(v) for k, v in raw.items()} if json else decode_fields(raw, codec)
+                )
+            except Exception:  # not plain JSON, or the codec refuses it: see decode_or_defer
+                worker.decode_or_defer(m)
         return pool
 
     @functools.cached_property

@@ -15,12 +15,13 @@ same round trip, when the server clock says they are due.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -193,10 +194,14 @@ class ConsumerState:
 
 
 class BaseMessage:
-    """An entry delivered to a consumer: ``id``, ``fields`` (decoded lazily), ``delivery_count``."""
+    """An entry delivered to a consumer: ``id``, ``fields`` (decoded when first read, or as the
+    batch arrives: see ``run``), ``delivery_count``."""
 
-    __slots__ = ("_codec", "_decoded", "_id", "_owner", "delivery_count", "id", "raw", "settled")
+    __slots__ = ("_codec", "_id", "_owner", "delivery_count", "fields", "id", "raw", "settled")
     id: str  # the entry id as text (``_id``: as the server sent it, what acks send back)
+    # The entry's fields decoded with the stream's codec (``DecodeError`` if one does not). An
+    # unset slot: ``__getattr__`` decodes on first access; ``run`` sets it as the batch arrives.
+    fields: dict[str, Any]
 
     def __init__(
         self, mid: Any, raw: Mapping[Any, Any], delivery_count: int, codec: Codec, owner: Any = None
@@ -207,23 +212,16 @@ class BaseMessage:
         self.raw = raw
         self.delivery_count = delivery_count
         self._codec = codec
-        self._decoded: dict[str, Any] | None = None
         self.settled = False  # acked, nacked or dead-lettered already (by the handler or the loop)
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The entry's fields decoded with the stream's codec (``DecodeError`` if one does not)."""
-        d = self._decoded
-        if d is None:
-            raw, codec = self.raw, self._codec
-            if type(codec) is JsonCodec:  # decode_fields' fast path, inline (a call per entry less)
-                try:
-                    d = self._decoded = {k.decode(): _loads(v) for k, v in raw.items()}
-                    return d
-                except (ValueError, AttributeError):
-                    pass
-            d = self._decoded = decode_fields(raw, codec)
-        return d
+    if not TYPE_CHECKING:  # (a typed __getattr__ would let any attribute name type-check)
+
+        def __getattr__(self, name: str) -> Any:
+            """Only called for an unset slot: ``fields`` not decoded yet."""
+            if name != "fields":
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            d = self.fields = decode_fields(self.raw, self._codec)
+            return d
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
@@ -246,6 +244,16 @@ def decode_fields(raw: Mapping[Any, Any], codec: Codec) -> dict[str, Any]:
             pass
     dec = codec.decode
     return {as_str(k): dec(v) for k, v in raw.items()}
+
+
+def decode_or_defer(m: BaseMessage) -> None:
+    """Set ``m.fields`` from its entry, or leave the slot unset when the codec refuses it (the
+    ``DecodeError`` then comes when the handler reads ``fields``, as if decoded lazily)."""
+    try:
+        m.fields = decode_fields(m.raw, m._codec)
+    except Exception:
+        with contextlib.suppress(AttributeError):
+            del m.fields
 
 
 @dataclass(slots=True)  # not frozen (a frozen __init__ costs a microsecond per read): treat as a value
@@ -484,7 +492,7 @@ def _cached_read(
     if st.read_key != (count, block_ms):
         st.read_op = _read_op(spec, cfg, count, block_ms)
         st.read_key = (count, block_ms)
-    return cast(Command, st.read_op)
+    return st.read_op  # type: ignore[return-value]  # set above (no cast(): a call per batch)
 
 
 def _take_claim(st: ConsumerState, res: ClaimResult, recovered: bool) -> Delivery:
@@ -709,7 +717,7 @@ def work(
     handled = 0
     stop = st.stop_flag  # non-empty once a stop is asked: the runner reads it before each call
     each: ComputeEach | None = None
-    while not st.stopping:
+    while not stop:
         try:
             delivery = yield from next_batch(spec, cfg, st)
             st.errors_in_row = 0
