@@ -823,3 +823,42 @@ def test_prebuilt_ops_address_the_keys_reset_and_keys_name(rp: Harness, subject:
     assert not rp.call(lim.peek(subject)).allowed
     assert rp.call(lim.reset(subject)) is True and raw.exists(key) == 0
     assert rp.call(lim.hit(subject)).remaining == 2
+
+
+@pytest.mark.parametrize("limit", [4, 150])  # a small (listpack) log and one past 128 entries
+def test_sliding_log_hits_of_cost_one_match_the_oracle_and_keep_only_live_entries(
+    rp: Harness, limit: int
+) -> None:
+    """Hits of cost 1 on a virtual clock (the script's common path: a full log's deciding entry
+    read first, what left the window dropped before counting, ties within one microsecond, now
+    and then a peek or a cost-2 hit on the other path) answer as the oracle does, and after an
+    admitted hit the log holds exactly the live entries."""
+    from tests.ratelimit_oracles import SlidingLogOracle
+
+    rng = random.Random(limit)
+    clock = VClock()
+    window = 2_000_000
+    lim = make(rp, "sliding", limit, window / 1e6, _test_clock=clock)
+    oracle = SlidingLogOracle(limit, window)
+    (key,) = lim.keys("cost-one")
+    raw = rp.backend.sync_client()
+    gap = window // limit  # the mean gap at which the log stays about full
+    steps = [0, 0, 1, 7, gap // 3, gap, gap, 2 * gap, 3 * gap]
+    denied = 0
+    for i in range(6 * limit):
+        clock.now += rng.choice(steps) if i % (2 * limit) else window // 2
+        cost, peek = (2, False) if i % 37 == 36 else (1, i % 23 == 22)
+        d = rp.call(lim.peek("cost-one", cost) if peek else lim.hit("cost-one", cost))
+        allowed, remaining, retry, reset = oracle.evaluate(clock.now, cost)
+        if allowed and peek:
+            remaining += cost  # a peek charges nothing: what is left now
+        assert (d.allowed, d.remaining, d.retry_after_us) == (allowed, remaining, retry), i
+        if not allowed:
+            assert d.reset_after_us == reset, i
+            denied += 1
+        elif not peek:
+            oracle.commit(clock.now, cost)
+            if cost == 1:
+                assert raw.zcard(key) == len(oracle.live(clock.now)), i
+    assert rp.call(lim.hit("cost-one", 0)).remaining == max(0, limit - len(oracle.live(clock.now)))
+    assert 6 * limit // 10 < denied < 5 * limit  # full logs denied and freed again, many times
