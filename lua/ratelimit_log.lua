@@ -10,9 +10,9 @@
 -- read-only: no
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
--- A hit of cost 1 drops the entries that left the window first (so the log holds only live
--- entries and a ZCARD counts them); the other calls count with ZCOUNT, and drop them about one
--- charging call in eight. The key goes a window after the last admitted unit.
+-- Entries that left the window are dropped by a hit of cost 1 before it counts (a limit above
+-- 16), else by about one charging call in eight; with the key, a window after the last admitted
+-- unit. So the log holds little more than the live entries.
 -- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
 -- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
 -- under the key (another type) counts as an empty log and the next charged hit replaces it; the
@@ -32,26 +32,33 @@ if not now then
 end
 
 if mode == '1' and cost == 1 then
-  -- the common hit, kept free of closures and tables: TIME and ZCARD; with a full log, the entry
-  -- that decides (ZRANGE, and the newest for the reset when denied); then, admitted, drop what
-  -- left the window (ZREMRANGEBYSCORE, when the key exists) to count the live entries, ZADD and
-  -- PEXPIRE. A ZCARD and a trim that finds nothing to drop compare one score, where a ZCOUNT
-  -- walks a small (listpack) set entry by entry. Entries name their time: '<µs>' or, when that
-  -- microsecond was taken, '<µs>:<n>' (no numeral: then its score says the same)
-  local live = redis.pcall('ZCARD', k)
+  -- the common hit, kept free of closures and tables. A log of a small limit holds few entries:
+  -- one ZCOUNT counts the live ones (it walks a small, listpack, set entry by entry) and one
+  -- charging hit in eight drops what left the window. A larger one is counted by ZCARD, and when
+  -- it holds entries, by dropping what left first (a trim that finds nothing to drop compares
+  -- one score); a full one (ZCARD at the limit) is first asked for its deciding entry, so a
+  -- denial costs no trim. Denied: TIME, the count and two ZRANGEs of members (a member names
+  -- its time: '<µs>', or '<µs>:<n>' when that microsecond was taken, whose score says the same)
+  local lo, small = now - period, limit <= 16  -- entries scored above lo are live
+  local live
+  if small then live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
+  else live = redis.pcall('ZCARD', k) end
   if type(live) == 'number' then
     if live >= limit then
-      -- the limit-th newest entry decides: still in the window, denied (nothing written,
-      -- remaining 0); gone, fewer than limit entries are live
+      -- the limit-th newest entry decides: still in the window (as it is when ZCOUNT counted
+      -- the limit), denied: nothing written, remaining 0, the newest gives the reset; gone, fewer
+      -- than limit entries are live
       local r = '-' .. ARGV[1]
       local a = redis.call('ZRANGE', k, r, r)[1]
       a = tonumber(a) or redis.call('ZSCORE', k, a) + 0
-      if a > now - period then
+      if small or a > lo then
         local b = redis.call('ZRANGE', k, -1, -1)[1]
         return {a + period - now, (tonumber(b) or redis.call('ZSCORE', k, b)) + period - now}
       end
     end
-    if live > 0 then live = live - redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - period)) end
+    if not small and live > 0 then  -- drop what left the window: the rest is live
+      live = live - redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo))
+    end
     local m  -- the time as text, as string.format('%d', now) writes it
     if s then
       if #u < 6 then u = string.sub('00000' .. u, -6) end
@@ -64,6 +71,7 @@ if mode == '1' and cost == 1 then
       local j = live
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
+    if small and now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo)) end
     -- the key lives a window (whole milliseconds, rounded up): a window of whole milliseconds,
     -- as most are, is the window's own text short of three zeros
     if min_ms == 0 and period % 1000 == 0 then
