@@ -10,8 +10,9 @@
 -- read-only: no
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
--- Entries that left the window are dropped by about one charging call in eight (and with the
--- key, a window after the last one), so the log holds little more than the live entries.
+-- Entries that left the window are dropped by a hit of cost 1 before it counts (a limit above
+-- 16), else by about one charging call in eight; with the key, a window after the last admitted
+-- unit. So the log holds little more than the live entries.
 -- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
 -- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
 -- under the key (another type) counts as an empty log and the next charged hit replaces it; the
@@ -30,11 +31,34 @@ if not now then
   now, min_ms = s * 1000000 + u, 0
 end
 
-local lo = string.format('(%d', now - period)  -- entries scored above it are live
-local live = redis.pcall('ZCOUNT', k, lo, '+inf')
-if mode == '1' and cost == 1 and type(live) == 'number' then
-  if live < limit then
-    -- the common hit, kept free of closures and tables: TIME, ZCOUNT, ZADD, PEXPIRE
+if mode == '1' and cost == 1 then
+  -- the common hit, kept free of closures and tables. A log of a small limit holds few entries:
+  -- one ZCOUNT counts the live ones (it walks a small, listpack, set entry by entry) and one
+  -- charging hit in eight drops what left the window. A larger one is counted by ZCARD, and when
+  -- it holds entries, by dropping what left first (a trim that finds nothing to drop compares
+  -- one score); a full one (ZCARD at the limit) is first asked for its deciding entry, so a
+  -- denial costs no trim. Denied: TIME, the count and two ZRANGEs of members (a member names
+  -- its time: '<µs>', or '<µs>:<n>' when that microsecond was taken, whose score says the same)
+  local lo, small = now - period, limit <= 16  -- entries scored above lo are live
+  local live
+  if small then live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
+  else live = redis.pcall('ZCARD', k) end
+  if type(live) == 'number' then
+    if live >= limit then
+      -- the limit-th newest entry decides: still in the window (as it is when ZCOUNT counted
+      -- the limit), denied: nothing written, remaining 0, the newest gives the reset; gone, fewer
+      -- than limit entries are live
+      local r = '-' .. ARGV[1]
+      local a = redis.call('ZRANGE', k, r, r)[1]
+      a = tonumber(a) or redis.call('ZSCORE', k, a) + 0
+      if small or a > lo then
+        local b = redis.call('ZRANGE', k, -1, -1)[1]
+        return {a + period - now, (tonumber(b) or redis.call('ZSCORE', k, b)) + period - now}
+      end
+    end
+    if not small and live > 0 then  -- drop what left the window: the rest is live
+      live = live - redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo))
+    end
     local m  -- the time as text, as string.format('%d', now) writes it
     if s then
       if #u < 6 then u = string.sub('00000' .. u, -6) end
@@ -44,10 +68,10 @@ if mode == '1' and cost == 1 and type(live) == 'number' then
     end
     -- a member is scored by the time it names: ZADD answers 0 when it is there already
     if redis.call('ZADD', k, m, m) == 0 then  -- this microsecond is taken: a suffix
-      local j = redis.call('ZCARD', k)
+      local j = live
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
-    if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
+    if small and now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo)) end
     -- the key lives a window (whole milliseconds, rounded up): a window of whole milliseconds,
     -- as most are, is the window's own text short of three zeros
     if min_ms == 0 and period % 1000 == 0 then
@@ -59,12 +83,9 @@ if mode == '1' and cost == 1 and type(live) == 'number' then
     end
     return limit - live - 1
   end
-  -- denied, nothing written: the limit-th newest entry decides (live ones hold the top ranks),
-  -- the newest gives the reset; remaining is 0
-  local r = '-' .. ARGV[1]
-  local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
-  return {e[2] + period - now, redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + period - now}
 end
+local lo = string.format('(%d', now - period)  -- entries scored above it are live
+local live = redis.pcall('ZCOUNT', k, lo, '+inf')
 local bad = type(live) == 'table'
 if bad then live = 0 end
 

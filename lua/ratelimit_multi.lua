@@ -44,8 +44,13 @@ end
 if mode == 1 and cost == 1 then
   -- globals looked up once (each use of one is a table lookup)
   local floor, format, rcall, rpcall, keys, argv = math.floor, string.format, redis.call, redis.pcall, KEYS, ARGV
-  local out, todo = {}, {}  -- per policy: the reply, and what the commit writes (-window: a log; 2 to 4)
-  local arg, arg2, undo  -- the writes' arguments; the charges made so far (key, by: '' to DEL)
+  -- the reply, one integer per policy; and one scratch table, made at its size once (a table
+  -- grown an item at a time is reallocated, and every table is garbage to collect): per policy
+  -- i, w[i] what the commit writes (-window: a log; 2 to 4, false: nothing) and w[n + i],
+  -- w[2n + i] its arguments; after them, the charges made so far (key, by: '' to DEL), up to w[nu]
+  local out = n == 2 and {0, 0} or {}
+  local w = {false, false, false, false, false, false, false, false, false, false}
+  local nu, n2 = 3 * n, 2 * n
   local bail = false
   for i = 1, n do
     local k = keys[i]
@@ -54,33 +59,40 @@ if mode == 1 and cost == 1 then
     local kind = lk - limit * 10
     local period = argv[2 * i] + 0
     if kind == 1 then
-      local live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
+      -- as ratelimit_log counts: a small limit's few entries by ZCOUNT (the commit drops what
+      -- left one time in eight); a larger log by ZCARD, dropping what left first (no walk of a
+      -- small, listpack, set entry by entry; no trim on a new key)
+      local live
+      if limit <= 16 then live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
+      else
+        live = rpcall('ZCARD', k)
+        if type(live) == 'number' and live > 0 then
+          live = live - rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period))
+        end
+      end
       if type(live) ~= 'number' or live >= limit then bail = true break end
-      out[i], todo[i] = limit - live - 1, -period  -- a log: its window, negated
+      out[i], w[i] = limit - live - 1, -period  -- a log: its window, negated
     elseif kind == 2 then
       local by = argv[2 * i]  -- the interval, as text
       local v = rpcall('INCRBY', k, by)
       if type(v) ~= 'number' then bail = true break end
       local at = v - period  -- the state before
-      undo = undo or {}
-      local u = #undo
-      undo[u + 1], undo[u + 2] = k, at == 0 and '' or by
+      w[nu + 1], w[nu + 2], nu = k, at == 0 and '' or by, nu + 2
       local tau = limit * period
       if v >= 9007199254740992 or (at >= now and v - tau > now) then bail = true break end
       if at >= now then  -- a drawn bucket: the expiry moves when the state passes a multiple of tau
         local g = floor(v / tau)
         if min_ttl_ms ~= 0 or g ~= floor(at / tau) then
-          todo[i], arg = 2, arg or {}
-          arg[i] = format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ttl_ms))
+          w[i] = 2
+          w[n + i] = format('%d', math.max(floor(((g + 2) * tau - now + 999) / 1000), min_ttl_ms))
         end
         out[i] = v - now
       else  -- a full bucket (no key, or a state behind now): it becomes now + interval
         local new = now + period
         local gn = floor(new / tau)
-        arg, arg2 = arg or {}, arg2 or {}
-        todo[i], arg[i] = 3, format('%d', new)
+        w[i], w[n + i] = 3, format('%d', new)
         if min_ttl_ms ~= 0 or at <= 0 or gn ~= floor(at / tau) then
-          arg2[i] = format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ttl_ms))
+          w[n2 + i] = format('%d', math.max(floor(((gn + 2) * tau - now + 999) / 1000), min_ttl_ms))
         end
         out[i] = period
       end
@@ -100,9 +112,7 @@ if mode == 1 and cost == 1 then
       local v = rpcall('INCRBY', k, '1')
       if type(v) ~= 'number' then bail = true break end
       local old = v - 1
-      undo = undo or {}
-      local u = #undo
-      undo[u + 1], undo[u + 2] = k, old == 0 and '' or '1'
+      w[nu + 1], w[nu + 2], nu = k, old == 0 and '' or '1', nu + 2
       -- the state before: q its slot, c its current count (and p the previous one, kind 4)
       local q, c, p = 0, 0, 0
       if old ~= 0 then
@@ -123,9 +133,8 @@ if mode == 1 and cost == 1 then
           if c >= limit then bail = true break end
         else  -- no key or an earlier window's state: this window's first count
           c = 0
-          arg, arg2 = arg or {}, arg2 or {}
-          todo[i], arg[i] = 4, format('%d', slot * span + 1)
-          arg2[i] = format('%d', math.max(floor((reset + 999) / 1000), min_ttl_ms))
+          w[i], w[n + i] = 4, format('%d', slot * span + 1)
+          w[n2 + i] = format('%d', math.max(floor((reset + 999) / 1000), min_ttl_ms))
         end
         out[i] = (c + 1) * period + reset - 1
       else
@@ -135,9 +144,8 @@ if mode == 1 and cost == 1 then
         if room < period then bail = true break end
         local ttl = (idx + 2) * period - now  -- a count still weighs in the next window
         if q ~= slot then  -- no key or an earlier window's state: write this window's
-          arg, arg2 = arg or {}, arg2 or {}
-          todo[i], arg[i] = 4, format('%d', slot * span + prev * wide + 1)
-          arg2[i] = format('%d', math.max(floor((ttl + 999) / 1000), min_ttl_ms))
+          w[i], w[n + i] = 4, format('%d', slot * span + prev * wide + 1)
+          w[n2 + i] = format('%d', math.max(floor((ttl + 999) / 1000), min_ttl_ms))
         end
         local avail = floor(room / period)
         if (avail + 1) * period <= room then avail = avail + 1 elseif avail * period > room then avail = avail - 1 end
@@ -147,9 +155,10 @@ if mode == 1 and cost == 1 then
   end
   if not bail then  -- every policy admits: commit
     for i = 1, n do
-      local w = todo[i]
-      if w and w < 0 then
-        local k, period = keys[i], -w
+      local t = w[i]
+      if t and t < 0 then
+        local k, period = keys[i], -t
+        local small = argv[2 * i - 1] + 0 < 170  -- a limit of 16 or less (limit * 10 + kind)
         local s  -- the time as text, as format('%d', now) writes it
         if sec then
           if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
@@ -162,7 +171,7 @@ if mode == 1 and cost == 1 then
           local c = rcall('ZCARD', k)
           repeat c = c + 1 until rcall('ZADD', k, 'NX', s, s .. ':' .. c) == 1
         end
-        if now % 8 == 0 then rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period)) end
+        if small and now % 8 == 0 then rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period)) end
         if min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
           rcall('PEXPIRE', k, string.sub(argv[2 * i], 1, -4))
         else
@@ -170,17 +179,17 @@ if mode == 1 and cost == 1 then
           if ms < min_ttl_ms then ms = min_ttl_ms end
           rcall('PEXPIRE', k, format('%d', ms))
         end
-      elseif w == 2 then
-        rcall('PEXPIRE', keys[i], arg[i])
-      elseif w then  -- 3, 4: a new state (with the expiry set before when no PX is given)
-        if arg2 and arg2[i] then rcall('SET', keys[i], arg[i], 'PX', arg2[i])
-        else rcall('SET', keys[i], arg[i], 'KEEPTTL') end
+      elseif t == 2 then
+        rcall('PEXPIRE', keys[i], w[n + i])
+      elseif t then  -- 3, 4: a new state (with the expiry set before when no PX is given)
+        if w[n2 + i] then rcall('SET', keys[i], w[n + i], 'PX', w[n2 + i])
+        else rcall('SET', keys[i], w[n + i], 'KEEPTTL') end
       end
     end
     return out
   end
-  for j = 1, undo and #undo or 0, 2 do  -- undo the charges: the general evaluation below reads every state as it was
-    if undo[j + 1] == '' then rcall('DEL', undo[j]) else rcall('DECRBY', undo[j], undo[j + 1]) end
+  for j = 3 * n + 1, nu, 2 do  -- undo the charges: the general evaluation below reads every state as it was
+    if w[j + 1] == '' then rcall('DEL', w[j]) else rcall('DECRBY', w[j], w[j + 1]) end
   end
 end
 

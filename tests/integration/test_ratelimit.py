@@ -823,3 +823,76 @@ def test_prebuilt_ops_address_the_keys_reset_and_keys_name(rp: Harness, subject:
     assert not rp.call(lim.peek(subject)).allowed
     assert rp.call(lim.reset(subject)) is True and raw.exists(key) == 0
     assert rp.call(lim.hit(subject)).remaining == 2
+
+
+@pytest.mark.parametrize("limit", [4, 40, 150])  # counted by ZCOUNT; by ZCARD, listpack and skiplist
+def test_sliding_log_hits_of_cost_one_match_the_oracle_and_keep_only_live_entries(
+    rp: Harness, limit: int
+) -> None:
+    """Hits of cost 1 on a virtual clock (the script's common path: a small limit's log counted
+    by ZCOUNT; a larger one's deciding entry read first when full, what left the window dropped
+    before counting; ties within one microsecond; now and then a peek or a cost-2 hit on the
+    other path) answer as the oracle does, and after an admitted hit the larger log holds
+    exactly the live entries."""
+    from tests.ratelimit_oracles import SlidingLogOracle
+
+    rng = random.Random(limit)
+    clock = VClock()
+    window = 2_000_000
+    lim = make(rp, "sliding", limit, window / 1e6, _test_clock=clock)
+    oracle = SlidingLogOracle(limit, window)
+    (key,) = lim.keys("cost-one")
+    raw = rp.backend.sync_client()
+    gap = window // limit  # the mean gap at which the log stays about full
+    steps = [0, 0, 1, 7, gap // 3, gap, gap, 2 * gap, 3 * gap]
+    denied = 0
+    for i in range(6 * limit):
+        clock.now += rng.choice(steps) if i % (2 * limit) else window // 2
+        cost, peek = (2, False) if i % 37 == 36 else (1, i % 23 == 22)
+        d = rp.call(lim.peek("cost-one", cost) if peek else lim.hit("cost-one", cost))
+        allowed, remaining, retry, reset = oracle.evaluate(clock.now, cost)
+        if allowed and peek:
+            remaining += cost  # a peek charges nothing: what is left now
+        assert (d.allowed, d.remaining, d.retry_after_us) == (allowed, remaining, retry), i
+        if not allowed:
+            assert d.reset_after_us == reset, i
+            denied += 1
+        elif not peek:
+            oracle.commit(clock.now, cost)
+            live = len(oracle.live(clock.now))
+            if cost == 1 and limit > 16:  # a larger log drops what left before it counts
+                assert raw.zcard(key) == live, i
+            else:  # a small one, one charging call in eight (its ZCOUNT walks the rest)
+                assert live <= raw.zcard(key) <= live + 64, i
+    assert rp.call(lim.hit("cost-one", 0)).remaining == max(0, limit - len(oracle.live(clock.now)))
+    assert 6 * limit // 10 < denied < 5 * limit  # full logs denied and freed again, many times
+
+
+@pytest.mark.parametrize("log_limit", [6, 40])  # the multi script counts a small log by ZCOUNT
+def test_multi_hits_of_cost_one_with_a_sliding_log_match_the_oracle(rp: Harness, log_limit: int) -> None:
+    """A sliding log beside a token bucket, hit at about its pace (cost 1, the multi script's
+    short path; denials go the general way): every reply equals the oracle's, and a larger log
+    holds only its live entries after an admitted hit."""
+    from tests.ratelimit_oracles import SlidingLogOracle, oracle_for, oracle_hit
+
+    rng = random.Random(log_limit)
+    clock = VClock()
+    pols = (Policy.sliding(log_limit, 2), Policy.token_bucket(50, 60, per=1.0))
+    lim = make(rp, "multi", pols, _test_clock=clock)
+    oracles = [oracle_for(p) for p in pols]
+    log = oracles[0]
+    assert isinstance(log, SlidingLogOracle)
+    raw = rp.backend.sync_client()
+    key = lim.keys("m1")[0]
+    gap = 2_000_000 // log_limit
+    for i in range(8 * log_limit):
+        clock.now += rng.choice([0, 1, gap // 2, gap, gap, 2 * gap]) if i % (3 * log_limit) else 1_000_000
+        d = rp.call(lim.hit("m1"))
+        want = oracle_hit(oracles, clock.now, 1)
+        got = [d.now_us, int(d.allowed)]
+        for s in d.policies:
+            got += [int(s.allowed), s.remaining, -1 if s.retry_after_us is None else s.retry_after_us]
+            got.append(s.reset_after_us)
+        assert got == want, i
+        if d.allowed and log_limit > 16:
+            assert raw.zcard(key) == len(log.live(clock.now)), i
