@@ -499,30 +499,39 @@ def call(
     """
     token = None
     now = clock()  # read once: it decides the read (GET or lease) and the value's freshness
-    if spec.can_write:
+    # the header of the value last read under this key, while that value is fresh with no
+    # compute time for XFetch to weigh, in plain JSON (see _read): one lookup decides the read
+    # (a GET: it is present) and lets the reply take the inlined hit below
+    seen: Head | None = spec.heads.get(keys.value)
+    if seen is not None and now >= seen[4]:
+        seen = None
+    if seen is None and spec.can_write:
         until = spec.present.get(keys.value)
         if until is None or now >= until:
             token = new_token()
     if breaker.state == CLOSED:
-        op = keys.get if token is None else lease_op(spec, keys, token)
+        if token is None:
+            op: Any = keys._get
+            if op is None:
+                op = keys.get
+        else:
+            op = lease_op(spec, keys, token)
         failed = None
         try:
             raw = yield op
         except Exception as exc:
             raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
         if failed is None or failed is _RAW:
-            seen = spec.heads.get(keys.value) if token is None and type(raw) is bytes else None
-            if seen is not None and now < seen[4] and raw.startswith(seen[0]):
-                # the common hit, inlined (no call, no parse): a GET (the key is in `present`)
-                # read the value again under the header seen last time, fresh, with no compute
-                # time for XFetch to weigh, in plain JSON
+            if seen is not None and type(raw) is bytes and raw.startswith(seen[0]):
+                # the common hit, inlined (no call, no parse): the value read again under the
+                # header seen last time
                 start = seen[1]
-                if raw[start : start + 1] < b"\xfe":  # not the codec's bytes marker
-                    body = raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
-                    try:
+                try:
+                    if raw[start] < 0xFE:  # not the codec's bytes marker
+                        body = raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
                         return orjson.loads(body), HIT
-                    except ValueError:  # no longer decodes: _classify counts it
-                        pass
+                except (ValueError, IndexError):  # no longer decodes: _classify counts it
+                    pass
             value, outcome = _classify(spec, keys, raw, now, rand, token is not None)
             if outcome is STALE or outcome is _EARLY:
                 value, outcome = yield from _stale(
@@ -623,6 +632,12 @@ def _read_failed(
     return raw, _RAW
 
 
+def _forget(spec: CacheSpec, keys: CallKeys) -> None:
+    """The value is gone (or being filled): its next read takes the lease script again."""
+    spec.present.pop(keys.value, None)
+    spec.heads.pop(keys.value, None)
+
+
 _RAW = "raw"  # internal: _read_failed got the reply after waiting out a full pool
 _EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
 
@@ -642,10 +657,10 @@ def _classify(
     if raw is None:
         if leased:
             return NOT_FOUND, LEASED
-        spec.present.pop(keys.value, None)
+        _forget(spec, keys)
         return NOT_FOUND, MISS
     if _is_lease(raw):  # another caller is filling it: wait for its value (fill())
-        spec.present.pop(keys.value, None)
+        _forget(spec, keys)
         return NOT_FOUND, MISS
     got = _read(raw, spec.codec, keys.value, spec.heads)
     if got is None:
@@ -983,7 +998,7 @@ def repair(spec: CacheSpec, pending: dict[str, CallKeys]) -> Flow[int]:
 def invalidate(spec: CacheSpec, keys: CallKeys) -> Flow[int]:
     """Delete the entry; a tombstone on its lease stops a fill in flight from storing its
     (older) result, while a new fill may start at once."""
-    spec.present.pop(keys.value, None)
+    _forget(spec, keys)
     script = Script(load("cache_invalidate"), keys=(keys.value, keys.lock), args=(spec.lock_ms,))
     return int((yield script))
 
