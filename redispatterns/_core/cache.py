@@ -503,35 +503,34 @@ def call(
     # compute time for XFetch to weigh, in plain JSON (see _read): one lookup decides the read
     # (a GET: it is present) and lets the reply take the inlined hit below
     seen: Head | None = spec.heads.get(keys.value)
-    if seen is not None and now >= seen[4]:
+    if seen is None or now >= seen[4]:
         seen = None
-    if seen is None and spec.can_write:
-        until = spec.present.get(keys.value)
-        if until is None or now >= until:
-            token = new_token()
+        if spec.can_write:
+            until = spec.present.get(keys.value)
+            if until is None or now >= until:
+                token = new_token()
     if breaker.state == CLOSED:
-        if token is None:
-            op: Any = keys._get
-            if op is None:
-                op = keys.get
-        else:
-            op = lease_op(spec, keys, token)
-        failed = None
+        op: Any = (keys._get or keys.get) if token is None else lease_op(spec, keys, token)
+        failed: str | None
         try:
             raw = yield op
         except Exception as exc:
             raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
-        if failed is None or failed is _RAW:
+        else:
+            failed = None
             if seen is not None and type(raw) is bytes and raw.startswith(seen[0]):
                 # the common hit, inlined (no call, no parse): the value read again under the
                 # header seen last time
                 start = seen[1]
                 try:
                     if raw[start] < 0xFE:  # not the codec's bytes marker
-                        body = raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
-                        return orjson.loads(body), HIT
+                        # below a few KB a slice (a copy) costs less than making a memoryview
+                        return orjson.loads(
+                            raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
+                        ), HIT
                 except (ValueError, IndexError):  # no longer decodes: _classify counts it
                     pass
+        if failed is None or failed is _RAW:
             value, outcome = _classify(spec, keys, raw, now, rand, token is not None)
             if outcome is STALE or outcome is _EARLY:
                 value, outcome = yield from _stale(
@@ -865,29 +864,38 @@ def _store(
 ) -> Flow[StoreStatus]:
     """Encode and write ``value`` (``cache_store.lua``), in one round trip with its tags: a
     :class:`StoreStatus` (``SKIP``: condition, TTL, lease lost, newer version)."""
-    ok = True
-    if spec.condition is not None:
-        ok = bool((yield Compute(spec.condition, (value,))))
-    ttl: Any = spec.ttl
-    if ok and callable(ttl):
-        ttl = yield Compute(ttl, (value,))
-        if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-            ok = False  # a TTL callable says "don't cache" with None or 0
-    payload = b""
-    status = StoreStatus.SKIP
-    if ok:
+    if spec.condition is None and spec.ttl_ms:  # the common store: no condition, a fixed TTL
         try:
             payload = spec.codec.encode(value)
         except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
-            ok = False
-            status = StoreStatus.CODEC
-    if not ok:
-        if token:
-            yield from _release(keys, token)
-        return status
-    ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+            if token:
+                yield from _release(keys, token)
+            return StoreStatus.CODEC
+        ttl_ms, stale_ms = spec.ttl_ms, spec.stale_ms
+    else:
+        ok = True
+        if spec.condition is not None:
+            ok = bool((yield Compute(spec.condition, (value,))))
+        ttl: Any = spec.ttl
+        if ok and callable(ttl):
+            ttl = yield Compute(ttl, (value,))
+            if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+                ok = False  # a TTL callable says "don't cache" with None or 0
+        payload = b""
+        status = StoreStatus.SKIP
+        if ok:
+            try:
+                payload = spec.codec.encode(value)
+            except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
+                ok = False
+                status = StoreStatus.CODEC
+        if not ok:
+            if token:
+                yield from _release(keys, token)
+            return status
+        ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+        stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
     soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
-    stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
     now = spec.clock() if spec.clock is not None else (yield WallClock())
     now_ms = int(now * 1000.0)
     store_keys: tuple[str | bytes, ...] = keys.pair
