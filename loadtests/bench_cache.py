@@ -337,7 +337,8 @@ def _peers(url: str, c: Any) -> list[BenchCase]:
 
 class _StubClient(redis.Redis):
     """A sync client that never opens its socket: GET returns the stored envelope (nil for a
-    cold key), the lease script grants the lease (or returns the value), the store writes."""
+    cold key), the lease script (one key) grants the lease (nil) or returns the value, the
+    store (two keys or more) writes."""
 
     def __init__(self, raw: bytes) -> None:
         super().__init__()
@@ -349,7 +350,7 @@ class _StubClient(redis.Redis):
         key = args[1] if args[0] == "GET" else args[3]  # keys go as bytes (encoded once)
         if (key.decode() if isinstance(key, bytes) else key).endswith(":i42"):
             return self.raw
-        return None if args[0] == "GET" else 1
+        return None if args[0] == "GET" or args[2] in (1, b"1") else 1
 
 
 def _per_call(fn: Any, n: int = 20_000, *, wall: bool = False) -> float:

@@ -1,28 +1,10 @@
 -- name: cache_lease
--- summary: read a cached value, or on a miss take the short fill lease, in one call (a cold miss is this and one store)
--- KEYS[1]: the cached value (an envelope string)
--- KEYS[2]: the fill lease of that value
--- ARGV[1]: our lease token
+-- summary: read a cached value, or on a miss take the short fill lease in its place, in one command (a cold miss is this and one store)
+-- KEYS[1]: the cached value (an envelope string, or a fill lease: "\2" and its holder's token)
+-- ARGV[1]: our lease ("\2" and our token)
 -- ARGV[2]: lease length in milliseconds
--- ARGV[3]: "1" to ignore a present value (it failed to decode and must be replaced); absent (or "0") to read it
--- returns: the stored envelope when present; 1 when we now hold the lease (taking over an invalidation tombstone "~"); 2 when we hold it and a value of another type sits under the key (to be replaced); 0 when another caller holds it
+-- returns: nil when we now hold the lease (the key was absent); else what the key holds: an envelope (the value), or another caller's lease
 -- read-only: no
-local foreign = false
-if ARGV[3] ~= '1' then
-  local v = redis.pcall('GET', KEYS[1])
-  if type(v) == 'table' and v.err then
-    foreign = true  -- another type under the key: absent, the store replaces it
-  elseif v then
-    return v
-  end
-end
-local mine = foreign and 2 or 1
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return mine
-end
-if redis.call('GET', KEYS[2]) == '~' then
-  -- an invalidation's tombstone: fills from before it must not store, but a new one may start
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return mine
-end
-return 0
+-- Cost: one SET (NX ... GET reads and leases at once); a script, not the bare command, because
+-- redis-py turns a bare SET's reply into a boolean. A key of another type is the SET's WRONGTYPE.
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')

@@ -107,7 +107,11 @@ class Handle:
 
     def record(self, outcome: str, key: str) -> None:
         self.stats.counts[outcome] += 1
-        if outcome is not core.HIT:
+        if outcome is not core.HIT and (  # a plain miss has nothing to log: no call for it
+            outcome is not core.MISS
+            or self.spec.corrupt != self._corrupt
+            or self.breaker.trips != self._trips
+        ):
             self._notable(outcome, key)
         if self.on_event is not None:
             self.hook(outcome, key)

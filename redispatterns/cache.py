@@ -219,13 +219,15 @@ def _decorate_plain(h: Handle) -> Any:
     HIT = core.HIT
     counts = h.stats.counts
     clock = wallclock
+    on_event = h.on_event  # fixed at decoration
+    bound = ns._client  # a client given at decoration (fixed); None: the process default, per call
 
     if h.is_async:
 
         @functools.wraps(fn)
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
-            client = ns.client
+            client = bound if bound is not None else ns.client
             leases: list[str] = []
             flow = call(spec, keys, fn, args, kwargs, breaker, rand, clock, flights_, leases)
             try:
@@ -236,7 +238,7 @@ def _decorate_plain(h: Handle) -> Any:
                 raise
             if outcome is HIT:
                 counts[HIT] += 1
-                if h.on_event is not None:
+                if on_event is not None:
                     h.hook(HIT, keys.value)
             else:
                 record(outcome, keys.value)
@@ -249,11 +251,12 @@ def _decorate_plain(h: Handle) -> Any:
         def swrapper(*args: Any, **kwargs: Any) -> Any:
             keys = keys_for(args, kwargs)
             value, outcome = run_sync(
-                ns.client, call(spec, keys, fn, args, kwargs, breaker, rand, clock, flights_)
+                bound if bound is not None else ns.client,
+                call(spec, keys, fn, args, kwargs, breaker, rand, clock, flights_),
             )
             if outcome is HIT:
                 counts[HIT] += 1
-                if h.on_event is not None:
+                if on_event is not None:
                     h.hook(HIT, keys.value)
             else:
                 record(outcome, keys.value)

@@ -16,11 +16,18 @@ time (Vattani et al., VLDB 2015).
 
 A cached ``None`` is a stored ``null``: present, unlike a miss.
 
+A cold miss leases the value's own key: ``cache_lease`` is one ``SET key "\\x02<token>" NX PX
+GET``, which returns the value when there is one, another caller's lease, or nil (the lease is
+ours), and the store replaces the lease with the value (no second key to create and delete).
+A stale value keeps being served while it is refreshed, so a refresh leases the ``#lock`` key
+beside it; an invalidation deletes the value (and with it a cold fill's lease) and leaves a
+tombstone there, so no fill that began before it stores its older result.
+
 Keys (``b`` = crc32 bucket of the rest, so a value, its lease and its bucket's tag sets share one
 Cluster slot and the store script can keep tags atomic with the write)::
 
-    <prefix>cache:{b}:<function>:v<version>:<arguments>     the value
-    <prefix>cache:{b}:#lock:<function>:v<version>:<arguments>   its fill lease
+    <prefix>cache:{b}:<function>:v<version>:<arguments>     the value (or a cold fill's lease)
+    <prefix>cache:{b}:#lock:<function>:v<version>:<arguments>   its refresh lease / tombstone
     <prefix>cache:{b}:#tag:<tag>                              the bucket's members of a tag
     <prefix>cachetag:{<tag>}                                  the buckets a tag has members in
 
@@ -427,8 +434,20 @@ if hasattr(os, "register_at_fork"):
 
 
 def new_token() -> str:
-    """A lease token unique among processes (48 random bits per process, then a counter)."""
-    return f"{_token_prefix}{next(_token_seq):x}"
+    """A cold fill's lease as stored in the value's key: ``"\\x02"`` and a token unique among
+    processes (48 random bits per process, then a counter)."""
+    return f"\x02{_token_prefix}{next(_token_seq):x}"
+
+
+LEASE_MARK = b"\x02"
+"""The first byte of a cold fill's lease in a value key (a value starts with ``ENVELOPE``)."""
+
+
+def _is_lease(raw: Any) -> bool:
+    """A read met another caller's cold-fill lease in the value's key."""
+    if type(raw) is bytes:
+        return raw[:1] == LEASE_MARK
+    return isinstance(raw, (str, memoryview)) and as_bytes(raw)[:1] == LEASE_MARK
 
 
 def release(keys: CallKeys, token: str) -> Flow[None]:
@@ -437,8 +456,9 @@ def release(keys: CallKeys, token: str) -> Flow[None]:
 
 
 def _release(keys: CallKeys, token: str) -> Flow[None]:
+    lease = keys.pair[0] if token[:1] == "\x02" else keys.lock  # a cold fill's: the value's key
     try:
-        yield _script(_UNLOCK, (keys.lock,), (token,))
+        yield _script(_UNLOCK, (lease,), (token,))
     except Exception:  # best effort: the lease expires by itself
         return
 
@@ -479,31 +499,39 @@ def call(
     """
     token = None
     now = clock()  # read once: it decides the read (GET or lease) and the value's freshness
-    if spec.can_write:
-        until = spec.present.get(keys.value)
-        if until is None or now >= until:
-            token = new_token()
+    # the header of the value last read under this key, while that value is fresh with no
+    # compute time for XFetch to weigh, in plain JSON (see _read): one lookup decides the read
+    # (a GET: it is present) and lets the reply take the inlined hit below
+    seen: Head | None = spec.heads.get(keys.value)
+    if seen is None or now >= seen[4]:
+        seen = None
+        if spec.can_write:
+            until = spec.present.get(keys.value)
+            if until is None or now >= until:
+                token = new_token()
     if breaker.state == CLOSED:
-        op = keys.get if token is None else lease_op(spec, keys, token)
-        failed = None
+        op: Any = (keys._get or keys.get) if token is None else lease_op(spec, keys, token)
+        failed: str | None
         try:
             raw = yield op
         except Exception as exc:
             raw, failed = yield from _read_failed(spec, op, exc, breaker, rand)
-        if failed is None or failed is _RAW:
-            seen = spec.heads.get(keys.value) if token is None and type(raw) is bytes else None
-            if seen is not None and now < seen[4] and raw.startswith(seen[0]):
-                # the common hit, inlined (no call, no parse): a GET (the key is in `present`)
-                # read the value again under the header seen last time, fresh, with no compute
-                # time for XFetch to weigh, in plain JSON
+        else:
+            failed = None
+            if seen is not None and type(raw) is bytes and raw.startswith(seen[0]):
+                # the common hit, inlined (no call, no parse): the value read again under the
+                # header seen last time
                 start = seen[1]
-                if raw[start : start + 1] < b"\xfe":  # not the codec's bytes marker
-                    body = raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
-                    try:
-                        return orjson.loads(body), HIT
-                    except ValueError:  # no longer decodes: _classify counts it
-                        pass
-            value, outcome = _classify(spec, keys, raw, now, rand)
+                try:
+                    if raw[start] < 0xFE:  # not the codec's bytes marker
+                        # below a few KB a slice (a copy) costs less than making a memoryview
+                        return orjson.loads(
+                            raw[start:] if len(raw) < _COPY_BELOW else memoryview(raw)[start:]
+                        ), HIT
+                except (ValueError, IndexError):  # no longer decodes: _classify counts it
+                    pass
+        if failed is None or failed is _RAW:
+            value, outcome = _classify(spec, keys, raw, now, rand, token is not None)
             if outcome is STALE or outcome is _EARLY:
                 value, outcome = yield from _stale(
                     spec, keys, fn, args, kwargs, breaker, rand, value, outcome
@@ -571,11 +599,15 @@ _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
 
 
-def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script:
-    """``cache_lease``: the value if present (unless ``replace``), else the fill lease."""
+def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script | Command:
+    """``cache_lease``: the value if present, else the fill lease (a nil reply). ``replace``:
+    the present value is not ours or no longer decodes: a plain ``SET`` puts our lease over it
+    (any type; it replies ``True``)."""
     if replace:
-        return _script(_LEASE, keys.pair, (token, spec.lock_arg, b"1"))
-    return _script(_LEASE, keys.pair, (token, spec.lock_arg))
+        op = object.__new__(Command)
+        op.args, op.keys, op.retryable = ("SET", keys.pair[0], token, "PX", spec.lock_arg), (), False
+        return op
+    return _script(_LEASE, (keys.pair[0],), (token, spec.lock_arg))
 
 
 def _read_failed(
@@ -584,7 +616,7 @@ def _read_failed(
     """The read raised: a planted value of another type is a miss to replace; an exhausted
     pool is waited out; anything else is an outage (the breaker counts it)."""
     if isinstance(exc, ResponseError):
-        if not str(exc).startswith("WRONGTYPE"):
+        if "WRONGTYPE" not in str(exc):  # the lease script's SET passes it on
             if type(op) is Script:  # the lease refused (OOM, a read-only replica): run uncached
                 yield from _note_failure(breaker, exc)
                 return NOT_FOUND, ERROR
@@ -599,25 +631,36 @@ def _read_failed(
     return raw, _RAW
 
 
+def _forget(spec: CacheSpec, keys: CallKeys) -> None:
+    """The value is gone (or being filled): its next read takes the lease script again."""
+    spec.present.pop(keys.value, None)
+    spec.heads.pop(keys.value, None)
+
+
 _RAW = "raw"  # internal: _read_failed got the reply after waiting out a full pool
 _EARLY = "early"  # internal: a fresh value XFetch chose to refresh early
 
 
 def _classify(
-    spec: CacheSpec, keys: CallKeys, raw: Any, now: float, rand: Callable[[], float]
+    spec: CacheSpec,
+    keys: CallKeys,
+    raw: Any,
+    now: float,
+    rand: Callable[[], float],
+    leased: bool = False,
 ) -> tuple[Any, str]:
     """What a read's reply means: ``(value, HIT)``; ``(value, STALE)`` for a stale or
     early-refresh value (the caller decides, see :func:`_stale`); or ``NOT_FOUND`` with
-    ``MISS`` / ``LEASED`` / ``UNDECODABLE``."""
+    ``MISS`` / ``LEASED`` / ``UNDECODABLE``. ``leased``: the read was the lease script, whose
+    nil means the lease is now ours."""
     if raw is None:
-        spec.present.pop(keys.value, None)
+        if leased:
+            return NOT_FOUND, LEASED
+        _forget(spec, keys)
         return NOT_FOUND, MISS
-    if type(raw) is int:  # the lease script: 1 ours, 0 another caller's, 2 ours over a foreign value
-        if raw == 0:
-            return NOT_FOUND, MISS
-        if raw == 2:
-            spec.corrupt += 1
-        return NOT_FOUND, LEASED
+    if _is_lease(raw):  # another caller is filling it: wait for its value (fill())
+        _forget(spec, keys)
+        return NOT_FOUND, MISS
     got = _read(raw, spec.codec, keys.value, spec.heads)
     if got is None:
         spec.corrupt += 1
@@ -689,7 +732,7 @@ def get(
             return raw, outcome
     if breaker.state != CLOSED:
         breaker.success()
-    value, outcome = _classify(spec, keys, raw, clock(), rand)
+    value, outcome = _classify(spec, keys, raw, clock(), rand, token is not None)
     if outcome is STALE or outcome is _EARLY:
         return (yield from _stale(spec, keys, fn, args, kwargs, breaker, rand, value, outcome))
     return value, outcome
@@ -759,9 +802,9 @@ def fill(
             except Exception as exc:
                 yield from _note_failure(breaker, exc)
                 return (yield call), ERROR
-            if got == 1 or got == 2:
+            if got is None or got is True:  # the lease is ours (True: put over a bad value)
                 break
-            if got != 0:  # the value arrived
+            if not _is_lease(got):  # the value arrived
                 entry = decode_entry(got, spec.codec)
                 if entry is not None:
                     return entry.value, HIT
@@ -821,29 +864,38 @@ def _store(
 ) -> Flow[StoreStatus]:
     """Encode and write ``value`` (``cache_store.lua``), in one round trip with its tags: a
     :class:`StoreStatus` (``SKIP``: condition, TTL, lease lost, newer version)."""
-    ok = True
-    if spec.condition is not None:
-        ok = bool((yield Compute(spec.condition, (value,))))
-    ttl: Any = spec.ttl
-    if ok and callable(ttl):
-        ttl = yield Compute(ttl, (value,))
-        if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-            ok = False  # a TTL callable says "don't cache" with None or 0
-    payload = b""
-    status = StoreStatus.SKIP
-    if ok:
+    if spec.condition is None and spec.ttl_ms:  # the common store: no condition, a fixed TTL
         try:
             payload = spec.codec.encode(value)
         except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
-            ok = False
-            status = StoreStatus.CODEC
-    if not ok:
-        if token:
-            yield from _release(keys, token)
-        return status
-    ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+            if token:
+                yield from _release(keys, token)
+            return StoreStatus.CODEC
+        ttl_ms, stale_ms = spec.ttl_ms, spec.stale_ms
+    else:
+        ok = True
+        if spec.condition is not None:
+            ok = bool((yield Compute(spec.condition, (value,))))
+        ttl: Any = spec.ttl
+        if ok and callable(ttl):
+            ttl = yield Compute(ttl, (value,))
+            if ttl is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+                ok = False  # a TTL callable says "don't cache" with None or 0
+        payload = b""
+        status = StoreStatus.SKIP
+        if ok:
+            try:
+                payload = spec.codec.encode(value)
+            except (TypeError, ValueError):  # not encodable (a type, or NaN/infinity)
+                ok = False
+                status = StoreStatus.CODEC
+        if not ok:
+            if token:
+                yield from _release(keys, token)
+            return status
+        ttl_ms = spec.ttl_ms if ttl is spec.ttl else float(ttl) * 1000.0
+        stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
     soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
-    stale_ms = spec.stale_ms if ttl is spec.ttl else stale_ms_for(float(ttl), spec.stale_ttl)
     now = spec.clock() if spec.clock is not None else (yield WallClock())
     now_ms = int(now * 1000.0)
     store_keys: tuple[str | bytes, ...] = keys.pair
@@ -954,7 +1006,7 @@ def repair(spec: CacheSpec, pending: dict[str, CallKeys]) -> Flow[int]:
 def invalidate(spec: CacheSpec, keys: CallKeys) -> Flow[int]:
     """Delete the entry; a tombstone on its lease stops a fill in flight from storing its
     (older) result, while a new fill may start at once."""
-    spec.present.pop(keys.value, None)
+    _forget(spec, keys)
     script = Script(load("cache_invalidate"), keys=(keys.value, keys.lock), args=(spec.lock_ms,))
     return int((yield script))
 

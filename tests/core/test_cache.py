@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redispatterns._core import cache as core
@@ -398,13 +399,27 @@ def lease(reply: Any) -> tuple[Any, Any]:
     return (lambda op: isinstance(op, Script) and op.script.name == "cache_lease", reply)
 
 
+OURS = None  # the lease script's nil: the key was absent, our lease is in it now
+THEIRS = b"\x02someone"  # another caller's lease in the value's key
+
+
+def replace(reply: Any) -> tuple[Any, Any]:
+    """The lease put over a value that is not ours: a plain SET (no NX), our lease as its value."""
+
+    def put_over(op: Any) -> bool:
+        args = op.args if type(op) is Command else ()
+        return args[:1] == ("SET",) and "NX" not in args and str(args[2]).startswith("\2")
+
+    return (put_over, reply)
+
+
 def store(reply: Any) -> tuple[Any, Any]:
     return (lambda op: isinstance(op, Script) and op.script.name == "cache_store", reply)
 
 
 def test_fill_wins_the_lease_computes_and_stores() -> None:
     s = spec()
-    steps = [lease(1), (Now(), 1.0), (Compute, {"id": 1}), (Now(), 1.01), store(1)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, {"id": 1}), (Now(), 1.01), store(1)]
     assert run_fill(s, steps) == ({"id": 1}, core.MISS)
     # lease lost before the store (invalidated or written through meanwhile): uncached
     steps[-1] = store(0)
@@ -414,10 +429,10 @@ def test_fill_wins_the_lease_computes_and_stores() -> None:
 def test_fill_waits_for_the_holder_then_reads_its_value() -> None:
     s = spec()
     steps = [
-        lease(0),
+        lease(THEIRS),
         (Now(), 1.0),
         (Sleep, 1.0),
-        lease(0),
+        lease(THEIRS),
         (Now(), 1.01),
         (Sleep, 1.01),
         lease(env(b"7", FRESH)),
@@ -427,15 +442,15 @@ def test_fill_waits_for_the_holder_then_reads_its_value() -> None:
 
 def test_fill_after_the_wait_computes_anyway() -> None:
     s = spec(lock_wait=0.5)
-    steps = [lease(0), (Now(), 1.0), (Sleep, 1.0), lease(0), (Now(), 1.6), (Now(), 1.6), (Compute, 3),
-             (Now(), 1.7), store(1)]  # fmt: skip
+    steps = [lease(THEIRS), (Now(), 1.0), (Sleep, 1.0), lease(THEIRS), (Now(), 1.6), (Now(), 1.6),
+             (Compute, 3), (Now(), 1.7), store(1)]  # fmt: skip
     assert run_fill(s, steps) == (3, core.MISS)
 
 
 def test_fill_replaces_an_undecodable_value_and_handles_failures() -> None:
     s = spec()
     # the value that arrived is undecodable: retry the lease ignoring it
-    steps = [lease(b"junk"), lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), store(1)]
+    steps = [lease(b"junk"), replace(True), (Now(), 1.0), (Compute, 1), (Now(), 1.0), store(1)]
     assert run_fill(s, steps) == (1, core.MISS)
     # Redis fails: compute, uncached
     b = CircuitBreaker(threshold=1)
@@ -443,25 +458,25 @@ def test_fill_replaces_an_undecodable_value_and_handles_failures() -> None:
     assert b.state == OPEN
     # the function raises: the lease is released, the error propagates
     with pytest.raises(KeyError):
-        run_fill(s, [lease(1), (Now(), 1.0), (Compute, KeyError("x")), (Script, 1)])
+        run_fill(s, [lease(OURS), (Now(), 1.0), (Compute, KeyError("x")), (Script, 1)])
     # read-only: compute only
     assert run_fill(spec(can_write=False), [(Compute, 5)]) == (5, core.UNCACHED)
 
 
 def test_store_condition_ttl_codec_and_tags() -> None:
     s = spec(condition=lambda r: r is not None)
-    steps = [lease(1), (Now(), 1.0), (Compute, None), (Now(), 1.0), (Compute, False), (Script, 1)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, None), (Now(), 1.0), (Compute, False), (Script, 1)]
     assert run_fill(s, steps) == (None, core.UNCACHED)  # condition said no; lease released
     t = spec(ttl=lambda r: None)
-    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Compute, None), (Script, 1)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Compute, None), (Script, 1)]
     assert run_fill(t, steps) == (1, core.UNCACHED)
-    steps = [lease(1), (Now(), 1.0), (Compute, {1, 2}), (Now(), 1.0), (Script, 1)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, {1, 2}), (Now(), 1.0), (Script, 1)]
     assert run_fill(spec(), steps) == ({1, 2}, core.UNENCODABLE)
     tagged = spec(tags=["user:{user_id}", "all"])
     ops, result = trace(
         core.fill(tagged, tagged.keys_for((1,), {}), Compute(user, (1,)), CircuitBreaker(), lambda: 0.0),
         lambda op: (
-            1
+            (OURS if op.script.name == "cache_lease" else 1)
             if isinstance(op, Script)
             else (1.0 if isinstance(op, Now) else ([1, 1, 1] if isinstance(op, Batch) else {"id": 1}))
         ),
@@ -478,13 +493,13 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     assert not any(isinstance(op, Script) and op.script.name == "cache_store" for op in ops)  # not sent alone
     # a store failure counts as an error
     one = spec(tags=["all"])
-    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [1, Down()]), (Now(), 2.0)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [1, Down()]), (Now(), 2.0)]
     assert run_fill(one, steps) == (1, core.ERROR)
     # a registration failed but the value was written: the value is deleted again (never an
     # entry its tag's directory does not lead to), and the store is an error
     k1 = one.keys_for((1,), {})
     dele = (lambda op: isinstance(op, Command) and op.args == ("DEL", k1.value), 1)
-    steps = [lease(1), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [Down(), 1]), dele, (Now(), 2.0)]
+    steps = [lease(OURS), (Now(), 1.0), (Compute, 1), (Now(), 1.0), (Batch, [Down(), 1]), dele, (Now(), 2.0)]
     assert run_fill(one, steps) == (1, core.ERROR)
 
 
@@ -567,15 +582,18 @@ def test_replay_sanity_any() -> None:
 def test_release_and_tokens() -> None:
     s = spec()
     k = s.keys_for((1,), {})
-    assert (
-        replay(core.release(k, "t"), [(lambda op: isinstance(op, Script) and op.args == ("t",), 1)]) is None
-    )
+    unlock = (lambda op: isinstance(op, Script) and op.args == ("t",) and op.keys == (k.lock,), 1)
+    assert replay(core.release(k, "t"), [unlock]) is None  # a refresh's lease: its own key
+    # a cold fill's lease lives in the value's own key
+    unlock_value = (lambda op: isinstance(op, Script) and op.args == ("\x02t",) and op.keys == k.pair[:1], 1)
+    assert replay(core.release(k, "\x02t"), [unlock_value]) is None
     assert replay(core.release(k, "t"), [(Script, Down())]) is None  # quiet
     a, b = core.new_token(), core.new_token()
-    assert a != b and a[:12] == b[:12] and len(a) >= 13  # one random prefix per process, then a counter
+    assert a != b and a[:13] == b[:13] and len(a) >= 14  # one random prefix per process, then a counter
+    assert a[:1] == "\x02"  # stored in the value's key: never taken for a value
     core._new_process()  # what a forked child runs first: a new prefix
-    assert core.new_token()[:12] != a[:12]
-    steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", 1), (Now(), 1.0), (Compute, 1),
+    assert core.new_token()[:13] != a[:13]
+    steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", OURS), (Now(), 1.0), (Compute, 1),
              (Now(), 1.0), store(1)]  # fmt: skip
     flow = core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5, token="mine")
     assert replay(flow, steps) == (1, core.MISS)
@@ -591,20 +609,24 @@ def test_a_waiting_fill_adopts_a_lease_held_in_this_process() -> None:
         lambda op: isinstance(op, Script) and op.script.name == "cache_store" and op.args[2] == "theirs",
         1,
     )
-    steps = [lease(0), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
+    steps = [lease(THEIRS), (Now(), 1.0), (Compute, 5), (Now(), 1.0), mine]
     assert replay(core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5), steps) == (
         5,
         core.MISS,
     )
     assert s.held == {}
-    # a lease granted over a value of another type: ours, counted as a corrupt value
+    # a value of another type under the key: the lease's SET says WRONGTYPE, a corrupt value...
     before = s.corrupt
-    assert run_fill(s, [lease(2), (Now(), 1.0), (Compute, 5), (Now(), 1.0), store(1)]) == (5, core.MISS)
-    assert s.corrupt == before
-    got = replay(
-        core.get(s, k, user, (1,), {}, CircuitBreaker(), lambda: 0.5, lambda: NOW, "tok"), [lease(2)]
-    )
-    assert got == (core.NOT_FOUND, core.LEASED) and s.corrupt == before + 1
+    wrongtype = RedisResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    leased_get = core.get(s, k, user, (1,), {}, CircuitBreaker(), lambda: 0.5, lambda: NOW, "\x02tok")
+    got = replay(leased_get, [lease(wrongtype)])
+    assert got == (core.NOT_FOUND, core.UNDECODABLE) and s.corrupt == before + 1
+    # ...which a fill replaces: our lease put over it, then compute and store
+    steps = [replace(True), (Now(), 1.0), (Compute, 5), (Now(), 1.0), store(1)]
+    assert run_fill(s, steps, replace=True) == (5, core.MISS)
+    # a GET of a key this process saw fresh meets another caller's lease: a miss that waits
+    s.present[k.value] = NOW + 60
+    assert run_get(s, [(Command, THEIRS)]) == (core.NOT_FOUND, core.MISS) and k.value not in s.present
 
 
 def test_statuses_and_not_cached_are_honest_values() -> None:
@@ -679,15 +701,16 @@ def test_a_call_is_the_read_path_then_one_coalesced_fill_or_fallback() -> None:
         return fill_of(op, leased=True)
 
     leases = []
-    assert run_call([lease(1), (leased_fill, (({"id": 1}, core.MISS), True))], leases=leases) == (
+    assert run_call([lease(OURS), (leased_fill, (({"id": 1}, core.MISS), True))], leases=leases) == (
         {"id": 1},
         core.MISS,
     )
     assert seen["held"] == {keys.value: leases[0]} and s.held == {}  # dropped afterwards
     # another caller holds the lease: a fill that waits for it
-    assert run_call([lease(0), (fill_of, (({"id": 1}, core.HIT), True))]) == ({"id": 1}, core.HIT)
+    assert run_call([lease(THEIRS), (fill_of, (({"id": 1}, core.HIT), True))]) == ({"id": 1}, core.HIT)
     # a follower: "coalesced", unless the leader met an outage
-    assert run_call([lease(1), (lambda op: fill_of(op, leased=True), (({"id": 1}, core.MISS), False))]) == (
+    follows = (lambda op: fill_of(op, leased=True), (({"id": 1}, core.MISS), False))
+    assert run_call([lease(OURS), follows]) == (
         {"id": 1},
         "coalesced",
     )

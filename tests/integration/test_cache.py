@@ -580,12 +580,12 @@ def test_a_dead_lease_holder_delays_callers_by_lock_wait_only(rp: Harness) -> No
     calls, body = counter()
     f = make(rp, body, lock_wait=0.2, lock_ttl=30)
     c = rp.backend.sync_client()
-    lock = f._rp_cache.keys((1,), {}).lock
-    c.set(lock, "someone-who-crashed", px=30_000)  # a holder that will never store
+    # a cold fill's lease sits in the value's own key: a holder that will never store
+    c.set(f.key(1), b"\x02someone-who-crashed", px=30_000)
+    assert rp.call(f.peek(1)) is NOT_CACHED  # a lease is no value
     assert rp.call(f(1)) == {"x": 1, "n": 1}  # waited ~0.2 s, then computed itself
-    assert rp.call(f.peek(1)) == {"x": 1, "n": 1}  # ...and stored it (the key was absent)
-    assert c.get(lock) == b"someone-who-crashed"  # never releases another's lease
-    assert len(calls) == 1
+    assert rp.call(f.peek(1)) == {"x": 1, "n": 1}  # ...and stored it over the abandoned lease
+    assert len(calls) == 1 and f.stats.corrupt == 0  # a lease is not a corrupt value
 
 
 def test_version_bump_orphans_entries_and_hooks_never_break_calls(rp: Harness) -> None:
