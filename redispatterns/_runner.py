@@ -764,6 +764,9 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return client.execute_command(*cmd.args)
     if t is Batch:
         return _batch_sync(client, op)  # type: ignore[arg-type]  # no cast(): a call per op
+    if t is Coalesce:
+        co: Coalesce = op  # type: ignore[assignment]
+        return co.flights.do(client, co)
     if t is Sleep:
         time.sleep(cast(Sleep, op).seconds)
         return time.monotonic()
@@ -794,9 +797,6 @@ def _exec_sync(client: Any, op: Op) -> Any:
             return None
     if t is FanOut:
         return _fanout_sync(cast(FanOut, op))
-    if t is Coalesce:
-        co: Coalesce = op  # type: ignore[assignment]
-        return co.flights.do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
@@ -896,6 +896,9 @@ async def _exec_async(client: Any, op: Op) -> Any:
         return await client.execute_command(*cmd.args)
     if t is Batch:
         return await _batch_async(client, op)  # type: ignore[arg-type]
+    if t is Coalesce:
+        co: Coalesce = op  # type: ignore[assignment]
+        return await co.flights.do(client, co)
     if t is Sleep:
         await asyncio.sleep(cast(Sleep, op).seconds)
         return time.monotonic()
@@ -929,9 +932,6 @@ async def _exec_async(client: Any, op: Op) -> Any:
             return None
     if t is FanOut:
         return await _fanout_async(cast(FanOut, op))
-    if t is Coalesce:
-        co: Coalesce = op  # type: ignore[assignment]
-        return await co.flights.do(client, co)
     raise TypeError(f"flow yielded {op!r}, which is not an operation")
 
 
