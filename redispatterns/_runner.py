@@ -46,6 +46,7 @@ import queue
 import random
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -437,9 +438,13 @@ def _each_sync(op: ComputeEach) -> list[Any]:
     return out
 
 
+# What a plain handler returns most often, and is never awaitable: no inspect.isawaitable() call.
+_PLAIN_RESULTS = frozenset({tuple, list, dict, str, bytes, int, float, bool})
+
+
 async def _each_async(op: ComputeEach) -> list[Any]:
     fn, items, stop = op.fn, op.items, op.stop
-    isawaitable = inspect.isawaitable
+    isawaitable, plain, coro = inspect.isawaitable, _PLAIN_RESULTS, types.CoroutineType
     if op.concurrency <= 1 and op.key is None:  # the hot path: in order, in this task
         out: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
@@ -448,7 +453,7 @@ async def _each_async(op: ComputeEach) -> list[Any]:
                 break
             try:
                 r = fn(item)
-                if r is not None and isawaitable(r):
+                if r is not None and (type(r) is coro or (type(r) not in plain and isawaitable(r))):
                     await r
             except Exception as exc:
                 out[i] = exc
