@@ -58,9 +58,10 @@ class _PublisherBase:
         self._ttl_arg = str(ttl_ms).encode() if ttl_ms else None
         self.sharded = sharded
         self.sequence = sequence
-        # channel and counter as UTF-8 bytes (what the subscriber subscribes to), encoded once:
-        # redis-py encodes a str argument on every call
-        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        # channel and counter key as UTF-8 bytes (what the subscriber subscribes to), encoded once
+        # (redis-py encodes a str argument on every call); the counter in the one-key tuple the
+        # numbering script takes
+        self._keys: dict[str, tuple[bytes, tuple[bytes]]] = {}
         # the client a sharded publish already went through: SPUBLISH works there, so the flow
         # skips its server probe (one runner step less per call)
         self._sharded_ok: weakref.ref[Any] | None = None
@@ -68,19 +69,26 @@ class _PublisherBase:
     def _flow(self, client: Any, channel: str, message: Any) -> Flow[int]:
         keys = self._keys.get(channel) if isinstance(channel, str) else None
         if keys is None:
-            keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
-            if len(self._keys) >= 1024:
-                self._keys.clear()
-            self._keys[channel] = keys
+            keys = self._names_of(channel)
+        payload = self._codec.encode(message)
+        if self.sequence and not self.sharded:  # the usual publisher: one op, nothing to decide
+            return core.publish_numbered(core.PUBLISH_SCRIPTS[0], keys[1], payload, self._ttl_arg)
         return core.publish(
             keys[0],
-            keys[1],
-            self._codec.encode(message),
+            keys[1][0],
+            payload,
             sharded=self.sharded,
             sequence=self.sequence,
             ttl_ms=self._ttl_arg,
             probe=self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client),
         )
+
+    def _names_of(self, channel: str) -> tuple[bytes, tuple[bytes]]:
+        keys = (self._names.channel(channel).encode(), (self._names.counter(channel).encode(),))
+        if len(self._keys) >= 1024:
+            self._keys.clear()
+        self._keys[channel] = keys
+        return keys
 
     def _published(self, client: Any) -> None:
         if self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client):
@@ -101,7 +109,8 @@ class Publisher(_PublisherBase):
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
         client = self._ns.client
         n: int = run_sync(client, self._flow(client, channel, message))
-        self._published(client)
+        if self.sharded:
+            self._published(client)
         return n
 
 
@@ -117,7 +126,8 @@ class AsyncPublisher(_PublisherBase):
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
         client = self._ns.client
         n: int = await run_async(client, self._flow(client, channel, message))
-        self._published(client)
+        if self.sharded:
+            self._published(client)
         return n
 
 

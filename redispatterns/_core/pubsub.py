@@ -30,7 +30,7 @@ from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
 from .ops import Command, Flow, KeyT, Probe, Script
-from .scripts import load
+from .scripts import LuaScript, load
 
 __all__ = [
     "ENVELOPE",
@@ -48,7 +48,9 @@ __all__ = [
     "backoff_delay",
     "decode_payload",
     "encode_plain",
+    "numbered",
     "publish",
+    "publish_numbered",
     "shard_groups",
     "split_envelope",
 ]
@@ -187,14 +189,36 @@ def publish(
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))
     if sequence:
-        # each redis-py argument costs the caller ~0.5 µs: the counter and the payload, a TTL if any
-        args: tuple[Any, ...] = (payload, ttl_ms) if ttl_ms else (payload,)
-        return int((yield Script(_SPUBLISH if sharded else _PUBLISH, (counter,), args)))
+        return int((yield numbered(_SPUBLISH if sharded else _PUBLISH, (counter,), payload, ttl_ms)))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:
         n = yield Command("PUBLISH", channel, payload, retryable=False)
     return int(n)
+
+
+def publish_numbered(
+    script: LuaScript, counter: tuple[KeyT], payload: bytes, ttl_ms: bytes | None
+) -> Flow[int]:
+    """The hot path of :func:`publish` with ``sequence=True`` once the server is known: the
+    caller chose the script (``pubsub_publish`` or ``pubsub_spublish``) and keeps the one-key
+    tuple of the channel's counter, so a call builds one op and nothing else."""
+    return int((yield numbered(script, counter, payload, ttl_ms)))
+
+
+def numbered(script: LuaScript, counter: tuple[KeyT], payload: bytes, ttl_ms: int | bytes | None) -> Script:
+    """The numbering script's op: the counter, the payload, a TTL if any (each redis-py argument
+    costs the caller ~0.5 µs). Built without ``Script.__init__``: one key cannot cross slots."""
+    op = _new_op(Script)
+    op.script = script
+    op.keys = counter
+    op.args = (payload, ttl_ms) if ttl_ms else (payload,)
+    return op
+
+
+_new_op = object.__new__
+PUBLISH_SCRIPTS = (_PUBLISH, _SPUBLISH)
+"""The numbering scripts, plain and sharded (indexed by ``sharded``)."""
 
 
 # --------------------------------------------------------------------------- events
