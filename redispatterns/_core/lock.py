@@ -338,12 +338,12 @@ def release(keys: LockKeys, token: str | bytes, ttl_ms: int, *, name: str) -> Fl
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    latch_ms = max(ttl_ms, 1000)
-    code = int((yield _script("lock_release_try", keys.for_release_try, (token, ms_arg(latch_ms)))))
+    code = int((yield _script("lock_release_try", keys.for_release_try, (token,))))
     if code == 1:
         return True
     if code == 3:  # waiters are marked: hand the lock over to the longest-blocked one
-        code = int((yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))))
+        args = (token, max(ttl_ms, 1000), handoff_ms(ttl_ms))
+        code = int((yield _script("lock_release", keys.for_release, args)))
     if code == 1:
         return True
     if code == 2:
