@@ -8,7 +8,8 @@
 -- read-only: no
 -- Hot path (measured with callgrind): RENAME frees the lock and leaves the latch in one call (the
 -- lock key already holds our token, and its TTL, the rest of our lease, becomes the latch's),
--- ~7 700 server instructions less per release than DEL + SET PX and one argument less to send.
+-- 4 800-7 700 server instructions less per release than DEL + SET PX (a whole acquire + release:
+-- 72 800 instead of 77 600), and one argument less to send.
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   if redis.call('EXISTS', KEYS[2]) == 1 then
