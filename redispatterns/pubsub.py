@@ -58,10 +58,9 @@ class _PublisherBase:
         self._ttl_arg = str(ttl_ms).encode() if ttl_ms else None
         self.sharded = sharded
         self.sequence = sequence
-        # channel and counter key as UTF-8 bytes (what the subscriber subscribes to), encoded once
-        # (redis-py encodes a str argument on every call); the counter in the one-key tuple the
-        # numbering script takes
-        self._keys: dict[str, tuple[bytes, tuple[bytes]]] = {}
+        # channel and counter as UTF-8 bytes (what the subscriber subscribes to), encoded once:
+        # redis-py encodes a str argument on every call
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
         # the client a sharded publish already went through: SPUBLISH works there, so the flow
         # skips its server probe (one runner step less per call)
         self._sharded_ok: weakref.ref[Any] | None = None
@@ -70,21 +69,15 @@ class _PublisherBase:
         keys = self._keys.get(channel) if isinstance(channel, str) else None
         if keys is None:
             keys = self._names_of(channel)
-        payload = self._codec.encode(message)
-        if self.sequence and not self.sharded:  # the usual publisher: one op, nothing to decide
-            return core.publish_numbered(core.PUBLISH_SCRIPTS[0], keys[1], payload, self._ttl_arg)
+        sharded = self.sharded
+        probe = sharded and (self._sharded_ok is None or self._sharded_ok() is not client)
+        # positional: a keyword call costs the hot path its parsing on every publish
         return core.publish(
-            keys[0],
-            keys[1][0],
-            payload,
-            sharded=self.sharded,
-            sequence=self.sequence,
-            ttl_ms=self._ttl_arg,
-            probe=self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client),
+            keys[0], keys[1], self._codec.encode(message), sharded, self.sequence, self._ttl_arg, probe
         )
 
-    def _names_of(self, channel: str) -> tuple[bytes, tuple[bytes]]:
-        keys = (self._names.channel(channel).encode(), (self._names.counter(channel).encode(),))
+    def _names_of(self, channel: str) -> tuple[bytes, bytes]:
+        keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
         if len(self._keys) >= 1024:
             self._keys.clear()
         self._keys[channel] = keys

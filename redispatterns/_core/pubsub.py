@@ -30,7 +30,7 @@ from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
 from .ops import Command, Flow, KeyT, Probe, Script
-from .scripts import LuaScript, load
+from .scripts import load
 
 __all__ = [
     "ENVELOPE",
@@ -48,9 +48,7 @@ __all__ = [
     "backoff_delay",
     "decode_payload",
     "encode_plain",
-    "numbered",
     "publish",
-    "publish_numbered",
     "shard_groups",
     "split_envelope",
 ]
@@ -169,10 +167,9 @@ def publish(
     channel: KeyT,
     counter: KeyT,
     payload: bytes,
-    *,
-    sharded: bool,
-    sequence: bool,
-    ttl_ms: int | bytes | None,
+    sharded: bool = False,
+    sequence: bool = True,
+    ttl_ms: int | bytes | None = None,
     probe: bool = True,
 ) -> Flow[int]:
     """Publish ``payload`` (already encoded) on ``channel``; the reply is the receivers count.
@@ -180,16 +177,22 @@ def publish(
     With ``sequence`` the message is numbered by INCR on ``counter`` in the same script as the
     (S)PUBLISH, so subscribers can tell exactly which numbers they missed. ``counter`` must be
     ``channel + SEQ_SUFFIX`` (:meth:`Names.counter`): the script takes the channel from it, so
-    the hot call sends the counter and the payload only. Names and TTL given as ``bytes``
-    (encoded once by the caller) spare redis-py encoding them on every call. ``probe=False``:
-    the caller knows the server has sharded pub/sub (a sharded publish went through).
+    the hot call sends the counter and the payload only (and a TTL if any: each redis-py
+    argument costs the caller ~0.5 µs). Names and TTL given as ``bytes`` (encoded once by the
+    caller) spare redis-py encoding them on every call. ``probe=False``: the caller knows the
+    server has sharded pub/sub (a sharded publish went through). The publishers call it with
+    positional arguments (no keyword parsing per call).
     """
     if sharded and probe:
         info = yield Probe()
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))
-    if sequence:
-        return int((yield numbered(_SPUBLISH if sharded else _PUBLISH, (counter,), payload, ttl_ms)))
+    if sequence:  # the op built in place: one key cannot cross slots (no Script.__post_init__)
+        op = _new_op(Script)
+        op.script = _SPUBLISH if sharded else _PUBLISH
+        op.keys = (counter,)
+        op.args = (payload, ttl_ms) if ttl_ms else (payload,)
+        return int((yield op))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:
@@ -197,28 +200,7 @@ def publish(
     return int(n)
 
 
-def publish_numbered(
-    script: LuaScript, counter: tuple[KeyT], payload: bytes, ttl_ms: bytes | None
-) -> Flow[int]:
-    """The hot path of :func:`publish` with ``sequence=True`` once the server is known: the
-    caller chose the script (``pubsub_publish`` or ``pubsub_spublish``) and keeps the one-key
-    tuple of the channel's counter, so a call builds one op and nothing else."""
-    return int((yield numbered(script, counter, payload, ttl_ms)))
-
-
-def numbered(script: LuaScript, counter: tuple[KeyT], payload: bytes, ttl_ms: int | bytes | None) -> Script:
-    """The numbering script's op: the counter, the payload, a TTL if any (each redis-py argument
-    costs the caller ~0.5 µs). Built without ``Script.__init__``: one key cannot cross slots."""
-    op = _new_op(Script)
-    op.script = script
-    op.keys = counter
-    op.args = (payload, ttl_ms) if ttl_ms else (payload,)
-    return op
-
-
 _new_op = object.__new__
-PUBLISH_SCRIPTS = (_PUBLISH, _SPUBLISH)
-"""The numbering scripts, plain and sharded (indexed by ``sharded``)."""
 
 
 # --------------------------------------------------------------------------- events

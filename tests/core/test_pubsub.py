@@ -88,27 +88,21 @@ def test_publish_numbered_is_one_script() -> None:
     assert replay(flow, [(step, 3)]) == 3
 
 
-def test_publish_numbered_hot_path_is_the_same_script_op() -> None:
-    """The publisher's fast path (``sequence=True``, not sharded) yields the op ``publish`` does."""
-    ops: list[Script] = []
-
-    def seen(op: Any) -> bool:
-        ops.append(op)
-        return isinstance(op, Script)
-
+def test_publish_builds_the_op_a_checked_script_would_be() -> None:
+    """The numbered op is built in place (no slot check: one key): it equals a ``Script(...)``,
+    for the positional call the publishers make and the keyword call alike."""
     for ttl in (None, b"5000"):
-        ops.clear()
-        fast = core.publish_numbered(core.PUBLISH_SCRIPTS[0], (b"app:pubsub:{o}:seq",), b"1", ttl)
-        full = core.publish(
-            b"app:pubsub:{o}", b"app:pubsub:{o}:seq", b"1", sharded=False, sequence=True, ttl_ms=ttl
-        )
-        assert replay(fast, [(seen, 4)]) == 4
-        assert replay(full, [(seen, 4)]) == 4
-        assert ops[0] == ops[1]
-        assert ops[0].script.name == "pubsub_publish"
-        assert ops[0].keys == (b"app:pubsub:{o}:seq",)
-        assert ops[0].args == ((b"1",) if ttl is None else (b"1", ttl))
-    assert core.PUBLISH_SCRIPTS[1].name == "pubsub_spublish"
+        args = (b"1",) if ttl is None else (b"1", ttl)
+        for sharded, name in ((False, "pubsub_publish"), (True, "pubsub_spublish")):
+            expected = Script(load(name), keys=(b"app:pubsub:{o}:seq",), args=args)
+            positional = core.publish(
+                b"app:pubsub:{o}", b"app:pubsub:{o}:seq", b"1", sharded, True, ttl, False
+            )
+            keywords = core.publish(
+                b"app:pubsub:{o}", b"app:pubsub:{o}:seq", b"1", sharded=sharded, ttl_ms=ttl, probe=False
+            )
+            for flow in (positional, keywords):
+                assert replay(flow, [(expected, 4)]) == 4
 
 
 def test_publish_ttl_is_passed_only_when_set() -> None:
