@@ -105,7 +105,8 @@ class _HeldBase(_handles.LeaseView):
 
     def _release_flow(self) -> Flow[bool]:
         """Check and stop the renewal now; the flow that releases (mark ``released`` after it)."""
-        self._check_live("release")
+        if self._lease.released:  # (the check without a call on the path of every release)
+            self._check_live("release")
         if self._renewal is not None:
             self._renewal.stop()
         return core.release(self._lock._keys, self._token, self._lease.ttl_ms, name=self.name)

@@ -68,19 +68,20 @@ class _PublisherBase:
     def _flow(self, client: Any, channel: str, message: Any) -> Flow[int]:
         keys = self._keys.get(channel) if isinstance(channel, str) else None
         if keys is None:
-            keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
-            if len(self._keys) >= 1024:
-                self._keys.clear()
-            self._keys[channel] = keys
+            keys = self._names_of(channel)
+        sharded = self.sharded
+        probe = sharded and (self._sharded_ok is None or self._sharded_ok() is not client)
+        # positional: a keyword call costs the hot path its parsing on every publish
         return core.publish(
-            keys[0],
-            keys[1],
-            self._codec.encode(message),
-            sharded=self.sharded,
-            sequence=self.sequence,
-            ttl_ms=self._ttl_arg,
-            probe=self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client),
+            keys[0], keys[1], self._codec.encode(message), sharded, self.sequence, self._ttl_arg, probe
         )
+
+    def _names_of(self, channel: str) -> tuple[bytes, bytes]:
+        keys = (self._names.channel(channel).encode(), self._names.counter(channel).encode())
+        if len(self._keys) >= 1024:
+            self._keys.clear()
+        self._keys[channel] = keys
+        return keys
 
     def _published(self, client: Any) -> None:
         if self.sharded and (self._sharded_ok is None or self._sharded_ok() is not client):
@@ -101,7 +102,8 @@ class Publisher(_PublisherBase):
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
         client = self._ns.client
         n: int = run_sync(client, self._flow(client, channel, message))
-        self._published(client)
+        if self.sharded:
+            self._published(client)
         return n
 
 
@@ -117,7 +119,8 @@ class AsyncPublisher(_PublisherBase):
         """Publish ``message``; the number of subscribers that got it (node-local on a Cluster)."""
         client = self._ns.client
         n: int = await run_async(client, self._flow(client, channel, message))
-        self._published(client)
+        if self.sharded:
+            self._published(client)
         return n
 
 

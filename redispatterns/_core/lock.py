@@ -225,8 +225,27 @@ def ms_arg(ms: int) -> bytes:
 
 def _try_op(keys: LockKeys, token: str | bytes, ttl_ms: int) -> Script:
     """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR;
-    one integer back (the fence, or ``-1 - pttl`` when refused)."""
-    return _script("lock_try", keys.for_try, (token, ms_arg(ttl_ms)))
+    one integer back (the fence, or ``-1 - pttl`` when refused). Built in place (as
+    :func:`_script` does, without its lookups): one of the two ops of every acquire + release."""
+    op = _new_script(Script)
+    op.script = _TRY
+    op.keys = keys.for_try
+    arg = _MS_ARGS.get(ttl_ms)
+    op.args = (token, arg if arg is not None else ms_arg(ttl_ms))
+    return op
+
+
+def _release_try_op(keys: LockKeys, token: str | bytes) -> Script:
+    """The uncontended release: three keys and the token (the other op of every cycle)."""
+    op = _new_script(Script)
+    op.script = _RELEASE_TRY
+    op.keys = keys.for_release_try
+    op.args = (token,)
+    return op
+
+
+_TRY = _LOADED["lock_try"]
+_RELEASE_TRY = _LOADED["lock_release_try"]
 
 
 def _nonce(reply: Any) -> str:
@@ -338,12 +357,12 @@ def release(keys: LockKeys, token: str | bytes, ttl_ms: int, *, name: str) -> Fl
 
     Raises ``LockNotOwned`` when another owner holds the lock, or when our lease had expired.
     """
-    latch_ms = max(ttl_ms, 1000)
-    code = int((yield _script("lock_release_try", keys.for_release_try, (token, ms_arg(latch_ms)))))
+    code = int((yield _release_try_op(keys, token)))
     if code == 1:
         return True
     if code == 3:  # waiters are marked: hand the lock over to the longest-blocked one
-        code = int((yield _script("lock_release", keys.for_release, (token, latch_ms, handoff_ms(ttl_ms)))))
+        args = (token, max(ttl_ms, 1000), handoff_ms(ttl_ms))
+        code = int((yield _script("lock_release", keys.for_release, args)))
     if code == 1:
         return True
     if code == 2:

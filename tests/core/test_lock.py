@@ -160,7 +160,7 @@ def _rel(reply: Any) -> tuple[Any, Any]:
 
 def _rel_try(reply: Any) -> tuple[Any, Any]:
     keys = (KEYS.lock.encode(), KEYS.waiters.encode(), KEYS.released.encode())
-    return (Script(load("lock_release_try"), keys=keys, args=("tok", b"1000")), reply)
+    return (Script(load("lock_release_try"), keys=keys, args=("tok",)), reply)
 
 
 def test_release_codes() -> None:

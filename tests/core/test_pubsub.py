@@ -88,6 +88,23 @@ def test_publish_numbered_is_one_script() -> None:
     assert replay(flow, [(step, 3)]) == 3
 
 
+def test_publish_builds_the_op_a_checked_script_would_be() -> None:
+    """The numbered op is built in place (no slot check: one key): it equals a ``Script(...)``,
+    for the positional call the publishers make and the keyword call alike."""
+    for ttl in (None, b"5000"):
+        args = (b"1",) if ttl is None else (b"1", ttl)
+        for sharded, name in ((False, "pubsub_publish"), (True, "pubsub_spublish")):
+            expected = Script(load(name), keys=(b"app:pubsub:{o}:seq",), args=args)
+            positional = core.publish(
+                b"app:pubsub:{o}", b"app:pubsub:{o}:seq", b"1", sharded, True, ttl, False
+            )
+            keywords = core.publish(
+                b"app:pubsub:{o}", b"app:pubsub:{o}:seq", b"1", sharded=sharded, ttl_ms=ttl, probe=False
+            )
+            for flow in (positional, keywords):
+                assert replay(flow, [(expected, 4)]) == 4
+
+
 def test_publish_ttl_is_passed_only_when_set() -> None:
     flow = core.publish("c", "c:seq", b"1", sharded=False, sequence=True, ttl_ms=5000)
     assert replay(flow, [(lambda op: isinstance(op, Script) and op.args == (b"1", 5000), 2)]) == 2

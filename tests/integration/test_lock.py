@@ -66,6 +66,26 @@ def test_keys_of_one_lock_share_a_slot_and_the_prefix(rp: Harness, backend: Back
     assert c.pttl(keys.released) > 0 and c.pttl(keys.fence) == -1
 
 
+def test_the_release_latch_keeps_the_rest_of_the_lease(rp: Harness, backend: Backend) -> None:
+    """The uncontended release renames the lock key into the latch: our token, with what was
+    left of our lease (a retry after a lost reply succeeds while the lease would have run)."""
+    lock = make(rp, "latch", ttl=20)
+    held = rp.call(lock.acquire())
+    c = backend.sync_client()
+    c.pexpire(lock.keys.lock, 5000)  # "the rest of the lease": 5 s of the 20
+    rp.call(held.release())
+    assert c.get(lock.keys.released) == held.token.encode()
+    assert 4000 < c.pttl(lock.keys.released) <= 5000
+    assert rp.run(core.release(lock.keys, held.token, 20000, name="latch")) is False  # the retry
+    again = rp.call(lock.acquire(blocking=False))  # the next holder's release replaces the latch
+    assert again is not None and again.fence == held.fence + 1
+    rp.call(again.release())
+    assert c.get(lock.keys.released) == again.token.encode()
+    assert 19000 < c.pttl(lock.keys.released) <= 20000
+    with pytest.raises(LockNotOwned, match="expired"):  # the older token is no longer remembered
+        rp.run(core.release(lock.keys, held.token, 20000, name="latch"))
+
+
 def _blocked_clients(client: Any, key: str) -> int:
     """Clients blocked (BLPOP) on the node that holds ``key``."""
     if hasattr(client, "get_node_from_key"):  # cluster
