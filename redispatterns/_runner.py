@@ -664,6 +664,9 @@ def _queued(client: Any, op: Batch) -> tuple[Any, list[int] | None]:
     for i, sub in enumerate(op.ops):
         if type(sub) is Command:
             a = sub.args
+            if sub.options:  # (rare) redis-py's reply parsing takes them
+                queue(*a, **_routed(client, sub))
+                continue
         else:
             s: Script = sub  # type: ignore[assignment]  # no cast(): a call per script
             if by_sha is None:
@@ -740,11 +743,13 @@ def _is_cluster(client: Any) -> bool:
 
 
 def _routed(client: Any, cmd: Command) -> dict[str, Any]:
-    """``target_nodes=`` for a movable-keys command with declared keys on a cluster client."""
+    """The command's ``options``, and ``target_nodes=`` for a movable-keys command with declared
+    keys on a cluster client."""
+    kw = dict(cmd.options) if cmd.options else {}
     if cmd.keys and cmd.args[0] in _MOVABLE_KEYS and _is_cluster(client):
         cluster: Any = client
-        return {"target_nodes": cluster.get_node_from_key(cmd.keys[0])}
-    return {}
+        kw["target_nodes"] = cluster.get_node_from_key(cmd.keys[0])
+    return kw
 
 
 # EVALSHA's key count as the bytes redis-py would encode it to on every call.
@@ -764,7 +769,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
             return client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
     if t is Command:
         cmd: Command = op  # type: ignore[assignment]
-        if cmd.keys:
+        if cmd.keys or cmd.options:
             return client.execute_command(*cmd.args, **_routed(client, cmd))
         return client.execute_command(*cmd.args)
     if t is Batch:
@@ -896,7 +901,7 @@ async def _exec_async(client: Any, op: Op) -> Any:
             return await client.execute_command("EVALSHA", sc.sha_arg, nk, *s.keys, *s.args)
     if t is Command:
         cmd: Command = op  # type: ignore[assignment]
-        if cmd.keys:
+        if cmd.keys or cmd.options:
             return await client.execute_command(*cmd.args, **_routed(client, cmd))
         return await client.execute_command(*cmd.args)
     if t is Batch:

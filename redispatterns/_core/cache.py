@@ -16,9 +16,10 @@ time (Vattani et al., VLDB 2015).
 
 A cached ``None`` is a stored ``null``: present, unlike a miss.
 
-A cold miss leases the value's own key: ``cache_lease`` is one ``SET key "\\x02<token>" NX PX
-GET``, which returns the value when there is one, another caller's lease, or nil (the lease is
-ours), and the store replaces the lease with the value (no second key to create and delete).
+A cold miss leases the value's own key with one ``SET key "\\x02<token>" NX PX <ms> GET``
+(a bare command, not a script: half the server's work), which returns the value when there is
+one, another caller's lease, or nil (the lease is ours), and the store replaces the lease with
+the value (no second key to create and delete).
 A stale value keeps being served while it is refreshed, so a refresh leases the ``#lock`` key
 beside it; an invalidation deletes the value (and with it a cold fill's lease) and leaves a
 tombstone there, so no fill that began before it stores its older result.
@@ -209,7 +210,7 @@ class CacheSpec:
     present: dict[str, float] = field(init=False, repr=False)
     """Value key -> wall-clock second until which this process expects the value in Redis (its
     soft expiry, seen on a hit): a call reads such a key with a plain ``GET``, any other with the
-    ``cache_lease`` script, which returns the value or grants the fill lease in one round trip."""
+    fill lease's ``SET … NX … GET``, which returns the value or grants the lease in one round trip."""
     heads: dict[str, Head] = field(init=False, repr=False)
     """Value key -> the header of the value last read under it (see :func:`_read`)."""
     held: dict[str, str] = field(init=False, repr=False)
@@ -490,7 +491,7 @@ def call(
     """One call of a cached function: ``(value, outcome)``.
 
     The read (:func:`get`, inlined here so a hit runs one generator): a ``GET`` when this
-    process saw the value fresh, else the ``cache_lease`` script, which returns the value or
+    process saw the value fresh, else the fill lease's ``SET … NX … GET``, which returns the value or
     grants the fill lease in the same round trip (so a cold miss is that script and one store).
     On a miss one :func:`fill` (``MISS`` / ``UNDECODABLE`` / ``LEASED``) or :func:`fallback`
     (``ERROR`` / ``BYPASS``) per key in this process, as a :class:`~._core.ops.Coalesce` op: the
@@ -594,20 +595,28 @@ def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, .
     return op
 
 
-_LEASE = load("cache_lease")
 _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
+_KEEP_REPLY = {"get": True}  # redis-py then returns SET ... GET's reply as it is, not a boolean
 
 
-def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Script | Command:
-    """``cache_lease``: the value if present, else the fill lease (a nil reply). ``replace``:
-    the present value is not ours or no longer decodes: a plain ``SET`` puts our lease over it
-    (any type; it replies ``True``)."""
+def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False) -> Command:
+    """The fill lease: ``SET key <lease> NX PX <lock_ms> GET``, whose reply is the value if
+    present, another caller's lease, or nil (the lease is ours; a key of another type is its
+    ``WRONGTYPE``). ``replace``: the present value is not ours or no longer decodes: a plain
+    ``SET`` puts our lease over it (any type; it replies ``True``)."""
+    op = object.__new__(Command)
+    op.keys, op.retryable = (), False
     if replace:
-        op = object.__new__(Command)
-        op.args, op.keys, op.retryable = ("SET", keys.pair[0], token, "PX", spec.lock_arg), (), False
-        return op
-    return _script(_LEASE, (keys.pair[0],), (token, spec.lock_arg))
+        op.args, op.options = ("SET", keys.pair[0], token, "PX", spec.lock_arg), None
+    else:
+        op.args = ("SET", keys.pair[0], token, "NX", "PX", spec.lock_arg, "GET")
+        op.options = _KEEP_REPLY
+    return op
+
+
+def _is_lease_op(op: Any) -> bool:
+    return type(op) is Command and op.options is _KEEP_REPLY
 
 
 def _read_failed(
@@ -617,7 +626,7 @@ def _read_failed(
     pool is waited out; anything else is an outage (the breaker counts it)."""
     if isinstance(exc, ResponseError):
         if "WRONGTYPE" not in str(exc):  # the lease script's SET passes it on
-            if type(op) is Script:  # the lease refused (OOM, a read-only replica): run uncached
+            if _is_lease_op(op):  # the lease refused (OOM, a read-only replica): run uncached
                 yield from _note_failure(breaker, exc)
                 return NOT_FOUND, ERROR
             raise exc
@@ -712,7 +721,7 @@ def get(
     """The read path: ``(value, outcome)``. ``NOT_FOUND`` asks :func:`call` to run, under the
     per-process single-flight, :func:`fill` (outcome ``MISS``/``UNDECODABLE``, or ``LEASED``:
     the lease is ours) or :func:`fallback` (``ERROR``/``BYPASS``: Redis failed or the breaker
-    is open). With a ``token`` the read is the ``cache_lease`` script (value or lease), else a
+    is open). With a ``token`` the read is the lease's ``SET … NX … GET`` (value or lease), else a
     ``GET``. ``fn(*args, **kwargs)`` is the user's function, called here only to refresh a
     stale value.
 

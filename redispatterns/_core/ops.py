@@ -78,14 +78,23 @@ def is_read_only(name: str | bytes) -> bool:
 class Command:
     """One Redis command. ``keys`` names every key it touches (checked to share a slot).
 
-    ``Command("GET", key)`` ; ``Command("MGET", a, b, keys=(a, b))``.
+    ``Command("GET", key)`` ; ``Command("MGET", a, b, keys=(a, b))``. ``options``: keyword
+    arguments for redis-py's reply parsing, e.g. ``{"get": True}``, without which redis-py turns
+    ``SET … GET``'s reply into a boolean.
     """
 
     args: tuple[Arg, ...]
     keys: tuple[KeyT, ...]
     retryable: bool
+    options: Mapping[str, Any] | None
 
-    def __init__(self, *args: Arg, keys: Sequence[KeyT] = (), retryable: bool | None = None):
+    def __init__(
+        self,
+        *args: Arg,
+        keys: Sequence[KeyT] = (),
+        retryable: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+    ):
         if not args:
             raise ValueError("Command needs at least a command name")
         if keys:
@@ -98,6 +107,7 @@ class Command:
             name = args[0]
             retryable = is_read_only(name if isinstance(name, (str, bytes)) else str(name))
         self.retryable = retryable
+        self.options = options
 
     def __hash__(self) -> int:
         return hash((self.args, self.keys))

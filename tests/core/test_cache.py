@@ -396,10 +396,10 @@ def run_fill(s: core.CacheSpec, steps: list[Any], **kw: Any) -> Any:
 
 
 def lease(reply: Any) -> tuple[Any, Any]:
-    return (lambda op: isinstance(op, Script) and op.script.name == "cache_lease", reply)
+    return (lambda op: isinstance(op, Command) and op.args[-1] == "GET" and op.args[3] == "NX", reply)
 
 
-OURS = None  # the lease script's nil: the key was absent, our lease is in it now
+OURS = None  # the lease's nil: the key was absent, our lease is in it now
 THEIRS = b"\x02someone"  # another caller's lease in the value's key
 
 
@@ -476,8 +476,10 @@ def test_store_condition_ttl_codec_and_tags() -> None:
     ops, result = trace(
         core.fill(tagged, tagged.keys_for((1,), {}), Compute(user, (1,)), CircuitBreaker(), lambda: 0.0),
         lambda op: (
-            (OURS if op.script.name == "cache_lease" else 1)
+            1
             if isinstance(op, Script)
+            else OURS
+            if isinstance(op, Command) and op.options
             else (1.0 if isinstance(op, Now) else ([1, 1, 1] if isinstance(op, Batch) else {"id": 1}))
         ),
     )
@@ -593,7 +595,7 @@ def test_release_and_tokens() -> None:
     assert a[:1] == "\x02"  # stored in the value's key: never taken for a value
     core._new_process()  # what a forked child runs first: a new prefix
     assert core.new_token()[:13] != a[:13]
-    steps = [(lambda op: isinstance(op, Script) and op.args[0] == "mine", OURS), (Now(), 1.0), (Compute, 1),
+    steps = [(lambda op: isinstance(op, Command) and op.args[2] == "mine", OURS), (Now(), 1.0), (Compute, 1),
              (Now(), 1.0), store(1)]  # fmt: skip
     flow = core.fill(s, k, Compute(user, (1,)), CircuitBreaker(), lambda: 0.5, token="mine")
     assert replay(flow, steps) == (1, core.MISS)
