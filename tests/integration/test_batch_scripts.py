@@ -46,3 +46,28 @@ def test_a_known_script_goes_by_sha_in_a_plain_batch_and_survives_a_flush(
     backend.sync_client().script_flush()
     _, metrics, length = rp.run(_flow(False))
     assert metrics[0] == length == 3
+
+
+def _swap(key: str, value: str, options: dict[str, Any] | None) -> Flow[Any]:
+    return (yield Command("SET", key, value, "GET", keys=(key,), retryable=False, options=options))
+
+
+def test_command_options_reach_the_reply_parser(rp: Harness, backend: Backend) -> None:
+    """``options`` go to redis-py's reply parsing: ``get=True`` keeps ``SET ... GET``'s old value,
+    which redis-py otherwise turns into a boolean, alone and inside a batch (both flavours)."""
+    assert rp.run(_swap("{o}:k", "v1", {"get": True})) is None  # no old value
+    assert rp.run(_swap("{o}:k", "v2", {"get": True})) == b"v1"
+    assert rp.run(_swap("{o}:k", "v3", None)) is False  # redis-py's boolean: what options avoid
+
+    def batch() -> Flow[Any]:
+        return (
+            yield Batch(
+                (
+                    Command("SET", "{o}:k", "v4", "GET", keys=("{o}:k",), options={"get": True}),
+                    Command("SET", "{o}:k", "v5", "GET", keys=("{o}:k",)),
+                )
+            )
+        )
+
+    assert rp.run(batch()) == [b"v3", False]
+    assert backend.sync_client().get("{o}:k") == b"v5"
