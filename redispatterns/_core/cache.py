@@ -55,8 +55,20 @@ from .breaker import CLOSED, CircuitBreaker, is_outage
 from .cachekey import KeyPlan, bucket_of
 from .codec import Codec, JsonCodec, as_bytes
 from .keys import Keyspace
-from .ops import Batch, Coalesce, Command, Compute, Flow, Now, Script, Sleep, WallClock
-from .scripts import LuaScript, load
+from .ops import (
+    Batch,
+    Coalesce,
+    Command,
+    Compute,
+    Flow,
+    Now,
+    Script,
+    Sleep,
+    WallClock,
+    trusted_command,
+    trusted_script,
+)
+from .scripts import load
 
 __all__ = [
     "BYPASS",
@@ -459,7 +471,7 @@ def release(keys: CallKeys, token: str) -> Flow[None]:
 def _release(keys: CallKeys, token: str) -> Flow[None]:
     lease = keys.pair[0] if token[:1] == "\x02" else keys.lock  # a cold fill's: the value's key
     try:
-        yield _script(_UNLOCK, (lease,), (token,))
+        yield trusted_script(_UNLOCK, (lease,), (token,))
     except Exception:  # best effort: the lease expires by itself
         return
 
@@ -587,14 +599,6 @@ def _leased_fill(
     return lambda: fill(spec, keys, user, breaker, rand, token=token, leased=True, clock=clock)
 
 
-def _script(script: LuaScript, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> Script:
-    """A ``Script`` op over keys built in one hash-tag bucket (``CallKeys``): the same slot by
-    construction, so the per-op slot check (two CRC16s a key) is skipped on the hot path."""
-    op = object.__new__(Script)
-    op.script, op.keys, op.args = script, keys, args
-    return op
-
-
 _STORE = load("cache_store")
 _UNLOCK = load("cache_unlock")
 _KEEP_REPLY = {"get": True}  # redis-py then returns SET ... GET's reply as it is, not a boolean
@@ -605,14 +609,11 @@ def lease_op(spec: CacheSpec, keys: CallKeys, token: str, replace: bool = False)
     present, another caller's lease, or nil (the lease is ours; a key of another type is its
     ``WRONGTYPE``). ``replace``: the present value is not ours or no longer decodes: a plain
     ``SET`` puts our lease over it (any type; it replies ``True``)."""
-    op = object.__new__(Command)
-    op.keys, op.retryable = (), False
     if replace:
-        op.args, op.options = ("SET", keys.pair[0], token, "PX", spec.lock_arg), None
-    else:
-        op.args = ("SET", keys.pair[0], token, "NX", "PX", spec.lock_arg, "GET")
-        op.options = _KEEP_REPLY
-    return op
+        return trusted_command(("SET", keys.pair[0], token, "PX", spec.lock_arg))
+    return trusted_command(
+        ("SET", keys.pair[0], token, "NX", "PX", spec.lock_arg, "GET"), options=_KEEP_REPLY
+    )
 
 
 def _is_lease_op(op: Any) -> bool:
@@ -918,7 +919,7 @@ def _store(
     args: tuple[Any, ...] = (envelope, b"%d" % (soft_ms + stale_ms), token, b"%d" % now_ms)
     if mode == "put":
         args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
-    script = _script(_STORE, store_keys, args)
+    script = trusted_script(_STORE, store_keys, args)
     try:
         if keys.tags:
             written = yield from _store_tagged(spec, keys, script, rand)

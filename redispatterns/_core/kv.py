@@ -36,7 +36,7 @@ from .bulk import decode_values, texts
 from .codec import BYTES_MARK, JsonCodec, as_bytes, as_str
 from .keys import hash_tag, slot
 from .mount import Mount, check_prefixes_disjoint
-from .ops import Batch, Command, Flow, KeyT, Script, Sleep
+from .ops import Batch, Command, Flow, KeyT, Script, Sleep, trusted_script
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -466,9 +466,7 @@ def _prechecked(lua: LuaScript, keys: tuple[KeyT, ...], args: tuple[Any, ...]) -
     again: a record key, its mount's bookkeeping and the other mounts of that slot all carry
     the slot's hash tag (``mount_base``; the peers are chosen by slot), so the CRC of every key
     on every write would only repeat what the configuration already proved."""
-    op: Script = object.__new__(Script)
-    op.script, op.keys, op.args = lua, keys, args
-    return op
+    return trusted_script(lua, keys, args)
 
 
 def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:

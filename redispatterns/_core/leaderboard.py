@@ -31,7 +31,7 @@ from ..errors import LeaderboardError, ScoreOutOfRange
 from .bulk import decode_values, texts
 from .codec import Codec, as_str
 from .keys import Keyspace
-from .ops import Batch, Command, Flow, Script, WallClock
+from .ops import Batch, Command, Flow, Script, WallClock, trusted_script
 from .scripts import load
 
 __all__ = [
@@ -369,9 +369,7 @@ _WITH_DATA = {m: m + "+" for m in SUBMIT_MODES}
 def _script(keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
     """The submit script's op. Every key of a board is ``<prefix>lb:{name}:...`` (``Keyspace.
     tagged``): one slot by construction, so the op is built without checking it again."""
-    op: Script = object.__new__(Script)
-    op.script, op.keys, op.args = load("leaderboard_submit"), keys, args
-    return op
+    return trusted_script(load("leaderboard_submit"), keys, args)
 
 
 def submit(

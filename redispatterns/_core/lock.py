@@ -38,7 +38,7 @@ from ..errors import LockLost, LockNotOwned, LockTimeout
 from . import validate
 from .codec import as_str
 from .keys import Keyspace, check_same_slot, hash_tag
-from .ops import MAX_BLOCK, MIN_BLOCK, BlockingPop, Command, Compute, Flow, Now, Script, Sleep
+from .ops import MAX_BLOCK, MIN_BLOCK, BlockingPop, Command, Compute, Flow, Now, Script, Sleep, trusted_script
 from .scripts import load
 
 __all__ = [
@@ -166,14 +166,9 @@ def _script(name: str, keys: tuple[str | bytes, ...], args: tuple[Any, ...]) -> 
     construction), built without ``Script.__post_init__``: the hot path builds two per acquire +
     release, and skips six CRC16s per cycle. ``Script(...)`` is used wherever keys come from
     callers."""
-    op = _new_script(Script)
-    op.script = _LOADED[name] if name in _LOADED else load(name)
-    op.keys = keys
-    op.args = args
-    return op
+    return trusted_script(_LOADED[name] if name in _LOADED else load(name), keys, args)
 
 
-_new_script = object.__new__
 _LOADED = {n: load(n) for n in ("lock_try", "lock_acquire", "lock_release_try", "lock_release")}
 
 
@@ -227,21 +222,13 @@ def _try_op(keys: LockKeys, token: str | bytes, ttl_ms: int) -> Script:
     """The uncontended attempt: two keys and two arguments, the shape of SET NX PX + INCR;
     one integer back (the fence, or ``-1 - pttl`` when refused). Built in place (as
     :func:`_script` does, without its lookups): one of the two ops of every acquire + release."""
-    op = _new_script(Script)
-    op.script = _TRY
-    op.keys = keys.for_try
     arg = _MS_ARGS.get(ttl_ms)
-    op.args = (token, arg if arg is not None else ms_arg(ttl_ms))
-    return op
+    return trusted_script(_TRY, keys.for_try, (token, arg if arg is not None else ms_arg(ttl_ms)))
 
 
 def _release_try_op(keys: LockKeys, token: str | bytes) -> Script:
     """The uncontended release: three keys and the token (the other op of every cycle)."""
-    op = _new_script(Script)
-    op.script = _RELEASE_TRY
-    op.keys = keys.for_release_try
-    op.args = (token,)
-    return op
+    return trusted_script(_RELEASE_TRY, keys.for_release_try, (token,))
 
 
 _TRY = _LOADED["lock_try"]

@@ -142,6 +142,28 @@ class Script:
         return self.script.read_only
 
 
+def trusted_script(script: LuaScript, keys: tuple[KeyT, ...], args: tuple[Arg, ...]) -> Script:
+    """A ``Script`` op over keys built to share a slot (one key, or keys in one hash-tag bucket),
+    made without ``__post_init__``'s check (two CRC16s a key): for ops built on every call of a
+    hot path. ``Script(...)`` wherever keys come from callers."""
+    op = _new(Script)
+    op.script, op.keys, op.args = script, keys, args
+    return op
+
+
+def trusted_command(
+    args: tuple[Arg, ...], *, retryable: bool = False, options: Mapping[str, Any] | None = None
+) -> Command:
+    """A ``Command`` op with no declared keys (redis-py routes it by its key on a Cluster), made
+    without ``__init__``'s checks: for ops built on every call of a hot path."""
+    op = _new(Command)
+    op.args, op.keys, op.retryable, op.options = args, (), retryable, options
+    return op
+
+
+_new = object.__new__
+
+
 @dataclass(slots=True)
 class Batch:
     """Several commands/scripts in one round trip (a pipeline).

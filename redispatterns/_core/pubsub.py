@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 from ..errors import RedisPatternsError, SubscriberOverflow, UnsupportedByServer
 from .codec import Codec, as_bytes
 from .keys import Keyspace, glob_escape, slot
-from .ops import Command, Flow, KeyT, Probe, Script
+from .ops import Command, Flow, KeyT, Probe, trusted_script
 from .scripts import load
 
 __all__ = [
@@ -187,20 +187,14 @@ def publish(
         info = yield Probe()
         if not info.has("sharded_pubsub"):
             raise UnsupportedByServer("sharded pub/sub (SPUBLISH)", str(info))
-    if sequence:  # the op built in place: one key cannot cross slots (no Script.__post_init__)
-        op = _new_op(Script)
-        op.script = _SPUBLISH if sharded else _PUBLISH
-        op.keys = (counter,)
-        op.args = (payload, ttl_ms) if ttl_ms else (payload,)
-        return int((yield op))
+    if sequence:  # one key cannot cross slots: no slot check
+        args = (payload, ttl_ms) if ttl_ms else (payload,)
+        return int((yield trusted_script(_SPUBLISH if sharded else _PUBLISH, (counter,), args)))
     if sharded:
         n = yield Command("SPUBLISH", channel, payload, keys=(channel,), retryable=False)
     else:
         n = yield Command("PUBLISH", channel, payload, retryable=False)
     return int(n)
-
-
-_new_op = object.__new__
 
 
 # --------------------------------------------------------------------------- events

@@ -38,7 +38,7 @@ import orjson
 from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
 from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
-from .ops import Batch, Command, Compute, Flow, Now, Op, Script
+from .ops import Batch, Command, Compute, Flow, Now, Op, Script, trusted_script
 from .scripts import LuaScript, load
 
 __all__ = [
@@ -527,9 +527,7 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
 
 def _op(script: LuaScript, key: str, args: tuple[Any, ...]) -> Script:
     """A one-key script op built without ``Script``'s checks (its one key cannot cross slots)."""
-    op: Script = object.__new__(Script)
-    op.script, op.keys, op.args = script, (key,), args
-    return op
+    return trusted_script(script, (key,), args)
 
 
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:

@@ -44,7 +44,7 @@ import orjson
 from ..errors import DecodeError, StoreNotFound
 from .codec import as_bytes, as_str
 from .keys import Keyspace, check_same_slot
-from .ops import Command, Flow, KeyT, Script
+from .ops import Command, Flow, KeyT, Script, trusted_script
 from .scripts import load
 
 __all__ = [
@@ -133,9 +133,7 @@ class StoreKeys:
 
     def script(self, name: str, *args: Any) -> Script:
         """Script ``name`` on the four keys, built without checking their slot again."""
-        op: Script = object.__new__(Script)
-        op.script, op.keys, op.args = load(name), self.wire, args
-        return op
+        return trusted_script(load(name), self.wire, args)
 
     @classmethod
     def of(cls, keyspace: Keyspace, store_id: str) -> StoreKeys:
