@@ -49,17 +49,15 @@ MAX_CONCURRENCY = 1024
 
 
 def _free_refs() -> int:
-    """What ``sys.getrefcount`` says of a pooled message that nothing else holds, looked at the way
-    ``_ConsumerBase._recycled`` looks (the interpreter's own references to it there differ between
-    Python versions); -1 where there is no ``sys.getrefcount``: no reuse."""
+    """What ``sum(map(sys.getrefcount, pool))`` counts for each pooled message that nothing else
+    holds (the interpreter's own references differ between Python versions): ``_recycled``
+    compares that sum with the batch size times this; -1 where there is no ``sys.getrefcount``:
+    no reuse."""
     refs = getattr(sys, "getrefcount", None)
     if refs is None:
         return -1
-    pool: list[object] = [object()]
-    for i, _e in enumerate(((b"", None),)):
-        m = pool[i]
-        return int(refs(m))
-    return -1
+    pool: list[object] = [object(), object()]
+    return int(sum(map(refs, pool))) // 2
 
 
 _FREE_REFS = _free_refs()
@@ -122,7 +120,7 @@ def _ids(items: Sequence[BaseMessage | str]) -> list[Any]:
             owner = m._owner
             if owner is not None:  # tells its consumer's loop to look at each message's flag
                 owner._state.settled_by_hand = True
-            out.append(m._id)
+            out.append(m.id)
         elif isinstance(m, str) and m:
             out.append(m)
         else:
@@ -270,10 +268,12 @@ class _ConsumerBase:
         interval = _positive("reclaim_interval", interval)
         if validate.is_async_callable(order_by):
             raise TypeError("order_by must be a field name or a plain function of the message, not async")
+        self._key_reads_raw = False  # the ordering key reads the entries' raw fields
         if order_by is None or callable(order_by):
             self._key = order_by
         elif isinstance(order_by, str) and order_by:
             self._key = worker.field_key(order_by)
+            self._key_reads_raw = True
         else:
             raise TypeError("order_by must be a field name, a function of the message, or None")
         hint = "taking (exception, message)"
@@ -300,6 +300,7 @@ class _ConsumerBase:
         )
         self._state = ConsumerState()
         self._pool: list[Any] = []  # the last batch's messages, filled again by the next (``_recycled``)
+        self._pool_mixed = False  # the pool holds a deferred message (``_recycled``)
 
     @property
     def group(self) -> str:
@@ -344,32 +345,48 @@ class _ConsumerBase:
             return self._wrap(delivery)
         entries = delivery.entries
         pool, n = self._pool, len(entries)
-        first = self._first_delivery
+        fresh = self._fresh
         if len(pool) < n:
-            pool += [first() for _ in range(n - len(pool))]
+            pool += [fresh() for _ in range(n - len(pool))]
         elif len(pool) > n:
             del pool[n:]
         if not n:
             return pool
+        if self._pool_mixed:  # a deferred message was left in the pool: made again
+            self._pool_mixed = False
+            first = self._first_delivery
+            pool[:] = [m if type(m) is first else fresh() for m in pool]
+        if sum(map(sys.getrefcount, pool)) != n * _FREE_REFS:  # some are held: left to their holders
+            for i, count in enumerate(list(map(sys.getrefcount, pool))):
+                if count != _FREE_REFS:
+                    pool[i] = fresh()
+        if self._state.settled_by_hand:  # flags set in the last batch: cleared (else all False)
+            for m in pool:
+                m.settled = False
+        if self._key_reads_raw:
+            for m, (_, raw) in zip(pool, entries, strict=True):
+                m._raw = raw
         text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
-        refs, free = sys.getrefcount, _FREE_REFS
         codec = self._stream.codec
         json, loads = type(codec) is JsonCodec, orjson.loads
-        for i, (mid, raw) in enumerate(entries):
-            m = pool[i]
-            if refs(m) != free:  # held outside this loop: left to its holder
-                m = pool[i] = first()
-            m._id = mid
+        for m, (mid, raw) in zip(pool, entries, strict=True):
             m.id = text(mid)
-            m.raw = raw
-            m.settled = False
             try:  # decoded here, in this loop's frame: a handler's `m.fields` is a slot read
                 m.fields = (
                     {k.decode(): loads(v) for k, v in raw.items()} if json else decode_fields(raw, codec)
                 )
-            except Exception:  # not plain JSON, or the codec refuses it: see decode_or_defer
-                worker.decode_or_defer(m)
+            except Exception:  # not plain JSON, or the codec refuses it
+                try:
+                    m.fields = decode_fields(raw, codec)
+                except Exception:  # refused: its `fields` raises the DecodeError when read
+                    worker.defer(m, raw)
+                    self._pool_mixed = True
         return pool
+
+    def _fresh(self) -> BaseMessage:
+        m = self._first_delivery()
+        m.settled = False
+        return m
 
     @functools.cached_property
     def _first_delivery(self) -> Callable[[], BaseMessage]:

@@ -15,13 +15,12 @@ same round trip, when the server clock says they are due.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -42,6 +41,8 @@ __all__ = [
     "Delivery",
     "ack",
     "decode_fields",
+    "defer",
+    "deferred",
     "block_cap",
     "claim",
     "dead_letter",
@@ -174,7 +175,9 @@ class ConsumerState:
     # before each handler call, a C call where a method would cost about twice as much per entry
     stop_flag: list[bool] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)  # ids acked locally, sent with the next read
-    settled_by_hand: bool = False  # a handler acked, nacked or dead-lettered a message itself
+    # A message of the batch was marked settled: acked, nacked or dead-lettered by its handler, or
+    # by the loop after a failure (the next refill of the messages clears their flags).
+    settled_by_hand: bool = False
     read_key: tuple[int, int | None] | None = None  # (count, block ms) of read_op
     read_op: Command | None = None  # the last read sent, reused while its arguments stay the same
     errors_in_row: int = 0
@@ -194,40 +197,84 @@ class ConsumerState:
 
 
 class BaseMessage:
-    """An entry delivered to a consumer: ``id``, ``fields`` (decoded when first read, or as the
-    batch arrives: see ``run``), ``delivery_count``."""
+    """An entry delivered to a consumer: ``id``, ``fields`` (decoded as the message is made),
+    ``delivery_count``."""
 
-    __slots__ = ("_codec", "_id", "_owner", "delivery_count", "fields", "id", "raw", "settled")
-    id: str  # the entry id as text (``_id``: as the server sent it, what acks send back)
-    # The entry's fields decoded with the stream's codec (``DecodeError`` if one does not). An
-    # unset slot: ``__getattr__`` decodes on first access; ``run`` sets it as the batch arrives.
+    __slots__ = ("_codec", "_owner", "_raw", "delivery_count", "fields", "id", "settled")
+    id: str  # the entry id as text
+    # The entry's fields decoded with the stream's codec. An entry the codec refuses makes a
+    # message of the class's ``deferred`` twin, whose ``fields`` raises the ``DecodeError`` when
+    # read (the class has no ``__getattr__``: it would make every attribute read a slow one).
+    # ``_raw``: the fields as the server sent them (a drain's messages keep them only when they
+    # are deferred or an ordering key reads them).
     fields: dict[str, Any]
 
     def __init__(
         self, mid: Any, raw: Mapping[Any, Any], delivery_count: int, codec: Codec, owner: Any = None
     ) -> None:
-        self._id = mid
         self.id = as_str(mid)
+        self._raw = raw
         self._owner = owner
-        self.raw = raw
         self.delivery_count = delivery_count
         self._codec = codec
         self.settled = False  # acked, nacked or dead-lettered already (by the handler or the loop)
-
-    if not TYPE_CHECKING:  # (a typed __getattr__ would let any attribute name type-check)
-
-        def __getattr__(self, name: str) -> Any:
-            """Only called for an unset slot: ``fields`` not decoded yet."""
-            if name != "fields":
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            d = self.fields = decode_fields(self.raw, self._codec)
-            return d
+        try:
+            self.fields = decode_fields(raw, codec)
+        except Exception:
+            defer(self, raw)
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} deliveries={self.delivery_count}>"
+
+
+_FIELDS: Any = BaseMessage.__dict__["fields"]  # the slot's own descriptor
+
+
+def _get_deferred(m: BaseMessage) -> dict[str, Any]:
+    try:
+        return _FIELDS.__get__(m, type(m))  # type: ignore[no-any-return]  # set by hand since
+    except AttributeError:
+        d = decode_fields(m._raw, m._codec)  # the codec's DecodeError, at every read
+        _FIELDS.__set__(m, d)
+        return d
+
+
+def _set_deferred(m: BaseMessage, value: dict[str, Any]) -> None:
+    _FIELDS.__set__(m, value)
+
+
+def _del_deferred(m: BaseMessage) -> None:
+    _FIELDS.__delete__(m)
+
+
+def deferred(cls: type[BaseMessage]) -> type[BaseMessage]:
+    """``cls``'s twin for an entry its codec refuses: the same slots and methods, its ``fields``
+    decoded when read (raising the codec's ``DecodeError``). A message takes it in place
+    (``m.__class__ = deferred(type(m))``); the twin is kept on ``cls`` (``_twin``)."""
+    if cls.__dict__.get("_is_deferred"):
+        return cls
+    twin: type[BaseMessage] | None = cls.__dict__.get("_twin")
+    if twin is None:
+        fields = property(_get_deferred, _set_deferred, _del_deferred)
+        ns = {"__slots__": (), "fields": fields, "_is_deferred": True,
+              "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
+        twin = type(cls.__name__, (cls,), ns)
+        setattr(cls, "_twin", twin)  # noqa: B010  (a class attribute made here)
+    return twin
+
+
+def defer(m: BaseMessage, raw: Mapping[Any, Any]) -> None:
+    """Make ``m``, whose codec refuses its entry's fields ``raw``, a message of its class's
+    ``deferred`` twin."""
+    m._raw = raw
+    try:
+        _FIELDS.__delete__(m)  # a value from an earlier use of a recycled message
+    except AttributeError:
+        pass
+    m.__class__ = deferred(type(m))
 
 
 def decode_fields(raw: Mapping[Any, Any], codec: Codec) -> dict[str, Any]:
@@ -244,16 +291,6 @@ def decode_fields(raw: Mapping[Any, Any], codec: Codec) -> dict[str, Any]:
             pass
     dec = codec.decode
     return {as_str(k): dec(v) for k, v in raw.items()}
-
-
-def decode_or_defer(m: BaseMessage) -> None:
-    """Set ``m.fields`` from its entry, or leave the slot unset when the codec refuses it (the
-    ``DecodeError`` then comes when the handler reads ``fields``, as if decoded lazily)."""
-    try:
-        m.fields = decode_fields(m.raw, m._codec)
-    except Exception:
-        with contextlib.suppress(AttributeError):
-            del m.fields
 
 
 @dataclass(slots=True)  # not frozen (a frozen __init__ costs a microsecond per read): treat as a value
@@ -308,7 +345,7 @@ def field_key(name: str) -> Callable[[BaseMessage], Hashable]:
     b = name.encode()
 
     def key(m: BaseMessage) -> Hashable:
-        raw = m.raw
+        raw = m._raw
         v = raw.get(b)
         return raw.get(name) if v is None else v
 
@@ -635,10 +672,10 @@ def _failed(
         except Exception:  # a failing hook must not stop the worker
             log.exception("stream %s: on_error hook failed on entry %s", spec.key, m.id)
     if dead:
-        if (yield from dead_letter(spec, cfg, m._id, error_text(exc), cfg.name)):
+        if (yield from dead_letter(spec, cfg, m.id, error_text(exc), cfg.name)):
             st.stats.dead_lettered += 1
     else:
-        retry[m._id] = cfg.retry.delay(m.delivery_count)
+        retry[m.id] = cfg.retry.delay(m.delivery_count)
 
 
 def settle_batch(
@@ -649,7 +686,7 @@ def settle_batch(
     entries never started (a stop); the number of entries handled."""
     n = len(msgs)
     if outcomes.count(None) == n:  # the common case: ack all the loop still owns
-        st.acks += [m._id for m in msgs if not m.settled]
+        st.acks += [m.id for m in msgs if not m.settled]
         return n
     retry: dict[Any, float] = {}
     unrun: list[Any] = []
@@ -659,14 +696,14 @@ def settle_batch(
         if out is NOT_RUN:
             if not m.settled:
                 m.settled = True
-                unrun.append(m._id)
+                unrun.append(m.id)
             continue
         ran += 1
         if m.settled:
             continue
         m.settled = True
         if out is None:
-            acks.append(m._id)
+            acks.append(m.id)
         else:
             yield from _failed(spec, cfg, st, m, out, on_error, retry)
     if retry:
@@ -737,11 +774,12 @@ def work(
             outcomes = yield each
             if outcomes.count(None) == len(msgs):  # all returned: settle_batch's fast path, inlined
                 if st.settled_by_hand:
-                    st.acks += [m._id for m in msgs if not m.settled]
+                    st.acks += [m.id for m in msgs if not m.settled]
                 else:  # no message was settled by hand: every id of the reply
                     st.acks += map(_first, delivery.entries)
                 done = len(msgs)
             else:
+                st.settled_by_hand = True  # settle_batch marks messages settled
                 done = yield from settle_batch(spec, cfg, st, msgs, outcomes, on_error)
         except StreamError:  # the group vanished: the next round creates it again
             st.stats.read_errors += 1

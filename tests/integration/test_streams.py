@@ -13,6 +13,7 @@ import redis
 
 from redispatterns import Mount
 from redispatterns._core.keys import slot
+from redispatterns.errors import DecodeError
 from redispatterns.streams import AsyncConsumer, AsyncStream, Consumer, Stream
 from redispatterns.testing.plugin import Harness
 
@@ -540,3 +541,32 @@ def test_run_never_refills_a_message_something_still_holds(rp: Harness) -> None:
     assert [(m.id, m.fields) for m in failed] == [(ids[n], {"n": n}) for n in range(0, 40, 7)]
     assert len({id(m) for m in kept + failed}) == len(kept) + len(failed) - 2  # 0 and 21 in both
     assert c.stats.dead_lettered == 6 and _pending(rp, s) == 0
+
+
+def test_an_entry_the_codec_refuses_fails_its_handler_and_the_next_batches_decode(rp: Harness) -> None:
+    """In ``run``, an entry whose value is not the codec's (here not JSON) makes a message whose
+    ``fields`` raises ``DecodeError``: the handler fails on it (dead-lettered after one try) and
+    every other entry, in the same and the later batches (their messages refilled), is decoded."""
+    s = _stream(rp)
+    raw = rp.sync_client
+    ids = []
+    for n in range(12):
+        if n in (2, 4):
+            ids.append(raw.xadd(s.key, {"n": b"not json"}).decode())
+        else:
+            ids.append(rp.call(s.add({"n": n})))
+    got: list[tuple[str, Any]] = []
+    errors: list[str] = []
+
+    def handler(m: Any) -> None:
+        try:
+            got.append((m.id, m.fields["n"]))
+        except DecodeError as exc:
+            errors.append(m.id)
+            raise exc
+
+    c = _consumer(rp, s, "w", count=3, max_deliveries=1)
+    rp.call(c.run(handler, max_messages=12))
+    assert errors == [ids[2], ids[4]]
+    assert got == [(ids[n], n) for n in range(12) if n not in (2, 4)]
+    assert c.stats.dead_lettered == 2 and _pending(rp, s) == 0
