@@ -774,13 +774,15 @@ def _exec_sync(client: Any, op: Op) -> Any:
         return client.execute_command(*cmd.args)
     if t is Batch:
         return _batch_sync(client, op)  # type: ignore[arg-type]  # no cast(): a call per op
+    if t is ComputeEach:  # (a stream drain's every batch, with Batch and Now)
+        return _each_sync(op)  # type: ignore[arg-type]
+    if t is Now:
+        return time.monotonic()
     if t is Coalesce:
         co: Coalesce = op  # type: ignore[assignment]
         return co.flights.do(client, co)
     if t is Sleep:
         time.sleep(cast(Sleep, op).seconds)
-        return time.monotonic()
-    if t is Now:
         return time.monotonic()
     if t is WallClock:
         return time.time()
@@ -795,8 +797,6 @@ def _exec_sync(client: Any, op: Op) -> Any:
                 close()
             raise TypeError(f"{c.fn!r} is async: use the asyncio API for it")
         return result
-    if t is ComputeEach:
-        return _each_sync(op)  # type: ignore[arg-type]
     if t is Probe:
         return server_info(client)
     if t is BlockingPop:
@@ -906,13 +906,15 @@ async def _exec_async(client: Any, op: Op) -> Any:
         return await client.execute_command(*cmd.args)
     if t is Batch:
         return await _batch_async(client, op)  # type: ignore[arg-type]
+    if t is ComputeEach:  # (as in _exec_sync)
+        return await _each_async(op)  # type: ignore[arg-type]
+    if t is Now:
+        return time.monotonic()
     if t is Coalesce:
         co: Coalesce = op  # type: ignore[assignment]
         return await co.flights.do(client, co)
     if t is Sleep:
         await asyncio.sleep(cast(Sleep, op).seconds)
-        return time.monotonic()
-    if t is Now:
         return time.monotonic()
     if t is WallClock:
         return time.time()
@@ -930,8 +932,6 @@ async def _exec_async(client: Any, op: Op) -> Any:
         if inspect.isawaitable(result):
             result = await result
         return result
-    if t is ComputeEach:
-        return await _each_async(op)  # type: ignore[arg-type]
     if t is Probe:
         return await server_info_async(client)
     if t is BlockingPop:

@@ -161,6 +161,14 @@ def trusted_command(
     return op
 
 
+def trusted_batch(ops: tuple[Command | Script, ...]) -> Batch:
+    """A non-transactional ``Batch`` of ``ops`` (at least one), made without its checks: for ops
+    built on every call of a hot path."""
+    op = _new(Batch)
+    op.ops, op.transaction, op.raise_on_error = ops, False, True
+    return op
+
+
 _new = object.__new__
 
 

@@ -27,7 +27,19 @@ import orjson
 from ..errors import StreamError
 from . import validate
 from .codec import Codec, JsonCodec, as_str
-from .ops import NOT_RUN, Batch, Command, Compute, ComputeEach, Flow, Now, Script, Sleep
+from .ops import (
+    NOT_RUN,
+    Batch,
+    Command,
+    Compute,
+    ComputeEach,
+    Flow,
+    Now,
+    Script,
+    Sleep,
+    trusted_batch,
+    trusted_command,
+)
 from .scripts import load
 from .streams import StreamSpec, trim
 
@@ -179,6 +191,8 @@ class ConsumerState:
     # by the loop after a failure (the next refill of the messages clears their flags).
     settled_by_hand: bool = False
     read_key: tuple[int, int | None] | None = None  # (count, block ms) of read_op
+    # The last read filled its batch: the next one does not block (more entries are likely there)
+    full: bool = False
     read_op: Command | None = None  # the last read sent, reused while its arguments stay the same
     errors_in_row: int = 0
     stats: ConsumerStats = field(default_factory=ConsumerStats)
@@ -596,10 +610,14 @@ def next_batch(
                 return _take_claim(st, res, recovered=False)
             _take_claim(st, res, recovered=False)
         promote = now >= st.next_promote
-        wait = min(deadline - now, cfg.block_cap, max(0.0, st.next_reclaim - now))
-        if not promote:
-            wait = min(wait, st.next_promote - now)
-        read = _cached_read(spec, cfg, st, count, None if block <= 0 else _block_ms(wait))
+        if block <= 0 or st.full:  # (a full last batch: more are likely there, no need to wait)
+            block_ms = None
+        else:
+            wait = min(deadline - now, cfg.block_cap, max(0.0, st.next_reclaim - now))
+            if not promote:
+                wait = min(wait, st.next_promote - now)
+            block_ms = _block_ms(wait)
+        read = _cached_read(spec, cfg, st, count, block_ms)
         acks = st.acks
         try:
             if promote:
@@ -609,9 +627,8 @@ def next_batch(
                 soon = cfg.delayed_poll if due_in_ms < 0 else min(cfg.delayed_poll, due_in_ms / 1000)
                 st.next_promote = now + soon
             elif acks:  # _after_acks inlined: the acks of the last batch, then the read (one pipeline)
-                key = spec.key
-                xack = Command("XACK", key, cfg.group, *acks, keys=(key,), retryable=False)
-                reply = (yield Batch((xack, read)))[1]
+                xack = trusted_command(("XACK", spec.key, cfg.group, *acks))  # routed by its key
+                reply = (yield trusted_batch((xack, read)))[1]
                 st.acks = []
                 st.stats.acked += len(acks)
             else:
@@ -622,8 +639,11 @@ def next_batch(
         if reply:
             entries = reply[0][1]
             if entries:
-                st.stats.delivered += len(entries)
+                n = len(entries)
+                st.full = n >= count
+                st.stats.delivered += n
                 return Delivery(entries)
+        st.full = False
         now = yield _NOW
         if block <= 0 or now >= deadline or st.stopping:
             return Delivery([])
