@@ -401,9 +401,11 @@ def _json_session(
 ) -> Session | None:  # fmt: skip
     """The default JSON codec's fast path: the fixed times, user, meta and every data value in
     one ``orjson.loads`` of a template filled with the raw values. ``None`` (the caller reads
-    field by field) for another codec, names the template cannot hold, or a value that is not a
-    JSON document of its own (a ``bytes`` value's mark is never valid UTF-8, so orjson refuses
-    the whole document)."""
+    field by field) for another codec, names the template cannot hold, or a document orjson
+    refuses or whose field count is off. What the codec writes is a JSON document of its own or
+    starts with a mark byte that is never UTF-8 (so orjson refuses the whole document); only a
+    foreign writer's text that is not JSON alone could, in contrived shapes, glue into a valid
+    document with the same field count (then it is read as glued, not refused)."""
     if cfg.codec.__class__ is not JsonCodec:
         return None
     plan = _json_plan(names)
