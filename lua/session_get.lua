@@ -12,10 +12,10 @@
 -- alike; the client tells the two apart.
 -- Hot path: the reply is the HGETALL table itself (no second table); a hash written by create
 -- starts with '_s' and '_' (a small hash keeps insertion order), so finding them is two
--- comparisons, and any other hash is scanned; the times are parsed only when a slide is due; the
--- stored last-seen is turned into a number once; at ARGV[1] '1000' a read in the same ms as the
--- last slide (stored last-seen == TIME) writes nothing and returns at once; the time left is
--- computed from the stored times (no PTTL call).
+-- comparisons, and any other hash is scanned until both are found; the times are parsed only
+-- when a slide is due; the stored last-seen is turned into a number once; at ARGV[1] '1000' a
+-- read in the same ms as the last slide (stored last-seen == TIME) writes nothing and returns
+-- at once; the time left is computed from the stored times (no PTTL call).
 local h = redis.call('HGETALL', KEYS[1])
 local n = #h
 if n == 0 then
@@ -29,8 +29,10 @@ else
     local f = h[i]
     if f == '_s' then
       si = i + 1
+      if fixed then break end
     elseif f == '_' then
       fixed = h[i + 1]
+      if si then break end
     elseif f == '_abs' then
       deadline = h[i + 1]
     elseif f == '_i' then
