@@ -39,7 +39,7 @@ from .breaker import CLOSED, CircuitBreaker, is_outage, open_error
 from .codec import Codec, JsonCodec, as_bytes, as_str, json_dumps
 from .keys import Keyspace
 from .ops import Batch, Command, Compute, Flow, Now, Op, Script, trusted_script
-from .scripts import LuaScript, load
+from .scripts import load
 
 __all__ = [
     "DEFAULT_EVENT_LIMIT",
@@ -84,6 +84,7 @@ _loads = orjson.loads
 _GET = load("session_get")
 _UPDATE = load("session_update")
 _JSONDecodeError = orjson.JSONDecodeError
+_sha256 = hashlib.sha256
 
 
 # --------------------------------------------------------------------------- tokens
@@ -111,8 +112,8 @@ def token_id(token: str, secret: bytes | None = None) -> str:
     """The id Redis stores instead of the token: hex SHA-256, or HMAC-SHA256 under ``secret``."""
     raw = token.encode("ascii")
     if secret:
-        return hmac.new(secret, raw, hashlib.sha256).hexdigest()
-    return hashlib.sha256(raw).hexdigest()
+        return hmac.digest(secret, raw, "sha256").hex()  # one C call (hmac.new builds objects)
+    return _sha256(raw).hexdigest()
 
 
 # --------------------------------------------------------------------------- expiry math
@@ -362,18 +363,96 @@ def decode_data(codec: Codec, keys: list[str], values: list[Any]) -> dict[str, A
     return dict(zip(keys, decoded, strict=True))
 
 
+# Data names seen -> a JSON template that decodes a session's fixed times, user and meta, and its
+# data fields in one orjson call (see ``_json_plan``); bounded: an app's field sets are few.
+_PLANS: dict[tuple[Any, ...], bytes | None] = {}
+_PLAN_LIMIT = 512
+
+
+def _json_plan(names: tuple[Any, ...]) -> bytes | None:
+    """The template for one session reply's data names, in their order:
+    ``[%b,%b,{"name":%b,...}]``, filled with the ``_`` and ``_a`` values and the data values,
+    it is one JSON document whose ``loads`` gives the times, ``[user, meta]`` and the data dict.
+    ``None`` when a name is not a UTF-8 ``d:`` bytes name (the per-field path reads those)."""
+    plan = _PLANS.get(names, b"")
+    if plan != b"":
+        return plan
+    parts: list[bytes] | None = []
+    for name in names:
+        if name.__class__ is not bytes or name[:2] != b"d:":
+            parts = None
+            break
+        try:
+            key = name[2:].decode()
+        except UnicodeDecodeError:
+            parts = None
+            break
+        assert parts is not None
+        parts.append(orjson.dumps(key).replace(b"%", b"%%") + b":%b")
+    plan = None if parts is None else b"[%b,%b,{" + b",".join(parts) + b"}]"
+    if len(_PLANS) < _PLAN_LIMIT:
+        _PLANS[names] = plan
+    return plan
+
+
+def _json_session(
+    cfg: SessionConfig, token: str, sid: str, names: tuple[Any, ...], times: Any, about: Any,
+    values: list[Any], seen: Any, version: Any,
+) -> Session | None:  # fmt: skip
+    """The default JSON codec's fast path: the fixed times, user, meta and every data value in
+    one ``orjson.loads`` of a template filled with the raw values. ``None`` (the caller reads
+    field by field) for another codec, names the template cannot hold, or a document orjson
+    refuses or whose field count is off. What the codec writes is a JSON document of its own or
+    starts with a mark byte that is never UTF-8 (so orjson refuses the whole document); only a
+    foreign writer's text that is not JSON alone could, in contrived shapes, glue into a valid
+    document with the same field count (then it is read as glued, not refused)."""
+    if cfg.codec.__class__ is not JsonCodec:
+        return None
+    plan = _json_plan(names)
+    if plan is None:
+        return None
+    try:
+        (deadline, idle, created), (user, meta), data = _loads(plan % (times, about, *values))
+    except (ValueError, TypeError):  # orjson's JSONDecodeError is a ValueError
+        return None
+    if len(data) != len(names):
+        return None
+    return Session(
+        token, sid, user, data, created / 1000, int(seen) / 1000, deadline / 1000, idle / 1000,
+        int(version), meta,
+    )  # fmt: skip
+
+
 def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -> Session:
     """A :class:`Session` from ``lua/session_get.lua``'s reply (the hot path of ``get``): the
     hash's name / value pairs. A hash written by ``create`` starts with ``_s``, ``_``, ``_a``,
-    ``_v`` (a small hash keeps insertion order): read by position; any other order goes
-    through :func:`_by_name`."""
+    ``_v`` (a small hash keeps insertion order): read by position; any other order by name
+    (one dict built in C, the metadata popped off it; a decoding client's str names and the
+    previous layout go through :func:`_scan`). With the JSON codec, one ``orjson.loads`` decodes it all
+    (:func:`_json_session`)."""
     if reply[0] == b"_s" and reply[2] == b"_" and reply[4] == b"_a" and reply[6] == b"_v":
         seen, version = reply[1], reply[7]
+        names = tuple(reply[8::2])
+        fast = _json_session(cfg, token, sid, names, reply[3], reply[5], reply[9::2], seen, version)
+        if fast is not None:
+            return fast
         deadline, idle, created = _loads(reply[3])
         user, meta = _loads(reply[5])
         keys, values = _data_fields(reply[8::2], reply[9::2])
     else:
-        seen, (deadline, idle, created, user, meta), version, keys, values = _by_name(reply)
+        pairs = dict(zip(reply[::2], reply[1::2], strict=True))
+        seen, times = pairs.pop(b"_s", None), pairs.pop(b"_", None)
+        about, version = pairs.pop(b"_a", None), pairs.pop(b"_v", None)
+        if seen is None or times is None or about is None or version is None:
+            seen, (deadline, idle, created, user, meta), version, keys, values = _scan(reply)
+        else:  # a hash that keeps no insertion order (a big one, or a value over 64 bytes)
+            names, values = tuple(pairs), list(pairs.values())
+            fast = _json_session(cfg, token, sid, names, times, about, values, seen, version)
+            if fast is not None:
+                return fast
+            deadline, idle, created = _loads(times)
+            user, meta = _loads(about)
+            keys, values = _data_fields(list(names), values)
     return Session(
         token,
         sid,
@@ -388,22 +467,9 @@ def decode_session(cfg: SessionConfig, token: str, sid: str, reply: list[Any]) -
     )
 
 
-def _by_name(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
-    """Last seen, the facts (see :func:`_facts`), the version and the data fields of a session
-    hash's flat name / value list in any order (a big hash, or one with a value over 64 bytes,
-    keeps no insertion order): one dict built in C, the metadata popped off it. A decoding
-    client's str names and the previous layout go through :func:`_scan`."""
-    pairs = dict(zip(reply[::2], reply[1::2], strict=True))
-    seen, times = pairs.pop(b"_s", None), pairs.pop(b"_", None)
-    about, version = pairs.pop(b"_a", None), pairs.pop(b"_v", None)
-    if seen is None or times is None or about is None or version is None:
-        return _scan(reply)
-    keys, values = _data_fields(list(pairs), list(pairs.values()))
-    return seen, [*_loads(times), *_loads(about)], version, keys, values
-
-
 def _scan(reply: list[Any]) -> tuple[Any, list[Any], Any, list[str], list[Any]]:
-    """As :func:`_by_name`, for str names or either layout: a name at a time."""
+    """Last seen, the facts (see :func:`_facts`), the version and the data fields of a session
+    hash's flat name / value list, for str names or either layout: a name at a time."""
     meta: dict[str, Any] = {}
     names, values = [], []
     for i in range(0, len(reply), 2):
@@ -525,11 +591,6 @@ def _revoke(cfg: SessionConfig, sid: str, user_id: str, take: bool = False) -> F
     )
 
 
-def _op(script: LuaScript, key: str, args: tuple[Any, ...]) -> Script:
-    """A one-key script op built without ``Script``'s checks (its one key cannot cross slots)."""
-    return trusted_script(script, (key,), args)
-
-
 def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     """One round trip: read the session and slide its idle TTL (capped by the deadline).
 
@@ -542,7 +603,7 @@ def get(cfg: SessionConfig, token: object) -> Flow[Session | None]:
     if breaker is not None and breaker.state != CLOSED and (yield from _gate(cfg)) is DOWN:
         return None
     try:
-        reply = yield _op(_GET, cfg.hash_key(sid), cfg.get_args)
+        reply = yield trusted_script(_GET, (cfg.hash_key(sid),), cfg.get_args)  # one key: one slot
     except Exception as exc:
         if breaker is None or not is_outage(exc):
             raise
@@ -568,7 +629,7 @@ def update(
     """Set and delete data fields atomically. The new version, ``None`` for no session,
     ``-1`` when ``expect_version`` did not match (the shell raises)."""
     fields = encode_fields(cfg.codec, changes)
-    dels = _field_names(remove)
+    dels = [] if remove == () else _field_names(remove)
     if expect_version is not None and (
         isinstance(expect_version, bool) or not isinstance(expect_version, int)
     ):
@@ -582,8 +643,7 @@ def update(
     else:
         expect = "" if expect_version is None else str(expect_version)
         args = (expect, len(fields) // 2, *fields, *dels)
-    reply = yield _op(_UPDATE, cfg.hash_key(sid), args)
-    v = int(reply)
+    v = int((yield trusted_script(_UPDATE, (cfg.hash_key(sid),), args)))  # one key: one slot
     return None if v == 0 else v
 
 

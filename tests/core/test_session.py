@@ -14,6 +14,7 @@ from redispatterns._core.keys import Keyspace
 from redispatterns._core.ops import Batch, Command, Compute, Op, Script
 from redispatterns._core.scripts import load
 from redispatterns._core.writebehind import WriteBehind, prime, shard_of
+from redispatterns.errors import DecodeError
 from redispatterns.testing.replay import ReplayMismatch, replay, trace
 
 TOK = "A" * 43
@@ -192,6 +193,37 @@ def test_get_strips_the_data_prefix_from_any_name(names: list[Any], keys: list[s
     reply = [b"_s", b"1", b"_", TIMES, b"_a", ABOUT, b"_v", b"1", *[x for n in names for x in (n, b"0")]]
     s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
     assert s is not None and list(s.data) == keys
+
+
+def test_get_decodes_in_one_json_document_only_what_the_fields_would_give() -> None:
+    """The JSON codec's fast path (one ``orjson.loads`` of a template) gives what decoding each
+    field would: names that JSON or ``%`` must escape, a ``bytes`` value (its mark is never
+    UTF-8), values that are not JSON documents of their own (never glued into one)."""
+    names = [b'd:q"uo\\te', b"d:100%", b"d:%b%s", b"d:\xc3\xa9t\xc3\xa9", b"d:raw", b"d:n"]
+    values = [b'"x"', b"[1,2]", b"{}", b"null", b"\xffbin\x00ary", b"1.5"]
+    reply = [*get_reply()[:8], *[x for p in zip(names, values, strict=True) for x in p]]
+    s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
+    assert s is not None
+    want: dict[str, Any] = {'q"uo\\te': "x", "100%": [1, 2], "%b%s": {}, "\u00e9t\u00e9": None}
+    want |= {"raw": b"bin\x00ary", "n": 1.5}
+    assert s.data == want
+    assert (s.user_id, s.meta, s.version, s.expires_at) == ("u", {"ip": "1.1.1.1"}, 3, 9.0)
+    for a, b in ((b'"x', b'y"'), (b'1,"c":2', b"3")):  # not JSON alone (the second glues validly)
+        glued = [*get_reply()[:8], b"d:a", a, b"d:b", b]
+        with pytest.raises(DecodeError):
+            replay(core.get(cfg(), TOK), [(script("session_get"), glued)])
+    pairs = list(zip(reply[::2], reply[1::2], strict=True))  # a big hash: by name, same result
+    s2 = replay(core.get(cfg(), TOK), [(script("session_get"), [x for p in reversed(pairs) for x in p])])
+    assert s2 is not None and s2.data == s.data and s2.last_seen == s.last_seen
+
+
+def test_json_templates_are_kept_for_a_bounded_number_of_name_sets() -> None:
+    before = len(core._PLANS)
+    for i in range(core._PLAN_LIMIT + 10):
+        reply = [*get_reply()[:8], f"d:f{i}".encode(), str(i).encode()]
+        s = replay(core.get(cfg(), TOK), [(script("session_get"), reply)])
+        assert s is not None and s.data == {f"f{i}": i}
+    assert before <= len(core._PLANS) <= core._PLAN_LIMIT
 
 
 def test_get_hook_runs_as_a_compute_op() -> None:
