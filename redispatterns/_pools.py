@@ -21,7 +21,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-__all__ = ["AsyncQueuingPool", "QueuingPool"]
+__all__ = ["AsyncQueuingPool", "QueuingPool", "direct_write"]
 
 _NONE_FREE = "No connection available."
 _sync_get = redis.ConnectionPool.get_connection  # called directly: the hot path skips super()
@@ -85,6 +85,7 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
 
     def __init__(self, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.connection_class = direct_write(self.connection_class)
         self.timeout = timeout
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._woken = 0  # waiters woken that have not taken their connection yet
@@ -154,3 +155,56 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
         finally:
             if self._waiters:
                 self._wake_next()
+
+
+# --------------------------------------------------------------------------- asyncio writes
+
+
+class _DirectWrite:
+    """An asyncio connection whose write of a command that cannot fill the transport's buffer
+    skips redis-py's ``asyncio.wait_for`` around it (on Python 3.11 a task, a timer and several
+    event-loop turns per command): ``drain()`` cannot wait then, so it needs no timeout. A
+    command that could fill the buffer (a server that stopped reading, or a big write) is sent
+    as redis-py sends it, under ``socket_timeout``; health checks, errors and reads are redis-py's.
+    """
+
+    socket_timeout: float | None
+    _writer: asyncio.StreamWriter | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout or self._writer is None or type(command) is not list:
+            return await super().send_packed_command(command, check_health)  # type: ignore[misc, no-any-return]
+        if check_health:
+            await self.check_health()  # type: ignore[attr-defined]  # its PING keeps the timeouts
+        writer = self._writer
+        if writer is None or not _fits(writer.transport, command):
+            return await super().send_packed_command(command, False)  # type: ignore[misc, no-any-return]
+        self.socket_timeout = None  # (this connection is this caller's alone while it writes)
+        try:
+            await super().send_packed_command(command, False)  # type: ignore[misc]
+        finally:
+            self.socket_timeout = timeout
+
+
+def _fits(transport: Any, command: list[Any]) -> bool:
+    """Written, the command leaves the buffer at or under its low-water mark: the transport
+    does not pause writing, so ``drain()`` returns at once."""
+    try:
+        low = transport.get_write_buffer_limits()[0]
+        return bool(transport.get_write_buffer_size() + sum(map(len, command)) <= low)
+    except (AttributeError, NotImplementedError):  # a transport without buffer limits
+        return False
+
+
+_direct: dict[type, type] = {}
+
+
+def direct_write(cls: type) -> type:
+    """``cls`` (a ``redis.asyncio`` connection class) with :class:`_DirectWrite`'s writes."""
+    if issubclass(cls, _DirectWrite):
+        return cls
+    out = _direct.get(cls)
+    if out is None:
+        out = _direct[cls] = type(cls.__name__, (_DirectWrite, cls), {"__module__": __name__})
+    return out
