@@ -11,7 +11,7 @@ counted hit costs ``TIME`` and ``INCRBY`` on the server:
 
 * ``sliding`` (``lua/ratelimit_log.lua``) — an exact sliding log on a sorted set: never more
   than ``limit`` units in any trailing ``window``; a denial records nothing (unless penalty
-  mode); ``retry_after`` comes from the entry that must leave; the key's TTL is the window.
+  mode); ``retry_after`` comes from the entry that must leave; the key lives one to two windows after the newest entry.
 * ``token_bucket`` (``lua/ratelimit_bucket.lua``) — GCRA (one integer: the theoretical arrival
   time, in µs): a bucket of ``capacity`` tokens refilled at ``rate`` per ``per`` seconds. It
   admits exactly what a token bucket admits; with ``capacity == limit`` up to ``2*limit - 1``
