@@ -219,10 +219,10 @@ local garbage = false  -- some key held garbage (reported by a trailing 1)
 
 for i = 1, n do
   local k = KEYS[i]
-  local lk = tonumber(ARGV[2 * i - 1])
+  local lk = ARGV[2 * i - 1] + 0  -- ours: a numeral (+ 0 parses once, tonumber() twice)
   local limit = math.floor(lk / 10)
   local kind = lk - limit * 10
-  local period = tonumber(ARGV[2 * i])
+  local period = ARGV[2 * i] + 0
   local ok, remaining, retry, reset
   local p = {kind = kind, limit = limit, period = period}
 
