@@ -11,8 +11,10 @@
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
 -- Entries that left the window are dropped by a hit of cost 1 before it counts (a limit above
--- 16), else by about one charging call in eight; with the key, a window after the last admitted
--- unit. So the log holds little more than the live entries.
+-- 16), else by about one charging call in eight; with the key, one to two windows after the
+-- last admitted unit (a hit of cost 1 sets it to the end of the window after the one it falls
+-- in, whole windows from the epoch, reading the TTL first when the log is busy; any other
+-- charge, a window after it). So the log holds little more than the live entries.
 -- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
 -- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
 -- under the key (another type) counts as an empty log and the next charged hit replaces it; the
@@ -72,14 +74,17 @@ if mode == '1' and cost == 1 then
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
     if small and now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo)) end
-    -- the key lives a window (whole milliseconds, rounded up): a window of whole milliseconds,
-    -- as most are, is the window's own text short of three zeros
-    if min_ms == 0 and period % 1000 == 0 then
-      redis.call('PEXPIRE', k, string.sub(ARGV[2], 1, -4))
-    else
-      local ms = math.floor((period + 999) / 1000)
+    -- the key expires at the end of the window after the one now is in (windows of whole
+    -- milliseconds counted from the epoch): between one and two windows after its newest
+    -- entry. A log with 4 or more live entries is read for its TTL (more than a window left:
+    -- set already), a read where a write costs half as much again, and is given it about once
+    -- in `live` hits; a sparser one is given it at once (a read would seldom spare the write)
+    local ms = math.floor((period + 999) / 1000)
+    if min_ms ~= 0 then
       if ms < min_ms then ms = min_ms end
       redis.call('PEXPIRE', k, string.format('%d', ms))
+    elseif live < 4 or redis.call('PTTL', k) <= ms then
+      redis.call('PEXPIREAT', k, string.format('%d', (math.floor(math.floor(now / 1000) / ms) + 2) * ms))
     end
     return limit - live - 1
   end

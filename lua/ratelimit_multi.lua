@@ -41,6 +41,7 @@ end
 -- each what that policy's own script returns for an admitted hit (the log: remaining; the
 -- bucket: tat - now; the fixed window: count * window + reset - 1; the sliding counter:
 -- remaining * 2 * window + reset - 1).
+local counted = false  -- the short path's scratch table, when it went on to the general one
 if mode == 1 and cost == 1 then
   -- globals looked up once (each use of one is a table lookup)
   local floor, format, rcall, rpcall, keys, argv = math.floor, string.format, redis.call, redis.pcall, KEYS, ARGV
@@ -70,7 +71,9 @@ if mode == 1 and cost == 1 then
           live = live - rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period))
         end
       end
-      if type(live) ~= 'number' or live >= limit then bail = true break end
+      if type(live) ~= 'number' then bail = true break end
+      w[n + i] = live  -- the general evaluation reuses the count (a trim drops only what left)
+      if live >= limit then bail = true break end
       out[i], w[i] = limit - live - 1, -period  -- a log: its window, negated
     elseif kind == 2 then
       local by = argv[2 * i]  -- the interval, as text
@@ -188,6 +191,7 @@ if mode == 1 and cost == 1 then
     end
     return out
   end
+  counted = w  -- a log's live entries, counted above: w[n + i], a number
   for j = 3 * n + 1, nu, 2 do  -- undo the charges: the general evaluation below reads every state as it was
     if w[j + 1] == '' then rcall('DEL', w[j]) else rcall('DECRBY', w[j], w[j + 1]) end
   end
@@ -215,18 +219,20 @@ local garbage = false  -- some key held garbage (reported by a trailing 1)
 
 for i = 1, n do
   local k = KEYS[i]
-  local lk = tonumber(ARGV[2 * i - 1])
+  local lk = ARGV[2 * i - 1] + 0  -- ours: a numeral (+ 0 parses once, tonumber() twice)
   local limit = math.floor(lk / 10)
   local kind = lk - limit * 10
-  local period = tonumber(ARGV[2 * i])
+  local period = ARGV[2 * i] + 0
   local ok, remaining, retry, reset
   local p = {kind = kind, limit = limit, period = period}
 
   if kind == 1 then
     -- exact sliding log: an entry scored t counts while now < t + period
-    local lo = '(' .. fmt(now - period)
-    local live = read('ZCOUNT', k, lo, '+inf')
-    if live == nil then live, p.corrupt = 0, true end
+    local live = counted and counted[n + i]
+    if type(live) ~= 'number' then
+      live = read('ZCOUNT', k, '(' .. fmt(now - period), '+inf')
+      if live == nil then live, p.corrupt = 0, true end
+    end
     p.lo = now - period
     p.live = live
     if cost > limit then
@@ -236,8 +242,8 @@ for i = 1, n do
     else
       -- the (limit - cost + 1)-th newest decides (live entries hold the top ranks): O(log n)
       local r = fmt(cost - limit - 1)
-      local e = redis.call('ZRANGE', k, r, r, 'WITHSCORES')
-      ok, remaining, retry = false, math.max(limit - live, 0), tonumber(e[2]) + period - now
+      local m = redis.call('ZRANGE', k, r, r)[1]  -- a member names its time (a suffix: ask its score)
+      ok, remaining, retry = false, math.max(limit - live, 0), (tonumber(m) or redis.call('ZSCORE', k, m) + 0) + period - now
     end
     reset = 0  -- filled in below: after a commit it is the window, else the newest entry's expiry
   elseif kind == 2 then
@@ -367,8 +373,8 @@ if mode == 0 or cost == 0 or never or (mode == 1 and not all_ok) then
     local p = plan[i]
     if p.ok then res[4 * i] = res[4 * i] + cost end  -- nothing charged: what is left now
     if p.kind == 1 and p.live > 0 then
-      local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')  -- the newest, by rank
-      res[2 + 4 * i] = tonumber(last[2]) + p.period - now
+      local m = redis.call('ZRANGE', KEYS[i], -1, -1)[1]  -- the newest, by rank; it names its time
+      res[2 + 4 * i] = (tonumber(m) or redis.call('ZSCORE', KEYS[i], m) + 0) + p.period - now
     end
   end
   if garbage then res[#res + 1] = 1 end

@@ -11,7 +11,8 @@ counted hit costs ``TIME`` and ``INCRBY`` on the server:
 
 * ``sliding`` (``lua/ratelimit_log.lua``) — an exact sliding log on a sorted set: never more
   than ``limit`` units in any trailing ``window``; a denial records nothing (unless penalty
-  mode); ``retry_after`` comes from the entry that must leave; the key's TTL is the window.
+  mode); ``retry_after`` comes from the entry that must leave; the key lives one to two
+  windows after the newest entry.
 * ``token_bucket`` (``lua/ratelimit_bucket.lua``) — GCRA (one integer: the theoretical arrival
   time, in µs): a bucket of ``capacity`` tokens refilled at ``rate`` per ``per`` seconds. It
   admits exactly what a token bucket admits; with ``capacity == limit`` up to ``2*limit - 1``
@@ -225,7 +226,8 @@ def _log_ok(p: Policy, x: int) -> PolicyState:
 
 
 def _bucket_ok(p: Policy, x: int) -> PolicyState:
-    return PolicyState(p, True, (p.limit * p.period_us - x) // p.period_us, 0, x)
+    per = p.period_us
+    return PolicyState(p, True, (p.limit * per - x) // per, 0, x)
 
 
 def _fixed_ok(p: Policy, x: int) -> PolicyState:
@@ -248,14 +250,25 @@ _ADMITTED = {
 }
 
 
+def _tighter(s: PolicyState, t: PolicyState) -> bool:
+    """Whether admitted ``s`` is tighter than admitted ``t`` (as ``_tightest`` orders them)."""
+    return s.remaining < t.remaining or (s.remaining == t.remaining and s.reset_after_us > t.reset_after_us)
+
+
 def _all_admitted(
     key: str, cost: int, policies: Sequence[Policy], reply: Sequence[int], now_us: int
 ) -> Decision:
-    """Decode the multi script's short reply: every policy admitted, one integer each."""
+    """Decode the multi script's short reply: every policy admitted, one integer each. Two
+    policies, the common pair, are decoded without a loop: this runs on every such check."""
+    if len(policies) == 2:
+        p, q = policies
+        s, u = _ADMITTED[p.algorithm](p, reply[0]), _ADMITTED[q.algorithm](q, reply[1])
+        t = u if _tighter(u, s) else s  # the first on ties
+        return Decision(True, t.remaining, 0, t.reset_after_us, t.policy.limit, key, cost, (s, u), now_us)
     states = tuple([_ADMITTED[p.algorithm](p, x) for p, x in zip(policies, reply, strict=True)])
     t = states[0]
-    for s in states[1:]:  # the tightest, as _tightest picks among admitted states (first on ties)
-        if s.remaining < t.remaining or (s.remaining == t.remaining and s.reset_after_us > t.reset_after_us):
+    for s in states[1:]:
+        if _tighter(s, t):
             t = s
     return Decision(True, t.remaining, 0, t.reset_after_us, t.policy.limit, key, cost, states, now_us)
 

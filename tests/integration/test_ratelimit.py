@@ -807,7 +807,33 @@ def test_a_sliding_log_hit_on_the_server_clock_answers_exactly(rp: Harness) -> N
     assert d.retry_after_us is not None
     assert oldest + 3_600_000_000 - now <= d.retry_after_us <= 3_600_000_000  # the oldest must leave
     assert d.reset_after_us - d.retry_after_us == newest - oldest
-    assert raw.zcard(key) == 3 and 3_599_000 < raw.pttl(key) <= 3_600_000
+    # the key lives to the end of the window after the one the newest entry is in: one to two windows
+    assert raw.zcard(key) == 3 and 3_599_000 < raw.pttl(key) <= 7_200_000
+
+
+def test_sliding_log_key_lives_past_the_window_after_its_newest_entry(rp: Harness) -> None:
+    """A log's key expires at the end of the window after the one its newest hit fell in (whole
+    windows from the epoch): one to two windows after that hit. A log of 4 or more live entries
+    reads its TTL and writes it only when less than a window is left, as under a key whose TTL an
+    earlier release set to the window after its last entry: that key is given the longer one."""
+    lim = make(rp, "sliding", 100, 60, name="expiry")
+    raw = rp.backend.sync_client()
+    (key,) = lim.keys("w")
+
+    def expires_at_ms() -> tuple[int, int]:
+        s, u = raw.time()
+        now_ms = int(s) * 1000 + int(u) // 1000
+        return now_ms, now_ms + raw.pttl(key)
+
+    for i in range(8):
+        assert rp.call(lim.hit("w")).remaining == 99 - i
+        now_ms, at = expires_at_ms()
+        assert 59_000 < at - now_ms <= 120_000
+        assert abs(at - (now_ms // 60_000 + 2) * 60_000) <= 1_000  # the window's end, not now + 60 s
+    raw.pexpire(key, 5_000)  # what an earlier release leaves: the window after the last entry, elapsing
+    assert rp.call(lim.hit("w")).remaining == 91
+    now_ms, at = expires_at_ms()
+    assert 59_000 < at - now_ms <= 120_000 and raw.zcard(key) == 9
 
 
 @pytest.mark.parametrize("subject", ["user:42", "usér:ü"])
