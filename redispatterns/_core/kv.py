@@ -488,9 +488,13 @@ def set_script(
     others: int,
     cas: tuple[int, bytes] | None = None,
 ) -> Script:
-    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
-    terms = store.terms(spec, ttl_ms or 0, ctype, others)
-    args = (data, *terms) if cas is None else (data, *terms, *cas)
+    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms.
+    A write with a TTL sends its whole metadata (size first): the script compares and stores it
+    as sent, turning no number into text."""
+    ttl, tail, limits = store.terms(spec, ttl_ms or 0, ctype, others)
+    if ttl_ms:
+        tail = b"%d%s" % (len(data), tail)
+    args = (data, ttl, tail, limits) if cas is None else (data, ttl, tail, limits, *cas)
     return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
 
 
