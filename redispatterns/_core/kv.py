@@ -469,6 +469,9 @@ def _prechecked(lua: LuaScript, keys: tuple[KeyT, ...], args: tuple[Any, ...]) -
     return trusted_script(lua, keys, args)
 
 
+_KV_SET = load("kv_set")  # the hot write's script, looked up once
+
+
 def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:
     """Bytes used by mounts in other slots (one read), 0 when there are none or no store limit."""
     _, other = store.peers(spec)
@@ -495,7 +498,7 @@ def set_script(
     if ttl_ms:
         tail = b"%d%s" % (len(data), tail)
     args = (data, ttl, tail, limits) if cas is None else (data, ttl, tail, limits, *cas)
-    return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
+    return trusted_script(_KV_SET, (spec.base + "k:" + key, *store.write_keys(spec)), args)  # as _prechecked
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:
