@@ -56,6 +56,7 @@ def cases(url: str) -> list[BenchCase]:
             state["loop"] = loop
             state["kv"] = AsyncKV(connect_async(url), MOUNTS, write_policy="immediate")
             state["raw"] = redis.asyncio.Redis.from_url(url)
+            state["plain"] = AsyncKV(redis.asyncio.Redis.from_url(url), MOUNTS, write_policy="immediate")
         return state["kv"], state["raw"]
 
     async def aget() -> Any:
@@ -63,6 +64,10 @@ def cases(url: str) -> list[BenchCase]:
 
     async def aset() -> Any:
         return await on_loop()[0].set("user", "profile", VALUE)
+
+    async def aset_plain() -> Any:
+        on_loop()
+        return await state["plain"].set("user", "profile", VALUE)
 
     async def afloor() -> Any:
         return await on_loop()[1].get(RECORD)
@@ -78,6 +83,8 @@ def cases(url: str) -> list[BenchCase]:
         BenchCase("kv", "has", lambda: kv.has("user", "profile"), lambda: raw.exists(RECORD)),
         BenchCase("kv", "get (async)", aget, afloor, is_async=True),
         BenchCase("kv", "set (async)", aset, aset_floor, is_async=True, note="EVALSHA vs SET PX"),
+        BenchCase("kv", "set (async, plain client)", aset_plain, aset_floor, is_async=True,
+                  note="ours on a plain redis.asyncio client (no connect_async pool)"),
     ]  # fmt: skip
     return out + _bulk_cases(url, raw)
 

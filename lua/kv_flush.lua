@@ -52,7 +52,7 @@ local function purge(g, keep)
   return freed, gone
 end
 
--- parse the writes; each distinct head is parsed once: {is set, g, TTL text, TTL ms, deadline, metadata after the size}
+-- parse the writes; each distinct head is parsed once: {is set, g, TTL text, TTL ms, deadline as text, metadata after the size}
 local max_entries, skip, pos, np = {}, {}, {}, {}
 for g = 1, G do
   max_entries[g] = tonumber(ARGV[4 + g])
@@ -71,9 +71,9 @@ for i = 1, W do
     else
       local g, ttl, ctype = string.match(text, '^s(%d+) (%d+) (.*)$')
       local ms = tonumber(ttl)
-      local tail = ':' .. now .. ':' .. ctype -- the metadata after the size (as kv_set writes it)
+      local tail = string.format(':%d:%s', now, ctype) -- the metadata after the size (as kv_set writes it)
       if ms > 0 then tail = ';' .. ttl .. ';' .. ctype end
-      h = {true, tonumber(g), ttl, ms, now + ms, tail}
+      h = {true, tonumber(g), ttl, ms, string.format('%d', now + ms), tail} -- numbers as text once ('%d')
     end
     parsed[text] = h
   end
@@ -225,7 +225,7 @@ for g = 1, G do
         add_idx[ai + 1], add_idx[ai + 2] = 0, m
         ai = ai + 2
       end
-      local mv = #v .. h[6]
+      local mv = string.format('%d%s', #v, h[6])
       if mv ~= old then -- an overwrite of the same size, TTL and type leaves it as it is
         meta_set[ms + 1], meta_set[ms + 2] = m, mv
         ms = ms + 2

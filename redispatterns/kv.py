@@ -154,11 +154,16 @@ class KV(_Base):
             return value if found else default
         return run_sync(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
 
-    @after_writes("key")
     def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._near is not None:  # the near tier forgets the key (no wrapper on the hot path)
+            return self._set_near(mount, key, value, ttl=ttl)
         if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
             return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
+        return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
+
+    @after_writes("key")
+    def _set_near(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         return run_sync(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     @after_writes("key")
@@ -236,11 +241,16 @@ class AsyncKV(_Base):
             return value if found else default
         return await run_async(self.client, core.op_get_or(self._store, self._buffer, mount, key, default))
 
-    @after_writes("key")
     async def set(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Write ``value`` (schema-checked, quotas enforced); ``ttl`` seconds overrides the mount's."""
+        if self._near is not None:  # the near tier forgets the key (no wrapper on the hot path)
+            return await self._set_near(mount, key, value, ttl=ttl)
         if self._store.write_policy == "dispose":  # buffered: no I/O, no runner
             return core.buffer_set(self._store, self._buffer, mount, key, value, ttl)
+        return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
+
+    @after_writes("key")
+    async def _set_near(self, mount: str, key: str, value: Any, *, ttl: float | None = None) -> bool:
         return await run_async(self.client, core.op_set(self._store, self._buffer, mount, key, value, ttl))
 
     @after_writes("key")

@@ -469,6 +469,9 @@ def _prechecked(lua: LuaScript, keys: tuple[KeyT, ...], args: tuple[Any, ...]) -
     return trusted_script(lua, keys, args)
 
 
+_KV_SET = load("kv_set")  # the hot write's script, looked up once
+
+
 def others_used(store: KVStore, spec: MountSpec) -> Flow[int]:
     """Bytes used by mounts in other slots (one read), 0 when there are none or no store limit."""
     _, other = store.peers(spec)
@@ -488,10 +491,14 @@ def set_script(
     others: int,
     cas: tuple[int, bytes] | None = None,
 ) -> Script:
-    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms."""
-    terms = store.terms(spec, ttl_ms or 0, ctype, others)
-    args = (data, *terms) if cas is None else (data, *terms, *cas)
-    return _prechecked(load("kv_set"), (spec.base + "k:" + key, *store.write_keys(spec)), args)
+    """``kv_set`` for one write: the record and the bookkeeping keys, the value and its terms.
+    A write with a TTL sends its whole metadata (size first): the script compares and stores it
+    as sent, turning no number into text."""
+    ttl, tail, limits = store.terms(spec, ttl_ms or 0, ctype, others)
+    if ttl_ms:
+        tail = b"%d%s" % (len(data), tail)
+    args = (data, ttl, tail, limits) if cas is None else (data, ttl, tail, limits, *cas)
+    return trusted_script(_KV_SET, (spec.base + "k:" + key, *store.write_keys(spec)), args)  # as _prechecked
 
 
 def _check_set_reply(store: KVStore, spec: MountSpec, key: str, reply: Any) -> bool:

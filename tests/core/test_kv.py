@@ -240,7 +240,8 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
         b"app:u:{kv}:u",
     )
     assert op.keys[5:] == (b"app:v:{kv}:i", b"app:v:{kv}:m", b"app:v:{kv}:x", b"app:v:{kv}:u")
-    assert op.args == (b"[1]", b"2000", b";2000;application/json", b"5 1000 0")
+    # with a TTL the metadata goes whole, size first (the script stores it as sent)
+    assert op.args == (b"[1]", b"2000", b"3;2000;application/json", b"5 1000 0")
     assert ok is True
     check_same_slot(op.keys)  # built without the check: the keys share the slot by construction
     # without a store limit the other mounts are not touched
@@ -249,10 +250,13 @@ def test_set_sends_one_script_with_quotas_and_ttl() -> None:
     assert (
         isinstance(ops[0], Script)
         and len(ops[0].keys) == 5
-        and ops[0].args[1:] == (b"3000", b";3000;application/json", b"10000 0 0")
+        and ops[0].args[1:] == (b"3000", b"1;3000;application/json", b"10000 0 0")
     )
+    # without a TTL the script writes the size and its time in front of the content type
+    ops, _ = trace(core.op_set(s2, core.WriteBuffer(), "u", "k", "abc", None), lambda op: 1)
+    assert ops[0].args == (b'"abc"', b"0", b":application/json", b"10000 0 0")  # type: ignore[union-attr]
     ops, _ = trace(core.op_set(s2, core.WriteBuffer(), "u", "k", b"raw", 3), lambda op: 1)
-    assert ops[0].args == (b"\xffraw", b"3000", b";3000;application/octet-stream", b"10000 0 0")  # type: ignore[union-attr]
+    assert ops[0].args == (b"\xffraw", b"3000", b"4;3000;application/octet-stream", b"10000 0 0")  # type: ignore[union-attr]
 
 
 @settings(max_examples=200)

@@ -332,6 +332,29 @@ def test_bookkeeping_in_the_earlier_form_is_read_and_overwritten_exactly(rp: Har
     assert rp.call(kv.get("user", "a")) == {"n": 22}
 
 
+def test_both_write_paths_store_the_same_metadata_and_byte_count(rp: Harness) -> None:
+    """A single set sends its metadata whole (size first); a flush builds it in the script: for
+    a value of multi-byte UTF-8 they agree byte for byte, so an overwrite by the other path with
+    the same size, TTL and type leaves the metadata and the byte counter as they are."""
+    c = rp.sync_client
+    mounts = {"user": rp_mount(USER, ttl=100)}
+    now = make(rp, mounts)
+    later = make(rp, mounts, write_policy="dispose")
+    size = len('"héllo wörld"'.encode())  # 15 bytes for 13 characters
+    rp.call(now.set("user", "a", "héllo wörld"))
+    assert c.hget(BASE + "m", "a") == f"{size};100000;application/json".encode()
+    assert int(c.get(BASE + "u")) == size
+    rp.call(later.set("user", "a", "wörld héllo"))  # the same size through kv_flush
+    rp.call(later.flush())
+    assert c.hget(BASE + "m", "a") == f"{size};100000;application/json".encode()
+    assert int(c.get(BASE + "u")) == size
+    rp.call(now.set("user", "a", "héllo"))  # shorter through kv_set: the counter follows
+    short = len('"héllo"'.encode())  # 8 bytes
+    assert c.hget(BASE + "m", "a") == f"{short};100000;application/json".encode()
+    assert int(c.get(BASE + "u")) == short
+    assert rp.call(now.get("user", "a")) == "héllo" and 95 < rp.call(now.info("user", "a")).ttl <= 100
+
+
 @pytest.mark.parametrize("policy", ["immediate", "dispose"])
 def test_the_bookkeeping_keeps_its_hashed_encodings_from_the_first_key(rp: Harness, policy: str) -> None:
     """A pad entry over 64 bytes keeps the metadata hash and expiry zset out of the listpack
