@@ -268,11 +268,16 @@ class CacheSpec:
             except TypeError:  # an unhashable argument: not memoised
                 return self.keys_bound(self.plan.bind(args, kwargs))
             if keys is not None:
-                for a in args:
-                    if type(a) not in _MEMO_TYPES:
-                        break
+                if len(args) == 1:  # the common memoised call: one argument, no loop
+                    t = type(args[0])
+                    if t is int or t is str:
+                        return keys
                 else:
-                    return keys
+                    for a in args:
+                        if type(a) not in _MEMO_TYPES:
+                            break
+                    else:
+                        return keys
             text = self.plan.render_args(args)
             keys = self.keys_bound(self.plan.bind(args, kwargs)) if text is None else self._keys(text, ())
             for a in args:
