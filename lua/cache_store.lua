@@ -27,11 +27,11 @@ if ARGV[5] == 'put' then
   end
   redis.call('DEL', KEYS[2])  -- a refresh's lease: its result is older than ours (a fill's lease, in KEYS[1], goes with the SET)
 elseif string.byte(token) == 2 then
-  local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-  if not ok then
-    cur = false  -- another type planted meanwhile: absent, replaced
-  end
+  local cur = redis.pcall('GET', KEYS[1])
   if cur ~= token then
+    if type(cur) == 'table' then
+      cur = false  -- another type planted meanwhile: absent, replaced
+    end
     if cur then
       if string.byte(cur) == 2 then
         return 0  -- our lease expired and another caller holds a new one: theirs is newer

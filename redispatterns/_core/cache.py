@@ -268,11 +268,16 @@ class CacheSpec:
             except TypeError:  # an unhashable argument: not memoised
                 return self.keys_bound(self.plan.bind(args, kwargs))
             if keys is not None:
-                for a in args:
-                    if type(a) not in _MEMO_TYPES:
-                        break
+                if len(args) == 1:  # the common memoised call: one argument, no loop
+                    t = type(args[0])
+                    if t is int or t is str:
+                        return keys
                 else:
-                    return keys
+                    for a in args:
+                        if type(a) not in _MEMO_TYPES:
+                            break
+                    else:
+                        return keys
             text = self.plan.render_args(args)
             keys = self.keys_bound(self.plan.bind(args, kwargs)) if text is None else self._keys(text, ())
             for a in args:
@@ -600,6 +605,7 @@ def _leased_fill(
 
 
 _STORE = load("cache_store")
+_FILL = load("cache_fill")
 _UNLOCK = load("cache_unlock")
 _KEEP_REPLY = {"get": True}  # redis-py then returns SET ... GET's reply as it is, not a boolean
 
@@ -908,23 +914,35 @@ def _store(
     soft_ms = max(1, round(ttl_ms * (1.0 - spec.jitter * rand())))
     now = spec.clock() if spec.clock is not None else (yield WallClock())
     now_ms = int(now * 1000.0)
-    store_keys: tuple[str | bytes, ...] = keys.pair
-    if keys.tags:
-        store_keys = (*store_keys, *[tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags])
     # the whole envelope is built here: its soft expiry from the writer's clock, which decides
     # freshness only (readers compare it with their own clocks; the Redis TTL is the server's).
-    # Integers go as bytes (redis-py sends bytes as they are); a fill sends four arguments (each
-    # one is server time), a put its mode and a version above 0.
+    # Integers go as bytes (redis-py sends bytes as they are).
     envelope = b"\x01%d:%d:%d|" % (now_ms + soft_ms, compute_ms, version) + payload
-    args: tuple[Any, ...] = (envelope, b"%d" % (soft_ms + stale_ms), token, b"%d" % now_ms)
-    if mode == "put":
-        args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
-    script = trusted_script(_STORE, store_keys, args)
+    hard = b"%d" % (soft_ms + stale_ms)
     try:
         if keys.tags:
+            tag_keys = [tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags]
+            store_keys: tuple[str | bytes, ...] = (*keys.pair, *tag_keys)
+            script = trusted_script(_STORE, store_keys, (envelope, hard, token, b"%d" % now_ms))
             written = yield from _store_tagged(spec, keys, script, rand)
         else:
-            try:  # _send, inlined: a cold miss passes through one generator less
+            if token[:1] == "\x02" and mode == "fill":
+                # the common store, a cold fill whose lease is still in the value's key:
+                # cache_fill, one key and three arguments (each one is server time); -1: the
+                # lease is gone, cache_store decides (one more round trip, only then)
+                script = trusted_script(_FILL, (keys.pair[0],), (envelope, hard, token))
+                try:  # _send, inlined: a cold miss passes through one generator less
+                    written = yield script
+                except Exception as exc:
+                    written = yield from _retry_backpressure(script, exc, rand)
+                if written != -1:
+                    return StoreStatus.OK if written else StoreStatus.SKIP
+            # a put sends its mode and a version above 0
+            args: tuple[Any, ...] = (envelope, hard, token, b"%d" % now_ms)
+            if mode == "put":
+                args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
+            script = trusted_script(_STORE, keys.pair, args)
+            try:
                 written = yield script
             except Exception as exc:
                 written = yield from _retry_backpressure(script, exc, rand)

@@ -414,7 +414,9 @@ def replace(reply: Any) -> tuple[Any, Any]:
 
 
 def store(reply: Any) -> tuple[Any, Any]:
-    return (lambda op: isinstance(op, Script) and op.script.name == "cache_store", reply)
+    """The store: ``cache_fill`` for a cold fill holding its lease in the value's key, else
+    ``cache_store``."""
+    return (lambda op: isinstance(op, Script) and op.script.name in ("cache_store", "cache_fill"), reply)
 
 
 def test_fill_wins_the_lease_computes_and_stores() -> None:
@@ -424,6 +426,33 @@ def test_fill_wins_the_lease_computes_and_stores() -> None:
     # lease lost before the store (invalidated or written through meanwhile): uncached
     steps[-1] = store(0)
     assert run_fill(s, steps) == ({"id": 1}, core.UNCACHED)
+
+
+def test_cold_fill_stores_with_the_short_script_and_falls_back_when_its_lease_is_gone() -> None:
+    s = spec()
+    fill = (lambda op: isinstance(op, Script) and op.script.name == "cache_fill", 1)
+    ops, result = trace(
+        core.fill(s, s.keys_for((1,), {}), Compute(user, (1,)), CircuitBreaker(), lambda: 0.5),
+        lambda op: (
+            OURS
+            if isinstance(op, Command)
+            else (1 if isinstance(op, Script) else ({"id": 1} if isinstance(op, Compute) else 1.0))
+        ),
+    )
+    assert result == ({"id": 1}, core.MISS)
+    stores = [op for op in ops if isinstance(op, Script)]
+    assert [op.script.name for op in stores] == ["cache_fill"]
+    # one key (the value's, holding our lease) and three arguments: envelope, hard TTL, lease
+    (st,) = stores
+    assert st.keys == (s.keys_for((1,), {}).pair[0],) and len(st.args) == 3
+    assert st.args[0] == b'\x011800000060000:0:0|{"id":1}' and st.args[1] == b"66000"
+    assert str(st.args[2]).startswith("\x02")
+    # our lease is gone (-1): cache_store decides, with the lease key and the writer's clock
+    full = (lambda op: isinstance(op, Script) and op.script.name == "cache_store" and len(op.keys) == 2, 0)
+    steps = [lease(OURS), (Now(), 1.0), (Compute, {"id": 1}), (Now(), 1.0), (fill[0], -1), full]
+    assert run_fill(s, steps) == ({"id": 1}, core.UNCACHED)
+    steps[-1] = (full[0], 1)
+    assert run_fill(s, steps) == ({"id": 1}, core.MISS)
 
 
 def test_fill_waits_for_the_holder_then_reads_its_value() -> None:

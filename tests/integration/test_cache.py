@@ -660,6 +660,23 @@ def test_a_computation_longer_than_the_lease_is_still_stored(rp: Harness) -> Non
     assert len(calls) == 1
 
 
+def test_a_fill_whose_lease_was_retaken_stores_nothing_and_leaves_the_new_lease(rp: Harness) -> None:
+    c = rp.backend.sync_client()
+    f: Any = None
+
+    def body(x: Any, y: Any = None) -> Any:
+        # our lease (0.1 s) has expired during the 0.3 s computation; another caller took a new
+        # one: its result is newer, so ours must not replace it
+        assert c.get(f.key(1)) is None
+        c.set(f.key(1), b"\x02another-caller", px=30_000)
+        return {"x": x}
+
+    f = make(rp, body, lock_ttl=0.1, sleep=0.3)
+    assert rp.call(f(1)) == {"x": 1}  # the caller gets its result...
+    assert c.get(f.key(1)) == b"\x02another-caller"  # ...which was not stored over the new lease
+    assert f.stats.counts["uncached"] == 1 and f.stats.corrupt == 0
+
+
 @pytest.mark.parametrize("flavour", ["async"])
 def test_async_followers_survive_a_cancelled_leader(rp: Harness) -> None:
     import asyncio
