@@ -919,11 +919,15 @@ def _store(
     # Integers go as bytes (redis-py sends bytes as they are).
     envelope = b"\x01%d:%d:%d|" % (now_ms + soft_ms, compute_ms, version) + payload
     hard = b"%d" % (soft_ms + stale_ms)
+    # a put sends its mode and a version above 0
+    args: tuple[Any, ...] = (envelope, hard, token, b"%d" % now_ms)
+    if mode == "put":
+        args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
     try:
         if keys.tags:
             tag_keys = [tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags]
             store_keys: tuple[str | bytes, ...] = (*keys.pair, *tag_keys)
-            script = trusted_script(_STORE, store_keys, (envelope, hard, token, b"%d" % now_ms))
+            script = trusted_script(_STORE, store_keys, args)
             written = yield from _store_tagged(spec, keys, script, rand)
         else:
             if token[:1] == "\x02" and mode == "fill":
@@ -937,10 +941,6 @@ def _store(
                     written = yield from _retry_backpressure(script, exc, rand)
                 if written != -1:
                     return StoreStatus.OK if written else StoreStatus.SKIP
-            # a put sends its mode and a version above 0
-            args: tuple[Any, ...] = (envelope, hard, token, b"%d" % now_ms)
-            if mode == "put":
-                args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
             script = trusted_script(_STORE, keys.pair, args)
             try:
                 written = yield script

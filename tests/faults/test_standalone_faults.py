@@ -436,3 +436,44 @@ def test_limiter_breaker_holds_when_the_timeout_outlasts_reset_after(
             assert max(took) < TIMEOUT / 2, [round(t, 3) for t in took]
     finally:
         client.close()
+
+
+def test_async_writes_to_a_hung_server_cost_one_timeout(
+    server_kind: ServerKind, fault_servers: FaultServers
+) -> None:
+    """SIGSTOP, on connect_async()'s connections (whose small writes skip redis-py's timed
+    write). Must hold: a write far bigger than the socket buffers take, on a connection opened
+    before, waits for them under the timeout (never forever: without it this test hangs); a
+    small command costs one timeout too; then, the server back, the same client works."""
+    import asyncio
+
+    server = fault_servers.standalone(server_kind)
+    timeout = 0.5
+    one_timeout = 1.5 * timeout + 0.15
+    big = b"x" * (32 << 20)  # far beyond what the kernel's socket buffers hold
+
+    async def scenario() -> list[float]:
+        client = rp.connect_async(server.url, socket_timeout=timeout)
+        try:
+            assert await client.ping()
+            assert type(client.connection_pool).__name__ == "AsyncQueuingPool"  # type: ignore[union-attr]
+            took = []
+            with paused(server.node):
+                for value in (big, b"small"):
+                    started = time.monotonic()
+                    with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+                        await client.set("hung-write", value)
+                    took.append(time.monotonic() - started)
+            for _ in range(100):  # the server drains what was queued before it answers again
+                try:
+                    if await client.set("hung-write", b"back"):
+                        break
+                except (redis.TimeoutError, redis.ConnectionError):
+                    await asyncio.sleep(0.05)
+            assert await client.get("hung-write") == b"back"
+            return took
+        finally:
+            await client.aclose()
+
+    took = asyncio.run(scenario())
+    assert max(took) < one_timeout, [round(t, 3) for t in took]

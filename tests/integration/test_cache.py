@@ -286,6 +286,20 @@ def test_refresh_and_set_handles(rp: Harness) -> None:
     assert len(calls) == 2
 
 
+def test_set_replaces_a_fresh_value_of_a_tagged_function(rp: Harness) -> None:
+    """A put (``set``) of a tagged entry writes over a fresh value and records its tags, as an
+    untagged one does (a put is never skipped as a fill would be)."""
+    calls, body = counter()
+    f = make(rp, body, tags=["t:{x}"], name="tagged-set")
+    assert rp.call(f(1)) == {"x": 1, "n": 1}
+    rp.call(f.set("manual", 1))
+    assert rp.call(f.peek(1)) == "manual" and rp.call(f(1)) == "manual"
+    rp.call(f.set("again", 1))
+    assert rp.call(f(1)) == "again" and len(calls) == 1
+    assert rp.call(_tags(rp, "t:1", client=rp.client)) == 1
+    assert rp.call(f.peek(1)) is NOT_CACHED
+
+
 def _writer(rp_: Harness, body: Callable[..., Any], target: Any, **opts: Any) -> Any:
     if rp_.is_async:
 
