@@ -791,7 +791,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
         if c.timeout is not None:
             return _compute_with_timeout(c)
         result = c.fn(*c.args, **c.kwargs)
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN_RESULTS and result is not None and inspect.isawaitable(result):
             close = getattr(result, "close", None)
             if close is not None:
                 close()
@@ -860,7 +860,7 @@ def run_sync(client: Any, flow: Flow[T]) -> T:
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
-        return cast(T, stop.value)
+        return stop.value  # type: ignore[no-any-return]  # (no cast(): a call per flow)
     except Exception as exc:
         public = public_error(client, exc)
         if public is None:
@@ -989,7 +989,7 @@ async def run_async(client: Any, flow: Flow[T], *, checked: bool = False) -> T:
     if not checked:
         check_loop(client)  # a client whose connections belong to another loop: a clear error
     try:
-        init = getattr(client, "_initialize", False) is True
+        init = _is_cluster(client) and getattr(client, "_initialize", False) is True
         op = next(flow)
         while True:
             try:
@@ -1007,7 +1007,7 @@ async def run_async(client: Any, flow: Flow[T], *, checked: bool = False) -> T:
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
-        return cast(T, stop.value)
+        return stop.value  # type: ignore[no-any-return]  # (no cast(): a call per flow)
     except Exception as exc:
         public = public_error(client, exc)
         if public is None:
