@@ -25,8 +25,6 @@ from typing import Any
 import redis.asyncio.connection
 import redis.connection
 
-from redispatterns import _pools
-
 __all__ = ["BenchCase", "Result", "count_round_trips", "main", "measure", "private_server"]
 
 SyncFn = Callable[[], Any]
@@ -82,21 +80,13 @@ def count_round_trips() -> Iterator[_Counter]:
         counter.n += 1
         return await async_orig(self, *a, **kw)
 
-    direct_orig = _pools._write  # connect_async()'s direct writes (see _pools._DirectWrite)
-
-    def direct_write(writer: Any, command: list[Any], failed: list[BaseException]) -> None:
-        counter.n += 1
-        direct_orig(writer, command, failed)
-
     redis.connection.AbstractConnection.send_packed_command = sync_send  # type: ignore[method-assign]
     redis.asyncio.connection.AbstractConnection.send_packed_command = async_send  # type: ignore[method-assign]
-    _pools._write = direct_write
     try:
         yield counter
     finally:
         redis.connection.AbstractConnection.send_packed_command = sync_orig  # type: ignore[method-assign]
         redis.asyncio.connection.AbstractConnection.send_packed_command = async_orig  # type: ignore[method-assign]
-        _pools._write = direct_orig
 
 
 def _time_block(fn: SyncFn, n: int) -> list[float]:

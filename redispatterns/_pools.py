@@ -21,7 +21,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-__all__ = ["AsyncQueuingPool", "QueuingPool", "direct_write"]
+__all__ = ["AsyncQueuingPool", "QueuingPool"]
 
 _NONE_FREE = "No connection available."
 _sync_get = redis.ConnectionPool.get_connection  # called directly: the hot path skips super()
@@ -85,7 +85,6 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
 
     def __init__(self, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.connection_class = direct_write(self.connection_class)
         self.timeout = timeout
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._woken = 0  # waiters woken that have not taken their connection yet
@@ -155,75 +154,3 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
         finally:
             if self._waiters:
                 self._wake_next()
-
-
-# --------------------------------------------------------------------------- asyncio writes
-
-
-class _DirectWrite:
-    """An asyncio connection whose write of a command that cannot fill the transport's buffer
-    skips redis-py's ``asyncio.wait_for`` around it (on Python 3.11 a task, a timer and several
-    event-loop turns per command): ``drain()`` cannot wait then, so it needs no timeout. The
-    write is a callback at the next loop turn (what the timed write's task amounted to: the
-    commands of tasks sending in one turn leave together; written at once, 100 concurrent GETs
-    took 1.2x as long). A command that could fill the buffer (a server that stopped reading,
-    or a big write) is sent as redis-py sends it, under ``socket_timeout``; health checks and
-    reads are redis-py's.
-    """
-
-    socket_timeout: float | None
-    _writer: asyncio.StreamWriter | None
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        timeout = self.socket_timeout
-        if not timeout or self._writer is None or type(command) is not list:
-            return await super().send_packed_command(command, check_health)  # type: ignore[misc, no-any-return]
-        if check_health:
-            await self.check_health()  # type: ignore[attr-defined]  # its PING keeps the timeouts
-        writer = self._writer
-        if writer is None or not _fits(writer.transport, command):
-            return await super().send_packed_command(command, False)  # type: ignore[misc, no-any-return]
-        # the write runs at the next loop turn, before this task resumes: the commands of tasks
-        # sending in the same turn leave together, as redis-py's timed write has them leave
-        failed: list[BaseException] = []
-        asyncio.get_running_loop().call_soon(_write, writer, command, failed)
-        try:
-            await asyncio.sleep(0)
-        except BaseException:  # cancelled: a reply may come that nobody reads, so no reuse
-            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
-            raise
-        if failed:
-            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
-            raise RedisConnectionError(f"Error while writing to socket: {failed[0]!r}") from failed[0]
-
-
-def _write(writer: asyncio.StreamWriter, command: list[Any], failed: list[BaseException]) -> None:
-    try:
-        if writer.transport.is_closing():
-            raise RedisConnectionError("Connection closed by the server before write")
-        writer.writelines(command)
-    except BaseException as exc:  # raised in the writing task
-        failed.append(exc)
-
-
-def _fits(transport: Any, command: list[Any]) -> bool:
-    """Written, the command leaves the buffer at or under its low-water mark: the transport
-    does not pause writing, so ``drain()`` returns at once."""
-    try:
-        low = transport.get_write_buffer_limits()[0]
-        return bool(transport.get_write_buffer_size() + sum(map(len, command)) <= low)
-    except (AttributeError, NotImplementedError):  # a transport without buffer limits
-        return False
-
-
-_direct: dict[type, type] = {}
-
-
-def direct_write(cls: type) -> type:
-    """``cls`` (a ``redis.asyncio`` connection class) with :class:`_DirectWrite`'s writes."""
-    if issubclass(cls, _DirectWrite):
-        return cls
-    out = _direct.get(cls)
-    if out is None:
-        out = _direct[cls] = type(cls.__name__, (_DirectWrite, cls), {"__module__": __name__})
-    return out

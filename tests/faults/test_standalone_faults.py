@@ -441,10 +441,10 @@ def test_limiter_breaker_holds_when_the_timeout_outlasts_reset_after(
 def test_async_writes_to_a_hung_server_cost_one_timeout(
     server_kind: ServerKind, fault_servers: FaultServers
 ) -> None:
-    """SIGSTOP, on connect_async()'s connections (whose small writes skip redis-py's timed
-    write). Must hold: a write far bigger than the socket buffers take, on a connection opened
-    before, waits for them under the timeout (never forever: without it this test hangs); a
-    small command costs one timeout too; then, the server back, the same client works."""
+    """SIGSTOP, on connect_async()'s connections. Must hold: a write far bigger than the socket
+    buffers take, on a connection opened before, waits for them under the timeout (never
+    forever: a write without it hangs this test); a small command costs one timeout too; then,
+    the server back, the same client works."""
     import asyncio
 
     server = fault_servers.standalone(server_kind)
