@@ -184,8 +184,9 @@ def test_timeout_and_non_blocking(rp: Harness) -> None:
 def test_expiry_wakes_a_waiter_without_a_release(rp: Harness) -> None:
     lock = make(rp, "expire", ttl=0.3)
     rp.call(lock.acquire())
+    waiter = make(rp, "expire", ttl=5)  # its own lease outlives a loaded machine's release
     t0 = time.monotonic()
-    second = rp.call(lock.acquire(timeout=3))
+    second = rp.call(waiter.acquire(timeout=3))
     waited = time.monotonic() - t0
     assert 0.2 < waited < 2.5
     rp.call(second.release())
