@@ -605,6 +605,18 @@ def _leased_fill(
 
 
 _STORE = load("cache_store")
+
+
+def _store_args(
+    envelope: bytes, hard: bytes, token: str, now_ms: int, mode: str, version: int
+) -> tuple[Any, ...]:
+    """``cache_store``'s ARGV: a put adds its mode and a version above 0."""
+    args: tuple[Any, ...] = (envelope, hard, token, b"%d" % now_ms)
+    if mode == "put":
+        return (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
+    return args
+
+
 _FILL = load("cache_fill")
 _UNLOCK = load("cache_unlock")
 _KEEP_REPLY = {"get": True}  # redis-py then returns SET ... GET's reply as it is, not a boolean
@@ -919,15 +931,13 @@ def _store(
     # Integers go as bytes (redis-py sends bytes as they are).
     envelope = b"\x01%d:%d:%d|" % (now_ms + soft_ms, compute_ms, version) + payload
     hard = b"%d" % (soft_ms + stale_ms)
-    # a put sends its mode and a version above 0
-    args: tuple[Any, ...] = (envelope, hard, token, b"%d" % now_ms)
-    if mode == "put":
-        args = (*args, b"put", b"%d" % version) if version > 0 else (*args, b"put")
     try:
         if keys.tags:
             tag_keys = [tag_set_key(spec.keyspace, keys.bucket, t) for t in keys.tags]
             store_keys: tuple[str | bytes, ...] = (*keys.pair, *tag_keys)
-            script = trusted_script(_STORE, store_keys, args)
+            script = trusted_script(
+                _STORE, store_keys, _store_args(envelope, hard, token, now_ms, mode, version)
+            )
             written = yield from _store_tagged(spec, keys, script, rand)
         else:
             if token[:1] == "\x02" and mode == "fill":
@@ -941,7 +951,9 @@ def _store(
                     written = yield from _retry_backpressure(script, exc, rand)
                 if written != -1:
                     return StoreStatus.OK if written else StoreStatus.SKIP
-            script = trusted_script(_STORE, keys.pair, args)
+            script = trusted_script(
+                _STORE, keys.pair, _store_args(envelope, hard, token, now_ms, mode, version)
+            )
             try:
                 written = yield script
             except Exception as exc:
