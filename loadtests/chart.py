@@ -39,7 +39,8 @@ def draw(data: dict[str, Any], path: str) -> None:
     ax.set_title(
         f"redispatterns (red) and peers (grey), {data.get('taken_at', '')}\n"
         f"{server.get('name', '?')} {server.get('version', '?')} on loopback; "
-        f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
+        f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+        f"{' (' + data['placement'] + ')' if data.get('placement') else ''}; "
         f"Python {data.get('python', '?')}, {versions}",
         fontsize=8,
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 import redis
 
 from loadtests.compare import compare
-from loadtests.harness import BenchCase, main
+from loadtests.harness import BenchCase, main, pin
 
 
 def _module(name: str, url_cases: object) -> types.ModuleType:
@@ -109,3 +112,23 @@ def test_cases_measured_at_several_sizes_make_a_growth_series(tmp_path: Path) ->
     assert (tmp_path / "g.png").stat().st_size > 1000
     assert not draw_growth({"results": rows[2:]}, str(tmp_path / "none.png"))
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_pin_puts_the_client_and_the_server_on_cpus_of_their_own() -> None:
+    mine = os.sched_getaffinity(0)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        where = pin(server.pid)
+        cpus = sorted(mine)
+        if len(cpus) < 2:
+            assert where == "not pinned"
+        else:
+            assert os.sched_getaffinity(0) == {cpus[0]}
+            assert os.sched_getaffinity(server.pid) == {cpus[-1]}
+            assert where == f"client on CPU {cpus[0]}, server on CPU {cpus[-1]}"
+        assert pin(None) == "not pinned"  # $REDIS_URL: a server we did not start is left alone
+    finally:
+        os.sched_setaffinity(0, mine)  # the rest of this test process runs where it did
+        server.kill()
+        server.wait()
