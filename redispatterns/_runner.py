@@ -439,7 +439,7 @@ def _each_sync(op: ComputeEach) -> list[Any]:
 
 
 # What a plain handler returns most often, and is never awaitable: no inspect.isawaitable() call.
-_PLAIN_RESULTS = frozenset({tuple, list, dict, str, bytes, int, float, bool})
+_PLAIN_RESULTS = frozenset({tuple, list, dict, str, bytes, int, float, bool, type(None)})
 
 
 async def _each_async(op: ComputeEach) -> list[Any]:
@@ -453,7 +453,7 @@ async def _each_async(op: ComputeEach) -> list[Any]:
                 break
             try:
                 r = fn(item)
-                if r is not None and (type(r) is coro or (type(r) not in plain and isawaitable(r))):
+                if type(r) not in plain and (type(r) is coro or isawaitable(r)):  # one test when plain
                     await r
             except Exception as exc:
                 out[i] = exc
@@ -791,7 +791,7 @@ def _exec_sync(client: Any, op: Op) -> Any:
         if c.timeout is not None:
             return _compute_with_timeout(c)
         result = c.fn(*c.args, **c.kwargs)
-        if type(result) not in _PLAIN_RESULTS and result is not None and inspect.isawaitable(result):
+        if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
             close = getattr(result, "close", None)
             if close is not None:
                 close()

@@ -115,3 +115,47 @@ def test_stop_and_a_failing_key() -> None:
     assert out[3] is None
     out = asyncio.run(_each_async(ComputeEach(lambda i: None, list(range(4)), 2, key=key)))
     assert isinstance(out[1], LookupError) and out[3] is None
+
+
+def test_in_order_async_awaits_what_a_plain_function_returns() -> None:
+    """The one-at-a-time asyncio path awaits a coroutine, a future or any awaitable a plain
+    function returns (``lambda m: handle(m)``), records the failure of one that raises, and
+    leaves plain results (None, tuples, ...) alone."""
+    done: list[Any] = []
+
+    async def handle(i: int) -> None:
+        await asyncio.sleep(0)
+        if i == 4:
+            raise ValueError("four")
+        done.append(("coro", i))
+
+    class Later:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def __await__(self) -> Any:
+            yield from asyncio.sleep(0).__await__()
+            done.append(("awaitable", self.i))
+
+    async def go() -> list[Any]:
+        loop = asyncio.get_running_loop()
+
+        def fn(i: int) -> Any:
+            if i % 4 == 0:
+                return handle(i)
+            if i % 4 == 1:
+                return Later(i)
+            if i % 4 == 2:
+                f = loop.create_future()
+                loop.call_soon(f.set_result, None)
+                f.add_done_callback(lambda _f: done.append(("future", i)))
+                return f
+            return (i, "plain")
+
+        return await _each_async(ComputeEach(fn, list(range(8)), 1))
+
+    out = asyncio.run(go())
+    assert [type(o).__name__ for o in out] == ["NoneType"] * 4 + ["ValueError"] + ["NoneType"] * 3
+    assert sorted(done) == sorted(
+        [("coro", 0), ("awaitable", 1), ("future", 2), ("awaitable", 5), ("future", 6)]
+    )
