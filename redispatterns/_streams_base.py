@@ -38,6 +38,8 @@ from ._core.streams import DeadLetter, StreamSpec, StreamStats
 from ._runner import socket_timeout
 from .mount import Namespace, resolve
 
+_loads = orjson.loads  # a module global: a comprehension reads it without a closure cell
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -368,20 +370,27 @@ class _ConsumerBase:
                 m._raw = raw
         text = bytes.decode if type(entries[0][0]) is bytes else as_str  # ids: ASCII
         codec = self._stream.codec
-        json, loads = type(codec) is JsonCodec, orjson.loads
-        for m, (mid, raw) in zip(pool, entries, strict=True):
-            m.id = text(mid)
-            try:  # decoded here, in this loop's frame: a handler's `m.fields` is a slot read
-                m.fields = (
-                    {k.decode(): loads(v) for k, v in raw.items()} if json else decode_fields(raw, codec)
-                )
-            except Exception:  # not plain JSON, or the codec refuses it
+        if type(codec) is JsonCodec:  # decoded here, in this loop's frame (no closure: _loads)
+            for m, (mid, raw) in zip(pool, entries, strict=True):
+                m.id = text(mid)
                 try:
-                    m.fields = decode_fields(raw, codec)
-                except Exception:  # refused: its `fields` raises the DecodeError when read
-                    worker.defer(m, raw)
-                    self._pool_mixed = True
+                    m.fields = {k.decode(): _loads(v) for k, v in raw.items()}
+                except Exception:  # not plain JSON: the codec's own decoding, which may refuse it
+                    self._decode_or_defer(m, raw, codec)
+        else:
+            for m, (mid, raw) in zip(pool, entries, strict=True):
+                m.id = text(mid)
+                self._decode_or_defer(m, raw, codec)
         return pool
+
+    def _decode_or_defer(self, m: BaseMessage, raw: Any, codec: Any) -> None:
+        """``m.fields`` decoded by the codec; an entry it refuses makes ``m`` deferred (its
+        ``fields`` raises the DecodeError when read)."""
+        try:
+            m.fields = decode_fields(raw, codec)
+        except Exception:
+            worker.defer(m, raw)
+            self._pool_mixed = True
 
     def _fresh(self) -> BaseMessage:
         m = self._first_delivery()
