@@ -558,19 +558,12 @@ def test_shard_channel_whose_slot_moves_follows_it(rp: Harness, backend: Backend
     slot_ = c.keyslot(names.channel(move))
     src = c.get_node_from_key(names.channel(move))
     dst = next(n for n in c.get_primaries() if n.name != src.name)
-    ids = {n.name: rp_str(c.execute_command("CLUSTER", "MYID", target_nodes=n)) for n in c.get_primaries()}
-
-    def assign(owner: Any) -> None:
-        first = [owner, *(n for n in c.get_primaries() if n.name != owner.name)]
-        for node in first:
-            c.execute_command("CLUSTER", "SETSLOT", slot_, "NODE", ids[owner.name], target_nodes=node)
-
     gaps: list[Gap] = []
     sub = _sub(rp, [stay, move], sharded=True, on_gap=gaps.append, backoff=(0.05, 0.3))
     assert len(sub._links) == 1
     pub = _pub(rp, sharded=True, sequence=False)  # keep the slot empty of keys so it can move back
     try:
-        assign(dst)
+        migrate_slot(c, slot_, src, dst)
         _wait(rp, lambda: rp_drain(rp, sub) or any(g.reason == "disconnect" for g in gaps))
         _wait(rp, lambda: len(sub._links) == 2 and rp_live(sub))
         rp.call(pub.publish(stay, "s"))
@@ -580,8 +573,39 @@ def test_shard_channel_whose_slot_moves_follows_it(rp: Harness, backend: Backend
         assert any(move in g.channels for g in gaps if g.reason == "disconnect")
     finally:
         rp.call(sub.close())
-        assign(src)
+        migrate_slot(c, slot_, dst, src)
         c.nodes_manager.initialize()
+
+
+def migrate_slot(c: Any, slot_: int, src: Any, dst: Any) -> None:
+    """Move the empty ``slot_`` from primary ``src`` to ``dst`` the way a resharding does, and
+    return once every primary names ``dst`` its owner.
+
+    IMPORTING on ``dst`` and MIGRATING on ``src`` first: ``SETSLOT NODE`` on an importing node
+    gives it the cluster's highest config epoch, so no heartbeat still in flight can undo the
+    move. A bare ``SETSLOT NODE`` on each primary in turn races the cluster bus: a new owner
+    with the lower epoch that hears the old owner's claim before the old owner is told hands
+    the slot back, and the two then redirect to each other for good (``MOVED`` both ways; on a
+    loaded machine that failed this test, or the next one to use the slot)."""
+    primaries = c.get_primaries()
+    ids = {n.name: rp_str(c.execute_command("CLUSTER", "MYID", target_nodes=n)) for n in primaries}
+    c.execute_command("CLUSTER", "SETSLOT", slot_, "IMPORTING", ids[src.name], target_nodes=dst)
+    c.execute_command("CLUSTER", "SETSLOT", slot_, "MIGRATING", ids[dst.name], target_nodes=src)
+    for node in [dst, src, *(n for n in primaries if n.name not in (src.name, dst.name))]:
+        c.execute_command("CLUSTER", "SETSLOT", slot_, "NODE", ids[dst.name], target_nodes=node)
+
+    def owners() -> set[str]:
+        seen: set[str] = set()
+        for node in primaries:
+            for lo, hi, master, *_ in c.execute_command("CLUSTER", "SLOTS", target_nodes=node):
+                if lo <= slot_ <= hi:
+                    seen.add(rp_str(master[2]))
+        return seen
+
+    deadline = time.monotonic() + 10
+    while (seen := owners()) != {ids[dst.name]}:
+        assert time.monotonic() < deadline, f"the primaries disagree on slot {slot_}'s owner: {seen}"
+        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- server restart
@@ -852,20 +876,24 @@ def test_each_reconnect_is_logged_once(
 
 
 def test_two_concurrent_consumers_get_each_message_once_in_order(rp: Harness) -> None:
+    """Each consumer stops at the first end marker it takes (one per consumer, published after
+    the n messages: once one has stopped, the other takes the next), not after a quiet second,
+    which a loaded machine's stalled publisher could give before the last message."""
     sub = _sub(rp, ["shared"])
     pub = _pub(rp)
     n = 200
+    end = "end"
     outs: list[list[int]] = [[], []]
     try:
         if rp.is_async:
 
             async def consume_async(out: list[int]) -> None:
-                while (m := await sub.get(timeout=1.0)) is not None:
+                while (m := await sub.get(timeout=10)) is not None and m.data != end:
                     out.append(m.seq)
 
             async def body() -> None:
                 tasks = [asyncio.create_task(consume_async(o)) for o in outs]
-                for i in range(n):
+                for i in [*range(n), *(end for _ in outs)]:
                     await pub.publish("shared", i)
                 await asyncio.gather(*tasks)
 
@@ -873,19 +901,19 @@ def test_two_concurrent_consumers_get_each_message_once_in_order(rp: Harness) ->
         else:
 
             def consume(out: list[int]) -> None:
-                while (m := sub.get(timeout=1.0)) is not None:
+                while (m := sub.get(timeout=10)) is not None and m.data != end:
                     out.append(m.seq)
 
             threads = [threading.Thread(target=consume, args=(o,)) for o in outs]
             for t in threads:
                 t.start()
-            for i in range(n):
+            for i in [*range(n), *(end for _ in outs)]:
                 pub.publish("shared", i)
             for t in threads:
                 t.join(30)
         assert sorted(outs[0] + outs[1]) == list(range(1, n + 1))
         assert all(o == sorted(o) for o in outs)  # each consumer sees the channel's order
-        assert sub.stats.delivered == n and not sub.gaps
+        assert sub.stats.delivered == n + len(outs) and not sub.gaps
     finally:
         rp.call(sub.close())
 
