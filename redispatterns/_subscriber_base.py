@@ -181,8 +181,9 @@ class SubscriberBase:
             raise
 
     def _not_ready(self) -> ServerUnavailable:
-        err = " ".join(link.state.lost_reason for link in self._links)
-        return ServerUnavailable(f"pub/sub subscription not confirmed in {self._ready_timeout}s {err}")
+        errs = "; ".join(link.state.last_error for link in self._links if link.state.last_error)
+        why = f" (last error: {errs})" if errs else ""
+        return ServerUnavailable(f"pub/sub subscription not confirmed in {self._ready_timeout}s{why}")
 
     # The callbacks, once for both flavours: user code goes through Compute (awaited when async).
 

@@ -356,6 +356,7 @@ class LinkState:
         self.reconnects = 0
         self.lost_at: float | None = None  # wall clock of the first loss not yet resubscribed
         self.lost_reason = ""
+        self.last_error = ""  # the latest failure, live or not (a subscription never confirmed)
         self.last_rx = 0.0
         self.ping_sent_at: float | None = None
         self._seq: dict[tuple[str | None, str], int] = {}
@@ -403,6 +404,7 @@ class LinkState:
             max_wait=self.max_wait,
         )
         other.ever_live, other.lost_at, other.lost_reason = self.ever_live, self.lost_at, self.lost_reason
+        other.last_error = self.last_error
         names = {s.name for s in moved}
         other._seq = {k: v for k, v in self._seq.items() if k[1] in names}
         self.subs = kept
@@ -415,6 +417,7 @@ class LinkState:
         if self.live or (self.ever_live and self.lost_at is None):
             self.lost_at = wall
             self.lost_reason = error
+        self.last_error = error
         self.live = False
         self.attempt += 1
         return backoff_delay(self.attempt, self.backoff[0], self.backoff[1], rand)

@@ -253,6 +253,7 @@ def test_lost_connection_is_reported_once_resubscribed() -> None:
 def test_initial_connect_failures_are_not_gaps() -> None:
     st = _link()
     assert st.on_lost("refused", 0.0, 1.0, 0.5) > 0
+    assert st.last_error == "refused" and st.lost_reason == ""  # said when it never confirms
     st.connecting(1.0)
     assert _live(st) == []
 
