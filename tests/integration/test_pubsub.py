@@ -16,7 +16,7 @@ import redispatterns as rp
 import redispatterns.pubsub
 from redispatterns import Mount, Namespace, ServerUnavailable
 from redispatterns._core.keys import Keyspace
-from redispatterns._core.pubsub import Names
+from redispatterns._core.pubsub import LinkState, Names
 from redispatterns.pubsub import (
     AsyncPublisher,
     AsyncSubscriber,
@@ -676,16 +676,32 @@ async def _apoll(cond: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 @pytest.mark.parametrize("opts", [{"decode_responses": True}, {"protocol": 3}], ids=["decoded", "resp3"])
-def test_clients_that_decode_or_speak_resp3(backend: Backend, opts: dict[str, Any]) -> None:
+def test_clients_that_decode_or_speak_resp3(
+    backend: Backend, opts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     if backend.is_fake and "protocol" in opts:
         pytest.skip("fakeredis speaks RESP2 here")
+    answered: list[Any] = []  # replies that settled an outstanding PING: its PONG, recognised
+    on_reply = LinkState.on_reply
+
+    def spy(self: LinkState, reply: Any, now: float, wall: float) -> Any:
+        waiting = self.ping_sent_at is not None
+        out = on_reply(self, reply, now, wall)
+        if waiting and self.ping_sent_at is None:
+            answered.append(reply)
+        return out
+
+    monkeypatch.setattr(LinkState, "on_reply", spy)
     c = backend.sync_client(**opts)
-    with Subscriber(["d"], patterns=["e*"], client=c, ping_interval=0.05, ping_timeout=2.0) as sub:
+    with Subscriber(["d"], patterns=["e*"], client=c, ping_interval=0.05, ping_timeout=10.0) as sub:
         assert publish("d", {"x": 1}, client=c) >= 0
         publish("e1", b"\xff\x00", client=c)
         got = sorted((m.channel, repr(m.data), m.seq) for m in (sub.get(timeout=10) for _ in range(2)) if m)
         assert got == [("d", repr({"x": 1}), 1), ("e1", repr(b"\xff\x00"), 1)]
-        time.sleep(0.2)  # a few PINGs go out and their PONGs are recognised: no reconnect
+        deadline = time.monotonic() + 10  # PINGs go out every 0.05 s: three PONGs recognised
+        while len(answered) < 3:
+            assert time.monotonic() < deadline, f"PONGs not recognised: {answered}"
+            time.sleep(0.02)
         assert sub.stats.reconnects == 0 and not sub.gaps
 
 
