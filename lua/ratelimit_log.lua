@@ -77,11 +77,12 @@ if mode == '1' and cost == 1 then
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
     if small and now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo)) end
-    local ms = math.floor((period + 999) / 1000)
     if min_ms ~= 0 then
+      local ms = math.floor((period + 999) / 1000)
       if ms < min_ms then ms = min_ms end
       redis.call('PEXPIRE', k, string.format('%d', ms))
     elseif small then
+      local ms = math.floor((period + 999) / 1000)
       -- the key expires at the end of the window after the one now is in (windows of whole
       -- milliseconds counted from the epoch): between one and two windows after its newest
       -- entry. A log with 4 or more live entries is read for its TTL (more than a window left:
@@ -92,7 +93,7 @@ if mode == '1' and cost == 1 then
       end
     elseif live == 0 then  -- a new log: its oldest entry is now
       redis.call('PEXPIREAT', k, string.format('%d', math.floor((now + 2 * period) / 1000) + 1))
-    elseif gone > 0 and redis.call('PTTL', k) < 2 * ms + 2 then
+    elseif gone > 0 and redis.call('PTTL', k) < 2 * math.floor((period + 999) / 1000) + 2 then
       -- the oldest entry left: the key must outlive the new oldest, at most now, by two windows
       -- (2 ms for a PTTL counted from the script's start, or from the next millisecond)
       redis.call('PEXPIREAT', k, string.format('%d', math.floor((now + 2.5 * period) / 1000) + 1))
