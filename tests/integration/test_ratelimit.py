@@ -812,16 +812,19 @@ def test_a_sliding_log_hit_on_the_server_clock_answers_exactly(rp: Harness) -> N
 
 
 _LOG_STATE = (
-    "return {redis.call('TIME'), redis.call('PTTL', KEYS[1]),"
-    " redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}"
+    "local a = redis.call('TIME') local ttl = redis.call('PTTL', KEYS[1]) local b = redis.call('TIME')"
+    " return {a, ttl, b, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}"
 )
 
 
-def log_state(raw: Any, key: str) -> tuple[int, int, list[int]]:
-    """One instant of a sliding log's key (a script: Cluster routes it by the key): the server
-    time in µs, the key's PTTL and its entries' scores, oldest first."""
-    (s, u), ttl, flat = raw.eval(_LOG_STATE, 1, key)
-    return int(s) * 1_000_000 + int(u), int(ttl), [int(x) for x in flat[1::2]]
+def log_state(raw: Any, key: str) -> tuple[int, int, int, list[int]]:
+    """A sliding log's key, read at once (a script: Cluster routes it by the key): the earliest
+    and the latest its expiry can be, in ms (the server time just before and just after its PTTL,
+    plus the PTTL: a slow server, fakeredis, may take milliseconds in between), its TTL and its
+    entries' scores, oldest first."""
+    (s1, u1), ttl, (s2, u2), flat = raw.eval(_LOG_STATE, 1, key)
+    t1, t2 = int(s1) * 1000 + int(u1) // 1000, int(s2) * 1000 + int(u2) // 1000
+    return t1 + int(ttl), t2 + int(ttl) + 1, int(ttl), [int(x) for x in flat[1::2]]
 
 
 def test_sliding_log_key_outlives_its_oldest_entry_by_two_windows(rp: Harness) -> None:
@@ -831,18 +834,15 @@ def test_sliding_log_key_outlives_its_oldest_entry_by_two_windows(rp: Harness) -
     raw = rp.backend.sync_client()
     (key,) = lim.keys("w")
 
-    def expires_at_ms() -> tuple[int, int]:
-        now, ttl, _ = log_state(raw, key)
-        return now // 1000, now // 1000 + ttl
-
     assert rp.call(lim.hit("w")).remaining == 99
     first = int(raw.zrange(key, 0, 0, withscores=True)[0][1])
-    now_ms, at = expires_at_ms()
-    assert 119_000 < at - now_ms <= 120_002
-    assert first + 119_999_000 <= at * 1000 <= first + 120_000_000 + 3_000  # two windows past the first
+    early, late, ttl, _ = log_state(raw, key)
+    assert 119_000 < ttl <= 120_002
+    assert early * 1000 <= first + 120_003_000 and late * 1000 >= first + 120_000_000  # two windows on
     for i in range(1, 8):
         assert rp.call(lim.hit("w")).remaining == 99 - i
-        assert abs(expires_at_ms()[1] - at) <= 2  # every entry still in the window: the TTL stays
+        e, la, _, _ = log_state(raw, key)
+        assert e <= late + 2 and la >= early - 2  # every entry still in the window: the expiry stays
     assert raw.zcard(key) == 8
 
 
@@ -867,20 +867,19 @@ def test_sliding_log_key_outlives_every_entry_across_paths(rp: Harness, limit: i
         time.sleep(rng.choice([0, 0, 0.01, 0.05, 0.15, 0.3]))
         cost = 2 if i % 9 == 8 else 1
         d = rp.call((multi if i % 3 == 2 else single).hit("s", cost))
-        now, ttl, entries = log_state(raw, key)
+        early, late, ttl, entries = log_state(raw, key)
         if not d.allowed:
             continue
         admitted += 1
         assert ttl > 0, (i, ttl)
-        at = (now // 1000 + ttl) * 1000  # the expiry, to the ms TIME and PTTL straddle
         newest = entries[-1]
         live = [t for t in entries if t > newest - w_us]
         assert d.remaining == limit - len(live), (i, d.remaining, len(live))
-        assert at >= newest + w_us - 2_000, (i, at - newest)
+        assert late * 1000 >= newest + w_us - 2_000, (i, late * 1000 - newest)
         if limit > 16:
             oldest = entries[0]
-            assert at >= oldest + 2 * w_us - 2_000, (i, at - oldest)
-            assert at <= newest + 2.5 * w_us + 4_000, (i, at - newest)
+            assert late * 1000 >= oldest + 2 * w_us - 2_000, (i, late * 1000 - oldest)
+            assert early * 1000 <= newest + 2.5 * w_us + 4_000, (i, early * 1000 - newest)
     assert admitted > 8
 
 
