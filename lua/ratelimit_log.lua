@@ -34,10 +34,8 @@ local cost, mode, now, min_ms, s, u = 1, '1', nil, 60000, nil, nil  -- mode comp
 if ARGV[3] then cost, mode, now = ARGV[3] + 0, ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
-  s, u = t[1], t[2]  -- seconds and microseconds, as text: the member is s .. u, u on 6 digits
-  if #u < 6 then u = string.sub('00000' .. u, -6) end
-  s = s .. u
-  now, min_ms = s + 0, 0  -- one numeral parsed (s * 1000000 + u parses two)
+  s, u = t[1], t[2]  -- seconds and microseconds, as text: now is parsed from them where it is needed
+  min_ms = 0  -- (an admitted hit parses the member's text, s .. u, once; the rest s * 1000000 + u)
 end
 
 if mode == '1' and cost == 1 then
@@ -48,12 +46,17 @@ if mode == '1' and cost == 1 then
   -- one score); a full one (ZCARD at the limit) is first asked for its deciding entry, so a
   -- denial costs no trim. Denied: TIME, the count and two ZRANGEs of members (a member names
   -- its time: '<µs>', or '<µs>:<n>' when that microsecond was taken, whose score says the same)
-  local lo, small = now - period, limit <= 16  -- entries scored above lo are live
+  local lo, small = nil, limit <= 16  -- entries scored above lo are live
   local live
-  if small then live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
+  if small then
+    now = now or s * 1000000 + u
+    lo = now - period
+    live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
   else live = redis.pcall('ZCARD', k) end
   if type(live) == 'number' then
     if live >= limit then
+      now = now or s * 1000000 + u
+      lo = now - period
       -- the limit-th newest entry decides: still in the window (as it is when ZCOUNT counted
       -- the limit), denied: nothing written, remaining 0, the newest gives the reset; gone, fewer
       -- than limit entries are live
@@ -65,12 +68,20 @@ if mode == '1' and cost == 1 then
         return {a + period - now, (tonumber(b) or redis.call('ZSCORE', k, b)) + period - now}
       end
     end
+    local m  -- the time as text, as string.format('%d', now) writes it
+    if s then
+      if #u < 6 then u = string.sub('00000' .. u, -6) end
+      m = s .. u
+      now = now or m + 0
+    else
+      m = string.format('%d', now)
+    end
+    lo = now - period
     local gone = 0  -- entries dropped: the oldest moved
     if not small and live > 0 then  -- drop what left the window: the rest is live
       gone = redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo))
       live = live - gone
     end
-    local m = s or string.format('%d', now)  -- the time as text, as string.format('%d', now) writes it
     -- a member is scored by the time it names: ZADD answers 0 when it is there already
     if redis.call('ZADD', k, m, m) == 0 then  -- this microsecond is taken: a suffix
       local j = live
@@ -103,6 +114,7 @@ if mode == '1' and cost == 1 then
     return limit - live - 1
   end
 end
+now = now or s * 1000000 + u
 local lo = string.format('(%d', now - period)  -- entries scored above it are live
 local live = redis.pcall('ZCOUNT', k, lo, '+inf')
 local bad = type(live) == 'table'
