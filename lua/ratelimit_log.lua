@@ -11,10 +11,15 @@
 --
 -- An entry scored t counts while now < t + window; every step is O(log n) in the log's size.
 -- Entries that left the window are dropped by a hit of cost 1 before it counts (a limit above
--- 16), else by about one charging call in eight; with the key, one to two windows after the
--- last admitted unit (a hit of cost 1 sets it to the end of the window after the one it falls
--- in, whole windows from the epoch, reading the TTL first when the log is busy; any other
--- charge, a window after it). So the log holds little more than the live entries.
+-- 16), else by about one charging call in eight. The key outlives its newest entry by one to
+-- two windows (two and a half after a busy stretch). A log above 16 keeps the key's expiry at
+-- least two windows past its oldest entry: a hit of cost 1 that finds every entry still in the
+-- window (so the oldest is where it was) leaves the TTL alone, one that starts an empty log
+-- sets it to two windows, one that drops entries reads it and, under two windows, sets it to
+-- two and a half; any other charge sets it to two windows (a log of 16 or less: a hit of cost
+-- 1 sets it to the end of the window after the one it falls in, whole windows from the epoch,
+-- reading it first when the log is busy; any other charge, two windows). So the log holds
+-- little more than the live entries.
 -- Members are the time itself (scored by the time they name, so a ZADD answering 0 means the
 -- microsecond is taken), made unique with a suffix when two units share a microsecond. Garbage
 -- under the key (another type) counts as an empty log and the next charged hit replaces it; the
@@ -29,8 +34,8 @@ local cost, mode, now, min_ms, s, u = 1, '1', nil, 60000, nil, nil  -- mode comp
 if ARGV[3] then cost, mode, now = ARGV[3] + 0, ARGV[4], tonumber(ARGV[5]) end
 if not now then
   local t = redis.call('TIME')
-  s, u = t[1], t[2]  -- seconds and microseconds, as text
-  now, min_ms = s * 1000000 + u, 0
+  s, u = t[1], t[2]  -- seconds and microseconds, as text: now is parsed from them where it is needed
+  min_ms = 0  -- (an admitted hit parses the member's text, s .. u, once; the rest s * 1000000 + u)
 end
 
 if mode == '1' and cost == 1 then
@@ -41,12 +46,17 @@ if mode == '1' and cost == 1 then
   -- one score); a full one (ZCARD at the limit) is first asked for its deciding entry, so a
   -- denial costs no trim. Denied: TIME, the count and two ZRANGEs of members (a member names
   -- its time: '<µs>', or '<µs>:<n>' when that microsecond was taken, whose score says the same)
-  local lo, small = now - period, limit <= 16  -- entries scored above lo are live
+  local lo, small = nil, limit <= 16  -- entries scored above lo are live
   local live
-  if small then live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
+  if small then
+    now = now or s * 1000000 + u
+    lo = now - period
+    live = redis.pcall('ZCOUNT', k, string.format('(%d', lo), '+inf')
   else live = redis.pcall('ZCARD', k) end
   if type(live) == 'number' then
     if live >= limit then
+      now = now or s * 1000000 + u
+      lo = now - period
       -- the limit-th newest entry decides: still in the window (as it is when ZCOUNT counted
       -- the limit), denied: nothing written, remaining 0, the newest gives the reset; gone, fewer
       -- than limit entries are live
@@ -58,15 +68,19 @@ if mode == '1' and cost == 1 then
         return {a + period - now, (tonumber(b) or redis.call('ZSCORE', k, b)) + period - now}
       end
     end
-    if not small and live > 0 then  -- drop what left the window: the rest is live
-      live = live - redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo))
-    end
     local m  -- the time as text, as string.format('%d', now) writes it
     if s then
       if #u < 6 then u = string.sub('00000' .. u, -6) end
       m = s .. u
+      now = now or m + 0
     else
       m = string.format('%d', now)
+    end
+    lo = now - period
+    local gone = 0  -- entries dropped: the oldest moved
+    if not small and live > 0 then  -- drop what left the window: the rest is live
+      gone = redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo))
+      live = live - gone
     end
     -- a member is scored by the time it names: ZADD answers 0 when it is there already
     if redis.call('ZADD', k, m, m) == 0 then  -- this microsecond is taken: a suffix
@@ -74,21 +88,33 @@ if mode == '1' and cost == 1 then
       repeat j = j + 1 until redis.call('ZADD', k, 'NX', m, m .. ':' .. j) == 1
     end
     if small and now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', lo)) end
-    -- the key expires at the end of the window after the one now is in (windows of whole
-    -- milliseconds counted from the epoch): between one and two windows after its newest
-    -- entry. A log with 4 or more live entries is read for its TTL (more than a window left:
-    -- set already), a read where a write costs half as much again, and is given it about once
-    -- in `live` hits; a sparser one is given it at once (a read would seldom spare the write)
-    local ms = math.floor((period + 999) / 1000)
     if min_ms ~= 0 then
+      local ms = math.floor((period + 999) / 1000)
       if ms < min_ms then ms = min_ms end
       redis.call('PEXPIRE', k, string.format('%d', ms))
-    elseif live < 4 or redis.call('PTTL', k) <= ms then
-      redis.call('PEXPIREAT', k, string.format('%d', (math.floor(math.floor(now / 1000) / ms) + 2) * ms))
+    elseif small then
+      local ms = math.floor((period + 999) / 1000)
+      -- the key expires at the end of the window after the one now is in (windows of whole
+      -- milliseconds counted from the epoch): between one and two windows after its newest
+      -- entry. A log with 4 or more live entries is read for its TTL (more than a window left:
+      -- set already), a read where a write costs half as much again, and is given it about once
+      -- in `live` hits; a sparser one is given it at once (a read would seldom spare the write)
+      if live < 4 or redis.call('PTTL', k) <= ms then
+        redis.call('PEXPIREAT', k, string.format('%d', (math.floor(math.floor(now / 1000) / ms) + 2) * ms))
+      end
+    elseif live == 0 then  -- a new log: its oldest entry is now
+      redis.call('PEXPIREAT', k, string.format('%d', math.floor((now + 2 * period) / 1000) + 1))
+    elseif gone > 0 and redis.call('PTTL', k) < 2 * math.floor((period + 999) / 1000) + 2 then
+      -- the oldest entry left: the key must outlive the new oldest, at most now, by two windows
+      -- (2 ms for a PTTL counted from the script's start, or from the next millisecond)
+      redis.call('PEXPIREAT', k, string.format('%d', math.floor((now + 2.5 * period) / 1000) + 1))
     end
+    -- else every entry is still in the window: the oldest is where it was, and the key outlives
+    -- it by two windows already, so this entry (now, within a window of it) by one
     return limit - live - 1
   end
 end
+now = now or s * 1000000 + u
 local lo = string.format('(%d', now - period)  -- entries scored above it are live
 local live = redis.pcall('ZCOUNT', k, lo, '+inf')
 local bad = type(live) == 'table'
@@ -121,7 +147,8 @@ local function record()
     left = left - redis.call('ZADD', k, unpack(args))
   end
   if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', string.sub(lo, 2)) end
-  redis.call('PEXPIRE', k, string.format('%d', math.max(math.floor((period + 999) / 1000), min_ms)))
+  -- two windows (and 2 ms): a log above 16 keeps its key two windows past its oldest entry
+  redis.call('PEXPIRE', k, string.format('%d', math.max(2 * math.floor((period + 999) / 1000) + 2, min_ms)))
 end
 
 if live + cost <= limit then  -- admitted and charged

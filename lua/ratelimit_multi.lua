@@ -63,16 +63,19 @@ if mode == 1 and cost == 1 then
       -- as ratelimit_log counts: a small limit's few entries by ZCOUNT (the commit drops what
       -- left one time in eight); a larger log by ZCARD, dropping what left first (no walk of a
       -- small, listpack, set entry by entry; no trim on a new key)
-      local live
+      local live, gone = nil, 0
       if limit <= 16 then live = rpcall('ZCOUNT', k, format('(%d', now - period), '+inf')
       else
         live = rpcall('ZCARD', k)
         if type(live) == 'number' and live > 0 then
-          live = live - rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period))
+          gone = rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period))
+          live = live - gone
         end
       end
       if type(live) ~= 'number' then bail = true break end
-      w[n + i] = live  -- the general evaluation reuses the count (a trim drops only what left)
+      -- the general evaluation reuses the count (a trim drops only what left); the commit, what
+      -- the trim dropped (a log above 16 keeps its key two windows past its oldest entry)
+      w[n + i], w[n2 + i] = live, gone
       if live >= limit then bail = true break end
       out[i], w[i] = limit - live - 1, -period  -- a log: its window, negated
     elseif kind == 2 then
@@ -175,7 +178,17 @@ if mode == 1 and cost == 1 then
           repeat c = c + 1 until rcall('ZADD', k, 'NX', s, s .. ':' .. c) == 1
         end
         if small and now % 8 == 0 then rcall('ZREMRANGEBYSCORE', k, '-inf', format('%d', now - period)) end
-        if min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
+        if not small and min_ttl_ms == 0 then
+          -- as ratelimit_log keeps a log above 16: the key two windows past the oldest entry, set
+          -- when the log was empty (the oldest is now) or when the trim moved the oldest and less
+          -- than two windows (and 2 ms) are left; untouched when every entry is still in the window
+          local live, ms = w[n + i], floor((period + 999) / 1000)
+          if live == 0 then
+            rcall('PEXPIREAT', k, format('%d', floor((now + 2 * period) / 1000) + 1))
+          elseif w[n2 + i] > 0 and rcall('PTTL', k) < 2 * ms + 2 then
+            rcall('PEXPIREAT', k, format('%d', floor((now + 2.5 * period) / 1000) + 1))
+          end
+        elseif min_ttl_ms == 0 and period % 1000 == 0 then  -- a window of whole ms: its text short of 000
           rcall('PEXPIRE', k, string.sub(argv[2 * i], 1, -4))
         else
           local ms = floor((period + 999) / 1000)
@@ -388,7 +401,7 @@ for i = 1, n do
   -- a policy that admits is charged only when the whole request is admitted (or on penalty)
   if p.kind == 1 then
     -- entries that left the window are dropped by about one commit in eight (they never count,
-    -- and a penalty cap removes the oldest first); the key goes a window after the last entry
+    -- and a penalty cap removes the oldest first); the key goes two windows after the last entry
     if now % 8 == 0 then redis.call('ZREMRANGEBYSCORE', k, '-inf', fmt(p.lo)) end
     local m = fmt(now)
     local j, left = 0, cost
@@ -408,7 +421,8 @@ for i = 1, n do
       local card = redis.call('ZCARD', k)
       if card > p.limit then redis.call('ZREMRANGEBYRANK', k, 0, card - p.limit - 1) end
     end
-    redis.call('PEXPIRE', k, ceil_ms(p.period))
+    -- two windows (and 2 ms): a log above 16 keeps its key two windows past its oldest entry
+    redis.call('PEXPIRE', k, ceil_ms(2 * p.period + 2000))
     res[2 + 4 * i] = p.period  -- reset_after: the newest entry is now
   elseif p.kind == 2 then
     if p.new and p.new > now then

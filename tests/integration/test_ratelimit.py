@@ -823,29 +823,76 @@ def test_a_sliding_log_hit_on_the_server_clock_answers_exactly(rp: Harness) -> N
     assert raw.zcard(key) == 3 and 3_599_000 < raw.pttl(key) <= 7_200_000
 
 
-def test_sliding_log_key_lives_past_the_window_after_its_newest_entry(rp: Harness) -> None:
-    """A log's key expires at the end of the window after the one its newest hit fell in (whole
-    windows from the epoch): one to two windows after that hit. A log of 4 or more live entries
-    reads its TTL and writes it only when less than a window is left, as under a key whose TTL an
-    earlier release set to the window after its last entry: that key is given the longer one."""
+_LOG_STATE = (
+    "local a = redis.call('TIME') local ttl = redis.call('PTTL', KEYS[1]) local b = redis.call('TIME')"
+    " return {a, ttl, b, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}"
+)
+
+
+def log_state(raw: Any, key: str) -> tuple[int, int, int, list[int]]:
+    """A sliding log's key, read at once (a script: Cluster routes it by the key): the earliest
+    and the latest its expiry can be, in ms (the server time just before and just after its PTTL,
+    plus the PTTL: a slow server, fakeredis, may take milliseconds in between), its TTL and its
+    entries' scores, oldest first."""
+    (s1, u1), ttl, (s2, u2), flat = raw.eval(_LOG_STATE, 1, key)
+    t1, t2 = int(s1) * 1000 + int(u1) // 1000, int(s2) * 1000 + int(u2) // 1000
+    return t1 + int(ttl), t2 + int(ttl) + 1, int(ttl), [int(x) for x in flat[1::2]]
+
+
+def test_sliding_log_key_outlives_its_oldest_entry_by_two_windows(rp: Harness) -> None:
+    """A log above 16 gets its key's expiry when it starts (two windows after its first entry)
+    and keeps it while every entry stays in the window: later hits of cost 1 write no TTL."""
     lim = make(rp, "sliding", 100, 60, name="expiry")
     raw = rp.backend.sync_client()
     (key,) = lim.keys("w")
 
-    def expires_at_ms() -> tuple[int, int]:
-        s, u = raw.time()
-        now_ms = int(s) * 1000 + int(u) // 1000
-        return now_ms, now_ms + raw.pttl(key)
-
-    for i in range(8):
+    assert rp.call(lim.hit("w")).remaining == 99
+    first = int(raw.zrange(key, 0, 0, withscores=True)[0][1])
+    early, late, ttl, _ = log_state(raw, key)
+    assert 119_000 < ttl <= 120_002
+    assert early * 1000 <= first + 120_003_000 and late * 1000 >= first + 120_000_000  # two windows on
+    for i in range(1, 8):
         assert rp.call(lim.hit("w")).remaining == 99 - i
-        now_ms, at = expires_at_ms()
-        assert 59_000 < at - now_ms <= 120_000
-        assert abs(at - (now_ms // 60_000 + 2) * 60_000) <= 1_000  # the window's end, not now + 60 s
-    raw.pexpire(key, 5_000)  # what an earlier release leaves: the window after the last entry, elapsing
-    assert rp.call(lim.hit("w")).remaining == 91
-    now_ms, at = expires_at_ms()
-    assert 59_000 < at - now_ms <= 120_000 and raw.zcard(key) == 9
+        e, la, _, _ = log_state(raw, key)
+        assert e <= late + 2 and la >= early - 2  # every entry still in the window: the expiry stays
+    assert raw.zcard(key) == 8
+
+
+@pytest.mark.parametrize("limit", [3, 40])  # a log of 16 or less and one above
+def test_sliding_log_key_outlives_every_entry_across_paths(rp: Harness, limit: int) -> None:
+    """On the server clock, with a short window: hits of cost 1, of cost 2, and multi checks
+    sharing the key (every writer of the log), spread so that entries leave the window between
+    hits. After each admitted call the key outlives its newest entry by a window (exact counting
+    never loses a live entry), and a log above 16 outlives its oldest by two (what lets a hit
+    that drops nothing leave the TTL alone) and its newest by at most two and a half; every
+    answer matches the log's live entries."""
+    window = 0.4
+    w_us = int(window * 1e6)
+    single = make(rp, "sliding", limit, window, name="paths")
+    multi = make(rp, "multi", [Policy.sliding(limit, window), Policy.token_bucket(10_000)], name="paths")
+    raw = rp.backend.sync_client()
+    (key,) = single.keys("s")
+    assert multi.keys("s")[0] == key  # one log, two scripts
+    rng = random.Random(limit)
+    admitted = 0
+    for i in range(36):
+        time.sleep(rng.choice([0, 0, 0.01, 0.05, 0.15, 0.3]))
+        cost = 2 if i % 9 == 8 else 1
+        d = rp.call((multi if i % 3 == 2 else single).hit("s", cost))
+        early, late, ttl, entries = log_state(raw, key)
+        if not d.allowed:
+            continue
+        admitted += 1
+        assert ttl > 0, (i, ttl)
+        newest = entries[-1]
+        live = [t for t in entries if t > newest - w_us]
+        assert d.remaining == limit - len(live), (i, d.remaining, len(live))
+        assert late * 1000 >= newest + w_us - 2_000, (i, late * 1000 - newest)
+        if limit > 16:
+            oldest = entries[0]
+            assert late * 1000 >= oldest + 2 * w_us - 2_000, (i, late * 1000 - oldest)
+            assert early * 1000 <= newest + 2.5 * w_us + 4_000, (i, early * 1000 - newest)
+    assert admitted > 8
 
 
 @pytest.mark.parametrize("subject", ["user:42", "usér:ü"])
