@@ -135,6 +135,27 @@ def _wait_ping(port: int, deadline: float, proc: subprocess.Popen[bytes], log: P
     raise ServerStartError(f"server on port {port} did not answer PING in time")
 
 
+def _up_or_moved(node: _Node, deadline: float, *, with_bus: bool, taken: set[int]) -> _Node:
+    """``node`` once it answers PING; when its port was taken between :func:`free_port` and the
+    server's bind (another process, a parallel test worker starting servers too), the same server
+    started again on another free port, a few times."""
+    for _ in range(5):
+        try:
+            _wait_ping(node.port, deadline, node.proc, node.log)
+            return node
+        except ServerStartError:
+            node.stop()
+            if "Address already in use" not in node.log.read_text(errors="replace"):
+                raise
+        port = free_port(with_bus=with_bus)
+        while port in taken:
+            port = free_port(with_bus=with_bus)
+        taken.add(port)
+        node = _Node(node.kind, node.workdir, port, node.args)
+    _wait_ping(node.port, deadline, node.proc, node.log)
+    return node
+
+
 def _start_again(kind: ServerKind, workdir: Path, port: int, args: list[str], deadline: float) -> _Node:
     """A node started on ``port`` again; while something else briefly holds the port (another
     test's client socket may have been given it as its ephemeral port), try again until
@@ -154,6 +175,8 @@ def _start_again(kind: ServerKind, workdir: Path, port: int, args: list[str], de
 
 class _Node:
     def __init__(self, kind: ServerKind, workdir: Path, port: int, args: list[str]) -> None:
+        self.kind = kind
+        self.workdir = workdir
         self.port = port
         self.args = list(args)
         self.dir = workdir / str(port)
@@ -226,7 +249,12 @@ class StandaloneServer(_Managed):
         self._args = list(args or [])
         self.node = _Node(kind, self._workdir, self.port, self._args)
         try:
-            _wait_ping(self.port, time.monotonic() + 15, self.node.proc, self.node.log)
+            deadline = time.monotonic() + 15
+            if port:  # the caller's port: no other
+                _wait_ping(self.port, deadline, self.node.proc, self.node.log)
+            else:
+                self.node = _up_or_moved(self.node, deadline, with_bus=False, taken={self.port})
+                self.port = self.node.port
         except BaseException:
             self.stop()
             raise
@@ -304,8 +332,9 @@ class ClusterServer(_Managed):
                         "--cluster-node-timeout", str(node_timeout),
                         "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
                 self.nodes.append(_Node(kind, self._workdir, port, args))
-            for n in self.nodes:
-                _wait_ping(n.port, deadline, n.proc, n.log)
+            taken = {n.port for n in self.nodes}
+            for i, n in enumerate(self.nodes):
+                self.nodes[i] = _up_or_moved(n, deadline, with_bus=True, taken=taken)
             addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
             res = subprocess.run(
                 [
