@@ -4,6 +4,9 @@
   converts a sync ``redis.retry.Retry``), sync clients ``redis.retry.Retry``.
 * Constructors whose type hints changed between releases (``Sentinel`` and ``ClusterNode`` were
   untyped before 8.2): called through ``Any`` so one source type-checks against every release.
+* The command packer of the connections our pools make (:func:`pack_directly`): a private hook
+  (``_command_packer``) that the sync connections of every 8.x release and the asyncio ones of
+  8.1 on have.
 """
 
 from __future__ import annotations
@@ -13,12 +16,21 @@ from typing import Any
 import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.connection
 import redis.sentinel
+from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["CLUSTER_PIPELINE_ASKS_KEYS", "REDIS_PY_VERSION", "cluster_node", "no_retry", "sentinel"]
+__all__ = [
+    "CLUSTER_PIPELINE_ASKS_KEYS",
+    "REDIS_PY_VERSION",
+    "cluster_node",
+    "no_retry",
+    "pack_directly",
+    "sentinel",
+]
 
 REDIS_PY_VERSION: tuple[int, ...] = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigit())
 
@@ -46,3 +58,43 @@ def sentinel(
 def cluster_node(host: str, port: int, *, asyncio_: bool) -> Any:
     """A startup ``ClusterNode`` (sync or asyncio)."""
     return _CLUSTER_NODE[asyncio_](host, port)
+
+
+class _DirectPacker:
+    """Hands hiredis a command's arguments as they are: str, bytes, int and float, the types it
+    packs as redis-py's encoder would (UTF-8, ``repr`` for numbers). Anything else (``bool``,
+    ``None``, ``bytearray``...), and a command name with a space in it (``"CONFIG GET"``, which
+    redis-py splits), goes to redis-py's own packer, so its errors and splitting are unchanged.
+
+    redis-py's packer runs every argument through a generator and its encoder first: about a
+    fifth of the client's bytecode on a short script call (measured: 1,696 → 1,383 per limiter hit).
+    """
+
+    __slots__ = ("_slow",)
+
+    def __init__(self, slow: Any) -> None:
+        self._slow = slow
+
+    def pack(self, *args: Any) -> Any:
+        name = args[0]
+        if type(name) is str and " " not in name:
+            try:
+                return [_hiredis_pack(args)]
+            except TypeError:  # a type hiredis does not take: redis-py's encoder decides (and says why)
+                pass
+        return self._slow(*args)
+
+
+def pack_directly(conn: Any) -> Any:
+    """Give a new connection the direct packer when it would pack exactly as redis-py does: redis-py
+    chose its hiredis packer and the encoding is strict UTF-8 (hiredis's own). Returns ``conn``."""
+    packer = getattr(conn, "_command_packer", None)
+    enc = getattr(conn, "encoder", None)
+    if (
+        type(packer) is redis.connection.HiredisRespSerializer
+        and enc is not None
+        and str(enc.encoding).lower().replace("_", "-") in ("utf-8", "utf8")
+        and enc.encoding_errors == "strict"
+    ):
+        conn._command_packer = _DirectPacker(packer.pack)
+    return conn

@@ -6,6 +6,10 @@ These pools take the plain ``ConnectionPool`` path while a connection is free or
 and only a caller that finds every connection busy waits, first come first served, for at most
 ``timeout`` seconds (then ``ConnectionError("No connection available.")``, as redis-py's
 blocking pools say). Used by ``connect()`` / ``connect_async()``.
+
+Their connections pack commands with hiredis directly (:func:`._compat.pack_directly`), and the
+runners send a script or a reply-as-is command on them without redis-py's per-command wrapper
+(see ``_runner._direct_sync``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-__all__ = ["AsyncQueuingPool", "QueuingPool"]
+from ._compat import pack_directly
+
+__all__ = ["DIRECT", "AsyncQueuingPool", "QueuingPool", "mark_direct"]
+
+# The attribute under which a standalone client of ``connect()`` / ``connect_async()`` keeps its
+# pool (one of these): the runners send a script, or a command whose reply redis-py passes on as
+# it is, straight on the pool's connections (``_runner._direct_sync``).
+DIRECT = "_redispatterns_pool"
 
 _NONE_FREE = "No connection available."
 _sync_get = redis.ConnectionPool.get_connection  # called directly: the hot path skips super()
@@ -36,6 +47,9 @@ class QueuingPool(redis.ConnectionPool):
         self.timeout = timeout
         self._free = threading.Condition(threading.Lock())
         self._waiting = 0
+
+    def make_connection(self) -> Any:
+        return pack_directly(super().make_connection())
 
     def _may_get(self) -> bool:
         return bool(self._available_connections) or self._created_connections < self.max_connections
@@ -97,6 +111,9 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
                 pass
         return await self._wait()
 
+    def make_connection(self) -> Any:
+        return pack_directly(super().make_connection())  # type: ignore[no-untyped-call]
+
     def _free(self) -> int:
         return self.max_connections - len(self._in_use_connections)
 
@@ -154,3 +171,9 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
         finally:
             if self._waiters:
                 self._wake_next()
+
+
+def mark_direct(client: Any, pool: Any) -> Any:
+    """Let the runners use ``pool``'s connections directly for ``client`` (see :data:`DIRECT`)."""
+    setattr(client, DIRECT, pool)
+    return client

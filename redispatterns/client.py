@@ -181,7 +181,8 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             pool = pool_cls.from_url(url, **kw)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {describe_url(url)!r}: {exc}") from None
-        return (redis.asyncio.Redis if asyncio_ else redis.Redis).from_pool(pool)  # type: ignore[arg-type]
+        client = (redis.asyncio.Redis if asyncio_ else redis.Redis).from_pool(pool)  # type: ignore[arg-type]
+        return _pools.mark_direct(client, pool)
     if scheme.endswith("+cluster"):
         user, password, hosts = _hosts(parts.netloc, 6379)
         kw.update(_query(parts))

@@ -1,8 +1,10 @@
 """The slot auditor: records every multi-key command, script or transaction whose keys span
 Cluster slots, so a suite run on one node still proves Cluster safety.
 
-``SlotAuditor().watch(client)`` wraps the client's ``execute_command`` and ``pipeline``; the
-pytest plugin fails a test that leaves violations behind.
+``SlotAuditor().watch(client)`` wraps the client's ``execute_command`` and ``pipeline`` (on a
+standalone client of ``connect()``, whose pool the runners use directly, each connection's
+``send_command`` instead of ``execute_command``); the pytest plugin fails a test that leaves
+violations behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core.keys import slot
+from .._pools import DIRECT
 
 __all__ = ["SlotAuditor", "command_keys"]
 
@@ -79,7 +82,10 @@ class SlotAuditor:
         orig_pipe = client.pipeline
         auditor = self
 
-        if inspect.iscoroutinefunction(orig_exec):
+        pool = getattr(client, DIRECT, None)
+        if pool is not None:  # every command but a pipeline's goes through a connection's send_command
+            self._watch_connections(pool)
+        elif inspect.iscoroutinefunction(orig_exec):
 
             @functools.wraps(orig_exec)
             async def aexec(*args: Any, **kw: Any) -> Any:
@@ -104,6 +110,32 @@ class SlotAuditor:
 
         client.pipeline = pipeline
         return client
+
+    def _watch_connections(self, pool: Any) -> None:
+        """Wrap ``send_command`` of every connection ``pool`` makes from now on."""
+        make = pool.make_connection
+        auditor = self
+
+        def make_connection() -> Any:
+            conn = make()
+            send = conn.send_command
+            if inspect.iscoroutinefunction(send):
+
+                async def asend(*args: Any, **kw: Any) -> Any:
+                    auditor._check_args(args)
+                    return await send(*args, **kw)
+
+                conn.send_command = asend
+            else:
+
+                def send_(*args: Any, **kw: Any) -> Any:
+                    auditor._check_args(args)
+                    return send(*args, **kw)
+
+                conn.send_command = send_
+            return conn
+
+        pool.make_connection = make_connection
 
     def _watch_pipeline(self, pipe: Any, transaction: bool) -> None:
         orig = pipe.execute
