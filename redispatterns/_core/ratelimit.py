@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from .breaker import CircuitBreaker, is_outage, open_error
 from .keys import Keyspace
-from .ops import Compute, Flow, Now, Script, Sleep
+from .ops import Compute, Flow, Now, Script, Sleep, trusted_script
 from .ratelimit_policy import (
     ALGORITHMS,
     MAX_LIMIT,
@@ -388,19 +388,21 @@ def script_op(
 ) -> Script:
     """The one EVALSHA that checks ``policies`` (one key each): the algorithm's own script for
     one policy (ARGV limit, period[, cost, mode[, virtual now]]: a hit of cost 1 sends two
-    arguments), the multi script for several."""
+    arguments), the multi script for several. ``keys`` are :func:`state_keys`' (one subject's
+    hash tag: one slot by construction), so the op skips ``Script``'s slot check (a CRC16 a key,
+    on every first hit of a subject)."""
     if len(policies) == 1:
         p = policies[0]
         if now_us is not None:
-            return Script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode, now_us))
+            return trusted_script(_SCRIPTS[p.algorithm], keys, (p.limit, p.period_us, cost, mode, now_us))
         if cost == 1 and mode == MODE_HIT:
-            return Script(_SCRIPTS[p.algorithm], keys, _one_args(p))
-        return Script(_SCRIPTS[p.algorithm], keys, (*_one_args(p), _b(cost), _b(mode)))
+            return trusted_script(_SCRIPTS[p.algorithm], keys, _one_args(p))
+        return trusted_script(_SCRIPTS[p.algorithm], keys, (*_one_args(p), _b(cost), _b(mode)))
     if now_us is not None:
-        return Script(_MULTI, keys, (*_multi_args(policies), cost, mode, now_us))
+        return trusted_script(_MULTI, keys, (*_multi_args(policies), cost, mode, now_us))
     if cost == 1 and mode == MODE_HIT:
-        return Script(_MULTI, keys, _multi_args(policies))
-    return Script(_MULTI, keys, (*_multi_args(policies), _b(cost), _b(mode)))
+        return trusted_script(_MULTI, keys, _multi_args(policies))
+    return trusted_script(_MULTI, keys, (*_multi_args(policies), _b(cost), _b(mode)))
 
 
 # keys whose garbage was logged and not yet replaced (bounded): each episode is logged once
