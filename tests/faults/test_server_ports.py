@@ -15,11 +15,19 @@ from redispatterns.testing.servers import ClusterServer, ServerKind, StandaloneS
 
 @pytest.fixture
 def held_port() -> Iterator[int]:
-    """A loopback port something else is listening on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield int(s.getsockname()[1])
+    """A loopback port something else is listening on, one a cluster node could have been given
+    (its bus port, 10000 above, fits under 65536)."""
+    for _ in range(50):
+        port = servers.free_port(with_bus=True)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken meanwhile: another
+                continue
+            s.listen()
+            yield port
+            return
+    raise AssertionError("no free port to hold")
 
 
 def _first_taken(monkeypatch: pytest.MonkeyPatch, held: int) -> list[int]:
