@@ -152,7 +152,11 @@ def _up_or_moved(node: _Node, deadline: float, *, with_bus: bool, taken: set[int
             port = free_port(with_bus=with_bus)
         taken.add(port)
         node = _Node(node.kind, node.workdir, port, node.args)
-    _wait_ping(node.port, deadline, node.proc, node.log)
+    try:
+        _wait_ping(node.port, deadline, node.proc, node.log)
+    except BaseException:
+        node.stop()  # (the caller stops only the nodes it holds)
+        raise
     return node
 
 
