@@ -29,9 +29,10 @@ from ._compat import pack_directly
 
 __all__ = ["DIRECT", "AsyncQueuingPool", "QueuingPool", "mark_direct"]
 
-# The attribute under which a standalone client of ``connect()`` / ``connect_async()`` keeps its
-# pool (one of these): the runners send a script, or a command whose reply redis-py passes on as
-# it is, straight on the pool's connections (``_runner._direct_sync``).
+# The attribute under which a standalone (or Sentinel master) client of ``connect()`` /
+# ``connect_async()`` keeps its pool (one of these, or redis-py's Sentinel pool): the runners send
+# a script, or a command whose reply redis-py passes on as it is, straight on the pool's
+# connections (``_runner._direct_sync``).
 DIRECT = "_redispatterns_pool"
 
 _NONE_FREE = "No connection available."

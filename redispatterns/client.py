@@ -228,7 +228,10 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
     if password:
         kw["password"] = password
     sentinel_kw: dict[str, Any] = {k: kw[k] for k in ("socket_connect_timeout", "socket_timeout") if k in kw}
-    return _compat.sentinel(hosts, sentinel_kw, asyncio_=asyncio_, **kw).master_for(service, db=db)
+    master = _compat.sentinel(hosts, sentinel_kw, asyncio_=asyncio_, **kw).master_for(service, db=db)
+    # the master's pool finds the master on every connect (a failover is a reconnect), so the
+    # runners may use its connections directly too
+    return _pools.mark_direct(master, master.connection_pool)
 
 
 def connect(url: str | None = None, **opts: Any) -> SyncClient:

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 import redispatterns as rp
+from redispatterns._pools import DIRECT
 from redispatterns.client import describe_url
 from redispatterns.testing import StandaloneServer, free_port
 from redispatterns.testing.plugin import ServerPool
@@ -104,10 +105,17 @@ def test_sentinel_url(sentinel: tuple[StandaloneServer, int]) -> None:
         assert direct.get("k") == b"v"  # it went to the monitored master
     kw = c.connection_pool.connection_kwargs
     assert kw["socket_timeout"] == 5.0 and kw["retry"].get_retries() == 0
+    # the runners send scripts straight on the master's pool: a limiter works through it
+    assert getattr(c, DIRECT) is c.connection_pool
+    lim = rp.SlidingWindowLimiter(2, 60, client=c, name="sentinel")
+    assert [lim.hit("x").allowed for _ in range(3)] == [True, True, False]
 
     async def go() -> Any:
-        ac = rp.connect_async(url)
+        ac: Any = rp.connect_async(url)
         try:
+            assert getattr(ac, DIRECT) is ac.connection_pool
+            alim = rp.AsyncSlidingWindowLimiter(2, 60, client=ac, name="sentinel-async")
+            assert [(await alim.hit("x")).allowed for _ in range(3)] == [True, True, False]
             return await ac.get("k")
         finally:
             await ac.aclose()
