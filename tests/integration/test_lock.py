@@ -125,12 +125,14 @@ def test_a_release_hands_the_lock_to_the_woken_waiter(rp: Harness, backend: Back
 
 def test_stale_holder_cannot_release_or_extend_or_resurrect(rp: Harness, backend: Backend) -> None:
     """One Lock object shared by two holders (the redis-py asyncio bug, K1): ownership is per handle."""
-    lock = make(rp, "shared", ttl=0.15)
+    lock = make(rp, "shared", ttl=0.5)
     a = rp.call(lock.acquire())
-    time.sleep(0.25)
+    time.sleep(0.6)
     assert a.lost and a.valid_for() == pytest.approx(a.valid_for(), abs=1) and a.valid_for() <= 0
     b = rp.call(lock.acquire(blocking=False))
     assert b is not None and b.fence > a.fence
+    rp.call(b.extend(30))  # b holds while a is refused, however slow the machine (a CI run saw
+    # b's 0.15 s lease run out first, and a told its own lease expired instead)
     with pytest.raises(LockNotOwned, match="another owner"):
         rp.call(a.release())
     with pytest.raises(LockNotOwned, match="another owner"):
