@@ -21,14 +21,16 @@
 local n = #KEYS
 -- a hit of cost 1 on the server clock sends the policies alone: every argument costs a string
 -- to intern and a number to parse
-local cost, mode, now, min_ttl_ms, sec, usec = 1, 1, nil, 60000, nil, nil
+local cost, mode, now, min_ttl_ms, stamp = 1, 1, nil, 60000, nil
 if ARGV[2 * n + 1] then
   cost, mode, now = tonumber(ARGV[2 * n + 1]), tonumber(ARGV[2 * n + 2]), tonumber(ARGV[2 * n + 3])
 end
 if not now then
   local t = redis.call('TIME')
-  sec, usec = t[1], t[2]  -- as text
-  now, min_ttl_ms = sec * 1000000 + usec, 0
+  local usec = t[2]
+  if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
+  stamp = t[1] .. usec  -- now as text, as format('%d', now) writes it: a log's member
+  now, min_ttl_ms = stamp + 0, 0  -- ('+ 0' parses one numeral once: seconds and microseconds apart, two, twice)
 end
 
 -- The common request (cost 1, hit mode) first: each policy by its own short path, one pass, no
@@ -56,8 +58,8 @@ if mode == 1 and cost == 1 then
   for i = 1, n do
     local k = keys[i]
     local lk = argv[2 * i - 1] + 0  -- ('+ 0' parses a numeral once, tonumber() twice)
-    local limit = floor(lk / 10)
-    local kind = lk - limit * 10
+    local kind = lk % 10  -- (no call: an operator)
+    local limit = (lk - kind) / 10
     local period = argv[2 * i] + 0
     if kind == 1 then
       -- as ratelimit_log counts: a small limit's few entries by ZCOUNT (the commit drops what
@@ -75,7 +77,7 @@ if mode == 1 and cost == 1 then
       if type(live) ~= 'number' then bail = true break end
       -- the general evaluation reuses the count (a trim drops only what left); the commit, what
       -- the trim dropped (a log above 16 keeps its key two windows past its oldest entry)
-      w[n + i], w[n2 + i] = live, gone
+      w[n + i], w[n2 + i] = live, limit > 16 and gone  -- false: a small log
       if live >= limit then bail = true break end
       out[i], w[i] = limit - live - 1, -period  -- a log: its window, negated
     elseif kind == 2 then
@@ -164,14 +166,8 @@ if mode == 1 and cost == 1 then
       local t = w[i]
       if t and t < 0 then
         local k, period = keys[i], -t
-        local small = argv[2 * i - 1] + 0 < 170  -- a limit of 16 or less (limit * 10 + kind)
-        local s  -- the time as text, as format('%d', now) writes it
-        if sec then
-          if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
-          s = sec .. usec
-        else
-          s = format('%d', now)
-        end
+        local small = w[n2 + i] == false  -- a limit of 16 or less
+        local s = stamp or format('%d', now)
         -- a member is scored by the time it names: ZADD answers 0 when it is there already
         if rcall('ZADD', k, s, s) == 0 then  -- this microsecond is taken: a suffix
           local c = rcall('ZCARD', k)
