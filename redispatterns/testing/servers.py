@@ -145,7 +145,7 @@ def _up_or_moved(node: _Node, deadline: float, *, with_bus: bool, taken: set[int
             return node
         except ServerStartError:
             node.stop()
-            if "Address already in use" not in node.log.read_text(errors="replace"):
+            if not node.port_taken():
                 raise
         port = free_port(with_bus=with_bus)
         while port in taken:
@@ -171,8 +171,7 @@ def _start_again(kind: ServerKind, workdir: Path, port: int, args: list[str], de
             return node
         except ServerStartError:
             node.stop()
-            in_use = "Address already in use" in node.log.read_text(errors="replace")
-            if not in_use or time.monotonic() > deadline:
+            if not node.port_taken() or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
@@ -203,6 +202,10 @@ class _Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+    def port_taken(self) -> bool:
+        """Whether the server gave up because something else held its port (its log says so)."""
+        return self.log.exists() and "Address already in use" in self.log.read_text(errors="replace")
 
     def pause(self) -> None:
         """SIGSTOP the server (a hung node), until :meth:`resume`."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import redispatterns as rp
 from redispatterns._pools import DIRECT
@@ -66,34 +70,74 @@ def test_rediss_uses_tls_connections() -> None:
 
 @pytest.fixture
 def sentinel(kind: Any, tmp_path: Path) -> Iterator[tuple[StandaloneServer, int]]:
+    with _sentinel_beside_a_master(kind, tmp_path) as up:
+        yield up
+
+
+@contextlib.contextmanager
+def _sentinel_beside_a_master(kind: Any, tmp_path: Path) -> Iterator[tuple[StandaloneServer, int]]:
+    """A master and a sentinel watching it (as ``mymaster``): the master and the sentinel's port."""
     master = StandaloneServer(kind)
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
-        "sentinel down-after-milliseconds mymaster 1000\n"
-    )
-    proc = subprocess.Popen(
-        [kind.server, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        probe: Any = redis.Redis(port=port, socket_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
+        for _attempt in range(5):  # a port taken between free_port() and the bind: another one
+            port = free_port()
+            conf = tmp_path / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+            )
+            proc = subprocess.Popen(
+                [kind.server, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            if _sentinel_up(proc, port):
+                break
+        else:
+            pytest.fail("sentinel never came up on any of 5 ports")
+        yield master, port
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        master.stop()
+
+
+def _sentinel_up(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """True once the sentinel on ``port`` knows its master; False when it exited (its port taken)."""
+    # no retries: a probe that reached another process's port must fail fast, so the loop sees
+    # the sentinel exit (it does at once when its bind fails)
+    probe: Any = redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+    deadline = time.monotonic() + 15
+    try:
+        while proc.poll() is None:
             try:
                 if probe.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"):
-                    break
-            except redis.ConnectionError:
+                    return True
+            except redis.RedisError:  # not up yet; or another process holds the port: it exits
                 pass
             assert time.monotonic() < deadline, "sentinel never came up"
             time.sleep(0.05)
-        probe.close()
-        yield master, port
+        return False
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        master.stop()
+        probe.close()
+
+
+def test_the_sentinel_fixture_moves_off_a_taken_port(
+    kind: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as held:  # a listener that never answers, on the first port handed out
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        ports, real = iter([int(held.getsockname()[1])]), free_port
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: next(ports, None) or real())
+        with _sentinel_beside_a_master(kind, tmp_path) as (master, port):
+            assert port != held.getsockname()[1]
+            with redis.Redis(port=port) as probe:
+                assert (
+                    probe.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")[1]
+                    == str(master.port).encode()
+                )
 
 
 def test_sentinel_url(sentinel: tuple[StandaloneServer, int]) -> None:
