@@ -12,7 +12,7 @@ TEST_WORKERS ?= 3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: docs test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare loadtest loadtest-patterns webapp doctor lock clean
+.PHONY: docs test test-fast test-oldest test-latest demo check lint types bench bench-deps bench-compare bench-lua loadtest loadtest-patterns webapp doctor lock clean
 
 # uv itself, pinned, in a venv of its own (the only thing installed outside the lock)
 $(UV):
@@ -88,6 +88,11 @@ bench-compare: bench-deps
 	-$(PY) -m loadtests.run_bench --json .bench/head.json $(BENCH_ARGS)
 	git worktree remove --force .bench/base
 	$(PY) -m loadtests.compare .bench/base.json .bench/head.json
+
+## bench-lua: each limiter script's server cost in instructions (callgrind: the same count every
+## run, whatever the machine is doing), beside the same commands with no logic; needs valgrind
+bench-lua: $(STAMP)
+	$(PY) -m loadtests.lua_cost $(BENCH_ARGS)
 
 ## loadtest: Locust over HTTP against the example shop (uvicorn workers, loopback, 60 s, headless;
 ## LOCUST_UI=1 for the web UI): requests/s, p50/p95/p99, failures; report in loadtests/out/

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -132,3 +133,25 @@ def test_pin_puts_the_client_and_the_server_on_cpus_of_their_own() -> None:
         os.sched_setaffinity(0, mine)  # the rest of this test process runs where it did
         server.kill()
         server.wait()
+
+
+@pytest.mark.skipif(
+    not (shutil.which("valgrind") and shutil.which("callgrind_control")), reason="needs valgrind (callgrind)"
+)
+def test_bench_lua_counts_each_limiter_and_its_commands_alone() -> None:
+    from loadtests.lua_cost import counts
+
+    got = {label.strip(): n for label, n in counts(calls=40)}
+    floor = got.pop("trivial EVALSHA (the floor)")
+    assert len(got) == 7, got
+    # every limiter does more than an empty script, and at least what its commands alone cost
+    assert all(n > floor * 2 for n in got.values()), got
+    bare = {k: v for k, v in got.items() if "commands alone" in k}
+    assert len(bare) == 2, got
+    assert (
+        got["SlidingWindowLimiter.hit (100/60s)"]
+        >= bare["its commands alone (TIME ZCARD ZREMRANGEBYSCORE ZADD)"] * 0.98
+    )
+    assert (
+        got["MultiLimiter.hit (10/s + 1000/h)"] > bare["its commands alone (TIME ZCOUNT INCRBY ZADD PEXPIRE)"]
+    )

@@ -1,0 +1,223 @@
+"""``make bench-lua``: each limiter script's server cost in CPU instructions, by callgrind.
+
+The server runs under ``valgrind --tool=callgrind``, counting only inside ``EVALSHA``, with every
+script in ``lua/`` loaded (a busy server's Lua heap: Redis collects Lua garbage every 50 calls,
+and that work grows with the heap up to a cap). Each case makes its calls on a plain redis-py
+client, and the instructions they cost the server are divided by the calls. Unlike the
+microseconds of ``make bench``, the count is the same from run to run and whatever else the
+machine does, so a change to a script shows as a number, not a spread.
+
+Beside each limiter, its **commands alone**: the same server commands on the same keys in a
+script with no logic (what any script that does the job must spend); the gap is the limiter's
+own Lua. Needs ``valgrind`` and a ``redis-server`` or ``valkey-server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from redispatterns.ratelimit import (
+    FixedWindowLimiter,
+    MultiLimiter,
+    Policy,
+    SlidingCounterLimiter,
+    SlidingWindowLimiter,
+    TokenBucketLimiter,
+)
+from redispatterns.testing import find_server_kinds, free_port
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+CALLS = 2000
+# the commands a sliding-log hit needs (a log above 16 holding live entries), and a multi hit of
+# a 10/s log and a token bucket, with no logic around them: ZADD and INCRBY as the limiters send
+# them, the first hit's expiry as the limiters set it
+BARE_LOG = """local t = redis.call('TIME')
+local m = t[1] .. string.sub('00000' .. t[2], -6)
+local live = redis.call('ZCARD', KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', m - ARGV[2]))
+redis.call('ZADD', KEYS[1], m, m)
+if live == 0 then redis.call('PEXPIRE', KEYS[1], '120000') end
+return ARGV[1] - live - 1"""
+BARE_MULTI = """local t = redis.call('TIME')
+local m = t[1] .. string.sub('00000' .. t[2], -6)
+local live = redis.call('ZCOUNT', KEYS[1], string.format('(%d', m - ARGV[2]), '+inf')
+local tat = redis.call('INCRBY', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[1], m, m)
+redis.call('PEXPIRE', KEYS[1], '1000')
+return {ARGV[1] - live - 1, tat - m}"""
+
+
+class Callgrind:
+    """A server under callgrind: :meth:`count` runs calls and returns the instructions they cost."""
+
+    def __init__(self, server: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.out = workdir / "cg.out"
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}", "--collect-atstart=no",
+             "--toggle-collect=evalShaCommand", server, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if self.client.ping():
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start under valgrind")
+            time.sleep(0.2)
+        self.dumps = 0
+
+    def _control(self, flag: str) -> None:
+        subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True, capture_output=True)
+
+    def count(self, run: Callable[[], Any], calls: int) -> float:
+        """Instructions per call inside EVALSHA while ``run`` makes ``calls`` calls."""
+        self._control("-z")
+        run()
+        self._control("-d")
+        self.dumps += 1
+        dump = Path(f"{self.out}.{self.dumps}")
+        deadline = time.monotonic() + 30
+        while True:
+            if dump.exists():
+                for line in dump.read_text().splitlines():
+                    if line.startswith(("totals:", "summary:")):
+                        return int(line.split()[1]) / calls
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"callgrind wrote no totals to {dump}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _cycle(prefix: str, n: int) -> Callable[[], str]:
+    it = itertools.cycle([f"{prefix}{i}" for i in range(n)])
+    return lambda: next(it)
+
+
+def _limiter_case(lim: Any, subjects: int, calls: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(warm, run): two hits per subject first (a log holds entries), then ``calls`` hits."""
+    subject = _cycle("s", subjects)
+
+    def warm() -> None:
+        for _ in range(2 * subjects):
+            lim.hit(subject())
+
+    def run() -> None:
+        for _ in range(calls):
+            lim.hit(subject())
+
+    return warm, run
+
+
+def _bare_case(
+    c: redis.Redis,
+    source: str,
+    keys: Callable[[str], list[str]],
+    args: list[bytes],
+    subjects: int,
+    calls: int,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    sha = c.script_load(source)
+    subject = _cycle("b", subjects)
+
+    def warm() -> None:
+        for _ in range(2 * subjects):
+            ks = keys(subject())
+            c.evalsha(sha, len(ks), *ks, *args)
+
+    def run() -> None:
+        for _ in range(calls):
+            ks = keys(subject())
+            c.evalsha(sha, len(ks), *ks, *args)
+
+    return warm, run
+
+
+def cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """(label, warm, run) per case, the floor first."""
+    trivial = c.script_load("return 1")
+    floor_key = _cycle("floor:{", 1000)
+
+    def floor() -> None:
+        for _ in range(calls):
+            c.evalsha(trivial, 1, floor_key() + "}")
+
+    yield "trivial EVALSHA (the floor)", (lambda: None), floor
+    log = SlidingWindowLimiter(100, 60, client=c, name="cost")
+    yield ("SlidingWindowLimiter.hit (100/60s)", *_limiter_case(log, 1000, calls))
+    yield (
+        "  its commands alone (TIME ZCARD ZREMRANGEBYSCORE ZADD)",
+        *_bare_case(c, BARE_LOG, lambda s: ["bl:{" + s + "}"], [b"100", b"60000000"], 1000, calls),
+    )
+    # an hour: the bucket stays drawn and the windows stay the same through a run, so every
+    # call takes one path (a window changing mid-run, or a bucket refilling, moves the count)
+    made: list[tuple[str, Any]] = [
+        ("TokenBucketLimiter.hit (1000/h)", TokenBucketLimiter(1000, 1000, per=3600, client=c, name="cost")),
+        ("FixedWindowLimiter.hit (1000/h)", FixedWindowLimiter(1000, 3600, client=c, name="cost")),
+        ("SlidingCounterLimiter.hit (1000/h)", SlidingCounterLimiter(1000, 3600, client=c, name="cost")),
+    ]  # fmt: skip
+    for label, lim in made:
+        yield (label, *_limiter_case(lim, 1000, calls))
+    multi = MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)], client=c, name="cost")
+    yield ("MultiLimiter.hit (10/s + 1000/h)", *_limiter_case(multi, 2000, calls))
+    yield (
+        "  its commands alone (TIME ZCOUNT INCRBY ZADD PEXPIRE)",
+        *_bare_case(c, BARE_MULTI, lambda s: ["bm:{" + s + "}a", "bm:{" + s + "}b"],
+                    [b"10", b"1000000", b"1000", b"3600000"], 2000, calls),
+    )  # fmt: skip
+
+
+def counts(calls: int = CALLS) -> Iterator[tuple[str, float]]:
+    """(case, instructions per call), case by case as each is measured; the floor first."""
+    kind = find_server_kinds()[0]
+    with tempfile.TemporaryDirectory(prefix="rp-callgrind-") as tmp:
+        cg = Callgrind(kind.server, Path(tmp))
+        try:
+            for path in sorted(LUA_DIR.glob("*.lua")):  # a busy server's Lua heap
+                cg.client.script_load(path.read_text())
+            for label, warm, run in cases(cg.client, calls):
+                warm()
+                yield label, cg.count(run, calls)
+        finally:
+            cg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="make bench-lua", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=CALLS, help="calls per case (default %(default)s)")
+    args = parser.parse_args(argv)
+    kinds = find_server_kinds()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control") or not kinds:
+        print("bench-lua: needs valgrind (callgrind_control) and redis-server or valkey-server")
+        return 2
+    print(f"server: {kinds[0].name} {kinds[0].version} under callgrind; every lua/ script loaded")
+    print(f"{'case':58} {'instructions/call':>17} {'x floor':>8}")
+    floor: float | None = None
+    for label, ir in counts(args.calls):
+        floor = floor or ir
+        print(f"{label:58} {ir:17,.0f} {ir / floor:8.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
