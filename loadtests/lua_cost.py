@@ -1,15 +1,16 @@
 """``make bench-lua``: each limiter script's server cost in CPU instructions, by callgrind.
 
 The server runs under ``valgrind --tool=callgrind``, counting only inside ``EVALSHA``, with every
-script in ``lua/`` loaded (a busy server's Lua heap: Redis collects Lua garbage every 50 calls,
-and that work grows with the heap up to a cap). Each case makes its calls on a plain redis-py
-client, and the instructions they cost the server are divided by the calls. Unlike the
-microseconds of ``make bench``, the count is the same from run to run and whatever else the
-machine does, so a change to a script shows as a number, not a spread.
+script in ``lua/`` loaded: a busy server's Lua heap (a script with no logic cost 8% more with them
+loaded than alone, the garbage collector's steps walking the larger heap). Each case makes its
+calls on a plain redis-py client, and the instructions they cost the server are divided by the
+calls. Unlike the microseconds of ``make bench``, the count repeats from run to run whatever else
+the machine does (within 0.5%), so a change to a script shows as a number, not a spread.
 
-Beside each limiter, its **commands alone**: the same server commands on the same keys in a
-script with no logic (what any script that does the job must spend); the gap is the limiter's
-own Lua. Needs ``valgrind`` and a ``redis-server`` or ``valkey-server``.
+Beside the sliding log and the two-policy limiter, their **commands alone**: the same server
+commands on the same key shapes in a script with no logic (what any script doing the job must
+spend); the gap is the limiter's own Lua. Needs ``valgrind`` and a ``redis-server`` or
+``valkey-server``.
 """
 
 from __future__ import annotations
