@@ -89,8 +89,8 @@ bench-compare: bench-deps
 	git worktree remove --force .bench/base
 	$(PY) -m loadtests.compare .bench/base.json .bench/head.json
 
-## bench-lua: each limiter script's server cost in instructions (callgrind: the same count every
-## run, whatever the machine is doing), beside the same commands with no logic; needs valgrind
+## bench-lua: each pattern's scripts' server cost in instructions (callgrind: the same count every
+## run, whatever the machine is doing), the limiters beside their commands alone; needs valgrind
 bench-lua: $(STAMP)
 	$(PY) -m loadtests.lua_cost $(BENCH_ARGS)
 

@@ -1,11 +1,14 @@
-"""``make bench-lua``: each limiter script's server cost in CPU instructions, by callgrind.
+"""``make bench-lua``: what each pattern's scripts cost the server in CPU instructions (callgrind).
 
 The server runs under ``valgrind --tool=callgrind``, counting only inside ``EVALSHA``, with every
 script in ``lua/`` loaded: a busy server's Lua heap (a script with no logic cost 8% more with them
 loaded than alone, the garbage collector's steps walking the larger heap). Each case makes its
 calls on a plain redis-py client, and the instructions they cost the server are divided by the
 calls. Unlike the microseconds of ``make bench``, the count repeats from run to run whatever else
-the machine does (within 0.5%), so a change to a script shows as a number, not a spread.
+the machine does (within 0.5%), so a change to a script shows as a number, not a spread. The
+limiters come first, then one call of each other pattern whose hot path is a script (a lock's
+acquire and release, a session read and update, a kv write, a leaderboard submit, a cache fill's
+store); a call that runs two scripts counts both.
 
 Beside the sliding log and the two-policy limiter, their **commands alone**: the same server
 commands on the same key shapes in a script with no logic (what any script doing the job must
@@ -28,6 +31,11 @@ from typing import Any
 
 import redis
 
+from redispatterns.cache import cached
+from redispatterns.kv import KV
+from redispatterns.leaderboard import Leaderboard
+from redispatterns.lock import Lock
+from redispatterns.mount import Mount
 from redispatterns.ratelimit import (
     FixedWindowLimiter,
     MultiLimiter,
@@ -36,6 +44,7 @@ from redispatterns.ratelimit import (
     SlidingWindowLimiter,
     TokenBucketLimiter,
 )
+from redispatterns.session import SessionStore
 from redispatterns.testing import find_server_kinds, free_port
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
@@ -186,6 +195,60 @@ def cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None],
     )  # fmt: skip
 
 
+def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(calls):
+            fn()
+
+    return run
+
+
+def pattern_cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """(label, warm, run): one hot call of each other pattern whose work is a script."""
+    lock = Lock("cost:lock", 30, client=c)
+
+    def use_lock() -> None:
+        with lock:
+            pass
+
+    yield "with Lock(name): acquire + release (two scripts)", use_lock, _repeat(calls, use_lock)
+    store = SessionStore(c, mount=Mount(prefix="cost:sess:"), ttl=1800)
+    token = store.create("user:42", {"user": "user:42", "cart": [101, 202], "theme": "dark"})
+
+    def get() -> None:
+        store.get(token)
+
+    yield "SessionStore.get (slides the TTL)", get, _repeat(calls, get)
+
+    def update() -> None:
+        store.update(token, {"theme": "light"})
+
+    yield "SessionStore.update one field", update, _repeat(calls, update)
+    kv = KV(c, {"user": Mount(prefix="cost:kv:", ttl=3600)}, write_policy="immediate")
+
+    def kv_set() -> None:
+        kv.set("user", "profile", {"name": "Ada", "n": 42})
+
+    yield "KV.set (quotas, TTL)", kv_set, _repeat(calls, kv_set)
+    board, member = Leaderboard("cost", client=c), _cycle("m", 5000)
+
+    def submit() -> None:
+        board.submit(member(), 7)
+
+    yield "Leaderboard.submit best", _repeat(5000, submit), _repeat(calls, submit)
+    fresh = itertools.count()
+
+    @cached(ttl=60, client=c, name="cost.fill")
+    def load(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    def miss() -> None:
+        load(next(fresh))
+
+    # (a cold miss is a GET, a SET NX for the lease, then this script storing the value)
+    yield "@cached cold miss: its store script (cache_fill)", miss, _repeat(calls, miss)
+
+
 def counts(calls: int = CALLS) -> Iterator[tuple[str, float]]:
     """(case, instructions per call), case by case as each is measured; the floor first."""
     kind = find_server_kinds()[0]
@@ -194,7 +257,7 @@ def counts(calls: int = CALLS) -> Iterator[tuple[str, float]]:
         try:
             for path in sorted(LUA_DIR.glob("*.lua")):  # a busy server's Lua heap
                 cg.client.script_load(path.read_text())
-            for label, warm, run in cases(cg.client, calls):
+            for label, warm, run in itertools.chain(cases(cg.client, calls), pattern_cases(cg.client, calls)):
                 warm()
                 yield label, cg.count(run, calls)
         finally:
