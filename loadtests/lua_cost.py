@@ -5,10 +5,10 @@ script in ``lua/`` loaded: a busy server's Lua heap (a script with no logic cost
 loaded than alone, the garbage collector's steps walking the larger heap). Each case makes its
 calls on a plain redis-py client, and the instructions they cost the server are divided by the
 calls. Unlike the microseconds of ``make bench``, the count repeats from run to run whatever else
-the machine does (within 0.5%), so a change to a script shows as a number, not a spread. The
-limiters come first, then one call of each other pattern whose hot path is a script (a lock's
-acquire and release, a session read and update, a kv write, a leaderboard submit, a cache fill's
-store); a call that runs two scripts counts both.
+the machine does (within 0.5% for most cases, up to 6% where a path depends on the clock), so a
+change to a script shows as a number, not a spread. The limiters come first, then one call of each
+other pattern whose hot path is a script (a lock's acquire and release, a session read and update,
+a kv write, a leaderboard submit, a cache fill's store); a call that runs two scripts counts both.
 
 Beside the sliding log and the two-policy limiter, their **commands alone**: the same server
 commands on the same key shapes in a script with no logic (what any script doing the job must
@@ -161,7 +161,9 @@ def _bare_case(
     return warm, run
 
 
-def cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+def cases(
+    c: redis.Redis, calls: int, subjects: int = 1000
+) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
     """(label, warm, run) per case, the floor first."""
     trivial = c.script_load("return 1")
     floor_key = _cycle("floor:{", 1000)
@@ -172,10 +174,10 @@ def cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None],
 
     yield "trivial EVALSHA (the floor)", (lambda: None), floor
     log = SlidingWindowLimiter(100, 60, client=c, name="cost")
-    yield ("SlidingWindowLimiter.hit (100/60s)", *_limiter_case(log, 1000, calls))
+    yield ("SlidingWindowLimiter.hit (100/60s)", *_limiter_case(log, subjects, calls))
     yield (
         "  its commands alone (TIME ZCARD ZREMRANGEBYSCORE ZADD)",
-        *_bare_case(c, BARE_LOG, lambda s: ["bl:{" + s + "}"], [b"100", b"60000000"], 1000, calls),
+        *_bare_case(c, BARE_LOG, lambda s: ["bl:{" + s + "}"], [b"100", b"60000000"], subjects, calls),
     )
     # an hour: the bucket stays drawn and the windows stay the same through a run, so every
     # call takes one path (a window changing mid-run, or a bucket refilling, moves the count)
@@ -185,13 +187,13 @@ def cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None],
         ("SlidingCounterLimiter.hit (1000/h)", SlidingCounterLimiter(1000, 3600, client=c, name="cost")),
     ]  # fmt: skip
     for label, lim in made:
-        yield (label, *_limiter_case(lim, 1000, calls))
+        yield (label, *_limiter_case(lim, subjects, calls))
     multi = MultiLimiter([Policy.sliding(10, 1), Policy.token_bucket(1000, per=3600)], client=c, name="cost")
-    yield ("MultiLimiter.hit (10/s + 1000/h)", *_limiter_case(multi, 2000, calls))
+    yield ("MultiLimiter.hit (10/s + 1000/h)", *_limiter_case(multi, 2 * subjects, calls))
     yield (
         "  its commands alone (TIME ZCOUNT INCRBY ZADD PEXPIRE)",
         *_bare_case(c, BARE_MULTI, lambda s: ["bm:{" + s + "}a", "bm:{" + s + "}b"],
-                    [b"10", b"1000000", b"1000", b"3600000"], 2000, calls),
+                    [b"10", b"1000000", b"1000", b"3600000"], 2 * subjects, calls),
     )  # fmt: skip
 
 
@@ -203,7 +205,9 @@ def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
     return run
 
 
-def pattern_cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+def pattern_cases(
+    c: redis.Redis, calls: int, subjects: int = 1000
+) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
     """(label, warm, run): one hot call of each other pattern whose work is a script."""
     lock = Lock("cost:lock", 30, client=c)
 
@@ -230,12 +234,12 @@ def pattern_cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[]
         kv.set("user", "profile", {"name": "Ada", "n": 42})
 
     yield "KV.set (quotas, TTL)", kv_set, _repeat(calls, kv_set)
-    board, member = Leaderboard("cost", client=c), _cycle("m", 5000)
+    board, member = Leaderboard("cost", client=c), _cycle("m", 5 * subjects)
 
     def submit() -> None:
         board.submit(member(), 7)
 
-    yield "Leaderboard.submit best", _repeat(5000, submit), _repeat(calls, submit)
+    yield "Leaderboard.submit best", _repeat(5 * subjects, submit), _repeat(calls, submit)
     fresh = itertools.count()
 
     @cached(ttl=60, client=c, name="cost.fill")
@@ -249,15 +253,19 @@ def pattern_cases(c: redis.Redis, calls: int) -> Iterator[tuple[str, Callable[[]
     yield "@cached cold miss: its store script (cache_fill)", miss, _repeat(calls, miss)
 
 
-def counts(calls: int = CALLS) -> Iterator[tuple[str, float]]:
-    """(case, instructions per call), case by case as each is measured; the floor first."""
+def counts(calls: int = CALLS, subjects: int = 1000) -> Iterator[tuple[str, float]]:
+    """(case, instructions per call), case by case as each is measured; the floor first. Each
+    case first warms its state on ``subjects`` subjects (a few calls each), then counts ``calls``."""
     kind = find_server_kinds()[0]
     with tempfile.TemporaryDirectory(prefix="rp-callgrind-") as tmp:
         cg = Callgrind(kind.server, Path(tmp))
         try:
             for path in sorted(LUA_DIR.glob("*.lua")):  # a busy server's Lua heap
                 cg.client.script_load(path.read_text())
-            for label, warm, run in itertools.chain(cases(cg.client, calls), pattern_cases(cg.client, calls)):
+            every = itertools.chain(
+                cases(cg.client, calls, subjects), pattern_cases(cg.client, calls, subjects)
+            )
+            for label, warm, run in every:
                 warm()
                 yield label, cg.count(run, calls)
         finally:
@@ -269,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="make bench-lua", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=CALLS, help="calls per case (default %(default)s)")
+    parser.add_argument("--subjects", type=int, default=1000, help="subjects per case (default %(default)s)")
     args = parser.parse_args(argv)
     kinds = find_server_kinds()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control") or not kinds:
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server: {kinds[0].name} {kinds[0].version} under callgrind; every lua/ script loaded")
     print(f"{'case':58} {'instructions/call':>17} {'x floor':>8}")
     floor: float | None = None
-    for label, ir in counts(args.calls):
+    for label, ir in counts(args.calls, args.subjects):
         floor = floor or ir
         print(f"{label:58} {ir:17,.0f} {ir / floor:8.2f}", flush=True)
     return 0

@@ -141,7 +141,9 @@ def test_pin_puts_the_client_and_the_server_on_cpus_of_their_own() -> None:
 def test_bench_lua_counts_each_script_and_the_limiters_commands_alone() -> None:
     from loadtests.lua_cost import counts
 
-    got = {label.strip(): n for label, n in counts(calls=40)}
+    # few subjects and calls: a server under callgrind takes a whole CPU while it runs, which
+    # tests running beside this one (timeouts measured against a hung server) must not feel
+    got = {label.strip(): n for label, n in counts(calls=20, subjects=20)}
     floor = got.pop("trivial EVALSHA (the floor)")
     assert len(got) == 13, got
     # every case does more than an empty script (a case of two scripts, more than two)
