@@ -5,7 +5,7 @@ script in ``lua/`` loaded: a busy server's Lua heap (a script with no logic cost
 loaded than alone, the garbage collector's steps walking the larger heap). Each case makes its
 calls on a plain redis-py client, and the instructions they cost the server are divided by the
 calls. Unlike the microseconds of ``make bench``, the count repeats from run to run whatever else
-the machine does (within 0.5% for most cases, up to 6% where a path depends on the clock), so a
+the machine does (within 1% for most cases, up to 9% where a path depends on the clock), so a
 change to a script shows as a number, not a spread. The limiters come first, then one call of each
 other pattern whose hot path is a script (a lock's acquire and release, a session read and update,
 a kv write, a leaderboard submit, a cache fill's store); a call that runs two scripts counts both.
@@ -122,19 +122,22 @@ def _cycle(prefix: str, n: int) -> Callable[[], str]:
     return lambda: next(it)
 
 
+def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(calls):
+            fn()
+
+    return run
+
+
 def _limiter_case(lim: Any, subjects: int, calls: int) -> tuple[Callable[[], None], Callable[[], None]]:
     """(warm, run): two hits per subject first (a log holds entries), then ``calls`` hits."""
     subject = _cycle("s", subjects)
 
-    def warm() -> None:
-        for _ in range(2 * subjects):
-            lim.hit(subject())
+    def hit() -> None:
+        lim.hit(subject())
 
-    def run() -> None:
-        for _ in range(calls):
-            lim.hit(subject())
-
-    return warm, run
+    return _repeat(2 * subjects, hit), _repeat(calls, hit)
 
 
 def _bare_case(
@@ -145,20 +148,15 @@ def _bare_case(
     subjects: int,
     calls: int,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(warm, run) for a script sent by hand, on the same key shapes and pace as a limiter case."""
     sha = c.script_load(source)
     subject = _cycle("b", subjects)
 
-    def warm() -> None:
-        for _ in range(2 * subjects):
-            ks = keys(subject())
-            c.evalsha(sha, len(ks), *ks, *args)
+    def call() -> None:
+        ks = keys(subject())
+        c.evalsha(sha, len(ks), *ks, *args)
 
-    def run() -> None:
-        for _ in range(calls):
-            ks = keys(subject())
-            c.evalsha(sha, len(ks), *ks, *args)
-
-    return warm, run
+    return _repeat(2 * subjects, call), _repeat(calls, call)
 
 
 def cases(
@@ -169,10 +167,9 @@ def cases(
     floor_key = _cycle("floor:{", 1000)
 
     def floor() -> None:
-        for _ in range(calls):
-            c.evalsha(trivial, 1, floor_key() + "}")
+        c.evalsha(trivial, 1, floor_key() + "}")
 
-    yield "trivial EVALSHA (the floor)", (lambda: None), floor
+    yield "trivial EVALSHA (the floor)", (lambda: None), _repeat(calls, floor)
     log = SlidingWindowLimiter(100, 60, client=c, name="cost")
     yield ("SlidingWindowLimiter.hit (100/60s)", *_limiter_case(log, subjects, calls))
     yield (
@@ -195,14 +192,6 @@ def cases(
         *_bare_case(c, BARE_MULTI, lambda s: ["bm:{" + s + "}a", "bm:{" + s + "}b"],
                     [b"10", b"1000000", b"1000", b"3600000"], 2 * subjects, calls),
     )  # fmt: skip
-
-
-def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(calls):
-            fn()
-
-    return run
 
 
 def pattern_cases(
