@@ -6,6 +6,7 @@ is loose (a multiple of it), never a tight timing.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -450,20 +451,30 @@ def test_async_writes_to_a_hung_server_cost_one_timeout(
     server = fault_servers.standalone(server_kind)
     timeout = 0.5
     one_timeout = 1.5 * timeout + 0.15
-    big = b"x" * (32 << 20)  # far beyond what the kernel's socket buffers hold
+    # far beyond what the socket buffers hold once the client's send buffer is made small below
+    # (the paused server's receive window is about as small). A 32 MiB write against the default
+    # buffers took 1.1-1.8 s in CI runs on a 2-core VM where the small write took 0.5 s: moving
+    # tens of MiB through fresh memory is the only part of a write that grows with its size
+    big = b"x" * (4 << 20)
 
-    async def scenario() -> list[float]:
-        client = rp.connect_async(server.url, socket_timeout=timeout)
+    async def scenario() -> tuple[list[float], list[str]]:
+        client = rp.connect_async(server.url, socket_timeout=timeout, max_connections=1)
         try:
             assert await client.ping()
-            assert type(client.connection_pool).__name__ == "AsyncQueuingPool"  # type: ignore[union-attr]
-            took = []
+            pool: Any = client.connection_pool  # type: ignore[union-attr]
+            assert type(pool).__name__ == "AsyncQueuingPool"
+            conn = await pool.get_connection()  # the pool's one connection, opened by the PING
+            sock = conn._writer.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+            await pool.release(conn)
+            took, errors = [], []
             with paused(server.node):
                 for value in (big, b"small"):
                     started = time.monotonic()
-                    with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+                    with pytest.raises((redis.TimeoutError, redis.ConnectionError)) as err:
                         await client.set("hung-write", value)
                     took.append(time.monotonic() - started)
+                    errors.append(str(err.value))
             for _ in range(100):  # the server drains what was queued before it answers again
                 try:
                     if await client.set("hung-write-after", b"back"):
@@ -472,9 +483,10 @@ def test_async_writes_to_a_hung_server_cost_one_timeout(
                     await asyncio.sleep(0.05)
             # (a timed-out write may still be applied later: its bytes were in the socket buffers)
             assert await client.get("hung-write-after") == b"back"
-            return took
+            return took, errors
         finally:
             await client.aclose()
 
-    took = asyncio.run(scenario())
+    took, errors = asyncio.run(scenario())
+    assert "writing" in errors[0], errors  # the big write waited on the buffers, not on a reply
     assert max(took) < one_timeout, [round(t, 3) for t in took]
