@@ -6,6 +6,7 @@ is loose (a multiple of it), never a tight timing.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -438,32 +439,48 @@ def test_limiter_breaker_holds_when_the_timeout_outlasts_reset_after(
         client.close()
 
 
+class _SmallSendBuffer(redis.asyncio.Connection):
+    """A connection whose socket sends through a 64 KiB buffer (set on every connect, so a
+    reconnect keeps it): a paused server then takes about 260 KiB of a write, where the default
+    buffers took 4 MiB (measured on loopback, Linux 6.1)."""
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[no-untyped-call]
+        sock = self._writer.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+
+
 def test_async_writes_to_a_hung_server_cost_one_timeout(
     server_kind: ServerKind, fault_servers: FaultServers
 ) -> None:
     """SIGSTOP, on connect_async()'s connections. Must hold: a write far bigger than the socket
-    buffers take, on a connection opened before, waits for them under the timeout (never
-    forever: a write without it hangs this test); a small command costs one timeout too; then,
-    the server back, the same client works."""
+    buffers take, on a connection opened before, waits for them under the timeout and fails
+    writing (never forever: a write without it hangs this test); a small command costs one
+    timeout too; then, the server back, the same client works."""
     import asyncio
 
     server = fault_servers.standalone(server_kind)
     timeout = 0.5
     one_timeout = 1.5 * timeout + 0.15
-    big = b"x" * (32 << 20)  # far beyond what the kernel's socket buffers hold
+    # eight times what the small buffers take. Not tens of MiB past the default buffers: the
+    # client copies a write on its way to the socket (the packer, then asyncio's slice and buffer
+    # on Python 3.11: 39,000 page faults for 32 MiB, measured), work that grows with the write,
+    # and in CI runs on a 2-core VM a 32 MiB write took 1.1-1.8 s where the small one took 0.5 s
+    big = b"x" * (2 << 20)
 
-    async def scenario() -> list[float]:
-        client = rp.connect_async(server.url, socket_timeout=timeout)
+    async def scenario() -> tuple[list[float], list[str]]:
+        client = rp.connect_async(server.url, socket_timeout=timeout, connection_class=_SmallSendBuffer)
         try:
             assert await client.ping()
             assert type(client.connection_pool).__name__ == "AsyncQueuingPool"  # type: ignore[union-attr]
-            took = []
+            took, errors = [], []
             with paused(server.node):
                 for value in (big, b"small"):
                     started = time.monotonic()
-                    with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+                    with pytest.raises((redis.TimeoutError, redis.ConnectionError)) as err:
                         await client.set("hung-write", value)
                     took.append(time.monotonic() - started)
+                    errors.append(str(err.value))
             for _ in range(100):  # the server drains what was queued before it answers again
                 try:
                     if await client.set("hung-write-after", b"back"):
@@ -472,9 +489,10 @@ def test_async_writes_to_a_hung_server_cost_one_timeout(
                     await asyncio.sleep(0.05)
             # (a timed-out write may still be applied later: its bytes were in the socket buffers)
             assert await client.get("hung-write-after") == b"back"
-            return took
+            return took, errors
         finally:
             await client.aclose()
 
-    took = asyncio.run(scenario())
+    took, errors = asyncio.run(scenario())
+    assert "writing" in errors[0], errors  # the big write waited on the socket, not on a reply
     assert max(took) < one_timeout, [round(t, 3) for t in took]
