@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from loadtests.bench_ratelimit import _subjects
 from redispatterns.cache import cached
 from redispatterns.kv import KV
 from redispatterns.leaderboard import Leaderboard
@@ -117,11 +118,6 @@ class Callgrind:
         self.proc.wait(timeout=30)
 
 
-def _cycle(prefix: str, n: int) -> Callable[[], str]:
-    it = itertools.cycle([f"{prefix}{i}" for i in range(n)])
-    return lambda: next(it)
-
-
 def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
     def run() -> None:
         for _ in range(calls):
@@ -132,7 +128,7 @@ def _repeat(calls: int, fn: Callable[[], Any]) -> Callable[[], None]:
 
 def _limiter_case(lim: Any, subjects: int, calls: int) -> tuple[Callable[[], None], Callable[[], None]]:
     """(warm, run): two hits per subject first (a log holds entries), then ``calls`` hits."""
-    subject = _cycle("s", subjects)
+    subject = _subjects("s", subjects)
 
     def hit() -> None:
         lim.hit(subject())
@@ -150,7 +146,7 @@ def _bare_case(
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """(warm, run) for a script sent by hand, on the same key shapes and pace as a limiter case."""
     sha = c.script_load(source)
-    subject = _cycle("b", subjects)
+    subject = _subjects("b", subjects)
 
     def call() -> None:
         ks = keys(subject())
@@ -164,7 +160,7 @@ def cases(
 ) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
     """(label, warm, run) per case, the floor first."""
     trivial = c.script_load("return 1")
-    floor_key = _cycle("floor:{", 1000)
+    floor_key = _subjects("floor:{", 1000)
 
     def floor() -> None:
         c.evalsha(trivial, 1, floor_key() + "}")
@@ -223,7 +219,7 @@ def pattern_cases(
         kv.set("user", "profile", {"name": "Ada", "n": 42})
 
     yield "KV.set (quotas, TTL)", kv_set, _repeat(calls, kv_set)
-    board, member = Leaderboard("cost", client=c), _cycle("m", 5 * subjects)
+    board, member = Leaderboard("cost", client=c), _subjects("m", 5 * subjects)
 
     def submit() -> None:
         board.submit(member(), 7)

@@ -30,7 +30,7 @@ if not now then
   local usec = t[2]
   if #usec < 6 then usec = string.sub('00000' .. usec, -6) end
   stamp = t[1] .. usec  -- now as text, as format('%d', now) writes it: a log's member
-  now, min_ttl_ms = stamp + 0, 0  -- ('+ 0' parses one numeral once: seconds and microseconds apart, two, twice)
+  now, min_ttl_ms = stamp + 0, 0  -- one numeral parsed once (not seconds and microseconds, two, added)
 end
 
 -- The common request (cost 1, hit mode) first: each policy by its own short path, one pass, no
