@@ -7,10 +7,13 @@
 * The command packer of the connections our pools make (:func:`pack_directly`): a private hook
   (``_command_packer``) that the sync connections of every 8.x release and the asyncio ones of
   8.1 on have.
+* What an asyncio connection does when it fails (:func:`abort_on_error`): its private ``_writer``,
+  which every 8.x release keeps, is aborted rather than closed.
 """
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import redis.asyncio.cluster
@@ -26,6 +29,7 @@ from redis.retry import Retry
 __all__ = [
     "CLUSTER_PIPELINE_ASKS_KEYS",
     "REDIS_PY_VERSION",
+    "abort_on_error",
     "cluster_node",
     "no_retry",
     "pack_directly",
@@ -83,6 +87,24 @@ class _DirectPacker:
             except TypeError:  # a type hiredis does not take: redis-py's encoder decides (and says why)
                 pass
         return self._slow(*args)
+
+
+async def _disconnect_aborting(conn: Any, nowait: bool = False, **kwargs: Any) -> None:
+    writer = conn._writer
+    if writer is not None and (nowait or kwargs.get("error") is not None):
+        writer.transport.abort()
+    await type(conn).disconnect(conn, nowait=nowait, **kwargs)
+
+
+def abort_on_error(conn: Any) -> Any:
+    """Make an asyncio connection drop what it has not sent when it disconnects on an error.
+
+    redis-py closes a failed connection with the transport's ``close()``, which still sends what
+    asyncio holds once the server reads again: a write that timed out half-sent would be applied
+    then, after writes acknowledged since. ``abort()`` drops it, and the server discards the cut
+    command. A plain ``disconnect()`` (the pool closing) still closes gracefully. Returns ``conn``."""
+    conn.disconnect = types.MethodType(_disconnect_aborting, conn)
+    return conn
 
 
 def pack_directly(conn: Any) -> Any:

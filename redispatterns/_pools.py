@@ -9,7 +9,8 @@ blocking pools say). Used by ``connect()`` / ``connect_async()``.
 
 Their connections pack commands with hiredis directly (:func:`._compat.pack_directly`), and the
 runners send a script or a reply-as-is command on them without redis-py's per-command wrapper
-(see ``_runner._direct_sync``).
+(see ``_runner._direct_sync``). An asyncio connection that fails drops what it has not sent
+(:func:`._compat.abort_on_error`): a write that timed out half-sent is never applied later.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-from ._compat import pack_directly
+from ._compat import abort_on_error, pack_directly
 
 __all__ = ["DIRECT", "AsyncQueuingPool", "QueuingPool", "mark_direct"]
 
@@ -113,7 +114,7 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
         return await self._wait()
 
     def make_connection(self) -> Any:
-        return pack_directly(super().make_connection())  # type: ignore[no-untyped-call]
+        return abort_on_error(pack_directly(super().make_connection()))  # type: ignore[no-untyped-call]
 
     def _free(self) -> int:
         return self.max_connections - len(self._in_use_connections)

@@ -521,3 +521,43 @@ def test_async_writes_to_a_hung_server_cost_one_timeout(
     else:  # the write returned with its bytes queued in asyncio: the reply's timeout bounds it
         assert "reading" in errors[0], errors
     assert max(took) < one_timeout, [round(t, 3) for t in took]
+
+
+class _SmallSendBufferSync(redis.Connection):
+    """The sync twin of :class:`_SmallSendBuffer` (a test fixture: the socket option only)."""
+
+    def _connect(self) -> socket.socket:
+        sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        return sock
+
+
+def test_write_that_timed_out_unsent_is_never_applied(
+    run: Runner, server_kind: ServerKind, fault_servers: FaultServers
+) -> None:
+    """SIGSTOP, on connect()'s and connect_async()'s connections. Must hold: a write the server
+    had not taken whole when it timed out is never applied, however the server comes back: the
+    server discards a cut command. An asyncio connection that fails drops what it had not sent
+    (an abort); with redis-py's plain close it sent the rest once the server read again, and the
+    write was applied then, after writes acknowledged since (a 32 MiB SET, seen in a CI run)."""
+    import asyncio
+
+    server = fault_servers.standalone(server_kind)
+    cls = _SmallSendBuffer if run.loop else _SmallSendBufferSync
+    client = _client(run, server.url, socket_timeout=0.5, connection_class=cls)
+    try:
+        run(lambda: client.delete("unsent-write"))
+        with paused(server.node), pytest.raises((redis.TimeoutError, redis.ConnectionError)) as err:
+            run(lambda: client.set("unsent-write", b"x" * (2 << 20)))
+        for _ in range(100):  # the server back: a write acknowledged after the timed-out one
+            try:
+                if run(lambda: client.set("unsent-write-after", b"back")):
+                    break
+            except (redis.TimeoutError, redis.ConnectionError):
+                time.sleep(0.05)
+        # what a lingering connection would still send (the event loop running, for asyncio)
+        run(lambda: asyncio.sleep(0.5) if run.loop else time.sleep(0.5))
+        assert run(lambda: client.exists("unsent-write")) == 0, str(err.value)
+        assert run(lambda: client.get("unsent-write-after")) in (b"back", "back")
+    finally:
+        _close(run, client)
