@@ -81,3 +81,8 @@ def paused(*nodes: Any) -> Iterator[None]:
     finally:
         for n in nodes:
             n.resume()
+
+
+@pytest.fixture(autouse=True)
+def _timed_without_gc_pauses(no_gc_pauses: None) -> None:
+    """Every fault test bounds how long a caller waits (see ``tests/conftest.py``)."""

@@ -487,6 +487,7 @@ def test_failing_open_or_closed_stops_asking_a_dead_server(rp: Harness, on_error
         dead.close()
 
 
+@pytest.mark.usefixtures("no_gc_pauses")
 @pytest.mark.parametrize("on_error", ["open", "closed"])
 def test_a_hung_server_costs_one_timeout_per_call_then_microseconds(
     rp: Harness, backend: Backend, on_error: str, caplog: pytest.LogCaptureFixture

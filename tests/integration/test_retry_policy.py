@@ -53,6 +53,7 @@ def test_read_after_a_dropped_connection_is_retried(
     assert run_sync(fast_timeout_client, _one(Command("GET", "k"))) == b"v"
 
 
+@pytest.mark.usefixtures("no_gc_pauses")
 def test_a_read_that_times_out_costs_one_timeout(backend: Backend, fast_timeout_client: redis.Redis) -> None:
     """A timeout means the server may be hung: retrying it would multiply the wait (D2)."""
     admin = backend.sync_client()

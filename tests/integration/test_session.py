@@ -654,6 +654,7 @@ def test_events_by_time_range_and_count(rp: Harness) -> None:
 # --------------------------------------------------------------------------- outages (D2)
 
 
+@pytest.mark.usefixtures("no_gc_pauses")
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("on_error", ["raise", "closed"])
 def test_a_hung_server_costs_reads_one_timeout_then_the_breaker_skips_it(
