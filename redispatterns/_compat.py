@@ -7,13 +7,13 @@
 * The command packer of the connections our pools make (:func:`pack_directly`): a private hook
   (``_command_packer``) that the sync connections of every 8.x release and the asyncio ones of
   8.1 on have.
-* What an asyncio connection does when it fails (:func:`abort_on_error`): its private ``_writer``,
-  which every 8.x release keeps, is aborted rather than closed.
+* What an asyncio connection does when it fails (:func:`aborting`): its private ``_writer``,
+  which every 8.x release keeps, is aborted rather than closed; a Cluster client's node classes
+  are set through its ``nodes_manager`` (:func:`abort_cluster_on_error`).
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import redis.asyncio.cluster
@@ -29,7 +29,8 @@ from redis.retry import Retry
 __all__ = [
     "CLUSTER_PIPELINE_ASKS_KEYS",
     "REDIS_PY_VERSION",
-    "abort_on_error",
+    "abort_cluster_on_error",
+    "aborting",
     "cluster_node",
     "no_retry",
     "pack_directly",
@@ -55,7 +56,12 @@ def no_retry(*, asyncio_: bool) -> Retry | AsyncRetry:
 def sentinel(
     hosts: list[tuple[str, int]], sentinel_kwargs: dict[str, Any], *, asyncio_: bool, **kw: Any
 ) -> Any:
-    """A ``Sentinel`` (sync or asyncio) over ``hosts``; ``master_for`` gives the client."""
+    """A ``Sentinel`` (sync or asyncio) over ``hosts``; ``master_for`` gives the client (its
+    asyncio connections :func:`aborting`)."""
+    if asyncio_:
+        ours = redis.asyncio.sentinel
+        managed = ours.SentinelManagedSSLConnection if kw.get("ssl") else ours.SentinelManagedConnection
+        kw["connection_class"] = aborting(kw.get("connection_class", managed))
     return _SENTINEL[asyncio_](hosts, sentinel_kwargs=sentinel_kwargs, **kw)
 
 
@@ -89,22 +95,42 @@ class _DirectPacker:
         return self._slow(*args)
 
 
-async def _disconnect_aborting(conn: Any, nowait: bool = False, **kwargs: Any) -> None:
-    writer = conn._writer
-    if writer is not None and (nowait or kwargs.get("error") is not None):
-        writer.transport.abort()
-    await type(conn).disconnect(conn, nowait=nowait, **kwargs)
+_ABORTING: dict[Any, Any] = {}  # connection class -> its aborting subclass, made once
 
 
-def abort_on_error(conn: Any) -> Any:
-    """Make an asyncio connection drop what it has not sent when it disconnects on an error.
+def aborting(cls: Any) -> Any:
+    """``cls``, an asyncio connection class, made to drop what it has not sent when it
+    disconnects on an error (a timeout, a reset, a cancellation).
 
     redis-py closes a failed connection with the transport's ``close()``, which still sends what
     asyncio holds once the server reads again: a write that timed out half-sent would be applied
     then, after writes acknowledged since. ``abort()`` drops it, and the server discards the cut
-    command. A plain ``disconnect()`` (the pool closing) still closes gracefully. Returns ``conn``."""
-    conn.disconnect = types.MethodType(_disconnect_aborting, conn)
-    return conn
+    command. A plain ``disconnect()`` (a pool closing) still closes gracefully."""
+    if getattr(cls, "_rp_aborts", False):
+        return cls
+    made = _ABORTING.get(cls)
+    if made is not None:
+        return made
+
+    async def disconnect(self: Any, nowait: bool = False, **kwargs: Any) -> None:
+        writer = self._writer
+        if writer is not None and (nowait or kwargs.get("error") is not None):
+            writer.transport.abort()
+        await cls.disconnect(self, nowait=nowait, **kwargs)
+
+    made = type(f"Aborting{cls.__name__}", (cls,), {"disconnect": disconnect, "_rp_aborts": True})
+    return _ABORTING.setdefault(cls, made)
+
+
+def abort_cluster_on_error(client: Any) -> Any:
+    """Give an asyncio Cluster client's node connections :func:`aborting`'s class: the nodes it
+    starts from and those it finds later (created from the shared ``connection_kwargs``)."""
+    nodes = client.nodes_manager
+    cls = aborting(nodes.connection_kwargs.get("connection_class", redis.asyncio.Connection))
+    nodes.connection_kwargs["connection_class"] = cls
+    for node in nodes.startup_nodes.values():
+        node.connection_class = cls
+    return client
 
 
 def pack_directly(conn: Any) -> Any:

@@ -10,7 +10,7 @@ blocking pools say). Used by ``connect()`` / ``connect_async()``.
 Their connections pack commands with hiredis directly (:func:`._compat.pack_directly`), and the
 runners send a script or a reply-as-is command on them without redis-py's per-command wrapper
 (see ``_runner._direct_sync``). An asyncio connection that fails drops what it has not sent
-(:func:`._compat.abort_on_error`): a write that timed out half-sent is never applied later.
+(:func:`._compat.aborting`): a write that timed out half-sent is never applied later.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-from ._compat import abort_on_error, pack_directly
+from ._compat import aborting, pack_directly
 
 __all__ = ["DIRECT", "AsyncQueuingPool", "QueuingPool", "mark_direct"]
 
@@ -101,6 +101,7 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
 
     def __init__(self, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.connection_class = aborting(self.connection_class)
         self.timeout = timeout
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._woken = 0  # waiters woken that have not taken their connection yet
@@ -114,7 +115,7 @@ class AsyncQueuingPool(redis.asyncio.ConnectionPool):
         return await self._wait()
 
     def make_connection(self) -> Any:
-        return abort_on_error(pack_directly(super().make_connection()))  # type: ignore[no-untyped-call]
+        return pack_directly(super().make_connection())  # type: ignore[no-untyped-call]
 
     def _free(self) -> int:
         return self.max_connections - len(self._in_use_connections)

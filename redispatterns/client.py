@@ -195,7 +195,8 @@ def _build(url: str, opts: Mapping[str, Any], asyncio_: bool) -> Any:
             kw["password"] = password
         nodes = [_compat.cluster_node(h, p, asyncio_=asyncio_) for h, p in hosts]
         if asyncio_:
-            return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
+            cluster = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kw)
+            return _compat.abort_cluster_on_error(cluster)
         # node pools that wait rather than raise MaxConnectionsError; redis-py applies
         # connection_pool_class only on its from-URL path, so name the first node by URL too
         kw.setdefault("connection_pool_class", _pools.QueuingPool)

@@ -212,6 +212,35 @@ def test_cluster_hung(run: Runner, server_kind: ServerKind, fault_servers: Fault
         _close(run, client)
 
 
+def test_async_cluster_write_that_timed_out_unsent_is_never_applied(
+    server_kind: ServerKind, fault_servers: FaultServers
+) -> None:
+    """Every node SIGSTOPped (so none fails over meanwhile), on connect_async()'s Cluster client.
+    Must hold: a 32 MiB SET that timed out (the kernel takes about 4 MiB of it) is never applied
+    once the nodes are back: each node connection it went out on dropped what it had not sent
+    (redis-py's graceful close sent the rest, and the write landed after a later one)."""
+    cluster = fault_servers.cluster(server_kind)
+    run = Runner(True)
+    client = _client(run, cluster.url, socket_timeout=0.5)
+    try:
+        run(lambda: client.delete("unsent-write"))
+        with paused(*cluster.nodes), pytest.raises(RedisError) as err:
+            run(lambda: client.set("unsent-write", b"x" * (32 << 20)))
+        started = time.monotonic()
+        while True:  # the nodes back: a write acknowledged after the timed-out one
+            try:
+                if run(lambda: client.set("unsent-write-after", b"back")):
+                    break
+            except RedisError:
+                assert time.monotonic() - started < 30, "the cluster did not come back"
+                time.sleep(0.1)
+        run(lambda: asyncio.sleep(1.0))  # what a lingering connection would still send
+        assert run(lambda: client.exists("unsent-write")) == 0, repr(err.value)
+    finally:
+        _close(run, client)
+        run.close()
+
+
 def test_connect_to_an_unreachable_cluster() -> None:
     """The sync cluster client reads the topology when built: ``rp.connect`` to a cluster with
     no reachable node raises ServerUnavailable at once, its password masked."""

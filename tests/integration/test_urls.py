@@ -167,6 +167,39 @@ def test_sentinel_url(sentinel: tuple[StandaloneServer, int]) -> None:
     assert asyncio.run(go()) == b"v"
 
 
+def test_sentinel_async_write_that_timed_out_unsent_is_never_applied(
+    sentinel: tuple[StandaloneServer, int],
+) -> None:
+    """The master SIGSTOPped under a Sentinel asyncio client: a 32 MiB SET that timed out (the
+    kernel takes about 4 MiB of it) is never applied once the master is back, its connection
+    having dropped what it had not sent (redis-py's graceful close sent the rest later)."""
+    master, port = sentinel
+
+    async def go() -> tuple[str, int]:
+        ac: Any = rp.connect_async(f"redis+sentinel://127.0.0.1:{port}/mymaster/0", socket_timeout=0.5)
+        try:
+            assert await ac.ping()
+            master.node.pause()
+            try:
+                with pytest.raises(redis.RedisError) as err:
+                    await ac.set("unsent-write", b"x" * (32 << 20))
+            finally:
+                master.node.resume()
+            for _ in range(100):  # the master back: a write acknowledged after the timed-out one
+                try:
+                    if await ac.set("unsent-write-after", b"back"):
+                        break
+                except redis.RedisError:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # what a lingering connection would still send
+            return repr(err.value), await ac.exists("unsent-write")
+        finally:
+            await ac.aclose()
+
+    error, exists = asyncio.run(go())
+    assert exists == 0, error
+
+
 def test_describe_url_masks_passwords() -> None:
     assert describe_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
     assert describe_url("redis://u@h:1/0") == "redis://u@h:1/0"
