@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -212,6 +212,25 @@ def test_cluster_hung(run: Runner, server_kind: ServerKind, fault_servers: Fault
         _close(run, client)
 
 
+def unsent_write_is_never_applied(run: Runner, client: Any, nodes: Sequence[Any], size: int) -> None:
+    """Pause ``nodes`` while ``client`` SETs ``size`` bytes (it fails), resume them, have a later
+    write acknowledged, then check that the timed-out write never lands, given the time a
+    lingering connection would take to send the rest (the event loop running, for asyncio)."""
+    run(lambda: client.delete("unsent-write"))
+    with paused(*nodes), pytest.raises(RedisError) as err:
+        run(lambda: client.set("unsent-write", b"x" * size))
+    started = time.monotonic()
+    while True:  # the server back: a write acknowledged after the timed-out one
+        try:
+            if run(lambda: client.set("unsent-write-after", b"back")):
+                break
+        except RedisError:
+            assert time.monotonic() - started < 30, "the server did not come back"
+            time.sleep(0.05)
+    run(lambda: asyncio.sleep(1.0) if run.loop else time.sleep(1.0))
+    assert run(lambda: client.exists("unsent-write")) == 0, repr(err.value)
+
+
 def test_async_cluster_write_that_timed_out_unsent_is_never_applied(
     server_kind: ServerKind, fault_servers: FaultServers
 ) -> None:
@@ -223,19 +242,7 @@ def test_async_cluster_write_that_timed_out_unsent_is_never_applied(
     run = Runner(True)
     client = _client(run, cluster.url, socket_timeout=0.5)
     try:
-        run(lambda: client.delete("unsent-write"))
-        with paused(*cluster.nodes), pytest.raises(RedisError) as err:
-            run(lambda: client.set("unsent-write", b"x" * (32 << 20)))
-        started = time.monotonic()
-        while True:  # the nodes back: a write acknowledged after the timed-out one
-            try:
-                if run(lambda: client.set("unsent-write-after", b"back")):
-                    break
-            except RedisError:
-                assert time.monotonic() - started < 30, "the cluster did not come back"
-                time.sleep(0.1)
-        run(lambda: asyncio.sleep(1.0))  # what a lingering connection would still send
-        assert run(lambda: client.exists("unsent-write")) == 0, repr(err.value)
+        unsent_write_is_never_applied(run, client, cluster.nodes, 32 << 20)
     finally:
         _close(run, client)
         run.close()

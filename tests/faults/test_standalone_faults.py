@@ -21,7 +21,7 @@ from redispatterns.client import _build
 from redispatterns.testing.servers import ServerKind, StandaloneServer
 
 from .conftest import OPTS, TIMEOUT, FaultServers, paused
-from .test_outage_errors import Runner, _client, _close
+from .test_outage_errors import Runner, _client, _close, unsent_write_is_never_applied
 
 
 def _double(x: int) -> int:
@@ -540,24 +540,10 @@ def test_write_that_timed_out_unsent_is_never_applied(
     server discards a cut command. An asyncio connection that fails drops what it had not sent
     (an abort); with redis-py's plain close it sent the rest once the server read again, and the
     write was applied then, after writes acknowledged since (a 32 MiB SET, seen in a CI run)."""
-    import asyncio
-
     server = fault_servers.standalone(server_kind)
     cls = _SmallSendBuffer if run.loop else _SmallSendBufferSync
     client = _client(run, server.url, socket_timeout=0.5, connection_class=cls)
     try:
-        run(lambda: client.delete("unsent-write"))
-        with paused(server.node), pytest.raises((redis.TimeoutError, redis.ConnectionError)) as err:
-            run(lambda: client.set("unsent-write", b"x" * (2 << 20)))
-        for _ in range(100):  # the server back: a write acknowledged after the timed-out one
-            try:
-                if run(lambda: client.set("unsent-write-after", b"back")):
-                    break
-            except (redis.TimeoutError, redis.ConnectionError):
-                time.sleep(0.05)
-        # what a lingering connection would still send (the event loop running, for asyncio)
-        run(lambda: asyncio.sleep(0.5) if run.loop else time.sleep(0.5))
-        assert run(lambda: client.exists("unsent-write")) == 0, str(err.value)
-        assert run(lambda: client.get("unsent-write-after")) in (b"back", "back")
+        unsent_write_is_never_applied(run, client, [server.node], 2 << 20)
     finally:
         _close(run, client)

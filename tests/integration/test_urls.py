@@ -173,31 +173,16 @@ def test_sentinel_async_write_that_timed_out_unsent_is_never_applied(
     """The master SIGSTOPped under a Sentinel asyncio client: a 32 MiB SET that timed out (the
     kernel takes about 4 MiB of it) is never applied once the master is back, its connection
     having dropped what it had not sent (redis-py's graceful close sent the rest later)."""
+    from tests.faults.test_outage_errors import Runner, _client, _close, unsent_write_is_never_applied
+
     master, port = sentinel
-
-    async def go() -> tuple[str, int]:
-        ac: Any = rp.connect_async(f"redis+sentinel://127.0.0.1:{port}/mymaster/0", socket_timeout=0.5)
-        try:
-            assert await ac.ping()
-            master.node.pause()
-            try:
-                with pytest.raises(redis.RedisError) as err:
-                    await ac.set("unsent-write", b"x" * (32 << 20))
-            finally:
-                master.node.resume()
-            for _ in range(100):  # the master back: a write acknowledged after the timed-out one
-                try:
-                    if await ac.set("unsent-write-after", b"back"):
-                        break
-                except redis.RedisError:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)  # what a lingering connection would still send
-            return repr(err.value), await ac.exists("unsent-write")
-        finally:
-            await ac.aclose()
-
-    error, exists = asyncio.run(go())
-    assert exists == 0, error
+    run = Runner(True)
+    client = _client(run, f"redis+sentinel://127.0.0.1:{port}/mymaster/0", socket_timeout=0.5)
+    try:
+        unsent_write_is_never_applied(run, client, [master.node], 32 << 20)
+    finally:
+        _close(run, client)
+        run.close()
 
 
 def test_describe_url_masks_passwords() -> None:
